@@ -1,0 +1,121 @@
+/* base/base.h — status codes, the last-error message, logging, terminal colour
+ * and small helpers every folder may call. Nothing here allocates on a hot path.
+ *
+ * Errors: library functions return st_status (or NULL) and describe the failure
+ * with st_error_set(); the caller reads it with st_last_error(). Messages name
+ * what failed and where; an optional line "hint: ..." says what to change.
+ * The message is thread-local and survives until the next st_error_set(). */
+#ifndef STRATA_BASE_H
+#define STRATA_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum st_status {
+    ST_OK = 0,
+    ST_ERR_USAGE,        /* bad command-line use (exit 2) */
+    ST_ERR_CONFIG,       /* deployment YAML / plan invalid or impossible (exit 2) */
+    ST_ERR_FORMAT,       /* malformed model, tokenizer or JSON file */
+    ST_ERR_IO,           /* open/read/mmap failed */
+    ST_ERR_NOMEM,        /* host allocation failed */
+    ST_ERR_DEVICE_OOM,   /* device allocation failed: recoverable */
+    ST_ERR_DEVICE,       /* a device call failed */
+    ST_ERR_UNSUPPORTED,  /* valid input this build or device cannot run */
+    ST_ERR_NOT_BUILT,    /* feature left out of this build (exit 2) */
+    ST_ERR_INTERNAL,     /* a bug: an invariant broke */
+} st_status;
+
+/* Short stable name of a status ("config", "format", ...). Never NULL. */
+const char *st_status_name(st_status s);
+
+/* Process exit code documented in the README: 0 ok, 2 usage/configuration, 1 otherwise. */
+int st_status_exit_code(st_status s);
+
+/* Sets the thread's error message (printf format) and returns s, so that
+ * `return st_error_set(ST_ERR_FORMAT, "...")` reads naturally. */
+st_status st_error_set(st_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+st_status st_error_setv(st_status s, const char *fmt, va_list ap);
+
+/* Appends "\nhint: <text>" to the current message. Returns the current status. */
+st_status st_error_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prefixes the current message with "<text>: " (adds context on the way up). */
+st_status st_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The current message ("" when none) and status (ST_OK when none). */
+const char *st_last_error(void);
+st_status st_last_status(void);
+void st_error_clear(void);
+
+/* ---- logging ---------------------------------------------------------- */
+typedef enum st_log_level {
+    ST_LOG_ERROR = 0, ST_LOG_WARN, ST_LOG_INFO, ST_LOG_DEBUG,
+} st_log_level;
+
+void st_log_set_level(st_log_level level);   /* default ST_LOG_WARN; -v: INFO, -vv: DEBUG, -q: ERROR */
+st_log_level st_log_get_level(void);
+void st_log(st_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define ST_WARN(...)  st_log(ST_LOG_WARN, __VA_ARGS__)
+#define ST_INFO(...)  st_log(ST_LOG_INFO, __VA_ARGS__)
+#define ST_DEBUG(...) st_log(ST_LOG_DEBUG, __VA_ARGS__)
+
+/* Colour only on a TTY and only when NO_COLOR is unset. Codes are "" otherwise. */
+bool st_term_color(FILE *f);
+const char *st_color(FILE *f, const char *ansi_code); /* e.g. st_color(stdout, "1;31") */
+const char *st_color_reset(FILE *f);
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* Parses "512MiB", "22GiB", "22GB", "1.5 GB", "4096" (bytes) into bytes.
+ * Units: B, KB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024),
+ * case-insensitive; K/M/G/T alone mean binary. Negative, empty, overflowing
+ * or unknown-unit strings return ST_ERR_CONFIG with a message. */
+st_status st_parse_size(const char *text, uint64_t *out_bytes);
+
+/* Formats bytes as "1.50 GiB" into buf (>= 16 chars). Returns buf. */
+char *st_format_bytes(uint64_t bytes, char *buf, size_t buf_len);
+
+/* Levenshtein distance (ASCII), used for "did you mean" hints. */
+int st_edit_distance(const char *a, const char *b);
+/* The candidate nearest to word within distance max(2, len/3), or NULL. */
+const char *st_nearest_word(const char *word, const char *const *candidates, size_t n);
+
+/* Reads a whole file into a NUL-terminated malloc'ed buffer. */
+st_status st_read_file(const char *path, char **out_data, size_t *out_len);
+
+/* Monotonic clock in seconds. */
+double st_time_s(void);
+
+/* Checked allocation helpers: on failure they set ST_ERR_NOMEM naming `what`. */
+void *st_malloc(size_t bytes, const char *what);
+void *st_calloc(size_t n, size_t size, const char *what);
+
+/* Overflow-checked size arithmetic: false on overflow. */
+static inline bool st_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return __builtin_mul_overflow(a, b, out);
+}
+static inline bool st_add_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return __builtin_add_overflow(a, b, out);
+}
+
+/* Build facts filled in by CMake (version.c). */
+const char *st_version_string(void);  /* "0.1.0" */
+const char *st_build_commit(void);    /* git commit or "unknown" */
+const char *st_build_options(void);   /* "cuda=ON nccl=ON mpi=OFF sanitize=" */
+
+#define ST_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define ST_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define ST_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_BASE_H */

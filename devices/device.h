@@ -1,0 +1,199 @@
+/* devices/device.h — what a device is (identity, capabilities, memory,
+ * performance), the inventory of this machine, the GPU catalog used for
+ * what-if planning, and the table of operations every backend implements.
+ *
+ * The planner reads only the plain structs at the top of this header; the
+ * orchestrator drives computation only through struct st_device_ops. A new
+ * backend is one folder under devices/ plus its kernels. */
+#ifndef STRATA_DEVICE_H
+#define STRATA_DEVICE_H
+
+#include "base/base.h"
+#include "model/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum st_device_kind {
+    ST_DEVICE_CPU = 0,
+    ST_DEVICE_CUDA,
+    ST_DEVICE_CATALOG,       /* a hypothetical card from the catalog (dry runs only) */
+} st_device_kind;
+
+/* Capabilities, derived from the compute capability (DESIGN.md) and
+ * overridable in the deployment YAML. */
+struct st_caps {
+    int cc_major, cc_minor;  /* 0.0 for the CPU */
+    bool fp16_arith;         /* fast fp16 math: cc >= 5.3 except 6.1 */
+    bool fp32_accum_fp16;    /* fp16 inputs with fp32 accumulation in GEMM (cc >= 7.0 tensor cores, or the CPU) */
+    bool bf16;               /* cc >= 8.0 */
+    bool tensor_cores;       /* cc >= 7.0 */
+    bool flash_attn;         /* strata's tensor-core flash kernel: cc >= 8.0 */
+};
+
+/* Derives capabilities from a compute capability (major.minor). */
+struct st_caps st_caps_from_cc(int cc_major, int cc_minor);
+struct st_caps st_caps_cpu(void);
+
+/* Performance figures: peak from the catalog or properties, effective from a probe. */
+struct st_perf {
+    double mem_bw_gbps;      /* memory bandwidth, GB/s (1e9 bytes/s) */
+    double fp32_tflops;
+    double fp16_tflops;      /* with fp32 accumulation where the card has it */
+    double bf16_tflops;      /* 0 when unsupported */
+    double launch_us;        /* per-kernel launch overhead */
+    bool measured;           /* true when it came from `strata inventory --probe` */
+};
+
+#define ST_DEVICE_NAME_MAX 96
+
+struct st_device_info {
+    st_device_kind kind;
+    int index;                           /* cuda ordinal (after CUDA_VISIBLE_DEVICES), 0 for cpu */
+    char name[ST_DEVICE_NAME_MAX];       /* "NVIDIA H100 80GB HBM3", "AMD EPYC ...", "Tesla M40 24GB" */
+    char uuid[48];                       /* "GPU-xxxxxxxx-..." or "" */
+    char pci_bus_id[32];                 /* "0000:3b:00.0" or "" */
+    int numa_node;                       /* -1 when unknown */
+    char cpuset[128];                    /* local CPUs as a list ("0-15,32-47") or "" */
+    struct st_caps caps;
+    int sm_count;                        /* SMs (GPU) or cores (CPU) */
+    int threads;                         /* CPU: hardware threads; GPU: 0 */
+    uint64_t mem_total_bytes;
+    uint64_t mem_free_bytes;
+    uint64_t l2_bytes;
+    int mem_bus_width_bits;
+    int mem_clock_khz;
+    int pcie_gen, pcie_width;            /* 0 when unknown */
+    char catalog[48];                    /* catalog key when kind == CATALOG or emulated, else "" */
+    struct st_perf perf;
+};
+
+/* ---- inventory --------------------------------------------------------- */
+
+typedef enum st_link_kind { ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME } st_link_kind;
+const char *st_link_kind_name(st_link_kind k);
+
+struct st_p2p {
+    bool access;             /* cudaDeviceCanAccessPeer */
+    bool native_atomics;
+    int perf_rank;           /* cudaDevP2PAttrPerformanceRank */
+    st_link_kind link;
+};
+
+struct st_numa_node { int os_index; uint64_t mem_bytes; char cpuset[128]; };
+struct st_cpu_package { int os_index; char name[ST_DEVICE_NAME_MAX]; int n_cores; int n_threads; };
+
+typedef struct st_inventory {
+    struct st_cpu_package *packages; int n_packages;
+    struct st_numa_node *numa; int n_numa;
+    int n_cores, n_threads;
+    uint64_t host_mem_bytes;
+    struct st_device_info *devices; int n_devices;  /* devices[0] is the CPU, then GPUs */
+    struct st_p2p *p2p;                             /* (n_devices x n_devices), CPU row/col unused */
+    char no_gpu_reason[256];                        /* why no GPU is listed, "" when some are */
+} st_inventory;
+
+/* Discovers the topology (hwloc) and the CUDA devices (cudart, when built).
+ * Never fails for lack of a GPU: no_gpu_reason explains. */
+st_status st_inventory_init(st_inventory **out);
+void st_inventory_free(st_inventory *inv);
+
+/* ---- catalog ----------------------------------------------------------- */
+
+/* Fills info with a catalog card ("tesla-m40", "rtx-3050-ti-laptop", ...).
+ * Unknown names return ST_ERR_CONFIG with the nearest name as a hint. */
+st_status st_catalog_lookup(const char *name, struct st_device_info *info);
+/* Number of entries and the i-th key, for listings and hints. */
+int st_catalog_count(void);
+const char *st_catalog_key(int i);
+
+/* ---- runtime: the device operations table ------------------------------- */
+
+typedef struct st_backend st_backend;   /* one device's runtime state; opaque */
+
+typedef enum st_prec { ST_PREC_F32 = 0, ST_PREC_F16, ST_PREC_BF16 } st_prec;
+const char *st_prec_name(st_prec p);
+typedef enum st_attn_kind { ST_ATTN_EAGER = 0, ST_ATTN_FLASH } st_attn_kind;
+const char *st_attn_name(st_attn_kind a);
+
+typedef enum st_buf_use { ST_BUF_WEIGHTS = 0, ST_BUF_KV, ST_BUF_WORKSPACE, ST_BUF_STAGING } st_buf_use;
+
+/* Settings a backend is created with: from the plan's stage. */
+struct st_backend_config {
+    st_prec matmul_prec;     /* inputs of prefill GEMMs; accumulation is always fp32 */
+    st_attn_kind attention;
+    st_dtype kv_dtype;       /* F32, F16 or BF16 */
+    int n_threads;           /* CPU: worker threads (0 = all cores of the device's NUMA node) */
+    bool maxwell_path;       /* restrict to sm_52 code paths (real cc 5.x or emulate: tesla-m40) */
+};
+
+/* A weight matrix resident on a device: (rows = out, cols = in) in its stored dtype. */
+struct st_weight {
+    const void *data;        /* device pointer */
+    st_dtype dtype;
+    int64_t rows, cols;
+};
+
+/* One layer's KV cache on a device: k and v are (n_ctx, n_head_kv, head_dim) in dtype. */
+struct st_kv_layer {
+    void *k, *v;
+    st_dtype dtype;
+    int64_t n_ctx, n_head_kv, head_dim;
+};
+
+struct st_rope_params {
+    float theta;
+    st_rope_layout layout;
+    const float *freq_factors; /* device pointer (head_dim/2) or NULL: theta_i /= factor[i] */
+};
+
+/* All activations are fp32 device buffers laid out [n_tok][width].
+ * `pos` is a device array of n_tok consecutive absolute positions; reading it on
+ * the device (not the host) keeps a decode step capturable in a CUDA graph.
+ * Every entry returns ST_OK or an error naming the op and the device.
+ * Optional entries may be NULL; the wrappers in orchestrator/ fall back. */
+struct st_device_ops {
+    const char *name;        /* "cpu", "cuda" */
+
+    st_status (*init)(const struct st_device_info *dev, const struct st_backend_config *cfg, st_backend **out);
+    void (*free)(st_backend *be);
+
+    /* memory: device buffers by use; out-of-memory names device, bytes asked, bytes free */
+    st_status (*alloc)(st_backend *be, size_t bytes, st_buf_use use, void **out);
+    void (*dealloc)(st_backend *be, void *ptr);
+    st_status (*upload)(st_backend *be, void *dst, const void *src_host, size_t bytes);
+    st_status (*download)(st_backend *be, void *dst_host, const void *src, size_t bytes); /* waits */
+    st_status (*sync)(st_backend *be);
+
+    /* kernels */
+    st_status (*embed)(st_backend *be, const struct st_weight *table, const int32_t *ids, int64_t n_tok, float *out);
+    /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows r of length n (also the per-head q/k norm) */
+    st_status (*rmsnorm)(st_backend *be, const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out);
+    /* y[t][r] = sum_c W[r][c] * x[t][c] (+ bias[r]); fp32 accumulation */
+    st_status (*matmul)(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok, float *y);
+    /* in place on x: (n_tok, n_heads, head_dim) */
+    st_status (*rope)(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
+                      const int32_t *pos, const struct st_rope_params *rp);
+    /* writes k, v (n_tok, n_head_kv, head_dim) at rows pos[t] of the cache */
+    st_status (*kv_store)(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v,
+                          int64_t n_tok, const int32_t *pos);
+    /* causal GQA attention: token t sees cache rows 0..pos[t]; q, out (n_tok, n_head, head_dim) */
+    st_status (*attention)(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok,
+                           int64_t n_head, const int32_t *pos, float scale, float *out);
+    /* out[i] = silu(gate[i]) * up[i] */
+    st_status (*swiglu)(st_backend *be, const float *gate, const float *up, int64_t n, float *out);
+    /* x[i] += y[i] */
+    st_status (*add)(st_backend *be, float *x, const float *y, int64_t n);
+    /* out_id[0] = argmax over logits (n_vocab), lowest id on ties */
+    st_status (*argmax)(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id);
+};
+
+/* The backends built into this binary (CUDA only when compiled with it). */
+const struct st_device_ops *st_device_ops_cpu(void);
+const struct st_device_ops *st_device_ops_cuda(void);   /* NULL in a CPU-only build */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_DEVICE_H */

@@ -1,0 +1,41 @@
+/* Shared CLI reporting. */
+#include "cli.h"
+
+#include <string.h>
+
+int st_cli_report(st_status s) {
+    const char *msg = st_last_error();
+    if (!msg[0]) msg = st_status_name(s);
+    fprintf(stderr, "%serror:%s ", st_color(stderr, "1;31"), st_color_reset(stderr));
+    for (const char *p = msg; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (p != msg) {
+            if (n >= 5 && strncmp(p, "hint:", 5) == 0) {
+                fprintf(stderr, "%shint:%s%.*s\n", st_color(stderr, "1;36"), st_color_reset(stderr), (int)(n - 5), p + 5);
+                p += n + (nl ? 1 : 0);
+                continue;
+            }
+        }
+        fprintf(stderr, "%.*s\n", (int)n, p);
+        p += n + (nl ? 1 : 0);
+    }
+    return st_status_exit_code(s);
+}
+
+int st_cli_usage_error(const char *cmd, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    st_error_set(ST_ERR_USAGE, "%s: %s", cmd, buf);
+    st_error_hint("see 'strata %s --help'", cmd);
+    return st_cli_report(ST_ERR_USAGE);
+}
+
+int st_cli_not_built(const char *cmd, const char *what) {
+    st_error_set(ST_ERR_NOT_BUILT, "strata %s: %s is not built yet in this version", cmd, what);
+    st_error_hint("see the README for what this version can do; nothing was run");
+    return st_cli_report(ST_ERR_NOT_BUILT);
+}

@@ -1,0 +1,7 @@
+/* strata detokenize — placeholder until its issue lands: says so and exits 2. */
+#include "orchestrator/cli.h"
+
+int st_cmd_detokenize(int argc, char **argv) {
+    (void)argc; (void)argv;
+    return st_cli_not_built("detokenize", "this subcommand");
+}

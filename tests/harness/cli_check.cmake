@@ -1,0 +1,18 @@
+# Runs ${STRATA} ${ARGS} and checks the exit code (RC) and that the combined
+# output contains each ';'-free fragment of EXPECT (fragments split on '|||').
+separate_arguments(_args UNIX_COMMAND "${ARGS}")
+execute_process(COMMAND ${STRATA} ${_args} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
+set(_all "${_out}${_err}")
+if(NOT "${_rc}" STREQUAL "${RC}")
+  message(FATAL_ERROR "exit code ${_rc}, want ${RC}\noutput:\n${_all}")
+endif()
+if(EXPECT)
+  string(REPLACE "|||" ";" _frags "${EXPECT}")
+  foreach(_f ${_frags})
+    string(FIND "${_all}" "${_f}" _pos)
+    if(_pos EQUAL -1)
+      message(FATAL_ERROR "output lacks: ${_f}\noutput:\n${_all}")
+    endif()
+  endforeach()
+endif()
+message(STATUS "ok: rc=${_rc}")
