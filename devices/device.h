@@ -187,7 +187,47 @@ struct st_device_ops {
     st_status (*add)(st_backend *be, float *x, const float *y, int64_t n);
     /* out_id[0] = argmax over logits (n_vocab), lowest id on ties */
     st_status (*argmax)(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id);
+
+    /* ---- optional entries (NULL when the backend has none) ---- */
+    /* Makes host bytes (e.g. an mmap'ed weight) usable by the device. The CPU
+     * returns host_ptr itself (zero copy); a GPU allocates and uploads. */
+    st_status (*import_host)(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out);
+    /* Records the ops issued between capture_begin and capture_end into a
+     * replayable graph (CUDA graphs); replay runs it again. One graph per backend. */
+    st_status (*capture_begin)(st_backend *be);
+    st_status (*capture_end)(st_backend *be);
+    st_status (*replay)(st_backend *be);
 };
+
+/* ---- links between consecutive stages ------------------------------------ */
+
+typedef enum st_link_type {
+    ST_LINK_T_AUTO = 0,      /* the planner/runtime picks */
+    ST_LINK_T_LOCAL,         /* both stages on one physical device: a device copy */
+    ST_LINK_T_PEER,          /* cudaMemcpyPeerAsync */
+    ST_LINK_T_NCCL,          /* ncclSend / ncclRecv */
+    ST_LINK_T_HOST,          /* staged through pinned host memory; works for any pair */
+} st_link_type;
+const char *st_link_type_name(st_link_type t);
+
+typedef struct st_link st_link;
+
+/* A one-way channel from stage src to stage dst for up to max_bytes per send.
+ * Sends are ordered after the work already issued on src and before work issued
+ * later on dst (streams and events, no host wait on GPUs). */
+st_status st_link_init(st_link_type type, st_backend *src, const struct st_device_ops *src_ops,
+                       const struct st_device_info *src_dev, st_backend *dst,
+                       const struct st_device_ops *dst_ops, const struct st_device_info *dst_dev,
+                       size_t max_bytes, st_link **out);
+st_status st_link_send(st_link *l, const void *src_ptr, void *dst_ptr, size_t bytes);
+st_link_type st_link_get_type(const st_link *l);
+void st_link_free(st_link *l);
+
+#ifdef STRATA_HAVE_CUDA
+/* CUDA link kinds (devices/cuda/): LOCAL, PEER, NCCL, and HOST between GPUs.
+ * Called by st_link_init when both ends are CUDA backends. */
+st_status st_cuda_link_init(st_link_type type, st_backend *src, st_backend *dst, size_t max_bytes, st_link **out);
+#endif
 
 /* The backends built into this binary (CUDA only when compiled with it). */
 const struct st_device_ops *st_device_ops_cpu(void);
