@@ -1,0 +1,5 @@
+st_add_test(base_util SOURCES base/test_base.c LABELS base)
+st_add_cli_test(cli_unknown_command RC 2 EXPECT "unknown command 'invntory'|||did you mean 'strata inventory'" ARGS "invntory")
+st_add_cli_test(cli_unknown_option RC 2 EXPECT "unknown option '--bogus'" ARGS "--bogus")
+st_add_cli_test(cli_version RC 0 EXPECT "strata 0.1.0|||build: cuda=" ARGS "--version")
+st_add_cli_test(cli_help RC 0 EXPECT "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error" ARGS "--help")

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds strata and passes its tests: the README's test command, and what CI runs.
+#   1. installs the Debian/Ubuntu packages (tools/install-deps.sh) and a Python
+#      venv (.venv) with the peer-check packages (numpy, gguf, tokenizers, safetensors);
+#   2. builds and tests the default configuration (with the CUDA backend when nvcc
+#      is found: compiled, not run, on machines without a GPU);
+#   3. builds and tests again with -DSTRATA_CUDA=OFF (skipped when step 2 had no CUDA);
+#   4. builds and tests the CPU code under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Exits non-zero on any failure. STRATA_TEST_QUICK=1 runs step 2 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+bash tools/install-deps.sh
+
+if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c "import numpy, gguf, tokenizers, safetensors" 2>/dev/null; then
+  echo "test: making .venv with numpy gguf tokenizers safetensors"
+  python3 -m venv .venv
+  .venv/bin/python3 -m pip install --quiet --disable-pip-version-check numpy gguf tokenizers safetensors jinja2
+fi
+py="$root/.venv/bin/python3"
+
+run_variant() {  # name, extra cmake args...
+  local name=$1; shift
+  local dir="build-test-$name"
+  echo "==== test: $name ($*)"
+  cmake -S . -B "$dir" -G Ninja -DSTRATA_PYTHON="$py" "$@"
+  cmake --build "$dir" -j "$jobs"
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+}
+
+run_variant default
+if [ "${STRATA_TEST_QUICK:-0}" = 1 ]; then exit 0; fi
+if build-test-default/strata --version | grep -q 'cuda=ON'; then
+  run_variant cpu -DSTRATA_CUDA=OFF
+fi
+run_variant asan -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "test: all variants passed"
