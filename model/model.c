@@ -1,0 +1,449 @@
+/* st_model_open: format dispatch, file mapping, tensor roles and the
+ * validation of every tensor the forward pass reads against the
+ * hyper-parameters; sizes for the planner and `strata model`. */
+#include "model/model-impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- names of the roles in each format ------------------------------------ */
+
+static const char *const gguf_layer_names[ST_T_LAYER_ROLES] = {
+    [ST_T_ATTN_NORM] = "attn_norm.weight", [ST_T_WQ] = "attn_q.weight", [ST_T_WK] = "attn_k.weight",
+    [ST_T_WV] = "attn_v.weight", [ST_T_BQ] = "attn_q.bias", [ST_T_BK] = "attn_k.bias", [ST_T_BV] = "attn_v.bias",
+    [ST_T_WO] = "attn_output.weight", [ST_T_BO] = "attn_output.bias", [ST_T_Q_NORM] = "attn_q_norm.weight",
+    [ST_T_K_NORM] = "attn_k_norm.weight", [ST_T_FFN_NORM] = "ffn_norm.weight", [ST_T_W_GATE] = "ffn_gate.weight",
+    [ST_T_W_UP] = "ffn_up.weight", [ST_T_W_DOWN] = "ffn_down.weight",
+};
+static const char *const hf_layer_names[ST_T_LAYER_ROLES] = {
+    [ST_T_ATTN_NORM] = "input_layernorm.weight", [ST_T_WQ] = "self_attn.q_proj.weight",
+    [ST_T_WK] = "self_attn.k_proj.weight", [ST_T_WV] = "self_attn.v_proj.weight", [ST_T_BQ] = "self_attn.q_proj.bias",
+    [ST_T_BK] = "self_attn.k_proj.bias", [ST_T_BV] = "self_attn.v_proj.bias", [ST_T_WO] = "self_attn.o_proj.weight",
+    [ST_T_BO] = "self_attn.o_proj.bias", [ST_T_Q_NORM] = "self_attn.q_norm.weight",
+    [ST_T_K_NORM] = "self_attn.k_norm.weight", [ST_T_FFN_NORM] = "post_attention_layernorm.weight",
+    [ST_T_W_GATE] = "mlp.gate_proj.weight", [ST_T_W_UP] = "mlp.up_proj.weight", [ST_T_W_DOWN] = "mlp.down_proj.weight",
+};
+static const char *const layer_role_desc[ST_T_LAYER_ROLES] = {
+    "attention norm", "query projection", "key projection", "value projection", "query bias", "key bias",
+    "value bias", "output projection", "output projection bias", "query norm", "key norm", "MLP norm",
+    "MLP gate projection", "MLP up projection", "MLP down projection",
+};
+static const char *const gguf_global_names[ST_T_GLOBAL_ROLES] = {
+    "token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"};
+static const char *const hf_global_names[ST_T_GLOBAL_ROLES] = {
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", NULL};
+static const char *const global_role_desc[ST_T_GLOBAL_ROLES] = {
+    "token embedding", "final norm", "output (lm_head)", "llama3 RoPE frequency factors"};
+
+static void role_name(const st_model *m, int64_t layer, int role, bool global, char *buf, size_t n) {
+    if (global) {
+        const char *nm = m->format == ST_MODEL_GGUF ? gguf_global_names[role] : hf_global_names[role];
+        snprintf(buf, n, "%s", nm ? nm : "?");
+    } else if (m->format == ST_MODEL_GGUF) {
+        snprintf(buf, n, "blk.%lld.%s", (long long)layer, gguf_layer_names[role]);
+    } else {
+        snprintf(buf, n, "model.layers.%lld.%s", (long long)layer, hf_layer_names[role]);
+    }
+}
+
+/* ---- files and tensor table ------------------------------------------------ */
+
+st_status st_model_map_file(st_model *m, const char *path, int *idx) {
+    struct st_model_file *nf = realloc(m->files, sizeof *m->files * (size_t)(m->n_files + 1));
+    if (!nf) return st_error_set(ST_ERR_NOMEM, "out of memory for the file table");
+    m->files = nf;
+    struct st_model_file *f = &m->files[m->n_files];
+    memset(f, 0, sizeof *f);
+    f->path = strdup(path);
+    if (!f->path) return st_error_set(ST_ERR_NOMEM, "out of memory copying a path");
+    m->n_files++;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return st_error_hint("check the path and its permissions");
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return st_error_set(ST_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    f->size = (size_t)st.st_size;
+    if (f->size > 0) {
+        void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            f->size = 0;
+            return st_error_set(ST_ERR_IO, "%s: cannot map %zu bytes: %s", path, (size_t)st.st_size, strerror(e));
+        }
+        f->map = p;
+    }
+    close(fd);
+    *idx = m->n_files - 1;
+    return ST_OK;
+}
+
+st_status st_model_add_tensor(st_model *m, const struct st_tensor *t) {
+    if (st_model_find_tensor(m, t->name)) {
+        st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' appears twice (also in %s)", m->files[t->file].path, t->name,
+                     m->files[st_model_find_tensor(m, t->name)->file].path);
+        return st_error_hint("the shards overlap; download the model again");
+    }
+    /* capacity is 16 up to 16 tensors, then the next power of two */
+    int64_t n = m->n_tensors;
+    if (n == 0 || (n >= 16 && (n & (n - 1)) == 0)) {
+        struct st_tensor *nt = realloc(m->tensors, sizeof *nt * (size_t)(n ? 2 * n : 16));
+        if (!nt) return st_error_set(ST_ERR_NOMEM, "out of memory for the tensor table");
+        m->tensors = nt;
+    }
+    m->tensors[n] = *t;
+    m->n_tensors = n + 1;
+    return ST_OK;
+}
+
+/* ---- roles ------------------------------------------------------------------- */
+
+/* Parses "<prefix><digits>.<rest>"; returns rest or NULL. */
+static const char *layer_suffix(const char *name, const char *prefix, int64_t *layer) {
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl)) return NULL;
+    const char *p = name + pl;
+    if (*p < '0' || *p > '9') return NULL;
+    int64_t v = 0;
+    while (*p >= '0' && *p <= '9') {
+        v = v * 10 + (*p - '0');
+        if (v > (1 << 24)) return NULL;
+        p++;
+    }
+    if (*p != '.') return NULL;
+    *layer = v;
+    return p + 1;
+}
+
+static st_status assign_roles(st_model *m) {
+    const int64_t L = m->hp.n_layer;
+    m->layer_tensors = st_malloc(sizeof(int32_t) * (size_t)(L * ST_T_LAYER_ROLES), "layer tensor table");
+    if (!m->layer_tensors) return ST_ERR_NOMEM;
+    for (int64_t i = 0; i < L * ST_T_LAYER_ROLES; i++) m->layer_tensors[i] = -1;
+    for (int r = 0; r < ST_T_GLOBAL_ROLES; r++) m->global_tensors[r] = -1;
+    bool gguf = m->format == ST_MODEL_GGUF;
+    const char *prefix = gguf ? "blk." : "model.layers.";
+    const char *const *lnames = gguf ? gguf_layer_names : hf_layer_names;
+    const char *const *gnames = gguf ? gguf_global_names : hf_global_names;
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        const char *name = m->tensors[i].name;
+        bool known = false;
+        for (int r = 0; r < ST_T_GLOBAL_ROLES; r++) {
+            if (gnames[r] && !strcmp(name, gnames[r])) { m->global_tensors[r] = (int32_t)i; known = true; }
+        }
+        int64_t layer;
+        const char *rest = layer_suffix(name, prefix, &layer);
+        if (rest) {
+            for (int r = 0; r < ST_T_LAYER_ROLES; r++) {
+                if (strcmp(rest, lnames[r])) continue;
+                if (layer >= L) {
+                    st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' belongs to layer %lld but the model has %lld layers",
+                                 m->files[m->tensors[i].file].path, name, (long long)layer, (long long)L);
+                    return st_error_hint("the layer count in the metadata/config.json does not match the tensors");
+                }
+                m->layer_tensors[layer * ST_T_LAYER_ROLES + r] = (int32_t)i;
+                known = true;
+            }
+        }
+        if (!known) ST_INFO("%s: tensor '%s' is not used by the forward pass", m->path, name);
+    }
+    return ST_OK;
+}
+
+/* ---- validation ---------------------------------------------------------------- */
+
+static void fmt_shape(const st_model *m, int n_dims, const int64_t *ne, char *buf, size_t n) {
+    /* GGUF lists ne0 first; safetensors lists the slowest dimension first */
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, n - o, "[");
+    for (int d = 0; d < n_dims && o < n; d++) {
+        int k = m->format == ST_MODEL_GGUF ? d : n_dims - 1 - d;
+        o += (size_t)snprintf(buf + o, n - o, "%s%lld", d ? ", " : "", (long long)ne[k]);
+    }
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+static st_status check_tensor(const st_model *m, int32_t idx, const char *desc, int n_dims, int64_t ne0, int64_t ne1,
+                              const char *why) {
+    const struct st_tensor *t = &m->tensors[idx];
+    int64_t want[4] = {ne0, ne1, 1, 1};
+    bool ok = true;
+    for (int d = 0; d < 4; d++) ok = ok && t->ne[d] == want[d];
+    if (!ok) {
+        char have[96], exp[96];
+        fmt_shape(m, t->n_dims, t->ne, have, sizeof have);
+        fmt_shape(m, n_dims, want, exp, sizeof exp);
+        st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' (%s) has shape %s, expected %s (%s)",
+                     m->files[t->file].path, t->name, desc, have, exp, why);
+        return st_error_hint("the hyper-parameters (%s) do not match the weights; the file is corrupt or mislabelled",
+                             m->format == ST_MODEL_GGUF ? "GGUF metadata" : "config.json");
+    }
+    if (!st_dtype_supported(t->dtype)) {
+        st_error_set(ST_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, which this build cannot compute with",
+                     m->files[t->file].path, t->name, st_dtype_name(t->dtype));
+        return st_error_hint("use a file quantized to f32, f16, bf16, q8_0, q4_k, q5_k or q6_k");
+    }
+    return ST_OK;
+}
+
+static st_status missing(const st_model *m, int64_t layer, int role, bool global) {
+    char name[128];
+    role_name(m, layer, role, global, name, sizeof name);
+    if (global) st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' (%s) is missing", m->path, name, global_role_desc[role]);
+    else st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' (layer %lld %s) is missing", m->path, name, (long long)layer,
+                      layer_role_desc[role]);
+    return st_error_hint("the file is incomplete or is not a %s model; download or convert it again", st_arch_name(m->hp.arch));
+}
+
+static st_status check_hparams(st_model *m) {
+    struct st_hparams *hp = &m->hp;
+    const char *src = m->format == ST_MODEL_GGUF ? "GGUF metadata" : "config.json";
+    if (hp->n_layer * 9 > m->n_tensors) {
+        st_error_set(ST_ERR_FORMAT, "%s: the %s says %lld layers but the weights hold only %lld tensors", m->path, src,
+                     (long long)hp->n_layer, (long long)m->n_tensors);
+        return st_error_hint("each layer needs at least 9 tensors; fix the layer count or download the full model");
+    }
+    if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv) {
+        st_error_set(ST_ERR_FORMAT, "%s: head count %lld is not a multiple of the KV head count %lld", m->path,
+                     (long long)hp->n_head, (long long)hp->n_head_kv);
+        return st_error_hint("fix num_key_value_heads / head_count_kv in the %s", src);
+    }
+    if (hp->head_dim <= 0 || hp->head_dim % 2) {
+        st_error_set(ST_ERR_FORMAT, "%s: head dimension %lld is not a positive even number", m->path, (long long)hp->head_dim);
+        return st_error_hint("RoPE rotates pairs of dimensions; fix head_dim / attention.key_length in the %s", src);
+    }
+    if (!(hp->rms_eps > 0) || !(hp->rope_theta > 0)) {
+        st_error_set(ST_ERR_FORMAT, "%s: rms epsilon %g and RoPE theta %g must be positive", m->path, hp->rms_eps, hp->rope_theta);
+        return st_error_hint("fix the %s", src);
+    }
+    return ST_OK;
+}
+
+static st_status validate(st_model *m) {
+    st_status s;
+    struct st_hparams *hp = &m->hp;
+    const bool gguf = m->format == ST_MODEL_GGUF;
+    const int64_t E = hp->n_embd, F = hp->n_ff, D = hp->head_dim, H = hp->n_head, Hkv = hp->n_head_kv;
+    int32_t *G = m->global_tensors;
+
+    if (G[ST_T_TOK_EMBD] < 0) return missing(m, 0, ST_T_TOK_EMBD, true);
+    if (gguf) {
+        hp->n_vocab = m->tensors[G[ST_T_TOK_EMBD]].ne[1];
+        hp->tied_embeddings = G[ST_T_OUTPUT] < 0;
+        const int32_t *l0 = m->layer_tensors;
+        if (hp->n_layer > 0) {
+            hp->qkv_bias = l0[ST_T_BQ] >= 0;
+            hp->o_bias = l0[ST_T_BO] >= 0;
+            hp->qk_norm = l0[ST_T_Q_NORM] >= 0;
+        }
+        if (G[ST_T_ROPE_FREQS] >= 0 && hp->rope_scaling == ST_ROPE_SCALING_NONE) hp->rope_scaling = ST_ROPE_SCALING_LLAMA3;
+    } else {
+        if (hp->tied_embeddings && G[ST_T_OUTPUT] >= 0) {
+            ST_INFO("%s: tie_word_embeddings is true; lm_head.weight is ignored", m->path);
+            G[ST_T_OUTPUT] = -1;
+        }
+    }
+    char why[160];
+    snprintf(why, sizeof why, "n_embd %lld, n_vocab %lld", (long long)E, (long long)hp->n_vocab);
+    if ((s = check_tensor(m, G[ST_T_TOK_EMBD], global_role_desc[ST_T_TOK_EMBD], 2, E, hp->n_vocab, why))) return s;
+    if (G[ST_T_OUTPUT_NORM] < 0) return missing(m, 0, ST_T_OUTPUT_NORM, true);
+    snprintf(why, sizeof why, "n_embd %lld", (long long)E);
+    if ((s = check_tensor(m, G[ST_T_OUTPUT_NORM], global_role_desc[ST_T_OUTPUT_NORM], 1, E, 1, why))) return s;
+    if (!hp->tied_embeddings) {
+        if (G[ST_T_OUTPUT] < 0) {
+            s = missing(m, 0, ST_T_OUTPUT, true);
+            return st_error_hint("config.json says tie_word_embeddings is false, so lm_head.weight must be present");
+        }
+        snprintf(why, sizeof why, "n_embd %lld, n_vocab %lld", (long long)E, (long long)hp->n_vocab);
+        if ((s = check_tensor(m, G[ST_T_OUTPUT], global_role_desc[ST_T_OUTPUT], 2, E, hp->n_vocab, why))) return s;
+    }
+    if (G[ST_T_ROPE_FREQS] >= 0) {
+        snprintf(why, sizeof why, "head_dim %lld / 2", (long long)D);
+        if ((s = check_tensor(m, G[ST_T_ROPE_FREQS], global_role_desc[ST_T_ROPE_FREQS], 1, D / 2, 1, why))) return s;
+        if (m->tensors[G[ST_T_ROPE_FREQS]].dtype != ST_DTYPE_F32) {
+            st_error_set(ST_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' has dtype %s; it must be f32", m->path,
+                         st_dtype_name(m->tensors[G[ST_T_ROPE_FREQS]].dtype));
+            return st_error_hint("convert the model again with a current llama.cpp");
+        }
+    }
+
+    bool need[ST_T_LAYER_ROLES];
+    for (int r = 0; r < ST_T_LAYER_ROLES; r++) need[r] = true;
+    need[ST_T_BQ] = need[ST_T_BK] = need[ST_T_BV] = hp->qkv_bias;
+    need[ST_T_BO] = hp->o_bias;
+    need[ST_T_Q_NORM] = need[ST_T_K_NORM] = hp->qk_norm;
+    struct { int n_dims; int64_t ne0, ne1; const char *why; } shape[ST_T_LAYER_ROLES];
+    char w_e[64], w_q[96], w_kv[96], w_d[64], w_f[96];
+    snprintf(w_e, sizeof w_e, "n_embd %lld", (long long)E);
+    snprintf(w_q, sizeof w_q, "n_embd %lld, n_head %lld x head_dim %lld", (long long)E, (long long)H, (long long)D);
+    snprintf(w_kv, sizeof w_kv, "n_embd %lld, n_head_kv %lld x head_dim %lld", (long long)E, (long long)Hkv, (long long)D);
+    snprintf(w_d, sizeof w_d, "head_dim %lld", (long long)D);
+    snprintf(w_f, sizeof w_f, "n_embd %lld, n_ff %lld", (long long)E, (long long)F);
+#define SH(r, nd, a, b, w) shape[r].n_dims = nd, shape[r].ne0 = a, shape[r].ne1 = b, shape[r].why = w
+    SH(ST_T_ATTN_NORM, 1, E, 1, w_e);
+    SH(ST_T_WQ, 2, E, H * D, w_q);
+    SH(ST_T_WK, 2, E, Hkv * D, w_kv);
+    SH(ST_T_WV, 2, E, Hkv * D, w_kv);
+    SH(ST_T_BQ, 1, H * D, 1, w_q);
+    SH(ST_T_BK, 1, Hkv * D, 1, w_kv);
+    SH(ST_T_BV, 1, Hkv * D, 1, w_kv);
+    SH(ST_T_WO, 2, H * D, E, w_q);
+    SH(ST_T_BO, 1, E, 1, w_e);
+    SH(ST_T_Q_NORM, 1, D, 1, w_d);
+    SH(ST_T_K_NORM, 1, D, 1, w_d);
+    SH(ST_T_FFN_NORM, 1, E, 1, w_e);
+    SH(ST_T_W_GATE, 2, E, F, w_f);
+    SH(ST_T_W_UP, 2, E, F, w_f);
+    SH(ST_T_W_DOWN, 2, F, E, w_f);
+#undef SH
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        int32_t *lt = m->layer_tensors + l * ST_T_LAYER_ROLES;
+        for (int r = 0; r < ST_T_LAYER_ROLES; r++) {
+            if (!need[r]) {
+                if (lt[r] >= 0) {
+                    if (gguf) {
+                        st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' (%s) is present in layer %lld but not in layer 0",
+                                     m->path, m->tensors[lt[r]].name, layer_role_desc[r], (long long)l);
+                        return st_error_hint("every layer of a llama/qwen2/qwen3 model has the same tensors; the file is corrupt");
+                    }
+                    ST_WARN("%s: tensor '%s' is not used: config.json says the model has no %s", m->path,
+                            m->tensors[lt[r]].name, layer_role_desc[r]);
+                    lt[r] = -1;
+                }
+                continue;
+            }
+            if (lt[r] < 0) return missing(m, l, r, false);
+            if ((s = check_tensor(m, lt[r], layer_role_desc[r], shape[r].n_dims, shape[r].ne0, shape[r].ne1, shape[r].why))) return s;
+        }
+    }
+    return ST_OK;
+}
+
+/* ---- open / free ------------------------------------------------------------------ */
+
+st_status st_model_open(const char *path, st_model **out) {
+    *out = NULL;
+    st_status s;
+    struct stat st;
+    if (!path || !path[0]) {
+        st_error_set(ST_ERR_USAGE, "no model path given");
+        return st_error_hint("name a GGUF file or a Hugging Face model directory");
+    }
+    if (stat(path, &st) != 0) {
+        st_error_set(ST_ERR_IO, "%s: %s", path, strerror(errno));
+        return st_error_hint("name a GGUF file or a Hugging Face model directory (with config.json and *.safetensors)");
+    }
+    st_model *m = st_calloc(1, sizeof *m, "model");
+    if (!m) return ST_ERR_NOMEM;
+    m->path = strdup(path);
+    if (!m->path) { s = st_error_set(ST_ERR_NOMEM, "out of memory copying a path"); goto fail; }
+    if (S_ISDIR(st.st_mode)) {
+        m->format = ST_MODEL_HF_DIR;
+        if ((s = st_model_load_hf(m))) goto fail;
+    } else {
+        unsigned char magic[8] = {0};
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            s = st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+            goto fail;
+        }
+        size_t got = fread(magic, 1, sizeof magic, f);
+        fclose(f);
+        if (got >= 4 && !memcmp(magic, "GGUF", 4)) {
+            m->format = ST_MODEL_GGUF;
+            if ((s = st_model_load_gguf(m))) goto fail;
+        } else {
+            size_t n = strlen(path);
+            if (n > 12 && !strcmp(path + n - 12, ".safetensors")) {
+                s = st_error_set(ST_ERR_USAGE, "%s: a .safetensors file alone does not describe a model", path);
+                st_error_hint("pass the directory that holds it together with config.json");
+            } else {
+                s = st_error_set(ST_ERR_FORMAT, "%s: not a GGUF file (no 'GGUF' magic at byte 0) and not a directory", path);
+                st_error_hint("name a .gguf file or a Hugging Face model directory (config.json + *.safetensors)");
+            }
+            goto fail;
+        }
+    }
+    if ((s = check_hparams(m))) goto fail;
+    if ((s = assign_roles(m))) goto fail;
+    if ((s = validate(m))) goto fail;
+    *out = m;
+    return ST_OK;
+fail:
+    st_model_free(m);
+    return s;
+}
+
+void st_model_free(st_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_files; i++) {
+        if (m->files[i].map) munmap(m->files[i].map, m->files[i].size);
+        free(m->files[i].path);
+    }
+    free(m->files);
+    free(m->tensors);
+    free(m->layer_tensors);
+    free(m->tokenizer_path);
+    free(m->chat_template);
+    st_gguf_free(m->gguf);
+    free(m->path);
+    free(m);
+}
+
+/* ---- lookups and sizes ----------------------------------------------------------- */
+
+const struct st_tensor *st_model_layer_tensor(const st_model *m, int64_t layer, enum st_layer_role role) {
+    if (!m || layer < 0 || layer >= m->hp.n_layer || (unsigned)role >= ST_T_LAYER_ROLES || !m->layer_tensors) return NULL;
+    int32_t i = m->layer_tensors[layer * ST_T_LAYER_ROLES + role];
+    return i >= 0 ? &m->tensors[i] : NULL;
+}
+
+const struct st_tensor *st_model_global_tensor(const st_model *m, enum st_global_role role) {
+    if (!m || (unsigned)role >= ST_T_GLOBAL_ROLES) return NULL;
+    int32_t i = m->global_tensors[role];
+    if (i < 0 && role == ST_T_OUTPUT && m->hp.tied_embeddings) i = m->global_tensors[ST_T_TOK_EMBD];
+    return i >= 0 ? &m->tensors[i] : NULL;
+}
+
+const struct st_tensor *st_model_find_tensor(const st_model *m, const char *name) {
+    if (!m || !name) return NULL;
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    }
+    return NULL;
+}
+
+uint64_t st_model_layer_bytes(const st_model *m, int64_t layer) {
+    uint64_t b = 0;
+    for (int r = 0; r < ST_T_LAYER_ROLES; r++) {
+        const struct st_tensor *t = st_model_layer_tensor(m, layer, (enum st_layer_role)r);
+        if (t) b += t->bytes;
+    }
+    return b;
+}
+
+uint64_t st_model_total_bytes(const st_model *m) {
+    uint64_t b = 0;
+    for (int64_t i = 0; m && i < m->n_tensors; i++) b += m->tensors[i].bytes;
+    return b;
+}
+
+int64_t st_model_param_count(const st_model *m) {
+    int64_t n = 0;
+    for (int64_t i = 0; m && i < m->n_tensors; i++) {
+        const struct st_tensor *t = &m->tensors[i];
+        n += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    }
+    return n;
+}
