@@ -1,7 +1,111 @@
-/* strata plan — placeholder until its issue lands: says so and exits 2. */
+/* strata plan — reads a deployment config and (once the planner is wired)
+ * places layers, precision and attention per device. In this version only
+ * --check works: it validates the config and names what it describes. */
 #include "orchestrator/cli.h"
+#include "orchestrator/config.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void plan_usage(FILE *f) {
+    fprintf(f,
+        "usage: strata plan -c FILE [--check] [--explain] [-o plan.yaml] [--format table|json] [--svg FILE]\n\n"
+        "Places the model's layers on the devices of a deployment config: which layers on which\n"
+        "device, the precision and attention kernel of every stage, memory per device and the\n"
+        "predicted prefill/decode speed. Catalog devices ({catalog: NAME}) plan for hardware you\n"
+        "do not have; nothing touches a GPU.\n\n"
+        "options:\n"
+        "  -c, --config FILE    deployment config (YAML; every key is in docs/config.md)\n"
+        "  --check              validate the config and the model path, print a summary, plan nothing\n"
+        "  --explain            the reasons behind every choice (cut points, precision, attention, links)\n"
+        "  -o, --output FILE    write the plan as YAML, to be fed back with 'strata generate --plan FILE'\n"
+        "  --format table|json  how the plan is printed (default table)\n"
+        "  --svg FILE           draw the plan (devices, layer ranges, memory bars) as SVG\n"
+        "  -h, --help           this text\n\n"
+        "In this version only --check is wired; the other options are parsed and refused.\n"
+        "exit codes: 0 ok, 2 invalid config or usage\n");
+}
+
+/* A model path that is missing is a config error at the position of model.path. */
+static st_status check_model_path(const struct st_deploy_config *cfg) {
+    if (!cfg->model.path) return ST_OK;
+    struct stat st;
+    if (stat(cfg->model.path, &st) == 0) return ST_OK;
+    st_error_set(ST_ERR_CONFIG, "%s:%d:%d: model.path: '%s' %s", cfg->source, cfg->model.pos.line,
+                 cfg->model.pos.column, cfg->model.path,
+                 errno == ENOENT ? "does not exist" : strerror(errno));
+    return st_error_hint("a relative path is taken from the config file's directory; "
+                         "for a dry run without the file use 'preset:' instead of 'path:'");
+}
+
+static void print_summary(const struct st_deploy_config *cfg) {
+    printf("%s: ok — %d device%s (", cfg->source, cfg->n_devices, cfg->n_devices == 1 ? "" : "s");
+    for (int i = 0; i < cfg->n_devices; i++) {
+        const struct st_config_device *d = &cfg->devices[i];
+        printf("%s%s", i ? ", " : "", st_config_device_label(d));
+        if (d->name[0]) printf("=%s", d->selector);
+        if (d->emulate[0]) printf(" as %s", d->emulate);
+    }
+    printf("), model ");
+    if (cfg->model.path) printf("%s", cfg->model.path);
+    else printf("preset %s%s%s", cfg->model.preset, cfg->model.quant[0] ? " " : "", cfg->model.quant);
+    printf(", placement %s", st_config_strategy_name(cfg->placement.strategy));
+    if (cfg->placement.strategy == ST_CONFIG_STRATEGY_MANUAL) {
+        printf(" (%d stage%s)", cfg->placement.n_manual, cfg->placement.n_manual == 1 ? "" : "s");
+    }
+    printf(", objective %s, context %lld, batch %lld\n", st_config_objective_name(cfg->placement.objective),
+           (long long)cfg->context, (long long)cfg->batch);
+}
 
 int st_cmd_plan(int argc, char **argv) {
-    (void)argc; (void)argv;
-    return st_cli_not_built("plan", "this subcommand");
+    const char *config = NULL, *output = NULL, *svg = NULL, *format = NULL;
+    bool check = false, explain = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            plan_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+            if (!has_value) return st_cli_usage_error("plan", "%s needs a file name", a);
+            config = argv[++i];
+        } else if (!strcmp(a, "--check")) {
+            check = true;
+        } else if (!strcmp(a, "--explain")) {
+            explain = true;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            if (!has_value) return st_cli_usage_error("plan", "%s needs a file name", a);
+            output = argv[++i];
+        } else if (!strcmp(a, "--format")) {
+            if (!has_value) return st_cli_usage_error("plan", "--format needs table or json");
+            format = argv[++i];
+            if (strcmp(format, "table") && strcmp(format, "json")) {
+                return st_cli_usage_error("plan", "unknown --format '%s' (table or json)", format);
+            }
+        } else if (!strcmp(a, "--svg")) {
+            if (!has_value) return st_cli_usage_error("plan", "--svg needs a file name");
+            svg = argv[++i];
+        } else {
+            return st_cli_usage_error("plan", "unknown option '%s'", a);
+        }
+    }
+    if (!config) return st_cli_usage_error("plan", "no deployment config given (-c FILE)");
+    if (check && (explain || output || svg || format)) {
+        return st_cli_usage_error("plan", "--check validates only; --explain, -o, --format and --svg need a plan");
+    }
+    if (!check) {
+        return st_cli_not_built("plan", "planning (only 'strata plan -c FILE --check' works)");
+    }
+
+    struct st_deploy_config *cfg = NULL;
+    st_status s = st_config_load(config, &cfg);
+    if (s == ST_OK) s = check_model_path(cfg);
+    if (s != ST_OK) {
+        st_config_free(cfg);
+        return st_cli_report(s);
+    }
+    print_summary(cfg);
+    st_config_free(cfg);
+    return 0;
 }
