@@ -1,0 +1,187 @@
+/* The CPU backend's persistent worker pool: threads created once, bound to
+ * cores with hwloc, woken per op by a generation counter (spin first, then a
+ * condition variable so idle workers do not burn a shared machine). */
+#include "devices/cpu/cpu-impl.h"
+
+#include <hwloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_SPIN 4000   /* pause iterations before sleeping (tens of microseconds) */
+
+struct worker {
+    struct st_cpu_pool *p;
+    int ith;
+    hwloc_bitmap_t set;      /* core to bind to, or NULL */
+    pthread_t th;
+    bool started;
+};
+
+struct st_cpu_pool {
+    int n;                   /* threads including the caller */
+    struct worker *w;        /* (n), w[0] unused (the caller) */
+    hwloc_topology_t topo;
+    bool have_topo;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_go, cv_done;
+    _Atomic uint64_t gen;
+    _Atomic int remaining;
+    _Atomic int bound;
+    _Atomic bool stop;
+    st_cpu_task_fn fn;
+    void *arg;
+};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void *worker_main(void *vp) {
+    struct worker *w = vp;
+    struct st_cpu_pool *p = w->p;
+    if (w->set && hwloc_set_cpubind(p->topo, w->set, HWLOC_CPUBIND_THREAD) == 0)
+        atomic_fetch_add(&p->bound, 1);
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        for (int i = 0; i < POOL_SPIN && g == seen; i++) {
+            cpu_relax();
+            g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&p->mu);
+            while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen)
+                pthread_cond_wait(&p->cv_go, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        seen = g;
+        if (atomic_load(&p->stop)) break;
+        p->fn(p->arg, w->ith, p->n);
+        if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    return NULL;
+}
+
+st_status st_cpu_pool_init(int n_threads, int numa_node, const char *cpuset_list, st_cpu_pool **out) {
+    *out = NULL;
+    st_status s = ST_OK;
+    hwloc_bitmap_t set = NULL;
+    struct st_cpu_pool *p = st_calloc(1, sizeof *p, "cpu thread pool");
+    if (!p) return ST_ERR_NOMEM;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv_go, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+
+    if (hwloc_topology_init(&p->topo) != 0 || hwloc_topology_load(p->topo) != 0) {
+        s = st_error_set(ST_ERR_DEVICE, "cpu: hwloc could not load the machine topology");
+        st_error_hint("is /sys mounted? hwloc needs it to see the cores");
+        goto fail_topo;
+    }
+    p->have_topo = true;
+    set = hwloc_bitmap_alloc();
+    if (!set) { s = st_error_set(ST_ERR_NOMEM, "cpu: out of memory for a cpuset"); goto fail_set; }
+    if (numa_node >= 0) {
+        hwloc_obj_t node = hwloc_get_numanode_obj_by_os_index(p->topo, (unsigned)numa_node);
+        if (!node) {
+            s = st_error_set(ST_ERR_CONFIG, "cpu: NUMA node %d does not exist on this machine", numa_node);
+            st_error_hint("'strata inventory' lists the NUMA nodes");
+            goto fail_set;
+        }
+        hwloc_bitmap_and(set, node->cpuset, hwloc_topology_get_allowed_cpuset(p->topo));
+    } else if (cpuset_list && cpuset_list[0]) {
+        if (hwloc_bitmap_list_sscanf(set, cpuset_list) != 0) {
+            s = st_error_set(ST_ERR_CONFIG, "cpu: cannot read the cpu list '%s'", cpuset_list);
+            st_error_hint("write it as a list of ranges, e.g. 0-15,32-47");
+            goto fail_set;
+        }
+        hwloc_bitmap_and(set, set, hwloc_topology_get_allowed_cpuset(p->topo));
+    } else {
+        hwloc_bitmap_copy(set, hwloc_topology_get_allowed_cpuset(p->topo));
+    }
+    int n_cores = hwloc_get_nbobjs_inside_cpuset_by_type(p->topo, set, HWLOC_OBJ_CORE);
+    if (n_cores <= 0) n_cores = hwloc_get_nbobjs_inside_cpuset_by_type(p->topo, set, HWLOC_OBJ_PU);
+    if (n_cores <= 0) n_cores = 1;
+    p->n = n_threads > 0 ? n_threads : n_cores;
+
+    p->w = st_calloc((size_t)p->n, sizeof *p->w, "cpu worker table");
+    if (!p->w) { s = ST_ERR_NOMEM; goto fail_set; }
+    for (int i = 1; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        w->p = p;
+        w->ith = i;
+        /* the caller (thread 0) keeps core 0 of the set; workers take the next cores */
+        hwloc_obj_t core = hwloc_get_obj_inside_cpuset_by_type(p->topo, set, HWLOC_OBJ_CORE, (unsigned)(i % n_cores));
+        if (core && core->cpuset) w->set = hwloc_bitmap_dup(core->cpuset);
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+            s = st_error_set(ST_ERR_DEVICE, "cpu: could not start worker thread %d of %d", i, p->n);
+            st_error_hint("lower the thread count (--threads)");
+            goto fail_threads;
+        }
+        w->started = true;
+    }
+    hwloc_bitmap_free(set);
+    *out = p;
+    return ST_OK;
+
+fail_threads:
+    st_cpu_pool_free(p);
+    hwloc_bitmap_free(set);
+    return s;
+fail_set:
+    hwloc_bitmap_free(set);
+    hwloc_topology_destroy(p->topo);
+fail_topo:
+    pthread_cond_destroy(&p->cv_done);
+    pthread_cond_destroy(&p->cv_go);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    return s;
+}
+
+void st_cpu_pool_run(st_cpu_pool *p, st_cpu_task_fn fn, void *arg) {
+    if (p->n == 1) { fn(arg, 0, 1); return; }
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store_explicit(&p->remaining, p->n - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&p->cv_go);
+    pthread_mutex_unlock(&p->mu);
+    fn(arg, 0, p->n);
+    for (int i = 0; i < POOL_SPIN && atomic_load_explicit(&p->remaining, memory_order_acquire) > 0; i++) cpu_relax();
+    if (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+int st_cpu_pool_threads(const st_cpu_pool *p) { return p->n; }
+int st_cpu_pool_bound(const st_cpu_pool *p) { return atomic_load((_Atomic int *)&p->bound); }
+
+void st_cpu_pool_free(st_cpu_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, true);
+    atomic_fetch_add(&p->gen, 1);
+    pthread_cond_broadcast(&p->cv_go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n; i++) {
+        if (p->w[i].started) pthread_join(p->w[i].th, NULL);
+        if (p->w[i].set) hwloc_bitmap_free(p->w[i].set);
+    }
+    free(p->w);
+    if (p->have_topo) hwloc_topology_destroy(p->topo);
+    pthread_cond_destroy(&p->cv_done);
+    pthread_cond_destroy(&p->cv_go);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}

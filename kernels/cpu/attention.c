@@ -1,0 +1,90 @@
+/* attention: causal GQA over the KV cache, fp32 scores and softmax.
+ * Keys are visited in tiles of ATT_TILE: the tile's scores are materialised,
+ * then folded into a running max / sum / output (the same result as one
+ * softmax over all scores up to rounding, with no scratch beyond the stack). */
+#include "kernels/cpu/kernels_cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+#define ATT_TILE 256
+#define ATT_MAX_DIM 1024
+
+static inline const float *kv_row(const void *cache, st_dtype dt, size_t row_bytes, int64_t j, int64_t g,
+                                   int64_t head_dim, float *buf) {
+    const uint8_t *p = (const uint8_t *)cache + (size_t)j * row_bytes + st_dtype_row_bytes(dt, g * head_dim);
+    if (dt == ST_DTYPE_F32) return (const float *)p;
+    st_dtype_to_f32(dt, p, buf, head_dim);
+    return buf;
+}
+
+static inline float dot8(const float *a, const float *b, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) s[l] += a[i + l] * b[i + l];
+    float r = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
+                                int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                                int64_t n_head, const int32_t *pos, float scale, float *out,
+                                int64_t task0, int64_t task1) {
+    if (head_dim <= 0 || head_dim > ATT_MAX_DIM || n_head_kv <= 0 || n_head % n_head_kv) {
+        return st_error_set(ST_ERR_UNSUPPORTED,
+                            "attention: %lld query heads over %lld kv heads of dim %lld is not supported "
+                            "(heads must be a multiple of kv heads, dim at most %d)",
+                            (long long)n_head, (long long)n_head_kv, (long long)head_dim, ATT_MAX_DIM);
+    }
+    if (kv_dtype != ST_DTYPE_F32 && kv_dtype != ST_DTYPE_F16 && kv_dtype != ST_DTYPE_BF16)
+        return st_error_set(ST_ERR_UNSUPPORTED, "attention: KV cache dtype %s is not supported", st_dtype_name(kv_dtype));
+    const int64_t group = n_head / n_head_kv;
+    const size_t row_bytes = st_dtype_row_bytes(kv_dtype, n_head_kv * head_dim);
+    float acc[ATT_MAX_DIM], kbuf[ATT_MAX_DIM], s[ATT_TILE];
+    for (int64_t task = task0; task < task1; task++) {
+        const int64_t t = task / n_head, h = task % n_head, g = h / group;
+        const int64_t p = pos[t];
+        if (p < 0 || p >= n_ctx) {
+            st_error_set(ST_ERR_USAGE, "attention: position %lld is outside the KV cache of %lld tokens",
+                         (long long)p, (long long)n_ctx);
+            return st_error_hint("start a new sequence or run with a larger context (--ctx)");
+        }
+        const float *qv = q + (t * n_head + h) * head_dim;
+        float m = -INFINITY, l = 0.0f;
+        memset(acc, 0, (size_t)head_dim * sizeof(float));
+        for (int64_t j0 = 0; j0 <= p; j0 += ATT_TILE) {
+            const int64_t nj = ST_MIN(ATT_TILE, p + 1 - j0);
+            float mt = -INFINITY;
+            for (int64_t jj = 0; jj < nj; jj++) {
+                const float *kr = kv_row(k_cache, kv_dtype, row_bytes, j0 + jj, g, head_dim, kbuf);
+                s[jj] = dot8(qv, kr, head_dim) * scale;
+                if (s[jj] > mt) mt = s[jj];
+            }
+            const float mn = mt > m ? mt : m;
+            if (mn != m && l > 0.0f) {
+                const float corr = expf(m - mn);
+                l *= corr;
+                for (int64_t i = 0; i < head_dim; i++) acc[i] *= corr;
+            }
+            m = mn;
+            for (int64_t jj = 0; jj < nj; jj++) {
+                const float e = expf(s[jj] - m);
+                l += e;
+                const float *vr = kv_row(v_cache, kv_dtype, row_bytes, j0 + jj, g, head_dim, kbuf);
+                for (int64_t i = 0; i < head_dim; i++) acc[i] += e * vr[i];
+            }
+        }
+        float *o = out + (t * n_head + h) * head_dim;
+        for (int64_t i = 0; i < head_dim; i++) o[i] = acc[i] / l;
+    }
+    return ST_OK;
+}
+
+st_status st_cpu_attention(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
+                           int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok, int64_t n_head,
+                           const int32_t *pos, float scale, float *out) {
+    return st_cpu_attention_part(k_cache, v_cache, kv_dtype, n_ctx, n_head_kv, head_dim, q, n_tok, n_head, pos,
+                                 scale, out, 0, n_tok * n_head);
+}

@@ -1,0 +1,182 @@
+/* The CPU backend through the ops table: results bit-identical with 1 and 2
+ * threads (and 3, more than this machine's cores), zero-copy import, memory
+ * errors, and the LOCAL / HOST links between two CPU backends. */
+#include "check.h"
+#include "rng.h"
+#include "devices/cpu/cpu-impl.h"
+#include "devices/link-impl.h"
+#include "kernels/cpu/kernels_cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct outputs {
+    float *mm, *mm1, *norm, *rope, *att, *sw;
+};
+
+static void run_ops(st_backend *be, const struct st_device_ops *o, struct outputs *r) {
+    const int64_t rows = 301, cols = 256, T = 7;
+    const int64_t H = 8, Hkv = 2, D = 32, n_ctx = 64;
+    rng_seed(7);
+    uint16_t *w = malloc(sizeof(uint16_t) * rows * cols);
+    for (int64_t i = 0; i < rows * cols; i++) w[i] = st_f32_to_bf16(rng_f());
+    float *x = malloc(sizeof(float) * T * cols);
+    for (int64_t i = 0; i < T * cols; i++) x[i] = rng_f();
+    void *wd = NULL;
+    CHECK_OK(o->import_host(be, w, sizeof(uint16_t) * rows * cols, ST_BUF_WEIGHTS, &wd));
+    CHECK(wd == w);   /* zero copy */
+    struct st_weight W = {.data = wd, .dtype = ST_DTYPE_BF16, .rows = rows, .cols = cols};
+    r->mm = malloc(sizeof(float) * T * rows);
+    r->mm1 = malloc(sizeof(float) * rows);
+    CHECK_OK(o->matmul(be, &W, NULL, x, T, r->mm));
+    CHECK_OK(o->matmul(be, &W, NULL, x, 1, r->mm1));
+
+    float *nw = malloc(sizeof(float) * cols);
+    for (int64_t i = 0; i < cols; i++) nw[i] = 1.0f + rng_f();
+    r->norm = malloc(sizeof(float) * T * cols);
+    CHECK_OK(o->rmsnorm(be, x, nw, T, cols, 1e-5f, r->norm));
+
+    /* attention over a cache filled by kv_store, positions 57..63 */
+    struct st_kv_layer kv = {.dtype = ST_DTYPE_F16, .n_ctx = n_ctx, .n_head_kv = Hkv, .head_dim = D};
+    size_t kvb = st_dtype_row_bytes(ST_DTYPE_F16, Hkv * D) * n_ctx;
+    CHECK_OK(o->alloc(be, kvb, ST_BUF_KV, &kv.k));
+    CHECK_OK(o->alloc(be, kvb, ST_BUF_KV, &kv.v));
+    float *k = malloc(sizeof(float) * n_ctx * Hkv * D), *v = malloc(sizeof(float) * n_ctx * Hkv * D);
+    for (int64_t i = 0; i < n_ctx * Hkv * D; i++) { k[i] = rng_f(); v[i] = rng_f(); }
+    int32_t pos[64];
+    for (int i = 0; i < 64; i++) pos[i] = i;
+    CHECK_OK(o->kv_store(be, &kv, k, v, n_ctx, pos));
+    r->rope = malloc(sizeof(float) * T * H * D);
+    for (int64_t i = 0; i < T * H * D; i++) r->rope[i] = rng_f();
+    struct st_rope_params rp = {.theta = 1e6f, .layout = ST_ROPE_NEOX, .freq_factors = NULL};
+    CHECK_OK(o->rope(be, r->rope, T, H, D, pos + 57, &rp));
+    r->att = malloc(sizeof(float) * T * H * D);
+    CHECK_OK(o->attention(be, &kv, r->rope, T, H, pos + 57, 0.17f, r->att));
+
+    const int64_t n = 40000;
+    float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+    for (int64_t i = 0; i < n; i++) { g[i] = 4 * rng_f(); u[i] = rng_f(); }
+    r->sw = malloc(sizeof(float) * n);
+    CHECK_OK(o->swiglu(be, g, u, n, r->sw));
+    CHECK_OK(o->add(be, r->sw, u, n));
+
+    o->dealloc(be, kv.k);
+    o->dealloc(be, kv.v);
+    o->dealloc(be, wd);   /* an import: ignored, w stays valid */
+    CHECK(w[0] == st_f32_to_bf16(st_bf16_to_f32(w[0])));
+    free(w); free(x); free(nw); free(k); free(v); free(g); free(u);
+}
+
+static void free_outputs(struct outputs *r) {
+    free(r->mm); free(r->mm1); free(r->norm); free(r->rope); free(r->att); free(r->sw);
+}
+
+static void test_thread_independence(void) {
+    const struct st_device_ops *o = st_device_ops_cpu();
+    struct outputs res[3];
+    for (int i = 0; i < 3; i++) {
+        struct st_backend_config cfg = {.n_threads = i + 1};
+        st_backend *be = NULL;
+        CHECK_OK(o->init(NULL, &cfg, &be));
+        if (!be) return;
+        CHECK(st_cpu_backend_threads(be) == i + 1);
+        run_ops(be, o, &res[i]);
+        o->free(be);
+    }
+    for (int i = 1; i < 3; i++) {
+        CHECK_MSG(!memcmp(res[0].mm, res[i].mm, sizeof(float) * 7 * 301), "matmul differs with %d threads", i + 1);
+        CHECK_MSG(!memcmp(res[0].mm1, res[i].mm1, sizeof(float) * 301), "decode matmul differs with %d threads", i + 1);
+        CHECK_MSG(!memcmp(res[0].norm, res[i].norm, sizeof(float) * 7 * 256), "rmsnorm differs with %d threads", i + 1);
+        CHECK_MSG(!memcmp(res[0].rope, res[i].rope, sizeof(float) * 7 * 8 * 32), "rope differs with %d threads", i + 1);
+        CHECK_MSG(!memcmp(res[0].att, res[i].att, sizeof(float) * 7 * 8 * 32), "attention differs with %d threads", i + 1);
+        CHECK_MSG(!memcmp(res[0].sw, res[i].sw, sizeof(float) * 40000), "swiglu/add differ with %d threads", i + 1);
+    }
+    /* the decode row equals token 0 of the batch */
+    CHECK(!memcmp(res[0].mm1, res[0].mm, sizeof(float) * 301));
+    for (int i = 0; i < 3; i++) free_outputs(&res[i]);
+}
+
+static void test_memory_and_errors(void) {
+    const struct st_device_ops *o = st_device_ops_cpu();
+    st_backend *be = NULL;
+    struct st_backend_config cfg = {.n_threads = 2};
+    CHECK_OK(o->init(NULL, &cfg, &be));
+    if (!be) return;
+    void *p = NULL;
+    CHECK_ERR(o->alloc(be, (size_t)1 << 62, ST_BUF_KV, &p), ST_ERR_DEVICE_OOM, "out of memory allocating");
+    CHECK(strstr(st_last_error(), "KV cache") && strstr(st_last_error(), "available") && strstr(st_last_error(), "hint:"));
+    CHECK_OK(o->alloc(be, 100, ST_BUF_WORKSPACE, &p));
+    CHECK(p && ((uintptr_t)p & 63) == 0 && ((uint8_t *)p)[99] == 0);
+    uint8_t src[100];
+    for (int i = 0; i < 100; i++) src[i] = (uint8_t)i;
+    CHECK_OK(o->upload(be, p, src, 100));
+    uint8_t back[100] = {0};
+    CHECK_OK(o->download(be, back, p, 100));
+    CHECK(!memcmp(src, back, 100));
+    CHECK_OK(o->sync(be));
+    o->dealloc(be, p);
+    /* an embedding id out of range: the message comes back from a worker thread */
+    float tab[4 * 64] = {0}, out[2 * 64];
+    struct st_weight t = {.data = tab, .dtype = ST_DTYPE_F32, .rows = 4, .cols = 64};
+    int32_t ids[600];
+    for (int i = 0; i < 600; i++) ids[i] = i % 4;
+    ids[599] = 7;
+    float *big = malloc(sizeof(float) * 600 * 64);
+    CHECK_ERR(o->embed(be, &t, ids, 600, big), ST_ERR_USAGE, "token id 7 at position 599");
+    free(big);
+    (void)out;
+    int32_t id = -1;
+    float lg[5] = {0, 3, 9, 9, 1};
+    CHECK_OK(o->argmax(be, lg, 5, &id));
+    CHECK(id == 2);
+    o->free(be);
+    struct st_backend_config bad = {.n_threads = -3};
+    CHECK_ERR(o->init(NULL, &bad, &be), ST_ERR_CONFIG, "thread count -3");
+    struct st_device_info numa = {.kind = ST_DEVICE_CPU, .numa_node = 999};
+    snprintf(numa.name, sizeof numa.name, "cpu");
+    CHECK_ERR(o->init(&numa, NULL, &be), ST_ERR_CONFIG, "NUMA node 999 does not exist");
+}
+
+static void test_links(void) {
+    const struct st_device_ops *o = st_device_ops_cpu();
+    st_backend *a = NULL, *b = NULL;
+    struct st_backend_config cfg = {.n_threads = 1};
+    CHECK_OK(o->init(NULL, &cfg, &a));
+    CHECK_OK(o->init(NULL, &cfg, &b));
+    if (!a || !b) return;
+    struct st_device_info cpu = {.kind = ST_DEVICE_CPU, .numa_node = -1};
+    snprintf(cpu.name, sizeof cpu.name, "cpu");
+    float src[256], dst[256];
+    for (int i = 0; i < 256; i++) src[i] = (float)i * 0.5f;
+    st_link_type kinds[3] = {ST_LINK_T_AUTO, ST_LINK_T_LOCAL, ST_LINK_T_HOST};
+    st_link_type want[3] = {ST_LINK_T_LOCAL, ST_LINK_T_LOCAL, ST_LINK_T_HOST};
+    for (int i = 0; i < 3; i++) {
+        st_link *l = NULL;
+        CHECK_OK(st_link_init(kinds[i], a, o, &cpu, b, o, &cpu, sizeof src, &l));
+        if (!l) continue;
+        CHECK(st_link_get_type(l) == want[i]);
+        memset(dst, 0, sizeof dst);
+        CHECK_OK(st_link_send(l, src, dst, sizeof src));
+        CHECK(!memcmp(src, dst, sizeof src));
+        CHECK_ERR(st_link_send(l, src, dst, sizeof src + 4), ST_ERR_INTERNAL, "exceeds its 1024-byte capacity");
+        st_link_free(l);
+    }
+    st_link *l = NULL;
+    CHECK_ERR(st_link_init(ST_LINK_T_PEER, a, o, &cpu, b, o, &cpu, 64, &l), ST_ERR_CONFIG, "a peer link needs a GPU at both ends");
+    CHECK_ERR(st_link_init(ST_LINK_T_NCCL, a, o, &cpu, b, o, &cpu, 64, &l), ST_ERR_CONFIG, "hint: use link: host");
+    struct st_device_info cat = cpu;
+    cat.kind = ST_DEVICE_CATALOG;
+    snprintf(cat.name, sizeof cat.name, "Tesla M40 24GB");
+    CHECK_ERR(st_link_init(ST_LINK_T_HOST, a, o, &cpu, b, o, &cat, 64, &l), ST_ERR_UNSUPPORTED, "only for planning");
+    CHECK(!strcmp(st_link_type_name(ST_LINK_T_HOST), "host"));
+    st_link_free(NULL);
+    o->free(a);
+    o->free(b);
+}
+
+int main(void) {
+    test_thread_independence();
+    test_memory_and_errors();
+    test_links();
+    return st_test_finish("cpu_backend");
+}

@@ -1,0 +1,299 @@
+/* CPU kernels against straightforward double-precision references on random
+ * data: matmul for every dtype (dequantize + double dot), rmsnorm, rope (both
+ * layouts vs an explicit rotate_half, and NORM == NEOX under the llama row
+ * permutation), attention vs a naive softmax, kv_store, embed, swiglu, argmax.
+ * Also: results do not depend on n_tok or the row split (bit-identical). */
+#include "check.h"
+#include "rng.h"
+#include "kernels/cpu/kernels_cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Random weights of any dtype; quant scales set to sane small f16 values. */
+static void make_weights(st_dtype dt, int64_t rows, int64_t cols, uint8_t *buf) {
+    size_t rb = st_dtype_row_bytes(dt, cols);
+    if (dt == ST_DTYPE_F32) {
+        float *f = (float *)buf;
+        for (int64_t i = 0; i < rows * cols; i++) f[i] = rng_f();
+        return;
+    }
+    if (dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16) {
+        uint16_t *h = (uint16_t *)buf;
+        for (int64_t i = 0; i < rows * cols; i++) h[i] = dt == ST_DTYPE_F16 ? st_f32_to_f16(rng_f()) : st_f32_to_bf16(rng_f());
+        return;
+    }
+    for (size_t i = 0; i < rb * (size_t)rows; i++) buf[i] = (uint8_t)rng_u64();
+    size_t bb = st_dtype_block_bytes(dt);
+    size_t nblk = rb * (size_t)rows / bb;
+    for (size_t b = 0; b < nblk; b++) {
+        uint8_t *blk = buf + b * bb;
+        uint16_t d = st_f32_to_f16(0.01f + 0.05f * fabsf(rng_f()));
+        uint16_t m = st_f32_to_f16(0.01f * rng_f());
+        switch (dt) {
+        case ST_DTYPE_Q6_K: memcpy(blk + 208, &d, 2); break;
+        case ST_DTYPE_Q4_1: case ST_DTYPE_Q5_1: case ST_DTYPE_Q4_K: case ST_DTYPE_Q5_K:
+            memcpy(blk, &d, 2); memcpy(blk + 2, &m, 2); break;
+        default: memcpy(blk, &d, 2); break;
+        }
+    }
+}
+
+static void test_matmul_dtype(st_dtype dt, int64_t rows, int64_t cols) {
+    const int64_t n_tok = 9;
+    size_t rb = st_dtype_row_bytes(dt, cols);
+    uint8_t *w = malloc(rb * (size_t)rows);
+    float *wf = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *x = malloc(sizeof(float) * (size_t)(n_tok * cols));
+    float *bias = malloc(sizeof(float) * (size_t)rows);
+    float *y = malloc(sizeof(float) * (size_t)(n_tok * rows));
+    float *y1 = malloc(sizeof(float) * (size_t)rows);
+    float *y2 = malloc(sizeof(float) * (size_t)(n_tok * rows));
+    make_weights(dt, rows, cols, w);
+    CHECK_OK(st_dtype_to_f32(dt, w, wf, rows * cols));
+    for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rng_f();
+    for (int64_t i = 0; i < rows; i++) bias[i] = rng_f();
+
+    for (int path = 0; path < 2; path++) {
+        st_cpu_kernels_force_portable(path == 1);
+        CHECK_OK(st_cpu_matmul(w, dt, rows, cols, bias, x, n_tok, y));
+        double worst = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t r = 0; r < rows; r++) {
+                double ref = bias[r], mag = fabs(bias[r]);
+                for (int64_t c = 0; c < cols; c++) {
+                    ref += (double)wf[r * cols + c] * (double)x[t * cols + c];
+                    mag += fabs((double)wf[r * cols + c] * (double)x[t * cols + c]);
+                }
+                double err = fabs(y[t * rows + r] - ref) / (mag + 1e-30);
+                if (err > worst) worst = err;
+            }
+        CHECK_MSG(worst < 1e-5, "matmul %s %lldx%lld (%s): worst error %.3g of sum|w*x|", st_dtype_name(dt),
+                  (long long)rows, (long long)cols, st_cpu_kernels_simd(), worst);
+        /* token t alone (the decode shape) gives the same bits as inside a batch */
+        bool same = true;
+        for (int64_t t = 0; t < n_tok; t++) {
+            CHECK_OK(st_cpu_matmul(w, dt, rows, cols, bias, x + t * cols, 1, y1));
+            if (memcmp(y1, y + t * rows, sizeof(float) * (size_t)rows)) same = false;
+        }
+        CHECK_MSG(same, "matmul %s (%s): one token alone differs from the same token in a batch", st_dtype_name(dt),
+                  st_cpu_kernels_simd());
+        /* an odd row split gives the same bits */
+        int64_t cut = rows / 3 * 2 + 1;
+        CHECK_OK(st_cpu_matmul_part(w, dt, rows, cols, bias, x, n_tok, y2, 0, cut));
+        CHECK_OK(st_cpu_matmul_part(w, dt, rows, cols, bias, x, n_tok, y2, cut, rows));
+        CHECK_MSG(!memcmp(y, y2, sizeof(float) * (size_t)(n_tok * rows)), "matmul %s (%s): row split changes the result",
+                  st_dtype_name(dt), st_cpu_kernels_simd());
+    }
+    st_cpu_kernels_force_portable(false);
+    free(w); free(wf); free(x); free(bias); free(y); free(y1); free(y2);
+}
+
+static void test_matmul(void) {
+    printf("matmul path: %s\n", st_cpu_kernels_simd());
+    test_matmul_dtype(ST_DTYPE_F32, 37, 200);    /* 200 = 12 x 16 + 8: a tail */
+    test_matmul_dtype(ST_DTYPE_F32, 5, 7);       /* tail only */
+    test_matmul_dtype(ST_DTYPE_F16, 37, 200);
+    test_matmul_dtype(ST_DTYPE_BF16, 37, 200);
+    test_matmul_dtype(ST_DTYPE_F16, 8, 64);
+    for (int dt = ST_DTYPE_Q8_0; dt < ST_DTYPE_COUNT; dt++) {
+        int64_t be = st_dtype_block_elems((st_dtype)dt);
+        test_matmul_dtype((st_dtype)dt, 13, be == 32 ? 32 * 13 : 256 * 3);
+    }
+    /* a row length that is not a whole number of blocks */
+    uint8_t w[34 * 2] = {0};
+    float x[64] = {0}, y[2];
+    CHECK_ERR(st_cpu_matmul(w, ST_DTYPE_Q8_0, 2, 48, NULL, x, 1, y), ST_ERR_UNSUPPORTED, "not a whole number of 32-element blocks");
+}
+
+static void test_rmsnorm(void) {
+    const int64_t rows = 5, n = 67;
+    float x[5 * 67], w[67], out[5 * 67];
+    for (int i = 0; i < rows * n; i++) x[i] = 3.0f * rng_f();
+    for (int i = 0; i < n; i++) w[i] = 1.0f + 0.3f * rng_f();
+    st_cpu_rmsnorm(x, w, rows, n, 1e-6f, out);
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (double)x[r * n + i] * x[r * n + i];
+        double sc = 1.0 / sqrt(ss / n + 1e-6);
+        for (int i = 0; i < n; i++) {
+            double ref = w[i] * x[r * n + i] * sc;
+            worst = fmax(worst, fabs(out[r * n + i] - ref) / (fabs(ref) + 1e-6));
+        }
+    }
+    CHECK_MSG(worst < 1e-6, "rmsnorm worst relative error %.3g", worst);
+    /* in place */
+    memcpy(out, x, sizeof x);
+    float ref2[5 * 67];
+    st_cpu_rmsnorm(x, w, rows, n, 1e-6f, ref2);
+    st_cpu_rmsnorm(out, w, rows, n, 1e-6f, out);
+    CHECK(!memcmp(out, ref2, sizeof out));
+}
+
+/* HF: q' = q*cos + rotate_half(q)*sin, emb = concat(freqs, freqs), in double */
+static void rope_ref(double *v, int64_t D, int32_t pos, double theta, const float *ff) {
+    double tmp[256], c[256], s[256];
+    for (int64_t i = 0; i < D; i++) {
+        int64_t k = i % (D / 2);
+        double inv = 1.0 / pow(theta, 2.0 * (double)k / (double)D);
+        if (ff) inv /= ff[k];
+        c[i] = cos(pos * inv);
+        s[i] = sin(pos * inv);
+    }
+    for (int64_t i = 0; i < D; i++) {
+        double rh = i < D / 2 ? -v[i + D / 2] : v[i - D / 2];   /* rotate_half */
+        tmp[i] = v[i] * c[i] + rh * s[i];
+    }
+    memcpy(v, tmp, sizeof(double) * (size_t)D);
+}
+
+static void test_rope(void) {
+    const int64_t T = 4, Hh = 3, D = 24;
+    int32_t pos[4] = {0, 1, 17, 255};
+    float x[4 * 3 * 24], y[4 * 3 * 24], perm[4 * 3 * 24], ff[12];
+    for (int i = 0; i < 12; i++) ff[i] = 1.0f + (float)i * 0.7f;
+    for (int use_ff = 0; use_ff < 2; use_ff++) {
+        for (int i = 0; i < T * Hh * D; i++) x[i] = rng_f();
+        memcpy(y, x, sizeof x);
+        CHECK_OK(st_cpu_rope(y, T, Hh, D, pos, 10000.0f, ST_ROPE_NEOX, use_ff ? ff : NULL));
+        double worst = 0;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < Hh; h++) {
+                double v[24];
+                for (int i = 0; i < D; i++) v[i] = x[(t * Hh + h) * D + i];
+                rope_ref(v, D, pos[t], 10000.0, use_ff ? ff : NULL);
+                for (int i = 0; i < D; i++) worst = fmax(worst, fabs(y[(t * Hh + h) * D + i] - v[i]));
+            }
+        /* fp32 angles at position 255 are off by up to ~255 ulp(1) ~ 3e-5 */
+        CHECK_MSG(worst < 5e-5, "rope NEOX (factors %d) worst abs error %.3g", use_ff, worst);
+        /* NORM on llama-permuted rows (GGUF row 2i+s = HF row s*D/2+i) == permuted NEOX */
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < Hh; h++)
+                for (int i = 0; i < D / 2; i++)
+                    for (int s = 0; s < 2; s++)
+                        perm[(t * Hh + h) * D + 2 * i + s] = x[(t * Hh + h) * D + s * D / 2 + i];
+        CHECK_OK(st_cpu_rope(perm, T, Hh, D, pos, 10000.0f, ST_ROPE_NORM, use_ff ? ff : NULL));
+        bool same = true;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < Hh; h++)
+                for (int i = 0; i < D / 2; i++)
+                    for (int s = 0; s < 2; s++)
+                        if (perm[(t * Hh + h) * D + 2 * i + s] != y[(t * Hh + h) * D + s * D / 2 + i]) same = false;
+        CHECK_MSG(same, "rope NORM on permuted rows differs from NEOX (factors %d)", use_ff);
+    }
+    CHECK_ERR(st_cpu_rope(x, 1, 1, 7, pos, 1e4f, ST_ROPE_NEOX, NULL), ST_ERR_UNSUPPORTED, "head_dim 7");
+}
+
+static void test_attention_dtype(st_dtype kvt) {
+    const int64_t n_ctx = 600, Hkv = 2, H = 6, D = 40, T = 5;
+    int32_t pos[5] = {0, 3, 255, 256, 590};       /* tiles of 256 keys: 1, 1, 1, 2, 3 */
+    size_t rb = st_dtype_row_bytes(kvt, Hkv * D);
+    uint8_t *kc = calloc(n_ctx, rb), *vc = calloc(n_ctx, rb);
+    float *kr = malloc(sizeof(float) * (size_t)(n_ctx * Hkv * D)), *vr = malloc(sizeof(float) * (size_t)(n_ctx * Hkv * D));
+    float *q = malloc(sizeof(float) * (size_t)(T * H * D)), *out = malloc(sizeof(float) * (size_t)(T * H * D));
+    int32_t all[600];
+    for (int i = 0; i < n_ctx; i++) all[i] = i;
+    for (int64_t i = 0; i < n_ctx * Hkv * D; i++) { kr[i] = 2.0f * rng_f(); vr[i] = rng_f(); }
+    for (int64_t i = 0; i < T * H * D; i++) q[i] = rng_f();
+    CHECK_OK(st_cpu_kv_store(kc, vc, kvt, n_ctx, Hkv, D, kr, vr, n_ctx, all));
+    /* the reference reads what the cache holds (rounded to its dtype) */
+    CHECK_OK(st_dtype_to_f32(kvt, kc, kr, n_ctx * Hkv * D));
+    CHECK_OK(st_dtype_to_f32(kvt, vc, vr, n_ctx * Hkv * D));
+    const float scale = 1.0f / sqrtf((float)D);
+    CHECK_OK(st_cpu_attention(kc, vc, kvt, n_ctx, Hkv, D, q, T, H, pos, scale, out));
+    double worst = 0;
+    double *sc = malloc(sizeof(double) * (size_t)n_ctx);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t g = h / (H / Hkv);
+            double mx = -1e300, sum = 0;
+            for (int64_t j = 0; j <= pos[t]; j++) {
+                double d = 0;
+                for (int64_t i = 0; i < D; i++) d += (double)q[(t * H + h) * D + i] * kr[(j * Hkv + g) * D + i];
+                sc[j] = d * scale;
+                mx = fmax(mx, sc[j]);
+            }
+            for (int64_t j = 0; j <= pos[t]; j++) { sc[j] = exp(sc[j] - mx); sum += sc[j]; }
+            for (int64_t i = 0; i < D; i++) {
+                double o = 0;
+                for (int64_t j = 0; j <= pos[t]; j++) o += sc[j] / sum * vr[(j * Hkv + g) * D + i];
+                worst = fmax(worst, fabs(out[(t * H + h) * D + i] - o));
+            }
+        }
+    CHECK_MSG(worst < 2e-6, "attention (kv %s) worst abs error %.3g (|v| <= 1)", st_dtype_name(kvt), worst);
+    /* one token at a time (decode) gives the same bits */
+    float one[6 * 40];
+    bool same = true;
+    for (int64_t t = 0; t < T; t++) {
+        CHECK_OK(st_cpu_attention(kc, vc, kvt, n_ctx, Hkv, D, q + t * H * D, 1, H, &pos[t], scale, one));
+        if (memcmp(one, out + t * H * D, sizeof one)) same = false;
+    }
+    CHECK(same);
+    int32_t bad = 600;
+    CHECK_ERR(st_cpu_attention(kc, vc, kvt, n_ctx, Hkv, D, q, 1, H, &bad, scale, out), ST_ERR_USAGE, "outside the KV cache");
+    CHECK_ERR(st_cpu_kv_store(kc, vc, kvt, n_ctx, Hkv, D, kr, vr, 1, &bad), ST_ERR_USAGE, "the context is full");
+    free(sc); free(kc); free(vc); free(kr); free(vr); free(q); free(out);
+}
+
+static void test_kv_store(void) {
+    float k[2 * 8], v[2 * 8], kc[4 * 8] = {0}, vc[4 * 8] = {0};
+    for (int i = 0; i < 16; i++) { k[i] = (float)i; v[i] = (float)-i; }
+    int32_t pos[2] = {3, 1};
+    CHECK_OK(st_cpu_kv_store(kc, vc, ST_DTYPE_F32, 4, 2, 4, k, v, 2, pos));
+    CHECK(!memcmp(kc + 3 * 8, k, 32) && !memcmp(kc + 1 * 8, k + 8, 32));
+    CHECK(!memcmp(vc + 3 * 8, v, 32) && !memcmp(vc + 1 * 8, v + 8, 32));
+    CHECK(kc[0] == 0 && kc[2 * 8] == 0);
+    CHECK_ERR(st_cpu_kv_store(kc, vc, ST_DTYPE_Q8_0, 4, 2, 4, k, v, 2, pos), ST_ERR_UNSUPPORTED, "q8_0");
+}
+
+static void test_embed(void) {
+    const int64_t V = 10, E = 64;
+    uint8_t tab[10 * 68];
+    make_weights(ST_DTYPE_Q8_0, V, E, tab);
+    int32_t ids[3] = {9, 0, 4};
+    float out[3 * 64], ref[64];
+    CHECK_OK(st_cpu_embed(tab, ST_DTYPE_Q8_0, V, E, ids, 3, out));
+    bool same = true;
+    for (int t = 0; t < 3; t++) {
+        st_dtype_to_f32(ST_DTYPE_Q8_0, tab + ids[t] * 68, ref, E);
+        if (memcmp(ref, out + t * E, sizeof ref)) same = false;
+    }
+    CHECK(same);
+    int32_t bad[2] = {1, 10};
+    CHECK_ERR(st_cpu_embed(tab, ST_DTYPE_Q8_0, V, E, bad, 2, out), ST_ERR_USAGE, "token id 10 at position 1 is outside the vocabulary [0, 10)");
+}
+
+static void test_small_ops(void) {
+    float g[50], u[50], o[50];
+    for (int i = 0; i < 50; i++) { g[i] = 8.0f * rng_f(); u[i] = rng_f(); }
+    st_cpu_swiglu(g, u, 50, o);
+    double worst = 0;
+    for (int i = 0; i < 50; i++) {
+        double ref = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        worst = fmax(worst, fabs(o[i] - ref) / (fabs(ref) + 1e-7));
+    }
+    CHECK_MSG(worst < 1e-6, "swiglu worst relative error %.3g", worst);
+    float a[4] = {1, 2, 3, 4}, b[4] = {0.5f, -2, 1, 0};
+    st_cpu_add(a, b, 4);
+    CHECK(a[0] == 1.5f && a[1] == 0 && a[2] == 4 && a[3] == 4);
+    float l[6] = {1, 5, NAN, 5, -1, 2};
+    CHECK(st_cpu_argmax(l, 6) == 1);          /* lowest id on ties, NaN never wins */
+    float n2[2] = {NAN, -3};
+    CHECK(st_cpu_argmax(n2, 2) == 1);
+}
+
+int main(void) {
+    rng_seed(1);
+    test_matmul();
+    test_rmsnorm();
+    test_rope();
+    test_attention_dtype(ST_DTYPE_F32);
+    test_attention_dtype(ST_DTYPE_F16);
+    test_attention_dtype(ST_DTYPE_BF16);
+    test_kv_store();
+    test_embed();
+    test_small_ops();
+    return st_test_finish("cpu_kernels");
+}
