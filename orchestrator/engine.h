@@ -1,0 +1,94 @@
+/* orchestrator/engine.h — the runtime that runs a model through an ordered
+ * list of stages: the transformer block written once over the device ops
+ * table (devices/device.h), KV caches, prefill in chunks, decode steps and
+ * greedy choice on the device.
+ *
+ * A stage is a device (ops + st_device_info + st_backend_config) holding a
+ * contiguous range of layers, the token embedding on the first stage and the
+ * final norm + lm_head on the last. Each stage owns its weights (imported with
+ * import_host: zero copy on the CPU), its KV cache (n_ctx tokens) and one
+ * workspace sized for max_batch_tokens; consecutive stages are joined by links
+ * carrying fp32 activations [n_tok][n_embd]. Everything is allocated in
+ * st_engine_init ("plan, reserve, run"): prefill and decode allocate nothing.
+ *
+ * Math (formats.md §4.3): x = embed(id); per layer: h = rmsnorm(x); q,k,v =
+ * h W^T (+b); Qwen3 per-head q/k rmsnorm; RoPE (NEOX or NORM by
+ * hp.rope_layout, llama3 factors from rope_freqs or computed from hparams);
+ * kv_store; causal GQA attention with scale head_dim^-0.5; x += o_proj; h =
+ * rmsnorm(x); x += down(silu(gate(h)) * up(h)); then the final norm and
+ * lm_head (the token embedding when tied). Residual stream fp32.
+ *
+ * Errors: every function returns st_status and sets st_last_error(); a
+ * failure inside prefill/decode leaves n_past unchanged when it happens before
+ * any KV row was written, and otherwise at the positions before the call. */
+#ifndef STRATA_ENGINE_H
+#define STRATA_ENGINE_H
+
+#include "base/base.h"
+#include "devices/device.h"
+#include "model/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct st_engine st_engine;
+
+/* One stage as the plan describes it. The device info and config are copied. */
+struct st_engine_stage_desc {
+    const struct st_device_ops *ops;     /* st_device_ops_cpu(), st_device_ops_cuda() */
+    struct st_device_info info;          /* which device (kind, index, NUMA node, ...) */
+    struct st_backend_config cfg;        /* precision, attention kind, KV dtype, threads */
+    int64_t first_layer, last_layer;     /* inclusive range; last < first = no layers */
+    bool has_embedding;                  /* must be true exactly on the first stage */
+    bool has_output;                     /* final norm + lm_head: exactly the last stage */
+    st_link_type link_to_next;           /* link to the next stage (AUTO: local or host) */
+};
+
+struct st_engine_params {
+    int64_t n_ctx;               /* KV cache length in tokens (every stage) */
+    int64_t max_batch_tokens;    /* prefill chunk: tokens per pass (>= 1) */
+};
+
+/* Builds every stage (backend init, weight import, KV cache, workspace) and
+ * the links. The model must outlive the engine. Checks that the stages cover
+ * layers 0..n_layer-1 in order, that the first has the embedding and the last
+ * the output; errors name the stage and hint at the fix. */
+st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *stages, int n_stages,
+                         const struct st_engine_params *params, st_engine **out);
+/* One stage holding the whole model on one device. */
+st_status st_engine_init_single(const st_model *m, const struct st_device_ops *ops,
+                                const struct st_device_info *info, const struct st_backend_config *cfg,
+                                const struct st_engine_params *params, st_engine **out);
+void st_engine_free(st_engine *e);   /* accepts NULL */
+
+/* Appends n tokens at positions n_past .. n_past+n-1, in chunks of
+ * max_batch_tokens. logits_out (host, may be NULL) receives the logits of the
+ * last token (n_vocab floats), or of every token (n x n_vocab) when all_rows.
+ * ST_ERR_USAGE when the context would overflow or an id is out of range. */
+st_status st_engine_prefill(st_engine *e, const int32_t *ids, int64_t n, float *logits_out, bool all_rows);
+/* Prefill, then the greedy next token (argmax on the last stage's device;
+ * only the id is downloaded). */
+st_status st_engine_prefill_greedy(st_engine *e, const int32_t *ids, int64_t n, int32_t *next_id);
+/* One token at position n_past; logits_out (host, n_vocab, may be NULL). */
+st_status st_engine_decode(st_engine *e, int32_t id, float *logits_out);
+/* One token, then the greedy next token computed on the device. */
+st_status st_engine_decode_greedy(st_engine *e, int32_t id, int32_t *next_id);
+
+/* Forgets the sequence (n_past = 0); the KV memory is kept and overwritten. */
+void st_engine_reset(st_engine *e);
+/* Keeps only the first n_past tokens of the sequence (0 <= n_past <= current),
+ * e.g. to continue a chat from a common prefix. */
+st_status st_engine_rewind(st_engine *e, int64_t n_past);
+int64_t st_engine_n_past(const st_engine *e);
+int64_t st_engine_n_ctx(const st_engine *e);
+int64_t st_engine_n_vocab(const st_engine *e);
+int st_engine_n_stages(const st_engine *e);
+/* Weight bytes a decode step reads on one stage (every matrix once, the
+ * lm_head included, one embedding row excluded): for bandwidth reports. */
+uint64_t st_engine_stage_weight_bytes(const st_engine *e, int stage);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_ENGINE_H */
