@@ -2,3 +2,32 @@
 # fixture model and format; stage splits and chunking give identical bits.
 st_add_test(engine_golden SOURCES engine/test_golden.c LABELS engine golden)
 st_add_test(engine_stages SOURCES engine/test_stages.c LABELS engine)
+
+# strata generate: greedy ids equal transformers' (reference.json greedy_tokens)
+st_add_cli_test(generate_cli_qwen2_hf RC 0 LABELS engine golden
+  EXPECT "232,232,232,232,232,134,134,134,134,134,134,179,179,179,179,179"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 33,32,200,125,148,150,178,7,121,37,100,232 -n 16")
+st_add_cli_test(generate_cli_qwen3_gguf RC 0 LABELS engine golden
+  EXPECT "358,144,369,505,8,413,244,45,355,475,50,11,457,253,47,66"
+  ARGS "generate -m tests/fixtures/models/qwen3-tiny/qwen3-tiny-f32.gguf --tokens 311,127,495,481,32,96,101,91,296,178,245,117 -n 16 --threads 1 --batch 5")
+st_add_cli_test(generate_cli_llama_f16 RC 0 LABELS engine golden
+  EXPECT "357,104,336,208,218,225,170,31,162,225,266,105,293,257,353,149"
+  ARGS "generate -m tests/fixtures/models/llama-tiny/llama-tiny-f16.gguf --tokens 343,331,313,327,26,310,360,100,64,29,306,362 --kv-dtype f16")
+st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate -m MODEL --tokens|||--logits FILE" ARGS "generate --help")
+st_add_cli_test(generate_cli_prompt RC 2 LABELS engine EXPECT "text prompts (tokenizer) is not built yet"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf -p hello")
+st_add_cli_test(generate_cli_nomodel RC 2 LABELS engine EXPECT "name a model with -m|||hint: see 'strata generate --help'" ARGS "generate --tokens 1,2")
+st_add_cli_test(generate_cli_badlist RC 2 LABELS engine
+  EXPECT "--tokens: item 2 at character 2 is not a token id: 'x'|||hint: write the ids"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,x,3")
+st_add_cli_test(generate_cli_badid RC 2 LABELS engine
+  EXPECT "token id 251 (input position 1) is outside the vocabulary"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,251")
+st_add_cli_test(generate_cli_ctx RC 2 LABELS engine
+  EXPECT "need a context of 18, --ctx is 8|||hint: raise --ctx"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 8")
+st_add_cli_test(generate_cli_typo RC 2 LABELS engine EXPECT "unknown option '--thread' (did you mean '--threads'?)"
+  ARGS "generate -m x --thread 2")
+st_add_cli_test(generate_cli_logits_dir RC 1 LABELS engine EXPECT "cannot create the logits file"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2 --logits /nonexistent-dir/l.npy")
+st_add_test(engine_generate_logits SOURCES engine/test_generate_logits.c LABELS engine golden)
