@@ -363,7 +363,7 @@ def main():
            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
            or "cpu"}
     log(f"env {json.dumps(env)}")
-    log(f"args {json.dumps({k: v for k, v in vars(a).items() if k != 'candidates'})}")
+    log(f"args {json.dumps({k: v for k, v in vars(a).items() if k != 'candidates'}, default=str)}")
 
     texts = {}
     data_files = {}
