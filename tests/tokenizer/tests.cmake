@@ -4,3 +4,11 @@ st_add_test(tokenizer_parity SOURCES tokenizer/test_tokenizer_parity.c LABELS to
 add_test(NAME tokenizer_hf_recheck COMMAND ${STRATA_PYTHON} tests/tokenizer/gen_corpus.py --check
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(tokenizer_hf_recheck PROPERTIES LABELS tokenizer)
+# GGUF vocabularies: written at test time from tokenizer.json with gguf-py.
+add_test(NAME tokenizer_gguf_fixtures
+         COMMAND ${STRATA_PYTHON} tests/tokenizer/make_vocab_gguf.py ${CMAKE_BINARY_DIR}/tokenizer-fixtures
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(tokenizer_gguf_fixtures PROPERTIES LABELS tokenizer FIXTURES_SETUP tok_gguf)
+st_add_test(tokenizer_gguf SOURCES tokenizer/test_tokenizer_gguf.c LABELS tokenizer
+            ARGS ${CMAKE_BINARY_DIR}/tokenizer-fixtures)
+set_tests_properties(tokenizer_gguf PROPERTIES FIXTURES_REQUIRED tok_gguf)
