@@ -248,6 +248,10 @@ static st_status validate(st_model *m) {
             hp->qk_norm = l0[ST_T_Q_NORM] >= 0;
         }
         if (G[ST_T_ROPE_FREQS] >= 0 && hp->rope_scaling == ST_ROPE_SCALING_NONE) hp->rope_scaling = ST_ROPE_SCALING_LLAMA3;
+        if (hp->rope_scaling == ST_ROPE_SCALING_LLAMA3 && G[ST_T_ROPE_FREQS] < 0) {
+            st_error_set(ST_ERR_FORMAT, "%s: llama3 RoPE scaling without the tensor 'rope_freqs.weight'", m->path);
+            return st_error_hint("llama.cpp stores llama3 scaling as rope_freqs.weight; convert the model again");
+        }
     } else {
         if (hp->tied_embeddings && G[ST_T_OUTPUT] >= 0) {
             ST_INFO("%s: tie_word_embeddings is true; lm_head.weight is ignored", m->path);

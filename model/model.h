@@ -38,7 +38,7 @@ int64_t st_dtype_block_elems(st_dtype t);     /* 1 for float types, 32 / 256 for
 size_t st_dtype_block_bytes(st_dtype t);      /* bytes per block (4, 2, 34, 144, ...) */
 /* Bytes of a row of n elements; n must be a multiple of the block size. */
 size_t st_dtype_row_bytes(st_dtype t, int64_t n);
-/* True when the loaders and the CPU kernels support t in this build. */
+/* True when the loaders and st_dtype_to_f32 support t (every listed type). */
 bool st_dtype_supported(st_dtype t);
 
 /* Scalar conversions (exact IEEE semantics, subnormals, inf, NaN). */
@@ -68,16 +68,23 @@ struct st_hparams {
     int64_t n_head;          /* H */
     int64_t n_head_kv;       /* Hkv (GQA); divides H */
     int64_t head_dim;        /* D; may differ from E/H (Qwen3) */
-    int64_t n_vocab;         /* rows of the embedding / lm_head (padded) */
+    int64_t n_vocab;         /* rows of the embedding / lm_head (padded): config vocab_size; GGUF: token_embd ne[1] */
     int64_t n_ctx_train;     /* max_position_embeddings / context_length */
     float rms_eps;
     float rope_theta;
     st_rope_layout rope_layout;
     st_rope_scaling rope_scaling;
+    /* RoPE scaling. HF dirs: rope_factor/low/high/orig from config.json. GGUF
+     * llama3: rope_scaling = LLAMA3 when rope_freqs.weight exists, and the
+     * per-frequency factors are that tensor (ST_T_ROPE_FREQS: theta_i is divided
+     * by factor[i], formats.md §2.4); the scalar fields stay 0 unless the
+     * metadata has rope.scaling.* keys. */
     float rope_factor;             /* llama3 / linear factor */
     float rope_low_freq_factor;    /* llama3 */
     float rope_high_freq_factor;   /* llama3 */
     int64_t rope_orig_ctx;         /* llama3 original_max_position_embeddings */
+    /* The flags below come from config.json for HF dirs and from which tensors
+     * layer 0 holds for GGUF; either way every layer is checked to match. */
     bool qkv_bias;           /* q/k/v projections have biases (Qwen2) */
     bool o_bias;             /* o_proj bias (llama attention_bias) */
     bool qk_norm;            /* per-head RMSNorm of q and k before RoPE (Qwen3) */

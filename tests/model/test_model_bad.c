@@ -230,6 +230,49 @@ static void gguf_built_cases(void) {
     }
 }
 
+
+/* Tokenizer keys inserted into a fixture GGUF (padded so the data section
+ * stays aligned): tok_source and chat_template come from the metadata. */
+static void gguf_tokenizer_keys(void) {
+    const char *src = "tests/fixtures/models/qwen3-tiny/qwen3-tiny-f16.gguf";
+    size_t n;
+    uint8_t *orig = slurp(src, &n);
+    struct gb kv;
+    kv.n = 0;
+    gb_str(&kv, "tokenizer.ggml.model"); gb_u32(&kv, ST_GGUF_STRING); gb_str(&kv, "gpt2");
+    char tmpl[200] = "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}";
+    size_t base = kv.n + 8 + strlen("tokenizer.chat_template") + 4 + 8 + strlen(tmpl);
+    size_t pad = (32 - base % 32) % 32;
+    memset(tmpl + strlen(tmpl), ' ', pad);
+    gb_str(&kv, "tokenizer.chat_template"); gb_u32(&kv, ST_GGUF_STRING); gb_str(&kv, tmpl);
+    CHECK(kv.n % 32 == 0);
+    uint8_t *b = malloc(n + kv.n);
+    memcpy(b, orig, 24);
+    memcpy(b + 24, kv.buf, kv.n);
+    memcpy(b + 24 + kv.n, orig + 24, n - 24);
+    uint64_t nkv = 0;
+    for (int i = 7; i >= 0; i--) nkv = (nkv << 8) | orig[16 + i];
+    put64(b + 16, nkv + 2);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tok.gguf", tmpdir);
+    spit(path, b, n + kv.n);
+    st_model *m = NULL, *ref = NULL;
+    CHECK_OK(st_model_open(path, &m));
+    CHECK_OK(st_model_open(src, &ref));
+    if (m && ref) {
+        CHECK(m->tok_source == ST_TOKSRC_GGUF && ref->tok_source == ST_TOKSRC_NONE);
+        CHECK(m->chat_template && !strncmp(m->chat_template, "{% for m in messages %}", 23) && strlen(m->chat_template) == strlen(tmpl));
+        CHECK(m->tokenizer_path == NULL);
+        const struct st_tensor *a = st_model_layer_tensor(m, 2, ST_T_W_DOWN), *r = st_model_layer_tensor(ref, 2, ST_T_W_DOWN);
+        CHECK(a->offset == r->offset + kv.n && !memcmp(a->data, r->data, a->bytes));
+    }
+    st_model_free(m);
+    st_model_free(ref);
+    unlink(path);
+    free(b);
+    free(orig);
+}
+
 /* ---- safetensors / HF dirs ----------------------------------------------------- */
 
 static void mkdir_p(const char *p) { mkdir(p, 0700); }
@@ -507,6 +550,7 @@ int main(void) {
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
     gguf_cases();
     gguf_built_cases();
+    gguf_tokenizer_keys();
     hf_cases();
     rmdir(tmpdir);
     return st_test_finish("model_bad");
