@@ -108,6 +108,26 @@ st_status st_catalog_lookup(const char *name, struct st_device_info *info);
 int st_catalog_count(void);
 const char *st_catalog_key(int i);
 
+/* One catalog card with the datasheet figures and where each figure comes from.
+ * The table lives in devices/catalog.c and is kept equal to configs/catalog.yaml
+ * (tests/planner/test_catalog.c checks every field). Peak figures, not measured. */
+struct st_catalog_entry {
+    const char *key;             /* "tesla-m40" */
+    const char *name;            /* "Tesla M40 24GB" */
+    const char *arch;            /* "maxwell", "pascal", ... */
+    int cc_major, cc_minor;
+    double memory_gib;           /* on-board memory, GiB (vendor "24 GB" = 24 GiB) */
+    double bandwidth_gbps;       /* peak memory bandwidth, GB/s */
+    double fp32_tflops;          /* peak fp32 (FMA = 2 flops) at boost clock */
+    double fp16_tflops;          /* fp16 matmul peak, fp32 accumulation where the card has it; 0 = no fp16 math */
+    double bf16_tflops;          /* 0 = no bf16 */
+    int pcie_gen, pcie_width;
+    int sm_count, bus_width_bits;
+    const char *src_memory, *src_bandwidth, *src_fp32, *src_fp16, *src_bf16, *src_cc, *src_pcie;
+};
+/* i-th entry (0 <= i < st_catalog_count()), NULL otherwise. */
+const struct st_catalog_entry *st_catalog_entry_at(int i);
+
 /* ---- runtime: the device operations table ------------------------------- */
 
 typedef struct st_backend st_backend;   /* one device's runtime state; opaque */

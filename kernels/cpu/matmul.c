@@ -137,10 +137,13 @@ INL void tile(st_dtype dt, const uint8_t *row, size_t row_bytes, int R, int64_t 
             a[r][t][0] = _mm256_loadu_ps(lanes + (r * T + t) * LANES);
             a[r][t][1] = _mm256_loadu_ps(lanes + (r * T + t) * LANES + 8);
         }
+    /* bytes of one 16-column chunk, for prefetching the rows after this tile */
+    const size_t cb = dt == ST_DTYPE_F32 ? 64 : dt == ST_DTYPE_Q8_0 ? 17 : 32;
     for (int64_t c = 0; c < n16; c++) {
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             __m256 w0, w1;
+            if (row_bytes) _mm_prefetch((const char *)row + (size_t)(r + R) * row_bytes + (size_t)c * cb, _MM_HINT_T0);
             load_w(dt, row + (size_t)r * row_bytes, c, &w0, &w1);
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {

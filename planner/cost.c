@@ -1,0 +1,377 @@
+/* Memory estimator and cost model: what a stage needs and how long it takes.
+ * The formulas and factors are documented in docs/planner.md. */
+#include "planner/planner-impl.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- devices ------------------------------------------------------------ */
+
+void st_plan_device_init(struct st_plan_device *d, const struct st_device_info *info) {
+    memset(d, 0, sizeof *d);
+    d->info = *info;
+    d->force_prec = -1;
+    d->force_attn = -1;
+    d->is_cpu = info->kind == ST_DEVICE_CPU;
+    d->overhead_bytes = d->is_cpu ? PL_OVERHEAD_CPU : PL_OVERHEAD_GPU;
+    switch (info->kind) {
+    case ST_DEVICE_CPU: snprintf(d->select, sizeof d->select, "cpu"); break;
+    case ST_DEVICE_CUDA: snprintf(d->select, sizeof d->select, "cuda:%d", info->index); break;
+    case ST_DEVICE_CATALOG: snprintf(d->select, sizeof d->select, "catalog:%s", info->catalog); break;
+    }
+    if (info->catalog[0]) snprintf(d->label, sizeof d->label, "%s", info->catalog);
+    else if (d->is_cpu) snprintf(d->label, sizeof d->label, "cpu");
+    else snprintf(d->label, sizeof d->label, "%s", info->name[0] ? info->name : d->select);
+    if (d->is_cpu) {
+        struct st_perf *pf = &d->info.perf;
+        int cores = info->sm_count > 0 ? info->sm_count : (info->threads > 0 ? info->threads : 1);
+        if (pf->mem_bw_gbps <= 0) pf->mem_bw_gbps = 25.0;
+        if (pf->fp32_tflops <= 0) pf->fp32_tflops = cores * 32.0 * 2.5e9 / 1e12;
+    }
+}
+
+uint64_t st_plan_device_usable(const struct st_plan_device *d) {
+    uint64_t base = d->info.mem_total_bytes;
+    if (d->is_cpu && d->info.mem_free_bytes > 0) base = d->info.mem_free_bytes;
+    if (d->max_memory_bytes > 0 && d->max_memory_bytes < base) base = d->max_memory_bytes;
+    uint64_t take = d->overhead_bytes + d->reserve_bytes;
+    return base > take ? base - take : 0;
+}
+
+void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, struct pl_rates *r) {
+    const struct st_perf *pf = &d->info.perf;
+    bool cpu = d->is_cpu;
+    memset(r, 0, sizeof *r);
+    r->bw_gbps = pf->mem_bw_gbps * (pf->measured ? 1.0 : (cpu ? PL_EFF_BW_CPU : PL_EFF_BW_GPU));
+    if (r->bw_gbps <= 0) r->bw_gbps = 1.0;      /* unknown: a figure that makes the device unattractive */
+    r->weight_bw_gbps = r->bw_gbps;
+    if (pf->measured && m && m->matrix_dtype <= ST_DTYPE_BF16) {
+        int wi = m->matrix_dtype == ST_DTYPE_F32 ? ST_PREC_F32 : m->matrix_dtype == ST_DTYPE_F16 ? ST_PREC_F16
+                                                                                              : ST_PREC_BF16;
+        if (pf->gemv_gbps[wi] > 0) r->weight_bw_gbps = pf->gemv_gbps[wi];
+    }
+    double e32 = cpu ? PL_EFF_FP32_CPU : PL_EFF_FP32_GPU;
+    r->fp32_tflops = pf->fp32_tflops > 0 ? pf->fp32_tflops * e32 : 0.05;
+    r->prec_tflops[ST_PREC_F32] = r->fp32_tflops;
+    r->prec_tflops[ST_PREC_F16] = pf->fp16_tflops > 0 && d->info.caps.tensor_cores
+                                      ? pf->fp16_tflops * PL_EFF_TENSOR_GPU : r->fp32_tflops;
+    r->prec_tflops[ST_PREC_BF16] = pf->bf16_tflops > 0 ? pf->bf16_tflops * PL_EFF_TENSOR_GPU : r->fp32_tflops;
+    r->launch_us = pf->launch_us > 0 ? pf->launch_us : (cpu ? PL_LAUNCH_US_CPU : PL_LAUNCH_US_GPU);
+}
+
+void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *req, st_prec p, struct pl_mode *out) {
+    const struct st_caps *c = &d->info.caps;
+    memset(out, 0, sizeof *out);
+    out->prec = p;
+    int fp = d->force_prec >= 0 ? d->force_prec : req->force_prec;
+    int fa = d->force_attn >= 0 ? d->force_attn : req->force_attn;
+    out->kv = p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
+    out->allowed = true;
+    if (fp >= 0 && fp != (int)p) {
+        out->allowed = false;
+        snprintf(out->why_not, sizeof out->why_not, "precision %s is forced", st_prec_name((st_prec)fp));
+        return;
+    }
+    if (p == ST_PREC_BF16 && !c->bf16) {
+        out->allowed = false;
+        snprintf(out->why_not, sizeof out->why_not, "no bf16 (cc %d.%d < 8.0)", c->cc_major, c->cc_minor);
+        return;
+    }
+    if (p == ST_PREC_F16 && !(c->fp16_arith && c->fp32_accum_fp16)) {
+        out->allowed = false;
+        if (!c->fp16_arith)
+            snprintf(out->why_not, sizeof out->why_not, "no fast fp16 arithmetic (cc %d.%d)", c->cc_major, c->cc_minor);
+        else
+            snprintf(out->why_not, sizeof out->why_not, "no fp16 GEMM with fp32 accumulation (cc %d.%d < 7.0)",
+                     c->cc_major, c->cc_minor);
+        return;
+    }
+    if (p == ST_PREC_F16 && fp < 0) {
+        if (!req->fp16_safe) {
+            out->allowed = false;
+            snprintf(out->why_not, sizeof out->why_not, "fp16 activations need a numerics profile marking layers safe");
+            return;
+        }
+        out->need_safe = true;
+    }
+    bool flash_ok = c->flash_attn && p != ST_PREC_F32 && !d->is_cpu;
+    if (fa == ST_ATTN_FLASH && !flash_ok) {
+        out->allowed = false;
+        if (!c->flash_attn)
+            snprintf(out->why_not, sizeof out->why_not, "flash attention is forced but needs cc >= 8.0 (has %d.%d)",
+                     c->cc_major, c->cc_minor);
+        else
+            snprintf(out->why_not, sizeof out->why_not, "flash attention runs on tensor cores, not in f32");
+        return;
+    }
+    out->attn = fa == ST_ATTN_EAGER ? ST_ATTN_EAGER : flash_ok ? ST_ATTN_FLASH : ST_ATTN_EAGER;
+}
+
+/* ---- per-layer costs ---------------------------------------------------- */
+
+int64_t pl_decode_at(const struct st_plan_request *req) {
+    return req->decode_at > 0 ? ST_MIN(req->decode_at, req->context) : ST_MAX(req->context / 2, 1);
+}
+
+int64_t pl_prompt(const struct st_plan_request *req) {
+    return req->prompt_tokens > 0 ? req->prompt_tokens : req->prefill_chunk;
+}
+
+/* fp32 elements of one token's activations written and read inside a block */
+static double act_elems(const struct st_plan_model *m) {
+    return 6.0 * m->n_embd + 3.0 * m->n_ff + 2.0 * (m->n_head + 2 * m->n_head_kv) * m->head_dim;
+}
+
+static int kernels_per_layer(const struct st_plan_model *m, st_attn_kind a) {
+    /* norm, q, k, v, rope q, rope k, kv store, attention, o, add, norm, gate, up, swiglu, down, add */
+    int k = 16;
+    if (m->qk_norm) k += 2;
+    k += a == ST_ATTN_EAGER ? 2 : 1;   /* scores + softmax + PV vs flash + split-KV combine */
+    return k;
+}
+
+double pl_layer_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
+                          const struct pl_rates *r, const struct pl_mode *md, int64_t l, const char **bound) {
+    double B = (double)req->batch, n = (double)pl_decode_at(req);
+    double kvb = (double)st_dtype_block_bytes(md->kv);
+    double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
+    double w = (double)m->layer_bytes[l];
+    double other = B * (n + 1) * kv_e * kvb + B * act_elems(m) * 8.0;
+    if (md->attn == ST_ATTN_EAGER) other += 2.0 * B * (double)m->n_head * n * 4.0;
+    double mem_ms = (w / r->weight_bw_gbps + other / r->bw_gbps) * 1e-6;
+    double flops = B * (m->layer_flops[l] + 4.0 * (double)m->n_head * (double)m->head_dim * n);
+    double rate = req->batch <= PL_GEMV_MAX_BATCH ? r->fp32_tflops : r->prec_tflops[md->prec];
+    double comp_ms = flops / (rate * 1e9);
+    double launch_ms = kernels_per_layer(m, md->attn) * r->launch_us * 1e-3;
+    if (bound) *bound = launch_ms > ST_MAX(mem_ms, comp_ms) ? "launches" : mem_ms >= comp_ms ? "bandwidth" : "compute";
+    return ST_MAX(mem_ms, comp_ms) + launch_ms;
+}
+
+double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_request *req,
+                           const struct pl_rates *r, st_prec p, const struct pl_mode *md, int64_t l) {
+    double C = (double)req->prefill_chunk, n = (double)pl_prompt(req) / 2.0;
+    double kvb = (double)st_dtype_block_bytes(md->kv);
+    double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
+    double bytes = (double)m->layer_bytes[l] + C * kv_e * kvb + C * act_elems(m) * 8.0;
+    if (md->attn == ST_ATTN_FLASH) bytes += ceil(C / 64.0) * n * kv_e * kvb;
+    else bytes += n * kv_e * kvb + 2.0 * (double)m->n_head * C * n * 4.0;
+    double mem_ms = bytes / r->bw_gbps * 1e-6;
+    double mm = C * m->layer_flops[l];
+    double at = 4.0 * (double)m->n_head * (double)m->head_dim * C * n;
+    double comp_ms = mm / (r->prec_tflops[p] * 1e9) +
+                     at / ((md->attn == ST_ATTN_FLASH ? r->prec_tflops[p] : r->fp32_tflops) * 1e9);
+    return ST_MAX(mem_ms, comp_ms) + kernels_per_layer(m, md->attn) * r->launch_us * 1e-3;
+}
+
+uint64_t pl_layer_mem(const struct st_plan_model *m, const struct st_plan_request *req, const struct pl_mode *md,
+                      int64_t l) {
+    return m->layer_bytes[l] + st_plan_kv_bytes(m, md->kv, 1, req->context, req->batch);
+}
+
+/* embedding lookup on the first stage; final norm, lm_head GEMV and argmax on the last */
+double pl_fixed_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
+                          const struct pl_rates *r, bool first, bool last) {
+    double B = (double)req->batch, t = 0;
+    if (first) t += (B * (double)m->embd_bytes / (double)m->n_vocab) / r->bw_gbps * 1e-6 + r->launch_us * 1e-3;
+    if (last) {
+        double bytes = (double)(m->output_norm_bytes + m->lm_head_bytes) + B * (double)m->n_vocab * 4.0;
+        double mem_ms = bytes / r->weight_bw_gbps * 1e-6;
+        double comp_ms = B * m->output_flops / (r->fp32_tflops * 1e9);
+        t += ST_MAX(mem_ms, comp_ms) + 3 * r->launch_us * 1e-3;
+    }
+    return t;
+}
+
+double pl_fixed_prefill_ms(const struct st_plan_model *m, const struct st_plan_request *req,
+                           const struct pl_rates *r, bool first, bool last) {
+    struct st_plan_request one = *req;
+    one.batch = 1;                      /* a prefill computes the logits of its last token only */
+    double t = 0;
+    if (first) t += ((double)req->prefill_chunk * (double)m->embd_bytes / (double)m->n_vocab) / r->bw_gbps * 1e-6 +
+                    r->launch_us * 1e-3;
+    if (last) t += pl_fixed_decode_ms(m, &one, r, false, true);
+    return t;
+}
+
+uint64_t pl_fixed_weights(const struct st_plan_model *m, bool first, bool last) {
+    uint64_t w = m->shared_bytes;
+    if (first) w += m->embd_bytes;
+    if (last) w += m->output_norm_bytes + (m->tied_embeddings && first ? 0 : m->lm_head_bytes);
+    return w;
+}
+
+uint64_t pl_workspace(const struct st_plan_model *m, const struct st_plan_request *req,
+                      const struct st_plan_device *d, st_prec p, const struct pl_mode *md, bool first, bool last) {
+    uint64_t T = (uint64_t)ST_MAX(req->prefill_chunk, req->batch);
+    uint64_t E = (uint64_t)m->n_embd;
+    uint64_t per_tok = 2 * E + (uint64_t)(m->n_head + 2 * m->n_head_kv) * (uint64_t)m->head_dim +
+                       (uint64_t)m->n_head * (uint64_t)m->head_dim + 2 * (uint64_t)m->n_ff;
+    uint64_t ws = T * per_tok * 4;
+    if (md->attn == ST_ATTN_EAGER)      /* scores of a chunk against the whole context, all heads, fp32 */
+        ws += (uint64_t)m->n_head * (uint64_t)req->prefill_chunk * (uint64_t)req->context * 4;
+    st_dtype compute = p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
+    if (!d->is_cpu && m->matrix_dtype != compute)   /* prefill GEMMs widen one matrix at a time */
+        ws += m->max_matrix_elems * st_dtype_block_bytes(compute);
+    if (last) ws += (uint64_t)req->batch * (uint64_t)m->n_vocab * 4;
+    if (!first) ws += T * E * 4;        /* receive buffer of the incoming hop */
+    if (!last) ws += T * E * 4;         /* send buffer of the outgoing hop */
+    return ws;
+}
+
+/* ---- links -------------------------------------------------------------- */
+
+static double pcie_gbps(int gen, int width) {
+    /* effective host<->device copy rates for x16: gen3 ~12, gen4 ~24, gen5 ~48 GB/s */
+    double x16 = gen >= 5 ? 48.0 : gen == 4 ? 24.0 : gen == 3 ? 12.0 : gen == 2 ? 6.0 : 12.0;
+    if (width > 0 && width < 16) x16 *= width / 16.0;
+    return x16;
+}
+
+struct st_plan_link st_plan_link_default(const struct st_plan_device *a, const struct st_plan_device *b,
+                                         const struct st_p2p *p2p) {
+    struct st_plan_link l = {0};
+    if (a == b) {
+        l.kind = ST_LINK_SAME;
+        l.latency_us = 1.0;
+        l.bandwidth_gbps = 1000.0;
+        return l;
+    }
+    int ga = a->info.pcie_gen, gb = b->info.pcie_gen;
+    int wa = a->info.pcie_width, wb = b->info.pcie_width;
+    double bw_a = a->is_cpu ? 1e9 : pcie_gbps(ga, wa), bw_b = b->is_cpu ? 1e9 : pcie_gbps(gb, wb);
+    double bw = ST_MIN(bw_a, bw_b);
+    if (a->is_cpu && b->is_cpu) bw = ST_MIN(a->info.perf.mem_bw_gbps, b->info.perf.mem_bw_gbps);
+    l.kind = ST_LINK_PCIE;
+    if (a->is_cpu || b->is_cpu) {
+        l.via_host = true;
+        l.latency_us = 15.0;
+        l.bandwidth_gbps = bw;
+    } else if (p2p && p2p->link == ST_LINK_NVLINK) {
+        l.kind = ST_LINK_NVLINK;
+        l.latency_us = 8.0;
+        l.bandwidth_gbps = 150.0;
+    } else if (p2p && !p2p->access) {
+        l.via_host = true;              /* two copies through pinned host memory */
+        l.latency_us = 25.0;
+        l.bandwidth_gbps = bw / 2.0;
+    } else {
+        l.latency_us = 10.0;
+        l.bandwidth_gbps = bw;
+    }
+    return l;
+}
+
+void st_plan_links_default(const struct st_plan_device *devs, int n, struct st_plan_link *out) {
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) out[a * n + b] = st_plan_link_default(&devs[a], &devs[b], NULL);
+}
+
+double pl_hop_ms(const struct st_plan_model *m, const struct st_plan_request *req, const struct st_plan_link *l,
+                 bool prefill) {
+    double bytes = (double)(prefill ? req->prefill_chunk : req->batch) * (double)m->n_embd * 4.0;
+    return l->latency_us * 1e-3 + bytes / (l->bandwidth_gbps * 1e6);
+}
+
+double st_plan_hop_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
+                             const struct st_plan_link *l) {
+    return pl_hop_ms(m, req, l, false);
+}
+
+/* ---- one stage ---------------------------------------------------------- */
+
+void st_plan_request_defaults(struct st_plan_request *r) {
+    memset(r, 0, sizeof *r);
+    r->context = 4096;
+    r->batch = 1;
+    r->prefill_chunk = 512;
+    r->objective = ST_PLAN_LATENCY;
+    r->force_prec = -1;
+    r->force_attn = -1;
+}
+
+const char *st_plan_objective_name(st_plan_objective o) {
+    return o == ST_PLAN_THROUGHPUT ? "throughput" : "latency";
+}
+
+/* Preference among equally fast precisions: f16 (safe layers, more mantissa
+ * than bf16), then bf16 (fp32 range), then f32. */
+static const st_prec pref_order[PL_N_PREC] = {ST_PREC_F16, ST_PREC_BF16, ST_PREC_F32};
+
+bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_device *dev,
+                        const struct st_plan_request *req, int64_t first, int64_t last,
+                        struct st_plan_stage *out, char *why, size_t why_len) {
+    bool has_first = first == 0, has_last = last == m->n_layer - 1;
+    struct pl_rates r;
+    pl_rates_of(dev, m, &r);
+    uint64_t usable = st_plan_device_usable(dev);
+    bool found = false;
+    struct st_plan_stage best = {0};
+    char why_buf[320] = "";
+    for (int k = 0; k < PL_N_PREC; k++) {
+        st_prec p = pref_order[k];
+        struct pl_mode md;
+        pl_mode_of(dev, req, p, &md);
+        if (!md.allowed) {
+            if (!why_buf[0] || p == ST_PREC_F32)
+                snprintf(why_buf, sizeof why_buf, "%s: %s", st_prec_name(p), md.why_not);
+            continue;
+        }
+        if (md.need_safe) {
+            bool safe = true;
+            for (int64_t l = first; l <= last; l++) safe &= req->fp16_safe[l];
+            if (!safe) continue;
+        }
+        struct st_plan_stage s = {0};
+        s.first = first;
+        s.last = last;
+        s.has_embedding = has_first;
+        s.has_output = has_last;
+        s.prec = p;
+        s.attn = md.attn;
+        s.kv_dtype = md.kv;
+        s.mem.weights = pl_fixed_weights(m, has_first, has_last);
+        double t = pl_fixed_decode_ms(m, req, &r, has_first, has_last);
+        double tp = pl_fixed_prefill_ms(m, req, &r, has_first, has_last);
+        double worst = -1;
+        for (int64_t l = first; l <= last; l++) {
+            const char *b = NULL;
+            double tl = pl_layer_decode_ms(m, req, &r, &md, l, &b);
+            if (tl > worst) { worst = tl; snprintf(s.bound, sizeof s.bound, "%s", b); }
+            t += tl;
+            tp += pl_layer_prefill_ms(m, req, &r, p, &md, l);
+            s.mem.weights += m->layer_bytes[l];
+        }
+        s.mem.kv = st_plan_kv_bytes(m, md.kv, last - first + 1, req->context, req->batch);
+        s.mem.workspace = pl_workspace(m, req, dev, p, &md, has_first, has_last);
+        s.mem.total = s.mem.weights + s.mem.kv + s.mem.workspace;
+        s.mem.usable = usable;
+        s.mem.overhead = dev->overhead_bytes;
+        s.mem.reserve = dev->reserve_bytes;
+        s.decode_ms = t;
+        s.prefill_ms = tp;
+        if (s.mem.total > usable) {
+            char a[24], b[24];
+            snprintf(why_buf, sizeof why_buf, "needs %s, usable %s", st_format_bytes(s.mem.total, a, sizeof a),
+                     st_format_bytes(usable, b, sizeof b));
+            continue;
+        }
+        /* fastest decode; on a tie faster prefill, then less memory, then the preference order */
+        bool better = !found;
+        if (found) {
+            double eps = 1e-9 * ST_MAX(best.decode_ms, 1e-9);
+            if (s.decode_ms < best.decode_ms - eps) better = true;
+            else if (s.decode_ms <= best.decode_ms + eps) {
+                double epp = 1e-9 * ST_MAX(best.prefill_ms, 1e-9);
+                if (s.prefill_ms < best.prefill_ms - epp) better = true;
+                else if (s.prefill_ms <= best.prefill_ms + epp && s.mem.total < best.mem.total) better = true;
+            }
+        }
+        if (better) { best = s; found = true; }
+    }
+    if (!found) {
+        if (why && why_len) snprintf(why, why_len, "%s", why_buf[0] ? why_buf : "no precision is allowed");
+        return false;
+    }
+    if (out) *out = best;
+    return true;
+}

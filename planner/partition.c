@@ -1,0 +1,417 @@
+/* The exact partitioner.
+ *
+ * Layers stay in order; each stage is a contiguous range on one device; each
+ * device hosts at most one stage; the device order is free. Dynamic programming
+ * over (layers placed, devices used, device of the last stage):
+ *
+ *   V(i, S, d) = best objective with layers [0, i) on the devices S, the last on d.
+ *
+ * Identical devices (same description and same links to every other device)
+ * are interchangeable, so S is kept as a count per class of identical devices:
+ * exact by symmetry, and a box of eight equal GPUs costs 9 states, not 256.
+ *
+ * Latency (sum of stage times and hops): the cost of a stage [i, j] on d is
+ * P_d(j+1) - P_d(i) + fixed, and the starts i whose stage can still reach j
+ * (memory, fp16-safe runs) form a window that only moves right as j grows, so
+ * min over i is a sliding-window minimum: O(L) per (S, d, d', precision).
+ *
+ * Throughput (the slowest stage or hop): binary search over the candidate
+ * bottleneck values (every stage time and hop time) of "is there a plan whose
+ * every stage and hop takes <= T", which is the latency DP with the extra
+ * window bound time <= T; the final run at the optimal T also minimises the
+ * latency among the throughput-optimal plans. */
+#include "planner/planner-impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PL_MAX_STATES (48u << 20)   /* K x C x (L+1) entries; beyond it the search is refused */
+
+struct pl_cls {
+    int n;                       /* devices in the class */
+    int *members;                /* device indices, ascending */
+    uint64_t usable;
+    int n_modes;
+    struct pl_mode modes[PL_N_PREC];
+    double *pt[PL_N_PREC];       /* (L+1) prefix sums of layer decode ms */
+    uint64_t *pm[PL_N_PREC];     /* (L+1) prefix sums of layer bytes (weights + KV) */
+    double ft[PL_N_PREC][2][2];  /* fixed decode ms [first][last] */
+    uint64_t fm[PL_N_PREC][2][2];/* fixed bytes [first][last]: embedding/output weights + workspace */
+};
+
+struct pl_ctx {
+    const struct st_plan_model *m;
+    const struct st_plan_request *req;
+    int L, C;
+    struct pl_cls *cls;
+    double *hop;                 /* (C x C) decode hop ms between classes */
+    int64_t *safe_end;           /* (L) last layer of the fp16-safe run starting at l, l-1 if unsafe */
+    size_t K;                    /* count vectors */
+    size_t *stride;              /* (C) mixed-radix strides */
+    /* DP arrays, (K x C x (L+1)) */
+    double *V;
+    int32_t *par_i;              /* start layer of the last stage */
+    int8_t *par_c;               /* class of the previous stage, -1 for the first */
+    int8_t *par_p;               /* precision of the last stage */
+    /* scratch (L) */
+    double *A;
+    int64_t *jmax;
+    int32_t *dq;
+};
+
+static bool link_eq(const struct st_plan_link *a, const struct st_plan_link *b) {
+    return a->kind == b->kind && a->via_host == b->via_host && a->latency_us == b->latency_us &&
+           a->bandwidth_gbps == b->bandwidth_gbps;
+}
+
+static bool dev_eq(const struct st_plan_device *a, const struct st_plan_device *b) {
+    const struct st_caps *x = &a->info.caps, *y = &b->info.caps;
+    const struct st_perf *p = &a->info.perf, *q = &b->info.perf;
+    return a->is_cpu == b->is_cpu && st_plan_device_usable(a) == st_plan_device_usable(b) &&
+           a->force_prec == b->force_prec && a->force_attn == b->force_attn &&
+           x->fp16_arith == y->fp16_arith && x->fp32_accum_fp16 == y->fp32_accum_fp16 && x->bf16 == y->bf16 &&
+           x->tensor_cores == y->tensor_cores && x->flash_attn == y->flash_attn &&
+           p->mem_bw_gbps == q->mem_bw_gbps && p->fp32_tflops == q->fp32_tflops &&
+           p->fp16_tflops == q->fp16_tflops && p->bf16_tflops == q->bf16_tflops && p->launch_us == q->launch_us &&
+           p->measured == q->measured && !memcmp(p->gemv_gbps, q->gemv_gbps, sizeof p->gemv_gbps);
+}
+
+static bool swappable(const struct st_plan_device *devs, int n, const struct st_plan_link *L, int a, int b) {
+    if (!dev_eq(&devs[a], &devs[b])) return false;
+    if (!link_eq(&L[a * n + b], &L[b * n + a])) return false;
+    for (int k = 0; k < n; k++) {
+        if (k == a || k == b) continue;
+        if (!link_eq(&L[a * n + k], &L[b * n + k]) || !link_eq(&L[k * n + a], &L[k * n + b])) return false;
+    }
+    return true;
+}
+
+static int uf_find(int *p, int x) {
+    while (p[x] != x) x = p[x] = p[p[x]];
+    return x;
+}
+
+static void ctx_free(struct pl_ctx *c) {
+    if (c->cls) {
+        for (int k = 0; k < c->C; k++) {
+            free(c->cls[k].members);
+            for (int p = 0; p < PL_N_PREC; p++) { free(c->cls[k].pt[p]); free(c->cls[k].pm[p]); }
+        }
+    }
+    free(c->cls); free(c->hop); free(c->safe_end); free(c->stride);
+    free(c->V); free(c->par_i); free(c->par_c); free(c->par_p);
+    free(c->A); free(c->jmax); free(c->dq);
+}
+
+static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const struct st_plan_device *devs,
+                          int n_dev, const struct st_plan_link *links, const struct st_plan_request *req) {
+    memset(c, 0, sizeof *c);
+    c->m = m;
+    c->req = req;
+    c->L = (int)m->n_layer;
+    int L = c->L;
+    int parent[64];
+    for (int i = 0; i < n_dev; i++) parent[i] = i;
+    for (int a = 0; a < n_dev; a++)
+        for (int b = a + 1; b < n_dev; b++)
+            if (uf_find(parent, a) != uf_find(parent, b) && swappable(devs, n_dev, links, a, b))
+                parent[uf_find(parent, b)] = uf_find(parent, a);
+    int cls_of[64], root_cls[64];
+    for (int i = 0; i < n_dev; i++) root_cls[i] = -1;
+    for (int i = 0; i < n_dev; i++) {
+        int r = uf_find(parent, i);
+        if (root_cls[r] < 0) root_cls[r] = c->C++;
+        cls_of[i] = root_cls[r];
+    }
+    c->cls = st_calloc((size_t)c->C, sizeof *c->cls, "planner: classes");
+    c->hop = st_calloc((size_t)c->C * (size_t)c->C, sizeof *c->hop, "planner: hops");
+    c->safe_end = st_calloc((size_t)L, sizeof *c->safe_end, "planner: safe runs");
+    c->stride = st_calloc((size_t)c->C, sizeof *c->stride, "planner: strides");
+    if (!c->cls || !c->hop || !c->safe_end || !c->stride) return ST_ERR_NOMEM;
+    for (int i = 0; i < n_dev; i++) {
+        struct pl_cls *k = &c->cls[cls_of[i]];
+        if (!k->members) {
+            k->members = st_calloc((size_t)n_dev, sizeof *k->members, "planner: class members");
+            if (!k->members) return ST_ERR_NOMEM;
+        }
+        k->members[k->n++] = i;
+    }
+    /* hop times between classes: a representative pair of distinct devices */
+    for (int a = 0; a < c->C; a++) {
+        for (int b = 0; b < c->C; b++) {
+            int da = c->cls[a].members[0];
+            int db = a == b ? (c->cls[b].n > 1 ? c->cls[b].members[1] : -1) : c->cls[b].members[0];
+            c->hop[a * c->C + b] = db < 0 ? INFINITY : pl_hop_ms(m, req, &links[da * n_dev + db], false);
+        }
+    }
+    for (int l = L - 1; l >= 0; l--) {
+        bool safe = req->fp16_safe && req->fp16_safe[l];
+        c->safe_end[l] = !safe ? l - 1 : (l + 1 < L && c->safe_end[l + 1] >= l + 1 ? c->safe_end[l + 1] : l);
+    }
+    /* per class and precision: prefix sums of layer time and memory, fixed parts */
+    for (int k = 0; k < c->C; k++) {
+        struct pl_cls *K = &c->cls[k];
+        const struct st_plan_device *d = &devs[K->members[0]];
+        struct pl_rates r;
+        pl_rates_of(d, m, &r);
+        K->usable = st_plan_device_usable(d);
+        for (int pi = 0; pi < PL_N_PREC; pi++) {
+            struct pl_mode md;
+            pl_mode_of(d, req, (st_prec)pi, &md);
+            if (!md.allowed) continue;
+            int j = K->n_modes++;
+            K->modes[j] = md;
+            K->pt[j] = st_calloc((size_t)L + 1, sizeof(double), "planner: prefix times");
+            K->pm[j] = st_calloc((size_t)L + 1, sizeof(uint64_t), "planner: prefix bytes");
+            if (!K->pt[j] || !K->pm[j]) return ST_ERR_NOMEM;
+            for (int l = 0; l < L; l++) {
+                K->pt[j][l + 1] = K->pt[j][l] + pl_layer_decode_ms(m, req, &r, &md, l, NULL);
+                K->pm[j][l + 1] = K->pm[j][l] + pl_layer_mem(m, req, &md, l);
+            }
+            for (int f = 0; f < 2; f++)
+                for (int t = 0; t < 2; t++) {
+                    K->ft[j][f][t] = pl_fixed_decode_ms(m, req, &r, f, t);
+                    K->fm[j][f][t] = pl_fixed_weights(m, f, t) + pl_workspace(m, req, d, (st_prec)pi, &md, f, t);
+                }
+        }
+    }
+    c->K = 1;
+    for (int k = 0; k < c->C; k++) {
+        c->stride[k] = c->K;
+        c->K *= (size_t)c->cls[k].n + 1;
+    }
+    double states = (double)c->K * c->C * (L + 1);
+    if (states > PL_MAX_STATES) {
+        st_error_set(ST_ERR_UNSUPPORTED,
+                     "planner: %d devices in %d distinct kinds give %.3g search states (limit %u)", n_dev, c->C,
+                     states, PL_MAX_STATES);
+        return st_error_hint("the exact search grows with the number of *distinct* devices; give the layers "
+                             "by hand (placement: manual) or plan a subset of the devices");
+    }
+    size_t n = c->K * (size_t)c->C * (size_t)(L + 1);
+    c->V = malloc(n * sizeof *c->V);
+    c->par_i = malloc(n * sizeof *c->par_i);
+    c->par_c = malloc(n * sizeof *c->par_c);
+    c->par_p = malloc(n * sizeof *c->par_p);
+    c->A = malloc((size_t)L * sizeof *c->A);
+    c->jmax = malloc((size_t)L * sizeof *c->jmax);
+    c->dq = malloc((size_t)L * sizeof *c->dq);
+    if (!c->V || !c->par_i || !c->par_c || !c->par_p || !c->A || !c->jmax || !c->dq)
+        return st_error_set(ST_ERR_NOMEM, "planner: out of memory for %zu search states", n);
+    return ST_OK;
+}
+
+static inline size_t vidx(const struct pl_ctx *c, size_t k, int cls, int i) {
+    return ((k * (size_t)c->C) + (size_t)cls) * (size_t)(c->L + 1) + (size_t)i;
+}
+
+static inline int cnt_of(const struct pl_ctx *c, size_t k, int cls) {
+    return (int)((k / c->stride[cls]) % (size_t)(c->cls[cls].n + 1));
+}
+
+static inline void relax(struct pl_ctx *c, size_t at, double v, int i, int pc, int pp) {
+    if (v < c->V[at]) {
+        c->V[at] = v;
+        c->par_i[at] = i;
+        c->par_c[at] = (int8_t)pc;
+        c->par_p[at] = (int8_t)pp;
+    }
+}
+
+/* Latency DP with every stage time and hop <= cap (INFINITY: no cap).
+ * Returns the best value (INFINITY when nothing fits) and its end state. */
+static double run_dp(struct pl_ctx *c, double cap, size_t *end_k, int *end_c) {
+    const int L = c->L, C = c->C;
+    size_t n = c->K * (size_t)C * (size_t)(L + 1);
+    for (size_t x = 0; x < n; x++) c->V[x] = INFINITY;
+    /* first stages: [0, j] */
+    for (int b = 0; b < C; b++) {
+        struct pl_cls *K = &c->cls[b];
+        for (int p = 0; p < K->n_modes; p++) {
+            bool ns = K->modes[p].need_safe;
+            for (int j = 0; j < L; j++) {
+                bool last = j == L - 1;
+                if (ns && c->safe_end[0] < j) break;
+                uint64_t mem = K->pm[p][j + 1] + K->fm[p][1][last];
+                double t = K->pt[p][j + 1] - K->pt[p][0] + K->ft[p][1][last];
+                if (mem > K->usable || t > cap) continue;
+                relax(c, vidx(c, c->stride[b], b, j + 1), t, 0, -1, p);
+            }
+        }
+    }
+    for (size_t k = 1; k < c->K; k++) {
+        for (int a = 0; a < C; a++) {
+            if (cnt_of(c, k, a) == 0) continue;
+            const double *Vk = &c->V[vidx(c, k, a, 0)];
+            bool any = false;
+            for (int i = 1; i < L && !any; i++) any = Vk[i] < INFINITY;
+            if (!any) continue;
+            for (int b = 0; b < C; b++) {
+                if (cnt_of(c, k, b) >= c->cls[b].n) continue;
+                double hop = c->hop[a * C + b];
+                if (!(hop <= cap)) continue;
+                size_t k2 = k + c->stride[b];
+                struct pl_cls *K = &c->cls[b];
+                for (int p = 0; p < K->n_modes; p++) {
+                    const double *PT = K->pt[p];
+                    const uint64_t *PM = K->pm[p];
+                    bool ns = K->modes[p].need_safe;
+                    double ft = K->ft[p][0][0];
+                    uint64_t fm = K->fm[p][0][0];
+                    /* middle stages [i, j], j <= L - 2 */
+                    int64_t jm = 0;
+                    for (int i = 1; i < L; i++) {
+                        if (jm < i - 1) jm = i - 1;
+                        while (jm + 1 <= L - 2) {
+                            int64_t j = jm + 1;
+                            if (ns && c->safe_end[i] < j) break;
+                            if (PM[j + 1] - PM[i] + fm > K->usable) break;
+                            if (PT[j + 1] - PT[i] + ft > cap) break;
+                            jm = j;
+                        }
+                        c->jmax[i] = ns && c->safe_end[i] < jm ? c->safe_end[i] : jm;
+                        c->A[i] = Vk[i] + hop - PT[i];
+                    }
+                    int head = 0, tail = 0;
+                    double *Vo = &c->V[vidx(c, k2, b, 0)];
+                    size_t base = vidx(c, k2, b, 0);
+                    for (int j = 1; j <= L - 2; j++) {
+                        if (Vk[j] < INFINITY && c->jmax[j] >= j) {
+                            while (tail > head && c->A[c->dq[tail - 1]] >= c->A[j]) tail--;
+                            c->dq[tail++] = j;
+                        }
+                        while (tail > head && c->jmax[c->dq[head]] < j) head++;
+                        if (tail > head) {
+                            int i = c->dq[head];
+                            double v = c->A[i] + PT[j + 1] + ft;
+                            if (v < Vo[j + 1]) relax(c, base + (size_t)j + 1, v, i, a, p);
+                        }
+                    }
+                    /* last stages [i, L - 1] */
+                    double ftl = K->ft[p][0][1];
+                    uint64_t fml = K->fm[p][0][1];
+                    for (int i = 1; i < L; i++) {
+                        if (!(Vk[i] < INFINITY)) continue;
+                        if (ns && c->safe_end[i] < L - 1) continue;
+                        if (PM[L] - PM[i] + fml > K->usable) continue;
+                        double t = PT[L] - PT[i] + ftl;
+                        if (t > cap) continue;
+                        relax(c, base + (size_t)L, Vk[i] + hop + t, i, a, p);
+                    }
+                }
+            }
+        }
+    }
+    double best = INFINITY;
+    for (size_t k = 1; k < c->K; k++)
+        for (int a = 0; a < C; a++) {
+            double v = c->V[vidx(c, k, a, L)];
+            if (v < best) { best = v; *end_k = k; *end_c = a; }
+        }
+    return best;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Every value a bottleneck can take that is <= hi: stage times and hop times. */
+static double *candidates(const struct pl_ctx *c, double hi, size_t *n_out) {
+    const int L = c->L;
+    size_t cap = 64, n = 0;
+    double *v = malloc(cap * sizeof *v);
+    if (!v) return NULL;
+#define PUSH(x) do { double _x = (x); if (_x <= hi) { if (n == cap) { cap *= 2; double *_t = realloc(v, cap * sizeof *v); \
+        if (!_t) { free(v); return NULL; } v = _t; } v[n++] = _x; } } while (0)
+    for (int a = 0; a < c->C * c->C; a++) if (c->hop[a] < INFINITY) PUSH(c->hop[a]);
+    for (int b = 0; b < c->C; b++) {
+        const struct pl_cls *K = &c->cls[b];
+        for (int p = 0; p < K->n_modes; p++)
+            for (int i = 0; i < L; i++)
+                for (int j = i; j < L; j++) {
+                    double base = K->pt[p][j + 1] - K->pt[p][i];
+                    if (base > hi) break;
+                    PUSH(base + K->ft[p][i == 0][j == L - 1]);
+                }
+    }
+#undef PUSH
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) if (u == 0 || v[i] != v[u - 1]) v[u++] = v[i];
+    *n_out = u;
+    return v;
+}
+
+int pl_partition(const struct st_plan_model *m, const struct st_plan_device *devs, int n_dev,
+                 const struct st_plan_link *links, const struct st_plan_request *req,
+                 struct st_plan_range *ranges, double *best_out) {
+    struct pl_ctx c;
+    if (n_dev > 64) {
+        st_error_set(ST_ERR_CONFIG, "planner: %d devices; at most 64 are supported", n_dev);
+        return -1;
+    }
+    if (ctx_init(&c, m, devs, n_dev, links, req) != ST_OK) { ctx_free(&c); return -1; }
+    size_t ek = 0;
+    int ec = 0;
+    double best = run_dp(&c, INFINITY, &ek, &ec);
+    if (best < INFINITY && req->objective == ST_PLAN_THROUGHPUT) {
+        /* bottleneck of the latency-optimal plan bounds the answer from above */
+        double hi = 0;
+        {
+            size_t k = ek; int a = ec, i = c.L;
+            while (i > 0) {
+                size_t at = vidx(&c, k, a, i);
+                int i0 = c.par_i[at], pc = c.par_c[at], p = c.par_p[at];
+                const struct pl_cls *K = &c.cls[a];
+                double t = K->pt[p][i] - K->pt[p][i0] + K->ft[p][i0 == 0][i == c.L];
+                hi = ST_MAX(hi, t);
+                if (pc >= 0) hi = ST_MAX(hi, c.hop[pc * c.C + a]);
+                k -= c.stride[a]; a = pc; i = i0;
+            }
+        }
+        size_t nc = 0;
+        double *cand = candidates(&c, hi, &nc);
+        if (!cand) { ctx_free(&c); st_error_set(ST_ERR_NOMEM, "planner: candidates"); return -1; }
+        size_t lo = 0, up = nc - 1;     /* cand[up] == hi is feasible */
+        while (lo < up) {
+            size_t mid = lo + (up - lo) / 2;
+            size_t k2; int c2;
+            if (run_dp(&c, cand[mid], &k2, &c2) < INFINITY) up = mid;
+            else lo = mid + 1;
+        }
+        double T = cand[up];
+        free(cand);
+        best = run_dp(&c, T, &ek, &ec);
+        if (best_out) *best_out = T;
+    } else if (best_out) {
+        *best_out = best;
+    }
+    if (!(best < INFINITY)) { ctx_free(&c); return 0; }
+    /* walk back: stages in reverse order; members of a class are used in index order */
+    int n_st = 0;
+    struct st_plan_range tmp[64];
+    int cls_seq[64];
+    size_t k = ek; int a = ec, i = c.L;
+    while (i > 0) {
+        size_t at = vidx(&c, k, a, i);
+        int i0 = c.par_i[at];
+        tmp[n_st].first = i0;
+        tmp[n_st].last = i - 1;
+        cls_seq[n_st] = a;
+        n_st++;
+        int pc = c.par_c[at];
+        k -= c.stride[a]; a = pc; i = i0;
+    }
+    int used[64] = {0};
+    for (int s = 0; s < n_st; s++) {
+        int r = n_st - 1 - s;
+        int cl = cls_seq[r];
+        ranges[s].device = c.cls[cl].members[used[cl]++];
+        ranges[s].first = tmp[r].first;
+        ranges[s].last = tmp[r].last;
+    }
+    ctx_free(&c);
+    return n_st;
+}

@@ -1,0 +1,600 @@
+/* st_plan_make: validate the request, partition (or check a manual placement),
+ * fill the stages, links, predictions and the reasons; when nothing fits, say
+ * by how much and which change would fit, each found by planning again. */
+#include "planner/planner-impl.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pl_reason(st_plan *p, const char *fmt, ...) {
+    char buf[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **r = realloc(p->reasons, (size_t)(p->n_reasons + 1) * sizeof *r);
+    if (!r) return;
+    p->reasons = r;
+    size_t n = strlen(buf) + 1;
+    char *s = malloc(n);
+    if (!s) return;
+    memcpy(s, buf, n);
+    p->reasons[p->n_reasons++] = s;
+}
+
+void st_plan_free(st_plan *p) {
+    if (!p) return;
+    st_plan_model_free(&p->model);
+    free(p->devices);
+    free(p->links);
+    free(p->stages);
+    free(p->hops);
+    for (int i = 0; i < p->n_reasons; i++) free(p->reasons[i]);
+    free(p->reasons);
+    free(p);
+}
+
+static const char *fmtb(uint64_t b, char *buf) { return st_format_bytes(b, buf, 24); }
+
+static st_status check_request(const struct st_plan_model *m, int n_dev, const struct st_plan_request *r) {
+    if (m->n_layer <= 0 || !m->layer_bytes)
+        return st_error_set(ST_ERR_INTERNAL, "planner: model '%s' has no layers", m->name);
+    if (n_dev <= 0) {
+        st_error_set(ST_ERR_CONFIG, "plan: no devices to place '%s' on", m->name);
+        return st_error_hint("list at least one device under devices: (cpu, cuda:0 or {catalog: NAME})");
+    }
+    if (n_dev > 64) {
+        st_error_set(ST_ERR_CONFIG, "plan: %d devices; the planner takes at most 64", n_dev);
+        return st_error_hint("plan one host or one group of cards at a time");
+    }
+    if (r->context < 1 || r->batch < 1 || r->prefill_chunk < 1) {
+        st_error_set(ST_ERR_CONFIG, "plan: context (%lld), batch (%lld) and prefill chunk (%lld) must be >= 1",
+                     (long long)r->context, (long long)r->batch, (long long)r->prefill_chunk);
+        return st_error_hint("set context: 4096, batch: 1, prefill_chunk: 512 or similar");
+    }
+    if (r->force_prec > ST_PREC_BF16 || r->force_attn > ST_ATTN_FLASH)
+        return st_error_set(ST_ERR_INTERNAL, "planner: forced precision/attention out of range");
+    return ST_OK;
+}
+
+/* Predictions, hops and the bottleneck from the stages. */
+static void finish_totals(st_plan *p) {
+    const struct st_plan_model *m = &p->model;
+    struct st_plan_request rq;
+    st_plan_request_defaults(&rq);
+    rq.context = p->context; rq.batch = p->batch; rq.prefill_chunk = p->prefill_chunk;
+    rq.prompt_tokens = p->prompt_tokens; rq.decode_at = p->decode_at;
+    double dec = 0, worst = 0, pre_sum = 0, pre_max = 0;
+    int worst_at = 0;
+    bool worst_is_hop = false;
+    for (int s = 0; s < p->n_stages; s++) {
+        const struct st_plan_stage *st = &p->stages[s];
+        dec += st->decode_ms;
+        pre_sum += st->prefill_ms;
+        pre_max = ST_MAX(pre_max, st->prefill_ms);
+        if (st->decode_ms > worst) { worst = st->decode_ms; worst_at = s; worst_is_hop = false; }
+        if (s + 1 < p->n_stages) {
+            struct st_plan_hop *h = &p->hops[s];
+            const struct st_plan_link *l = &p->links[st->device * p->n_devices + p->stages[s + 1].device];
+            h->link = *l;
+            h->decode_bytes = (uint64_t)p->batch * (uint64_t)m->n_embd * 4;
+            h->prefill_bytes = (uint64_t)p->prefill_chunk * (uint64_t)m->n_embd * 4;
+            h->decode_ms = pl_hop_ms(m, &rq, l, false);
+            h->prefill_ms = pl_hop_ms(m, &rq, l, true);
+            dec += h->decode_ms;
+            pre_sum += h->prefill_ms;
+            pre_max = ST_MAX(pre_max, h->prefill_ms);
+            if (h->decode_ms > worst) { worst = h->decode_ms; worst_at = s; worst_is_hop = true; }
+        }
+    }
+    p->n_hops = p->n_stages > 0 ? p->n_stages - 1 : 0;
+    p->decode_ms = dec;
+    p->bottleneck_ms = worst;
+    p->decode_tok_s = p->objective == ST_PLAN_THROUGHPUT ? (double)p->batch * 1e3 / worst
+                                                          : (double)p->batch * 1e3 / dec;
+    int64_t prompt = p->prompt_tokens > 0 ? p->prompt_tokens : p->prefill_chunk;
+    double chunks = ceil((double)prompt / (double)p->prefill_chunk);
+    double pre_ms = pre_sum + (chunks - 1) * pre_max;
+    p->prefill_tok_s = (double)prompt * 1e3 / pre_ms;
+    if (worst_is_hop) {
+        const struct st_plan_hop *h = &p->hops[worst_at];
+        snprintf(p->bottleneck, sizeof p->bottleneck, "hop %d->%d (%s%s): %.3f ms per step", worst_at, worst_at + 1,
+                 st_link_kind_name(h->link.kind), h->link.via_host ? " via host" : "", h->decode_ms);
+    } else {
+        const struct st_plan_stage *st = &p->stages[worst_at];
+        snprintf(p->bottleneck, sizeof p->bottleneck, "stage %d (%s, layers %lld-%lld): %.2f ms per step, %s-bound",
+                 worst_at, p->devices[st->device].label, (long long)st->first, (long long)st->last, st->decode_ms,
+                 st->bound);
+    }
+}
+
+static void perf_reasons(st_plan *p, const struct st_plan_request *req) {
+    for (int d = 0; d < p->n_devices; d++) {
+        const struct st_plan_device *dv = &p->devices[d];
+        struct pl_rates r;
+        pl_rates_of(dv, &p->model, &r);
+        const struct st_caps *c = &dv->info.caps;
+        const struct st_perf *pf = &dv->info.perf;
+        char u[24];
+        if (dv->is_cpu) {
+            pl_reason(p, "device %s (%s): CPU, fp32 math and eager attention; %s %.0f GB/s and %.2f TFLOPS fp32 "
+                      "-> %.1f GB/s, %.2f TFLOPS effective; usable %s", dv->label, dv->info.name,
+                      pf->measured ? "probed" : "unprobed defaults", pf->mem_bw_gbps, pf->fp32_tflops, r.bw_gbps,
+                      r.fp32_tflops, fmtb(st_plan_device_usable(dv), u));
+            continue;
+        }
+        pl_reason(p, "device %s (%s): cc %d.%d -> fp16 arithmetic %s, bf16 %s, tensor cores %s, flash attention %s; "
+                  "%s %.0f GB/s, %.2f TFLOPS fp32 -> %.0f GB/s, %.2f TFLOPS fp32, %.1f TFLOPS %s effective; usable %s",
+                  dv->label, dv->info.name, c->cc_major, c->cc_minor, c->fp16_arith ? "yes" : "no",
+                  c->bf16 ? "yes" : "no", c->tensor_cores ? "yes" : "no", c->flash_attn ? "yes" : "no",
+                  pf->measured ? "probed" : "catalog peak", pf->mem_bw_gbps, pf->fp32_tflops, r.bw_gbps, r.fp32_tflops,
+                  c->bf16 ? r.prec_tflops[ST_PREC_BF16] : r.prec_tflops[ST_PREC_F16],
+                  c->bf16 ? "bf16" : c->tensor_cores ? "f16" : "f32 (no tensor cores)",
+                  fmtb(st_plan_device_usable(dv), u));
+    }
+    if (req->objective == ST_PLAN_LATENCY)
+        pl_reason(p, "objective latency: minimise one decode step = sum of stage times + hops (batch %lld, KV at "
+                  "%lld tokens); a device is worth adding only when its layers run faster than the hop costs",
+                  (long long)p->batch, (long long)p->decode_at);
+    else
+        pl_reason(p, "objective throughput: minimise the slowest stage or hop with the pipeline kept full "
+                  "(>= %d batches of %lld in flight); among equally slow plans the lowest latency wins",
+                  p->n_stages, (long long)p->batch);
+}
+
+static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
+    const struct st_plan_model *m = &p->model;
+    for (int s = 0; s < p->n_stages; s++) {
+        const struct st_plan_stage *st = &p->stages[s];
+        const struct st_plan_device *dv = &p->devices[st->device];
+        char a[24], b[24];
+        /* precision */
+        char alts[320] = "";
+        for (int q = ST_PREC_BF16; q >= ST_PREC_F32; q--) {
+            if (q == (int)st->prec) continue;
+            struct pl_mode md;
+            pl_mode_of(dv, req, (st_prec)q, &md);
+            size_t n = strlen(alts);
+            if (!md.allowed)
+                snprintf(alts + n, sizeof alts - n, "%s%s not used: %s", n ? "; " : "", st_prec_name((st_prec)q),
+                         md.why_not);
+            else if (q == ST_PREC_F16 && md.need_safe)
+                snprintf(alts + n, sizeof alts - n, "%sf16 not used: the numerics profile marks not all of "
+                         "layers %lld-%lld fp16-safe", n ? "; " : "", (long long)st->first, (long long)st->last);
+            else
+                snprintf(alts + n, sizeof alts - n, "%s%s allowed but not faster", n ? "; " : "",
+                         st_prec_name((st_prec)q));
+        }
+        const char *wname = m->matrix_dtype < ST_DTYPE_COUNT ? st_dtype_name(m->matrix_dtype) : m->weights;
+        if (st->prec == ST_PREC_F32)
+            pl_reason(p, "stage %d (%s) precision f32: matmuls in fp32 over the stored %s weights (widened in "
+                      "registers), fp32 accumulation, KV cache f32; %s", s, dv->label, wname, alts);
+        else if (st->prec == ST_PREC_BF16)
+            pl_reason(p, "stage %d (%s) precision bf16: prefill GEMM inputs bf16 on tensor cores (fp32 range), fp32 "
+                      "accumulation, decode GEMVs fp32 over the stored %s weights, KV cache bf16; %s", s, dv->label,
+                      wname, alts);
+        else
+            pl_reason(p, "stage %d (%s) precision f16: %s, fp32 accumulation, KV cache f16; %s", s, dv->label,
+                      (dv->force_prec == ST_PREC_F16 || req->force_prec == ST_PREC_F16)
+                          ? "forced by the deployment"
+                          : "every layer of the stage is marked fp16-safe by the numerics profile",
+                      alts);
+        /* attention */
+        if (st->attn == ST_ATTN_FLASH)
+            pl_reason(p, "stage %d (%s) attention flash: tensor-core kernel (cc >= 8.0), online softmax, no score "
+                      "matrix", s, dv->label);
+        else {
+            const char *why = dv->is_cpu ? "the CPU backend's kernel"
+                            : (dv->force_attn == ST_ATTN_EAGER || req->force_attn == ST_ATTN_EAGER) ? "forced"
+                            : !dv->info.caps.flash_attn ? "the flash kernel needs tensor cores of cc >= 8.0"
+                                                        : "the stage runs f32";
+            uint64_t sc = (uint64_t)m->n_head * (uint64_t)p->prefill_chunk * (uint64_t)p->context * 4;
+            pl_reason(p, "stage %d (%s) attention eager: %s; scores in fp32 (%s of workspace for a %lld-token chunk)",
+                      s, dv->label, why, fmtb(sc, a), (long long)p->prefill_chunk);
+        }
+        /* layers */
+        int64_t nl = st->last - st->first + 1;
+        char more[400] = "";
+        if (!p->manual) {
+            struct st_plan_stage probe;
+            char why[320];
+            if (st->last + 1 < m->n_layer &&
+                !st_plan_stage_eval(m, dv, req, st->first, st->last + 1, &probe, why, sizeof why))
+                snprintf(more, sizeof more, "; one more layer does not fit (%s)", why);
+            else if (st->last + 1 < m->n_layer)
+                snprintf(more, sizeof more, "; it could hold more, the cost model places them elsewhere");
+        }
+        pl_reason(p, "stage %d (%s) layers %lld-%lld (%lld)%s%s: weights %s + KV %s + workspace %s = %s of %s usable%s",
+                  s, dv->label, (long long)st->first, (long long)st->last, (long long)nl,
+                  st->has_embedding ? " + embedding" : "", st->has_output ? " + output head" : "",
+                  fmtb(st->mem.weights, a), fmtb(st->mem.kv, b), fmtb(st->mem.workspace, (char[24]){0}),
+                  fmtb(st->mem.total, (char[24]){0}), fmtb(st->mem.usable, (char[24]){0}), more);
+    }
+    /* per-layer decode time on each device, best precision, to show who is faster */
+    char line[600] = "";
+    for (int d = 0; d < p->n_devices; d++) {
+        struct st_plan_stage one;
+        int64_t mid = m->n_layer > 2 ? m->n_layer / 2 : 0;
+        if (!st_plan_stage_eval(m, &p->devices[d], req, mid, mid, &one, NULL, 0)) continue;
+        size_t n = strlen(line);
+        snprintf(line + n, sizeof line - n, "%s%s %.3f ms (%s)", n ? ", " : "", p->devices[d].label, one.decode_ms,
+                 one.bound);
+    }
+    if (line[0]) pl_reason(p, "decode time of one layer: %s", line);
+    for (int d = 0; d < p->n_devices; d++) {
+        bool used = false;
+        for (int s = 0; s < p->n_stages; s++) used |= p->stages[s].device == d;
+        if (used) continue;
+        struct st_plan_stage one;
+        char why[320];
+        int64_t mid = m->n_layer > 2 ? m->n_layer / 2 : 0;
+        if (!st_plan_stage_eval(m, &p->devices[d], req, mid, mid, &one, why, sizeof why))
+            pl_reason(p, "device %s unused: it cannot hold a single layer (%s)", p->devices[d].label, why);
+        else if (p->manual)
+            pl_reason(p, "device %s unused: the manual placement does not name it", p->devices[d].label);
+        else
+            pl_reason(p, "device %s unused: every plan that includes it is slower under the %s objective (one layer "
+                      "there takes %.3f ms; each hop adds latency)", p->devices[d].label,
+                      st_plan_objective_name(p->objective), one.decode_ms);
+    }
+    for (int h = 0; h < p->n_hops; h++) {
+        const struct st_plan_hop *hp = &p->hops[h];
+        char a[24];
+        pl_reason(p, "hop %d->%d (%s -> %s): %s%s, %.1f GB/s, %.0f us latency: %s per decode step (%.4f ms), "
+                  "%s per prefill chunk (%.3f ms); the residual stream crosses in fp32", h, h + 1,
+                  p->devices[p->stages[h].device].label, p->devices[p->stages[h + 1].device].label,
+                  st_link_kind_name(hp->link.kind), hp->link.via_host ? " via host" : "", hp->link.bandwidth_gbps,
+                  hp->link.latency_us, fmtb(hp->decode_bytes, a), hp->decode_ms, fmtb(hp->prefill_bytes, (char[24]){0}),
+                  hp->prefill_ms);
+    }
+    if (p->n_stages > 1)
+        pl_reason(p, "the sampled token returns from stage %d to stage 0 (4 bytes per sequence, one link latency); "
+                  "it is not part of the objective", p->n_stages - 1);
+}
+
+/* Plans again with a changed input; returns true when it fits. */
+static bool replan(const struct st_plan_model *m, const struct st_plan_device *devs, int n, const struct st_plan_link *links,
+                   const struct st_plan_request *req, double *tok_s, uint64_t *missing) {
+    struct st_plan_request r = *req;
+    r.no_suggestions = true;
+    r.manual = NULL;
+    r.n_manual = 0;
+    st_plan *q = NULL;
+    st_status s = st_plan_make(m, devs, n, links, &r, &q);
+    bool ok = s == ST_OK && q && q->feasible;
+    if (tok_s) *tok_s = ok ? q->decode_tok_s : 0;
+    if (missing) *missing = q && !ok ? q->shortfall.bytes_missing : 0;
+    st_plan_free(q);
+    st_error_clear();
+    return ok;
+}
+
+static void suggest(st_plan *p, const struct st_plan_request *req) {
+    struct st_plan_shortfall *sf = &p->shortfall;
+    const struct st_plan_model *m = &p->model;
+    struct st_plan_suggestion *g;
+    /* shorter context */
+    if (req->context > 256 && sf->n_suggestions < 8) {
+        g = &sf->suggestions[sf->n_suggestions++];
+        int64_t lo = 0, hi = req->context / 256;       /* in units of 256 tokens; hi is known not to fit */
+        double ts = 0;
+        while (hi - lo > 1) {
+            int64_t mid = (lo + hi) / 2;
+            struct st_plan_request r = *req;
+            r.context = mid * 256;
+            double t;
+            if (replan(m, p->devices, p->n_devices, p->links, &r, &t, NULL)) { lo = mid; ts = t; }
+            else hi = mid;
+        }
+        if (lo > 0) {
+            snprintf(g->what, sizeof g->what, "context %lld (instead of %lld)", (long long)(lo * 256),
+                     (long long)req->context);
+            g->fits = true;
+            g->decode_tok_s = ts;
+        } else {
+            struct st_plan_request r = *req;
+            r.context = 256;
+            replan(m, p->devices, p->n_devices, p->links, &r, NULL, &g->bytes_short);
+            snprintf(g->what, sizeof g->what, "a shorter context: even 256 tokens do not fit");
+        }
+    }
+    /* fewer sequences */
+    if (req->batch > 1 && sf->n_suggestions < 8) {
+        g = &sf->suggestions[sf->n_suggestions++];
+        int64_t lo = 0, hi = req->batch;
+        double ts = 0;
+        while (hi - lo > 1) {
+            int64_t mid = (lo + hi) / 2;
+            struct st_plan_request r = *req;
+            r.batch = mid;
+            double t;
+            if (replan(m, p->devices, p->n_devices, p->links, &r, &t, NULL)) { lo = mid; ts = t; }
+            else hi = mid;
+        }
+        g->fits = lo > 0;
+        g->decode_tok_s = ts;
+        if (lo > 0) snprintf(g->what, sizeof g->what, "batch %lld (instead of %lld)", (long long)lo, (long long)req->batch);
+        else snprintf(g->what, sizeof g->what, "a smaller batch: even 1 sequence does not fit");
+    }
+    /* a quantized file */
+    static const char *const quants[] = {"q8_0", "q6_k", "q5_k_m", "q4_k_m"};
+    uint64_t smallest_short = 0;
+    bool any_q = false;
+    const char *tried = NULL;
+    for (size_t i = 0; i < ST_ARRAY_LEN(quants) && sf->n_suggestions < 8; i++) {
+        struct st_plan_model q;
+        if (st_plan_model_requant(m, quants[i], &q) != ST_OK) { st_error_clear(); continue; }
+        if (q.total_bytes >= m->total_bytes) { st_plan_model_free(&q); continue; }
+        double t;
+        uint64_t miss = 0;
+        tried = quants[i];
+        bool ok = replan(&q, p->devices, p->n_devices, p->links, req, &t, &miss);
+        char a[24];
+        if (ok) {
+            g = &sf->suggestions[sf->n_suggestions++];
+            snprintf(g->what, sizeof g->what, "a %s file (%s of weights instead of %s)", quants[i],
+                     fmtb(q.total_bytes, a), fmtb(m->total_bytes, (char[24]){0}));
+            g->fits = true;
+            g->decode_tok_s = t;
+            any_q = true;
+            st_plan_model_free(&q);
+            break;
+        }
+        smallest_short = miss;
+        st_plan_model_free(&q);
+    }
+    if (!any_q && tried && sf->n_suggestions < 8) {
+        g = &sf->suggestions[sf->n_suggestions++];
+        snprintf(g->what, sizeof g->what, "a quantized file: even %s does not fit", tried);
+        g->bytes_short = smallest_short;
+    }
+    /* one more device: the one with the most usable memory, again */
+    if (sf->n_suggestions < 8 && p->n_devices < 64) {
+        int best = 0;
+        for (int d = 1; d < p->n_devices; d++)
+            if (st_plan_device_usable(&p->devices[d]) > st_plan_device_usable(&p->devices[best])) best = d;
+        int n = p->n_devices + 1;
+        struct st_plan_device *devs = calloc((size_t)n, sizeof *devs);
+        struct st_plan_link *links = calloc((size_t)n * (size_t)n, sizeof *links);
+        if (devs && links) {
+            memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
+            devs[n - 1] = p->devices[best];
+            for (int a = 0; a < n; a++)
+                for (int b = 0; b < n; b++)
+                    links[a * n + b] = a < n - 1 && b < n - 1 ? p->links[a * p->n_devices + b]
+                                                              : st_plan_link_default(&devs[a], &devs[b], NULL);
+            g = &sf->suggestions[sf->n_suggestions++];
+            double t;
+            g->fits = replan(m, devs, n, links, req, &t, &g->bytes_short);
+            g->decode_tok_s = g->fits ? t : 0;
+            snprintf(g->what, sizeof g->what, "one more %s (%s usable)", p->devices[best].label,
+                     fmtb(st_plan_device_usable(&p->devices[best]), (char[24]){0}));
+        }
+        free(devs);
+        free(links);
+    }
+    /* CPU offload */
+    bool have_cpu = false;
+    for (int d = 0; d < p->n_devices; d++) have_cpu |= p->devices[d].is_cpu;
+    if (!have_cpu && sf->n_suggestions < 8) {
+        struct st_plan_device cpu;
+        bool assumed = !req->offload_cpu;
+        if (req->offload_cpu) cpu = *req->offload_cpu;
+        else {
+            struct st_device_info ci = {0};
+            ci.kind = ST_DEVICE_CPU;
+            ci.numa_node = -1;
+            snprintf(ci.name, sizeof ci.name, "host CPU");
+            ci.caps = st_caps_cpu();
+            ci.sm_count = 8;
+            ci.threads = 16;
+            ci.mem_total_bytes = ci.mem_free_bytes = 64ull << 30;
+            st_plan_device_init(&cpu, &ci);
+        }
+        int n = p->n_devices + 1;
+        struct st_plan_device *devs = calloc((size_t)n, sizeof *devs);
+        struct st_plan_link *links = calloc((size_t)n * (size_t)n, sizeof *links);
+        if (devs && links) {
+            memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
+            devs[n - 1] = cpu;
+            for (int a = 0; a < n; a++)
+                for (int b = 0; b < n; b++)
+                    links[a * n + b] = a < n - 1 && b < n - 1 ? p->links[a * p->n_devices + b]
+                                                              : st_plan_link_default(&devs[a], &devs[b], NULL);
+            g = &sf->suggestions[sf->n_suggestions++];
+            double t;
+            g->fits = replan(m, devs, n, links, req, &t, &g->bytes_short);
+            g->decode_tok_s = g->fits ? t : 0;
+            snprintf(g->what, sizeof g->what, "CPU offload to %s (%s usable%s)", cpu.info.name,
+                     fmtb(st_plan_device_usable(&cpu), (char[24]){0}),
+                     assumed ? ", an assumed host: 64 GiB free, 25 GB/s" : "");
+        }
+        free(devs);
+        free(links);
+    }
+}
+
+static void shortfall(st_plan *p, const struct st_plan_request *req) {
+    struct st_plan_shortfall *sf = &p->shortfall;
+    const struct st_plan_model *m = &p->model;
+    /* the least any device could need: KV at the narrowest dtype some device allows, one workspace */
+    st_dtype kv = ST_DTYPE_F32;
+    uint64_t ws = UINT64_MAX;
+    for (int d = 0; d < p->n_devices; d++) {
+        for (int q = 0; q < PL_N_PREC; q++) {
+            struct pl_mode md;
+            pl_mode_of(&p->devices[d], req, (st_prec)q, &md);
+            if (!md.allowed) continue;
+            if (st_dtype_block_bytes(md.kv) < st_dtype_block_bytes(kv)) kv = md.kv;
+            uint64_t w = pl_workspace(m, req, &p->devices[d], (st_prec)q, &md, true, true);
+            if (w < ws) ws = w;
+        }
+    }
+    if (ws == UINT64_MAX) ws = 0;
+    sf->bytes_needed = m->total_bytes + st_plan_kv_bytes(m, kv, m->n_layer, req->context, req->batch) + ws;
+    sf->bytes_usable = 0;
+    for (int d = 0; d < p->n_devices; d++) sf->bytes_usable += st_plan_device_usable(&p->devices[d]);
+    char a[24], b[24], c[24];
+    if (sf->bytes_needed > sf->bytes_usable) {
+        sf->bytes_missing = sf->bytes_needed - sf->bytes_usable;
+        snprintf(sf->detail, sizeof sf->detail,
+                 "%s (%s) needs %s (weights %s + KV %s at context %lld x batch %lld + workspace) but the %d device%s "
+                 "offer %s usable: %s short", m->name, m->weights, fmtb(sf->bytes_needed, a),
+                 fmtb(m->total_bytes, b), fmtb(st_plan_kv_bytes(m, kv, m->n_layer, req->context, req->batch), c),
+                 (long long)req->context, (long long)req->batch, p->n_devices, p->n_devices == 1 ? "" : "s",
+                 fmtb(sf->bytes_usable, (char[24]){0}), fmtb(sf->bytes_missing, (char[24]){0}));
+    } else {
+        /* enough in total, but not in contiguous pieces, or a forced choice excludes devices */
+        uint64_t biggest = 0, largest_usable = 0;
+        for (int64_t l = 0; l < m->n_layer; l++) biggest = ST_MAX(biggest, m->layer_bytes[l]);
+        for (int d = 0; d < p->n_devices; d++)
+            largest_usable = ST_MAX(largest_usable, st_plan_device_usable(&p->devices[d]));
+        sf->bytes_missing = 0;
+        snprintf(sf->detail, sizeof sf->detail,
+                 "%s (%s) needs %s and the devices offer %s in total, but no split into contiguous layer ranges "
+                 "fits each device with its workspace and the embedding/output head (largest block %s, largest "
+                 "device %s usable), or forced settings exclude devices", m->name, m->weights,
+                 fmtb(sf->bytes_needed, a), fmtb(sf->bytes_usable, b), fmtb(biggest, c),
+                 fmtb(largest_usable, (char[24]){0}));
+    }
+    if (!req->no_suggestions) suggest(p, req);
+}
+
+st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_device *devs, int n_dev,
+                       const struct st_plan_link *links, const struct st_plan_request *req, st_plan **out) {
+    *out = NULL;
+    st_status s = check_request(model, n_dev, req);
+    if (s != ST_OK) return s;
+    st_plan *p = st_calloc(1, sizeof *p, "plan");
+    if (!p) return ST_ERR_NOMEM;
+    if ((s = st_plan_model_copy(model, &p->model)) != ST_OK) { free(p); return s; }
+    p->n_devices = n_dev;
+    p->devices = st_calloc((size_t)n_dev, sizeof *p->devices, "plan devices");
+    p->links = st_calloc((size_t)n_dev * (size_t)n_dev, sizeof *p->links, "plan links");
+    p->stages = st_calloc((size_t)n_dev, sizeof *p->stages, "plan stages");
+    p->hops = st_calloc((size_t)n_dev, sizeof *p->hops, "plan hops");
+    if (!p->devices || !p->links || !p->stages || !p->hops) { st_plan_free(p); return ST_ERR_NOMEM; }
+    memcpy(p->devices, devs, (size_t)n_dev * sizeof *devs);
+    /* labels name devices in tables and reasons: make repeated ones unique ("h100-sxm#1") */
+    for (int i = 0; i < n_dev; i++) {
+        int dup = 0, rank = 0;
+        for (int j = 0; j < n_dev; j++) {
+            if (strcmp(devs[i].label, devs[j].label)) continue;
+            dup++;
+            if (j < i) rank++;
+        }
+        if (dup > 1) {
+            char buf[ST_DEVICE_NAME_MAX + 8];
+            snprintf(buf, sizeof buf, "%s#%d", devs[i].label, rank);
+            snprintf(p->devices[i].label, sizeof p->devices[i].label, "%.*s", ST_DEVICE_NAME_MAX - 1, buf);
+        }
+    }
+    if (links) memcpy(p->links, links, (size_t)n_dev * (size_t)n_dev * sizeof *links);
+    else st_plan_links_default(devs, n_dev, p->links);
+    p->context = req->context;
+    p->batch = req->batch;
+    p->prefill_chunk = req->prefill_chunk;
+    p->prompt_tokens = pl_prompt(req);
+    p->decode_at = pl_decode_at(req);
+    p->objective = req->objective;
+    p->manual = req->manual != NULL;
+    const struct st_plan_model *m = &p->model;
+
+    struct st_plan_range ranges[64];
+    int n_st = 0;
+    if (req->manual) {
+        if (req->n_manual < 1 || req->n_manual > n_dev) {
+            st_error_set(ST_ERR_CONFIG, "plan: manual placement has %d stages for %d devices", req->n_manual, n_dev);
+            st_error_hint("give one range per device used, e.g. {device: 0, layers: [0, 19]}");
+            st_plan_free(p);
+            return ST_ERR_CONFIG;
+        }
+        bool used[64] = {0};
+        int64_t next = 0;
+        for (int i = 0; i < req->n_manual; i++) {
+            const struct st_plan_range *r = &req->manual[i];
+            const char *problem = NULL;
+            char buf[200];
+            if (r->device < 0 || r->device >= n_dev) {
+                snprintf(buf, sizeof buf, "device %d does not exist (there are %d)", r->device, n_dev);
+                problem = buf;
+            } else if (used[r->device]) {
+                snprintf(buf, sizeof buf, "device %s already holds an earlier range", p->devices[r->device].label);
+                problem = buf;
+            } else if (r->first != next || r->last < r->first || r->last >= m->n_layer) {
+                snprintf(buf, sizeof buf, "layers %lld-%lld: expected a range starting at layer %lld and ending at or "
+                         "before %lld", (long long)r->first, (long long)r->last, (long long)next,
+                         (long long)(m->n_layer - 1));
+                problem = buf;
+            }
+            if (problem) {
+                st_error_set(ST_ERR_CONFIG, "plan: manual stage %d: %s", i, problem);
+                st_error_hint("manual ranges cover layers 0..%lld in order, contiguous, one device each",
+                              (long long)(m->n_layer - 1));
+                st_plan_free(p);
+                return ST_ERR_CONFIG;
+            }
+            used[r->device] = true;
+            next = r->last + 1;
+            ranges[n_st++] = *r;
+        }
+        if (next != m->n_layer) {
+            st_error_set(ST_ERR_CONFIG, "plan: manual placement ends at layer %lld; %s has %lld layers (0..%lld)",
+                         (long long)(next - 1), m->name, (long long)m->n_layer, (long long)(m->n_layer - 1));
+            st_error_hint("extend the last range to layer %lld", (long long)(m->n_layer - 1));
+            st_plan_free(p);
+            return ST_ERR_CONFIG;
+        }
+        for (int i = 0; i < n_st; i++) {
+            char why[320];
+            if (!st_plan_stage_eval(m, &p->devices[ranges[i].device], req, ranges[i].first, ranges[i].last,
+                                    &p->stages[i], why, sizeof why)) {
+                st_error_set(ST_ERR_CONFIG, "plan: manual stage %d (layers %lld-%lld on %s) does not fit: %s", i,
+                             (long long)ranges[i].first, (long long)ranges[i].last,
+                             p->devices[ranges[i].device].label, why);
+                st_error_hint("move layers to another device, shorten the context, or remove a forced "
+                              "precision/attention the device lacks ('strata plan' without manual: shows what fits)");
+                p->feasible = false;
+                p->n_stages = 0;
+                *out = p;
+                return ST_ERR_CONFIG;
+            }
+            p->stages[i].device = ranges[i].device;
+        }
+    } else {
+        double best = 0;
+        n_st = pl_partition(m, p->devices, n_dev, p->links, req, ranges, &best);
+        if (n_st < 0) { st_plan_free(p); return st_last_status() != ST_OK ? st_last_status() : ST_ERR_INTERNAL; }
+        for (int i = 0; i < n_st; i++) {
+            char why[320];
+            if (!st_plan_stage_eval(m, &p->devices[ranges[i].device], req, ranges[i].first, ranges[i].last,
+                                    &p->stages[i], why, sizeof why)) {
+                st_plan_free(p);
+                return st_error_set(ST_ERR_INTERNAL, "planner: partition stage %d does not re-evaluate: %s", i, why);
+            }
+            p->stages[i].device = ranges[i].device;
+        }
+    }
+    p->n_stages = n_st;
+    if (n_st == 0) {
+        p->feasible = false;
+        shortfall(p, req);
+        st_error_set(ST_ERR_CONFIG, "plan: %s", p->shortfall.detail);
+        const struct st_plan_suggestion *fit = NULL;
+        for (int i = 0; i < p->shortfall.n_suggestions && !fit; i++)
+            if (p->shortfall.suggestions[i].fits) fit = &p->shortfall.suggestions[i];
+        if (fit) st_error_hint("%s would fit (planned again: %.1f tok/s); 'strata plan' lists every option",
+                               fit->what, fit->decode_tok_s);
+        else st_error_hint("add a device, use a smaller or quantized model, or shorten the context");
+        *out = p;
+        return ST_ERR_CONFIG;
+    }
+    p->feasible = true;
+    finish_totals(p);
+    perf_reasons(p, req);
+    stage_reasons(p, req);
+    *out = p;
+    return ST_OK;
+}

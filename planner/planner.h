@@ -1,0 +1,255 @@
+/* planner/planner.h — where every layer goes, in which precision, with which
+ * attention kernel, how much memory each device needs and how fast the result
+ * will decode and prefill.
+ *
+ * The planner is a pure function of plain descriptions: a model's shapes and
+ * byte counts (struct st_plan_model), devices (struct st_plan_device, built
+ * from st_device_info whether real or from the catalog), a link matrix and a
+ * request. It never calls a device, so a dry run on a laptop gives the same
+ * plan as the real box. docs/planner.md documents the memory formula, the cost
+ * model and its efficiency factors, and the partitioner.
+ *
+ * Lifecycle: fill a model (st_plan_model_from_preset / _from_model), devices
+ * (st_plan_device_init), a request (st_plan_request_defaults), call
+ * st_plan_make, print/write the plan, st_plan_free it. */
+#ifndef STRATA_PLANNER_H
+#define STRATA_PLANNER_H
+
+#include "base/base.h"
+#include "devices/device.h"
+#include "model/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the model, as the planner sees it ---------------------------------- */
+
+struct st_plan_model {
+    char name[64];               /* "qwen2.5-7b" or the model file's name */
+    char weights[24];            /* stored weight format for reports: "f16", "bf16", "q4_k_m", "mixed" */
+    st_arch arch;
+    int64_t n_layer;
+    int64_t n_embd, n_ff, n_vocab, n_head, n_head_kv, head_dim;
+    int64_t n_ctx_train;         /* trained context (0 when unknown) */
+    bool tied_embeddings;        /* lm_head is the token embedding table */
+    bool qkv_bias, qk_norm;
+    st_dtype matrix_dtype;       /* dtype of every block matrix, ST_DTYPE_COUNT when mixed */
+    uint64_t *layer_bytes;       /* (n_layer) exact stored bytes of each block, quant blocks included */
+    double *layer_flops;         /* (n_layer) matmul flops per token of each block: 2 x matrix elements */
+    uint64_t embd_bytes;         /* token embedding table */
+    uint64_t output_norm_bytes;  /* final RMSNorm weight */
+    uint64_t lm_head_bytes;      /* lm_head matrix (equals embd_bytes when tied: a stage without the
+                                    embedding that holds the output keeps its own copy) */
+    uint64_t shared_bytes;       /* tensors every stage keeps a copy of (llama 3 rope_freqs) */
+    double output_flops;         /* 2 x n_vocab x n_embd per token */
+    uint64_t max_matrix_elems;   /* largest block matrix (sizes the dequantisation scratch) */
+    uint64_t total_bytes;        /* every tensor counted once: the file's tensor bytes */
+};
+
+/* Presets: architecture shapes for dry runs (configs/presets.yaml lists them
+ * with their sources). quant is a stored format: "f32", "f16", "bf16", "q8_0",
+ * "q6_k", "q5_k_m", "q4_k_m", "q4_0" ("" = bf16). Byte counts are exact for a
+ * GGUF written by llama.cpp's quantizer with that mix (docs/planner.md §Presets
+ * lists the per-tensor rule); 1-D tensors (norms, biases) are f32. Unknown names
+ * are ST_ERR_CONFIG with the nearest name as hint. */
+st_status st_plan_model_from_preset(const char *preset, const char *quant, struct st_plan_model *out);
+/* From an opened model file: exact bytes of each stored tensor. */
+st_status st_plan_model_from_model(const st_model *m, struct st_plan_model *out);
+/* The same shapes stored in another format (for "a quantized file would fit"). */
+st_status st_plan_model_requant(const struct st_plan_model *m, const char *quant, struct st_plan_model *out);
+void st_plan_model_free(struct st_plan_model *m);   /* frees the arrays; accepts NULL */
+
+struct st_plan_preset {
+    const char *name;            /* "qwen2.5-7b" */
+    st_arch arch;
+    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, n_ctx_train;
+    bool tied_embeddings, qkv_bias, qk_norm;
+    const char *source;          /* the config.json the shapes come from */
+};
+int st_plan_preset_count(void);
+const struct st_plan_preset *st_plan_preset_at(int i);   /* NULL when out of range */
+/* The stored formats presets accept, NULL-terminated. */
+extern const char *const st_plan_quants[];
+
+/* KV cache bytes: layers x context x batch x 2 (K and V) x n_head_kv x head_dim x dtype. */
+uint64_t st_plan_kv_bytes(const struct st_plan_model *m, st_dtype kv, int64_t n_layers, int64_t context,
+                          int64_t batch);
+
+/* ---- devices and links ---------------------------------------------------- */
+
+struct st_plan_device {
+    struct st_device_info info;  /* identity, capabilities, memory, performance */
+    char select[64];             /* how the deployment names it: "cpu", "cuda:0", "catalog:tesla-m40" */
+    char label[ST_DEVICE_NAME_MAX];  /* short name in tables: the config's name:, else the catalog key or
+                                    the device name */
+    uint64_t max_memory_bytes;   /* cap on everything strata puts there; 0 = the device's memory */
+    uint64_t reserve_bytes;      /* kept free for others */
+    uint64_t overhead_bytes;     /* runtime: CUDA context and modules, cuBLAS workspace; CPU: process */
+    int force_prec;              /* -1 = choose, else an st_prec the stage must use */
+    int force_attn;              /* -1 = choose, else an st_attn_kind */
+    bool is_cpu;
+};
+
+/* Fills d from info with the documented defaults (docs/planner.md): runtime
+ * overhead 512 MiB per GPU and 256 MiB for the CPU, no cap, no reserve, nothing
+ * forced; an unprobed CPU without figures gets 25 GB/s and 32 fp32 flop/cycle/core
+ * at 2.5 GHz. */
+void st_plan_device_init(struct st_plan_device *d, const struct st_device_info *info);
+/* Bytes the planner may fill: min(memory, max_memory) - overhead - reserve (0 if negative).
+ * The CPU's memory is its free memory when known. */
+uint64_t st_plan_device_usable(const struct st_plan_device *d);
+
+/* How activations move between two devices. */
+struct st_plan_link {
+    st_link_kind kind;           /* PCIE, NVLINK, SAME; HOST when staged through host memory */
+    bool via_host;               /* a CPU end, or GPUs without P2P: two copies through pinned memory */
+    double latency_us;           /* per transfer */
+    double bandwidth_gbps;       /* effective, GB/s */
+};
+/* Default link between a and b: p2p (from the inventory, may be NULL) tells
+ * NVLink from PCIe and whether P2P works; otherwise PCIe at the lower
+ * generation of the two ends, peer-to-peer for two GPUs, via host for a CPU end. */
+struct st_plan_link st_plan_link_default(const struct st_plan_device *a, const struct st_plan_device *b,
+                                         const struct st_p2p *p2p);
+/* Fills an n x n matrix (row-major, out[a * n + b]) with st_plan_link_default without P2P facts. */
+void st_plan_links_default(const struct st_plan_device *devs, int n, struct st_plan_link *out);
+
+/* ---- the request ------------------------------------------------------- */
+
+typedef enum st_plan_objective {
+    ST_PLAN_LATENCY = 0,         /* one stream: minimise sum of stage decode times + hops */
+    ST_PLAN_THROUGHPUT,          /* pipelined batches: minimise the slowest stage or hop */
+} st_plan_objective;
+const char *st_plan_objective_name(st_plan_objective o);   /* "latency", "throughput" */
+
+struct st_plan_range { int device; int64_t first, last; };   /* layers first..last inclusive */
+
+struct st_plan_request {
+    int64_t context;             /* KV cache tokens per sequence (default 4096) */
+    int64_t batch;               /* sequences decoded together (default 1) */
+    int64_t prefill_chunk;       /* prompt tokens per prefill step (default 512) */
+    int64_t prompt_tokens;       /* prompt length for the prefill estimate (0 = prefill_chunk) */
+    int64_t decode_at;           /* KV length at which decode is costed (0 = context / 2) */
+    st_plan_objective objective;
+    int force_prec;              /* -1 or an st_prec for every stage (a device's own force wins) */
+    int force_attn;              /* -1 or an st_attn_kind for every stage */
+    const struct st_plan_range *manual;  /* manual placement in layer order, or NULL for auto */
+    int n_manual;
+    const bool *fp16_safe;       /* numerics profile: (n_layer) true where fp16 activations are safe; NULL = none */
+    const char *numerics_source; /* where the profile came from, for the reasons */
+    const struct st_plan_device *offload_cpu; /* the host CPU "CPU offload" suggestions may add; NULL = a
+                                                 generic host with 64 GiB (said so in the suggestion) */
+    bool no_suggestions;         /* skip the what-would-fit search (set internally while searching) */
+};
+void st_plan_request_defaults(struct st_plan_request *r);
+
+/* ---- the plan ---------------------------------------------------------- */
+
+struct st_plan_mem {
+    uint64_t weights;            /* stored tensors of the stage, exact */
+    uint64_t kv;                 /* KV cache: layers x context x batch x 2 x n_head_kv x head_dim x dtype */
+    uint64_t workspace;          /* activations of a prefill chunk, eager scores, dequant scratch,
+                                    logits (last stage), link buffers */
+    uint64_t total;              /* weights + kv + workspace */
+    uint64_t usable;             /* what the device offers the stage (st_plan_device_usable) */
+    uint64_t overhead, reserve;  /* the device's runtime overhead and reserve (outside usable) */
+};
+
+struct st_plan_stage {
+    int device;                  /* index into st_plan.devices */
+    int64_t first, last;         /* layers, inclusive */
+    bool has_embedding, has_output;
+    st_prec prec;                /* matmul inputs of prefill GEMMs; accumulation is always fp32 */
+    st_attn_kind attn;
+    st_dtype kv_dtype;           /* F32, F16 or BF16 */
+    struct st_plan_mem mem;
+    double decode_ms;            /* one decode step (all `batch` sequences) through this stage */
+    double prefill_ms;           /* one prefill chunk through this stage */
+    char bound[16];              /* what limits its decode: "bandwidth", "compute", "launches" */
+};
+
+struct st_plan_hop {             /* between stage i and i + 1 */
+    struct st_plan_link link;
+    uint64_t decode_bytes;       /* per decode step: batch x n_embd x 4 (fp32 residual) */
+    uint64_t prefill_bytes;      /* per prefill chunk */
+    double decode_ms, prefill_ms;
+};
+
+struct st_plan_suggestion {
+    char what[160];              /* "context 8192", "a q4_k_m file", "one more tesla-m40", "CPU offload" */
+    bool fits;                   /* re-running the planner with the change gives a plan */
+    double decode_tok_s;         /* of that plan (0 when it does not fit) */
+    uint64_t bytes_short;        /* still missing when it does not fit */
+};
+
+struct st_plan_shortfall {
+    uint64_t bytes_needed;       /* weights + KV + one stage's workspace */
+    uint64_t bytes_usable;       /* summed over the devices */
+    uint64_t bytes_missing;      /* needed - usable, or what the best split lacks on its tightest device */
+    char detail[320];            /* one sentence: where it does not fit */
+    struct st_plan_suggestion suggestions[8];
+    int n_suggestions;
+};
+
+typedef struct st_plan {
+    struct st_plan_model model;  /* copy (owned) */
+    struct st_plan_device *devices; int n_devices;       /* copies of the inputs (owned) */
+    struct st_plan_link *links;                          /* (n_devices x n_devices) */
+    int64_t context, batch, prefill_chunk, prompt_tokens, decode_at;
+    st_plan_objective objective;
+    bool manual;
+    bool feasible;
+    struct st_plan_stage *stages; int n_stages;
+    struct st_plan_hop *hops; int n_hops;                /* n_stages - 1 */
+    double decode_ms;            /* latency of one decode step: stages + hops */
+    double decode_tok_s;         /* latency objective: batch / decode_ms; throughput: batch / bottleneck */
+    double prefill_tok_s;        /* prompt_tokens / (pipelined chunks through stages and hops) */
+    double bottleneck_ms;        /* the slowest stage or hop (decode) */
+    char bottleneck[160];        /* which one and why */
+    char **reasons; int n_reasons;                       /* the reason for every choice */
+    struct st_plan_shortfall shortfall;                  /* when !feasible */
+} st_plan;
+
+/* Plans model on devs. links is an n_dev x n_dev matrix or NULL (defaults).
+ * On success *out is a feasible plan. When nothing fits, or a manual placement
+ * or forced choice is invalid, the status is ST_ERR_CONFIG with a message and
+ * hint, and *out is still set to a plan with feasible == false whose shortfall
+ * says by how much and which changes would fit (each found by re-running the
+ * planner) — print it with st_plan_print. Other errors leave *out NULL. */
+st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_device *devs, int n_dev,
+                       const struct st_plan_link *links, const struct st_plan_request *req, st_plan **out);
+void st_plan_free(st_plan *p);   /* accepts NULL */
+
+/* The cost of one stage, as the partitioner sees it: device dev holds layers
+ * first..last (with the embedding when first == 0, the output when last ==
+ * n_layer - 1); chooses precision and attention; fills memory and times. false
+ * when the device cannot hold it (memory, or a forced precision/attention the
+ * device lacks); why (may be NULL) says which. Used by the tests' brute force. */
+bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_device *dev,
+                        const struct st_plan_request *req, int64_t first, int64_t last,
+                        struct st_plan_stage *out, char *why, size_t why_len);
+/* Decode-step time of a hop over link l, ms. */
+double st_plan_hop_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
+                             const struct st_plan_link *l);
+
+/* ---- output ------------------------------------------------------------ */
+
+/* The plan as a table (stage, device, layers, precision, attention, weights /
+ * KV / workspace / total against usable), the links, predicted tok/s and the
+ * bottleneck; with explain, the reason for every choice. Colour only on a TTY. */
+void st_plan_print(FILE *f, const st_plan *p, bool explain);
+
+/* YAML that st_plan_read_yaml loads back (docs/planner.md §Plan file). */
+st_status st_plan_write_yaml(FILE *f, const st_plan *p);
+/* Reads a plan written by st_plan_write_yaml. Errors are ST_ERR_CONFIG
+ * "FILE:LINE:COLUMN: key: what" with a hint. */
+st_status st_plan_read_yaml(const char *path, st_plan **out);
+st_status st_plan_write_json(FILE *f, const st_plan *p);
+/* A drawing: layers coloured by device, a memory bar per device, the links. */
+st_status st_plan_write_svg(FILE *f, const st_plan *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_PLANNER_H */

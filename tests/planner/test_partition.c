@@ -1,0 +1,216 @@
+/* The partitioner against brute force: on random small cases (<= 4 devices,
+ * <= 12 layers, random memory, speeds, capabilities, links, forced settings,
+ * numerics profiles and objectives) the DP's optimum equals the best of every
+ * device order, every subset and every set of cut points, evaluated stage by
+ * stage with st_plan_stage_eval — and its stages respect memory. */
+#include "check.h"
+#include "planner/planner.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_u64(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return rng;
+}
+static double unif(double a, double b) { return a + (b - a) * (double)(next_u64() >> 11) / 9007199254740992.0; }
+static int irange(int a, int b) { return a + (int)(next_u64() % (uint64_t)(b - a + 1)); }
+
+struct bf {
+    const struct st_plan_model *m;
+    const struct st_plan_device *devs;
+    int n;
+    const struct st_plan_link *links;
+    const struct st_plan_request *req;
+    double best;
+    int64_t plans;
+};
+
+/* every ordered sequence of distinct devices with every composition of the layers */
+static void search(struct bf *b, int64_t start, int *seq, int k, bool *used, double acc_sum, double acc_max,
+                   int prev) {
+    int64_t L = b->m->n_layer;
+    for (int d = 0; d < b->n; d++) {
+        if (used[d]) continue;
+        double hop = prev >= 0 ? st_plan_hop_decode_ms(b->m, b->req, &b->links[prev * b->n + d]) : 0;
+        for (int64_t end = start; end < L; end++) {
+            struct st_plan_stage st;
+            if (!st_plan_stage_eval(b->m, &b->devs[d], b->req, start, end, &st, NULL, 0)) continue;
+            double sum = acc_sum + hop + st.decode_ms;
+            double mx = fmax(acc_max, fmax(hop, st.decode_ms));
+            if (end == L - 1) {
+                b->plans++;
+                double v = b->req->objective == ST_PLAN_LATENCY ? sum : mx;
+                if (v < b->best) b->best = v;
+            } else {
+                used[d] = true;
+                seq[k] = d;
+                search(b, end + 1, seq, k + 1, used, sum, mx, d);
+                used[d] = false;
+            }
+        }
+    }
+}
+
+static const int ccs[][2] = {{5, 2}, {6, 0}, {6, 1}, {7, 0}, {7, 5}, {8, 0}, {8, 6}, {8, 9}, {9, 0}};
+
+static void random_device(struct st_plan_device *d, uint64_t layer_bytes_avg) {
+    struct st_device_info in = {0};
+    bool cpu = next_u64() % 6 == 0;
+    in.kind = cpu ? ST_DEVICE_CPU : ST_DEVICE_CATALOG;
+    in.numa_node = -1;
+    if (cpu) {
+        in.caps = st_caps_cpu();
+        snprintf(in.name, sizeof in.name, "cpu");
+        in.sm_count = irange(2, 32);
+        in.perf.mem_bw_gbps = unif(10, 200);
+        in.perf.fp32_tflops = unif(0.1, 3);
+    } else {
+        int c = irange(0, (int)ST_ARRAY_LEN(ccs) - 1);
+        in.caps = st_caps_from_cc(ccs[c][0], ccs[c][1]);
+        snprintf(in.name, sizeof in.name, "gpu cc%d.%d", ccs[c][0], ccs[c][1]);
+        snprintf(in.catalog, sizeof in.catalog, "rnd%d", irange(0, 999));
+        in.perf.mem_bw_gbps = unif(100, 3000);
+        in.perf.fp32_tflops = unif(4, 60);
+        in.perf.fp16_tflops = in.caps.tensor_cores ? unif(20, 900) : (in.caps.fp16_arith ? unif(5, 20) : 0);
+        in.perf.bf16_tflops = in.caps.bf16 ? in.perf.fp16_tflops : 0;
+        in.perf.launch_us = next_u64() % 2 ? unif(1, 8) : 0;
+        in.pcie_gen = irange(3, 5);
+        in.pcie_width = next_u64() % 3 ? 16 : 8;
+    }
+    /* capacity from "a couple of layers" to "everything" */
+    uint64_t mem = (uint64_t)(unif(0.5, 14.0) * (double)layer_bytes_avg) + (600ull << 20);
+    in.mem_total_bytes = in.mem_free_bytes = mem;
+    st_plan_device_init(d, &in);
+    if (next_u64() % 10 == 0) d->force_prec = irange(0, 2);
+    if (next_u64() % 12 == 0) d->force_attn = irange(0, 1);
+    if (next_u64() % 5 == 0) d->reserve_bytes = (uint64_t)(unif(0, 1) * (double)layer_bytes_avg);
+}
+
+static void random_model(struct st_plan_model *m, int L) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "random-%d", L);
+    snprintf(m->weights, sizeof m->weights, "mixed");
+    m->arch = ST_ARCH_QWEN2;
+    m->n_layer = L;
+    m->n_embd = 64 * irange(8, 64);
+    m->n_ff = m->n_embd * irange(2, 5);
+    m->n_head = irange(4, 32);
+    m->n_head_kv = irange(1, 8);
+    m->head_dim = 64 * irange(1, 2);
+    m->n_vocab = irange(1000, 160000);
+    m->tied_embeddings = next_u64() % 2;
+    m->matrix_dtype = next_u64() % 2 ? ST_DTYPE_F16 : ST_DTYPE_COUNT;
+    m->layer_bytes = calloc((size_t)L, sizeof *m->layer_bytes);
+    m->layer_flops = calloc((size_t)L, sizeof *m->layer_flops);
+    uint64_t avg = (uint64_t)unif(50, 1500) << 20;
+    for (int l = 0; l < L; l++) {
+        m->layer_bytes[l] = (uint64_t)(unif(0.6, 1.5) * (double)avg);
+        m->layer_flops[l] = (double)m->layer_bytes[l] * unif(0.8, 4.0);
+        m->total_bytes += m->layer_bytes[l];
+    }
+    m->embd_bytes = (uint64_t)m->n_vocab * (uint64_t)m->n_embd * 2;
+    m->lm_head_bytes = m->embd_bytes;
+    m->output_norm_bytes = (uint64_t)m->n_embd * 4;
+    m->output_flops = 2.0 * (double)m->n_vocab * (double)m->n_embd;
+    m->max_matrix_elems = (uint64_t)m->n_ff * (uint64_t)m->n_embd;
+    m->total_bytes += m->embd_bytes + m->output_norm_bytes + (m->tied_embeddings ? 0 : m->lm_head_bytes);
+}
+
+int main(void) {
+    int cases = 0, feasible = 0, multi_stage = 0, with_classes = 0, throughput = 0;
+    int64_t total_plans = 0;
+    for (int it = 0; it < 400; it++) {
+        int L = irange(1, 12), n = irange(1, 4);
+        struct st_plan_model m;
+        random_model(&m, L);
+        uint64_t avg = m.total_bytes / (uint64_t)L;
+        struct st_plan_device devs[4];
+        for (int d = 0; d < n; d++) random_device(&devs[d], avg);
+        /* sometimes repeat a device: identical cards form a class in the DP */
+        if (n >= 2 && next_u64() % 3 == 0) { devs[n - 1] = devs[0]; with_classes++; }
+        if (n >= 3 && next_u64() % 4 == 0) devs[n - 2] = devs[0];
+        struct st_plan_link links[16];
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) {
+                links[a * n + b] = st_plan_link_default(&devs[a], &devs[b], NULL);
+                if (a != b && next_u64() % 2) {
+                    links[a * n + b].latency_us = unif(1, 400);
+                    links[a * n + b].bandwidth_gbps = unif(0.5, 300);
+                }
+            }
+        if (next_u64() % 2) /* make identical devices' links symmetric so that they really are a class */
+            for (int a = 0; a < n; a++)
+                for (int b = 0; b < n; b++) links[a * n + b] = links[ST_MIN(a, b) * n + ST_MAX(a, b)];
+        struct st_plan_request req;
+        st_plan_request_defaults(&req);
+        req.context = 64 * irange(1, 256);
+        req.batch = irange(1, 3) == 3 ? irange(1, 32) : 1;
+        req.prefill_chunk = 32 * irange(1, 16);
+        req.objective = next_u64() % 2 ? ST_PLAN_THROUGHPUT : ST_PLAN_LATENCY;
+        req.no_suggestions = true;
+        bool safe[12];
+        if (next_u64() % 3 == 0) {
+            for (int l = 0; l < L; l++) safe[l] = next_u64() % 4 != 0;
+            req.fp16_safe = safe;
+        }
+        if (next_u64() % 10 == 0) req.force_prec = irange(0, 2);
+
+        struct bf b = {&m, devs, n, links, &req, INFINITY, 0};
+        int seq[4];
+        bool used[4] = {0};
+        search(&b, 0, seq, 0, used, 0, 0, -1);
+        total_plans += b.plans;
+
+        st_plan *p = NULL;
+        st_status s = st_plan_make(&m, devs, n, links, &req, &p);
+        cases++;
+        if (b.best == INFINITY) {
+            CHECK_MSG(s == ST_ERR_CONFIG && p && !p->feasible, "case %d: brute force finds nothing, planner says %s",
+                      it, st_status_name(s));
+        } else {
+            CHECK_MSG(s == ST_OK && p && p->feasible, "case %d: brute force %.6f, planner %s: %s", it, b.best,
+                      st_status_name(s), st_last_error());
+            if (s == ST_OK && p) {
+                feasible++;
+                if (p->n_stages > 1) multi_stage++;
+                if (req.objective == ST_PLAN_THROUGHPUT) throughput++;
+                double got = req.objective == ST_PLAN_LATENCY ? p->decode_ms : p->bottleneck_ms;
+                CHECK_MSG(fabs(got - b.best) <= 1e-9 * fmax(1.0, b.best),
+                          "case %d (%s, L=%d, n=%d): planner %.12f ms, brute force %.12f ms", it,
+                          st_plan_objective_name(req.objective), L, n, got, b.best);
+                int64_t next = 0;
+                bool dev_used[4] = {0};
+                for (int i = 0; i < p->n_stages; i++) {
+                    const struct st_plan_stage *st = &p->stages[i];
+                    CHECK(st->first == next);
+                    next = st->last + 1;
+                    CHECK(!dev_used[st->device]);
+                    dev_used[st->device] = true;
+                    CHECK_MSG(st->mem.total <= st_plan_device_usable(&devs[st->device]),
+                              "case %d stage %d: %llu > %llu", it, i, (unsigned long long)st->mem.total,
+                              (unsigned long long)st_plan_device_usable(&devs[st->device]));
+                    CHECK(st->mem.total == st->mem.weights + st->mem.kv + st->mem.workspace);
+                    /* capability constraints */
+                    const struct st_caps *c = &devs[st->device].info.caps;
+                    if (st->prec == ST_PREC_BF16) CHECK(c->bf16);
+                    if (st->prec == ST_PREC_F16) CHECK(c->fp16_arith && c->fp32_accum_fp16);
+                    if (st->attn == ST_ATTN_FLASH) CHECK(c->flash_attn && st->prec != ST_PREC_F32);
+                    if (st->prec == ST_PREC_F16 && devs[st->device].force_prec < 0 && req.force_prec < 0)
+                        for (int64_t l = st->first; l <= st->last; l++) CHECK(req.fp16_safe && req.fp16_safe[l]);
+                }
+                CHECK(next == L);
+            }
+        }
+        st_plan_free(p);
+        st_plan_model_free(&m);
+    }
+    printf("%d random cases (%d feasible, %d with several stages, %d throughput, %d with repeated devices), "
+           "%lld complete plans enumerated by brute force\n", cases, feasible, multi_stage, throughput, with_classes,
+           (long long)total_plans);
+    CHECK(feasible >= 200);
+    CHECK(multi_stage >= 50);
+    return st_test_finish("planner_partition_brute");
+}
