@@ -45,11 +45,6 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
     r->bw_gbps = pf->mem_bw_gbps * (pf->measured ? 1.0 : (cpu ? PL_EFF_BW_CPU : PL_EFF_BW_GPU));
     if (r->bw_gbps <= 0) r->bw_gbps = 1.0;      /* unknown: a figure that makes the device unattractive */
     r->weight_bw_gbps = r->bw_gbps;
-    if (pf->measured && m && m->matrix_dtype <= ST_DTYPE_BF16) {
-        int wi = m->matrix_dtype == ST_DTYPE_F32 ? ST_PREC_F32 : m->matrix_dtype == ST_DTYPE_F16 ? ST_PREC_F16
-                                                                                              : ST_PREC_BF16;
-        if (pf->gemv_gbps[wi] > 0) r->weight_bw_gbps = pf->gemv_gbps[wi];
-    }
     double e32 = cpu ? PL_EFF_FP32_CPU : PL_EFF_FP32_GPU;
     r->fp32_tflops = pf->fp32_tflops > 0 ? pf->fp32_tflops * e32 : 0.05;
     r->prec_tflops[ST_PREC_F32] = r->fp32_tflops;

@@ -74,7 +74,7 @@ static bool dev_eq(const struct st_plan_device *a, const struct st_plan_device *
            x->tensor_cores == y->tensor_cores && x->flash_attn == y->flash_attn &&
            p->mem_bw_gbps == q->mem_bw_gbps && p->fp32_tflops == q->fp32_tflops &&
            p->fp16_tflops == q->fp16_tflops && p->bf16_tflops == q->bf16_tflops && p->launch_us == q->launch_us &&
-           p->measured == q->measured && !memcmp(p->gemv_gbps, q->gemv_gbps, sizeof p->gemv_gbps);
+           p->measured == q->measured;
 }
 
 static bool swappable(const struct st_plan_device *devs, int n, const struct st_plan_link *L, int a, int b) {
