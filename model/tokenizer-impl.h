@@ -54,7 +54,7 @@ struct st_tokenizer {
     size_t max_dec_len;               /* longest decoded token, bytes */
 
     /* model vocabulary lookup: key bytes -> id (only ST_TA_NORMAL / SPM all) */
-    int32_t *vhash;                   /* (vhash_mask + 1) slots: id or -1 */
+    struct st_vslot { int32_t id; uint32_t tag; } *vhash;  /* (vhash_mask + 1) slots: id (-1 empty), hash tag */
     uint64_t vhash_mask;
 
     /* byte-level BPE */
@@ -94,7 +94,16 @@ struct st_tokenizer {
     struct st_bpe_item *s_heap; size_t s_heap_cap;
     char *s_spm; size_t s_spm_cap;            /* SPM escaped text */
     int32_t *s_ids; int64_t s_ids_n, s_ids_cap;
+    char *s_nfc; size_t s_nfc_cap;            /* NFC output (bytes) */
+
+    /* pre-token cache: bytes -> ids, for pre-tokens up to ST_WCACHE_MAX_KEY bytes.
+     * Fixed size, allocated on first use, cleared when full. */
+    struct st_wslot { uint64_t h; uint32_t off; uint16_t klen, nids; } *wc;  /* (wc_mask + 1) */
+    uint64_t wc_mask, wc_used;
+    char *wc_arena; size_t wc_len, wc_cap;    /* key bytes then ids (int32, aligned) */
 };
+
+#define ST_WCACHE_MAX_KEY 48
 
 /* ---- builder (tokenizer.c) -------------------------------------------- */
 

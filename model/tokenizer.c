@@ -83,11 +83,23 @@ static inline uint32_t utf8_decode_valid(const uint8_t *s, size_t len) {
     }
 }
 
+static inline size_t ascii_run(const uint8_t *s, size_t i, size_t len) {
+    while (i + 8 <= len) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ull) break;
+        i += 8;
+    }
+    while (i < len && s[i] < 0x80) i++;
+    return i;
+}
+
 bool st_utf8_valid(const char *src, size_t len) {
     const uint8_t *s = (const uint8_t *)src;
     size_t i = 0, sub;
     while (i < len) {
-        if (s[i] < 0x80) { i++; continue; }
+        i = ascii_run(s, i, len);
+        if (i >= len) break;
         size_t k = utf8_check(s + i, len - i, &sub);
         if (!k) return false;
         i += k;
@@ -99,7 +111,14 @@ size_t st_utf8_lossy(const char *src, size_t len, char *dst, size_t cap) {
     const uint8_t *s = (const uint8_t *)src;
     size_t i = 0, o = 0, sub;
     while (i < len) {
-        size_t k = s[i] < 0x80 ? 1 : utf8_check(s + i, len - i, &sub);
+        size_t j = ascii_run(s, i, len);
+        if (j > i) {
+            if (o + (j - i) <= cap) memcpy(dst + o, s + i, j - i);
+            o += j - i;
+            i = j;
+            continue;
+        }
+        size_t k = utf8_check(s + i, len - i, &sub);
         if (k) {
             if (o + k <= cap) memcpy(dst + o, s + i, k);
             o += k; i += k;
@@ -228,12 +247,16 @@ st_status st_tok_set_bytelevel(st_tokenizer_t *t, int32_t id, const char *key, s
 
 int32_t st_tok_lookup(const st_tokenizer_t *t, const char *key, size_t len) {
     if (!t->vhash) return -1;
-    uint64_t i = hash_bytes(key, len) & t->vhash_mask;
+    uint64_t h = hash_bytes(key, len);
+    uint32_t tag = (uint32_t)(h >> 32);
+    uint64_t i = h & t->vhash_mask;
     for (;;) {
-        int32_t id = t->vhash[i];
-        if (id < 0) return -1;
-        const struct st_tok_entry *e = &t->tok[id];
-        if (e->key_len == len && memcmp(t->arena + e->key_off, key, len) == 0) return id;
+        const struct st_vslot *v = &t->vhash[i];
+        if (v->id < 0) return -1;
+        if (v->tag == tag) {
+            const struct st_tok_entry *e = &t->tok[v->id];
+            if (e->key_len == len && memcmp(t->arena + e->key_off, key, len) == 0) return v->id;
+        }
         i = (i + 1) & t->vhash_mask;
     }
 }
@@ -251,12 +274,14 @@ st_status st_tok_build_vocab(st_tokenizer_t *t) {
         const struct st_tok_entry *e = &t->tok[id];
         if (!(e->attr & ST_TA_NORMAL)) continue;
         const char *k = t->arena + e->key_off;
-        uint64_t i = hash_bytes(k, e->key_len) & t->vhash_mask;
+        uint64_t h = hash_bytes(k, e->key_len);
+        uint32_t tag = (uint32_t)(h >> 32);
+        uint64_t i = h & t->vhash_mask;
         for (;;) {
-            int32_t o = t->vhash[i];
-            if (o < 0) { t->vhash[i] = (int32_t)id; break; }
-            const struct st_tok_entry *f = &t->tok[o];
-            if (f->key_len == e->key_len && memcmp(t->arena + f->key_off, k, e->key_len) == 0) {
+            struct st_vslot *v = &t->vhash[i];
+            if (v->id < 0) { v->id = (int32_t)id; v->tag = tag; break; }
+            const struct st_tok_entry *f = &t->tok[v->id];
+            if (v->tag == tag && f->key_len == e->key_len && memcmp(t->arena + f->key_off, k, e->key_len) == 0) {
                 /* duplicate string: the first id wins (HF keeps one entry per string) */
                 break;
             }
@@ -489,6 +514,9 @@ void st_tokenizer_free(st_tokenizer_t *t) {
     free(t->s_heap);
     free(t->s_spm);
     free(t->s_ids);
+    free(t->s_nfc);
+    free(t->wc);
+    free(t->wc_arena);
     free(t);
 }
 
@@ -548,7 +576,7 @@ static inline struct st_bpe_item heap_pop(struct st_bpe_item *h, size_t *n) {
     return top;
 }
 
-static st_status bpe_word(st_tokenizer_t *t, const uint8_t *w, size_t n) {
+static st_status bpe_word_uncached(st_tokenizer_t *t, const uint8_t *w, size_t n) {
     st_status s;
     if (n == 0) return ST_OK;
     if (t->ignore_merges) {
@@ -596,6 +624,67 @@ static st_status bpe_word(st_tokenizer_t *t, const uint8_t *w, size_t n) {
     for (int32_t i = 0; i >= 0; i = sym[i].next) {
         if ((s = emit(t, sym[i].id))) return s;
     }
+    return ST_OK;
+}
+
+static st_status emit_n(st_tokenizer_t *t, const int32_t *ids, size_t n) {
+    if (t->s_ids_n + (int64_t)n > t->s_ids_cap) {
+        size_t cap = (size_t)t->s_ids_cap;
+        st_status s = grow((void **)&t->s_ids, &cap, (size_t)t->s_ids_n + n, sizeof *t->s_ids, "id buffer");
+        if (s) return s;
+        t->s_ids_cap = (int64_t)cap;
+    }
+    memcpy(t->s_ids + t->s_ids_n, ids, n * sizeof *ids);
+    t->s_ids_n += (int64_t)n;
+    return ST_OK;
+}
+
+/* BPE of one pre-token through the pre-token cache (most pre-tokens repeat). */
+static st_status bpe_word(st_tokenizer_t *t, const uint8_t *w, size_t n) {
+    if (n == 0) return ST_OK;
+    if (n == 1 && !t->ignore_merges) return emit(t, t->byte_id[w[0]]);
+    if (n > ST_WCACHE_MAX_KEY) return bpe_word_uncached(t, w, n);
+    if (!t->wc) {
+        const size_t slots = 1u << 15, arena = 1u << 20;
+        t->wc = calloc(slots, sizeof *t->wc);
+        t->wc_arena = malloc(arena);
+        if (!t->wc || !t->wc_arena) {
+            free(t->wc);
+            free(t->wc_arena);
+            t->wc = NULL;
+            t->wc_arena = NULL;
+            return bpe_word_uncached(t, w, n);
+        }
+        t->wc_mask = slots - 1;
+        t->wc_cap = arena;
+    }
+    uint64_t h = hash_bytes((const char *)w, n);
+    uint64_t i = h & t->wc_mask;
+    for (;; i = (i + 1) & t->wc_mask) {
+        const struct st_wslot *e = &t->wc[i];
+        if (!e->klen) break;
+        if (e->h == h && e->klen == n && !memcmp(t->wc_arena + e->off, w, n))
+            return emit_n(t, (const int32_t *)(t->wc_arena + e->off + ((n + 3) & ~(size_t)3)), e->nids);
+    }
+    int64_t start = t->s_ids_n;
+    st_status s = bpe_word_uncached(t, w, n);
+    if (s) return s;
+    size_t nids = (size_t)(t->s_ids_n - start), koff = (n + 3) & ~(size_t)3, need = koff + nids * sizeof(int32_t);
+    if (t->wc_used + 1 > (t->wc_mask + 1) / 2 || t->wc_len + need > t->wc_cap) {
+        memset(t->wc, 0, (t->wc_mask + 1) * sizeof *t->wc);
+        t->wc_used = 0;
+        t->wc_len = 0;
+        i = h & t->wc_mask;
+    }
+    struct st_wslot *e = &t->wc[i];
+    e->h = h;
+    e->off = (uint32_t)t->wc_len;
+    e->klen = (uint16_t)n;
+    e->nids = (uint16_t)nids;
+    memcpy(t->wc_arena + t->wc_len, w, n);
+    memcpy(t->wc_arena + t->wc_len + koff, t->s_ids + start, nids * sizeof(int32_t));
+    t->wc_len += need;
+    t->wc_used++;
     return ST_OK;
 }
 
@@ -749,9 +838,8 @@ static bool nfc_fast(const char *text, size_t len) {
     return true;
 }
 
-/* NFC of valid UTF-8 into the tokenizer's scratch; *out points there. */
-static st_status nfc(st_tokenizer_t *t, const char *text, size_t len, const char **out, size_t *out_len) {
-    if (nfc_fast(text, len)) { *out = text; *out_len = len; return ST_OK; }
+/* NFC of text[0, len) (valid UTF-8) appended to s_nfc at *at. */
+static st_status nfc_region(st_tokenizer_t *t, const char *text, size_t len, size_t *at) {
     utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
     st_status s;
     for (;;) {
@@ -762,12 +850,52 @@ static st_status nfc(st_tokenizer_t *t, const char *text, size_t len, const char
         if ((size_t)r <= t->s_u32_cap) {
             r = utf8proc_reencode(t->s_u32, r, opt);
             if (r < 0) return st_error_set(ST_ERR_INTERNAL, "NFC normalisation failed: %s", utf8proc_errmsg(r));
-            *out = (const char *)t->s_u32;
-            *out_len = (size_t)r;
+            if ((s = grow((void **)&t->s_nfc, &t->s_nfc_cap, *at + (size_t)r, 1, "NFC buffer"))) return s;
+            memcpy(t->s_nfc + *at, t->s_u32, (size_t)r);
+            *at += (size_t)r;
             return ST_OK;
         }
         if ((s = grow((void **)&t->s_u32, &t->s_u32_cap, (size_t)r + 1, sizeof *t->s_u32, "NFC buffer"))) return s;
     }
+}
+
+/* NFC of valid UTF-8; *out points at text itself (already NFC) or at s_nfc.
+ * Only the regions around characters outside the inert set go through
+ * utf8proc: an inert character is a starter that never composes with what
+ * precedes it, so NFC(a + b) = NFC(a) + NFC(b) when b begins with one. A
+ * region starts at the character before a non-inert run (it may be the base
+ * a combining mark composes with) and ends before the next inert character. */
+static st_status nfc(st_tokenizer_t *t, const char *text, size_t len, const char **out, size_t *out_len) {
+    if (nfc_fast(text, len)) { *out = text; *out_len = len; return ST_OK; }
+    const uint8_t *u = (const uint8_t *)text;
+    size_t i = 0, copied = 0, at = 0, prev = 0, sub;   /* prev: start of the previous character */
+    st_status s;
+    if ((s = grow((void **)&t->s_nfc, &t->s_nfc_cap, len + 16, 1, "NFC buffer"))) return s;
+    while (i < len) {
+        size_t k = u[i] < 0x80 ? 1 : utf8_check(u + i, len - i, &sub);
+        if (!k) k = 1;
+        if (u[i] < 0x80 || nfc_inert(utf8_decode_valid(u + i, k))) { prev = i; i += k; continue; }
+        size_t start = i > 0 ? prev : 0, end = i + k;
+        while (end < len) {
+            size_t k2 = u[end] < 0x80 ? 1 : utf8_check(u + end, len - end, &sub);
+            if (!k2) k2 = 1;
+            if (u[end] < 0x80 || nfc_inert(utf8_decode_valid(u + end, k2))) break;
+            end += k2;
+        }
+        if (start < copied) start = copied;   /* the previous region already took it */
+        if ((s = grow((void **)&t->s_nfc, &t->s_nfc_cap, at + (start - copied) + 16, 1, "NFC buffer"))) return s;
+        memcpy(t->s_nfc + at, text + copied, start - copied);
+        at += start - copied;
+        if ((s = nfc_region(t, text + start, end - start, &at))) return s;
+        copied = end;
+        prev = i = end;
+    }
+    if ((s = grow((void **)&t->s_nfc, &t->s_nfc_cap, at + (len - copied) + 1, 1, "NFC buffer"))) return s;
+    memcpy(t->s_nfc + at, text + copied, len - copied);
+    at += len - copied;
+    *out = t->s_nfc;
+    *out_len = at;
+    return ST_OK;
 }
 
 /* ---- added tokens and the encode driver --------------------------------- */
@@ -830,7 +958,7 @@ static st_status encode_text(st_tokenizer_t *t, const char *text, size_t len, un
     st_status s;
     if (!normalized_pass && t->nfc && (s = nfc(t, text, len, &norm, &nlen))) return s;
     if (!normalized_pass && t->any_normalized_added) {
-        /* the NFC output lives in s_u32, which nothing below reuses */
+        /* the NFC output lives in s_nfc, which nothing below reuses */
         bool ps = false;
         return split_added(t, norm, nlen, flags, true, &ps);
     }
