@@ -276,6 +276,64 @@ static st_status parse_tensor_info(struct rd *r, struct st_gguf_tensor_info *ti)
     return ST_OK;
 }
 
+/* Duplicate keys and tensor names, found by sorting (a hostile file may hold
+ * millions of records). */
+static _Thread_local const struct st_gguf *sort_ctx; /* qsort has no context argument in C11 */
+
+static int cmp_key(const void *a, const void *b) {
+    return strcmp(sort_ctx->kv[*(const int64_t *)a].key, sort_ctx->kv[*(const int64_t *)b].key);
+}
+
+static int cmp_tname(const void *a, const void *b) {
+    const struct st_gguf_tensor_info *x = &sort_ctx->ti[*(const int64_t *)a], *y = &sort_ctx->ti[*(const int64_t *)b];
+    int c = memcmp(sort_ctx->base + x->name_off, sort_ctx->base + y->name_off, ST_MIN(x->name_len, y->name_len));
+    if (c) return c;
+    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+static st_status sorted_index(const struct st_gguf *g, int64_t n, int (*cmp)(const void *, const void *), int64_t **out) {
+    int64_t *idx = st_malloc(sizeof(int64_t) * (size_t)(n ? n : 1), "GGUF sort index");
+    if (!idx) return ST_ERR_NOMEM;
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    sort_ctx = g;
+    qsort(idx, (size_t)n, sizeof *idx, cmp);
+    *out = idx;
+    return ST_OK;
+}
+
+static st_status check_dup_keys(const struct rd *r, const struct st_gguf *g) {
+    int64_t *idx;
+    st_status s = sorted_index(g, g->n_kv, cmp_key, &idx);
+    if (s) return s;
+    for (int64_t i = 1; i < g->n_kv; i++) {
+        const struct st_gguf_kv *a = &g->kv[idx[i - 1]], *b = &g->kv[idx[i]];
+        if (!strcmp(a->key, b->key)) {
+            const struct st_gguf_kv *later = a->key_off > b->key_off ? a : b;
+            char buf[160];
+            snprintf(buf, sizeof buf, "duplicate metadata key '%.100s'", later->key);
+            s = rd_fail(r, later->key_off, buf);
+            break;
+        }
+    }
+    free(idx);
+    return s;
+}
+
+static st_status check_dup_tensors(const struct rd *r, const struct st_gguf *g) {
+    int64_t *idx;
+    st_status s = sorted_index(g, g->n_tensors, cmp_tname, &idx);
+    if (s) return s;
+    for (int64_t i = 1; i < g->n_tensors; i++) {
+        if (cmp_tname(&idx[i - 1], &idx[i]) == 0) {
+            const struct st_gguf_tensor_info *t = &g->ti[ST_MAX(idx[i - 1], idx[i])];
+            s = tensor_fail(r, t->info_off, (const char *)g->base + t->name_off, t->name_len, "duplicate tensor name");
+            break;
+        }
+    }
+    free(idx);
+    return s;
+}
+
 st_status st_gguf_parse(const char *path, const void *map, uint64_t size, struct st_gguf **out) {
     *out = NULL;
     st_status s = ST_OK;
@@ -327,15 +385,8 @@ st_status st_gguf_parse(const char *path, const void *map, uint64_t size, struct
     for (uint64_t i = 0; i < n_kv; i++) {
         g->n_kv = (int64_t)i + 1;
         if ((s = parse_kv(&r, g, &g->kv[i]))) goto fail;
-        for (uint64_t j = 0; j < i; j++) {
-            if (!strcmp(g->kv[j].key, g->kv[i].key)) {
-                char buf[160];
-                snprintf(buf, sizeof buf, "duplicate metadata key '%.100s'", g->kv[i].key);
-                s = rd_fail(&r, g->kv[i].key_off, buf);
-                goto fail;
-            }
-        }
     }
+    if ((s = check_dup_keys(&r, g))) goto fail;
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     int64_t ai = st_gguf_find(g, "general.alignment");
     if (ai >= 0) {
@@ -369,16 +420,11 @@ st_status st_gguf_parse(const char *path, const void *map, uint64_t size, struct
         s = rd_fail(&r, r.pos, "file ends before the tensor data section");
         goto fail;
     }
+    if ((s = check_dup_tensors(&r, g))) goto fail;
     uint64_t data_len = size - g->data_start;
     for (int64_t i = 0; i < g->n_tensors; i++) {
         struct st_gguf_tensor_info *ti = &g->ti[i];
         const char *name = (const char *)g->base + ti->name_off;
-        for (int64_t j = 0; j < i; j++) {
-            if (g->ti[j].name_len == ti->name_len && !memcmp(g->base + g->ti[j].name_off, name, ti->name_len)) {
-                s = tensor_fail(&r, ti->info_off, name, ti->name_len, "duplicate tensor name");
-                goto fail;
-            }
-        }
         char buf[256];
         if (ti->offset % A) {
             snprintf(buf, sizeof buf, "data offset %llu is not a multiple of the alignment %llu",

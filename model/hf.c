@@ -238,6 +238,7 @@ static st_status read_index(st_model *m, const char *dir, const char *index_path
     st_status s;
     json_t *root = NULL;
     char *shard = NULL;
+    const char **names = NULL;
     if ((s = json_open(index_path, &root))) return s;
     json_t *wm = json_object_get(root, "weight_map");
     if (!json_is_object(wm) || json_object_size(wm) == 0) {
@@ -276,16 +277,19 @@ static st_status read_index(st_model *m, const char *dir, const char *index_path
         free(shard);
         shard = NULL;
     }
-    json_object_foreach(wm, name, v) {
-        const struct st_tensor *t = st_model_find_tensor(m, name);
-        if (!t) {
-            s = st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' is listed in weight_map but its shard '%s' does not contain it",
-                             index_path, name, json_string_value(v));
-            st_error_hint("the index and the shards come from different downloads; download them again");
-            goto done;
-        }
+    size_t nw = json_object_size(wm), k = 0, missing;
+    names = st_malloc(sizeof(char *) * nw, "weight_map names");
+    if (!names) { s = ST_ERR_NOMEM; goto done; }
+    json_object_foreach(wm, name, v) names[k++] = name;
+    if ((s = st_model_find_all(m, names, nw, &missing))) goto done;
+    if (missing < nw) {
+        s = st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' is listed in weight_map but its shard '%s' does not contain it",
+                         index_path, names[missing], json_string_value(json_object_get(wm, names[missing])));
+        st_error_hint("the index and the shards come from different downloads; download them again");
+        goto done;
     }
 done:
+    free(names);
     free(shard);
     json_decref(root);
     return s;

@@ -48,8 +48,12 @@ void st_gguf_free(struct st_gguf *g);
 /* mmap a whole file read-only into m->files (grows the array). *idx = its index. */
 st_status st_model_map_file(st_model *m, const char *path, int *idx);
 
-/* Appends a tensor (copied) to m->tensors; checks the name is unique. */
+/* Appends a tensor (copied) to m->tensors; st_model_open checks names are unique. */
 st_status st_model_add_tensor(st_model *m, const struct st_tensor *t);
+
+/* Sets *first_missing to the index of the first of names[0..n) that no tensor
+ * has, or n when all exist (O(n log n)). */
+st_status st_model_find_all(const st_model *m, const char *const *names, size_t n, size_t *first_missing);
 
 /* Format readers: fill m->files, m->tensors, m->hp, tokenizer fields. */
 st_status st_model_load_gguf(st_model *m);

@@ -90,11 +90,6 @@ st_status st_model_map_file(st_model *m, const char *path, int *idx) {
 }
 
 st_status st_model_add_tensor(st_model *m, const struct st_tensor *t) {
-    if (st_model_find_tensor(m, t->name)) {
-        st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' appears twice (also in %s)", m->files[t->file].path, t->name,
-                     m->files[st_model_find_tensor(m, t->name)->file].path);
-        return st_error_hint("the shards overlap; download the model again");
-    }
     /* capacity is 16 up to 16 tensors, then the next power of two */
     int64_t n = m->n_tensors;
     if (n == 0 || (n >= 16 && (n & (n - 1)) == 0)) {
@@ -104,6 +99,59 @@ st_status st_model_add_tensor(st_model *m, const struct st_tensor *t) {
     }
     m->tensors[n] = *t;
     m->n_tensors = n + 1;
+    return ST_OK;
+}
+
+/* Tensor indices sorted by name (caller frees). */
+static _Thread_local const st_model *sort_model;
+static int cmp_tensor_name(const void *a, const void *b) {
+    return strcmp(sort_model->tensors[*(const int64_t *)a].name, sort_model->tensors[*(const int64_t *)b].name);
+}
+
+static st_status sorted_names(const st_model *m, int64_t **out) {
+    int64_t *idx = st_malloc(sizeof(int64_t) * (size_t)(m->n_tensors ? m->n_tensors : 1), "tensor name index");
+    if (!idx) return ST_ERR_NOMEM;
+    for (int64_t i = 0; i < m->n_tensors; i++) idx[i] = i;
+    sort_model = m;
+    qsort(idx, (size_t)m->n_tensors, sizeof *idx, cmp_tensor_name);
+    *out = idx;
+    return ST_OK;
+}
+
+/* Same name twice (across shards; one file's duplicates are caught by its reader). */
+static st_status check_duplicates(const st_model *m) {
+    int64_t *idx;
+    st_status s = sorted_names(m, &idx);
+    if (s) return s;
+    for (int64_t i = 1; i < m->n_tensors; i++) {
+        const struct st_tensor *a = &m->tensors[idx[i - 1]], *b = &m->tensors[idx[i]];
+        if (!strcmp(a->name, b->name)) {
+            st_error_set(ST_ERR_FORMAT, "%s: tensor '%s' appears twice (also in %s)", m->files[b->file].path, b->name,
+                         m->files[a->file].path);
+            s = st_error_hint("the shards overlap; download the model again");
+            break;
+        }
+    }
+    free(idx);
+    return s;
+}
+
+st_status st_model_find_all(const st_model *m, const char *const *names, size_t n, size_t *first_missing) {
+    int64_t *idx;
+    st_status s = sorted_names(m, &idx);
+    if (s) return s;
+    *first_missing = n;
+    for (size_t i = 0; i < n && *first_missing == n; i++) {
+        int64_t lo = 0, hi = m->n_tensors;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            int c = strcmp(m->tensors[idx[mid]].name, names[i]);
+            if (c == 0) { lo = hi = -1; break; }
+            if (c < 0) lo = mid + 1; else hi = mid;
+        }
+        if (lo != -1) *first_missing = i;
+    }
+    free(idx);
     return ST_OK;
 }
 
@@ -379,6 +427,7 @@ st_status st_model_open(const char *path, st_model **out) {
             goto fail;
         }
     }
+    if ((s = check_duplicates(m))) goto fail;
     if ((s = check_hparams(m))) goto fail;
     if ((s = assign_roles(m))) goto fail;
     if ((s = validate(m))) goto fail;
