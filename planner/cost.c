@@ -215,6 +215,16 @@ uint64_t pl_workspace(const struct st_plan_model *m, const struct st_plan_reques
 
 /* ---- links -------------------------------------------------------------- */
 
+const char *pl_link_name(st_link_kind k) {
+    switch ((int)k) {
+    case ST_LINK_NONE: return "none";
+    case ST_LINK_PCIE: return "pcie";
+    case ST_LINK_NVLINK: return "nvlink";
+    case ST_LINK_SAME: return "same";
+    default: return "unknown";
+    }
+}
+
 static double pcie_gbps(int gen, int width) {
     /* effective host<->device copy rates for x16: gen3 ~12, gen4 ~24, gen5 ~48 GB/s */
     double x16 = gen >= 5 ? 48.0 : gen == 4 ? 24.0 : gen == 3 ? 12.0 : gen == 2 ? 6.0 : 12.0;

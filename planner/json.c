@@ -4,7 +4,7 @@
 #include <jansson.h>
 
 static json_t *link_json(const struct st_plan_link *l) {
-    return json_pack("{s:s, s:b, s:f, s:f}", "kind", st_link_kind_name(l->kind), "via_host", l->via_host,
+    return json_pack("{s:s, s:b, s:f, s:f}", "kind", pl_link_name(l->kind), "via_host", l->via_host,
                      "latency_us", l->latency_us, "bandwidth_gbps", l->bandwidth_gbps);
 }
 

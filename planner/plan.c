@@ -101,7 +101,7 @@ static void finish_totals(st_plan *p) {
     if (worst_is_hop) {
         const struct st_plan_hop *h = &p->hops[worst_at];
         snprintf(p->bottleneck, sizeof p->bottleneck, "hop %d->%d (%s%s): %.3f ms per step", worst_at, worst_at + 1,
-                 st_link_kind_name(h->link.kind), h->link.via_host ? " via host" : "", h->decode_ms);
+                 pl_link_name(h->link.kind), h->link.via_host ? " via host" : "", h->decode_ms);
     } else {
         const struct st_plan_stage *st = &p->stages[worst_at];
         snprintf(p->bottleneck, sizeof p->bottleneck, "stage %d (%s, layers %lld-%lld): %.2f ms per step, %s-bound",
@@ -245,7 +245,7 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
         pl_reason(p, "hop %d->%d (%s -> %s): %s%s, %.1f GB/s, %.0f us latency: %s per decode step (%.4f ms), "
                   "%s per prefill chunk (%.3f ms); the residual stream crosses in fp32", h, h + 1,
                   p->devices[p->stages[h].device].label, p->devices[p->stages[h + 1].device].label,
-                  st_link_kind_name(hp->link.kind), hp->link.via_host ? " via host" : "", hp->link.bandwidth_gbps,
+                  pl_link_name(hp->link.kind), hp->link.via_host ? " via host" : "", hp->link.bandwidth_gbps,
                   hp->link.latency_us, fmtb(hp->decode_bytes, a), hp->decode_ms, fmtb(hp->prefill_bytes, (char[24]){0}),
                   hp->prefill_ms);
     }

@@ -60,6 +60,11 @@ int64_t pl_prompt(const struct st_plan_request *req);
 double pl_hop_ms(const struct st_plan_model *m, const struct st_plan_request *req, const struct st_plan_link *l,
                  bool prefill);
 
+/* Link kind names in plan files: "none", "pcie", "nvlink", "same", then
+ * "unknown" for any later kind (cost.c). Kept here so plans do not depend on
+ * the inventory's naming. */
+const char *pl_link_name(st_link_kind k);
+
 /* model helpers (model.c) */
 st_status st_plan_model_alloc(struct st_plan_model *m, int64_t n_layer);
 st_status st_plan_model_copy(const struct st_plan_model *src, struct st_plan_model *dst);

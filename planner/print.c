@@ -60,7 +60,7 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
         for (int h = 0; h < p->n_hops; h++) {
             const struct st_plan_hop *hp = &p->hops[h];
             fprintf(f, "  %d -> %d  %-6s%-9s %7.1f GB/s %5.0f us   %10s/step %8.4f ms   %10s/chunk %8.3f ms\n", h,
-                    h + 1, st_link_kind_name(hp->link.kind), hp->link.via_host ? " via host" : "",
+                    h + 1, pl_link_name(hp->link.kind), hp->link.via_host ? " via host" : "",
                     hp->link.bandwidth_gbps, hp->link.latency_us, B(hp->decode_bytes, a), hp->decode_ms,
                     B(hp->prefill_bytes, b), hp->prefill_ms);
         }

@@ -99,7 +99,7 @@ st_status st_plan_write_svg(FILE *f, const st_plan *p) {
                     "stroke-width=\"2\"/><path d=\"M%.2f %.0f l-8 -5 l0 10 Z\" fill=\"#333\"/>", ax + 2, ay,
                     ax + gap - 4, ay, ax + gap - 2, ay);
             fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%s%s</text>",
-                    ax + gap / 2, ay - 8, st_link_kind_name(h->link.kind), h->link.via_host ? "/host" : "");
+                    ax + gap / 2, ay - 8, pl_link_name(h->link.kind), h->link.via_host ? "/host" : "");
             fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%s/step</text>",
                     ax + gap / 2, ay + 16, st_format_bytes(h->decode_bytes, a, sizeof a));
             fprintf(f, "<title>%s/step, %.4f ms</title></g>\n", a, h->decode_ms);
