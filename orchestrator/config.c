@@ -1050,13 +1050,7 @@ static st_status yaml_error(struct cfg_ctx *c, yaml_parser_t *p, const char *tex
                          "start with '{', '[', '*', '&', '!', '%%' or '@'", line);
 }
 
-/* Catalog names are checked against the GPU catalog (devices/catalog.c,
- * st_catalog_lookup). Until that file is linked into strata_core this is 0 and
- * names are checked for their form only; set it to 1 (or drop the #if) then. */
-#ifndef ST_CONFIG_HAVE_CATALOG
-#define ST_CONFIG_HAVE_CATALOG 0
-#endif
-
+/* Catalog names must be cards of the GPU catalog (devices/catalog.c). */
 static st_status check_catalog_name(const struct st_deploy_config *cfg, int i, const char *key, const char *name,
                                     struct st_config_pos pos) {
     bool form_ok = name[0] != 0;
@@ -1068,7 +1062,6 @@ static st_status check_catalog_name(const struct st_deploy_config *cfg, int i, c
                      pos.line, pos.column, i, key, name);
         return cfg_hint("catalog names are lower-case words joined by '-', e.g. tesla-m40, rtx-3090, h100-sxm");
     }
-#if ST_CONFIG_HAVE_CATALOG
     struct st_device_info info;
     if (st_catalog_lookup(name, &info) == ST_OK) return ST_OK;
     char msg[1024];
@@ -1079,9 +1072,6 @@ static st_status check_catalog_name(const struct st_deploy_config *cfg, int i, c
                  pos.column, i, key, name);
     if (hint) return cfg_hint("%s", hint + 7);
     return cfg_hint("%s", msg);
-#else
-    return ST_OK;
-#endif
 }
 
 st_status st_config_check_catalog(const struct st_deploy_config *cfg) {

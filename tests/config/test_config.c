@@ -362,6 +362,14 @@ static void test_errors(void) {
                  "t.yaml:4:15: devices[0].catalog: 'Tesla-M40' is not a catalog card name\n"
                  "hint: catalog names are lower-case words joined by '-', e.g. tesla-m40, rtx-3090, h100-sxm");
 
+    /* catalog names are checked against the GPU catalog (devices/catalog.c) */
+    EXPECT_ERROR("t.yaml", HEAD "devices:\n  - {catalog: tesla-m41}\n",
+                 "t.yaml:4:15: devices[0].catalog: unknown catalog card 'tesla-m41'\n"
+                 "hint: did you mean 'tesla-m40'? (configs/catalog.yaml lists every card)");
+    EXPECT_ERROR("t.yaml", HEAD "devices:\n  - device: cuda:0\n    emulate: tesla-p41\n",
+                 "t.yaml:5:14: devices[0].emulate: unknown catalog card 'tesla-p41'\n"
+                 "hint: did you mean 'tesla-p40'? (configs/catalog.yaml lists every card)");
+
     /* per-device keys that do not apply */
     EXPECT_ERROR("t.yaml", HEAD "devices:\n  - {device: cuda:0, threads: 8}\n",
                  "t.yaml:4:31: devices[0].threads: applies only to the cpu device\nhint: remove threads from cuda:0");

@@ -60,3 +60,6 @@ st_add_cli_test(config_cli_plan_bad_option RC 2 LABELS config
 st_add_cli_test(config_cli_plan_not_wired RC 2 LABELS config
   ARGS "plan -c tests/config/good-whatif.yaml"
   EXPECT "error: strata plan: planning (only 'strata plan -c FILE --check' works) is not built yet")
+st_add_cli_test(config_cli_unknown_catalog RC 2 LABELS config
+  ARGS "plan -c tests/config/bad-catalog.yaml --check"
+  EXPECT "error: tests/config/bad-catalog.yaml:6:15: devices[1].catalog: unknown catalog card 'rtx-3050ti-laptop'|||hint: did you mean 'rtx-3050-ti-laptop'?")
