@@ -433,9 +433,9 @@ st_status st_gguf_parse(const char *path, const void *map, uint64_t size, struct
             goto fail;
         }
         if (ti->offset > data_len || ti->bytes > data_len - ti->offset) {
-            snprintf(buf, sizeof buf, "data [%llu, +%llu) at absolute offset %llu runs past the end of the file (%llu bytes)",
+            snprintf(buf, sizeof buf, "data [%llu, +%llu) at absolute offset %llu runs past the end of the file",
                      (unsigned long long)ti->offset, (unsigned long long)ti->bytes,
-                     (unsigned long long)(g->data_start + ti->offset), (unsigned long long)size);
+                     (unsigned long long)(g->data_start + ti->offset));
             s = tensor_fail(&r, ti->info_off, name, ti->name_len, buf);
             st_error_prefix("truncated file");
             goto fail;
