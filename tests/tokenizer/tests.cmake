@@ -12,3 +12,8 @@ set_tests_properties(tokenizer_gguf_fixtures PROPERTIES LABELS tokenizer FIXTURE
 st_add_test(tokenizer_gguf SOURCES tokenizer/test_tokenizer_gguf.c LABELS tokenizer
             ARGS ${CMAKE_BINARY_DIR}/tokenizer-fixtures)
 set_tests_properties(tokenizer_gguf PROPERTIES FIXTURES_REQUIRED tok_gguf)
+# Chat templates against jinja2 renderings (committed; re-rendered by the recheck).
+st_add_test(tokenizer_chat SOURCES tokenizer/test_chat.c LABELS tokenizer)
+add_test(NAME tokenizer_chat_recheck COMMAND ${STRATA_PYTHON} tests/tokenizer/gen_chat.py --check
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(tokenizer_chat_recheck PROPERTIES LABELS tokenizer)
