@@ -42,8 +42,12 @@ struct st_perf {
     double fp32_tflops;
     double fp16_tflops;      /* with fp32 accumulation where the card has it */
     double bf16_tflops;      /* 0 when unsupported */
-    double launch_us;        /* per-kernel launch overhead */
+    double launch_us;        /* per-kernel launch overhead; 0 = unknown */
     bool measured;           /* true when it came from `strata inventory --probe` */
+    /* Measured batch-1 GEMV rate per stored weight dtype, indexed by st_prec
+     * (F32, F16, BF16): weight bytes streamed per second, GB/s; 0 = not measured.
+     * Filled only by st_profile_apply. */
+    double gemv_gbps[3];
 };
 
 #define ST_DEVICE_NAME_MAX 96
@@ -71,7 +75,11 @@ struct st_device_info {
 
 /* ---- inventory --------------------------------------------------------- */
 
-typedef enum st_link_kind { ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME } st_link_kind;
+/* How two GPUs are connected. PCIE also covers pairs without P2P access (copies
+ * are staged through host memory over PCIe). UNKNOWN: P2P works but NVML was not
+ * available to tell NVLink from PCIe. */
+typedef enum st_link_kind { ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN } st_link_kind;
+/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown". Never NULL. */
 const char *st_link_kind_name(st_link_kind k);
 
 struct st_p2p {
@@ -81,7 +89,12 @@ struct st_p2p {
     st_link_kind link;
 };
 
-struct st_numa_node { int os_index; uint64_t mem_bytes; char cpuset[128]; };
+struct st_numa_node {
+    int os_index;
+    uint64_t mem_bytes;      /* local memory of the node */
+    char cpuset[128];        /* its CPUs as a list ("0-15,32-47") */
+    int package;             /* os_index of the package holding it, -1 when it spans packages */
+};
 struct st_cpu_package { int os_index; char name[ST_DEVICE_NAME_MAX]; int n_cores; int n_threads; };
 
 typedef struct st_inventory {
@@ -92,12 +105,19 @@ typedef struct st_inventory {
     struct st_device_info *devices; int n_devices;  /* devices[0] is the CPU, then GPUs */
     struct st_p2p *p2p;                             /* (n_devices x n_devices), CPU row/col unused */
     char no_gpu_reason[256];                        /* why no GPU is listed, "" when some are */
+    uint64_t llc_bytes;                             /* last-level cache, summed over the machine */
+    char host[64];                                  /* host name */
+    char hwloc_version[16];                         /* hwloc library version, "2.9.0" */
 } st_inventory;
 
 /* Discovers the topology (hwloc) and the CUDA devices (cudart, when built).
  * Never fails for lack of a GPU: no_gpu_reason explains. */
 st_status st_inventory_init(st_inventory **out);
 void st_inventory_free(st_inventory *inv);
+
+/* Selector of a device as used in deployment YAML and printed by `strata
+ * inventory`: "cpu" or "cuda:N". Writes into buf (>= 16 bytes), returns buf. */
+char *st_device_selector(const struct st_device_info *dev, char *buf, size_t buf_len);
 
 /* ---- catalog ----------------------------------------------------------- */
 
@@ -248,6 +268,84 @@ void st_link_free(st_link *l);
  * Called by st_link_init when both ends are CUDA backends. */
 st_status st_cuda_link_init(st_link_type type, st_backend *src, st_backend *dst, size_t max_bytes, st_link **out);
 #endif
+
+/* ---- performance profile (`strata inventory --probe`) -------------------- */
+
+/* Measured figures of one device. Devices are matched by uuid (GPUs) or by
+ * name and thread count (CPUs), never by index, so a profile survives a change
+ * of CUDA_VISIBLE_DEVICES. All rates are in GB/s = 1e9 bytes per second. */
+struct st_profile_device {
+    st_device_kind kind;                 /* CPU or CUDA */
+    char name[ST_DEVICE_NAME_MAX];       /* as in st_device_info.name */
+    char uuid[48];                       /* GPUs: "GPU-..."; "" for the CPU */
+    int threads;                         /* CPU: hardware threads of the machine (matched; 0 = any); GPU: 0 */
+    double mem_bw_gbps;                  /* streaming bandwidth: the best of read, copy and triad; 0 = not measured */
+    double read_gbps;                    /* read-only stream (a sum), bytes read */
+    double copy_gbps, triad_gbps;        /* STREAM copy / triad, bytes read + written; 0 = not measured */
+    double gemv_gbps[3];                 /* batch-1 GEMV per weight dtype (st_prec index): weight bytes/s; 0 = not measured */
+    double launch_us;                    /* one tiny op through the ops table; 0 = not measured */
+    double gemm_tflops[3];               /* prefill GEMM (many tokens) per matmul precision (st_prec index); 0 = not measured */
+    char method[64];                     /* how GEMV/launch were measured: "ops:cpu", "loop", ... */
+    uint64_t probe_bytes;                /* size of each bandwidth array (and GEMV weight) the probe used */
+};
+
+/* One direction of one link kind between two devices, named by profile key
+ * ("cpu" or the GPU uuid). A pair may have several kinds measured (peer, nccl, host). */
+struct st_profile_link {
+    char from[48], to[48];
+    st_link_type type;                   /* PEER, NCCL, HOST (LOCAL: both ends on one device) */
+    double latency_us;                   /* a 4-byte send, enqueue to arrival */
+    double bw_gbps;                      /* a large send, bytes per second / 1e9 */
+};
+
+typedef struct st_profile {
+    struct st_profile_device *devices; int n_devices;
+    struct st_profile_link *links; int n_links;
+    char host[64];                       /* where it was measured */
+    char created[32];                    /* UTC, ISO 8601 */
+    char strata_version[64];
+} st_profile;
+
+#define ST_PROFILE_VERSION 1
+
+/* The default profile path: $STRATA_PROFILE if set, else
+ * $XDG_CACHE_HOME/strata/profile.json, else ~/.cache/strata/profile.json.
+ * Writes into buf and returns it; "" when no home directory is known. */
+char *st_profile_default_path(char *buf, size_t buf_len);
+
+/* Reads a profile written by st_profile_save. Malformed JSON gives ST_ERR_FORMAT
+ * with path:line:column; a wrong or missing key names it (devices[1].mem_bw_gbps)
+ * and hints at re-running the probe. A missing file gives ST_ERR_IO. */
+st_status st_profile_load(const char *path, st_profile **out);
+/* Writes p as JSON (creating missing parent directories). */
+st_status st_profile_save(const st_profile *p, const char *path);
+void st_profile_free(st_profile *p);
+
+/* Key of a device in a profile: its uuid for GPUs, "cpu" for the CPU. */
+const char *st_profile_device_key(const struct st_device_info *dev);
+/* The profile entry that describes dev, or NULL. */
+const struct st_profile_device *st_profile_find_device(const st_profile *p, const struct st_device_info *dev);
+/* The measured link from -> to of that type, or NULL; ST_LINK_T_AUTO: the kind
+ * with the highest bandwidth. */
+const struct st_profile_link *st_profile_find_link(const st_profile *p, const struct st_device_info *from,
+                                                   const struct st_device_info *to, st_link_type type);
+/* Copies measured figures into devs[i].perf for every device the profile
+ * describes (measured = true; mem_bw_gbps, launch_us, gemv_gbps, and
+ * fp32/fp16/bf16_tflops from gemm_tflops). Figures the
+ * profile lacks (0) keep their previous value. Returns the number of devices updated. */
+int st_profile_apply(const st_profile *p, struct st_device_info *devs, int n_devs);
+
+struct st_probe_options {
+    uint64_t bytes;          /* size of each of the 3 bandwidth arrays and of each GEMV weight;
+                                0 = max(512 MiB, 2 x LLC), i.e. >= 1.5 GiB and >= 6 x LLC in all */
+    int reps;                /* best of N; 0 = 5 */
+    int n_threads;           /* CPU threads; 0 = one per core */
+    bool cpu_only;           /* skip GPUs and links */
+};
+
+/* Measures every device of inv (one function per device kind) and the links
+ * between them, and returns a new profile. Takes seconds; logs progress at INFO. */
+st_status st_inventory_probe(const st_inventory *inv, const struct st_probe_options *opt, st_profile **out);
 
 /* The backends built into this binary (CUDA only when compiled with it). */
 const struct st_device_ops *st_device_ops_cpu(void);
