@@ -5,6 +5,7 @@
  * reports FILE:LINE:COL, the key path and a hint. libyaml's document loader
  * keeps a start mark for every node, which gives the positions. */
 #include "config.h"
+#include "planner/planner.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -30,11 +31,6 @@ static const char *const chat_names[] = {"auto", "chatml", "llama3", "none"};
 /* index 0 is "auto" (ST_CONFIG_AUTO); index i+1 is st_prec / st_attn_kind i */
 static const char *const prec_names[] = {"auto", "fp32", "fp16", "bf16"};
 static const char *const attn_names[] = {"auto", "eager", "flash"};
-static const char *const quant_names[] = {
-    "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl",
-    "q4_k", "q4_k_s", "q4_k_m", "q5_k", "q5_k_s", "q5_k_m", "q6_k",
-};
-
 const char *st_config_objective_name(st_config_objective o) {
     return (unsigned)o < ST_ARRAY_LEN(objective_names) ? objective_names[o] : "?";
 }
@@ -409,23 +405,48 @@ static st_status parse_model(struct cfg_ctx *c, yaml_node_t *n) {
         }
     } else {
         if ((s = get_str_dup(c, preset, "model.preset", "preset: qwen2.5-7b", &m->preset))) return s;
-        if (!m->preset[0]) {
-            cfg_err(c, preset, "model.preset", "is empty");
-            return cfg_hint("name an architecture preset, e.g. 'preset: qwen2.5-7b'");
-        }
         m->pos = node_pos(preset);
+        /* the planner's preset table is the list of names (configs/presets.yaml) */
+        int n_presets = st_plan_preset_count();
+        const char *names[128];
+        int n_names = 0;
+        bool known = false;
+        for (int i = 0; i < n_presets && n_names < (int)ST_ARRAY_LEN(names); i++) {
+            names[n_names++] = st_plan_preset_at(i)->name;
+            known = known || !strcmp(m->preset, names[n_names - 1]);
+        }
+        if (!known) {
+            cfg_err(c, preset, "model.preset", "unknown preset '%s'", m->preset);
+            const char *near = st_nearest_word(m->preset, names, (size_t)n_names);
+            if (near) return cfg_hint("did you mean '%s'? configs/presets.yaml lists the presets", near);
+            char list[1024] = "";
+            for (int i = 0; i < n_names; i++) {
+                strncat(list, names[i], sizeof list - strlen(list) - 1);
+                if (i + 1 < n_names) strncat(list, ", ", sizeof list - strlen(list) - 1);
+            }
+            return cfg_hint("presets: %s (configs/presets.yaml); for a real model use 'path:'", list);
+        }
         if (quant) {
             char q[sizeof m->quant];
             if ((s = get_str_buf(c, quant, "model.quant", "quant: q4_k_m", q, sizeof q))) return s;
             for (char *p = q; *p; p++) *p = (char)tolower((unsigned char)*p);
+            const char *quants[32];
+            size_t n_quants = 0;
             bool ok = false;
-            for (size_t i = 0; i < ST_ARRAY_LEN(quant_names) && !ok; i++) ok = !strcmp(q, quant_names[i]);
+            for (int i = 0; st_plan_quants[i] && n_quants < ST_ARRAY_LEN(quants); i++) {
+                quants[n_quants++] = st_plan_quants[i];
+                ok = ok || !strcmp(q, st_plan_quants[i]);
+            }
             if (!ok) {
                 cfg_err(c, quant, "model.quant", "unknown weight type '%s'", scalar(quant));
-                const char *near = st_nearest_word(q, quant_names, ST_ARRAY_LEN(quant_names));
-                if (near) return cfg_hint("did you mean '%s'?", near);
-                return cfg_hint("use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q4_k, q4_k_s, "
-                                     "q4_k_m, q5_k, q5_k_s, q5_k_m or q6_k");
+                const char *near = st_nearest_word(q, quants, n_quants);
+                char list[256] = "";
+                for (size_t i = 0; i < n_quants; i++) {
+                    strncat(list, quants[i], sizeof list - strlen(list) - 1);
+                    if (i + 1 < n_quants) strncat(list, ", ", sizeof list - strlen(list) - 1);
+                }
+                if (near) return cfg_hint("did you mean '%s'? presets take %s", near, list);
+                return cfg_hint("presets take %s", list);
             }
             memcpy(m->quant, q, sizeof q);
         }

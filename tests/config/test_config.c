@@ -258,7 +258,7 @@ static void test_relative_path(void) {
 /* The acceptance bullets and the other errors, message by message. */
 static void test_errors(void) {
     /* typo'd key with its suggestion */
-    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: x}\ndevcies: [cpu]\n",
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7b}\ndevcies: [cpu]\n",
                  "t.yaml:3:1: unknown key 'devcies'\nhint: did you mean 'devices'?");
     EXPECT_ERROR("t.yaml", HEAD "devices:\n  - device: cpu\n    max_memroy: 1GiB\n",
                  "t.yaml:5:5: devices[0]: unknown key 'max_memroy'\nhint: did you mean 'max_memory'?");
@@ -326,7 +326,7 @@ static void test_errors(void) {
                  "t.yaml:3:13: YAML syntax error: mapping values are not allowed in this context\nhint: check the "
                  "indentation and quoting at line 3; quote values that contain ': ', '#' or start with '{', '[', "
                  "'*', '&', '!', '%' or '@'");
-    EXPECT_ERROR("t.yaml", "version: 1\nmodel:\n\tpreset: x\n",
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel:\n\tpreset: qwen2.5-7b\n",
                  "t.yaml:3:1: YAML syntax error: found character that cannot start any token (while scanning for "
                  "the next token started at line 3, column 1)\nhint: YAML indents with spaces only; replace the tab");
     EXPECT_ERROR("t.yaml", HEAD "devices: [cpu]\n---\nversion: 1\n",
@@ -384,9 +384,9 @@ static void test_errors(void) {
                  "hint: use letters, digits, '-', '_' and '.', starting with a letter, e.g. 'name: m40'");
 
     /* version */
-    EXPECT_ERROR("t.yaml", "model: {preset: x}\ndevices: [cpu]\n",
+    EXPECT_ERROR("t.yaml", "model: {preset: qwen2.5-7b}\ndevices: [cpu]\n",
                  "t.yaml:1:1: version: missing\nhint: add 'version: 1' as the first line");
-    EXPECT_ERROR("t.yaml", "version: 2\nmodel: {preset: x}\ndevices: [cpu]\n",
+    EXPECT_ERROR("t.yaml", "version: 2\nmodel: {preset: qwen2.5-7b}\ndevices: [cpu]\n",
                  "t.yaml:1:10: version: this strata reads config version 1, not 2\n"
                  "hint: write 'version: 1' and check the keys against docs/config.md");
 
@@ -394,7 +394,7 @@ static void test_errors(void) {
     EXPECT_ERROR("t.yaml", "version: 1\ndevices: [cpu]\n",
                  "t.yaml:1:1: model: missing\n"
                  "hint: add 'model: {path: FILE.gguf}' or, for a dry run, 'model: {preset: qwen2.5-7b}'");
-    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {path: a.gguf, preset: x}\ndevices: [cpu]\n",
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {path: a.gguf, preset: qwen2.5-7b}\ndevices: [cpu]\n",
                  "t.yaml:2:31: model.preset: both model.path and model.preset are given\n"
                  "hint: keep path for a real model file, or preset for a dry run without one");
     EXPECT_ERROR("t.yaml", "version: 1\nmodel: {}\ndevices: [cpu]\n",
@@ -403,9 +403,21 @@ static void test_errors(void) {
     EXPECT_ERROR("t.yaml", "version: 1\nmodel: {path: a.gguf, quant: q8_0}\ndevices: [cpu]\n",
                  "t.yaml:2:30: model.quant: applies only to a preset\n"
                  "hint: a model file's dtypes come from the file; remove quant or use preset");
-    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: x, quant: q8_O}\ndevices: [cpu]\n",
-                 "t.yaml:2:27: model.quant: unknown weight type 'q8_O'\nhint: did you mean 'q8_0'?");
-    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: x}\n",
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7b, quant: q8_O}\ndevices: [cpu]\n",
+                 "t.yaml:2:36: model.quant: unknown weight type 'q8_O'\n"
+                 "hint: did you mean 'q8_0'? presets take f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0");
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7b, quant: q4_k_s}\ndevices: [cpu]\n",
+                 "t.yaml:2:36: model.quant: unknown weight type 'q4_k_s'\n"
+                 "hint: did you mean 'q4_k_m'? presets take f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0");
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7c}\ndevices: [cpu]\n",
+                 "t.yaml:2:17: model.preset: unknown preset 'qwen2.5-7c'\n"
+                 "hint: did you mean 'qwen2.5-7b'? configs/presets.yaml lists the presets");
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: gpt-4}\ndevices: [cpu]\n",
+                 "t.yaml:2:17: model.preset: unknown preset 'gpt-4'\n"
+                 "hint: presets: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen2.5-7b, qwen2.5-14b, qwen2.5-32b, "
+                 "qwen2.5-72b, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3-14b, qwen3-32b, llama-3.1-8b, "
+                 "llama-3.1-70b, llama-3.3-70b (configs/presets.yaml); for a real model use 'path:'");
+    EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7b}\n",
                  "t.yaml:1:1: devices: missing\n"
                  "hint: add e.g. 'devices: [cuda:0, cpu]' ('strata inventory' lists this machine's)");
 
