@@ -311,20 +311,24 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
     uint64_t usable = st_plan_device_usable(dev);
     bool found = false;
     struct st_plan_stage best = {0};
-    char why_buf[320] = "";
+    char why_buf[320] = "", caps_buf[320] = "";
     for (int k = 0; k < PL_N_PREC; k++) {
         st_prec p = pref_order[k];
         struct pl_mode md;
         pl_mode_of(dev, req, p, &md);
         if (!md.allowed) {
-            if (!why_buf[0] || p == ST_PREC_F32)
-                snprintf(why_buf, sizeof why_buf, "%s: %s", st_prec_name(p), md.why_not);
+            size_t n = strlen(caps_buf);
+            snprintf(caps_buf + n, sizeof caps_buf - n, "%s%s: %s", n ? "; " : "", st_prec_name(p), md.why_not);
             continue;
         }
         if (md.need_safe) {
             bool safe = true;
             for (int64_t l = first; l <= last; l++) safe &= req->fp16_safe[l];
-            if (!safe) continue;
+            if (!safe) {
+                size_t n = strlen(caps_buf);
+                snprintf(caps_buf + n, sizeof caps_buf - n, "%sf16: layers not all fp16-safe", n ? "; " : "");
+                continue;
+            }
         }
         struct st_plan_stage s = {0};
         s.first = first;
@@ -356,8 +360,10 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
         s.prefill_ms = tp;
         if (s.mem.total > usable) {
             char a[24], b[24];
-            snprintf(why_buf, sizeof why_buf, "needs %s, usable %s", st_format_bytes(s.mem.total, a, sizeof a),
-                     st_format_bytes(usable, b, sizeof b));
+            if (!why_buf[0])
+                snprintf(why_buf, sizeof why_buf, "needs %s in %s, usable %s",
+                         st_format_bytes(s.mem.total, a, sizeof a), st_prec_name(p),
+                         st_format_bytes(usable, b, sizeof b));
             continue;
         }
         /* fastest decode; on a tie faster prefill, then less memory, then the preference order */
@@ -374,7 +380,7 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
         if (better) { best = s; found = true; }
     }
     if (!found) {
-        if (why && why_len) snprintf(why, why_len, "%s", why_buf[0] ? why_buf : "no precision is allowed");
+        if (why && why_len) snprintf(why, why_len, "%s", why_buf[0] ? why_buf : caps_buf);
         return false;
     }
     if (out) *out = best;

@@ -433,9 +433,28 @@ static void shortfall(st_plan *p, const struct st_plan_request *req) {
         }
     }
     if (ws == UINT64_MAX) ws = 0;
+    /* devices a forced precision or attention leaves without any allowed mode */
+    bool excluded[64] = {0};
+    char excl[400] = "";
+    for (int d = 0; d < p->n_devices; d++) {
+        bool any = false;
+        char why[200] = "";
+        for (int q = 0; q < PL_N_PREC; q++) {
+            struct pl_mode md;
+            pl_mode_of(&p->devices[d], req, (st_prec)q, &md);
+            any |= md.allowed;
+            if (!md.allowed && (!why[0] || p->devices[d].force_prec == q || req->force_prec == q))
+                snprintf(why, sizeof why, "%s", md.why_not);
+        }
+        if (any) continue;
+        excluded[d] = true;
+        size_t n = strlen(excl);
+        snprintf(excl + n, sizeof excl - n, "%s is excluded: %s; ", p->devices[d].label, why);
+    }
     sf->bytes_needed = m->total_bytes + st_plan_kv_bytes(m, kv, m->n_layer, req->context, req->batch) + ws;
     sf->bytes_usable = 0;
-    for (int d = 0; d < p->n_devices; d++) sf->bytes_usable += st_plan_device_usable(&p->devices[d]);
+    for (int d = 0; d < p->n_devices; d++)
+        if (!excluded[d]) sf->bytes_usable += st_plan_device_usable(&p->devices[d]);
     char a[24], b[24], c[24];
     if (sf->bytes_needed > sf->bytes_usable) {
         sf->bytes_missing = sf->bytes_needed - sf->bytes_usable;
@@ -450,14 +469,19 @@ static void shortfall(st_plan *p, const struct st_plan_request *req) {
         uint64_t biggest = 0, largest_usable = 0;
         for (int64_t l = 0; l < m->n_layer; l++) biggest = ST_MAX(biggest, m->layer_bytes[l]);
         for (int d = 0; d < p->n_devices; d++)
-            largest_usable = ST_MAX(largest_usable, st_plan_device_usable(&p->devices[d]));
+            if (!excluded[d]) largest_usable = ST_MAX(largest_usable, st_plan_device_usable(&p->devices[d]));
         sf->bytes_missing = 0;
         snprintf(sf->detail, sizeof sf->detail,
                  "%s (%s) needs %s and the devices offer %s in total, but no split into contiguous layer ranges "
                  "fits each device with its workspace and the embedding/output head (largest block %s, largest "
-                 "device %s usable), or forced settings exclude devices", m->name, m->weights,
+                 "device %s usable)", m->name, m->weights,
                  fmtb(sf->bytes_needed, a), fmtb(sf->bytes_usable, b), fmtb(biggest, c),
                  fmtb(largest_usable, (char[24]){0}));
+    }
+    if (excl[0]) {
+        char tmp[640];
+        snprintf(tmp, sizeof tmp, "%s%s", excl, sf->detail);
+        snprintf(sf->detail, sizeof sf->detail, "%s", tmp);
     }
     if (!req->no_suggestions) suggest(p, req);
 }

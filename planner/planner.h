@@ -187,7 +187,7 @@ struct st_plan_shortfall {
     uint64_t bytes_needed;       /* weights + KV + one stage's workspace */
     uint64_t bytes_usable;       /* summed over the devices */
     uint64_t bytes_missing;      /* needed - usable, or what the best split lacks on its tightest device */
-    char detail[320];            /* one sentence: where it does not fit */
+    char detail[640];            /* where it does not fit */
     struct st_plan_suggestion suggestions[8];
     int n_suggestions;
 };

@@ -1,2 +1,5 @@
 # Planner tests: no GPU needed (catalog devices and presets only).
+st_add_test(planner_caps_catalog SOURCES planner/test_catalog.c LABELS planner)
+st_add_test(planner_memory SOURCES planner/test_memory.c LABELS planner)
 st_add_test(planner_partition_brute SOURCES planner/test_partition.c LABELS planner)
+st_add_test(planner_m40_3050ti SOURCES planner/test_m40.c LABELS planner)
