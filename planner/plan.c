@@ -78,6 +78,11 @@ static void finish_totals(st_plan *p) {
         if (s + 1 < p->n_stages) {
             struct st_plan_hop *h = &p->hops[s];
             const struct st_plan_link *l = &p->links[st->device * p->n_devices + p->stages[s + 1].device];
+            struct st_plan_link same;
+            if (st->device == p->stages[s + 1].device) {
+                same = st_plan_link_default(&p->devices[st->device], &p->devices[st->device], NULL);
+                l = &same;
+            }
             h->link = *l;
             h->decode_bytes = (uint64_t)p->batch * (uint64_t)m->n_embd * 4;
             h->prefill_bytes = (uint64_t)p->prefill_chunk * (uint64_t)m->n_embd * 4;
@@ -497,8 +502,10 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     p->n_devices = n_dev;
     p->devices = st_calloc((size_t)n_dev, sizeof *p->devices, "plan devices");
     p->links = st_calloc((size_t)n_dev * (size_t)n_dev, sizeof *p->links, "plan links");
-    p->stages = st_calloc((size_t)n_dev, sizeof *p->stages, "plan stages");
-    p->hops = st_calloc((size_t)n_dev, sizeof *p->hops, "plan hops");
+    int max_st = req->manual && req->n_manual > n_dev ? req->n_manual : n_dev;
+    if (max_st > 64) max_st = 64;
+    p->stages = st_calloc((size_t)max_st, sizeof *p->stages, "plan stages");
+    p->hops = st_calloc((size_t)max_st, sizeof *p->hops, "plan hops");
     if (!p->devices || !p->links || !p->stages || !p->hops) { st_plan_free(p); return ST_ERR_NOMEM; }
     memcpy(p->devices, devs, (size_t)n_dev * sizeof *devs);
     /* labels name devices in tables and reasons: make repeated ones unique ("h100-sxm#1") */
@@ -529,13 +536,12 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     struct st_plan_range ranges[64];
     int n_st = 0;
     if (req->manual) {
-        if (req->n_manual < 1 || req->n_manual > n_dev) {
-            st_error_set(ST_ERR_CONFIG, "plan: manual placement has %d stages for %d devices", req->n_manual, n_dev);
-            st_error_hint("give one range per device used, e.g. {device: 0, layers: [0, 19]}");
+        if (req->n_manual < 1 || req->n_manual > 64) {
+            st_error_set(ST_ERR_CONFIG, "plan: manual placement has %d stages (1 to 64)", req->n_manual);
+            st_error_hint("give one range per stage, e.g. {device: 0, layers: 0-19}");
             st_plan_free(p);
             return ST_ERR_CONFIG;
         }
-        bool used[64] = {0};
         int64_t next = 0;
         for (int i = 0; i < req->n_manual; i++) {
             const struct st_plan_range *r = &req->manual[i];
@@ -543,9 +549,6 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
             char buf[200];
             if (r->device < 0 || r->device >= n_dev) {
                 snprintf(buf, sizeof buf, "device %d does not exist (there are %d)", r->device, n_dev);
-                problem = buf;
-            } else if (used[r->device]) {
-                snprintf(buf, sizeof buf, "device %s already holds an earlier range", p->devices[r->device].label);
                 problem = buf;
             } else if (r->first != next || r->last < r->first || r->last >= m->n_layer) {
                 snprintf(buf, sizeof buf, "layers %lld-%lld: expected a range starting at layer %lld and ending at or "
@@ -555,12 +558,12 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
             }
             if (problem) {
                 st_error_set(ST_ERR_CONFIG, "plan: manual stage %d: %s", i, problem);
-                st_error_hint("manual ranges cover layers 0..%lld in order, contiguous, one device each",
-                              (long long)(m->n_layer - 1));
+                st_error_hint("manual ranges cover layers 0..%lld in order and contiguous, e.g. "
+                              "[{device: 0, layers: 0-13}, {device: 1, layers: 14-%lld}]",
+                              (long long)(m->n_layer - 1), (long long)(m->n_layer - 1));
                 st_plan_free(p);
                 return ST_ERR_CONFIG;
             }
-            used[r->device] = true;
             next = r->last + 1;
             ranges[n_st++] = *r;
         }
@@ -586,6 +589,25 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
                 return ST_ERR_CONFIG;
             }
             p->stages[i].device = ranges[i].device;
+        }
+        /* a device holding several stages must hold all of them */
+        for (int d = 0; d < n_dev; d++) {
+            uint64_t sum = 0;
+            int k = 0;
+            for (int i = 0; i < n_st; i++)
+                if (p->stages[i].device == d) { sum += p->stages[i].mem.total; k++; }
+            uint64_t usable = st_plan_device_usable(&p->devices[d]);
+            if (k > 1 && sum > usable) {
+                char a[24], b[24];
+                st_error_set(ST_ERR_CONFIG, "plan: %s holds %d manual stages needing %s together, usable %s",
+                             p->devices[d].label, k, st_format_bytes(sum, a, sizeof a),
+                             st_format_bytes(usable, b, sizeof b));
+                st_error_hint("move one of its ranges to another device");
+                p->feasible = false;
+                p->n_stages = 0;
+                *out = p;
+                return ST_ERR_CONFIG;
+            }
         }
     } else {
         double best = 0;

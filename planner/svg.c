@@ -22,13 +22,38 @@ static void esc(FILE *f, const char *s) {
     }
 }
 
+/* text in lines of at most ~150 characters, broken at spaces */
+static void wrap(FILE *f, double x, double y, double dy, const char *fill, const char *prefix, const char *text,
+                 int max_lines) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s%s", prefix, text);
+    const char *p = buf;
+    for (int line = 0; *p && line < max_lines; line++) {
+        size_t n = strlen(p);
+        if (n > 150 && line + 1 < max_lines) {
+            n = 150;
+            while (n > 60 && p[n] != ' ') n--;
+        }
+        char seg[1024];
+        snprintf(seg, sizeof seg, "%.*s", (int)n, p);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\" font-size=\"11\">", x, y + dy * line, fill);
+        esc(f, seg);
+        fprintf(f, "</text>\n");
+        p += n;
+        while (*p == ' ') p++;
+    }
+}
+
 static double gib(uint64_t b) { return (double)b / 1073741824.0; }
 
 st_status st_plan_write_svg(FILE *f, const st_plan *p) {
     const struct st_plan_model *m = &p->model;
     const double W = 960, left = 30, right = 30, strip_w = W - left - right;
     const double y_strip = 84, h_strip = 36, y_stage = 144, h_stage = 74;
-    const double y_mem = y_stage + h_stage + 60, h_bar = 22, gap_bar = 40;
+    double y_mem = y_stage + h_stage + 60;
+    const double h_bar = 22, gap_bar = 40;
+    if (!p->feasible && y_stage + 30 + 14 * p->shortfall.n_suggestions > y_mem - 30)
+        y_mem = y_stage + 60 + 14 * p->shortfall.n_suggestions;
     double H = y_mem + p->n_devices * gap_bar + 40;
     char a[24];
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
@@ -42,10 +67,12 @@ st_status st_plan_write_svg(FILE *f, const st_plan *p) {
         fprintf(f, "<text x=\"%.0f\" y=\"44\">objective %s, context %lld, batch %lld: decode %.1f tok/s, prefill %.0f "
                 "tok/s</text>\n<text x=\"%.0f\" y=\"62\">bottleneck: ", left, st_plan_objective_name(p->objective),
                 (long long)p->context, (long long)p->batch, p->decode_tok_s, p->prefill_tok_s, left);
-    else
-        fprintf(f, "<text x=\"%.0f\" y=\"44\" fill=\"#c00\" font-size=\"10\">does not fit: ", left);
-    esc(f, p->feasible ? p->bottleneck : p->shortfall.detail);
-    fprintf(f, "</text>\n");
+    if (p->feasible) {
+        esc(f, p->bottleneck);
+        fprintf(f, "</text>\n");
+    } else {
+        wrap(f, left, 44, 13, "#c00", "does not fit: ", p->shortfall.detail, 3);
+    }
 
     /* layer strip */
     double lw = strip_w / (double)m->n_layer;
@@ -103,6 +130,22 @@ st_status st_plan_write_svg(FILE *f, const st_plan *p) {
             fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%s/step</text>",
                     ax + gap / 2, ay + 16, st_format_bytes(h->decode_bytes, a, sizeof a));
             fprintf(f, "<title>%s/step, %.4f ms</title></g>\n", a, h->decode_ms);
+        }
+    }
+
+    if (!p->feasible) {
+        const struct st_plan_shortfall *sf = &p->shortfall;
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">what would fit (each planned again)</text>\n",
+                left, y_stage);
+        for (int i = 0; i < sf->n_suggestions; i++) {
+            const struct st_plan_suggestion *g = &sf->suggestions[i];
+            char line[300];
+            if (g->fits) snprintf(line, sizeof line, "yes  %s: %.1f tok/s", g->what, g->decode_tok_s);
+            else snprintf(line, sizeof line, "no   %s", g->what);
+            fprintf(f, "<text class=\"suggestion\" x=\"%.0f\" y=\"%.0f\" fill=\"%s\">", left + 10,
+                    y_stage + 18 + 14 * i, g->fits ? "#262" : "#a22");
+            esc(f, line);
+            fprintf(f, "</text>\n");
         }
     }
 

@@ -507,8 +507,8 @@ static st_status read_plan(struct rd *r, st_plan *p) {
     p->n_devices = nd;
     p->devices = st_calloc((size_t)nd, sizeof *p->devices, "plan devices");
     p->links = st_calloc((size_t)nd * (size_t)nd, sizeof *p->links, "plan links");
-    p->stages = st_calloc((size_t)nd, sizeof *p->stages, "plan stages");
-    p->hops = st_calloc((size_t)nd, sizeof *p->hops, "plan hops");
+    p->stages = st_calloc(64, sizeof *p->stages, "plan stages");
+    p->hops = st_calloc(64, sizeof *p->hops, "plan hops");
     if (!p->devices || !p->links || !p->stages || !p->hops) return ST_ERR_NOMEM;
     for (int i = 0; i < nd; i++)
         if ((s = read_device(r, seq_at(r, dv, i), &p->devices[i]))) return s;
@@ -522,7 +522,7 @@ static st_status read_plan(struct rd *r, st_plan *p) {
     }
     yaml_node_t *sg = rd_get(r, root, "stages");
     int ns = seq_len(sg);
-    if (ns < 0 || ns > nd) return rd_err(r, sg ? sg : root, "stages", "expected a list of at most %d stages", nd);
+    if (ns < 0 || ns > 64) return rd_err(r, sg ? sg : root, "stages", "expected a list of at most 64 stages");
     p->n_stages = ns;
     int64_t next = 0;
     for (int i = 0; i < ns; i++) {
@@ -595,7 +595,11 @@ st_status st_plan_read_yaml(const char *path, st_plan **out) {
     char *text = NULL;
     size_t len = 0;
     st_status s = st_read_file(path, &text, &len);
-    if (s != ST_OK) return st_error_set(ST_ERR_CONFIG, "plan: %s", st_last_error());
+    if (s != ST_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", st_last_error());   /* the message buffer is reused by st_error_set */
+        return st_error_set(ST_ERR_CONFIG, "plan file: %s", msg);
+    }
     yaml_parser_t parser;
     struct rd r = {.path = path};
     if (!yaml_parser_initialize(&parser)) { free(text); return st_error_set(ST_ERR_NOMEM, "plan: libyaml init"); }
