@@ -17,3 +17,5 @@ st_add_test(tokenizer_chat SOURCES tokenizer/test_chat.c LABELS tokenizer)
 add_test(NAME tokenizer_chat_recheck COMMAND ${STRATA_PYTHON} tests/tokenizer/gen_chat.py --check
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(tokenizer_chat_recheck PROPERTIES LABELS tokenizer)
+# Sampler: filters vs hand-computed distributions, chain order, penalties, PRNG, fixed seeds.
+st_add_test(sampler SOURCES tokenizer/test_sampler.c LABELS tokenizer)
