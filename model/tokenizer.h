@@ -64,6 +64,11 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
  * GGUF files. ST_ERR_FORMAT with a hint when the model carries no tokenizer. */
 st_status st_tokenizer_from_model(const st_model *m, st_tokenizer_t **out);
 
+/* What a user names on the command line: a tokenizer.json, a directory
+ * holding one (a Hugging Face model directory), or a GGUF file (only its
+ * metadata is read; vocabulary-only files work). */
+st_status st_tokenizer_load_path(const char *path, st_tokenizer_t **out);
+
 void st_tokenizer_free(st_tokenizer_t *tok);   /* accepts NULL */
 
 /* ---- encoding ----------------------------------------------------------- */

@@ -1,9 +1,15 @@
 /* model/tokenizer_gguf.c — tokenizers from GGUF metadata (tokenizer.ggml.*):
  * "gpt2" byte-level BPE and "llama" SentencePiece BPE. */
+#include "model/model-impl.h"
 #include "model/tokenizer-impl.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum { GGUF_TT_UNDEFINED = 0, GGUF_TT_NORMAL, GGUF_TT_UNKNOWN, GGUF_TT_CONTROL, GGUF_TT_USER_DEFINED,
        GGUF_TT_UNUSED, GGUF_TT_BYTE };
@@ -254,4 +260,39 @@ st_status st_tokenizer_from_model(const st_model *m, st_tokenizer_t **out) {
         st_error_set(ST_ERR_FORMAT, "%s: the model has no tokenizer", m->path);
         return st_error_hint("a Hugging Face directory needs tokenizer.json; a GGUF file needs tokenizer.ggml.* metadata");
     }
+}
+
+st_status st_tokenizer_load_path(const char *path, st_tokenizer_t **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        st_error_set(ST_ERR_IO, "%s: %s", path, strerror(errno));
+        return st_error_hint("give a tokenizer.json, a model directory holding one, or a GGUF file");
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/tokenizer.json", path);
+        if (access(p, R_OK) != 0) {
+            st_error_set(ST_ERR_IO, "%s: no tokenizer.json in this directory", path);
+            return st_error_hint("a Hugging Face model directory carries tokenizer.json; for a GGUF model name the .gguf file");
+        }
+        return st_tokenizer_load_json(p, out);
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return st_error_set(ST_ERR_IO, "%s: %s", path, strerror(errno));
+    char magic[4] = {0};
+    ssize_t got = read(fd, magic, 4);
+    if (got != 4 || memcmp(magic, "GGUF", 4) != 0) {
+        close(fd);
+        return st_tokenizer_load_json(path, out);
+    }
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return st_error_set(ST_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    struct st_gguf *g = NULL;
+    st_status s = st_gguf_parse(path, map, (uint64_t)sb.st_size, &g);
+    if (!s) s = st_tokenizer_load_gguf_meta(g, path, out);
+    st_gguf_free(g);
+    munmap(map, (size_t)sb.st_size);
+    return s;
 }
