@@ -151,9 +151,9 @@ struct job {
     char msg[512];
 };
 
-static void job_task(void *arg, int ith, int nth) {
+static void job_task(void *arg, int chunk, int n_chunks) {
     struct job *j = arg;
-    int64_t b = j->n_units * ith / nth, e = j->n_units * (ith + 1) / nth;
+    int64_t b = j->n_units * chunk / n_chunks, e = j->n_units * (chunk + 1) / n_chunks;
     if (b >= e) return;
     st_status s = ST_OK;
     switch (j->op) {
@@ -182,8 +182,10 @@ static void job_task(void *arg, int ith, int nth) {
 /* Runs the job on the pool when it is worth waking the workers, else inline. */
 static st_status run_job(st_backend *be, struct job *j, int64_t work) {
     atomic_store(&j->failed, 0);
-    if (work >= (1 << 15) && j->n_units > 1) st_cpu_pool_run(be->pool, job_task, j);
-    else job_task(j, 0, 1);
+    if (work >= (1 << 15) && j->n_units > 1)
+        st_cpu_pool_run_chunks(be->pool, job_task, j, (int)ST_MIN(j->n_units, 4 * (int64_t)st_cpu_pool_threads(be->pool)));
+    else
+        job_task(j, 0, 1);
     if (atomic_load(&j->failed)) return st_error_set(j->status, "%s: %s", be->info.name, j->msg);
     return ST_OK;
 }

@@ -1,15 +1,25 @@
 /* The CPU backend's persistent worker pool: threads created once, bound to
- * cores with hwloc, woken per op by a generation counter (spin first, then a
- * condition variable so idle workers do not burn a shared machine). */
+ * cores with hwloc. A job is a number of chunks that the caller and the
+ * workers claim one at a time, so a worker that the OS has descheduled (a
+ * shared machine) delays nothing: the others take its chunks. Which thread
+ * runs a chunk never changes the chunk's result.
+ *
+ * Claiming: `ticket` packs (generation << 32 | next chunk); a claim is a CAS
+ * that succeeds only for the current generation, and a new job first closes
+ * the ticket, then sets its function and size, then opens it: a late worker
+ * can never run a chunk twice or with another job's function. Waking: spin,
+ * then yield, then sleep on a condition variable. */
 #include "devices/cpu/cpu-impl.h"
 
 #include <hwloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define POOL_SPIN 4000   /* pause iterations before sleeping (tens of microseconds) */
+#define POOL_SPIN 2000   /* pause iterations before yielding (~100 us on current x86) */
+#define POOL_YIELD 50    /* sched_yield rounds before sleeping on the condition variable */
 
 struct worker {
     struct st_cpu_pool *p;
@@ -26,12 +36,16 @@ struct st_cpu_pool {
     bool have_topo;
     pthread_mutex_t mu;
     pthread_cond_t cv_go, cv_done;
-    _Atomic uint64_t gen;
-    _Atomic int remaining;
+    _Atomic uint64_t gen;    /* bumped per job (and to stop) */
+    _Atomic uint64_t ticket; /* gen << 32 | next unclaimed chunk */
+    _Atomic int64_t done;    /* chunks finished in the current job */
+    _Atomic int sleeping_main;
     _Atomic int bound;
+    _Atomic int ready;       /* workers past their bind attempt */
     _Atomic bool stop;
-    st_cpu_task_fn fn;
-    void *arg;
+    _Atomic(st_cpu_task_fn) fn;
+    _Atomic(void *) arg;
+    _Atomic int64_t n_chunks;
 };
 
 static inline void cpu_relax(void) {
@@ -40,16 +54,40 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+static inline void backoff(int i) {
+    if (i < POOL_SPIN) cpu_relax();
+    else sched_yield();      /* let a thread that shares this core run */
+}
+
+/* Claims and runs chunks of generation g until none is left. */
+static void run_chunks(struct st_cpu_pool *p, uint64_t g) {
+    st_cpu_task_fn fn = atomic_load(&p->fn);
+    void *arg = atomic_load(&p->arg);
+    const int64_t n = atomic_load(&p->n_chunks);
+    for (;;) {
+        uint64_t t = atomic_load(&p->ticket);
+        if ((t >> 32) != (g & 0xffffffffu) || (int64_t)(t & 0xffffffffu) >= n) return;
+        if (!atomic_compare_exchange_weak(&p->ticket, &t, t + 1)) continue;
+        fn(arg, (int)(t & 0xffffffffu), (int)n);
+        if (atomic_fetch_add(&p->done, 1) + 1 == n && atomic_load(&p->sleeping_main)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
 static void *worker_main(void *vp) {
     struct worker *w = vp;
     struct st_cpu_pool *p = w->p;
     if (w->set && hwloc_set_cpubind(p->topo, w->set, HWLOC_CPUBIND_THREAD) == 0)
         atomic_fetch_add(&p->bound, 1);
+    atomic_fetch_add(&p->ready, 1);
     uint64_t seen = 0;
     for (;;) {
         uint64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        for (int i = 0; i < POOL_SPIN && g == seen; i++) {
-            cpu_relax();
+        for (int i = 0; i < POOL_SPIN + POOL_YIELD && g == seen; i++) {
+            backoff(i);
             g = atomic_load_explicit(&p->gen, memory_order_acquire);
         }
         if (g == seen) {
@@ -60,12 +98,7 @@ static void *worker_main(void *vp) {
         }
         seen = g;
         if (atomic_load(&p->stop)) break;
-        p->fn(p->arg, w->ith, p->n);
-        if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->cv_done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        run_chunks(p, g);
     }
     return NULL;
 }
@@ -127,6 +160,9 @@ st_status st_cpu_pool_init(int n_threads, int numa_node, const char *cpuset_list
         }
         w->started = true;
     }
+    while (atomic_load(&p->ready) < p->n - 1) sched_yield();
+    if (atomic_load(&p->bound) < p->n - 1)
+        ST_INFO("cpu: the OS refused to bind %d of %d worker threads to cores", p->n - 1 - atomic_load(&p->bound), p->n - 1);
     hwloc_bitmap_free(set);
     *out = p;
     return ST_OK;
@@ -146,23 +182,37 @@ fail_topo:
     return s;
 }
 
-void st_cpu_pool_run(st_cpu_pool *p, st_cpu_task_fn fn, void *arg) {
-    if (p->n == 1) { fn(arg, 0, 1); return; }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store_explicit(&p->remaining, p->n - 1, memory_order_relaxed);
+void st_cpu_pool_run_chunks(st_cpu_pool *p, st_cpu_task_fn fn, void *arg, int n_chunks) {
+    if (n_chunks <= 0) return;
+    if (p->n == 1 || n_chunks == 1) {
+        for (int c = 0; c < n_chunks; c++) fn(arg, c, n_chunks);
+        return;
+    }
+    uint64_t g = atomic_load(&p->gen) + 1;
+    /* close the ticket to older generations before fn/arg/n change, so a late
+     * worker that reads the new values can no longer claim with its old one */
+    atomic_store(&p->ticket, ((g & 0xffffffffu) << 32) | 0xffffffffu);
+    atomic_store(&p->fn, fn);
+    atomic_store(&p->arg, arg);
+    atomic_store(&p->n_chunks, n_chunks);
+    atomic_store(&p->done, 0);
+    atomic_store(&p->ticket, (g & 0xffffffffu) << 32);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->gen, g, memory_order_release);
     pthread_cond_broadcast(&p->cv_go);
     pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, p->n);
-    for (int i = 0; i < POOL_SPIN && atomic_load_explicit(&p->remaining, memory_order_acquire) > 0; i++) cpu_relax();
-    if (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) {
+    run_chunks(p, g);
+    for (int i = 0; i < POOL_SPIN + POOL_YIELD && atomic_load(&p->done) < n_chunks; i++) backoff(i);
+    if (atomic_load(&p->done) < n_chunks) {
         pthread_mutex_lock(&p->mu);
-        while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+        atomic_store(&p->sleeping_main, 1);
+        while (atomic_load(&p->done) < n_chunks) pthread_cond_wait(&p->cv_done, &p->mu);
+        atomic_store(&p->sleeping_main, 0);
         pthread_mutex_unlock(&p->mu);
     }
 }
+
+void st_cpu_pool_run(st_cpu_pool *p, st_cpu_task_fn fn, void *arg) { st_cpu_pool_run_chunks(p, fn, arg, p->n); }
 
 int st_cpu_pool_threads(const st_cpu_pool *p) { return p->n; }
 int st_cpu_pool_bound(const st_cpu_pool *p) { return atomic_load((_Atomic int *)&p->bound); }

@@ -174,7 +174,37 @@ static void test_links(void) {
     o->free(b);
 }
 
+static void count_chunk(void *arg, int i, int n) {
+    int *c = arg;
+    __atomic_fetch_add(&c[i], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c[1000], n, __ATOMIC_RELAXED);
+}
+
+/* every chunk runs exactly once per job, whatever thread takes it */
+static void test_pool(void) {
+    st_cpu_pool *p = NULL;
+    CHECK_OK(st_cpu_pool_init(3, -1, "", &p));
+    if (!p) return;
+    CHECK(st_cpu_pool_threads(p) == 3);
+    static int c[1001];
+    bool ok = true;
+    for (int r = 0; r < 20000 && ok; r++) {
+        int n = 1 + r % 37;
+        memset(c, 0, sizeof c);
+        st_cpu_pool_run_chunks(p, count_chunk, c, n);
+        for (int i = 0; i < n; i++) ok &= c[i] == 1;
+        ok &= c[n] == 0 && c[1000] == n * n;
+    }
+    CHECK_MSG(ok, "a pool chunk ran twice, never, or with the wrong count");
+    memset(c, 0, sizeof c);
+    st_cpu_pool_run(p, count_chunk, c);
+    CHECK(c[0] == 1 && c[1] == 1 && c[2] == 1 && c[3] == 0);
+    st_cpu_pool_free(p);
+    CHECK_ERR(st_cpu_pool_init(1, -1, "zz", &p), ST_ERR_CONFIG, "cannot read the cpu list 'zz'");
+}
+
 int main(void) {
+    test_pool();
     test_thread_independence();
     test_memory_and_errors();
     test_links();
