@@ -188,6 +188,43 @@ struct st_rope_params {
     const float *freq_factors; /* device pointer (head_dim/2) or NULL: theta_i /= factor[i] */
 };
 
+/* Sampling on the device (optional op `sample`), in llama.cpp's order as
+ * orchestrator/sampler.c (without penalties): top-k, top-p, min-p, then
+ * temperature and one draw.
+ *  - temperature <= 0: greedy, the argmax (lowest id on ties).
+ *  - top_k in [1, n_vocab): keep the top_k largest logits (ties at the cut:
+ *    lowest ids). <= 0 or >= n_vocab: keep all.
+ *  - top_p < 1: order the kept tokens by (logit desc, id asc); keep the
+ *    shortest prefix whose softmax mass (untempered) reaches top_p.
+ *  - min_p > 0: keep tokens with prob >= min_p * max prob (untempered).
+ *  - draw: weights exp((logit - max) / temperature) over the kept tokens;
+ *    u = st_sample_uniform(seed, n) with n the position being generated
+ *    (pos[0], read on the device, so graph replays draw afresh); pick the
+ *    first kept token, in that order, whose running weight sum exceeds
+ *    u * total. Without top-k/top-p the order is by id.
+ * The uniform is counter-based (not orchestrator/sampler.c's xoshiro stream),
+ * so the device and host samplers agree in distribution, not token for token.
+ * The CUDA sampler keeps at most ST_SAMPLE_TOPK_MAX candidates: top_p < 1
+ * needs 1 <= top_k <= ST_SAMPLE_TOPK_MAX there (else ST_ERR_UNSUPPORTED). */
+struct st_sample_params {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    uint64_t seed;
+};
+#define ST_SAMPLE_TOPK_MAX 1024
+
+/* The uniform in [0, 1) of draw n under seed: splitmix64 of seed + (n + 1) *
+ * golden ratio, top 53 bits / 2^53. The same on every platform and backend. */
+static inline double st_sample_uniform(uint64_t seed, uint64_t n) {
+    uint64_t z = seed + (n + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z = z ^ (z >> 31);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
 /* All activations are fp32 device buffers laid out [n_tok][width].
  * `pos` is a device array of n_tok consecutive absolute positions; reading it on
  * the device (not the host) keeps a decode step capturable in a CUDA graph.
@@ -237,6 +274,11 @@ struct st_device_ops {
     st_status (*capture_begin)(st_backend *be);
     st_status (*capture_end)(st_backend *be);
     st_status (*replay)(st_backend *be);
+    /* out_id[0] = one token drawn from logits (n_vocab) under sp (see struct
+     * st_sample_params); pos is the device int32 position being generated,
+     * which numbers the draw. Greedy when sp->temperature <= 0. */
+    st_status (*sample)(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
+                        const int32_t *pos, int32_t *out_id);
 };
 
 /* ---- links between consecutive stages ------------------------------------ */
@@ -267,6 +309,36 @@ void st_link_free(st_link *l);
 /* CUDA link kinds (devices/cuda/): LOCAL, PEER, NCCL, and HOST between GPUs.
  * Called by st_link_init when both ends are CUDA backends. */
 st_status st_cuda_link_init(st_link_type type, st_backend *src, st_backend *dst, size_t max_bytes, st_link **out);
+
+/* ---- GPU probe (devices/cuda/probe_cuda.cu), for `strata inventory --probe` ----
+ * Each call creates its own CUDA backend(s), measures with device events
+ * (warm-up first, median of `reps` runs, buffers rotated past the L2 cache)
+ * and frees everything. Errors name the device; nothing is left allocated. */
+struct st_cuda_probe_result {
+    double copy_gbps;        /* device-to-device cudaMemcpyAsync: bytes read + written per second (GB/s) */
+    double gemv_gbps[3];     /* batch-1 decode GEMV through the backend's matmul, weight bytes per second,
+                                indexed by st_prec (F32, F16, BF16); 4096 x 4096 weights, rotated */
+    double gemv_vs_copy[3];  /* gemv_gbps / copy_gbps: the fraction of the copy roofline the GEMV reaches */
+    double launch_us;        /* per-kernel cost of a stream of small kernels (a tiny add), enqueue to done */
+    double gemm_tflops[3];   /* prefill GEMM (4096 x 4096 x 512 tokens) per st_prec; 0 where unsupported */
+    int64_t gemv_rows, gemv_cols;
+};
+/* bytes: size of each copy buffer (0 = 256 MiB); reps: 0 = 20. Fills out->mem_bw_gbps
+ * (copy), launch_us, fp32/fp16/bf16_tflops (measured GEMM) and measured = true
+ * in *perf (may be NULL), and the detailed figures in *res (may be NULL). */
+st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps, struct st_perf *perf,
+                               struct st_cuda_probe_result *res);
+
+/* One link kind between two CUDA ordinals (equal ordinals: LOCAL/HOST on one GPU). */
+struct st_cuda_link_probe {
+    bool available;          /* false: this kind cannot join the pair (reason says why) */
+    double latency_us;       /* one send of 4 bytes, enqueue to arrival, median */
+    double bw_gbps;          /* one send of `bytes`, bytes per second */
+    char reason[160];
+};
+/* bytes: size of the bandwidth send (0 = 64 MiB); reps: 0 = 20. */
+st_status st_cuda_probe_link(int src_ordinal, int dst_ordinal, st_link_type type, uint64_t bytes, int reps,
+                             struct st_cuda_link_probe *out);
 #endif
 
 /* ---- performance profile (`strata inventory --probe`) -------------------- */

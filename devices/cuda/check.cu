@@ -17,7 +17,7 @@ extern "C" const char *st_cuda_device_label(char *buf, size_t len) {
 }
 
 extern "C" st_status st_cuda_fail(cudaError_t e, const char *stmt, const char *file, int line) {
-    char dev[160];
+    char dev[300];
     const char *base = strrchr(file, '/');
     st_cuda_device_label(dev, sizeof dev);
     st_status s = e == cudaErrorMemoryAllocation ? ST_ERR_DEVICE_OOM : ST_ERR_DEVICE;
@@ -58,7 +58,7 @@ extern "C" const char *st_cublas_status_name(cublasStatus_t e) {
 }
 
 extern "C" st_status st_cublas_fail(cublasStatus_t e, const char *stmt, const char *file, int line) {
-    char dev[160];
+    char dev[300];
     const char *base = strrchr(file, '/');
     st_cuda_device_label(dev, sizeof dev);
     st_status s = e == CUBLAS_STATUS_ALLOC_FAILED ? ST_ERR_DEVICE_OOM : ST_ERR_DEVICE;
@@ -70,7 +70,7 @@ extern "C" st_status st_cublas_fail(cublasStatus_t e, const char *stmt, const ch
 
 #ifdef STRATA_HAVE_NCCL
 extern "C" st_status st_nccl_fail(ncclResult_t e, const char *stmt, const char *file, int line) {
-    char dev[160];
+    char dev[300];
     const char *base = strrchr(file, '/');
     st_cuda_device_label(dev, sizeof dev);
     st_error_set(ST_ERR_DEVICE, "%s: %s failed: %s at %s:%d", dev, stmt, ncclGetErrorString(e),

@@ -1,0 +1,428 @@
+/* The CUDA backend: struct st_device_ops over kernels/cuda. One stream per
+ * backend (stage), a cuBLAS handle with a fixed workspace, buffers by use,
+ * graph capture of the decode step. Every entry sets its device first.
+ *
+ * Precision per stage (DESIGN.md):
+ *  - sm52_only (a real cc 5.x card, or cfg.maxwell_path to emulate one): fp32
+ *    math over the stored weights (GEMV, SIMT GEMM, fp32 cuBLAS), eager
+ *    attention, nothing beyond sm_52.
+ *  - otherwise: decode GEMVs widen weights in registers (fp32 activations);
+ *    prefill GEMMs feed cuBLAS bf16 (f16) inputs when matmul_prec names the
+ *    weights' own dtype and the card has tensor cores for it, fp32 otherwise;
+ *    flash attention when cfg.attention asks for it (cc >= 8.0). */
+#include "devices/cuda/cuda-impl.h"
+#include "kernels/cuda/add.cuh"
+#include "kernels/cuda/attn_eager.cuh"
+#include "kernels/cuda/attn_flash.cuh"
+#include "kernels/cuda/embed.cuh"
+#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/gemv.cuh"
+#include "kernels/cuda/kv_store.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
+#include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/sample.cuh"
+#include "kernels/cuda/swiglu.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CUBLAS_WS_BYTES ((size_t)32 << 20)
+#define SCRATCH_INIT_BYTES ((size_t)16 << 20)
+
+static const char *use_name(st_buf_use u) {
+    switch (u) {
+    case ST_BUF_WEIGHTS: return "weights";
+    case ST_BUF_KV: return "the KV cache";
+    case ST_BUF_WORKSPACE: return "workspace";
+    case ST_BUF_STAGING: return "pinned staging";
+    }
+    return "a buffer";
+}
+
+/* Adds the op name (and the device, unless a check macro already named it). */
+static st_status op_fail(st_backend *be, const char *op, st_status s) {
+    if (s == ST_ERR_DEVICE || s == ST_ERR_DEVICE_OOM) return st_error_prefix("%s", op);
+    return st_error_prefix("%s %s", be->label, op);
+}
+#define OP(be, name, expr) do { st_status s_ = (expr); if (s_ != ST_OK) return op_fail((be), (name), s_); } while (0)
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static void backend_free(st_backend *be) {
+    if (!be) return;
+    ST_CUDA_IGNORE(cudaSetDevice(be->ordinal));
+    if (be->stream) ST_CUDA_IGNORE(cudaStreamSynchronize(be->stream));
+    for (int i = 0; i < be->n_allocs; i++) {
+        if (be->allocs[i].use == ST_BUF_STAGING) ST_CUDA_IGNORE(cudaFreeHost(be->allocs[i].ptr));
+        else ST_CUDA_IGNORE(cudaFree(be->allocs[i].ptr));
+    }
+    free(be->allocs);
+    if (be->graph_exec) ST_CUDA_IGNORE(cudaGraphExecDestroy(be->graph_exec));
+    if (be->graph) ST_CUDA_IGNORE(cudaGraphDestroy(be->graph));
+    if (be->cublas) cublasDestroy(be->cublas);
+    if (be->cublas_ws) ST_CUDA_IGNORE(cudaFree(be->cublas_ws));
+    if (be->scratch) ST_CUDA_IGNORE(cudaFree(be->scratch));
+    if (be->flags) ST_CUDA_IGNORE(cudaFreeHost((void *)be->flags));
+    if (be->ev_done) ST_CUDA_IGNORE(cudaEventDestroy(be->ev_done));
+    if (be->stream) ST_CUDA_IGNORE(cudaStreamDestroy(be->stream));
+    cudaGetLastError();
+    free(be);
+}
+
+extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out) {
+    *out = NULL;
+    st_status st = ST_OK;
+    int n = 0;
+    ST_CUDA_CHECK(cudaGetDeviceCount(&n));
+    if (ordinal < 0 || ordinal >= n) {
+        st_error_set(ST_ERR_CONFIG, "cuda:%d: no such device (%d CUDA device%s visible)", ordinal, n, n == 1 ? "" : "s");
+        return st_error_hint("run 'strata inventory' to list devices; check CUDA_VISIBLE_DEVICES");
+    }
+    st_backend *be = (st_backend *)st_calloc(1, sizeof *be, "CUDA backend");
+    if (!be) return ST_ERR_NOMEM;
+    be->ordinal = ordinal;
+    be->cfg = *cfg;
+    struct cudaDeviceProp prop;
+    ST_CUDA_CHECK_GOTO(cudaSetDevice(ordinal), st, fail);
+    ST_CUDA_CHECK_GOTO(cudaGetDeviceProperties(&prop, ordinal), st, fail);
+    snprintf(be->label, sizeof be->label, "cuda:%d (%s)", ordinal, prop.name);
+    be->cc_major = prop.major;
+    be->cc_minor = prop.minor;
+    be->sm_count = prop.multiProcessorCount;
+    be->sm52_only = cfg->maxwell_path || prop.major < 6;
+    be->gemm_bf16 = !be->sm52_only && prop.major >= 8;
+    be->gemm_f16 = !be->sm52_only && prop.major >= 7;
+    if (cfg->attention == ST_ATTN_FLASH) {
+        if (be->sm52_only || prop.major < 8) {
+            st = st_error_set(ST_ERR_CONFIG, "%s: flash attention needs compute capability 8.0 or newer (%s cc %d.%d)",
+                              be->label, be->sm52_only && prop.major >= 6 ? "emulating a Maxwell card on" : "device has",
+                              prop.major, prop.minor);
+            st_error_hint("use attention: eager for this stage");
+            goto fail;
+        }
+        be->flash = true;
+    }
+    if (cfg->kv_dtype != ST_DTYPE_F32 && cfg->kv_dtype != ST_DTYPE_F16 && cfg->kv_dtype != ST_DTYPE_BF16) {
+        st = st_error_set(ST_ERR_CONFIG, "%s: KV cache dtype %s (F32, F16 or BF16)", be->label, st_dtype_name(cfg->kv_dtype));
+        goto fail;
+    }
+    ST_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking), st, fail);
+    ST_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&be->ev_done, cudaEventDisableTiming), st, fail);
+    ST_CUBLAS_CHECK_GOTO(cublasCreate(&be->cublas), st, fail);
+    ST_CUBLAS_CHECK_GOTO(cublasSetStream(be->cublas, be->stream), st, fail);
+    /* default math with CUBLAS_COMPUTE_32F: fp32 GEMMs stay fp32 (TF32 only with
+     * COMPUTE_32F_FAST_TF32), 16-bit inputs may use tensor cores with fp32 accumulation */
+    ST_CUBLAS_CHECK_GOTO(cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH), st, fail);
+    be->cublas_ws_bytes = CUBLAS_WS_BYTES;
+    ST_CUDA_CHECK_GOTO(cudaMalloc(&be->cublas_ws, be->cublas_ws_bytes), st, fail);
+    ST_CUBLAS_CHECK_GOTO(cublasSetWorkspace(be->cublas, be->cublas_ws, be->cublas_ws_bytes), st, fail);
+    be->scratch_bytes = SCRATCH_INIT_BYTES;
+    ST_CUDA_CHECK_GOTO(cudaMalloc(&be->scratch, be->scratch_bytes), st, fail);
+    ST_CUDA_CHECK_GOTO(cudaHostAlloc((void **)&be->flags, 4 * sizeof(int), cudaHostAllocMapped | cudaHostAllocPortable), st, fail);
+    memset((void *)be->flags, 0, 4 * sizeof(int));
+    ST_CUDA_CHECK_GOTO(cudaHostGetDevicePointer((void **)&be->flags_dev, (void *)be->flags, 0), st, fail);
+    *out = be;
+    return ST_OK;
+fail:
+    backend_free(be);
+    return st;
+}
+
+static st_status backend_init(const struct st_device_info *dev, const struct st_backend_config *cfg, st_backend **out) {
+    if (dev->kind != ST_DEVICE_CUDA) {
+        *out = NULL;
+        return st_error_set(ST_ERR_INTERNAL, "CUDA backend asked to drive %s, which is not a CUDA device", dev->name);
+    }
+    return st_cuda_backend_init_ordinal(dev->index, cfg, out);
+}
+
+extern "C" st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes) {
+    if (bytes <= be->scratch_bytes) return ST_OK;
+    if (be->capturing) {
+        st_error_set(ST_ERR_INTERNAL, "%s: workspace of %zu bytes needed while capturing a graph (%zu reserved)",
+                     be->label, bytes, be->scratch_bytes);
+        return st_error_hint("run one uncaptured step of the same shape before capturing");
+    }
+    size_t want = bytes + bytes / 4;
+    ST_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+    ST_CUDA_CHECK(cudaFree(be->scratch));
+    be->scratch = NULL;
+    be->scratch_bytes = 0;
+    cudaError_t e = cudaMalloc(&be->scratch, want);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        ST_CUDA_IGNORE(cudaMemGetInfo(&fr, &tot));
+        char a[32], f[32];
+        st_error_set(ST_ERR_DEVICE_OOM, "%s: out of memory growing the workspace to %s (%s free)", be->label,
+                     st_format_bytes(want, a, sizeof a), st_format_bytes(fr, f, sizeof f));
+        return st_error_hint("use a smaller prefill chunk or fewer layers on this device");
+    }
+    be->scratch_bytes = want;
+    return ST_OK;
+}
+
+/* ---- memory ---------------------------------------------------------------- */
+
+static st_status be_alloc(st_backend *be, size_t bytes, st_buf_use use, void **out) {
+    *out = NULL;
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (be->n_allocs == be->cap_allocs) {
+        int cap = be->cap_allocs ? be->cap_allocs * 2 : 64;
+        struct st_cuda_alloc *a = (struct st_cuda_alloc *)realloc(be->allocs, (size_t)cap * sizeof *a);
+        if (!a) return st_error_set(ST_ERR_NOMEM, "%s: out of host memory tracking buffers", be->label);
+        be->allocs = a;
+        be->cap_allocs = cap;
+    }
+    void *p = NULL;
+    const size_t asked = bytes ? bytes : 1;
+    cudaError_t e = use == ST_BUF_STAGING ? cudaHostAlloc(&p, asked, cudaHostAllocPortable) : cudaMalloc(&p, asked);
+    if (e != cudaSuccess) {
+        cudaGetLastError();   /* allocation failures are not sticky: the device stays usable */
+        char a[32], f[32], t[32];
+        if (use == ST_BUF_STAGING) {
+            st_error_set(ST_ERR_NOMEM, "%s: cannot pin %s of host memory for %s: %s", be->label,
+                         st_format_bytes(asked, a, sizeof a), use_name(use), cudaGetErrorString(e));
+            return st_error_hint("pinned memory is limited by RAM and 'ulimit -l'; use smaller link buffers");
+        }
+        size_t fr = 0, tot = 0;
+        ST_CUDA_IGNORE(cudaMemGetInfo(&fr, &tot));
+        cudaGetLastError();
+        st_error_set(e == cudaErrorMemoryAllocation ? ST_ERR_DEVICE_OOM : ST_ERR_DEVICE,
+                     "%s: out of memory allocating %s for %s: %s free of %s (%s)", be->label,
+                     st_format_bytes(asked, a, sizeof a), use_name(use), st_format_bytes(fr, f, sizeof f),
+                     st_format_bytes(tot, t, sizeof t), cudaGetErrorString(e));
+        return st_error_hint("put fewer layers on this device, shorten the context, or lower its memory cap in the deployment");
+    }
+    be->allocs[be->n_allocs++] = (struct st_cuda_alloc){p, asked, use};
+    be->used_bytes[use] += asked;
+    *out = p;
+    return ST_OK;
+}
+
+static void be_dealloc(st_backend *be, void *ptr) {
+    if (!ptr) return;
+    ST_CUDA_IGNORE(cudaSetDevice(be->ordinal));
+    for (int i = 0; i < be->n_allocs; i++) {
+        if (be->allocs[i].ptr != ptr) continue;
+        /* the stream may still read it */
+        ST_CUDA_IGNORE(cudaStreamSynchronize(be->stream));
+        if (be->allocs[i].use == ST_BUF_STAGING) ST_CUDA_IGNORE(cudaFreeHost(ptr));
+        else ST_CUDA_IGNORE(cudaFree(ptr));
+        be->used_bytes[be->allocs[i].use] -= be->allocs[i].bytes;
+        be->allocs[i] = be->allocs[--be->n_allocs];
+        return;
+    }
+    ST_WARN("%s: dealloc of %p, which this backend did not allocate (ignored)", be->label, ptr);
+}
+
+static st_status be_upload(st_backend *be, void *dst, const void *src_host, size_t bytes) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (!bytes) return ST_OK;
+    ST_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
+    return ST_OK;
+}
+
+/* Reports what the kernels flagged on bad input since the last check. */
+static st_status check_flags(st_backend *be) {
+    const int bad_id = be->flags[0], bad_pos = be->flags[1];
+    if (!bad_id && !bad_pos) return ST_OK;
+    be->flags[0] = be->flags[1] = 0;
+    if (bad_id) {
+        st_error_set(ST_ERR_USAGE, "%s embed: token id outside the vocabulary at token index %d of a batch", be->label,
+                     bad_id - 1);
+        return st_error_hint("the ids come from a tokenizer of another model, or the model's vocab size is wrong");
+    }
+    st_error_set(ST_ERR_USAGE, "%s kv_store: position outside the KV cache at token index %d of a batch: the context is full",
+                 be->label, bad_pos - 1);
+    return st_error_hint("raise the context length in the deployment (generation.context) or shorten the prompt");
+}
+
+static st_status be_download(st_backend *be, void *dst_host, const void *src, size_t bytes) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (bytes) ST_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, be->stream));
+    ST_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+    return check_flags(be);
+}
+
+static st_status be_sync(st_backend *be) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    ST_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+    return check_flags(be);
+}
+
+static st_status be_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
+    st_status s = be_alloc(be, bytes, use, out);
+    if (s != ST_OK) return s;
+    s = be_upload(be, *out, host_ptr, bytes);
+    if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
+    return s;
+}
+
+/* ---- kernels --------------------------------------------------------------- */
+
+static st_status be_embed(st_backend *be, const struct st_weight *table, const int32_t *ids, int64_t n_tok, float *out) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "embed", st_embed_cuda(table->data, table->dtype, table->rows, table->cols, ids, n_tok, out, be->flags_dev,
+                                  be->stream));
+    return ST_OK;
+}
+
+static st_status be_rmsnorm(st_backend *be, const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "rmsnorm", st_rmsnorm_cuda(x, w, rows, n, eps, out, be->stream));
+    return ST_OK;
+}
+
+static st_status be_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
+                           float *y) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (n_tok <= ST_GEMV_MAX_TOK) {
+        OP(be, "matmul", st_gemv_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, n_tok, y, be->sm_count, be->stream));
+        return ST_OK;
+    }
+    bool cublas = w->dtype == ST_DTYPE_F32;
+    if (!be->sm52_only) {
+        if (w->dtype == ST_DTYPE_BF16 && be->cfg.matmul_prec == ST_PREC_BF16 && be->gemm_bf16) cublas = true;
+        if (w->dtype == ST_DTYPE_F16 && be->cfg.matmul_prec == ST_PREC_F16 && be->gemm_f16) cublas = true;
+    }
+    if (!cublas) {
+        OP(be, "matmul", st_gemm_simt_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, n_tok, y, be->stream));
+        return ST_OK;
+    }
+    if (w->dtype != ST_DTYPE_F32) OP(be, "matmul", st_cuda_scratch_reserve(be, (size_t)(n_tok * w->cols) * 2));
+    OP(be, "matmul", st_gemm_cublas_cuda(be->cublas, w->data, w->dtype, w->rows, w->cols, bias, x, n_tok, y, be->scratch,
+                                         be->stream));
+    return ST_OK;
+}
+
+static st_status be_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const int32_t *pos,
+                         const struct st_rope_params *rp) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "rope", st_rope_cuda(x, n_tok, n_heads, head_dim, pos, rp->theta, rp->layout, rp->freq_factors, be->stream));
+    return ST_OK;
+}
+
+static st_status be_kv_store(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v, int64_t n_tok,
+                             const int32_t *pos) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "kv_store", st_kv_store_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v, n_tok, pos,
+                                        be->flags_dev + 1, be->stream));
+    return ST_OK;
+}
+
+static st_status be_attention(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok, int64_t n_head,
+                              const int32_t *pos, float scale, float *out) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (be->flash && st_attn_flash_supported(kv->head_dim, kv->dtype)) {
+        /* decode: split-KV partials live in the scratch buffer (reserved at init, never grown here) */
+        const size_t part_bytes = n_tok <= ST_GEMV_MAX_TOK ? be->scratch_bytes : 0;
+        OP(be, "attention", st_attn_flash_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, q, n_tok,
+                                               n_head, pos, scale, out, part_bytes ? (float *)be->scratch : NULL,
+                                               part_bytes, be->sm_count, be->cc_major, be->stream));
+        return ST_OK;
+    }
+    OP(be, "attention", st_attn_eager_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, q, n_tok, n_head,
+                                           pos, scale, out, be->stream));
+    return ST_OK;
+}
+
+static st_status be_swiglu(st_backend *be, const float *gate, const float *up, int64_t n, float *out) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "swiglu", st_swiglu_cuda(gate, up, n, out, be->stream));
+    return ST_OK;
+}
+
+static st_status be_add(st_backend *be, float *x, const float *y, int64_t n) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "add", st_add_cuda(x, y, n, be->stream));
+    return ST_OK;
+}
+
+static st_status be_argmax(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "argmax", st_argmax_cuda(logits, n_vocab, out_id, be->stream));
+    return ST_OK;
+}
+
+static st_status be_sample(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
+                           const int32_t *pos, int32_t *out_id) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "sample", st_sample_cuda(logits, n_vocab, sp, pos, out_id, be->stream));
+    return ST_OK;
+}
+
+/* ---- graphs ---------------------------------------------------------------- */
+
+static st_status be_capture_begin(st_backend *be) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (be->capturing) return st_error_set(ST_ERR_INTERNAL, "%s: capture_begin while already capturing", be->label);
+    ST_CUDA_CHECK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
+    be->capturing = true;
+    return ST_OK;
+}
+
+static st_status be_capture_end(st_backend *be) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (!be->capturing) return st_error_set(ST_ERR_INTERNAL, "%s: capture_end without capture_begin", be->label);
+    be->capturing = false;
+    cudaGraph_t g = NULL;
+    ST_CUDA_CHECK(cudaStreamEndCapture(be->stream, &g));
+    if (be->graph_exec) {
+        /* same topology (the usual case: the same step at a new position) updates in place */
+#if CUDART_VERSION >= 12000
+        cudaGraphExecUpdateResultInfo info;
+        const cudaError_t ue = cudaGraphExecUpdate(be->graph_exec, g, &info);
+#else
+        cudaGraphNode_t err_node;
+        cudaGraphExecUpdateResult info;
+        const cudaError_t ue = cudaGraphExecUpdate(be->graph_exec, g, &err_node, &info);
+#endif
+        if (ue == cudaSuccess) {
+            if (be->graph) ST_CUDA_IGNORE(cudaGraphDestroy(be->graph));
+            be->graph = g;
+            return ST_OK;
+        }
+        cudaGetLastError();
+        ST_CUDA_IGNORE(cudaGraphExecDestroy(be->graph_exec));
+        be->graph_exec = NULL;
+    }
+    if (be->graph) ST_CUDA_IGNORE(cudaGraphDestroy(be->graph));
+    be->graph = g;
+    ST_CUDA_CHECK(cudaGraphInstantiateWithFlags(&be->graph_exec, g, 0));
+    return ST_OK;
+}
+
+static st_status be_replay(st_backend *be) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (!be->graph_exec) return st_error_set(ST_ERR_INTERNAL, "%s: replay before any capture", be->label);
+    ST_CUDA_CHECK(cudaGraphLaunch(be->graph_exec, be->stream));
+    return ST_OK;
+}
+
+static const struct st_device_ops cuda_ops = {
+    .name = "cuda",
+    .init = backend_init,
+    .free = backend_free,
+    .alloc = be_alloc,
+    .dealloc = be_dealloc,
+    .upload = be_upload,
+    .download = be_download,
+    .sync = be_sync,
+    .embed = be_embed,
+    .rmsnorm = be_rmsnorm,
+    .matmul = be_matmul,
+    .rope = be_rope,
+    .kv_store = be_kv_store,
+    .attention = be_attention,
+    .swiglu = be_swiglu,
+    .add = be_add,
+    .argmax = be_argmax,
+    .import_host = be_import_host,
+    .capture_begin = be_capture_begin,
+    .capture_end = be_capture_end,
+    .replay = be_replay,
+    .sample = be_sample,
+};
+
+extern "C" const struct st_device_ops *st_device_ops_cuda(void) { return &cuda_ops; }

@@ -1,0 +1,55 @@
+/* devices/cuda/cuda-impl.h — the CUDA backend's runtime state, shared by the
+ * ops table (backend_cuda.cu), the links (link_cuda.cu) and the probe
+ * (probe_cuda.cu). Not a public header. */
+#ifndef STRATA_CUDA_IMPL_H
+#define STRATA_CUDA_IMPL_H
+
+#include "devices/device.h"
+#include "devices/cuda/check.h"
+
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct st_cuda_alloc { void *ptr; size_t bytes; st_buf_use use; };
+
+struct st_backend {
+    int ordinal;                 /* CUDA device ordinal */
+    char label[300];             /* "cuda:0 (NVIDIA H100 80GB HBM3)" for messages */
+    int cc_major, cc_minor;
+    int sm_count;
+    struct st_backend_config cfg;
+    bool sm52_only;              /* Maxwell path: real cc 5.x or cfg.maxwell_path (emulation) */
+    bool gemm_bf16, gemm_f16;    /* cuBLAS may take bf16 / f16 inputs (tensor cores, fp32 accumulation) */
+    bool flash;                  /* flash attention chosen and possible */
+    cudaStream_t stream;         /* every op of this backend runs here (never the default stream) */
+    cudaEvent_t ev_done;         /* marks the end of the last op, for links */
+    cublasHandle_t cublas;
+    void *cublas_ws;             /* cuBLAS workspace (cublas_ws_bytes), set once so graphs capture */
+    size_t cublas_ws_bytes;
+    void *scratch;               /* GEMM input conversions, attention partials (scratch_bytes) */
+    size_t scratch_bytes;
+    volatile int *flags;         /* mapped pinned host ints the kernels write on bad input:
+                                    [0] embed: token index + 1 of an id outside the vocabulary
+                                    [1] kv_store: token index + 1 of a position outside the cache */
+    int *flags_dev;              /* the same memory as seen by the device */
+    cudaGraph_t graph;
+    cudaGraphExec_t graph_exec;
+    bool capturing;
+    struct st_cuda_alloc *allocs;  /* (n_allocs) live buffers, for dealloc and accounting */
+    int n_allocs, cap_allocs;
+    size_t used_bytes[4];        /* live bytes per st_buf_use */
+};
+
+/* Creates a backend for a CUDA ordinal (what ops->init does with dev->index). */
+st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out);
+/* Grows the scratch buffer to at least `bytes` (not while capturing). */
+st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_CUDA_IMPL_H */

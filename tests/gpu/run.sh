@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# GPU test run: builds strata with CUDA for the GPUs present (native arch),
+# runs every GPU test and benchmark, and writes a summary.
+#
+#   source shared/device/setup.sh     # on the lent GPU machines (deps for the build)
+#   tests/gpu/run.sh                  # summary in $OUT (else build-gpu/out)
+#
+# Steps: build; ptxas register/spill report of the hot kernels; gpu_kernels
+# (every op vs the CPU backend on three stage configurations); gpu_links (all
+# link kinds; peer/nccl need two GPUs); gpu_probe (inventory --probe figures);
+# gpu_gemv (decode GEMV vs copy roofline, 7B shapes; target >= 85% for the
+# bf16 layer). Exit 1 if a correctness step fails (a missed bandwidth target
+# is reported, exit code unchanged).
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build=${STRATA_GPU_BUILD:-$root/build-gpu}
+out=${OUT:-$build/out}
+mkdir -p "$out"
+summary="$out/summary.txt"
+: > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
+status=0
+step() {  # step NAME LOGFILE cmd...
+  local name=$1 log=$2; shift 2
+  local t0=$(date +%s)
+  "$@" > "$log" 2>&1
+  local rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  if [ $rc -eq 0 ]; then note "PASS  $name (${dt}s)"; else note "FAIL  $name (rc $rc, ${dt}s) — see $(basename "$log")"; fi
+  return $rc
+}
+
+note "strata GPU run $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+nvidia-smi --query-gpu=index,name,compute_cap,memory.total,driver_version --format=csv,noheader 2>&1 | sed 's/^/gpu   /' | tee -a "$summary"
+nvcc --version | tail -1 | sed 's/^/nvcc  /' | tee -a "$summary"
+
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+if ! step "configure (CUDA, native arch)" "$out/configure.log" \
+     cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native; then
+  tail -20 "$out/configure.log"; exit 1
+fi
+if ! step "build" "$out/build.log" cmake --build "$build" --parallel "$(nproc)" --target gpu_kernels gpu_links gpu_probe gpu_gemv strata; then
+  grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
+fi
+
+# register / spill report for the kernels that matter (CUDA 13 nvcc, this GPU's arch)
+{
+  for f in gemv attn_flash attn_eager gemm sample; do
+    echo "== kernels/cuda/$f.cu"
+    nvcc -std=c++17 -O3 -arch=native -I"$root" -DSTRATA_HAVE_CUDA=1 -Xptxas -v -c "$root/kernels/cuda/$f.cu" -o /dev/null 2>&1 |
+      grep -E "Compiling entry|registers|spill" | sed -E 's/ptxas info *: //'
+  done
+} > "$out/ptxas.txt" 2>&1
+note "ptxas: max registers $(grep -oE 'Used [0-9]+ registers' "$out/ptxas.txt" | awk '{print $2}' | sort -n | tail -1), \
+kernels with spills: $(grep -E '[1-9][0-9]* bytes spill stores' "$out/ptxas.txt" | wc -l) (details ptxas.txt)"
+
+step "gpu_kernels (ops vs CPU backend: bf16, f16, maxwell paths)" "$out/gpu_kernels.log" \
+  "$build/tests/gpu_kernels" --require-gpu || status=1
+grep -E "^(FAIL|summary)" "$out/gpu_kernels.log" | head -40 | sed 's/^/      /' | tee -a "$summary"
+step "gpu_links (local, host, peer, nccl)" "$out/gpu_links.log" "$build/tests/gpu_links" --require-gpu || status=1
+grep -E "^(ok|FAIL|one GPU)|passed" "$out/gpu_links.log" | sed 's/^/      /' | tee -a "$summary"
+step "gpu_probe (inventory --probe, GPU part)" "$out/gpu_probe.log" "$build/tests/gpu_probe" || status=1
+sed 's/^/      /' "$out/gpu_probe.log" | tee -a "$summary"
+"$build/bench/gpu_gemv" --json "$out/gpu_gemv.json" --min-ratio 0.85 > "$out/gpu_gemv.log" 2>&1
+rc=$?
+case $rc in
+  0) note "PASS  gpu_gemv (bf16 7B layer >= 85% of copy)";;
+  3) note "PERF  gpu_gemv below the 85% target (correct output)";;
+  *) note "FAIL  gpu_gemv (rc $rc: wrong output or error)"; status=1;;
+esac
+sed 's/^/      /' "$out/gpu_gemv.log" | tee -a "$summary"
+note "result: $([ $status -eq 0 ] && echo ALL CORRECTNESS CHECKS PASSED || echo FAILURES)"
+exit $status

@@ -1,0 +1,630 @@
+/* Every CUDA op through the ops table against the CPU backend (the fp32
+ * reference, st_device_ops_cpu()) on fresh random data, on three stage
+ * configurations of the same GPU:
+ *   bf16     matmul_prec BF16, flash attention (cc >= 8.0; eager below)
+ *   f16      matmul_prec F16, flash attention (cc >= 8.0; eager below)
+ *   maxwell  maxwell_path = true: fp32 math, eager attention, sm_52 code only
+ * Tolerance is ||gpu - cpu|| / ||cpu|| (double): 1e-5 where the GPU computes
+ * in fp32 over the same inputs, 5e-3 where bf16 enters the tensor cores,
+ * 2e-3 where fp16 does (fp32 accumulation everywhere). Outputs are poisoned
+ * with NaN before every run; a NaN or an unwritten element never passes.
+ * Also: argmax ties and NaN, seeded sampling against a brute-force host
+ * implementation of the contract in devices/device.h, graph capture/replay
+ * with positions read on the device, import_host, out-of-memory and bad-input
+ * errors. Exit 77 (skip) when no GPU is visible, unless --require-gpu. */
+#include "check.h"
+#include "devices/device.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- random data ------------------------------------------------------------ */
+
+static uint64_t rng_s = 0x2545F4914F6CDD1Dull;
+static uint64_t rng_u64(void) {
+    rng_s ^= rng_s >> 12; rng_s ^= rng_s << 25; rng_s ^= rng_s >> 27;
+    return rng_s * 2685821657736338717ull;
+}
+static float rng_f(void) { return (float)((double)(rng_u64() >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+static float *rand_f32(int64_t n, float scale) {
+    float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) p[i] = scale * rng_f();
+    return p;
+}
+
+/* n elements of dtype t with random values of magnitude ~scale (valid scales in quant blocks) */
+static void *rand_dtype(st_dtype t, int64_t n, float scale) {
+    size_t bytes = st_dtype_row_bytes(t, n);
+    uint8_t *p = malloc(bytes ? bytes : 1);
+    if (t == ST_DTYPE_F32) { for (int64_t i = 0; i < n; i++) ((float *)p)[i] = scale * rng_f(); return p; }
+    if (t == ST_DTYPE_F16) { for (int64_t i = 0; i < n; i++) ((uint16_t *)p)[i] = st_f32_to_f16(scale * rng_f()); return p; }
+    if (t == ST_DTYPE_BF16) { for (int64_t i = 0; i < n; i++) ((uint16_t *)p)[i] = st_f32_to_bf16(scale * rng_f()); return p; }
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rng_u64();
+    const size_t bb = st_dtype_block_bytes(t);
+    const size_t nb = bytes / bb;
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *blk = p + b * bb;
+        uint16_t d = st_f32_to_f16(scale * (0.01f + 0.02f * fabsf(rng_f())));
+        uint16_t m = st_f32_to_f16(scale * 0.01f * rng_f());
+        size_t d_off = t == ST_DTYPE_Q6_K ? 208 : 0;
+        memcpy(blk + d_off, &d, 2);
+        if (t == ST_DTYPE_Q4_1 || t == ST_DTYPE_Q5_1 || t == ST_DTYPE_Q4_K || t == ST_DTYPE_Q5_K) memcpy(blk + 2, &m, 2);
+    }
+    return p;
+}
+
+/* ---- the GPU under test ------------------------------------------------------- */
+
+struct gpu {
+    const char *name;
+    const struct st_device_ops *ops;
+    st_backend *be;
+    struct st_backend_config cfg;
+    int cc_major;
+    bool flash;          /* attention runs the tensor-core kernel */
+};
+
+static const struct st_device_ops *cpu_ops;
+static st_backend *cpu_be;
+static bool g_fatal;
+
+static void *gput(struct gpu *g, const void *h, size_t bytes) {
+    void *d = NULL;
+    st_status s = g->ops->alloc(g->be, bytes ? bytes : 4, ST_BUF_WORKSPACE, &d);
+    if (s != ST_OK) { fprintf(stderr, "alloc: %s\n", st_last_error()); g_fatal = true; return NULL; }
+    if (h && bytes) CHECK_OK(g->ops->upload(g->be, d, h, bytes));
+    return d;
+}
+/* NaN-filled device buffer (0xff bytes: a quiet NaN in every float) */
+static float *gpoison(struct gpu *g, size_t n_floats) {
+    size_t bytes = n_floats * sizeof(float);
+    uint8_t *h = malloc(bytes ? bytes : 4);
+    memset(h, 0xff, bytes);
+    float *d = gput(g, h, bytes);
+    free(h);
+    return d;
+}
+static void gget(struct gpu *g, void *h, const void *d, size_t bytes) { CHECK_OK(g->ops->download(g->be, h, d, bytes)); }
+static void gfree(struct gpu *g, void *d) { g->ops->dealloc(g->be, d); }
+
+/* ---- comparison ---------------------------------------------------------------- */
+
+static int n_cases, n_failed_cases;
+
+static void expect_close(struct gpu *g, const char *what, const float *out, const float *ref, int64_t n, double tol) {
+    double num = 0.0, den = 0.0, maxabs = 0.0;
+    int64_t nan_out = 0, first_nan = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(out[i]) && !isnan(ref[i])) { if (first_nan < 0) first_nan = i; nan_out++; continue; }
+        if (isnan(ref[i])) continue;
+        const double d = (double)out[i] - (double)ref[i];
+        num += d * d;
+        den += (double)ref[i] * (double)ref[i];
+        if (fabs(d) > maxabs) maxabs = fabs(d);
+    }
+    const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    const bool ok = nan_out == 0 && rel <= tol && n > 0;
+    n_cases++;
+    if (!ok) n_failed_cases++;
+    printf("%s %-8s %-52s rel %.2e (tol %.0e) max|d| %.2e%s\n", ok ? "ok  " : "FAIL", g->name, what, rel, tol, maxabs,
+           nan_out ? " NaN/unwritten!" : "");
+    if (nan_out) printf("     %lld NaN outputs, first at %lld\n", (long long)nan_out, (long long)first_nan);
+    CHECK_MSG(ok, "%s %s: rel %.3e tol %.1e, %lld NaN", g->name, what, rel, tol, (long long)nan_out);
+}
+
+static void expect_equal_i(struct gpu *g, const char *what, int64_t got, int64_t want) {
+    n_cases++;
+    if (got != want) n_failed_cases++;
+    printf("%s %-8s %-52s got %lld want %lld\n", got == want ? "ok  " : "FAIL", g->name, what, (long long)got, (long long)want);
+    CHECK_MSG(got == want, "%s %s: got %lld want %lld", g->name, what, (long long)got, (long long)want);
+}
+
+/* ---- ops ----------------------------------------------------------------------- */
+
+static void test_embed(struct gpu *g) {
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16, ST_DTYPE_Q8_0, ST_DTYPE_Q4_0, ST_DTYPE_Q4_1,
+                              ST_DTYPE_Q5_0, ST_DTYPE_Q5_1, ST_DTYPE_IQ4_NL, ST_DTYPE_Q4_K, ST_DTYPE_Q5_K, ST_DTYPE_Q6_K};
+    const int64_t V = 1000, E = 512, T = 7;
+    for (size_t k = 0; k < ST_ARRAY_LEN(types); k++) {
+        const st_dtype t = types[k];
+        void *tab = rand_dtype(t, V * E, 1.0f);
+        int32_t ids[7];
+        for (int i = 0; i < T; i++) ids[i] = (int32_t)(rng_u64() % V);
+        ids[T - 1] = (int32_t)(V - 1);
+        float *ref = malloc(sizeof(float) * T * E), *out = malloc(sizeof(float) * T * E);
+        struct st_weight wc = {tab, t, V, E};
+        CHECK_OK(cpu_ops->embed(cpu_be, &wc, ids, T, ref));
+        void *dtab = gput(g, tab, st_dtype_row_bytes(t, V * E));
+        int32_t *dids = gput(g, ids, sizeof ids);
+        float *dout = gpoison(g, (size_t)(T * E));
+        struct st_weight wg = {dtab, t, V, E};
+        CHECK_OK(g->ops->embed(g->be, &wg, dids, T, dout));
+        gget(g, out, dout, sizeof(float) * T * E);
+        char what[96];
+        snprintf(what, sizeof what, "embed %s %lldx%lld t=%lld", st_dtype_name(t), (long long)V, (long long)E, (long long)T);
+        expect_close(g, what, out, ref, T * E, 1e-5);
+        gfree(g, dtab); gfree(g, dids); gfree(g, dout);
+        free(tab); free(ref); free(out);
+    }
+    /* an id outside the vocabulary: NaN row and an error at the next sync */
+    {
+        void *tab = rand_dtype(ST_DTYPE_F32, 16 * 64, 1.0f);
+        int32_t ids[2] = {3, 16};
+        void *dtab = gput(g, tab, 16 * 64 * 4);
+        int32_t *dids = gput(g, ids, sizeof ids);
+        float *dout = gpoison(g, 128);
+        struct st_weight wg = {dtab, ST_DTYPE_F32, 16, 64};
+        CHECK_OK(g->ops->embed(g->be, &wg, dids, 2, dout));
+        CHECK_ERR(g->ops->sync(g->be), ST_ERR_USAGE, "outside the vocabulary");
+        CHECK_OK(g->ops->sync(g->be));   /* reported once */
+        gfree(g, dtab); gfree(g, dids); gfree(g, dout);
+        free(tab);
+    }
+}
+
+static void test_rmsnorm(struct gpu *g) {
+    const int64_t shapes[][2] = {{5, 3584}, {28, 128}, {3, 896}, {2, 18944}, {1, 100}};
+    for (size_t k = 0; k < ST_ARRAY_LEN(shapes); k++) {
+        const int64_t R = shapes[k][0], N = shapes[k][1];
+        float *x = rand_f32(R * N, 3.0f), *w = rand_f32(N, 1.0f);
+        float *ref = malloc(sizeof(float) * R * N), *out = malloc(sizeof(float) * R * N);
+        cpu_ops->rmsnorm(cpu_be, x, w, R, N, 1e-6f, ref);
+        float *dx = gput(g, x, sizeof(float) * R * N), *dw = gput(g, w, sizeof(float) * N);
+        float *dout = gpoison(g, (size_t)(R * N));
+        CHECK_OK(g->ops->rmsnorm(g->be, dx, dw, R, N, 1e-6f, dout));
+        gget(g, out, dout, sizeof(float) * R * N);
+        char what[96];
+        snprintf(what, sizeof what, "rmsnorm %lld rows x %lld", (long long)R, (long long)N);
+        expect_close(g, what, out, ref, R * N, 1e-5);
+        /* in place (x aliases out) */
+        CHECK_OK(g->ops->rmsnorm(g->be, dx, dw, R, N, 1e-6f, dx));
+        gget(g, out, dx, sizeof(float) * R * N);
+        snprintf(what, sizeof what, "rmsnorm %lld rows x %lld in place", (long long)R, (long long)N);
+        expect_close(g, what, out, ref, R * N, 1e-5);
+        gfree(g, dx); gfree(g, dw); gfree(g, dout);
+        free(x); free(w); free(ref); free(out);
+    }
+}
+
+/* the tolerance the stage's matmul path earns */
+static double matmul_tol(const struct gpu *g, st_dtype t, int64_t n_tok) {
+    if (n_tok <= 8 || t == ST_DTYPE_F32 || g->cfg.maxwell_path) return 1e-5;
+    if (t == ST_DTYPE_BF16 && g->cfg.matmul_prec == ST_PREC_BF16 && g->cc_major >= 8) return 5e-3;
+    if (t == ST_DTYPE_F16 && g->cfg.matmul_prec == ST_PREC_F16 && g->cc_major >= 7) return 2e-3;
+    return 1e-5;
+}
+
+static void test_matmul(struct gpu *g) {
+    /* rows, cols, tokens: decode GEMV shapes of a 7B layer, the multi-token GEMV,
+     * a column count that forces the scalar GEMV, and prefill GEMMs */
+    const int64_t shapes[][3] = {{512, 3584, 1}, {3584, 3584, 1}, {2000, 18944, 1}, {1000, 1024, 3}, {777, 640, 8},
+                                 {300, 1000, 2}, {301, 1003, 1}, {256, 512, 37}, {1000, 3584, 64}, {96, 200, 9}};
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
+    for (size_t k = 0; k < ST_ARRAY_LEN(shapes); k++) {
+        const int64_t R = shapes[k][0], C = shapes[k][1], T = shapes[k][2];
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+            const st_dtype t = types[ti];
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                if (with_bias && k % 2) continue;
+                void *w = rand_dtype(t, R * C, 0.05f);
+                float *x = rand_f32(T * C, 1.0f), *b = with_bias ? rand_f32(R, 1.0f) : NULL;
+                float *ref = malloc(sizeof(float) * T * R), *out = malloc(sizeof(float) * T * R);
+                struct st_weight wc = {w, t, R, C};
+                CHECK_OK(cpu_ops->matmul(cpu_be, &wc, b, x, T, ref));
+                void *dw = gput(g, w, st_dtype_row_bytes(t, R * C));
+                float *dx = gput(g, x, sizeof(float) * T * C), *db = b ? gput(g, b, sizeof(float) * R) : NULL;
+                float *dy = gpoison(g, (size_t)(T * R));
+                struct st_weight wg = {dw, t, R, C};
+                CHECK_OK(g->ops->matmul(g->be, &wg, db, dx, T, dy));
+                gget(g, out, dy, sizeof(float) * T * R);
+                char what[96];
+                snprintf(what, sizeof what, "matmul %s %lldx%lld t=%lld%s", st_dtype_name(t), (long long)R, (long long)C,
+                         (long long)T, b ? " +bias" : "");
+                expect_close(g, what, out, ref, T * R, matmul_tol(g, t, T));
+                gfree(g, dw); gfree(g, dx); gfree(g, db); gfree(g, dy);
+                free(w); free(x); free(b); free(ref); free(out);
+            }
+        }
+    }
+}
+
+static void test_rope(struct gpu *g) {
+    const int64_t T = 5, H = 4, dims[] = {128, 64, 80};
+    for (size_t di = 0; di < ST_ARRAY_LEN(dims); di++) {
+        const int64_t D = dims[di];
+        for (int layout = 0; layout < 2; layout++) {
+            for (int ff = 0; ff < 2; ff++) {
+                float *x = rand_f32(T * H * D, 2.0f);
+                float *factors = NULL;
+                if (ff) { factors = malloc(sizeof(float) * D / 2); for (int64_t i = 0; i < D / 2; i++) factors[i] = 1.0f + 7.0f * fabsf(rng_f()); }
+                int32_t pos[5];
+                for (int i = 0; i < T; i++) pos[i] = (int32_t)(rng_u64() % 32768);
+                pos[0] = 0;
+                float *ref = malloc(sizeof(float) * T * H * D), *out = malloc(sizeof(float) * T * H * D);
+                memcpy(ref, x, sizeof(float) * T * H * D);
+                struct st_rope_params rc = {1e6f, layout ? ST_ROPE_NORM : ST_ROPE_NEOX, factors};
+                CHECK_OK(cpu_ops->rope(cpu_be, ref, T, H, D, pos, &rc));
+                float *dx = gput(g, x, sizeof(float) * T * H * D);
+                int32_t *dpos = gput(g, pos, sizeof pos);
+                float *dff = factors ? gput(g, factors, sizeof(float) * D / 2) : NULL;
+                struct st_rope_params rg = {1e6f, rc.layout, dff};
+                CHECK_OK(g->ops->rope(g->be, dx, T, H, D, dpos, &rg));
+                gget(g, out, dx, sizeof(float) * T * H * D);
+                char what[96];
+                snprintf(what, sizeof what, "rope %s D=%lld pos<32768%s", layout ? "norm" : "neox", (long long)D,
+                         ff ? " freq_factors" : "");
+                expect_close(g, what, out, ref, T * H * D, 1e-5);
+                gfree(g, dx); gfree(g, dpos); gfree(g, dff);
+                free(x); free(factors); free(ref); free(out);
+            }
+        }
+    }
+}
+
+/* fills both caches identically with random values in dtype */
+struct kv_pair { struct st_kv_layer cpu, gpu; void *hk, *hv; size_t bytes; };
+
+static void kv_make(struct gpu *g, struct kv_pair *p, st_dtype t, int64_t n_ctx, int64_t Hkv, int64_t D) {
+    p->bytes = st_dtype_row_bytes(t, n_ctx * Hkv * D);
+    p->hk = rand_dtype(t, n_ctx * Hkv * D, 1.0f);
+    p->hv = rand_dtype(t, n_ctx * Hkv * D, 1.0f);
+    p->cpu = (struct st_kv_layer){p->hk, p->hv, t, n_ctx, Hkv, D};
+    p->gpu = (struct st_kv_layer){gput(g, p->hk, p->bytes), gput(g, p->hv, p->bytes), t, n_ctx, Hkv, D};
+}
+static void kv_drop(struct gpu *g, struct kv_pair *p) {
+    gfree(g, p->gpu.k); gfree(g, p->gpu.v);
+    free(p->hk); free(p->hv);
+}
+
+static void test_kv_store(struct gpu *g) {
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
+    const int64_t n_ctx = 64, Hkv = 2, D = 128, T = 3;
+    for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+        struct kv_pair p;
+        kv_make(g, &p, types[ti], n_ctx, Hkv, D);
+        float *k = rand_f32(T * Hkv * D, 3.0f), *v = rand_f32(T * Hkv * D, 3.0f);
+        int32_t pos[3] = {5, 6, 63};
+        CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos));
+        float *dk = gput(g, k, sizeof(float) * T * Hkv * D), *dv = gput(g, v, sizeof(float) * T * Hkv * D);
+        int32_t *dpos = gput(g, pos, sizeof pos);
+        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos));
+        uint8_t *hk = malloc(p.bytes), *hv = malloc(p.bytes);
+        gget(g, hk, p.gpu.k, p.bytes);
+        gget(g, hv, p.gpu.v, p.bytes);
+        const bool same = memcmp(hk, p.hk, p.bytes) == 0 && memcmp(hv, p.hv, p.bytes) == 0;
+        char what[96];
+        snprintf(what, sizeof what, "kv_store %s: caches bit-identical", st_dtype_name(types[ti]));
+        expect_equal_i(g, what, same, 1);
+        /* a position past the cache: skipped, reported at the next sync */
+        int32_t bad[1] = {64};
+        CHECK_OK(g->ops->upload(g->be, dpos, bad, sizeof bad));
+        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, 1, dpos));
+        CHECK_ERR(g->ops->sync(g->be), ST_ERR_USAGE, "context is full");
+        gfree(g, dk); gfree(g, dv); gfree(g, dpos);
+        free(k); free(v); free(hk); free(hv);
+        kv_drop(g, &p);
+    }
+}
+
+static void test_attention(struct gpu *g) {
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
+    /* n_ctx, Hkv, H, D, n_tok, last position */
+    const int64_t cases[][6] = {{300, 2, 8, 128, 1, 299},   {300, 2, 8, 128, 5, 150}, {2100, 4, 28, 128, 1, 2050},
+                                {4096, 2, 14, 64, 1, 4000}, {97, 1, 4, 64, 40, 96},   {1500, 2, 16, 128, 33, 1400},
+                                {64, 2, 4, 80, 3, 20},      {257, 8, 8, 128, 2, 256}};
+    for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
+        const int64_t n_ctx = cases[ci][0], Hkv = cases[ci][1], H = cases[ci][2], D = cases[ci][3], T = cases[ci][4];
+        const int64_t last = cases[ci][5];
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+            const st_dtype t = types[ti];
+            struct kv_pair p;
+            kv_make(g, &p, t, n_ctx, Hkv, D);
+            float *q = rand_f32(T * H * D, 2.0f);
+            int32_t *pos = malloc(sizeof(int32_t) * T);
+            for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)(last - (T - 1) + i);
+            const float scale = 1.0f / sqrtf((float)D);
+            float *ref = malloc(sizeof(float) * T * H * D), *out = malloc(sizeof(float) * T * H * D);
+            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, scale, ref));
+            float *dq = gput(g, q, sizeof(float) * T * H * D);
+            int32_t *dpos = gput(g, pos, sizeof(int32_t) * T);
+            float *dout = gpoison(g, (size_t)(T * H * D));
+            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, scale, dout));
+            gget(g, out, dout, sizeof(float) * T * H * D);
+            const bool flash = g->flash && (D == 64 || D == 128);
+            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 5e-3;
+            char what[96];
+            snprintf(what, sizeof what, "attention %s %s ctx=%lld H=%lld/%lld D=%lld t=%lld", flash ? "flash" : "eager",
+                     st_dtype_name(t), (long long)n_ctx, (long long)H, (long long)Hkv, (long long)D, (long long)T);
+            expect_close(g, what, out, ref, T * H * D, tol);
+            gfree(g, dq); gfree(g, dpos); gfree(g, dout);
+            free(q); free(pos); free(ref); free(out);
+            kv_drop(g, &p);
+        }
+    }
+}
+
+static void test_elementwise(struct gpu *g) {
+    const int64_t sizes[] = {18944, 3584 * 5 + 3, 1, 7};
+    for (size_t k = 0; k < ST_ARRAY_LEN(sizes); k++) {
+        for (int misalign = 0; misalign < 2; misalign++) {
+            const int64_t n = sizes[k], off = misalign;
+            float *a = rand_f32(n + 1, 6.0f), *b = rand_f32(n + 1, 2.0f);
+            float *ref = malloc(sizeof(float) * (n + 1)), *out = malloc(sizeof(float) * (n + 1));
+            cpu_ops->swiglu(cpu_be, a + off, b + off, n, ref);
+            float *da = gput(g, a, sizeof(float) * (n + 1)), *db = gput(g, b, sizeof(float) * (n + 1));
+            float *dout = gpoison(g, (size_t)(n + 1));
+            CHECK_OK(g->ops->swiglu(g->be, da + off, db + off, n, dout + off));
+            gget(g, out, dout + off, sizeof(float) * n);
+            char what[96];
+            snprintf(what, sizeof what, "swiglu n=%lld%s", (long long)n, misalign ? " unaligned" : "");
+            expect_close(g, what, out, ref, n, 1e-5);
+            memcpy(ref, a, sizeof(float) * (n + 1));
+            cpu_ops->add(cpu_be, ref + off, b + off, n);
+            CHECK_OK(g->ops->add(g->be, da + off, db + off, n));
+            gget(g, out, da, sizeof(float) * (n + 1));
+            snprintf(what, sizeof what, "add n=%lld%s", (long long)n, misalign ? " unaligned" : "");
+            expect_close(g, what, out, ref, n + 1, 1e-5);
+            gfree(g, da); gfree(g, db); gfree(g, dout);
+            free(a); free(b); free(ref); free(out);
+        }
+    }
+}
+
+static void test_argmax(struct gpu *g) {
+    const int64_t V = 151936;
+    for (int trial = 0; trial < 4; trial++) {
+        float *l = rand_f32(V, 10.0f);
+        if (trial == 1) { l[70000] = 50.0f; l[12] = 50.0f; }          /* tie: lowest id wins */
+        if (trial == 2) { l[0] = NAN; l[5] = NAN; l[V - 1] = 60.0f; } /* NaN never wins */
+        if (trial == 3) { for (int64_t i = 0; i < V; i++) l[i] = -INFINITY; l[V / 2] = -1e30f; }
+        int32_t want = 0, got = -1;
+        CHECK_OK(cpu_ops->argmax(cpu_be, l, V, &want));
+        float *dl = gput(g, l, sizeof(float) * V);
+        int32_t *did = gput(g, NULL, sizeof(int32_t));
+        CHECK_OK(g->ops->argmax(g->be, dl, V, did));
+        gget(g, &got, did, sizeof got);
+        char what[96];
+        snprintf(what, sizeof what, "argmax V=%lld case %d", (long long)V, trial);
+        expect_equal_i(g, what, got, want);
+        gfree(g, dl); gfree(g, did);
+        free(l);
+    }
+}
+
+/* ---- sampling: a brute-force host implementation of the st_sample_params contract ---- */
+
+struct cand { float z; int id; };
+static int cand_cmp(const void *a, const void *b) {
+    const struct cand *x = a, *y = b;
+    if (x->z != y->z) return x->z > y->z ? -1 : 1;
+    return x->id - y->id;
+}
+
+static int32_t host_sample(const float *logits, int64_t n, const struct st_sample_params *sp, int32_t pos) {
+    int32_t best = 0;
+    for (int64_t i = 1; i < n; i++) if (logits[i] > logits[best]) best = (int32_t)i;
+    if (!(sp->temperature > 0.0f)) return best;
+    const double u = st_sample_uniform(sp->seed, (uint64_t)pos);
+    const float inv_t = 1.0f / sp->temperature;
+    const int64_t k = sp->top_k <= 0 || sp->top_k >= n ? 0 : sp->top_k;
+    if (k == 0 && sp->top_p >= 1.0f) {   /* id order */
+        const float vmax = logits[best];
+        const float lmin = sp->min_p > 0 ? vmax + logf(sp->min_p) : -INFINITY;
+        double tot = 0.0;
+        for (int64_t i = 0; i < n; i++) if (logits[i] >= lmin) tot += expf((logits[i] - vmax) * inv_t);
+        double c = 0.0;
+        int32_t last = best;
+        for (int64_t i = 0; i < n; i++) {
+            if (!(logits[i] >= lmin)) continue;
+            last = (int32_t)i;
+            c += expf((logits[i] - vmax) * inv_t);
+            if (c > u * tot) return (int32_t)i;
+        }
+        return last;
+    }
+    struct cand *c = malloc(sizeof *c * (size_t)n);
+    for (int64_t i = 0; i < n; i++) { c[i].z = logits[i]; c[i].id = (int)i; }
+    qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    const int64_t nc = k ? k : n;
+    float *p = malloc(sizeof(float) * (size_t)nc);
+    double tot = 0.0;
+    for (int64_t i = 0; i < nc; i++) { p[i] = expf(c[i].z - c[0].z); tot += p[i]; }
+    int64_t keep = nc;
+    if (sp->top_p < 1.0f) {
+        double s = 0.0;
+        for (int64_t i = 0; i < nc; i++) { s += p[i]; if (s >= (double)sp->top_p * tot) { keep = i + 1; break; } }
+    }
+    if (sp->min_p > 0.0f) { int64_t k2 = 1; while (k2 < keep && p[k2] >= sp->min_p * p[0]) k2++; keep = k2; }
+    double kept = 0.0;
+    for (int64_t i = 0; i < keep; i++) { p[i] = expf((c[i].z - c[0].z) * inv_t); kept += p[i]; }
+    double s = 0.0;
+    int32_t pick = c[keep - 1].id;
+    for (int64_t i = 0; i < keep; i++) { s += p[i]; if (s > u * kept) { pick = c[i].id; break; } }
+    free(c); free(p);
+    return pick;
+}
+
+static void test_sample(struct gpu *g) {
+    const int64_t V = 151936;
+    const struct st_sample_params params[] = {
+        {0.8f, 40, 0.95f, 0.05f, 42}, {0.7f, 20, 0.8f, 0.0f, 7}, {1.0f, 0, 1.0f, 0.0f, 1234},
+        {1.3f, 0, 1.0f, 0.1f, 99},    {0.6f, 1024, 0.95f, 0.0f, 5}, {0.0f, 40, 0.9f, 0.0f, 3}, {2.0f, 5, 1.0f, 0.0f, 11}};
+    float *l = rand_f32(V, 4.0f);
+    for (int i = 0; i < 50; i++) l[rng_u64() % V] = 9.0f + rng_f();   /* a head of likely tokens */
+    l[500] = l[501] = 12.0f;                                          /* a tie at the top */
+    float *dl = gput(g, l, sizeof(float) * V);
+    int32_t *dpos = gput(g, NULL, sizeof(int32_t)), *did = gput(g, NULL, sizeof(int32_t));
+    int n_draw = 0, n_same = 0;
+    for (size_t k = 0; k < ST_ARRAY_LEN(params); k++) {
+        for (int32_t pos = 3; pos < 3 + 24; pos++) {
+            CHECK_OK(g->ops->upload(g->be, dpos, &pos, sizeof pos));
+            CHECK_OK(g->ops->sample(g->be, dl, V, &params[k], dpos, did));
+            int32_t got = -1;
+            gget(g, &got, did, sizeof got);
+            n_draw++;
+            n_same += got == host_sample(l, V, &params[k], pos);
+        }
+    }
+    /* floating-point sums differ in order between host and device; a draw that
+     * lands within ~1e-6 of a boundary may flip, nothing more */
+    char what[96];
+    snprintf(what, sizeof what, "sample: %d draws equal to the host reference", n_draw);
+    expect_equal_i(g, what, n_same >= n_draw - 1, 1);
+    struct st_sample_params bad = {0.8f, 0, 0.9f, 0.0f, 1};
+    CHECK_ERR(g->ops->sample(g->be, dl, V, &bad, dpos, did), ST_ERR_UNSUPPORTED, "top_k");
+    gfree(g, dl); gfree(g, dpos); gfree(g, did);
+    free(l);
+}
+
+/* ---- graph capture: a decode-like step replayed at a new position ------------- */
+
+static void test_graph(struct gpu *g) {
+    const int64_t H = 4, D = 128, E = 512, V = 3000;
+    float *x = rand_f32(H * D, 1.0f), *w = rand_f32(E, 1.0f);
+    void *wt = rand_dtype(ST_DTYPE_BF16, V * E, 0.05f);
+    float *dx0 = gput(g, x, sizeof(float) * H * D), *dx = gput(g, NULL, sizeof(float) * H * D);
+    float *dw = gput(g, w, sizeof(float) * E), *dn = gput(g, NULL, sizeof(float) * E);
+    void *dwt = gput(g, wt, st_dtype_row_bytes(ST_DTYPE_BF16, V * E));
+    float *dlog = gput(g, NULL, sizeof(float) * V);
+    int32_t *dpos = gput(g, NULL, sizeof(int32_t)), *did = gput(g, NULL, sizeof(int32_t));
+    struct st_rope_params rp = {1e6f, ST_ROPE_NEOX, NULL};
+    struct st_weight W = {dwt, ST_DTYPE_BF16, V, E};
+    int32_t pos = 7;
+    CHECK_OK(g->ops->upload(g->be, dpos, &pos, sizeof pos));
+    CHECK_OK(g->ops->sync(g->be));
+    /* step: x = rope(x0, pos); n = rmsnorm(x); logits = W n; id = argmax */
+    CHECK_OK(g->ops->capture_begin(g->be));
+    CHECK_OK(g->ops->rmsnorm(g->be, dx0, dw, 1, E, 1e-6f, dx));   /* x0 -> x (copy through a norm) */
+    CHECK_OK(g->ops->rope(g->be, dx, 1, H, D, dpos, &rp));
+    CHECK_OK(g->ops->rmsnorm(g->be, dx, dw, 1, E, 1e-6f, dn));
+    CHECK_OK(g->ops->matmul(g->be, &W, NULL, dn, 1, dlog));
+    CHECK_OK(g->ops->argmax(g->be, dlog, V, did));
+    CHECK_OK(g->ops->capture_end(g->be));
+    for (int step = 0; step < 3; step++) {
+        pos = 100 + 977 * step;
+        CHECK_OK(g->ops->upload(g->be, dpos, &pos, sizeof pos));
+        CHECK_OK(g->ops->replay(g->be));
+        float *logits = malloc(sizeof(float) * V);
+        int32_t got = -1;
+        gget(g, logits, dlog, sizeof(float) * V);
+        gget(g, &got, did, sizeof got);
+        /* the same step on the CPU */
+        float *cx = malloc(sizeof(float) * E), *cn = malloc(sizeof(float) * E), *cl = malloc(sizeof(float) * V);
+        cpu_ops->rmsnorm(cpu_be, x, w, 1, E, 1e-6f, cx);
+        cpu_ops->rope(cpu_be, cx, 1, H, D, &pos, &rp);
+        cpu_ops->rmsnorm(cpu_be, cx, w, 1, E, 1e-6f, cn);
+        struct st_weight Wc = {wt, ST_DTYPE_BF16, V, E};
+        cpu_ops->matmul(cpu_be, &Wc, NULL, cn, 1, cl);
+        char what[96];
+        snprintf(what, sizeof what, "graph replay at pos %d: logits", pos);
+        expect_close(g, what, logits, cl, V, 1e-5);
+        int32_t want = 0;
+        cpu_ops->argmax(cpu_be, cl, V, &want);
+        snprintf(what, sizeof what, "graph replay at pos %d: argmax", pos);
+        expect_equal_i(g, what, got, want);
+        free(logits); free(cx); free(cn); free(cl);
+    }
+    gfree(g, dx0); gfree(g, dx); gfree(g, dw); gfree(g, dn); gfree(g, dwt); gfree(g, dlog); gfree(g, dpos); gfree(g, did);
+    free(x); free(w); free(wt);
+}
+
+static void test_memory(struct gpu *g) {
+    /* import_host: alloc + upload */
+    const size_t n = 1 << 20;
+    uint8_t *h = malloc(n), *back = malloc(n);
+    for (size_t i = 0; i < n; i++) h[i] = (uint8_t)rng_u64();
+    void *d = NULL;
+    CHECK_OK(g->ops->import_host(g->be, h, n, ST_BUF_WEIGHTS, &d));
+    CHECK(d != NULL && d != (void *)h);
+    gget(g, back, d, n);
+    expect_equal_i(g, "import_host round trip", memcmp(h, back, n) == 0, 1);
+    gfree(g, d);
+    /* pinned staging */
+    void *pin = NULL;
+    CHECK_OK(g->ops->alloc(g->be, 4096, ST_BUF_STAGING, &pin));
+    CHECK(pin != NULL);
+    g->ops->dealloc(g->be, pin);
+    /* out of memory: recoverable, names device, bytes asked and free */
+    void *huge = NULL;
+    CHECK_ERR(g->ops->alloc(g->be, (size_t)1 << 50, ST_BUF_KV, &huge), ST_ERR_DEVICE_OOM, "out of memory allocating");
+    CHECK(strstr(st_last_error(), "cuda:") && strstr(st_last_error(), "free of") && strstr(st_last_error(), "KV cache"));
+    printf("     OOM message: %s\n", st_last_error());
+    CHECK(huge == NULL);
+    CHECK_OK(g->ops->alloc(g->be, 4096, ST_BUF_WORKSPACE, &d));   /* still usable */
+    gfree(g, d);
+    free(h); free(back);
+}
+
+int main(int argc, char **argv) {
+    int ordinal = 0;
+    bool require = false;
+    uint64_t seed = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--device") && i + 1 < argc) ordinal = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--require-gpu")) require = true;
+        else { fprintf(stderr, "usage: %s [--device N] [--seed S] [--require-gpu]\n", argv[0]); return 2; }
+    }
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+        printf("no CUDA device visible: %s\n", require ? "FAIL (--require-gpu)" : "skipped");
+        return require ? 1 : 77;
+    }
+    if (!seed) seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    rng_s = seed * 0x9E3779B97F4A7C15ull + 1;
+    printf("seed %llu (rerun with --seed %llu)\n", (unsigned long long)seed, (unsigned long long)seed);
+
+    cpu_ops = st_device_ops_cpu();
+    struct st_backend_config ccfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    if (cpu_ops->init(NULL, &ccfg, &cpu_be) != ST_OK) { fprintf(stderr, "cpu backend: %s\n", st_last_error()); return 1; }
+
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, ordinal);
+    printf("device cuda:%d %s cc %d.%d, %d SMs\n", ordinal, prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    const bool ampere = prop.major >= 8;
+    struct gpu gpus[3] = {
+        {"bf16", NULL, NULL, {ST_PREC_BF16, ampere ? ST_ATTN_FLASH : ST_ATTN_EAGER, ST_DTYPE_BF16, 0, false}, prop.major, ampere},
+        {"f16", NULL, NULL, {ST_PREC_F16, ampere ? ST_ATTN_FLASH : ST_ATTN_EAGER, ST_DTYPE_F16, 0, false}, prop.major, ampere},
+        {"maxwell", NULL, NULL, {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, true}, prop.major, false},
+    };
+    struct st_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    dev.kind = ST_DEVICE_CUDA;
+    dev.index = ordinal;
+    snprintf(dev.name, sizeof dev.name, "%s", prop.name);
+    for (size_t i = 0; i < ST_ARRAY_LEN(gpus) && !g_fatal; i++) {
+        struct gpu *g = &gpus[i];
+        g->ops = st_device_ops_cuda();
+        if (g->ops->init(&dev, &g->cfg, &g->be) != ST_OK) {
+            fprintf(stderr, "cuda backend (%s): %s\n", g->name, st_last_error());
+            CHECK(false);
+            continue;
+        }
+        printf("---- stage configuration %s: matmul %s, attention %s%s\n", g->name, st_prec_name(g->cfg.matmul_prec),
+               st_attn_name(g->cfg.attention), g->cfg.maxwell_path ? ", maxwell_path" : "");
+        test_embed(g);
+        test_rmsnorm(g);
+        test_matmul(g);
+        test_rope(g);
+        test_kv_store(g);
+        test_attention(g);
+        test_elementwise(g);
+        test_argmax(g);
+        test_sample(g);
+        test_graph(g);
+        test_memory(g);
+        g->ops->free(g->be);
+    }
+    /* flash attention refused where it cannot run */
+    {
+        struct st_backend_config bad = {ST_PREC_F32, ST_ATTN_FLASH, ST_DTYPE_F32, 0, true};
+        st_backend *b = NULL;
+        CHECK_ERR(st_device_ops_cuda()->init(&dev, &bad, &b), ST_ERR_CONFIG, "flash attention needs compute capability 8.0");
+    }
+    cpu_ops->free(cpu_be);
+    printf("summary: %d cases, %d failed\n", n_cases, n_failed_cases);
+    return st_test_finish("gpu_kernels");
+}
