@@ -332,8 +332,8 @@ st_status st_tok_add_merge(st_tokenizer_t *t, const char *left, size_t left_len,
     int32_t m = st_tok_lookup(t, cat, n);
     if (cat != small) free(cat);
     if (l < 0 || r < 0 || m < 0) {
-        st_error_set(ST_ERR_FORMAT, "%s: merge %lld (\"%.*s\" + \"%.*s\") refers to a token missing from the vocabulary",
-                     where, (long long)rank, (int)ST_MIN(left_len, 64), left, (int)ST_MIN(right_len, 64), right);
+        st_error_set(ST_ERR_FORMAT, "%s%smerge %lld (\"%.*s\" + \"%.*s\") refers to a token missing from the vocabulary",
+                     where, where[0] ? ": " : "", (long long)rank, (int)ST_MIN(left_len, 64), left, (int)ST_MIN(right_len, 64), right);
         return st_error_hint("the vocabulary and merges do not belong together; re-export the tokenizer");
     }
     if ((uint64_t)(t->n_merges + 1) * 2 > t->pairs_mask + 1) {

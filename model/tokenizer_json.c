@@ -631,7 +631,7 @@ st_status st_tokenizer_load_json(const char *path_in, st_tokenizer_t **out) {
     if ((s = st_tok_reserve_merges(t, (int64_t)L.nm))) goto cleanup;
     for (size_t i = 0; i < L.nm; i++) {
         const struct merge_rec *r = &L.m[i];
-        s = st_tok_add_merge(t, L.mstr.d + r->loff, r->llen, L.mstr.d + r->roff, r->rlen, (int64_t)i, path);
+        s = st_tok_add_merge(t, L.mstr.d + r->loff, r->llen, L.mstr.d + r->roff, r->rlen, (int64_t)i, "");
         if (s) {
             int l, c;
             line_col(data, r->at, &l, &c);

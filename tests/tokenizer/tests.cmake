@@ -1,5 +1,6 @@
 # Tokenizer, detokenizer, chat templates and the sampler.
 st_add_test(tokenizer_parity SOURCES tokenizer/test_tokenizer_parity.c LABELS tokenizer)
+st_add_test(tokenizer_unit SOURCES tokenizer/test_tokenizer_unit.c LABELS tokenizer)
 # The committed expectations still equal what HF tokenizers computes today.
 add_test(NAME tokenizer_hf_recheck COMMAND ${STRATA_PYTHON} tests/tokenizer/gen_corpus.py --check
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
