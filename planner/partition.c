@@ -175,6 +175,35 @@ static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const
                     K->fm[j][f][t] = pl_fixed_weights(m, f, t) + pl_workspace(m, req, d, (st_prec)pi, &md, f, t);
                 }
         }
+        /* drop a precision that another one beats everywhere: no slower on every layer and every fixed part,
+         * no more memory, no stricter fp16-safe condition (e.g. f32 + eager next to bf16 + flash) */
+        for (int q = 0; q < K->n_modes; q++) {
+            for (int p2 = 0; p2 < K->n_modes; p2++) {
+                if (p2 == q || (K->modes[p2].need_safe && !K->modes[q].need_safe)) continue;
+                bool dom = true;
+                for (int l = 0; l < L && dom; l++)
+                    dom = K->pt[p2][l + 1] - K->pt[p2][l] <= K->pt[q][l + 1] - K->pt[q][l] &&
+                          K->pm[p2][l + 1] - K->pm[p2][l] <= K->pm[q][l + 1] - K->pm[q][l];
+                for (int f = 0; f < 2 && dom; f++)
+                    for (int t = 0; t < 2 && dom; t++)
+                        dom = K->ft[p2][f][t] <= K->ft[q][f][t] && K->fm[p2][f][t] <= K->fm[q][f][t];
+                if (!dom) continue;
+                free(K->pt[q]);
+                free(K->pm[q]);
+                for (int x = q; x + 1 < K->n_modes; x++) {
+                    K->modes[x] = K->modes[x + 1];
+                    K->pt[x] = K->pt[x + 1];
+                    K->pm[x] = K->pm[x + 1];
+                    memcpy(K->ft[x], K->ft[x + 1], sizeof K->ft[x]);
+                    memcpy(K->fm[x], K->fm[x + 1], sizeof K->fm[x]);
+                }
+                K->n_modes--;
+                K->pt[K->n_modes] = NULL;
+                K->pm[K->n_modes] = NULL;
+                q = -1;                 /* start over: indices moved */
+                break;
+            }
+        }
     }
     c->K = 1;
     for (int k = 0; k < c->C; k++) {
@@ -220,11 +249,59 @@ static inline void relax(struct pl_ctx *c, size_t at, double v, int i, int pc, i
 }
 
 /* Latency DP with every stage time and hop <= cap (INFINITY: no cap).
- * Returns the best value (INFINITY when nothing fits) and its end state. */
-static double run_dp(struct pl_ctx *c, double cap, size_t *end_k, int *end_c) {
+ * Returns the best value (INFINITY when nothing fits) and its end state.
+ * States no better than the best complete plan found so far are skipped (all
+ * costs are >= 0); with any_plan the search stops at the first complete plan
+ * (a feasibility probe of the throughput search). */
+/* A quick feasible plan for an upper bound: kinds from the fastest per layer,
+ * each device filling as many layers as fit in its first mode. INFINITY when
+ * the greedy order does not reach the end. */
+static double greedy_bound(const struct pl_ctx *c, double cap) {
+    const int L = c->L, C = c->C;
+    int order[64], used[64] = {0};
+    for (int a = 0; a < C; a++) order[a] = a;
+    for (int a = 0; a < C; a++)         /* insertion sort by whole-model decode time in mode 0 */
+        for (int b = a; b > 0; b--) {
+            const struct pl_cls *x = &c->cls[order[b]], *y = &c->cls[order[b - 1]];
+            double tx = x->n_modes ? x->pt[0][L] : INFINITY, ty = y->n_modes ? y->pt[0][L] : INFINITY;
+            if (tx < ty) { int t = order[b]; order[b] = order[b - 1]; order[b - 1] = t; }
+        }
+    double total = 0;
+    int i = 0, prev = -1;
+    for (int o = 0; o < C && i < L; o++) {
+        int a = order[o];
+        const struct pl_cls *K = &c->cls[a];
+        if (!K->n_modes || K->modes[0].need_safe) continue;
+        while (used[a] < K->n && i < L) {
+            double hop = prev >= 0 ? c->hop[prev * C + a] : 0;
+            if (!(hop <= cap)) break;
+            int first = i == 0;
+            /* the whole rest, with the output? */
+            if (K->pm[0][L] - K->pm[0][i] + K->fm[0][first][1] <= K->usable &&
+                K->pt[0][L] - K->pt[0][i] + K->ft[0][first][1] <= cap)
+                return total + hop + K->pt[0][L] - K->pt[0][i] + K->ft[0][first][1];
+            int j = i - 1;
+            while (j + 1 <= L - 2 && K->pm[0][j + 2] - K->pm[0][i] + K->fm[0][first][0] <= K->usable &&
+                   K->pt[0][j + 2] - K->pt[0][i] + K->ft[0][first][0] <= cap)
+                j++;
+            if (j < i) break;
+            total += hop + K->pt[0][j + 1] - K->pt[0][i] + K->ft[0][first][0];
+            used[a]++;
+            prev = a;
+            i = j + 1;
+        }
+    }
+    return INFINITY;
+}
+
+static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k, int *end_c) {
     const int L = c->L, C = c->C;
     size_t n = c->K * (size_t)C * (size_t)(L + 1);
     for (size_t x = 0; x < n; x++) c->V[x] = INFINITY;
+    /* states no better than a known plan are skipped; the margin keeps that plan itself reachable */
+    double best = any_plan ? INFINITY : greedy_bound(c, cap) * (1 + 1e-9);
+    size_t bk = 0;
+    int bc = 0;
     /* first stages: [0, j] */
     for (int b = 0; b < C; b++) {
         struct pl_cls *K = &c->cls[b];
@@ -236,32 +313,47 @@ static double run_dp(struct pl_ctx *c, double cap, size_t *end_k, int *end_c) {
                 uint64_t mem = K->pm[p][j + 1] + K->fm[p][1][last];
                 double t = K->pt[p][j + 1] - K->pt[p][0] + K->ft[p][1][last];
                 if (mem > K->usable || t > cap) continue;
-                relax(c, vidx(c, c->stride[b], b, j + 1), t, 0, -1, p);
+                size_t at = vidx(c, c->stride[b], b, j + 1);
+                relax(c, at, t, 0, -1, p);
+                if (last && t < best) { best = t; bk = c->stride[b]; bc = b; }
             }
         }
     }
+    if (any_plan && best < INFINITY) goto done;
     for (size_t k = 1; k < c->K; k++) {
         for (int a = 0; a < C; a++) {
             if (cnt_of(c, k, a) == 0) continue;
-            const double *Vk = &c->V[vidx(c, k, a, 0)];
-            bool any = false;
-            for (int i = 1; i < L && !any; i++) any = Vk[i] < INFINITY;
-            if (!any) continue;
+            double *Vk = &c->V[vidx(c, k, a, 0)];
+            /* dominance: the same position and last kind reached as cheaply with one device fewer
+             * (of any kind) leaves a larger pool for the rest, so this state cannot do better */
+            for (int e = 0; e < C; e++) {
+                int have = cnt_of(c, k, e) - (e == a);
+                if (have < 1) continue;
+                const double *Vs = &c->V[vidx(c, k - c->stride[e], a, 0)];
+                for (int i = 1; i < L; i++)
+                    if (Vs[i] <= Vk[i]) Vk[i] = INFINITY;
+            }
+            int lo = L, hi = 0;
+            for (int i = 1; i < L; i++)
+                if (Vk[i] < best) { if (i < lo) lo = i; hi = i; }
+            if (lo > hi) continue;
             for (int b = 0; b < C; b++) {
                 if (cnt_of(c, k, b) >= c->cls[b].n) continue;
                 double hop = c->hop[a * C + b];
                 if (!(hop <= cap)) continue;
                 size_t k2 = k + c->stride[b];
                 struct pl_cls *K = &c->cls[b];
+                size_t base = vidx(c, k2, b, 0);
+                double *Vo = &c->V[base];
                 for (int p = 0; p < K->n_modes; p++) {
                     const double *PT = K->pt[p];
                     const uint64_t *PM = K->pm[p];
                     bool ns = K->modes[p].need_safe;
                     double ft = K->ft[p][0][0];
                     uint64_t fm = K->fm[p][0][0];
-                    /* middle stages [i, j], j <= L - 2 */
-                    int64_t jm = 0;
-                    for (int i = 1; i < L; i++) {
+                    /* middle stages [i, j], j <= L - 2: how far each start can reach */
+                    int64_t jm = lo - 1, jend = lo - 1;
+                    for (int i = lo; i <= hi; i++) {
                         if (jm < i - 1) jm = i - 1;
                         while (jm + 1 <= L - 2) {
                             int64_t j = jm + 1;
@@ -272,43 +364,47 @@ static double run_dp(struct pl_ctx *c, double cap, size_t *end_k, int *end_c) {
                         }
                         c->jmax[i] = ns && c->safe_end[i] < jm ? c->safe_end[i] : jm;
                         c->A[i] = Vk[i] + hop - PT[i];
+                        if (c->jmax[i] > jend) jend = c->jmax[i];
                     }
-                    int head = 0, tail = 0;
-                    double *Vo = &c->V[vidx(c, k2, b, 0)];
-                    size_t base = vidx(c, k2, b, 0);
-                    for (int j = 1; j <= L - 2; j++) {
-                        if (Vk[j] < INFINITY && c->jmax[j] >= j) {
-                            while (tail > head && c->A[c->dq[tail - 1]] >= c->A[j]) tail--;
-                            c->dq[tail++] = j;
+                    /* sliding-window minimum over the starts that reach j */
+                    int head = 0, tail = 0, next = lo;
+                    for (int j = lo; j <= jend; j++) {
+                        for (; next <= j && next <= hi; next++) {
+                            if (!(Vk[next] + hop < best) || c->jmax[next] < next) continue;
+                            while (tail > head && c->A[c->dq[tail - 1]] >= c->A[next]) tail--;
+                            c->dq[tail++] = next;
                         }
                         while (tail > head && c->jmax[c->dq[head]] < j) head++;
                         if (tail > head) {
                             int i = c->dq[head];
                             double v = c->A[i] + PT[j + 1] + ft;
-                            if (v < Vo[j + 1]) relax(c, base + (size_t)j + 1, v, i, a, p);
+                            if (v < Vo[j + 1] && v < best) relax(c, base + (size_t)j + 1, v, i, a, p);
                         }
                     }
                     /* last stages [i, L - 1] */
                     double ftl = K->ft[p][0][1];
                     uint64_t fml = K->fm[p][0][1];
-                    for (int i = 1; i < L; i++) {
-                        if (!(Vk[i] < INFINITY)) continue;
+                    for (int i = lo; i <= hi; i++) {
+                        if (!(Vk[i] < best)) continue;
                         if (ns && c->safe_end[i] < L - 1) continue;
                         if (PM[L] - PM[i] + fml > K->usable) continue;
                         double t = PT[L] - PT[i] + ftl;
                         if (t > cap) continue;
-                        relax(c, base + (size_t)L, Vk[i] + hop + t, i, a, p);
+                        double v = Vk[i] + hop + t;
+                        if (v < best) {
+                            relax(c, base + (size_t)L, v, i, a, p);
+                            best = v; bk = k2; bc = b;
+                            if (any_plan) goto done;
+                        }
                     }
                 }
             }
         }
     }
-    double best = INFINITY;
-    for (size_t k = 1; k < c->K; k++)
-        for (int a = 0; a < C; a++) {
-            double v = c->V[vidx(c, k, a, L)];
-            if (v < best) { best = v; *end_k = k; *end_c = a; }
-        }
+done:
+    *end_k = bk;
+    *end_c = bc;
+    if (bk == 0) return INFINITY;      /* nothing found below the bound cannot happen when the bound is real */
     return best;
 }
 
@@ -344,6 +440,24 @@ static double *candidates(const struct pl_ctx *c, double hi, size_t *n_out) {
     return v;
 }
 
+/* The slowest stage or hop of the plan ending in state (k, a, L). */
+static double bottleneck_of(const struct pl_ctx *c, size_t k, int a) {
+    double hi = 0;
+    int i = c->L;
+    while (i > 0) {
+        size_t at = vidx(c, k, a, i);
+        int i0 = c->par_i[at], pc = c->par_c[at], p = c->par_p[at];
+        const struct pl_cls *K = &c->cls[a];
+        double t = K->pt[p][i] - K->pt[p][i0] + K->ft[p][i0 == 0][i == c->L];
+        hi = ST_MAX(hi, t);
+        if (pc >= 0) hi = ST_MAX(hi, c->hop[pc * c->C + a]);
+        k -= c->stride[a];
+        a = pc;
+        i = i0;
+    }
+    return hi;
+}
+
 int pl_partition(const struct st_plan_model *m, const struct st_plan_device *devs, int n_dev,
                  const struct st_plan_link *links, const struct st_plan_request *req,
                  struct st_plan_range *ranges, double *best_out) {
@@ -355,22 +469,10 @@ int pl_partition(const struct st_plan_model *m, const struct st_plan_device *dev
     if (ctx_init(&c, m, devs, n_dev, links, req) != ST_OK) { ctx_free(&c); return -1; }
     size_t ek = 0;
     int ec = 0;
-    double best = run_dp(&c, INFINITY, &ek, &ec);
+    double best = run_dp(&c, INFINITY, false, &ek, &ec);
     if (best < INFINITY && req->objective == ST_PLAN_THROUGHPUT) {
         /* bottleneck of the latency-optimal plan bounds the answer from above */
-        double hi = 0;
-        {
-            size_t k = ek; int a = ec, i = c.L;
-            while (i > 0) {
-                size_t at = vidx(&c, k, a, i);
-                int i0 = c.par_i[at], pc = c.par_c[at], p = c.par_p[at];
-                const struct pl_cls *K = &c.cls[a];
-                double t = K->pt[p][i] - K->pt[p][i0] + K->ft[p][i0 == 0][i == c.L];
-                hi = ST_MAX(hi, t);
-                if (pc >= 0) hi = ST_MAX(hi, c.hop[pc * c.C + a]);
-                k -= c.stride[a]; a = pc; i = i0;
-            }
-        }
+        double hi = bottleneck_of(&c, ek, ec);
         size_t nc = 0;
         double *cand = candidates(&c, hi, &nc);
         if (!cand) { ctx_free(&c); st_error_set(ST_ERR_NOMEM, "planner: candidates"); return -1; }
@@ -378,12 +480,19 @@ int pl_partition(const struct st_plan_model *m, const struct st_plan_device *dev
         while (lo < up) {
             size_t mid = lo + (up - lo) / 2;
             size_t k2; int c2;
-            if (run_dp(&c, cand[mid], &k2, &c2) < INFINITY) up = mid;
-            else lo = mid + 1;
+            if (run_dp(&c, cand[mid], true, &k2, &c2) < INFINITY) {
+                /* the plan found may be better than the cap: jump down to its bottleneck */
+                double b = bottleneck_of(&c, k2, c2);
+                size_t x = mid;
+                while (x > lo && cand[x - 1] >= b) x--;
+                up = x;
+            } else {
+                lo = mid + 1;
+            }
         }
         double T = cand[up];
         free(cand);
-        best = run_dp(&c, T, &ek, &ec);
+        best = run_dp(&c, T, false, &ek, &ec);
         if (best_out) *best_out = T;
     } else if (best_out) {
         *best_out = best;
