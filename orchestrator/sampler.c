@@ -364,12 +364,62 @@ void st_sampler_accept(st_sampler_t *s, int32_t id) {
 
 uint64_t st_sampler_draws(const st_sampler_t *s) { return s->draws; }
 
+static inline float sane(float l) { return l != l ? -INFINITY : l == INFINITY ? FLT_MAX : l; }
+
+/* Without penalties, greedy and top-k read the logits directly instead of
+ * building all n_vocab candidates first; the result is the same set in the
+ * same order (the order is total). */
+static bool direct_path(st_sampler_t *s, const float *logits, bool greedy) {
+    struct st_candidates *c = &s->c;
+    int64_t n = s->n_vocab, k = s->p.top_k;
+    if (greedy) {
+        int64_t best = 0;
+        float bl = sane(logits[0]);
+        for (int64_t i = 1; i < n; i++) {
+            float l = sane(logits[i]);
+            if (l > bl) { bl = l; best = i; }
+        }
+        c->data[0] = (struct st_token_prob){(int32_t)best, bl, 1.0f};
+        c->n = 1;
+        c->sorted = true;
+        return true;
+    }
+    if (k <= 0 || k > 4096 || k >= n) return false;
+    struct st_token_prob *h = c->data;
+    for (int64_t i = 0; i < k; i++) h[i] = (struct st_token_prob){(int32_t)i, sane(logits[i]), 0.0f};
+    for (int64_t i = k / 2; i-- > 0;) heap_down(h, k, i);
+    for (int64_t i = k; i < n; i++) {
+        struct st_token_prob t = {(int32_t)i, sane(logits[i]), 0.0f};
+        if (better(&t, &h[0])) {
+            h[0] = t;
+            heap_down(h, k, 0);
+        }
+    }
+    c->n = k;
+    qsort(c->data, (size_t)k, sizeof *c->data, cmp_better);
+    c->sorted = true;
+    return true;
+}
+
 /* penalties → greedy or (top-k → top-p → min-p → temperature); c ready to draw */
 static st_status run_chain(st_sampler_t *s, const float *logits, bool *greedy) {
     struct st_candidates *c = &s->c;
     c->data = s->cand;
+    *greedy = !(s->p.temperature > 0);
+    bool penalised = s->window > 0 && s->ring_n > 0;
+    if (!penalised && direct_path(s, logits, *greedy)) {
+        if (c->data[0].logit == -INFINITY) {
+            st_error_set(ST_ERR_USAGE, "sampler: no finite logit among %lld", (long long)s->n_vocab);
+            return st_error_hint("the logits are all NaN or -inf: the forward pass overflowed");
+        }
+        if (*greedy) return ST_OK;
+        st_cand_top_p(c, s->p.top_p);
+        st_cand_min_p(c, s->p.min_p);
+        st_cand_temperature(c, s->p.temperature);
+        return ST_OK;
+    }
     st_cand_from_logits(c, logits, s->n_vocab);
-    if (s->window > 0 && s->ring_n > 0) {
+    if (penalised) {
         if (++s->step == 0) {   /* stamp wrap-around: clear the marks once every 2^32 steps */
             memset(s->stamp, 0, (size_t)s->n_vocab * sizeof *s->stamp);
             s->step = 1;
@@ -389,7 +439,6 @@ static st_status run_chain(st_sampler_t *s, const float *logits, bool *greedy) {
         st_error_set(ST_ERR_USAGE, "sampler: no finite logit among %lld", (long long)c->n);
         return st_error_hint("the logits are all NaN or -inf: the forward pass overflowed");
     }
-    *greedy = !(s->p.temperature > 0);
     if (*greedy) {
         c->data[0] = c->data[best];
         c->n = 1;

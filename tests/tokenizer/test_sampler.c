@@ -210,6 +210,34 @@ static void test_rng_and_seed(void) {
     CHECK(same && varied);
     st_sampler_free(a);
     st_sampler_free(b);
+
+    /* the sampler's direct top-k path (no penalties) equals the stage functions on all candidates */
+    st_sampler_params_default(&p);
+    p.top_k = 300;
+    p.top_p = 0.9f;
+    p.min_p = 0.02f;
+    CHECK_OK(st_sampler_init(&p, NV, 0, &a));
+    const struct st_candidates *fast = NULL;
+    CHECK_OK(st_sampler_candidates(a, big, &fast));
+    static struct st_token_prob all[NV];
+    struct st_candidates ref = {all, 0, false};
+    st_cand_from_logits(&ref, big, NV);
+    st_cand_top_k(&ref, 300);
+    st_cand_top_p(&ref, 0.9f);
+    st_cand_min_p(&ref, 0.02f);
+    st_cand_temperature(&ref, 0.8f);
+    st_cand_softmax(&ref);
+    bool eq = fast && fast->n == ref.n && fast->n > 1;
+    for (int64_t i = 0; eq && i < ref.n; i++)
+        eq = fast->data[i].id == ref.data[i].id && fast->data[i].logit == ref.data[i].logit && fast->data[i].p == ref.data[i].p;
+    CHECK(eq);
+    /* greedy direct path: the argmax, lowest id on ties */
+    big[777] = big[1234] = 50.0f;
+    st_sampler_free(a);
+    p.temperature = 0;
+    CHECK_OK(st_sampler_init(&p, NV, 0, &a));
+    CHECK(st_sampler_sample(a, big) == 777);
+    st_sampler_free(a);
 }
 
 static void test_det_math(void) {
