@@ -444,10 +444,10 @@ void st_tok_add_stop_internal(st_tokenizer_t *t, int32_t id) {
     t->stop_ids[i] = id;
 }
 
-static const st_tokenizer_t *g_sort_tok;
-static int cmp_added(const void *a, const void *b) {
+static int cmp_added(const void *a, const void *b, void *tok) {
     const struct st_added *x = a, *y = b;
-    uint8_t fx = (uint8_t)g_sort_tok->arena[x->off], fy = (uint8_t)g_sort_tok->arena[y->off];
+    const char *arena = ((const st_tokenizer_t *)tok)->arena;
+    uint8_t fx = (uint8_t)arena[x->off], fy = (uint8_t)arena[y->off];
     if (fx != fy) return fx < fy ? -1 : 1;
     if (x->len != y->len) return x->len > y->len ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
@@ -470,9 +470,7 @@ st_status st_tok_finish(st_tokenizer_t *t) {
         t->added[t->n_added++] = (struct st_added){e->key_off, e->key_len, (int32_t)id, e->attr};
         if (e->attr & ST_TA_NORMALIZED) t->any_normalized_added = true;
     }
-    g_sort_tok = t;
-    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
-    g_sort_tok = NULL;
+    qsort_r(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added, t);
     int64_t k = 0;
     for (int b = 0; b <= 256; b++) {
         while (k < t->n_added && (uint8_t)t->arena[t->added[k].off] < b) k++;
