@@ -166,10 +166,49 @@ static void json_and_svg(st_plan *p) {
     free(buf);
 }
 
+/* truncated and corrupted plan files: an error with a position, never a crash (run under ASan in CI) */
+static void mutations(st_plan *p) {
+    char *buf = NULL; size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    st_plan_write_yaml(f, p);
+    fclose(f);
+    const char *path = "/tmp/build-plan-io-mut.yaml";
+    uint64_t x = 88172645463325252ull;
+    int ok = 0, errs = 0;
+    for (int it = 0; it < 300; it++) {
+        char *t = malloc(len + 1);
+        memcpy(t, buf, len + 1);
+        size_t n = len;
+        if (it % 3 == 0) n = (size_t)it * 97 % len;                  /* truncate */
+        else {
+            for (int k = 0; k < 1 + it % 4; k++) {                   /* flip bytes */
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                t[x % len] = "0:-[]{}, \n\"x9#"[(x >> 20) % 15];
+            }
+        }
+        FILE *o = fopen(path, "w");
+        fwrite(t, 1, n, o);
+        fclose(o);
+        st_plan *q = NULL;
+        st_status s = st_plan_read_yaml(path, &q);
+        if (s == ST_OK) ok++;
+        else {
+            errs++;
+            CHECK_MSG(s == ST_ERR_CONFIG && strstr(st_last_error(), "build-plan-io-mut.yaml:") &&
+                      strstr(st_last_error(), "hint:"), "mutation %d: %s", it, st_last_error());
+        }
+        st_plan_free(q);
+        free(t);
+    }
+    remove(path);
+    CHECK(errs > 100);
+    free(buf);
+}
+
 int main(void) {
     st_plan *p = make(false);
     CHECK(p && p->feasible && p->n_stages >= 2);
-    if (p) { roundtrip(p, "ok"); reader_errors(p); json_and_svg(p); }
+    if (p) { roundtrip(p, "ok"); reader_errors(p); json_and_svg(p); mutations(p); }
     st_plan *q = make(true);
     CHECK(q && !q->feasible && q->shortfall.n_suggestions > 0);
     if (q) { roundtrip(q, "short"); json_and_svg(q); }
