@@ -129,7 +129,7 @@ INL void load_w(st_dtype dt, const uint8_t *row, int64_t c, __m256 *w0, __m256 *
  * around the loop so spans can continue a row. */
 INL void tile(st_dtype dt, const uint8_t *row, size_t row_bytes, int R, int64_t n16, const float *x,
               int64_t ldx, int T, float *lanes) {
-    __m256 a[2][TBLOCK][2];
+    __m256 a[4][TBLOCK][2];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
@@ -165,7 +165,8 @@ INL void tile(st_dtype dt, const uint8_t *row, size_t row_bytes, int R, int64_t 
 #define TILE_FOR(DT) \
     static TGT void tile_##DT(const uint8_t *row, size_t rb, int R, int64_t n16, const float *x, int64_t ldx, \
                               int T, float *lanes) { \
-        if (R == 2 && T == 1) tile(DT, row, rb, 2, n16, x, ldx, 1, lanes); \
+        if (R == 4 && T == 1) tile(DT, row, rb, 4, n16, x, ldx, 1, lanes); \
+        else if (R == 2 && T == 1) tile(DT, row, rb, 2, n16, x, ldx, 1, lanes); \
         else if (T == 4) tile(DT, row, rb, 1, n16, x, ldx, 4, lanes); \
         else if (T == 3) tile(DT, row, rb, 1, n16, x, ldx, 3, lanes); \
         else if (T == 2) tile(DT, row, rb, 1, n16, x, ldx, 2, lanes); \
@@ -195,11 +196,11 @@ static TGT st_status matmul_avx2(const uint8_t *w, st_dtype dt, size_t row_bytes
 
     if (fn) {
         int64_t r = r0;
-        if (n_tok == 1) {      /* decode: two rows at a time for four FMA chains */
-            for (; r + 2 <= r1; r += 2) {
-                memset(lanes, 0, 2 * LANES * sizeof(float));
-                fn(w + (size_t)r * row_bytes, row_bytes, 2, cols16 / LANES, x, cols, 1, &lanes[0][0]);
-                for (int k = 0; k < 2; k++)
+        if (n_tok == 1) {      /* decode: four rows at a time: eight FMA chains, four memory streams */
+            for (; r + 4 <= r1; r += 4) {
+                memset(lanes, 0, 4 * LANES * sizeof(float));
+                fn(w + (size_t)r * row_bytes, row_bytes, 4, cols16 / LANES, x, cols, 1, &lanes[0][0]);
+                for (int k = 0; k < 4; k++)
                     finish_row(w + (size_t)(r + k) * row_bytes, dt, cols, cols16, lanes[k], x,
                                bias ? bias[r + k] : 0.0f, y + r + k);
             }
