@@ -210,6 +210,43 @@ int main(int argc, char **argv) {
                 first_json = false;
             }
         }
+        /* launch-shape sweep (bf16, one token): is the heuristic's choice the best? */
+        if (dt == ST_DTYPE_BF16) {
+            printf("shape sweep (bf16, 1 token; GB/s by rows/warp r, k-split k, unroll u):\n");
+            for (int m = 0; m < n_layer_mats; m++) {
+                const shape &s = layer[m];
+                const st_gemv_shape def = st_gemv_cuda_shape(wall + off[m], dt, s.rows, s.cols, x, 1, prop.multiProcessorCount);
+                double best = 0, def_gbps = 0;
+                st_gemv_shape best_s = def;
+                printf("  %-10s", s.name);
+                for (int r = 1; r <= 2; r++)
+                    for (int k = 1; k <= 8; k *= 2)
+                        for (int u = 2; u <= 8; u *= 2) {
+                            st_gemv_shape sh = def;
+                            sh.rows_per_warp = r; sh.k_split = k; sh.unroll = u;
+                            for (int i = -3; i < reps; i++) {
+                                CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
+                                CK(cudaEventRecord(e0, st));
+                                CKS(st_gemv_cuda_shaped(wall + (size_t)((i + 3) % n_copies) * layer_bytes + off[m], dt,
+                                                        s.rows, s.cols, NULL, x, 1, y, &sh, st));
+                                CK(cudaEventRecord(e1, st));
+                                CK(cudaEventSynchronize(e1));
+                                float ms;
+                                CK(cudaEventElapsedTime(&ms, e0, e1));
+                                if (i >= 0) smp[i] = ms * 1e3;
+                            }
+                            const double gbps = wbytes(s, dt) / (median(smp, reps) * 1e-6) / 1e9;
+                            if (gbps > best) { best = gbps; best_s = sh; }
+                            if (r == def.rows_per_warp && k == def.k_split && u == def.unroll) def_gbps = gbps;
+                        }
+                printf(" default (r%d k%d u%d) %7.1f GB/s | best (r%d k%d u%d) %7.1f GB/s = %5.1f%% of copy\n",
+                       def.rows_per_warp, def.k_split, def.unroll, def_gbps, best_s.rows_per_warp, best_s.k_split,
+                       best_s.unroll, best, 100 * best / copy_gbps);
+                if (jf) fprintf(jf, ", {\"matrix\": \"%s\", \"sweep\": true, \"default_gbps\": %.2f, \"best_gbps\": %.2f, "
+                                "\"best_rows_per_warp\": %d, \"best_k_split\": %d, \"best_unroll\": %d}", s.name, def_gbps, best,
+                                best_s.rows_per_warp, best_s.k_split, best_s.unroll);
+            }
+        }
         /* the whole layer: 7 launches per layer copy, plain and as a graph */
         for (int graph = 0; graph < 2; graph++) {
             cudaGraphExec_t exec = NULL;

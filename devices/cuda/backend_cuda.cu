@@ -63,7 +63,6 @@ static void backend_free(st_backend *be) {
     if (be->cublas_ws) ST_CUDA_IGNORE(cudaFree(be->cublas_ws));
     if (be->scratch) ST_CUDA_IGNORE(cudaFree(be->scratch));
     if (be->flags) ST_CUDA_IGNORE(cudaFreeHost((void *)be->flags));
-    if (be->ev_done) ST_CUDA_IGNORE(cudaEventDestroy(be->ev_done));
     if (be->stream) ST_CUDA_IGNORE(cudaStreamDestroy(be->stream));
     cudaGetLastError();
     free(be);
@@ -107,7 +106,6 @@ extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_b
         goto fail;
     }
     ST_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking), st, fail);
-    ST_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&be->ev_done, cudaEventDisableTiming), st, fail);
     ST_CUBLAS_CHECK_GOTO(cublasCreate(&be->cublas), st, fail);
     ST_CUBLAS_CHECK_GOTO(cublasSetStream(be->cublas, be->stream), st, fail);
     /* default math with CUBLAS_COMPUTE_32F: fp32 GEMMs stay fp32 (TF32 only with

@@ -26,7 +26,6 @@ struct st_backend {
     bool gemm_bf16, gemm_f16;    /* cuBLAS may take bf16 / f16 inputs (tensor cores, fp32 accumulation) */
     bool flash;                  /* flash attention chosen and possible */
     cudaStream_t stream;         /* every op of this backend runs here (never the default stream) */
-    cudaEvent_t ev_done;         /* marks the end of the last op, for links */
     cublasHandle_t cublas;
     void *cublas_ws;             /* cuBLAS workspace (cublas_ws_bytes), set once so graphs capture */
     size_t cublas_ws_bytes;

@@ -3,7 +3,7 @@
  * the device; ids are read from device memory. An id outside [0, n_vocab)
  * writes NaN to its row (the host cannot see ids without a sync; the NaN makes
  * the fault loud in the logits) and sets *bad_id (device int, may be NULL) to
- * the first offending token index + 1. */
+ * an offending token index + 1 (may be host-mapped memory). */
 #ifndef STRATA_KERNELS_CUDA_EMBED_CUH
 #define STRATA_KERNELS_CUDA_EMBED_CUH
 #include "kernels/cuda/common.cuh"

@@ -159,8 +159,12 @@ st_status launch_vec(const void *w, int64_t rows, int64_t cols, const float *bia
 
 template <int DT, int R>
 st_status dispatch_nt(const void *w, int64_t rows, int64_t cols, const float *bias, const float *x, int n_tok, float *y,
-                      int ks, cudaStream_t stream) {
-    if (n_tok == 1) return launch_vec<DT, 1, R, 4>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+                      int ks, int unroll, cudaStream_t stream) {
+    if (n_tok == 1) {
+        if (unroll >= 8) return launch_vec<DT, 1, R, 8>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+        if (unroll <= 2) return launch_vec<DT, 1, R, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+        return launch_vec<DT, 1, R, 4>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+    }
     if (n_tok == 2) return launch_vec<DT, 2, R, 4>(w, rows, cols, bias, x, n_tok, y, ks, stream);
     if (n_tok <= 4) return launch_vec<DT, 4, R, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
     return launch_vec<DT, 8, R, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
@@ -168,9 +172,9 @@ st_status dispatch_nt(const void *w, int64_t rows, int64_t cols, const float *bi
 
 template <int DT>
 st_status dispatch_r(const void *w, int64_t rows, int64_t cols, const float *bias, const float *x, int n_tok, float *y,
-                     int r, int ks, cudaStream_t stream) {
-    if (r == 2) return dispatch_nt<DT, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
-    return dispatch_nt<DT, 1>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+                     const struct st_gemv_shape &s, cudaStream_t stream) {
+    if (s.rows_per_warp == 2) return dispatch_nt<DT, 2>(w, rows, cols, bias, x, n_tok, y, s.k_split, s.unroll, stream);
+    return dispatch_nt<DT, 1>(w, rows, cols, bias, x, n_tok, y, s.k_split, s.unroll, stream);
 }
 
 } // namespace
@@ -192,6 +196,12 @@ struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t r
 
 st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
                        int64_t n_tok, float *y, int sm_count, cudaStream_t stream) {
+    const struct st_gemv_shape s = st_gemv_cuda_shape(w, dtype, rows, cols, x, n_tok, sm_count);
+    return st_gemv_cuda_shaped(w, dtype, rows, cols, bias, x, n_tok, y, &s, stream);
+}
+
+st_status st_gemv_cuda_shaped(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
+                              int64_t n_tok, float *y, const struct st_gemv_shape *shape, cudaStream_t stream) {
     if (rows <= 0 || n_tok <= 0) return ST_OK;
     if (n_tok > ST_GEMV_MAX_TOK)
         return st_error_set(ST_ERR_INTERNAL, "gemv: %lld tokens (at most %d; use the GEMM)", (long long)n_tok, ST_GEMV_MAX_TOK);
@@ -199,10 +209,15 @@ st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols
         st_error_set(ST_ERR_UNSUPPORTED, "matmul: %s weights are not supported by the CUDA backend", st_dtype_name(dtype));
         return st_error_hint("use an F16/BF16/F32 model file (safetensors or an unquantized GGUF) for GPU stages");
     }
-    const struct st_gemv_shape s = st_gemv_cuda_shape(w, dtype, rows, cols, x, n_tok, sm_count);
+    struct st_gemv_shape s = *shape;
+    const int ve = dtype == ST_DTYPE_F32 ? 4 : 8;
+    if (s.vectorized && !(cols % ve == 0 && st_is_aligned(w, 16) && st_is_aligned(x, 16)))
+        return st_error_set(ST_ERR_INTERNAL, "gemv: vectorized shape asked for unaligned data or %lld columns", (long long)cols);
+    if (s.k_split != 1 && s.k_split != 2 && s.k_split != 4 && s.k_split != 8) s.k_split = 1;
     const int nt = (int)n_tok;
     if (!s.vectorized) {
         const int64_t blocks = (rows + WARPS - 1) / WARPS;
+        if (blocks > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld rows", (long long)rows);
         switch (dtype) {
         case ST_DTYPE_F32: gemv_scalar_kernel<ST_DTYPE_F32><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, rows, cols, bias, x, nt, y); break;
         case ST_DTYPE_F16: gemv_scalar_kernel<ST_DTYPE_F16><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, rows, cols, bias, x, nt, y); break;
@@ -212,8 +227,8 @@ st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols
         return ST_OK;
     }
     switch (dtype) {
-    case ST_DTYPE_F32: return dispatch_r<ST_DTYPE_F32>(w, rows, cols, bias, x, nt, y, s.rows_per_warp, s.k_split, stream);
-    case ST_DTYPE_F16: return dispatch_r<ST_DTYPE_F16>(w, rows, cols, bias, x, nt, y, s.rows_per_warp, s.k_split, stream);
-    default: return dispatch_r<ST_DTYPE_BF16>(w, rows, cols, bias, x, nt, y, s.rows_per_warp, s.k_split, stream);
+    case ST_DTYPE_F32: return dispatch_r<ST_DTYPE_F32>(w, rows, cols, bias, x, nt, y, s, stream);
+    case ST_DTYPE_F16: return dispatch_r<ST_DTYPE_F16>(w, rows, cols, bias, x, nt, y, s, stream);
+    default: return dispatch_r<ST_DTYPE_BF16>(w, rows, cols, bias, x, nt, y, s, stream);
     }
 }

@@ -15,8 +15,15 @@
 st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
                        int64_t n_tok, float *y, int sm_count, cudaStream_t stream);
 
-/* The launch shape st_gemv_cuda picks (for the benchmark's report). */
+/* A launch shape: rows per warp group (1 or 2), warps splitting a row's
+ * columns (1, 2, 4 or 8), 16-byte loads in flight per row and lane (2, 4 or 8;
+ * single-token launches only), threads per block (256), and whether the
+ * 16-byte path applies (cols a multiple of 16 bytes, w and x 16-byte aligned). */
 struct st_gemv_shape { int rows_per_warp, k_split, unroll, threads; bool vectorized; };
+/* The shape st_gemv_cuda picks. */
 struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *x,
                                         int64_t n_tok, int sm_count);
+/* st_gemv_cuda with an explicit shape (the benchmark's sweep). */
+st_status st_gemv_cuda_shaped(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
+                              int64_t n_tok, float *y, const struct st_gemv_shape *shape, cudaStream_t stream);
 #endif

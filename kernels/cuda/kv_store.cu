@@ -9,7 +9,7 @@ __global__ void kv_store_kernel(void *kc, void *vc, int64_t n_ctx, int64_t row, 
     const int64_t t = blockIdx.y;
     const int32_t p = pos[t];
     if (p < 0 || p >= n_ctx) {
-        if (bad_pos && threadIdx.x == 0 && blockIdx.x == 0) atomicCAS(bad_pos, 0, (int)t + 1);
+        if (bad_pos && threadIdx.x == 0 && blockIdx.x == 0) *(volatile int *)bad_pos = (int)t + 1;   /* host-mapped: a plain store */
         return;
     }
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < row; i += (int64_t)gridDim.x * blockDim.x) {

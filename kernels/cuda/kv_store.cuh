@@ -2,7 +2,7 @@
  * into rows pos[t] of the caches (n_ctx, n_head_kv, head_dim) in F32, F16 or
  * BF16 (round to nearest even, as model/dtype.c). A position outside
  * [0, n_ctx) is skipped and recorded in *bad_pos (device int, may be NULL) as
- * token index + 1: the host learns it at its next sync. */
+ * token index + 1 (may be host-mapped memory): the host learns it at its next sync. */
 #ifndef STRATA_KERNELS_CUDA_KV_STORE_CUH
 #define STRATA_KERNELS_CUDA_KV_STORE_CUH
 #include "kernels/cuda/common.cuh"

@@ -44,14 +44,13 @@ if ! step "build" "$out/build.log" cmake --build "$build" --parallel "$(nproc)" 
   grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
 fi
 
-# register / spill report for the kernels that matter (CUDA 13 nvcc, this GPU's arch)
-{
-  for f in gemv attn_flash attn_eager gemm sample; do
-    echo "== kernels/cuda/$f.cu"
-    nvcc -std=c++17 -O3 -arch=native -I"$root" -DSTRATA_HAVE_CUDA=1 -Xptxas -v -c "$root/kernels/cuda/$f.cu" -o /dev/null 2>&1 |
-      grep -E "Compiling entry|registers|spill" | sed -E 's/ptxas info *: //'
-  done
-} > "$out/ptxas.txt" 2>&1
+# register / spill report for the kernels that matter (this GPU's arch), in parallel
+for f in gemv attn_flash attn_eager gemm sample; do
+  ( nvcc -std=c++17 -O3 -arch=native -I"$root" -DSTRATA_HAVE_CUDA=1 -Xptxas -v -c "$root/kernels/cuda/$f.cu" -o /dev/null 2>&1 |
+      grep -E "Compiling entry|registers|spill" | sed -E 's/ptxas info *: //' > "$out/ptxas.$f.txt" ) &
+done
+wait
+for f in gemv attn_flash attn_eager gemm sample; do echo "== kernels/cuda/$f.cu"; cat "$out/ptxas.$f.txt"; rm -f "$out/ptxas.$f.txt"; done > "$out/ptxas.txt"
 note "ptxas: max registers $(grep -oE 'Used [0-9]+ registers' "$out/ptxas.txt" | awk '{print $2}' | sort -n | tail -1), \
 kernels with spills: $(grep -E '[1-9][0-9]* bytes spill stores' "$out/ptxas.txt" | wc -l) (details ptxas.txt)"
 
