@@ -1,30 +1,38 @@
-/* strata plan — reads a deployment config and (once the planner is wired)
- * places layers, precision and attention per device. In this version only
- * --check works: it validates the config and names what it describes. */
+/* strata plan — reads a deployment config (or a model and this machine's
+ * devices), places layers, precision and attention per device, and prints,
+ * writes or draws the plan. --check validates the config only. */
 #include "orchestrator/cli.h"
 #include "orchestrator/config.h"
+#include "orchestrator/deploy.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 static void plan_usage(FILE *f) {
     fprintf(f,
-        "usage: strata plan -c FILE [--check] [--explain] [-o plan.yaml] [--format table|json] [--svg FILE]\n\n"
+        "usage: strata plan -c FILE [--check] [--explain] [-o plan.yaml] [--format table|json] [--svg FILE]\n"
+        "       strata plan -m MODEL [--cpu] [--ctx N] [...]   (this machine's GPUs, else its CPU)\n\n"
         "Places the model's layers on the devices of a deployment config: which layers on which\n"
         "device, the precision and attention kernel of every stage, memory per device and the\n"
         "predicted prefill/decode speed. Catalog devices ({catalog: NAME}) plan for hardware you\n"
         "do not have; nothing touches a GPU.\n\n"
         "options:\n"
         "  -c, --config FILE    deployment config (YAML; every key is in docs/config.md)\n"
+        "  -m, --model PATH     GGUF file or Hugging Face directory (overrides the config's model)\n"
+        "  --cpu                without -c: plan on the CPU even when GPUs are present\n"
+        "  --ctx N              context (KV cache tokens) instead of the config's\n"
+        "  --profile FILE       probe profile to use (default: the one 'strata inventory --probe' saved)\n"
         "  --check              validate the config and the model path, print a summary, plan nothing\n"
         "  --explain            the reasons behind every choice (cut points, precision, attention, links)\n"
         "  -o, --output FILE    write the plan as YAML, to be fed back with 'strata generate --plan FILE'\n"
         "  --format table|json  how the plan is printed (default table)\n"
         "  --svg FILE           draw the plan (devices, layer ranges, memory bars) as SVG\n"
         "  -h, --help           this text\n\n"
-        "In this version only --check is wired; the other options are parsed and refused.\n"
-        "exit codes: 0 ok, 2 invalid config or usage\n");
+        "When nothing fits, the plan says by how much and which changes would fit, each found by\n"
+        "planning again (shorter context, a quantized file, one more device, CPU offload).\n"
+        "exit codes: 0 ok, 1 runtime failure, 2 invalid config, usage, or nothing fits\n");
 }
 
 /* A model path that is missing is a config error at the position of model.path. */
@@ -58,9 +66,44 @@ static void print_summary(const struct st_deploy_config *cfg) {
            (long long)cfg->context, (long long)cfg->batch);
 }
 
+static st_status write_file(const char *path, const st_plan *p, st_status (*writer)(FILE *, const st_plan *)) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        st_error_set(ST_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        return st_error_hint("check that the directory exists and is writable");
+    }
+    st_status s = writer(f, p);
+    if (fclose(f) != 0 && s == ST_OK) s = st_error_set(ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return s;
+}
+
+static int plan_run(const struct st_deploy_options *opt, bool explain, const char *output, const char *format,
+                    const char *svg) {
+    st_deploy *d = NULL;
+    st_status s = st_deploy_open(opt, &d);
+    if (!d) return st_cli_report(s);
+    char saved[4096];
+    snprintf(saved, sizeof saved, "%s", st_last_error());
+    bool json = format && !strcmp(format, "json");
+    if (json) st_plan_write_json(stdout, d->plan);
+    else st_plan_print(stdout, d->plan, explain);
+    if (!json && d->profile_used[0]) printf("performance figures measured by the probe: %s\n", d->profile_used);
+    st_status w = ST_OK;
+    if (output && d->plan->feasible) w = write_file(output, d->plan, st_plan_write_yaml);
+    if (!w && svg) w = write_file(svg, d->plan, st_plan_write_svg);
+    st_deploy_free(d);
+    if (w) return st_cli_report(w);
+    if (s) {
+        st_error_set(s, "%s", saved);
+        return st_cli_report(s);
+    }
+    return 0;
+}
+
 int st_cmd_plan(int argc, char **argv) {
     const char *config = NULL, *output = NULL, *svg = NULL, *format = NULL;
     bool check = false, explain = false;
+    struct st_deploy_options opt = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_value = i + 1 < argc;
@@ -70,6 +113,17 @@ int st_cmd_plan(int argc, char **argv) {
         } else if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
             if (!has_value) return st_cli_usage_error("plan", "%s needs a file name", a);
             config = argv[++i];
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!has_value) return st_cli_usage_error("plan", "%s needs a model path", a);
+            opt.model_path = argv[++i];
+        } else if (!strcmp(a, "--cpu")) {
+            opt.cpu_only = true;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!has_value || atoll(argv[i + 1]) <= 0) return st_cli_usage_error("plan", "--ctx needs a positive number");
+            opt.context = atoll(argv[++i]);
+        } else if (!strcmp(a, "--profile")) {
+            if (!has_value) return st_cli_usage_error("plan", "--profile needs a file name");
+            opt.profile_path = argv[++i];
         } else if (!strcmp(a, "--check")) {
             check = true;
         } else if (!strcmp(a, "--explain")) {
@@ -90,13 +144,15 @@ int st_cmd_plan(int argc, char **argv) {
             return st_cli_usage_error("plan", "unknown option '%s'", a);
         }
     }
-    if (!config) return st_cli_usage_error("plan", "no deployment config given (-c FILE)");
+    if (!config && !opt.model_path) return st_cli_usage_error("plan", "no deployment config given (-c FILE or -m MODEL)");
     if (check && (explain || output || svg || format)) {
         return st_cli_usage_error("plan", "--check validates only; --explain, -o, --format and --svg need a plan");
     }
     if (!check) {
-        return st_cli_not_built("plan", "planning (only 'strata plan -c FILE --check' works)");
+        opt.config_path = config;
+        return plan_run(&opt, explain, output, format, svg);
     }
+    if (!config) return st_cli_usage_error("plan", "--check needs -c FILE");
 
     struct st_deploy_config *cfg = NULL;
     st_status s = st_config_load(config, &cfg);

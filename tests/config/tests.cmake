@@ -53,13 +53,13 @@ st_add_cli_test(config_cli_plan_help RC 0 LABELS config
   EXPECT "usage: strata plan -c FILE|||--check|||--explain|||-o, --output FILE|||--format table|json|||--svg FILE")
 st_add_cli_test(config_cli_plan_no_config RC 2 LABELS config
   ARGS "plan --check"
-  EXPECT "error: plan: no deployment config given (-c FILE)|||hint: see 'strata plan --help'")
+  EXPECT "error: plan: no deployment config given (-c FILE or -m MODEL)|||hint: see 'strata plan --help'")
 st_add_cli_test(config_cli_plan_bad_option RC 2 LABELS config
   ARGS "plan -c tests/config/good-whatif.yaml --chek"
   EXPECT "error: plan: unknown option '--chek'")
-st_add_cli_test(config_cli_plan_not_wired RC 2 LABELS config
+st_add_cli_test(config_cli_plan_runs RC 0 LABELS config
   ARGS "plan -c tests/config/good-whatif.yaml"
-  EXPECT "error: strata plan: planning (only 'strata plan -c FILE --check' works) is not built yet")
+  EXPECT "plan: qwen2.5-7b|||stage device|||predicted: decode")
 st_add_cli_test(config_cli_unknown_catalog RC 2 LABELS config
   ARGS "plan -c tests/config/bad-catalog.yaml --check"
   EXPECT "error: tests/config/bad-catalog.yaml:6:15: devices[1].catalog: unknown catalog card 'rtx-3050ti-laptop'|||hint: did you mean 'rtx-3050-ti-laptop'?")

@@ -1,0 +1,72 @@
+/* orchestrator/deploy.h — from a deployment (a config file, or a model and the
+ * devices of this machine) to a plan and a running engine.
+ *
+ *   config / -m MODEL ──► model desc or preset ──┐
+ *   inventory + catalog + emulate + caps ────────┼──► planner ──► plan ──► engine stages
+ *   probe profile (when present) ────────────────┘
+ *
+ * One mechanism serves `plan`, `generate`, `bench` and `calibrate`: each calls
+ * st_deploy_open, then reads the plan or builds the engine. */
+#ifndef STRATA_DEPLOY_H
+#define STRATA_DEPLOY_H
+
+#include "base/base.h"
+#include "devices/device.h"
+#include "model/model.h"
+#include "orchestrator/config.h"
+#include "orchestrator/engine.h"
+#include "planner/planner.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What the command line adds to (or uses instead of) a config file. */
+struct st_deploy_options {
+    const char *config_path;     /* -c FILE, or NULL */
+    const char *model_path;      /* -m MODEL: overrides the config's model; without -c, the devices
+                                    are every GPU of this machine, else the CPU */
+    const char *plan_path;       /* --plan plan.yaml: run this plan instead of planning again */
+    const char *profile_path;    /* probe profile; NULL = the default path when that file exists */
+    bool cpu_only;               /* --cpu: without -c, use the CPU even when GPUs exist */
+    int threads;                 /* --threads N for CPU devices (0 = config or all cores) */
+    int64_t context;             /* --ctx N (0 = config or default) */
+};
+
+typedef struct st_deploy {
+    struct st_deploy_config *cfg;        /* the config (a default one when none was given); owned */
+    st_model *model;                     /* opened model, or NULL for a preset (dry run only) */
+    struct st_plan_model pm;             /* the model as the planner sees it */
+    st_inventory *inv;                   /* this machine (NULL when every device is a catalog card) */
+    struct st_plan_device *devs;         /* (n_devs) in config order */
+    int n_devs;
+    struct st_plan_link *links;          /* (n_devs x n_devs) */
+    struct st_plan_request req;
+    st_plan *plan;                       /* feasible unless st_deploy_open said ST_ERR_CONFIG */
+    char profile_used[512];              /* the probe profile applied, or "" */
+} st_deploy;
+
+/* Loads the config (or builds the default deployment), opens the model,
+ * resolves every device (inventory, catalog, emulate, caps overrides, memory
+ * caps), applies a probe profile and plans. When nothing fits, the status is
+ * ST_ERR_CONFIG and *out is still set, with plan->feasible == false, so the
+ * caller can print the shortfall. Other errors leave *out NULL. */
+st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out);
+void st_deploy_free(st_deploy *d);       /* accepts NULL */
+
+/* True when every stage runs on a device of this machine. */
+bool st_deploy_runnable(const st_deploy *d);
+
+/* Builds the engine stages from the plan (the backend of each device, the
+ * stage precision, attention and KV dtype, the link kind from `transport`).
+ * Catalog devices are dry-run only: ST_ERR_CONFIG naming the device. */
+st_status st_deploy_engine(const st_deploy *d, st_engine **out);
+
+/* Sampler settings from the config's generation block. */
+struct st_sampler_params;
+void st_deploy_sampler_params(const st_deploy *d, struct st_sampler_params *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_DEPLOY_H */
