@@ -17,6 +17,7 @@ int st_cmd_generate(int argc, char **argv);
 int st_cmd_bench(int argc, char **argv);
 int st_cmd_calibrate(int argc, char **argv);
 int st_cmd_model(int argc, char **argv);
+int st_cmd_perplexity(int argc, char **argv);
 int st_cmd_tokenize(int argc, char **argv);
 int st_cmd_detokenize(int argc, char **argv);
 

@@ -26,6 +26,7 @@ static const struct st_command commands[] = {
     {"bench",      st_cmd_bench,      "measure prefill/decode tok/s, per stage and per link"},
     {"calibrate",  st_cmd_calibrate,  "measure which layers are numerically safe in fp16 (numerics profile)"},
     {"model",      st_cmd_model,      "describe a model file: architecture, parameters, bytes per dtype and layer"},
+    {"perplexity", st_cmd_perplexity, "held-out perplexity of a model on a text file"},
     {"tokenize",   st_cmd_tokenize,   "text from stdin to token ids"},
     {"detokenize", st_cmd_detokenize, "token ids to text"},
 };

@@ -13,9 +13,11 @@ st_add_cli_test(generate_cli_qwen3_gguf RC 0 LABELS engine golden
 st_add_cli_test(generate_cli_llama_f16 RC 0 LABELS engine golden
   EXPECT "357,104,336,208,218,225,170,31,162,225,266,105,293,257,353,149"
   ARGS "generate -m tests/fixtures/models/llama-tiny/llama-tiny-f16.gguf --tokens 343,331,313,327,26,310,360,100,64,29,306,362 --kv-dtype f16")
-st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate -m MODEL --tokens|||--logits FILE" ARGS "generate --help")
-st_add_cli_test(generate_cli_prompt RC 2 LABELS engine EXPECT "text prompts (tokenizer) is not built yet"
-  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf -p hello")
+st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate (-m MODEL | -c deploy.yaml)|||--logits FILE|||--chat" ARGS "generate --help")
+st_add_cli_test(generate_cli_no_prompt RC 2 LABELS engine EXPECT "give a prompt: -p TEXT, --chat, or --tokens 1,2,3"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf")
+st_add_cli_test(generate_cli_logits_text RC 2 LABELS engine EXPECT "--logits goes with --tokens"
+  ARGS "generate -m models/tiny-kjv -p hello --logits x.npy")
 st_add_cli_test(generate_cli_nomodel RC 2 LABELS engine EXPECT "name a model with -m|||hint: see 'strata generate --help'" ARGS "generate --tokens 1,2")
 st_add_cli_test(generate_cli_badlist RC 2 LABELS engine
   EXPECT "--tokens: item 2 at character 2 is not a token id: 'x'|||hint: write the ids"
@@ -24,7 +26,7 @@ st_add_cli_test(generate_cli_badid RC 2 LABELS engine
   EXPECT "token id 251 (input position 1) is outside the vocabulary"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,251")
 st_add_cli_test(generate_cli_ctx RC 2 LABELS engine
-  EXPECT "need a context of 18, --ctx is 8|||hint: raise --ctx"
+  EXPECT "need a context of 18, the plan has 8|||hint: raise --ctx"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 8")
 st_add_cli_test(generate_cli_typo RC 2 LABELS engine EXPECT "unknown option '--thread' (did you mean '--threads'?)"
   ARGS "generate -m x --thread 2")

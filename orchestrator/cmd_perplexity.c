@@ -1,0 +1,122 @@
+/* strata perplexity — held-out perplexity of a model on a text file, with the
+ * recipe tools/train_tiny uses for transformers: the whole file encoded as one
+ * string (no BOS/EOS, no special-token parsing), cut into non-overlapping
+ * windows of W tokens from the first id (the tail dropped), each window scored
+ * on its own at positions 1..W-1; perplexity = exp(mean NLL). */
+#include "model/tokenizer.h"
+#include "orchestrator/cli.h"
+#include "orchestrator/deploy.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: strata perplexity -m MODEL -f FILE [--window N] [--max-windows N] [--json]\n"
+        "       strata perplexity -c deploy.yaml -f FILE [...]\n\n"
+        "Perplexity of the model on a text file: the file is encoded as one string (no BOS/EOS, no\n"
+        "special tokens), cut into non-overlapping windows of N tokens, each scored on its own at\n"
+        "positions 1..N-1 in fp32 with double-precision sums; perplexity = exp(mean NLL).\n\n"
+        "options:\n"
+        "  -m, --model PATH     GGUF file or Hugging Face directory\n"
+        "  -c, --config FILE    deployment config (devices, precision); -m overrides its model\n"
+        "  -f, --file FILE      UTF-8 text to score\n"
+        "  --window N           tokens per window (default 512)\n"
+        "  --max-windows N      score only the first N windows (default all)\n"
+        "  --cpu                without -c: run on the CPU even when GPUs are present\n"
+        "  --threads N          CPU worker threads\n"
+        "  --json               one JSON object instead of text\n"
+        "  -h, --help           this text\n");
+}
+
+/* NLL of ids[1..n-1] given the logits rows 0..n-2 (each n_vocab floats). */
+static double window_nll(const float *logits, const int32_t *ids, int64_t n, int64_t n_vocab) {
+    double sum = 0.0;
+    for (int64_t t = 0; t + 1 < n; t++) {
+        const float *row = logits + t * n_vocab;
+        float mx = row[0];
+        for (int64_t v = 1; v < n_vocab; v++) mx = row[v] > mx ? row[v] : mx;
+        double z = 0.0;
+        for (int64_t v = 0; v < n_vocab; v++) z += exp((double)row[v] - mx);
+        sum += log(z) + mx - row[ids[t + 1]];
+    }
+    return sum;
+}
+
+int st_cmd_perplexity(int argc, char **argv) {
+    struct st_deploy_options opt = {0};
+    const char *file = NULL;
+    int64_t window = 512, max_windows = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has) opt.model_path = argv[++i];
+        else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has) opt.config_path = argv[++i];
+        else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has) file = argv[++i];
+        else if (!strcmp(a, "--window") && has) window = atoll(argv[++i]);
+        else if (!strcmp(a, "--max-windows") && has) max_windows = atoll(argv[++i]);
+        else if (!strcmp(a, "--threads") && has) opt.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--cpu")) opt.cpu_only = true;
+        else if (!strcmp(a, "--json")) json = true;
+        else return st_cli_usage_error("perplexity", "unknown option or missing value '%s'", a);
+    }
+    if (!file) return st_cli_usage_error("perplexity", "no text file given (-f FILE)");
+    if (window < 2) return st_cli_usage_error("perplexity", "--window must be at least 2");
+    if (max_windows < 0) return st_cli_usage_error("perplexity", "--max-windows must be >= 0");
+    opt.context = window;
+
+    st_deploy *d = NULL;
+    st_engine *e = NULL;
+    st_tokenizer_t *tok = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    size_t len = 0;
+    int64_t n_ids = 0, cap = 0;
+    st_status s = st_deploy_open(&opt, &d);
+    if (s) goto done;
+    if ((s = st_read_file(file, &text, &len))) goto done;
+    if ((s = st_tokenizer_from_model(d->model, &tok))) goto done;
+    if ((s = st_tokenizer_encode_alloc(tok, text, len, 0, &ids, &n_ids, &cap))) goto done;
+    int64_t n_windows = n_ids / window;
+    if (max_windows > 0 && max_windows < n_windows) n_windows = max_windows;
+    if (n_windows == 0) {
+        s = st_error_set(ST_ERR_USAGE, "%s: %lld tokens, fewer than one window of %lld", file,
+                         (long long)n_ids, (long long)window);
+        st_error_hint("use a longer text or a smaller --window");
+        goto done;
+    }
+    if ((s = st_deploy_engine(d, &e))) goto done;
+    int64_t n_vocab = st_engine_n_vocab(e);
+    logits = st_malloc((size_t)window * (size_t)n_vocab * sizeof(float), "perplexity logits");
+    if (!logits) { s = ST_ERR_NOMEM; goto done; }
+    double nll = 0.0, t0 = st_time_s();
+    for (int64_t w = 0; w < n_windows; w++) {
+        st_engine_reset(e);
+        if ((s = st_engine_prefill(e, ids + w * window, window, logits, true))) goto done;
+        nll += window_nll(logits, ids + w * window, window, n_vocab);
+    }
+    double secs = st_time_s() - t0;
+    int64_t scored = n_windows * (window - 1);
+    double ppl = exp(nll / (double)scored);
+    if (json) {
+        printf("{\"perplexity\": %.6f, \"mean_nll\": %.8f, \"scored_tokens\": %lld, \"windows\": %lld, "
+               "\"window\": %lld, \"file_tokens\": %lld, \"seconds\": %.3f}\n", ppl, nll / (double)scored,
+               (long long)scored, (long long)n_windows, (long long)window, (long long)n_ids, secs);
+    } else {
+        printf("perplexity %.4f (mean NLL %.6f) over %lld tokens in %lld windows of %lld (%lld tokens in %s); "
+               "%.1f s, %.0f tok/s\n", ppl, nll / (double)scored, (long long)scored, (long long)n_windows,
+               (long long)window, (long long)n_ids, file, secs, (double)(n_windows * window) / secs);
+    }
+done:
+    free(logits);
+    free(ids);
+    free(text);
+    st_tokenizer_free(tok);
+    st_engine_free(e);
+    st_deploy_free(d);
+    return s ? st_cli_report(s) : 0;
+}
