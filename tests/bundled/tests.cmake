@@ -23,3 +23,8 @@ foreach(_src models/tiny-kjv models/tiny-kjv.gguf)
     EXPECT "saying, I will not go up into the tabernacle of the congregation, lest I bring forth my people Israel out of the land of Egypt."
     ARGS "generate -m ${_src} -p \"And the LORD spake unto Moses, saying,\" --greedy -n 40 --cpu")
 endforeach()
+
+# --chat keeps the KV cache across turns; the second reply equals a one-shot run.
+add_test(NAME bundled_chat_reuse COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_reuse.sh $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_chat_reuse PROPERTIES LABELS bundled)
