@@ -618,6 +618,7 @@ int st_cmd_generate(int argc, char **argv) {
         }
     }
     if (!s && (o.stats || st_log_get_level() >= ST_LOG_INFO)) {
+        fflush(stdout);
         fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.2f tok/s)\n",
                 (long long)g.n_prompt_tokens, g.prefill_s, g.prefill_s > 0 ? (double)g.n_prompt_tokens / g.prefill_s : 0.0,
                 (long long)g.n_gen_tokens, g.decode_s, g.decode_s > 0 ? (double)g.n_gen_tokens / g.decode_s : 0.0);
