@@ -5,7 +5,10 @@
 #   2. builds and tests the default configuration (with the CUDA backend when nvcc
 #      is found: compiled, not run, on machines without a GPU);
 #   3. builds and tests again with -DSTRATA_CUDA=OFF (skipped when step 2 had no CUDA);
-#   4. builds and tests the CPU code under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   4. builds and tests the CPU code under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   5. in CI (CI=true) or with STRATA_COMPAT=1: the Maxwell/Pascal compile check —
+#      every CUDA source built for sm_52 and sm_61 with CUDA 11.8 (tests/compat/,
+#      installs Debian's nvidia-cuda-toolkit and g++-11 the first time, ~4 min).
 # Exits non-zero on any failure. STRATA_TEST_QUICK=1 runs step 2 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +39,9 @@ if build-test-default/strata --version | grep -q 'cuda=ON'; then
   run_variant cpu -DSTRATA_CUDA=OFF
 fi
 run_variant asan -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "${CI:-}" = true ] || [ "${STRATA_COMPAT:-0}" = 1 ]; then
+  echo "==== test: Maxwell/Pascal compile check (CUDA 11.8, sm_52 + sm_61)"
+  if [ "$(id -u)" -eq 0 ]; then bash tests/compat/install-cuda118.sh; else sudo bash tests/compat/install-cuda118.sh; fi
+  bash tests/compat/check-maxwell.sh build-test-compat
+fi
 echo "test: all variants passed"
