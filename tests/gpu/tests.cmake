@@ -14,3 +14,14 @@ if(ST_HAVE_CUDA)
   add_executable(gpu_probe gpu/probe_gpu.c)
   target_link_libraries(gpu_probe PRIVATE strata_core CUDA::cudart)
 endif()
+
+# tests/gpu/e2e.sh (the end-to-end GPU acceptance): the parts that run anywhere.
+# Every deployment it uses passes `strata plan --check` (manual stages included);
+# check_e2e.py selftest runs the CPU engine on tests/gpu/models/tiny-4l against
+# its transformers reference.json and checks the checker's verdicts on planted errors.
+foreach(_y fx-1gpu-bf16 fx-1gpu-m40 fx-2gpu-m40 fx-2gpu-m40-3l fx-gpu-cpu fx-gpu-cpu-3l fx-4stage-2gpu
+           big-2gpu big-2gpu-split big-1gpu)
+  st_add_cli_test(e2e_deploy_${_y} RC 0 EXPECT "${_y}.yaml: ok" ARGS "plan -c tests/gpu/deploy/${_y}.yaml --check")
+endforeach()
+add_test(NAME e2e_checker COMMAND ${STRATA_PYTHON} tests/gpu/check_e2e.py selftest --strata $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
