@@ -11,7 +11,8 @@
  * each with the latency and the throughput objective. Each plan is checked
  * (layers covered once, in order; memory within usable; the reported objective
  * equals the sum / max of its stages and hops); the program exits 1 when a
- * check fails or mixed-16 latency takes longer than --limit-ms (default 50). */
+ * check fails or mixed-16 takes longer than --limit-ms (default 50) of CPU time
+ * for either objective. */
 #include "planner/planner.h"
 
 #include <math.h>
@@ -168,9 +169,14 @@ int main(int argc, char **argv) {
             printf("%-12s %-10s %4d %10.2f %10.2f %10.2f %6d %9.1f  %s\n", r->name, r->objective, r->n_dev,
                    r->median_ms, r->min_ms, r->cpu_ms, r->stages, r->tok_s, r->note);
     }
-    bool over = res[0].stages < 0 || res[0].cpu_ms > limit;
-    printf("\nmixed-16 latency: %.2f ms CPU time, %.2f ms wall (limit %.0f ms on CPU time): %s\n", res[0].cpu_ms,
-           res[0].median_ms, limit, over ? "MISSED" : "ok");
+    bool over = false;
+    for (int i = 0; i < nr; i++) {
+        if (strcmp(res[i].name, "mixed-16") != 0) continue;
+        bool miss = res[i].stages < 0 || res[i].cpu_ms > limit;
+        over |= miss;
+        printf("%smixed-16 %s: %.2f ms CPU time, %.2f ms wall (limit %.0f ms on CPU time): %s\n", i == 0 ? "\n" : "",
+               res[i].objective, res[i].cpu_ms, res[i].median_ms, limit, miss ? "MISSED" : "ok");
+    }
     FILE *f = fopen(json, "w");
     if (f) {
         fprintf(f, "{\n  \"bench\": \"planner\",\n  \"commit\": \"%s\",\n  \"layers\": %lld,\n  \"reps\": %d,\n"

@@ -14,12 +14,20 @@
  * P_d(j+1) - P_d(i) + fixed, and the starts i whose stage can still reach j
  * (memory, fp16-safe runs) form a window that only moves right as j grows, so
  * min over i is a sliding-window minimum: O(L) per (S, d, d', precision).
+ * States are pruned without losing the optimum: those the remaining devices
+ * cannot finish (h below), those that cannot beat the best plan known even
+ * with every remaining layer at its fastest anywhere, those reached as cheaply
+ * with one device fewer; rows no transition reaches are never touched.
  *
- * Throughput (the slowest stage or hop): binary search over the candidate
- * bottleneck values (every stage time and hop time) of "is there a plan whose
- * every stage and hop takes <= T", which is the latency DP with the extra
- * window bound time <= T; the final run at the optimal T also minimises the
- * latency among the throughput-optimal plans. */
+ * Throughput (the slowest stage or hop): the answer is one of the stage and hop
+ * times. Without hops, "is there a plan whose every stage takes <= B" has a
+ * monotone structure (see the relaxation below) and is decided by one number
+ * per multiset of devices, O(K x C) per test; when B is at least every hop
+ * that can occur, that test is exact, so the optimum is the smallest double B
+ * that passes it: a bisection over the bit patterns of doubles, <= 64 tests.
+ * (When hops may be the bottleneck, a binary search over the sorted candidate
+ * values runs the exact DP as its test.) One capped DP run at the optimal T
+ * then picks the lowest latency among the throughput-optimal plans. */
 #include "planner/planner-impl.h"
 
 #include <math.h>
@@ -58,6 +66,20 @@ struct pl_ctx {
     double *A;
     int64_t *jmax;
     int32_t *dq;
+    uint8_t *cnt;                /* (K x C) devices of each class in count vector k */
+    uint8_t *live;               /* (K x C) the row V[k][c][.] is initialised in this run */
+    size_t kfull;                /* the count vector "every device used" */
+    double hop_max;              /* slowest hop between classes that may follow each other; INFINITY when a
+                                    pair cannot be linked at all */
+    double *lb;                  /* (L+1) lower bound on the latency still to come after layers [0, i) */
+    /* reach tables of the relaxation without hops, for one bound B on stage times (bound_tables) */
+    int32_t *rm;                 /* (C x (L+1)) middle stage from i >= 1: furthest exclusive end, i when none */
+    int32_t *lm;                 /* (C x (L+1)) middle stage ending at e - 1: nearest start >= 1, e when none */
+    int32_t *rf;                 /* (C) first stage [0, j], j <= L - 2: furthest exclusive end, 0 when none */
+    int32_t *tl;                 /* (C) nearest start >= 1 of a last stage [i, L - 1], L when none */
+    bool *whole;                 /* (C) one device of the class can hold every layer */
+    int32_t *g;                  /* (K) furthest position a sub-multiset of k reaches from layer 0 */
+    int32_t *h;                  /* (K) nearest start >= 1 from which a sub-multiset of k reaches the end */
 };
 
 static bool link_eq(const struct st_plan_link *a, const struct st_plan_link *b) {
@@ -102,6 +124,7 @@ static void ctx_free(struct pl_ctx *c) {
     free(c->cls); free(c->hop); free(c->safe_end); free(c->stride);
     free(c->V); free(c->par_i); free(c->par_c); free(c->par_p);
     free(c->A); free(c->jmax); free(c->dq);
+    free(c->cnt); free(c->live); free(c->lb); free(c->rm); free(c->lm); free(c->rf); free(c->tl); free(c->whole); free(c->g); free(c->h);
 }
 
 static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const struct st_plan_device *devs,
@@ -219,6 +242,7 @@ static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const
                              "by hand (placement: manual) or plan a subset of the devices");
     }
     size_t n = c->K * (size_t)c->C * (size_t)(L + 1);
+    const int C_ = c->C;
     c->V = malloc(n * sizeof *c->V);
     c->par_i = malloc(n * sizeof *c->par_i);
     c->par_c = malloc(n * sizeof *c->par_c);
@@ -226,8 +250,47 @@ static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const
     c->A = malloc((size_t)L * sizeof *c->A);
     c->jmax = malloc((size_t)L * sizeof *c->jmax);
     c->dq = malloc((size_t)L * sizeof *c->dq);
-    if (!c->V || !c->par_i || !c->par_c || !c->par_p || !c->A || !c->jmax || !c->dq)
+    c->lb = malloc((size_t)(L + 1) * sizeof *c->lb);
+    c->rm = malloc((size_t)C_ * (size_t)(L + 1) * sizeof *c->rm);
+    c->lm = malloc((size_t)C_ * (size_t)(L + 1) * sizeof *c->lm);
+    c->rf = malloc((size_t)C_ * sizeof *c->rf);
+    c->tl = malloc((size_t)C_ * sizeof *c->tl);
+    c->whole = malloc((size_t)C_ * sizeof *c->whole);
+    c->g = malloc(c->K * sizeof *c->g);
+    c->h = malloc(c->K * sizeof *c->h);
+    c->cnt = malloc(c->K * (size_t)C_);
+    c->live = malloc(c->K * (size_t)C_);
+    if (!c->V || !c->par_i || !c->par_c || !c->par_p || !c->A || !c->jmax || !c->dq || !c->lb || !c->rm ||
+        !c->lm || !c->rf || !c->tl || !c->whole || !c->g || !c->h || !c->cnt || !c->live)
         return st_error_set(ST_ERR_NOMEM, "planner: out of memory for %zu search states", n);
+    for (size_t k = 0; k < c->K; k++)
+        for (int b = 0; b < C_; b++)
+            c->cnt[k * (size_t)C_ + (size_t)b] = (uint8_t)((k / c->stride[b]) % (size_t)(c->cls[b].n + 1));
+    c->kfull = 0;
+    for (int k = 0; k < C_; k++) c->kfull += (size_t)c->cls[k].n * c->stride[k];
+    /* hops that can occur: between two classes, or two members of one class */
+    c->hop_max = 0;
+    double hop_min = INFINITY;
+    for (int a = 0; a < C_; a++)
+        for (int b = 0; b < C_; b++) {
+            if (a == b && c->cls[a].n < 2) continue;
+            c->hop_max = ST_MAX(c->hop_max, c->hop[a * C_ + b]);
+            hop_min = ST_MIN(hop_min, c->hop[a * C_ + b]);
+        }
+    /* the rest of a plan after layers [0, i), 0 < i < L: every layer at its fastest anywhere, the cheapest
+     * output, one hop at least */
+    double ft_min = INFINITY;
+    c->lb[L] = 0;
+    for (int l = L - 1; l >= 0; l--) {
+        double t = INFINITY;
+        for (int k = 0; k < C_; k++)
+            for (int p = 0; p < c->cls[k].n_modes; p++) {
+                t = ST_MIN(t, c->cls[k].pt[p][l + 1] - c->cls[k].pt[p][l]);
+                if (l == 0) ft_min = ST_MIN(ft_min, c->cls[k].ft[p][0][1]);
+            }
+        c->lb[l] = c->lb[l + 1] + (t < INFINITY ? t : 0);
+    }
+    for (int l = 1; l < L; l++) c->lb[l] += (ft_min < INFINITY ? ft_min : 0) + (hop_min < INFINITY ? hop_min : 0);
     return ST_OK;
 }
 
@@ -236,7 +299,19 @@ static inline size_t vidx(const struct pl_ctx *c, size_t k, int cls, int i) {
 }
 
 static inline int cnt_of(const struct pl_ctx *c, size_t k, int cls) {
-    return (int)((k / c->stride[cls]) % (size_t)(c->cls[cls].n + 1));
+    return c->cnt[k * (size_t)c->C + (size_t)cls];
+}
+
+/* The row V[k][cls][0..L], set to INFINITY the first time a run writes it:
+ * rows no transition reaches are never touched (nor their memory pages). */
+static inline double *row_w(struct pl_ctx *c, size_t k, int cls) {
+    size_t r = k * (size_t)c->C + (size_t)cls;
+    double *V = &c->V[r * (size_t)(c->L + 1)];
+    if (!c->live[r]) {
+        for (int i = 0; i <= c->L; i++) V[i] = INFINITY;
+        c->live[r] = 1;
+    }
+    return V;
 }
 
 static inline void relax(struct pl_ctx *c, size_t at, double v, int i, int pc, int pp) {
@@ -245,6 +320,101 @@ static inline void relax(struct pl_ctx *c, size_t at, double v, int i, int pc, i
         c->par_i[at] = i;
         c->par_c[at] = (int8_t)pc;
         c->par_p[at] = (int8_t)pp;
+    }
+}
+
+/* ---- the relaxation without hops -------------------------------------------
+ *
+ * Drop the hop constraints and "is there a plan whose every stage takes <= B"
+ * has a monotone structure: a stage that fits (memory, time <= B, fp16-safe
+ * run) still fits on any sub-range with the same first/last flags. So from
+ * two positions i <= i' (both >= 1) reached with the same devices, whatever
+ * finishes from i also finishes from i' (each later stage shrinks to its part
+ * beyond i'; stages left empty are dropped, which only hops could forbid). One
+ * number per multiset of used devices then says everything:
+ *
+ *   g[k] = furthest position reachable from layer 0 with devices from k,
+ *   h[k] = nearest start >= 1 from which devices from k reach the end,
+ *
+ * each an O(K x C) pass over tables of "furthest end from i" / "nearest start
+ * to e" per class (two pointers, O(L) per class and precision). Without hops
+ * in the way (B >= every hop) g decides feasibility exactly; with them it is
+ * still a relaxation: infeasible there means infeasible. h prunes the exact
+ * DP: a state (k, a, i) with i < h[all - k] cannot be finished. */
+
+static inline bool stage_fits(const struct pl_ctx *c, const struct pl_cls *K, int p, int i, int j, int f, int t,
+                              double B) {
+    if (K->modes[p].need_safe && c->safe_end[i] < j) return false;
+    if (K->pm[p][j + 1] - K->pm[p][i] + K->fm[p][f][t] > K->usable) return false;
+    return K->pt[p][j + 1] - K->pt[p][i] + K->ft[p][f][t] <= B;
+}
+
+static void bound_tables(struct pl_ctx *c, double B) {
+    const int L = c->L;
+    for (int b = 0; b < c->C; b++) {
+        const struct pl_cls *K = &c->cls[b];
+        int32_t *rm = &c->rm[(size_t)b * (size_t)(L + 1)], *lm = &c->lm[(size_t)b * (size_t)(L + 1)];
+        for (int i = 0; i <= L; i++) rm[i] = lm[i] = i;
+        c->rf[b] = 0;
+        c->tl[b] = L;
+        c->whole[b] = false;
+        for (int p = 0; p < K->n_modes; p++) {
+            int e = 0;
+            while (e <= L - 2 && stage_fits(c, K, p, 0, e, 1, 0, B)) e++;
+            if (e > c->rf[b]) c->rf[b] = e;
+            if (stage_fits(c, K, p, 0, L - 1, 1, 1, B)) c->whole[b] = true;
+            for (int i = L - 1; i >= 1 && stage_fits(c, K, p, i, L - 1, 0, 1, B); i--)
+                if (i < c->tl[b]) c->tl[b] = i;
+            /* middle stages [i, e - 1], 1 <= i, e - 1 <= L - 2 */
+            e = 1;
+            for (int i = 1; i <= L - 2; i++) {
+                if (e < i) e = i;
+                while (e <= L - 2 && stage_fits(c, K, p, i, e, 0, 0, B)) e++;
+                if (e > rm[i]) rm[i] = e;
+            }
+            int st = 1;
+            for (e = 2; e <= L - 1; e++) {
+                while (st <= e - 1 && !stage_fits(c, K, p, st, e - 1, 0, 0, B)) st++;
+                if (st < lm[e]) lm[e] = st;
+            }
+        }
+    }
+}
+
+/* Forward pass: true when the relaxation has a plan (needs bound_tables). */
+static bool relaxed_feasible(struct pl_ctx *c) {
+    const int L = c->L, C = c->C;
+    for (int b = 0; b < C; b++) if (c->whole[b]) return true;
+    c->g[0] = 0;
+    for (size_t k = 1; k < c->K; k++) {
+        int32_t v = 0;
+        for (int b = 0; b < C; b++) {
+            if (cnt_of(c, k, b) == 0) continue;
+            int32_t gp = c->g[k - c->stride[b]];
+            v = ST_MAX(v, ST_MAX(gp, c->rf[b]));
+            if (gp >= 1) v = ST_MAX(v, c->rm[(size_t)b * (size_t)(L + 1) + (size_t)gp]);
+        }
+        c->g[k] = v;
+        if (v >= 1)
+            for (int b = 0; b < C; b++)
+                if (cnt_of(c, k, b) < c->cls[b].n && v >= c->tl[b]) return true;
+    }
+    return false;
+}
+
+/* Backward pass: h[k] (needs bound_tables). */
+static void relaxed_backward(struct pl_ctx *c) {
+    const int L = c->L, C = c->C;
+    c->h[0] = L;
+    for (size_t k = 1; k < c->K; k++) {
+        int32_t v = L;
+        for (int b = 0; b < C; b++) {
+            if (cnt_of(c, k, b) == 0) continue;
+            int32_t hp = c->h[k - c->stride[b]];
+            v = ST_MIN(v, ST_MIN(hp, c->tl[b]));
+            if (hp < L) v = ST_MIN(v, c->lm[(size_t)b * (size_t)(L + 1) + (size_t)hp]);
+        }
+        c->h[k] = v;
     }
 }
 
@@ -296,8 +466,9 @@ static double greedy_bound(const struct pl_ctx *c, double cap) {
 
 static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k, int *end_c) {
     const int L = c->L, C = c->C;
-    size_t n = c->K * (size_t)C * (size_t)(L + 1);
-    for (size_t x = 0; x < n; x++) c->V[x] = INFINITY;
+    memset(c->live, 0, c->K * (size_t)C);
+    bound_tables(c, cap);
+    relaxed_backward(c);
     /* states no better than a known plan are skipped; the margin keeps that plan itself reachable */
     double best = any_plan ? INFINITY : greedy_bound(c, cap) * (1 + 1e-9);
     size_t bk = 0;
@@ -314,6 +485,7 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
                 double t = K->pt[p][j + 1] - K->pt[p][0] + K->ft[p][1][last];
                 if (mem > K->usable || t > cap) continue;
                 size_t at = vidx(c, c->stride[b], b, j + 1);
+                row_w(c, c->stride[b], b);
                 relax(c, at, t, 0, -1, p);
                 if (last && t < best) { best = t; bk = c->stride[b]; bc = b; }
             }
@@ -321,21 +493,29 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
     }
     if (any_plan && best < INFINITY) goto done;
     for (size_t k = 1; k < c->K; k++) {
+        int hrest = c->h[c->kfull - k];
         for (int a = 0; a < C; a++) {
-            if (cnt_of(c, k, a) == 0) continue;
+            if (!c->live[k * (size_t)C + (size_t)a]) continue;
             double *Vk = &c->V[vidx(c, k, a, 0)];
+            /* states the remaining devices cannot finish (i < h), or that cannot beat the best plan even
+             * with every remaining layer at its fastest (lb; the margin covers rounding) */
+            int lo = L, hi = 0;
+            for (int i = hrest; i < L; i++)
+                if (Vk[i] + c->lb[i] * (1 - 1e-9) < best) { if (i < lo) lo = i; hi = i; }
+            if (lo > hi) continue;
             /* dominance: the same position and last kind reached as cheaply with one device fewer
              * (of any kind) leaves a larger pool for the rest, so this state cannot do better */
             for (int e = 0; e < C; e++) {
                 int have = cnt_of(c, k, e) - (e == a);
-                if (have < 1) continue;
+                if (have < 1 || !c->live[(k - c->stride[e]) * (size_t)C + (size_t)a]) continue;
                 const double *Vs = &c->V[vidx(c, k - c->stride[e], a, 0)];
-                for (int i = 1; i < L; i++)
+                for (int i = lo; i <= hi; i++)
                     if (Vs[i] <= Vk[i]) Vk[i] = INFINITY;
             }
-            int lo = L, hi = 0;
-            for (int i = 1; i < L; i++)
-                if (Vk[i] < best) { if (i < lo) lo = i; hi = i; }
+            for (int i = lo; i <= hi; i++)
+                if (!(Vk[i] + c->lb[i] * (1 - 1e-9) < best)) Vk[i] = INFINITY;
+            while (lo <= hi && Vk[lo] == INFINITY) lo++;
+            while (hi >= lo && Vk[hi] == INFINITY) hi--;
             if (lo > hi) continue;
             for (int b = 0; b < C; b++) {
                 if (cnt_of(c, k, b) >= c->cls[b].n) continue;
@@ -344,7 +524,7 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
                 size_t k2 = k + c->stride[b];
                 struct pl_cls *K = &c->cls[b];
                 size_t base = vidx(c, k2, b, 0);
-                double *Vo = &c->V[base];
+                double *Vo = row_w(c, k2, b);
                 for (int p = 0; p < K->n_modes; p++) {
                     const double *PT = K->pt[p];
                     const uint64_t *PM = K->pm[p];
@@ -458,6 +638,83 @@ static double bottleneck_of(const struct pl_ctx *c, size_t k, int a) {
     return hi;
 }
 
+/* The throughput search where hops may be the bottleneck: binary search over
+ * the sorted candidate values <= hi (hi: a bound known to admit a plan, or
+ * INFINITY) with the exact DP as the test, the relaxation as a quick no. */
+static double min_bottleneck_slow(struct pl_ctx *c, double hi) {
+    size_t ek, k2;
+    int ec, c2;
+    if (!(hi < INFINITY)) {
+        if (!(run_dp(c, INFINITY, false, &ek, &ec) < INFINITY)) return INFINITY;
+        hi = bottleneck_of(c, ek, ec);       /* the latency-optimal plan's bottleneck */
+    }
+    size_t nc = 0;
+    double *cand = candidates(c, hi, &nc);
+    if (!cand) { st_error_set(ST_ERR_NOMEM, "planner: candidates"); return NAN; }
+    if (nc == 0) { free(cand); return INFINITY; }
+    size_t lo = 0, up = nc - 1;          /* cand[up] admits a plan */
+    while (lo < up) {
+        size_t mid = lo + (up - lo) / 2;
+        bound_tables(c, cand[mid]);
+        if (relaxed_feasible(c) && run_dp(c, cand[mid], true, &k2, &c2) < INFINITY) {
+            /* the plan found may be better than the cap: jump down to its bottleneck */
+            double b = bottleneck_of(c, k2, c2);
+            size_t x = mid;
+            while (x > lo && cand[x - 1] >= b) x--;
+            up = x;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    double T = cand[up];
+    free(cand);
+    return T;
+}
+
+/* The smallest bottleneck (slowest stage or hop) of any plan: INFINITY when
+ * nothing fits, NAN on error (message set). Above the slowest hop that can
+ * occur, the relaxation without hops is exact and costs O(K x C + C x L) per
+ * test, so the answer is the smallest double B whose test passes: a bisection
+ * over the bit patterns of doubles (positive doubles order like their bits),
+ * at most 64 tests, ending on the exact stage time. Below it, the slow search. */
+static double min_bottleneck(struct pl_ctx *c) {
+    const int L = c->L;
+    bound_tables(c, INFINITY);
+    if (!relaxed_feasible(c)) return INFINITY;
+    if (!(c->hop_max < INFINITY)) return min_bottleneck_slow(c, INFINITY);
+    bound_tables(c, c->hop_max);
+    if (relaxed_feasible(c)) return min_bottleneck_slow(c, c->hop_max);   /* every hop fits: exact there */
+    /* above hop_max: lo admits no plan, hi admits one (every stage time is <= hi) */
+    double lo = c->hop_max, hi = c->hop_max, lb = 0;
+    for (int l = 0; l < L; l++) {
+        double t = INFINITY;
+        for (int b = 0; b < c->C; b++) {
+            const struct pl_cls *K = &c->cls[b];
+            for (int p = 0; p < K->n_modes; p++) {
+                t = ST_MIN(t, K->pt[p][l + 1] - K->pt[p][l]);
+                for (int f = 0; f < 2; f++)
+                    for (int e = 0; e < 2; e++) hi = ST_MAX(hi, K->pt[p][L] + K->ft[p][f][e]);
+            }
+        }
+        if (t < INFINITY) lb = ST_MAX(lb, t);
+    }
+    hi *= 2;
+    lo = ST_MAX(lo, lb * (1 - 1e-9));   /* every plan has a stage holding the slowest-anywhere layer */
+    uint64_t lo_b, hi_b;
+    memcpy(&lo_b, &lo, sizeof lo_b);
+    memcpy(&hi_b, &hi, sizeof hi_b);
+    while (hi_b - lo_b > 1) {
+        uint64_t mid_b = lo_b + (hi_b - lo_b) / 2;
+        double mid;
+        memcpy(&mid, &mid_b, sizeof mid);
+        bound_tables(c, mid);
+        if (relaxed_feasible(c)) hi_b = mid_b;
+        else lo_b = mid_b;
+    }
+    memcpy(&hi, &hi_b, sizeof hi);
+    return hi;
+}
+
 int pl_partition(const struct st_plan_model *m, const struct st_plan_device *devs, int n_dev,
                  const struct st_plan_link *links, const struct st_plan_request *req,
                  struct st_plan_range *ranges, double *best_out) {
@@ -469,33 +726,26 @@ int pl_partition(const struct st_plan_model *m, const struct st_plan_device *dev
     if (ctx_init(&c, m, devs, n_dev, links, req) != ST_OK) { ctx_free(&c); return -1; }
     size_t ek = 0;
     int ec = 0;
-    double best = run_dp(&c, INFINITY, false, &ek, &ec);
-    if (best < INFINITY && req->objective == ST_PLAN_THROUGHPUT) {
-        /* bottleneck of the latency-optimal plan bounds the answer from above */
-        double hi = bottleneck_of(&c, ek, ec);
-        size_t nc = 0;
-        double *cand = candidates(&c, hi, &nc);
-        if (!cand) { ctx_free(&c); st_error_set(ST_ERR_NOMEM, "planner: candidates"); return -1; }
-        size_t lo = 0, up = nc - 1;     /* cand[up] == hi is feasible */
-        while (lo < up) {
-            size_t mid = lo + (up - lo) / 2;
-            size_t k2; int c2;
-            if (run_dp(&c, cand[mid], true, &k2, &c2) < INFINITY) {
-                /* the plan found may be better than the cap: jump down to its bottleneck */
-                double b = bottleneck_of(&c, k2, c2);
-                size_t x = mid;
-                while (x > lo && cand[x - 1] >= b) x--;
-                up = x;
-            } else {
-                lo = mid + 1;
+    double best = INFINITY;
+    if (req->objective == ST_PLAN_THROUGHPUT) {
+        double T = min_bottleneck(&c);
+        if (isnan(T)) { ctx_free(&c); return -1; }
+        /* among the plans with that bottleneck, the lowest latency */
+        if (T < INFINITY) {
+            best = run_dp(&c, T, false, &ek, &ec);
+            /* T is the least bottleneck, so the plan found under it has exactly that bottleneck */
+            if (best < INFINITY && bottleneck_of(&c, ek, ec) != T) {
+                st_error_set(ST_ERR_INTERNAL, "planner: throughput search ended at %.17g ms, the plan under it has "
+                             "bottleneck %.17g ms", T, bottleneck_of(&c, ek, ec));
+                ctx_free(&c);
+                return -1;
             }
         }
-        double T = cand[up];
-        free(cand);
-        best = run_dp(&c, T, false, &ek, &ec);
         if (best_out) *best_out = T;
-    } else if (best_out) {
-        *best_out = best;
+    } else {
+        bound_tables(&c, INFINITY);
+        if (relaxed_feasible(&c)) best = run_dp(&c, INFINITY, false, &ek, &ec);
+        if (best_out) *best_out = best;
     }
     if (!(best < INFINITY)) { ctx_free(&c); return 0; }
     /* walk back: stages in reverse order; members of a class are used in index order */

@@ -2,7 +2,11 @@
  * <= 12 layers, random memory, speeds, capabilities, links, forced settings,
  * numerics profiles and objectives) the DP's optimum equals the best of every
  * device order, every subset and every set of cut points, evaluated stage by
- * stage with st_plan_stage_eval — and its stages respect memory. */
+ * stage with st_plan_stage_eval — and its stages respect memory. A second set
+ * of throughput cases (<= 5 devices, often repeated, links from negligible to
+ * slower than a stage, so that either search of the partitioner runs) also
+ * checks the tie-break: among the plans with the optimal bottleneck, the
+ * lowest latency. */
 #include "check.h"
 #include "planner/planner.h"
 
@@ -26,6 +30,7 @@ struct bf {
     const struct st_plan_request *req;
     double best;
     int64_t plans;
+    double tie_max, tie_sum;     /* throughput: best bottleneck, least latency among plans with it */
 };
 
 /* every ordered sequence of distinct devices with every composition of the layers */
@@ -44,6 +49,9 @@ static void search(struct bf *b, int64_t start, int *seq, int k, bool *used, dou
                 b->plans++;
                 double v = b->req->objective == ST_PLAN_LATENCY ? sum : mx;
                 if (v < b->best) b->best = v;
+                double tol = 1e-9 * b->tie_max;
+                if (!(b->tie_max < INFINITY) || mx < b->tie_max - tol) { b->tie_max = mx; b->tie_sum = sum; }
+                else if (mx <= b->tie_max + tol && sum < b->tie_sum) b->tie_sum = sum;
             } else {
                 used[d] = true;
                 seq[k] = d;
@@ -119,98 +127,176 @@ static void random_model(struct st_plan_model *m, int L) {
     m->total_bytes += m->embd_bytes + m->output_norm_bytes + (m->tied_embeddings ? 0 : m->lm_head_bytes);
 }
 
-int main(void) {
-    int cases = 0, feasible = 0, multi_stage = 0, with_classes = 0, throughput = 0;
-    int64_t total_plans = 0;
-    for (int it = 0; it < 400; it++) {
-        int L = irange(1, 12), n = irange(1, 4);
-        struct st_plan_model m;
-        random_model(&m, L);
-        uint64_t avg = m.total_bytes / (uint64_t)L;
-        struct st_plan_device devs[4];
-        for (int d = 0; d < n; d++) random_device(&devs[d], avg);
-        /* sometimes repeat a device: identical cards form a class in the DP */
-        if (n >= 2 && next_u64() % 3 == 0) { devs[n - 1] = devs[0]; with_classes++; }
-        if (n >= 3 && next_u64() % 4 == 0) devs[n - 2] = devs[0];
-        struct st_plan_link links[16];
-        for (int a = 0; a < n; a++)
-            for (int b = 0; b < n; b++) {
-                links[a * n + b] = st_plan_link_default(&devs[a], &devs[b], NULL);
-                if (a != b && next_u64() % 2) {
-                    links[a * n + b].latency_us = unif(1, 400);
-                    links[a * n + b].bandwidth_gbps = unif(0.5, 300);
-                }
-            }
-        if (next_u64() % 2) /* make identical devices' links symmetric so that they really are a class */
-            for (int a = 0; a < n; a++)
-                for (int b = 0; b < n; b++) links[a * n + b] = links[ST_MIN(a, b) * n + ST_MAX(a, b)];
-        struct st_plan_request req;
-        st_plan_request_defaults(&req);
-        req.context = 64 * irange(1, 256);
-        req.batch = irange(1, 3) == 3 ? irange(1, 32) : 1;
-        req.prefill_chunk = 32 * irange(1, 16);
-        req.objective = next_u64() % 2 ? ST_PLAN_THROUGHPUT : ST_PLAN_LATENCY;
-        req.no_suggestions = true;
-        bool safe[12];
-        if (next_u64() % 3 == 0) {
-            for (int l = 0; l < L; l++) safe[l] = next_u64() % 4 != 0;
-            req.fp16_safe = safe;
-        }
-        if (next_u64() % 10 == 0) req.force_prec = irange(0, 2);
+struct tally {
+    int cases, feasible, multi_stage, with_classes, throughput, hop_bound;
+    int64_t plans;
+};
 
-        struct bf b = {&m, devs, n, links, &req, INFINITY, 0};
-        int seq[4];
-        bool used[4] = {0};
-        search(&b, 0, seq, 0, used, 0, 0, -1);
-        total_plans += b.plans;
-
-        st_plan *p = NULL;
-        st_status s = st_plan_make(&m, devs, n, links, &req, &p);
-        cases++;
-        if (b.best == INFINITY) {
-            CHECK_MSG(s == ST_ERR_CONFIG && p && !p->feasible, "case %d: brute force finds nothing, planner says %s",
-                      it, st_status_name(s));
-        } else {
-            CHECK_MSG(s == ST_OK && p && p->feasible, "case %d: brute force %.6f, planner %s: %s", it, b.best,
-                      st_status_name(s), st_last_error());
-            if (s == ST_OK && p) {
-                feasible++;
-                if (p->n_stages > 1) multi_stage++;
-                if (req.objective == ST_PLAN_THROUGHPUT) throughput++;
-                double got = req.objective == ST_PLAN_LATENCY ? p->decode_ms : p->bottleneck_ms;
-                CHECK_MSG(fabs(got - b.best) <= 1e-9 * fmax(1.0, b.best),
-                          "case %d (%s, L=%d, n=%d): planner %.12f ms, brute force %.12f ms", it,
-                          st_plan_objective_name(req.objective), L, n, got, b.best);
-                int64_t next = 0;
-                bool dev_used[4] = {0};
-                for (int i = 0; i < p->n_stages; i++) {
-                    const struct st_plan_stage *st = &p->stages[i];
-                    CHECK(st->first == next);
-                    next = st->last + 1;
-                    CHECK(!dev_used[st->device]);
-                    dev_used[st->device] = true;
-                    CHECK_MSG(st->mem.total <= st_plan_device_usable(&devs[st->device]),
-                              "case %d stage %d: %llu > %llu", it, i, (unsigned long long)st->mem.total,
-                              (unsigned long long)st_plan_device_usable(&devs[st->device]));
-                    CHECK(st->mem.total == st->mem.weights + st->mem.kv + st->mem.workspace);
-                    /* capability constraints */
-                    const struct st_caps *c = &devs[st->device].info.caps;
-                    if (st->prec == ST_PREC_BF16) CHECK(c->bf16);
-                    if (st->prec == ST_PREC_F16) CHECK(c->fp16_arith && c->fp32_accum_fp16);
-                    if (st->attn == ST_ATTN_FLASH) CHECK(c->flash_attn && st->prec != ST_PREC_F32);
-                    if (st->prec == ST_PREC_F16 && devs[st->device].force_prec < 0 && req.force_prec < 0)
-                        for (int64_t l = st->first; l <= st->last; l++) CHECK(req.fp16_safe && req.fp16_safe[l]);
-                }
-                CHECK(next == L);
+/* One random case; set 0: the mixed set, set 1: throughput with up to 5 devices and chosen link regimes. */
+static void one_case(int set, int it, struct tally *t) {
+    int n = set == 0 ? 0 : irange(1, 5);
+    int L = set == 0 ? irange(1, 12) : irange(1, n == 5 ? 9 : 13);
+    if (set == 0) n = irange(1, 4);
+    struct st_plan_model m;
+    random_model(&m, L);
+    uint64_t avg = m.total_bytes / (uint64_t)L;
+    struct st_plan_device devs[5];
+    for (int d = 0; d < n; d++) random_device(&devs[d], avg);
+    /* sometimes repeat a device: identical cards form a class in the DP */
+    if (n >= 2 && next_u64() % 3 == 0) { devs[n - 1] = devs[0]; t->with_classes++; }
+    if (n >= 3 && next_u64() % 4 == 0) devs[n - 2] = devs[0];
+    if (set == 1 && n >= 4 && next_u64() % 2 == 0) devs[n - 3] = devs[1];
+    int regime = set == 0 ? 1 : it % 3;      /* 0: default links, 1: some random, 2: every link slow */
+    struct st_plan_link links[25];
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) {
+            links[a * n + b] = st_plan_link_default(&devs[a], &devs[b], NULL);
+            if (a == b) continue;
+            if (regime == 1 && next_u64() % 2) {
+                links[a * n + b].latency_us = unif(1, 400);
+                links[a * n + b].bandwidth_gbps = unif(0.5, 300);
+            } else if (regime == 2) {
+                links[a * n + b].latency_us = unif(100, 20000);
+                links[a * n + b].bandwidth_gbps = unif(0.01, 2);
             }
         }
-        st_plan_free(p);
-        st_plan_model_free(&m);
+    if (regime == 2 && n >= 2 && next_u64() % 4 == 0) {   /* a pair that cannot be linked: an infinite hop */
+        int x = irange(0, n - 1), y = (x + irange(1, n - 1)) % n;
+        links[x * n + y].bandwidth_gbps = 0;
     }
-    printf("%d random cases (%d feasible, %d with several stages, %d throughput, %d with repeated devices), "
-           "%lld complete plans enumerated by brute force\n", cases, feasible, multi_stage, throughput, with_classes,
-           (long long)total_plans);
-    CHECK(feasible >= 200);
-    CHECK(multi_stage >= 50);
+    if (next_u64() % 2) /* make identical devices' links symmetric so that they really are a class */
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) links[a * n + b] = links[ST_MIN(a, b) * n + ST_MAX(a, b)];
+    struct st_plan_request req;
+    st_plan_request_defaults(&req);
+    req.context = 64 * irange(1, 256);
+    req.batch = irange(1, 3) == 3 ? irange(1, 32) : 1;
+    req.prefill_chunk = 32 * irange(1, 16);
+    req.objective = set == 1 || next_u64() % 2 ? ST_PLAN_THROUGHPUT : ST_PLAN_LATENCY;
+    req.no_suggestions = true;
+    bool safe[16];
+    if (next_u64() % 3 == 0) {
+        for (int l = 0; l < L; l++) safe[l] = next_u64() % 4 != 0;
+        req.fp16_safe = safe;
+    }
+    if (next_u64() % 10 == 0) req.force_prec = irange(0, 2);
+
+    struct bf b = {&m, devs, n, links, &req, INFINITY, 0, INFINITY, INFINITY};
+    int seq[5];
+    bool used[5] = {0};
+    search(&b, 0, seq, 0, used, 0, 0, -1);
+    t->plans += b.plans;
+
+    st_plan *p = NULL;
+    st_status s = st_plan_make(&m, devs, n, links, &req, &p);
+    t->cases++;
+    if (b.best == INFINITY) {
+        CHECK_MSG(s == ST_ERR_CONFIG && p && !p->feasible, "set %d case %d: brute force finds nothing, planner says %s",
+                  set, it, st_status_name(s));
+    } else {
+        CHECK_MSG(s == ST_OK && p && p->feasible, "set %d case %d: brute force %.6f, planner %s: %s", set, it, b.best,
+                  st_status_name(s), st_last_error());
+        if (s == ST_OK && p) {
+            t->feasible++;
+            if (p->n_stages > 1) t->multi_stage++;
+            double got = req.objective == ST_PLAN_LATENCY ? p->decode_ms : p->bottleneck_ms;
+            CHECK_MSG(fabs(got - b.best) <= 1e-9 * fmax(1.0, b.best),
+                      "set %d case %d (%s, L=%d, n=%d): planner %.12f ms, brute force %.12f ms", set, it,
+                      st_plan_objective_name(req.objective), L, n, got, b.best);
+            if (req.objective == ST_PLAN_THROUGHPUT) {
+                t->throughput++;
+                /* a hop is the bottleneck, or some hop is slower than the optimum (the exact-DP search) */
+                bool slow_hop = false;
+                for (int a = 0; a < n; a++)
+                    for (int c = 0; c < n; c++)
+                        if (a != c && st_plan_hop_decode_ms(&m, &req, &links[a * n + c]) >= b.best) slow_hop = true;
+                if (slow_hop) t->hop_bound++;
+                CHECK_MSG(fabs(p->decode_ms - b.tie_sum) <= 1e-9 * fmax(1.0, b.tie_sum),
+                          "set %d case %d: latency among throughput-optimal plans: planner %.12f, brute force %.12f",
+                          set, it, p->decode_ms, b.tie_sum);
+            }
+            int64_t next = 0;
+            bool dev_used[5] = {0};
+            for (int i = 0; i < p->n_stages; i++) {
+                const struct st_plan_stage *st = &p->stages[i];
+                CHECK(st->first == next);
+                next = st->last + 1;
+                CHECK(!dev_used[st->device]);
+                dev_used[st->device] = true;
+                CHECK_MSG(st->mem.total <= st_plan_device_usable(&devs[st->device]),
+                          "set %d case %d stage %d: %llu > %llu", set, it, i, (unsigned long long)st->mem.total,
+                          (unsigned long long)st_plan_device_usable(&devs[st->device]));
+                CHECK(st->mem.total == st->mem.weights + st->mem.kv + st->mem.workspace);
+                /* capability constraints */
+                const struct st_caps *c = &devs[st->device].info.caps;
+                if (st->prec == ST_PREC_BF16) CHECK(c->bf16);
+                if (st->prec == ST_PREC_F16) CHECK(c->fp16_arith && c->fp32_accum_fp16);
+                if (st->attn == ST_ATTN_FLASH) CHECK(c->flash_attn && st->prec != ST_PREC_F32);
+                if (st->prec == ST_PREC_F16 && devs[st->device].force_prec < 0 && req.force_prec < 0)
+                    for (int64_t l = st->first; l <= st->last; l++) CHECK(req.fp16_safe && req.fp16_safe[l]);
+            }
+            CHECK(next == L);
+        }
+    }
+    st_plan_free(p);
+    st_plan_model_free(&m);
+}
+
+/* The bottleneck is a lone middle layer on its fastest device: the optimum equals the
+ * search's lower bound (the slowest layer at its fastest), which must stay admissible. */
+static void lone_layer_case(void) {
+    struct st_plan_model m;
+    random_model(&m, 5);
+    m.layer_bytes[2] *= 12;
+    m.layer_flops[2] *= 12;
+    m.total_bytes += m.layer_bytes[2] / 12 * 11;
+    struct st_plan_device devs[5];
+    random_device(&devs[0], m.total_bytes);
+    devs[0].force_prec = -1;
+    devs[0].force_attn = -1;
+    devs[0].info.perf.launch_us = 0;
+    for (int d = 1; d < 5; d++) devs[d] = devs[0];
+    struct st_plan_request req;
+    st_plan_request_defaults(&req);
+    req.objective = ST_PLAN_THROUGHPUT;
+    req.no_suggestions = true;
+    bool safe[5] = {true, true, true, true, true};   /* every precision allowed: no mode is skipped */
+    req.fp16_safe = safe;
+    struct bf b = {&m, devs, 5, NULL, &req, INFINITY, 0, INFINITY, INFINITY};
+    struct st_plan_link links[25];
+    st_plan_links_default(devs, 5, links);
+    b.links = links;
+    int seq[5];
+    bool used[5] = {0};
+    search(&b, 0, seq, 0, used, 0, 0, -1);
+    st_plan *p = NULL;
+    CHECK_OK(st_plan_make(&m, devs, 5, links, &req, &p));
+    if (p) {
+        struct st_plan_stage lone;
+        CHECK(st_plan_stage_eval(&m, &devs[0], &req, 2, 2, &lone, NULL, 0));
+        CHECK_MSG(fabs(b.best - lone.decode_ms) <= 1e-12 * b.best, "brute force %.15f, layer 2 alone %.15f", b.best,
+                  lone.decode_ms);
+        CHECK_MSG(fabs(p->bottleneck_ms - b.best) <= 1e-9 * b.best, "planner %.15f, brute force %.15f",
+                  p->bottleneck_ms, b.best);
+    }
+    st_plan_free(p);
+    st_plan_model_free(&m);
+}
+
+int main(void) {
+    struct tally t[2] = {{0}};
+    for (int it = 0; it < 400; it++) one_case(0, it, &t[0]);
+    for (int it = 0; it < 300; it++) one_case(1, it, &t[1]);
+    for (int it = 0; it < 20; it++) lone_layer_case();
+    for (int s = 0; s < 2; s++)
+        printf("%s: %d random cases (%d feasible, %d with several stages, %d throughput (%d with a hop >= the "
+               "optimum), %d with repeated devices), %lld complete plans enumerated by brute force\n",
+               s == 0 ? "mixed objectives" : "throughput, <= 5 devices", t[s].cases, t[s].feasible,
+               t[s].multi_stage, t[s].throughput, t[s].hop_bound, t[s].with_classes, (long long)t[s].plans);
+    CHECK(t[0].feasible >= 200);
+    CHECK(t[0].multi_stage >= 50);
+    CHECK(t[1].feasible >= 150);
+    CHECK(t[1].multi_stage >= 50);
+    CHECK(t[1].hop_bound >= 20);
     return st_test_finish("planner_partition_brute");
 }
