@@ -324,14 +324,26 @@ def cmd_bench(args):
             if not r["ok"]:
                 problems.append("memory outside 5% + 256 MiB: " + s)
             if r["bench_flag"] is not None:
-                notes.append(f"bench flag {r['bench_flag']}")
+                notes.append(f"bench's own flag: {r['bench_flag']}")
         rec["memory"] = mem_rows
 
-    _, dec = find(flat, r"decode.*tok|tok.*s.*decode|decode_tps")
-    _, pre = find(flat, r"prefill.*tok|tok.*s.*prefill|prefill_tps")
-    _, roof = find(flat, r"roofline|frac.*copy|copy.*frac|vs_copy")
+    rate = r"(tok_s|toks|tok_per_s|tokens_per_s|tokens_per_sec|tokens_per_second|tps)$"  # not decode_tokens
+    _, dec = find(flat, r"^decode_?" + rate)
+    _, pre = find(flat, r"^prefill_?" + rate)
+    roof = roof_key = None
+    for k, v in flat:      # a fraction under a 'roofline' key, the whole run's before any stage's
+        kl = k.lower()
+        if num(v) and "roofline" in kl and re.search(r"frac", kl.rsplit(".", 1)[-1]) and not re.search(r"plan|pred", kl):
+            if roof is None or not re.search(r"stages?\[", kl):
+                roof, roof_key = v, k
+                if not re.search(r"stages?\[", kl):
+                    break
+    if roof is None:
+        roof_key, roof = find(flat, r"^roofline(_pct|_percent)?$|frac.*copy|copy.*frac|vs_copy")
     _, bw = find(flat, r"copy.*(gbps|gb_s|bw|bandwidth)|(bw|bandwidth).*copy")
-    _, wb = find(flat, r"weight.*bytes|bytes.*weight")
+    _, wb = find(flat, r"weight_bytes_per_token")
+    if wb is None:
+        _, wb = find(flat, r"weight.*bytes|bytes.*weight")
     _, stages_n = find(flat, r"^n_stages$|^stages$")
     if dec is not None:
         rec["decode_tok_s"] = dec
@@ -341,7 +353,7 @@ def cmd_bench(args):
     if pre is not None:
         rec["prefill_tok_s"] = pre
         notes.append(f"prefill {pre:.0f} tok/s")
-    if roof is not None and roof > 1.5:
+    if roof is not None and roof_key and re.search(r"pct|percent", roof_key.lower()):
         roof = roof / 100.0          # a percentage
     how = "bench"
     if roof is None and dec is not None:
@@ -365,6 +377,9 @@ def cmd_bench(args):
             if wb:
                 rl += f", weights {wb / 1e9:.2f} GB -> {bw * 1e9 / wb:.0f} tok/s at 100%" if bw else ""
             notes.append(rl + ")")
+    for k, v in flat:
+        if isinstance(v, bool) and re.search(r"tokens_valid$", k) and not v:
+            problems.append(f"{k} is false: the benchmark's generated tokens were invalid")
     status = "PASS"
     if problems:
         status = "FAIL"
@@ -377,7 +392,7 @@ def cmd_bench(args):
         print("---- bench JSON (fields not found: " + ", ".join(missing) + ") ----")
         print(json.dumps(data, indent=1)[:20000])
         print("----")
-    rec.update(status=status, detail="; ".join(notes))
+    rec.update(status=status, detail="; ".join(problems + notes))
     return emit(args, rec)
 
 

@@ -333,7 +333,7 @@ if has_part sanitizer; then
     run "$tag" 400 "$work/runs/$tag.out" compute-sanitizer --tool memcheck --error-exitcode 3 \
       "$strata" generate -c "$work/deploy/$tag.yaml" -m "$file" --tokens "$prompt" -n 4
     local rc=$?
-    local errs; errs=$(grep -ohE 'ERROR SUMMARY: [0-9]+ error' "$work/runs/$tag.out" "$log" | tail -1)
+    local errs; errs=$(grep -ohE 'ERROR SUMMARY: [0-9]+ error' "$work/runs/$tag.out" "$work/runs/$tag.out.err" | tail -1)
     local ids; ids=$(grep -E '^[0-9]+(,[0-9]+)*$' "$work/runs/$tag.out" | tail -1)
     local want; want=$("$py" -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy_tokens"][:4])))' \
       tests/fixtures/models/$m/reference.json)
@@ -343,10 +343,10 @@ if has_part sanitizer; then
       record sanitizer "$case" FAIL "rc $rc$([ $rc -eq 3 ] && echo ' (memcheck found errors)')$([ $rc -eq 124 ] && echo ' (timeout)'), ${errs:-no summary line}, ids '$ids' (CPU $want): see log.txt"
     fi
   }
-  if ! command -v compute-sanitizer > /dev/null; then
-    record sanitizer all FAIL "compute-sanitizer is not on the PATH"
-  elif [ "$fake" = 1 ] || [ "$ngpu" -lt 1 ]; then
+  if [ "$fake" = 1 ] || [ "$ngpu" -lt 1 ]; then
     record sanitizer all SKIP "needs a GPU"
+  elif ! command -v compute-sanitizer > /dev/null; then
+    record sanitizer all FAIL "compute-sanitizer is not on the PATH"
   else
     if [ "$ngpu" -ge 2 ]; then
       san_case "2gpu-m40 2 stages peer" fx-2gpu-m40.yaml peer
