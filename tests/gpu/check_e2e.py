@@ -647,7 +647,7 @@ def main():
 
     s = sub.add_parser("summary")
     s.add_argument("--results", required=True)
-    s.add_argument("--width", type=int, default=150)
+    s.add_argument("--width", type=int, default=110)
     s.add_argument("--strict-ties", action="store_true")
     s.set_defaults(fn=cmd_summary)
 
