@@ -151,6 +151,7 @@ const struct st_catalog_entry *st_catalog_entry_at(int i);
 /* ---- runtime: the device operations table ------------------------------- */
 
 typedef struct st_backend st_backend;   /* one device's runtime state; opaque */
+typedef struct st_event st_event;       /* a timing mark in a backend's stream; opaque */
 
 typedef enum st_prec { ST_PREC_F32 = 0, ST_PREC_F16, ST_PREC_BF16 } st_prec;
 const char *st_prec_name(st_prec p);
@@ -279,6 +280,16 @@ struct st_device_ops {
      * which numbers the draw. Greedy when sp->temperature <= 0. */
     st_status (*sample)(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
                         const int32_t *pos, int32_t *out_id);
+    /* Timing (`strata bench`): an event marks the point in the backend's
+     * stream after the work issued so far. CUDA: a timing cudaEvent; CPU (ops
+     * are synchronous): the host clock when event_record is called.
+     * event_elapsed_ms waits for `to` and gives the time from `from` to `to`,
+     * both recorded on this backend. Events are created and freed outside any
+     * hot loop; recording allocates nothing. All four or none. */
+    st_status (*event_create)(st_backend *be, st_event **out);
+    void (*event_free)(st_backend *be, st_event *ev);      /* accepts NULL */
+    st_status (*event_record)(st_backend *be, st_event *ev);
+    st_status (*event_elapsed_ms)(st_backend *be, st_event *from, st_event *to, double *ms);
 };
 
 /* ---- links between consecutive stages ------------------------------------ */
@@ -418,6 +429,43 @@ struct st_probe_options {
 /* Measures every device of inv (one function per device kind) and the links
  * between them, and returns a new profile. Takes seconds; logs progress at INFO. */
 st_status st_inventory_probe(const st_inventory *inv, const struct st_probe_options *opt, st_profile **out);
+
+/* ---- memory and bandwidth readings (`strata bench`) ---------------------- */
+
+/* A device's memory right now. CUDA: free_bytes and total_bytes from
+ * cudaMemGetInfo on that ordinal (the whole device: every process, the CUDA
+ * context included; the call creates this process's context if needed).
+ * CPU: process_bytes = this process's resident set (/proc/self/statm),
+ * total_bytes = physical memory, free_bytes = available memory. A caller
+ * measures what it allocated as the difference of two readings. CUDA devices
+ * in a build without CUDA: ST_ERR_NOT_BUILT; catalog devices: ST_ERR_USAGE. */
+struct st_device_mem_reading {
+    uint64_t free_bytes;
+    uint64_t total_bytes;
+    uint64_t process_bytes;              /* CPU: resident set of this process; CUDA: 0 */
+};
+st_status st_device_mem_read(const struct st_device_info *dev, struct st_device_mem_reading *out);
+
+/* STREAM-style bandwidth of the CPU with the CPU backend's bound thread pool,
+ * exactly what `strata inventory --probe` measures: read (a sum), copy (c = a)
+ * and triad (a = b + 3c) over arrays of `bytes` each, bytes read + written per
+ * second, best of reps after a warm-up. n_threads 0 = one per core of cpu's
+ * NUMA node / cpuset. Needs 3 x bytes of memory. */
+struct st_cpu_stream {
+    double read_gbps, copy_gbps, triad_gbps;
+    int n_threads;
+};
+st_status st_cpu_stream_measure(const struct st_device_info *cpu, int n_threads, uint64_t bytes, int reps,
+                                struct st_cpu_stream *out);
+
+#ifdef STRATA_HAVE_CUDA
+/* cudaMemGetInfo of one ordinal (devices/cuda/probe_cuda.cu). */
+st_status st_cuda_mem_info(int ordinal, uint64_t *free_bytes, uint64_t *total_bytes);
+/* Device-to-device cudaMemcpyAsync of `bytes` (0 = 256 MiB) on a fresh
+ * backend, median of reps (0 = 20) after a warm-up, bytes read + written per
+ * second (GB/s): the copy roofline that `inventory --probe` reports too. */
+st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps);
+#endif
 
 /* The backends built into this binary (CUDA only when compiled with it). */
 const struct st_device_ops *st_device_ops_cpu(void);

@@ -67,24 +67,25 @@ static uint64_t default_probe_bytes(const st_inventory *inv) {
     return b;
 }
 
-static st_status probe_cpu_bandwidth(const st_inventory *inv, const struct st_probe_options *opt, uint64_t bytes,
-                                     int reps, struct st_profile_device *out, int *n_threads) {
-    const struct st_device_info *cpu = &inv->devices[0];
+st_status st_cpu_stream_measure(const struct st_device_info *cpu, int n_threads, uint64_t bytes, int reps,
+                                struct st_cpu_stream *out) {
     st_cpu_pool *pool = NULL;
     struct bw_job job = {0};
-    st_status s = st_cpu_pool_init(opt->n_threads, cpu->numa_node, cpu->cpuset, &pool);
-    if (s != ST_OK) return st_error_prefix("probe: cpu");
-    *n_threads = st_cpu_pool_threads(pool);
+    memset(out, 0, sizeof *out);
+    if (reps <= 0) reps = 1;
+    st_status s = st_cpu_pool_init(n_threads, cpu->numa_node, cpu->cpuset, &pool);
+    if (s != ST_OK) return st_error_prefix("cpu bandwidth");
+    out->n_threads = st_cpu_pool_threads(pool);
     job.n = (size_t)(bytes / sizeof(double));
     job.a = malloc(job.n * sizeof(double));
     job.b = malloc(job.n * sizeof(double));
     job.c = malloc(job.n * sizeof(double));
-    job.sink = calloc((size_t)*n_threads, sizeof *job.sink);
-    if (!job.a || !job.b || !job.c || !job.sink) {
+    job.sink = calloc((size_t)out->n_threads, sizeof *job.sink);
+    if (!job.n || !job.a || !job.b || !job.c || !job.sink) {
         char want[32];
-        s = st_error_set(ST_ERR_NOMEM, "probe: cpu: cannot allocate 3 x %s for the bandwidth test",
+        s = st_error_set(ST_ERR_NOMEM, "cpu bandwidth: cannot allocate 3 x %s for the bandwidth test",
                          st_format_bytes(bytes, want, sizeof want));
-        st_error_hint("use a smaller --probe-bytes");
+        st_error_hint("use smaller arrays ('inventory --probe-bytes', 'bench --bw-bytes')");
         goto done;
     }
     job.kernel = BW_INIT;
@@ -101,11 +102,7 @@ static st_status probe_cpu_bandwidth(const st_inventory *inv, const struct st_pr
             double gbps = (double)kernels[k].arrays * (double)job.n * sizeof(double) / dt / 1e9;
             if (gbps > best[k]) best[k] = gbps;
         }
-        ST_INFO("probe: cpu: %s %.1f GB/s", k == 0 ? "read" : k == 1 ? "copy" : "triad", best[k]);
     }
-    /* the best streaming rate the memory system reached (the planner's bandwidth);
-     * decode's own rate per weight dtype is gemv_gbps */
-    out->mem_bw_gbps = ST_MAX(best[0], ST_MAX(best[1], best[2]));
     out->read_gbps = best[0];
     out->copy_gbps = best[1];
     out->triad_gbps = best[2];
@@ -116,6 +113,22 @@ done:
     free(job.sink);
     st_cpu_pool_free(pool);
     return s;
+}
+
+static st_status probe_cpu_bandwidth(const st_inventory *inv, const struct st_probe_options *opt, uint64_t bytes,
+                                     int reps, struct st_profile_device *out, int *n_threads) {
+    struct st_cpu_stream bw;
+    st_status s = st_cpu_stream_measure(&inv->devices[0], opt->n_threads, bytes, reps, &bw);
+    if (s != ST_OK) return st_error_prefix("probe: cpu");
+    *n_threads = bw.n_threads;
+    ST_INFO("probe: cpu: read %.1f GB/s, copy %.1f GB/s, triad %.1f GB/s", bw.read_gbps, bw.copy_gbps, bw.triad_gbps);
+    /* the best streaming rate the memory system reached (the planner's bandwidth);
+     * decode's own rate per weight dtype is gemv_gbps */
+    out->mem_bw_gbps = ST_MAX(bw.read_gbps, ST_MAX(bw.copy_gbps, bw.triad_gbps));
+    out->read_gbps = bw.read_gbps;
+    out->copy_gbps = bw.copy_gbps;
+    out->triad_gbps = bw.triad_gbps;
+    return ST_OK;
 }
 
 /* ---- CPU: GEMV and one tiny op through the ops table ---------------------------- */

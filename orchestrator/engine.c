@@ -19,6 +19,9 @@ struct stage_layer {
 
 struct imported { int64_t tensor; void *ptr; };
 
+/* A timing mark: a backend event, or the host clock after a sync where the backend has no events. */
+struct tmark { st_event *ev; double host_s; };
+
 struct stage {
     struct st_engine_stage_desc d;
     const struct st_device_ops *ops;
@@ -43,6 +46,8 @@ struct stage {
     int64_t logit_rows;
     st_link *link_next;
     uint64_t weight_bytes;
+    struct tmark t_start, t_end;             /* timing: the stage's work */
+    struct tmark t_in_start, t_in_end;       /* timing: the link from the previous stage arriving here */
 };
 
 struct st_engine {
@@ -52,6 +57,10 @@ struct st_engine {
     struct stage *st;                        /* (n_stages) */
     int64_t n_ctx, max_batch, n_past;
     int32_t *pos_host;                       /* (max_batch) */
+    bool timing;
+    double *stage_ms, *link_ms;              /* (n_stages) each: times of the last call */
+    st_engine_tap_fn tap;                    /* observation hook (CPU stages), or NULL */
+    void *tap_user;
 };
 
 /* ---- weights on a stage ----------------------------------------------------------- */
@@ -293,8 +302,17 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     return ST_OK;
 }
 
+static void tmark_free(struct stage *s, struct tmark *m) {
+    if (m->ev) s->ops->event_free(s->be, m->ev);
+    m->ev = NULL;
+}
+
 static void stage_release(struct stage *s) {
     if (s->be) {
+        tmark_free(s, &s->t_start);
+        tmark_free(s, &s->t_end);
+        tmark_free(s, &s->t_in_start);
+        tmark_free(s, &s->t_in_end);
         for (int i = 0; i < s->n_imp; i++) s->ops->dealloc(s->be, s->imp[i].ptr);
         if (s->rope_mem) s->ops->dealloc(s->be, s->rope_mem);
         if (s->kv_mem) s->ops->dealloc(s->be, s->kv_mem);
@@ -418,7 +436,105 @@ void st_engine_free(st_engine *e) {
         for (int i = 0; i < e->n_stages; i++) stage_release(&e->st[i]);
     free(e->st);
     free(e->pos_host);
+    free(e->stage_ms);
+    free(e->link_ms);
     free(e);
+}
+
+/* ---- timing and observation ------------------------------------------------------ */
+
+static bool has_events(const struct stage *s) {
+    const struct st_device_ops *o = s->ops;
+    return o->event_create && o->event_free && o->event_record && o->event_elapsed_ms;
+}
+
+static st_status tmark_record(struct stage *s, struct tmark *m) {
+    if (m->ev) return s->ops->event_record(s->be, m->ev);
+    st_status rc = s->ops->sync(s->be);
+    m->host_s = st_time_s();
+    return rc;
+}
+
+static st_status tmark_elapsed(struct stage *s, const struct tmark *a, const struct tmark *b, double *ms) {
+    if (a->ev) return s->ops->event_elapsed_ms(s->be, a->ev, b->ev, ms);
+    *ms = (b->host_s - a->host_s) * 1e3;
+    return ST_OK;
+}
+
+st_status st_engine_set_timing(st_engine *e, bool on) {
+    if (on == e->timing) return ST_OK;
+    if (!on) {
+        for (int i = 0; i < e->n_stages; i++) {
+            struct stage *s = &e->st[i];
+            tmark_free(s, &s->t_start);
+            tmark_free(s, &s->t_end);
+            tmark_free(s, &s->t_in_start);
+            tmark_free(s, &s->t_in_end);
+        }
+        e->timing = false;
+        return ST_OK;
+    }
+    if (!e->stage_ms) {
+        e->stage_ms = st_calloc((size_t)e->n_stages, sizeof(double), "stage times");
+        e->link_ms = st_calloc((size_t)e->n_stages, sizeof(double), "link times");
+        if (!e->stage_ms || !e->link_ms) return ST_ERR_NOMEM;
+    }
+    for (int i = 0; i < e->n_stages; i++) {
+        struct stage *s = &e->st[i];
+        if (!has_events(s)) continue;
+        struct tmark *marks[4] = {&s->t_start, &s->t_end, &s->t_in_start, &s->t_in_end};
+        for (int k = 0; k < 4; k++) {
+            st_status rc = s->ops->event_create(s->be, &marks[k]->ev);
+            if (rc != ST_OK) {
+                e->timing = true;            /* so that the next line frees what was made */
+                st_engine_set_timing(e, false);
+                return st_error_prefix("stage %d (%s): timing events", i, s->d.info.name);
+            }
+        }
+    }
+    memset(e->stage_ms, 0, (size_t)e->n_stages * sizeof(double));
+    memset(e->link_ms, 0, (size_t)e->n_stages * sizeof(double));
+    e->timing = true;
+    return ST_OK;
+}
+
+st_status st_engine_stage_times(const st_engine *e, double *stage_ms, double *link_ms) {
+    if (!e->timing) {
+        st_error_set(ST_ERR_USAGE, "engine: stage times asked while timing is off");
+        return st_error_hint("call st_engine_set_timing(e, true) before the prefill/decode to be timed");
+    }
+    memcpy(stage_ms, e->stage_ms, (size_t)e->n_stages * sizeof(double));
+    if (link_ms && e->n_stages > 1) memcpy(link_ms, e->link_ms, (size_t)(e->n_stages - 1) * sizeof(double));
+    return ST_OK;
+}
+
+/* Adds the chunk's stage and link times (waits for the last marks). */
+static st_status timing_collect(st_engine *e) {
+    for (int i = 0; i < e->n_stages; i++) {
+        struct stage *s = &e->st[i];
+        double ms = 0;
+        st_status rc = tmark_elapsed(s, &s->t_start, &s->t_end, &ms);
+        if (rc != ST_OK) return rc;
+        e->stage_ms[i] += ms;
+        if (i > 0) {
+            if ((rc = tmark_elapsed(s, &s->t_in_start, &s->t_in_end, &ms)) != ST_OK) return rc;
+            e->link_ms[i - 1] += ms;
+        }
+    }
+    return ST_OK;
+}
+
+st_status st_engine_set_tap(st_engine *e, st_engine_tap_fn fn, void *user) {
+    for (int i = 0; fn && i < e->n_stages; i++) {
+        if (e->st[i].d.info.kind != ST_DEVICE_CPU || strcmp(e->st[i].ops->name, "cpu") != 0) {
+            st_error_set(ST_ERR_UNSUPPORTED, "engine: stage %d runs on %s: activations can be observed only on the CPU",
+                         i, e->st[i].d.info.name);
+            return st_error_hint("run the calibration with --cpu (or a config whose devices are all 'cpu')");
+        }
+    }
+    e->tap = fn;
+    e->tap_user = user;
+    return ST_OK;
 }
 
 /* ---- forward -------------------------------------------------------------------- */
@@ -432,27 +548,48 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
     const int64_t E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv, D = hp->head_dim;
     const float eps = hp->rms_eps;
     const float scale = (float)(1.0 / sqrt((double)D));
+    struct st_engine_tap tp = {.n_tok = T, .pos0 = e->n_past};
+/* observation points: nothing happens unless a tap is installed */
+#define TAP(pt, role_, w_, x_, x2_, width_) \
+    do { \
+        if (e->tap) { \
+            tp.point = (pt); tp.role = (role_); tp.w = (w_); tp.x = (x_); tp.x2 = (x2_); tp.width = (width_); \
+            TRY(e->tap(e->tap_user, &tp)); \
+        } \
+    } while (0)
     for (int64_t i = 0; i < s->n_layers; i++) {
         struct stage_layer *L = &s->layers[i];
+        tp.layer = s->d.first_layer + i;
+        TAP(ST_TAP_LAYER_IN, ST_T_ATTN_NORM, NULL, s->x, NULL, E);
         TRY(o->rmsnorm(be, s->x, L->attn_norm, T, E, eps, s->h));
+        TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
         TRY(o->matmul(be, &L->wq, L->bq, s->h, T, s->q));
+        TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
         TRY(o->matmul(be, &L->wk, L->bk, s->h, T, s->k));
+        TAP(ST_TAP_MATMUL_IN, ST_T_WV, &L->wv, s->h, NULL, E);
         TRY(o->matmul(be, &L->wv, L->bv, s->h, T, s->v));
         if (L->q_norm) TRY(o->rmsnorm(be, s->q, L->q_norm, T * H, D, eps, s->q));
         if (L->k_norm) TRY(o->rmsnorm(be, s->k, L->k_norm, T * Hkv, D, eps, s->k));
         TRY(o->rope(be, s->q, T, H, D, s->pos, &s->rope));
         TRY(o->rope(be, s->k, T, Hkv, D, s->pos, &s->rope));
+        TAP(ST_TAP_KV_IN, ST_T_WK, NULL, s->k, s->v, Hkv * D);
         TRY(o->kv_store(be, &L->kv, s->k, s->v, T, s->pos));
         TRY(o->attention(be, &L->kv, s->q, T, H, s->pos, scale, s->att));
+        TAP(ST_TAP_MATMUL_IN, ST_T_WO, &L->wo, s->att, NULL, H * D);
         TRY(o->matmul(be, &L->wo, L->bo, s->att, T, s->h));
         TRY(o->add(be, s->x, s->h, T * E));
         TRY(o->rmsnorm(be, s->x, L->ffn_norm, T, E, eps, s->h));
+        TAP(ST_TAP_MATMUL_IN, ST_T_W_GATE, &L->gate, s->h, NULL, E);
         TRY(o->matmul(be, &L->gate, NULL, s->h, T, s->gate));
+        TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
         TRY(o->matmul(be, &L->up, NULL, s->h, T, s->up));
         TRY(o->swiglu(be, s->gate, s->up, T * F, s->gate));
+        TAP(ST_TAP_MATMUL_IN, ST_T_W_DOWN, &L->down, s->gate, NULL, F);
         TRY(o->matmul(be, &L->down, NULL, s->gate, T, s->h));
         TRY(o->add(be, s->x, s->h, T * E));
+        TAP(ST_TAP_LAYER_OUT, ST_T_W_DOWN, NULL, s->x, NULL, E);
     }
+#undef TAP
     return ST_OK;
 }
 
@@ -463,9 +600,11 @@ static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum
                                int32_t *next_id) {
     const int64_t E = e->hp.n_embd, V = e->hp.n_vocab;
     for (int64_t t = 0; t < T; t++) e->pos_host[t] = (int32_t)(e->n_past + t);
+    const bool timing = e->timing;
     for (int i = 0; i < e->n_stages; i++) {
         struct stage *s = &e->st[i];
         const struct st_device_ops *o = s->ops;
+        if (timing) TRY(tmark_record(s, &s->t_start));
         TRY(o->upload(s->be, s->pos, e->pos_host, (size_t)T * sizeof(int32_t)));
         if (s->d.has_embedding) {
             TRY(o->upload(s->be, s->ids, ids, (size_t)T * sizeof(int32_t)));
@@ -473,10 +612,21 @@ static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum
         }
         TRY(stage_layers(e, s, T));
         if (i + 1 < e->n_stages) {
-            TRY(st_link_send(s->link_next, s->x, e->st[i + 1].x, (size_t)(T * E) * sizeof(float)));
+            struct stage *nx = &e->st[i + 1];
+            if (timing) {
+                /* the sender is done before the link's clock starts on the receiver */
+                TRY(tmark_record(s, &s->t_end));
+                TRY(o->sync(s->be));
+                TRY(tmark_record(nx, &nx->t_in_start));
+            }
+            TRY(st_link_send(s->link_next, s->x, nx->x, (size_t)(T * E) * sizeof(float)));
+            if (timing) TRY(tmark_record(nx, &nx->t_in_end));
             continue;
         }
-        if (mode == OUT_NONE) break;
+        if (mode == OUT_NONE) {
+            if (timing) TRY(tmark_record(s, &s->t_end));
+            break;
+        }
         const float eps = e->hp.rms_eps;
         if (mode == OUT_ALL) {
             TRY(o->rmsnorm(s->be, s->x, s->out_norm, T, E, eps, s->h));
@@ -485,17 +635,21 @@ static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum
                 TRY(o->matmul(s->be, &s->output, NULL, s->h + r0 * E, nr, s->logits));
                 TRY(o->download(s->be, logits_out + r0 * V, s->logits, (size_t)(nr * V) * sizeof(float)));
             }
+            if (timing) TRY(tmark_record(s, &s->t_end));
         } else {
             TRY(o->rmsnorm(s->be, s->x + (T - 1) * E, s->out_norm, 1, E, eps, s->h));
             TRY(o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits));
             if (mode == OUT_GREEDY) {
                 TRY(o->argmax(s->be, s->logits, V, s->next_id));
+                if (timing) TRY(tmark_record(s, &s->t_end));
                 TRY(o->download(s->be, next_id, s->next_id, sizeof(int32_t)));
             } else {
+                if (timing) TRY(tmark_record(s, &s->t_end));
                 TRY(o->download(s->be, logits_out, s->logits, (size_t)V * sizeof(float)));
             }
         }
     }
+    if (timing) TRY(timing_collect(e));
     return ST_OK;
 }
 
@@ -518,6 +672,10 @@ static st_status run_tokens(st_engine *e, const int32_t *ids, int64_t n, float *
         }
     }
     const int64_t V = e->hp.n_vocab;
+    if (e->timing) {
+        memset(e->stage_ms, 0, (size_t)e->n_stages * sizeof(double));
+        memset(e->link_ms, 0, (size_t)e->n_stages * sizeof(double));
+    }
     for (int64_t c0 = 0; c0 < n; c0 += e->max_batch) {
         const int64_t T = ST_MIN(e->max_batch, n - c0);
         const bool last = c0 + T == n;
@@ -564,6 +722,10 @@ int64_t st_engine_n_past(const st_engine *e) { return e->n_past; }
 int64_t st_engine_n_ctx(const st_engine *e) { return e->n_ctx; }
 int64_t st_engine_n_vocab(const st_engine *e) { return e->hp.n_vocab; }
 int st_engine_n_stages(const st_engine *e) { return e->n_stages; }
+
+st_link_type st_engine_link_type(const st_engine *e, int i) {
+    return i >= 0 && i + 1 < e->n_stages && e->st[i].link_next ? st_link_get_type(e->st[i].link_next) : ST_LINK_T_AUTO;
+}
 
 uint64_t st_engine_stage_weight_bytes(const st_engine *e, int stage) {
     return stage >= 0 && stage < e->n_stages ? e->st[stage].weight_bytes : 0;

@@ -88,6 +88,56 @@ int st_engine_n_stages(const st_engine *e);
  * lm_head included, one embedding row excluded): for bandwidth reports. */
 uint64_t st_engine_stage_weight_bytes(const st_engine *e, int stage);
 
+/* The kind of the link from stage i to stage i + 1 (AUTO resolved), or AUTO when there is none. */
+st_link_type st_engine_link_type(const st_engine *e, int i);
+
+/* ---- timing (`strata bench`) ----------------------------------------------
+ * With timing on, every prefill/decode call measures, with the backends'
+ * events (devices/device.h event_*; a host clock after a sync where a backend
+ * has none), the time of each stage (from before its first op to after its
+ * last, the output head and the greedy choice included on the last stage)
+ * and of each link (from the moment the sending stage has finished to the
+ * arrival on the receiving device). To separate the two across devices the
+ * host waits for each sending stage before its link starts: a timed step is a
+ * little slower than an untimed one, and the stages never overlap. Enabling
+ * creates the events (the only allocation); with timing off the forward pass
+ * records nothing and waits for nothing. */
+st_status st_engine_set_timing(st_engine *e, bool on);
+/* Times of the last prefill/decode call (summed over its prefill chunks), ms:
+ * stage_ms (n_stages) and link_ms (n_stages - 1, link i joins stage i to
+ * i + 1; may be NULL with one stage). ST_ERR_USAGE when timing is off. */
+st_status st_engine_stage_times(const st_engine *e, double *stage_ms, double *link_ms);
+
+/* ---- observation (`strata calibrate`) --------------------------------------
+ * A tap is called at fixed points of every layer while tokens run, with the
+ * activations in host memory; it may change them in place (e.g. round a
+ * matmul's input to fp16 to see what that costs). Only engines whose stages
+ * all run on the CPU take a tap. The block logic stays the engine's: the tap
+ * sees the same buffers the ops read. */
+typedef enum st_engine_tap_point {
+    ST_TAP_LAYER_IN = 0,     /* x: the residual stream entering the layer, (n_tok, n_embd) */
+    ST_TAP_MATMUL_IN,        /* x: the input of the matmul with weight `role`, (n_tok, w->cols); q/k/v read
+                                one buffer, as gate/up do: the tap is called for each matmul */
+    ST_TAP_KV_IN,            /* x: k (after RoPE), x2: v, about to enter the KV cache, (n_tok, n_head_kv x head_dim) */
+    ST_TAP_LAYER_OUT,        /* x: the residual stream leaving the layer, (n_tok, n_embd) */
+} st_engine_tap_point;
+
+struct st_engine_tap {
+    st_engine_tap_point point;
+    int64_t layer;               /* model layer index */
+    enum st_layer_role role;     /* MATMUL_IN: ST_T_WQ, WK, WV, WO, W_GATE, W_UP or W_DOWN */
+    const struct st_weight *w;   /* MATMUL_IN: the weight (host memory), else NULL */
+    float *x, *x2;               /* host buffers the tap may rewrite; x2 only at KV_IN */
+    int64_t n_tok;               /* rows of x (and x2) */
+    int64_t width;               /* floats per row */
+    int64_t pos0;                /* absolute position of row 0 */
+};
+/* Returning an error stops the pass: the prefill/decode call returns it. */
+typedef st_status (*st_engine_tap_fn)(void *user, const struct st_engine_tap *t);
+/* Installs fn with user (fn NULL removes the tap). ST_ERR_UNSUPPORTED when a
+ * stage is not on the CPU. */
+st_status st_engine_set_tap(st_engine *e, st_engine_tap_fn fn, void *user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -248,6 +248,33 @@ static st_status cpu_argmax(st_backend *be, const float *logits, int64_t n_vocab
     return ST_OK;
 }
 
+/* ---- timing: every op has completed when it returns, so the host clock is the event ---- */
+
+struct st_event { double t_s; };
+
+static st_status cpu_event_create(st_backend *be, st_event **out) {
+    (void)be;
+    *out = st_calloc(1, sizeof **out, "cpu event");
+    return *out ? ST_OK : ST_ERR_NOMEM;
+}
+
+static void cpu_event_free(st_backend *be, st_event *ev) {
+    (void)be;
+    free(ev);
+}
+
+static st_status cpu_event_record(st_backend *be, st_event *ev) {
+    (void)be;
+    ev->t_s = st_time_s();
+    return ST_OK;
+}
+
+static st_status cpu_event_elapsed_ms(st_backend *be, st_event *from, st_event *to, double *ms) {
+    (void)be;
+    *ms = (to->t_s - from->t_s) * 1e3;
+    return ST_OK;
+}
+
 static const struct st_device_ops cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -270,6 +297,10 @@ static const struct st_device_ops cpu_ops = {
     .capture_begin = NULL,
     .capture_end = NULL,
     .replay = NULL,
+    .event_create = cpu_event_create,
+    .event_free = cpu_event_free,
+    .event_record = cpu_event_record,
+    .event_elapsed_ms = cpu_event_elapsed_ms,
 };
 
 const struct st_device_ops *st_device_ops_cpu(void) { return &cpu_ops; }

@@ -398,6 +398,46 @@ static st_status be_replay(st_backend *be) {
     return ST_OK;
 }
 
+/* ---- timing ------------------------------------------------------------------ */
+
+struct st_event { cudaEvent_t ev; };
+
+static st_status be_event_create(st_backend *be, st_event **out) {
+    *out = NULL;
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    st_event *e = (st_event *)st_calloc(1, sizeof *e, "CUDA event");
+    if (!e) return ST_ERR_NOMEM;
+    cudaError_t err = cudaEventCreate(&e->ev);
+    if (err != cudaSuccess) {
+        free(e);
+        ST_CUDA_CHECK(err);
+    }
+    *out = e;
+    return ST_OK;
+}
+
+static void be_event_free(st_backend *be, st_event *ev) {
+    if (!ev) return;
+    ST_CUDA_IGNORE(cudaSetDevice(be->ordinal));
+    ST_CUDA_IGNORE(cudaEventDestroy(ev->ev));
+    free(ev);
+}
+
+static st_status be_event_record(st_backend *be, st_event *ev) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    ST_CUDA_CHECK(cudaEventRecord(ev->ev, be->stream));
+    return ST_OK;
+}
+
+static st_status be_event_elapsed_ms(st_backend *be, st_event *from, st_event *to, double *ms) {
+    float f = 0.0f;
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    ST_CUDA_CHECK(cudaEventSynchronize(to->ev));
+    ST_CUDA_CHECK(cudaEventElapsedTime(&f, from->ev, to->ev));
+    *ms = f;
+    return check_flags(be);
+}
+
 static const struct st_device_ops cuda_ops = {
     .name = "cuda",
     .init = backend_init,
@@ -421,6 +461,10 @@ static const struct st_device_ops cuda_ops = {
     .capture_end = be_capture_end,
     .replay = be_replay,
     .sample = be_sample,
+    .event_create = be_event_create,
+    .event_free = be_event_free,
+    .event_record = be_event_record,
+    .event_elapsed_ms = be_event_elapsed_ms,
 };
 
 extern "C" const struct st_device_ops *st_device_ops_cuda(void) { return &cuda_ops; }

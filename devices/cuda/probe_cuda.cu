@@ -62,7 +62,61 @@ st_status timer_ms(struct timer *t, cudaStream_t s, double *ms) {
 
 const st_dtype prec_dtype[3] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
 
+/* Device-to-device copy of `bytes`, bytes read + written per second, median
+ * of reps after two warm-ups (samples holds reps doubles). */
+st_status copy_roofline(st_backend *be, uint64_t bytes, int reps, struct timer *tm, double *samples, double *gbps) {
+    const struct st_device_ops *ops = st_device_ops_cuda();
+    void *a = NULL, *b = NULL;
+    st_status st = ST_OK;
+    if ((st = ops->alloc(be, bytes, ST_BUF_WORKSPACE, &a)) != ST_OK) goto done;
+    if ((st = ops->alloc(be, bytes, ST_BUF_WORKSPACE, &b)) != ST_OK) goto done;
+    if ((st = fill(a, ST_DTYPE_F32, (int64_t)(bytes / 4), 1, be->stream)) != ST_OK) goto done;
+    for (int i = -2; i < reps; i++) {
+        ST_CUDA_CHECK_GOTO(cudaEventRecord(tm->a, be->stream), st, done);
+        ST_CUDA_CHECK_GOTO(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, be->stream), st, done);
+        double ms;
+        if ((st = timer_ms(tm, be->stream, &ms)) != ST_OK) goto done;
+        if (i >= 0) samples[i] = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+    }
+    *gbps = median(samples, reps);
+done:
+    if (b) ops->dealloc(be, b);
+    if (a) ops->dealloc(be, a);
+    return st;
+}
+
 } // namespace
+
+extern "C" st_status st_cuda_mem_info(int ordinal, uint64_t *free_bytes, uint64_t *total_bytes) {
+    size_t fr = 0, tot = 0;
+    ST_CUDA_CHECK(cudaSetDevice(ordinal));
+    ST_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    *free_bytes = fr;
+    *total_bytes = tot;
+    return ST_OK;
+}
+
+extern "C" st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps) {
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    st_backend *be = NULL;
+    struct timer tm = {NULL, NULL};
+    double *samples = NULL;
+    if (!bytes) bytes = 256ull << 20;
+    if (reps <= 0) reps = 20;
+    *gbps = 0;
+    st_status st = st_cuda_backend_init_ordinal(ordinal, &cfg, &be);
+    if (st != ST_OK) return st_error_prefix("copy bandwidth cuda:%d", ordinal);
+    samples = (double *)calloc((size_t)reps, sizeof *samples);
+    if (!samples) { st = st_error_set(ST_ERR_NOMEM, "copy bandwidth: out of host memory"); goto done; }
+    if ((st = timer_init(&tm)) != ST_OK) goto done;
+    st = copy_roofline(be, bytes, reps, &tm, samples, gbps);
+done:
+    ST_CUDA_IGNORE(cudaSetDevice(ordinal));
+    timer_free(&tm);
+    free(samples);
+    st_device_ops_cuda()->free(be);
+    return st != ST_OK ? st_error_prefix("copy bandwidth cuda:%d", ordinal) : ST_OK;
+}
 
 extern "C" st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps, struct st_perf *perf,
                                           struct st_cuda_probe_result *res) {
@@ -72,7 +126,7 @@ extern "C" st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps,
     memset(&r, 0, sizeof r);
     st_backend *be = NULL;
     struct timer tm = {NULL, NULL};
-    void *a = NULL, *b = NULL, *x = NULL, *y = NULL, *wbuf = NULL;
+    void *x = NULL, *y = NULL, *wbuf = NULL;
     double *samples = NULL;
     st_status st;
     if (!bytes) bytes = 256ull << 20;
@@ -91,19 +145,7 @@ extern "C" st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps,
     ST_CUDA_CHECK_GOTO(cudaGetDeviceProperties(&prop, ordinal), st, done);
 
     /* ---- copy roofline ---- */
-    if ((st = ops->alloc(be, bytes, ST_BUF_WORKSPACE, &a)) != ST_OK) goto done;
-    if ((st = ops->alloc(be, bytes, ST_BUF_WORKSPACE, &b)) != ST_OK) goto done;
-    if ((st = fill(a, ST_DTYPE_F32, (int64_t)(bytes / 4), 1, be->stream)) != ST_OK) goto done;
-    for (int i = -2; i < reps; i++) {
-        ST_CUDA_CHECK_GOTO(cudaEventRecord(tm.a, be->stream), st, done);
-        ST_CUDA_CHECK_GOTO(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, be->stream), st, done);
-        double ms;
-        if ((st = timer_ms(&tm, be->stream, &ms)) != ST_OK) goto done;
-        if (i >= 0) samples[i] = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
-    }
-    r.copy_gbps = median(samples, reps);
-    ops->dealloc(be, a); a = NULL;
-    ops->dealloc(be, b); b = NULL;
+    if ((st = copy_roofline(be, bytes, reps, &tm, samples, &r.copy_gbps)) != ST_OK) goto done;
 
     /* ---- decode GEMV per weight dtype, rotating past L2 ---- */
     if ((st = ops->alloc(be, (size_t)NT_GEMM * C * 4, ST_BUF_WORKSPACE, &x)) != ST_OK) goto done;
@@ -175,8 +217,6 @@ extern "C" st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps,
 done:
     if (st != ST_OK) st_error_prefix("probe cuda:%d", ordinal);
     if (be) {
-        ops->dealloc(be, a);
-        ops->dealloc(be, b);
         ops->dealloc(be, x);
         ops->dealloc(be, y);
         ops->dealloc(be, wbuf);
