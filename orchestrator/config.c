@@ -823,7 +823,7 @@ static st_status parse_manual(struct cfg_ctx *c, yaml_node_t *n) {
 }
 
 static st_status parse_placement(struct cfg_ctx *c, yaml_node_t *n) {
-    static const char *const keys[] = {"strategy", "objective", "precision", "attention", "manual"};
+    static const char *const keys[] = {"strategy", "objective", "precision", "attention", "manual", "numerics"};
     struct st_config_placement *pl = &c->cfg->placement;
     st_status s;
     if ((s = want_map(c, n, "placement", "placement: {objective: latency}"))) return s;
@@ -855,6 +855,23 @@ static st_status parse_placement(struct cfg_ctx *c, yaml_node_t *n) {
     if (manual && pl->strategy == ST_CONFIG_STRATEGY_AUTO) {
         cfg_err(c, manual, "placement.manual", "is given but placement.strategy is auto");
         return cfg_hint("set 'strategy: manual' to use these ranges, or remove manual to let the planner place layers");
+    }
+    if ((v = map_get(c, n, "numerics"))) {
+        /* a numerics profile from `strata calibrate`; read (and checked against the model) when planning */
+        const char *p;
+        if ((s = get_str(c, v, "placement.numerics", "numerics: profile.yaml", true, &p))) return s;
+        if (!p[0]) {
+            cfg_err(c, v, "placement.numerics", "is empty");
+            return cfg_hint("name the file 'strata calibrate -o FILE' wrote, or remove the key");
+        }
+        char dir[4096];
+        dir_of(c->file, dir, sizeof dir);
+        if (p[0] == '/') dir[0] = 0;
+        size_t len = strlen(dir) + strlen(p) + 1;
+        pl->numerics = malloc(len);
+        if (!pl->numerics) return st_error_set(ST_ERR_NOMEM, "out of host memory reading placement.numerics");
+        snprintf(pl->numerics, len, "%s%s", dir, p);
+        pl->numerics_pos = node_pos(v);
     }
     if (manual) return parse_manual(c, manual);
     return ST_OK;
@@ -1188,6 +1205,7 @@ void st_config_free(struct st_deploy_config *cfg) {
     free(cfg->model.preset);
     free(cfg->devices);
     free(cfg->placement.manual);
+    free(cfg->placement.numerics);
     for (int i = 0; i < cfg->generation.n_stop; i++) free(cfg->generation.stop[i]);
     free(cfg->generation.stop);
     free(cfg->generation.system);

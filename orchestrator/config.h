@@ -136,6 +136,9 @@ struct st_config_placement {
     struct st_config_stage *manual;  /* (n_manual) ranges in layer order, contiguous from layer 0;
                                         that they end at the model's last layer is the planner's check */
     int n_manual;
+    char *numerics;                  /* `numerics:` numerics profile from `strata calibrate` (fp16-safe layers),
+                                        resolved like model.path; NULL = none */
+    struct st_config_pos numerics_pos;  /* where its value is written */
 };
 
 typedef enum st_config_transport {

@@ -186,6 +186,16 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
     d->req.prefill_chunk = cfg->prefill_chunk;
     d->req.objective = cfg->placement.objective == ST_CONFIG_OBJECTIVE_THROUGHPUT ? ST_PLAN_THROUGHPUT
                                                                                   : ST_PLAN_LATENCY;
+    if (cfg->placement.numerics) {
+        /* fp16 activations only where the numerics profile (strata calibrate) says they are safe */
+        if ((s = st_numerics_load(cfg->placement.numerics, d->pm.n_layer, &d->fp16_safe))) {
+            st_error_prefix("%s:%d:%d: placement.numerics", cfg->source, cfg->placement.numerics_pos.line,
+                            cfg->placement.numerics_pos.column);
+            goto fail;
+        }
+        d->req.fp16_safe = d->fp16_safe;
+        d->req.numerics_source = cfg->placement.numerics;
+    }
     d->req.force_prec = cfg->placement.precision;
     d->req.force_attn = cfg->placement.attention;
     d->req.offload_cpu = NULL;
@@ -222,6 +232,7 @@ fail:
 void st_deploy_free(st_deploy *d) {
     if (!d) return;
     st_plan_free(d->plan);
+    free(d->fp16_safe);
     free(d->links);
     free(d->devs);
     st_plan_model_free(&d->pm);

@@ -44,6 +44,7 @@ typedef struct st_deploy {
     struct st_plan_request req;
     st_plan *plan;                       /* feasible unless st_deploy_open said ST_ERR_CONFIG */
     char profile_used[512];              /* the probe profile applied, or "" */
+    bool *fp16_safe;                     /* (n_layer) from placement.numerics, or NULL; req.fp16_safe points here */
 } st_deploy;
 
 /* Loads the config (or builds the default deployment), opens the model,

@@ -233,6 +233,42 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
 double st_plan_hop_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                              const struct st_plan_link *l);
 
+/* ---- numerics profile (`strata calibrate`, docs/numerics.md) -------------- */
+
+#define ST_NUMERICS_VERSION 1
+#define ST_FP16_MAX 65504.0
+
+/* One layer's measurements over the calibration text (fp32 run on the CPU). */
+struct st_numerics_layer {
+    bool fp16_safe;              /* max_abs <= max_abs_limit and rel_error <= rel_error_limit */
+    double max_abs;              /* largest |x| entering any matmul of the layer */
+    double frac_above_fp16;      /* fraction of those inputs with |x| > 65504 (fp16 overflow) */
+    double rel_error;            /* ||y16 - y32|| / ||y32 - x||: error of the layer's update when its
+                                    matmul inputs and K/V are rounded to fp16 (Frobenius over tokens) */
+    char worst[8];               /* whose input held max_abs: "qkv", "o", "gate_up" or "down" */
+};
+
+struct st_numerics {
+    char model[64];              /* the planner's model name */
+    char model_path[512];
+    int64_t n_layer;
+    int64_t tokens;              /* calibration tokens run */
+    char text[256];              /* where they came from: a file, "built-in", "ids:FILE" */
+    double max_abs_limit;        /* a layer is unsafe above this |x| (default 65504 / 8) */
+    double rel_error_limit;      /* ... or above this relative error (default 1e-3) */
+    struct st_numerics_layer *layers;  /* (n_layer) */
+};
+
+/* YAML that st_numerics_read loads back (numbers with 17 digits). */
+st_status st_numerics_write(FILE *f, const struct st_numerics *n);
+/* Reads a profile. Errors are ST_ERR_CONFIG "FILE:LINE:COLUMN: key: what" with a hint. */
+st_status st_numerics_read(const char *path, struct st_numerics **out);
+void st_numerics_free(struct st_numerics *n);   /* accepts NULL */
+/* Reads a profile for a model of n_layer layers into a new array of n_layer
+ * flags (the planner's req.fp16_safe; free() it). A profile written for
+ * another layer count is ST_ERR_CONFIG naming both counts. */
+st_status st_numerics_load(const char *path, int64_t n_layer, bool **fp16_safe);
+
 /* ---- output ------------------------------------------------------------ */
 
 /* The plan as a table (stage, device, layers, precision, attention, weights /
