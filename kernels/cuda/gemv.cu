@@ -2,12 +2,22 @@
  * and strides over their columns in 16-byte vectors (lane-interleaved, so a
  * warp reads 512 contiguous bytes per row per step). U vectors per row are
  * loaded before the first multiply to keep loads in flight. Partial sums are
- * reduced with warp shuffles, then across the KS warps through shared memory. */
+ * reduced with warp shuffles, then across the KS warps through shared memory.
+ *
+ * One kernel serves three modes: a single matrix, a group of matrices over the
+ * same x (a block finds its job in a small table passed by value: graph
+ * capture records it with the launch), and gate/up pairs (PAIR: the block's
+ * warp groups alternate gate row r / up row r, and the epilogue writes
+ * silu(gate) * up). The shape rule is st_gemv_pick below. */
 #include "kernels/cuda/gemv.cuh"
+
+#include <atomic>
+#include <string.h>
 
 namespace {
 
 constexpr int WARPS = 8;
+constexpr int MAXJ = ST_GEMV_MAX_JOBS;
 
 template <int DT> struct wvec;
 template <> struct wvec<ST_DTYPE_F32> {
@@ -34,25 +44,70 @@ template <> struct wvec<ST_DTYPE_F16> {
 /* Streaming load: the weights are read once, keep them out of L1. */
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) { return __ldcs(p); }
 
-template <int DT, int NT, int R, int U>
-__global__ void __launch_bounds__(WARPS * 32)
-gemv_vec_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols, const float *__restrict__ bias,
-                const float *__restrict__ x, int n_tok, float *__restrict__ y, int ks_warps) {
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* The launch's work, by value. Plain mode: job j owns blocks begin[j] ..
+ * begin[j + 1] - 1. PAIR mode: w[0]/bias[0] gate, w[1]/bias[1] up, rows[0]
+ * rows each, y[0] the output. */
+struct gemv_args {
+    const uint8_t *w[MAXJ];
+    const float *bias[MAXJ];
+    float *y[MAXJ];
+    int64_t rows[MAXJ];
+    unsigned begin[MAXJ];
+    const float *x;
+    int64_t cols;
+    int n_jobs, n_tok, ks;
+};
+
+/* a[j] with compile-time indices only: a run-time index into a kernel
+ * parameter array would copy the table to local memory */
+template <typename T> __device__ __forceinline__ T pick(const T (&a)[MAXJ], int j) {
+    T v = a[0];
+#pragma unroll
+    for (int i = 1; i < MAXJ; i++)
+        if (j == i) v = a[i];
+    return v;
+}
+
+template <int DT, int NT, int R, int U, bool PAIR>
+__global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a) {
     constexpr int VE = wvec<DT>::VE;
     constexpr int ESZ = 16 / VE;
+    static_assert(!PAIR || R == 1, "gate/up pairs take one row per warp group");
     __shared__ float red[WARPS][R * NT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int ks_warps = a.ks;
     const int groups = WARPS / ks_warps;
     const int group = warp / ks_warps, ks = warp % ks_warps;
-    const int64_t r0 = ((int64_t)blockIdx.x * groups + group) * R;
+    const int64_t cols = a.cols;
     const int64_t nvec = cols / VE;
     const int64_t stride = (int64_t)ks_warps * 32;
+    const float *__restrict__ x = a.x;
+    const int n_tok = a.n_tok;
+
+    int j = 0;
+    if (!PAIR) {
+#pragma unroll
+        for (int i = 1; i < MAXJ; i++)
+            if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
+    }
+    const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
+    const uint8_t *wb;
+    int64_t r0;
+    if (PAIR) {
+        r0 = (int64_t)blockIdx.x * (groups >> 1) + (group >> 1);
+        wb = (group & 1) ? a.w[1] : a.w[0];
+    } else {
+        r0 = ((int64_t)(blockIdx.x - pick(a.begin, j)) * groups + group) * R;
+        wb = pick(a.w, j);
+    }
 
     const uint4 *wr[R];
 #pragma unroll
     for (int i = 0; i < R; i++) {
         const int64_t r = r0 + i < rows ? r0 + i : rows - 1;   /* clamp: extra rows compute, never store */
-        wr[i] = (const uint4 *)(w + (size_t)r * (size_t)cols * ESZ);
+        wr[i] = (const uint4 *)(wb + (size_t)r * (size_t)cols * ESZ);
     }
     float acc[R][NT];
 #pragma unroll
@@ -78,9 +133,9 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols, const
                 float xf[VE];
                 const float4 *xp = (const float4 *)(x + (int64_t)t * cols + v * VE);
 #pragma unroll
-                for (int j = 0; j < VE / 4; j++) {
-                    const float4 a = __ldg(xp + j);
-                    xf[4 * j] = a.x; xf[4 * j + 1] = a.y; xf[4 * j + 2] = a.z; xf[4 * j + 3] = a.w;
+                for (int jj = 0; jj < VE / 4; jj++) {
+                    const float4 f = __ldg(xp + jj);
+                    xf[4 * jj] = f.x; xf[4 * jj + 1] = f.y; xf[4 * jj + 2] = f.z; xf[4 * jj + 3] = f.w;
                 }
 #pragma unroll
                 for (int i = 0; i < R; i++) {
@@ -88,7 +143,7 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols, const
                     wvec<DT>::widen(q[u][i], wf);
                     float s = acc[i][t];
 #pragma unroll
-                    for (int j = 0; j < VE; j++) s = fmaf(wf[j], xf[j], s);
+                    for (int jj = 0; jj < VE; jj++) s = fmaf(wf[jj], xf[jj], s);
                     acc[i][t] = s;
                 }
             }
@@ -99,6 +154,29 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols, const
     for (int i = 0; i < R; i++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[i][t] = st_warp_sum(acc[i][t]);
+
+    if (PAIR) {
+        /* gate group g (even) and up group g + 1 meet in shared memory */
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < NT; t++) red[warp][t] = acc[0][t];
+        }
+        __syncthreads();
+        if (ks != 0 || (group & 1)) return;
+        const int64_t r = r0;
+        const float *bg = a.bias[0], *bu = a.bias[1];
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float g = 0.0f, u = 0.0f;
+            for (int k = 0; k < ks_warps; k++) {
+                g += red[warp + k][t];
+                u += red[warp + ks_warps + k][t];
+            }
+            if (lane == t && r < rows && t < n_tok)
+                a.y[0][(int64_t)t * rows + r] = silu_mul(g + (bg ? bg[r] : 0.0f), u + (bu ? bu[r] : 0.0f));
+        }
+        return;
+    }
 
     if (ks_warps > 1) {
         if (lane == 0) {
@@ -118,6 +196,8 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols, const
                 acc[i][t] = s;
             }
     }
+    const float *bias = pick(a.bias, j);
+    float *y = pick(a.y, j);
     /* lanes write different (row, token) outputs */
 #pragma unroll
     for (int i = 0; i < R; i++) {
@@ -130,67 +210,208 @@ gemv_vec_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols, const
     }
 }
 
-/* Any alignment, any column count: a warp per row, scalar loads. */
-template <int DT>
-__global__ void gemv_scalar_kernel(const void *__restrict__ w, int64_t rows, int64_t cols, const float *__restrict__ bias,
+/* Any alignment, any column count: a warp per row, scalar loads. PAIR: the
+ * warp computes gate row r (w) and up row r (w2) and writes silu(g) * u. */
+template <int DT, bool PAIR>
+__global__ void gemv_scalar_kernel(const void *__restrict__ w, const void *__restrict__ w2, int64_t rows, int64_t cols,
+                                   const float *__restrict__ bias, const float *__restrict__ bias2,
                                    const float *__restrict__ x, int n_tok, float *__restrict__ y) {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (r >= rows) return;
     for (int t = 0; t < n_tok; t++) {
-        float s = 0.0f;
-        for (int64_t c = lane; c < cols; c += 32) s = fmaf(st_elem<DT>::load(w, r * cols + c), x[(int64_t)t * cols + c], s);
+        float s = 0.0f, s2 = 0.0f;
+        for (int64_t c = lane; c < cols; c += 32) {
+            const float xv = x[(int64_t)t * cols + c];
+            s = fmaf(st_elem<DT>::load(w, r * cols + c), xv, s);
+            if (PAIR) s2 = fmaf(st_elem<DT>::load(w2, r * cols + c), xv, s2);
+        }
         s = st_warp_sum(s);
-        if (lane == 0) y[(int64_t)t * rows + r] = s + (bias ? bias[r] : 0.0f);
+        if (PAIR) s2 = st_warp_sum(s2);
+        if (lane == 0) {
+            s += bias ? bias[r] : 0.0f;
+            if (PAIR) s = silu_mul(s, s2 + (bias2 ? bias2[r] : 0.0f));
+            y[(int64_t)t * rows + r] = s;
+        }
     }
 }
 
-template <int DT, int NT, int R, int U>
-st_status launch_vec(const void *w, int64_t rows, int64_t cols, const float *bias, const float *x, int n_tok, float *y,
-                     int ks, cudaStream_t stream) {
-    const int64_t rows_per_block = (int64_t)(WARPS / ks) * R;
-    const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+template <int DT, bool PAIR>
+st_status launch_scalar(const void *w, const void *w2, int64_t rows, int64_t cols, const float *bias, const float *bias2,
+                        const float *x, int n_tok, float *y, cudaStream_t stream) {
+    const int64_t blocks = (rows + WARPS - 1) / WARPS;
     if (blocks > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld rows", (long long)rows);
-    gemv_vec_kernel<DT, NT, R, U><<<(unsigned)blocks, WARPS * 32, 0, stream>>>((const uint8_t *)w, rows, cols, bias, x,
-                                                                               n_tok, y, ks);
+    gemv_scalar_kernel<DT, PAIR><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, w2, rows, cols, bias, bias2, x, n_tok, y);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
 
-template <int DT, int R>
-st_status dispatch_nt(const void *w, int64_t rows, int64_t cols, const float *bias, const float *x, int n_tok, float *y,
-                      int ks, int unroll, cudaStream_t stream) {
-    if (n_tok == 1) {
-        if (unroll >= 8) return launch_vec<DT, 1, R, 8>(w, rows, cols, bias, x, n_tok, y, ks, stream);
-        if (unroll <= 2) return launch_vec<DT, 1, R, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
-        return launch_vec<DT, 1, R, 4>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+st_status scalar(st_dtype dt, bool pair, const void *w, const void *w2, int64_t rows, int64_t cols, const float *bias,
+                 const float *bias2, const float *x, int n_tok, float *y, cudaStream_t stream) {
+    switch (dt) {
+    case ST_DTYPE_F32:
+        return pair ? launch_scalar<ST_DTYPE_F32, true>(w, w2, rows, cols, bias, bias2, x, n_tok, y, stream)
+                    : launch_scalar<ST_DTYPE_F32, false>(w, w2, rows, cols, bias, bias2, x, n_tok, y, stream);
+    case ST_DTYPE_F16:
+        return pair ? launch_scalar<ST_DTYPE_F16, true>(w, w2, rows, cols, bias, bias2, x, n_tok, y, stream)
+                    : launch_scalar<ST_DTYPE_F16, false>(w, w2, rows, cols, bias, bias2, x, n_tok, y, stream);
+    default:
+        return pair ? launch_scalar<ST_DTYPE_BF16, true>(w, w2, rows, cols, bias, bias2, x, n_tok, y, stream)
+                    : launch_scalar<ST_DTYPE_BF16, false>(w, w2, rows, cols, bias, bias2, x, n_tok, y, stream);
     }
-    if (n_tok == 2) return launch_vec<DT, 2, R, 4>(w, rows, cols, bias, x, n_tok, y, ks, stream);
-    if (n_tok <= 4) return launch_vec<DT, 4, R, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
-    return launch_vec<DT, 8, R, 2>(w, rows, cols, bias, x, n_tok, y, ks, stream);
+}
+
+template <int DT, int NT, int R, int U, bool PAIR>
+st_status launch_vec(const gemv_args &a, unsigned blocks, cudaStream_t stream) {
+    gemv_vec_kernel<DT, NT, R, U, PAIR><<<blocks, WARPS * 32, 0, stream>>>(a);
+    ST_CUDA_LAUNCH_CHECK();
+    return ST_OK;
+}
+
+template <int DT, int R, bool PAIR>
+st_status dispatch_nt(const gemv_args &a, unsigned blocks, int unroll, cudaStream_t stream) {
+    if (a.n_tok == 1) {
+        if (unroll >= 8) return launch_vec<DT, 1, R, 8, PAIR>(a, blocks, stream);
+        if (unroll <= 2) return launch_vec<DT, 1, R, 2, PAIR>(a, blocks, stream);
+        return launch_vec<DT, 1, R, 4, PAIR>(a, blocks, stream);
+    }
+    if (a.n_tok == 2) return launch_vec<DT, 2, R, 4, PAIR>(a, blocks, stream);
+    if (a.n_tok <= 4) return launch_vec<DT, 4, R, 2, PAIR>(a, blocks, stream);
+    return launch_vec<DT, 8, R, 2, PAIR>(a, blocks, stream);
 }
 
 template <int DT>
-st_status dispatch_r(const void *w, int64_t rows, int64_t cols, const float *bias, const float *x, int n_tok, float *y,
-                     const struct st_gemv_shape &s, cudaStream_t stream) {
-    if (s.rows_per_warp == 2) return dispatch_nt<DT, 2>(w, rows, cols, bias, x, n_tok, y, s.k_split, s.unroll, stream);
-    return dispatch_nt<DT, 1>(w, rows, cols, bias, x, n_tok, y, s.k_split, s.unroll, stream);
+st_status dispatch(const gemv_args &a, unsigned blocks, const struct st_gemv_shape &s, bool pair, cudaStream_t stream) {
+    if (pair) return dispatch_nt<DT, 1, true>(a, blocks, s.unroll, stream);
+    if (s.rows_per_warp == 2) return dispatch_nt<DT, 2, false>(a, blocks, s.unroll, stream);
+    return dispatch_nt<DT, 1, false>(a, blocks, s.unroll, stream);
+}
+
+/* Blocks of the single-token kernel (R 1, U 2) resident per SM on the current
+ * device, from the occupancy calculator, once per device. */
+int slots_per_sm() {
+    static std::atomic<int> cache[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        cudaGetLastError();
+        return 8;
+    }
+    int n = cache[dev].load(std::memory_order_relaxed);
+    if (n > 0) return n;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_vec_kernel<ST_DTYPE_BF16, 1, 1, 2, false>, WARPS * 32, 0) !=
+            cudaSuccess ||
+        n <= 0) {
+        cudaGetLastError();
+        n = 8;
+    }
+    cache[dev].store(n, std::memory_order_relaxed);
+    return n;
+}
+
+/* The shape rule. Single token (decode), measured on an H100 (bench/gpu_gemv.md):
+ *  - one row per warp group, two 16-byte loads in flight per lane: 32
+ *    registers, the most blocks per SM (S = SMs x resident blocks);
+ *  - k-split at its finest (8 warps on a row; 4 per matrix for gate/up pairs),
+ *    so that the last wave costs at most one short block;
+ *  - except when the finest split gives under 4 waves of blocks with under 4
+ *    loads per lane (short rows, few of them: 3584 x 3584): then the largest
+ *    split whose blocks all fit in one wave and fill at least half of it;
+ *  - very tall matrices (lm_head, >= 6 waves of 16-row blocks): two whole rows
+ *    per warp, four loads in flight (the fewest blocks; 103% of copy measured).
+ * Several tokens: two rows per warp when there are enough rows, split until
+ * the launch has 16 warps per SM. */
+struct st_gemv_shape st_gemv_pick(int64_t rows, int64_t nvec, int64_t n_tok, bool pair, int sm_count) {
+    const int sms = sm_count > 0 ? sm_count : 80;
+    struct st_gemv_shape s = {1, 1, 2, WARPS * 32, true};
+    const int kmax_mode = pair ? WARPS / 2 : WARPS;
+    if (n_tok > 1) {
+        s.unroll = n_tok <= 2 ? 4 : 2;
+        const int64_t target_warps = (int64_t)sms * 16;
+        if (!pair && rows / 2 >= target_warps) s.rows_per_warp = 2;
+        while (s.k_split < kmax_mode && (rows / s.rows_per_warp) * s.k_split < target_warps &&
+               nvec >= (int64_t)s.k_split * 2 * 32 * 2)
+            s.k_split *= 2;
+        return s;
+    }
+    const int64_t S = (int64_t)sms * slots_per_sm();
+    if (!pair && rows / (2 * WARPS) >= 6 * S) {
+        s.rows_per_warp = 2;
+        s.unroll = 4;
+        return s;
+    }
+    int kmax = kmax_mode;
+    while (kmax > 1 && nvec < (int64_t)32 * kmax) kmax /= 2;   /* every lane gets a vector */
+    auto blocks = [&](int k) {
+        const int64_t per_block = pair ? WARPS / (2 * k) : WARPS / k;
+        return (rows + per_block - 1) / per_block;
+    };
+    s.k_split = kmax;
+    if (blocks(kmax) < 4 * S && nvec < (int64_t)4 * 32 * kmax) {
+        for (int k = kmax / 2; k >= 1; k /= 2) {
+            const int64_t b = blocks(k);
+            if (b <= S && 2 * b >= S) {
+                s.k_split = k;
+                break;
+            }
+        }
+    }
+    return s;
+}
+
+int ve_of(st_dtype dt) { return dt == ST_DTYPE_F32 ? 4 : 8; }
+
+st_status check_dtype(st_dtype dtype) {
+    if (dtype == ST_DTYPE_F32 || dtype == ST_DTYPE_F16 || dtype == ST_DTYPE_BF16) return ST_OK;
+    st_error_set(ST_ERR_UNSUPPORTED, "matmul: %s weights are not supported by the CUDA backend", st_dtype_name(dtype));
+    return st_error_hint("use an F16/BF16/F32 model file (safetensors or an unquantized GGUF) for GPU stages");
+}
+
+st_status check_tok(int64_t n_tok) {
+    if (n_tok <= ST_GEMV_MAX_TOK) return ST_OK;
+    return st_error_set(ST_ERR_INTERNAL, "gemv: %lld tokens (at most %d; use the GEMM)", (long long)n_tok, ST_GEMV_MAX_TOK);
+}
+
+/* The one vectorized launch of a plain group or a gate/up pair. */
+st_status launch_group(gemv_args &a, st_dtype dtype, bool pair, const struct st_gemv_shape &shape, cudaStream_t stream) {
+    struct st_gemv_shape s = shape;
+    if (s.k_split != 1 && s.k_split != 2 && s.k_split != 4 && s.k_split != 8) s.k_split = 1;
+    if (pair) {
+        s.rows_per_warp = 1;
+        if (s.k_split > WARPS / 2) s.k_split = WARPS / 2;
+    } else if (s.rows_per_warp != 2) {
+        s.rows_per_warp = 1;
+    }
+    a.ks = s.k_split;
+    int64_t total = 0;
+    const int64_t per_block = pair ? WARPS / (2 * s.k_split) : (int64_t)(WARPS / s.k_split) * s.rows_per_warp;
+    for (int j = 0; j < MAXJ; j++) {
+        a.begin[j] = (unsigned)total;
+        if (j < a.n_jobs) total += (a.rows[j] + per_block - 1) / per_block;
+        if (total > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld blocks", (long long)total);
+    }
+    if (total == 0) return ST_OK;
+    switch (dtype) {
+    case ST_DTYPE_F32: return dispatch<ST_DTYPE_F32>(a, (unsigned)total, s, pair, stream);
+    case ST_DTYPE_F16: return dispatch<ST_DTYPE_F16>(a, (unsigned)total, s, pair, stream);
+    default: return dispatch<ST_DTYPE_BF16>(a, (unsigned)total, s, pair, stream);
+    }
+}
+
+bool vec_ok(const void *const *ws, int n, st_dtype dt, int64_t cols, const float *x) {
+    if (cols % ve_of(dt) != 0 || !st_is_aligned(x, 16)) return false;
+    for (int i = 0; i < n; i++)
+        if (!st_is_aligned(ws[i], 16)) return false;
+    return true;
 }
 
 } // namespace
 
+/* ---- single matrix ------------------------------------------------------------ */
+
 struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *x,
                                         int64_t n_tok, int sm_count) {
-    struct st_gemv_shape s = {1, 1, n_tok <= 2 ? 4 : 2, WARPS * 32, false};
-    const int esz = dtype == ST_DTYPE_F32 ? 4 : 2;
-    const int ve = 16 / esz;
-    s.vectorized = cols % ve == 0 && st_is_aligned(w, 16) && st_is_aligned(x, 16);
-    if (!s.vectorized) return s;
-    const int64_t target_warps = (int64_t)(sm_count > 0 ? sm_count : 80) * 16;
-    if (rows / 2 >= target_warps) s.rows_per_warp = 2;
-    const int64_t nvec = cols / ve;
-    while (s.k_split < WARPS && (rows / s.rows_per_warp) * s.k_split < target_warps && nvec >= (int64_t)s.k_split * 2 * 32 * 2)
-        s.k_split *= 2;
+    struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, false, sm_count);
+    s.vectorized = vec_ok(&w, 1, dtype, cols, x);
     return s;
 }
 
@@ -202,33 +423,108 @@ st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols
 
 st_status st_gemv_cuda_shaped(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
                               int64_t n_tok, float *y, const struct st_gemv_shape *shape, cudaStream_t stream) {
-    if (rows <= 0 || n_tok <= 0) return ST_OK;
-    if (n_tok > ST_GEMV_MAX_TOK)
-        return st_error_set(ST_ERR_INTERNAL, "gemv: %lld tokens (at most %d; use the GEMM)", (long long)n_tok, ST_GEMV_MAX_TOK);
-    if (dtype != ST_DTYPE_F32 && dtype != ST_DTYPE_F16 && dtype != ST_DTYPE_BF16) {
-        st_error_set(ST_ERR_UNSUPPORTED, "matmul: %s weights are not supported by the CUDA backend", st_dtype_name(dtype));
-        return st_error_hint("use an F16/BF16/F32 model file (safetensors or an unquantized GGUF) for GPU stages");
+    const struct st_gemv_job job = {w, bias, y, rows};
+    return st_gemv_multi_cuda_shaped(&job, 1, dtype, cols, x, n_tok, shape, stream);
+}
+
+/* ---- a group of matrices over one x ------------------------------------------ */
+
+struct st_gemv_shape st_gemv_multi_cuda_shape(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols,
+                                              const float *x, int64_t n_tok, int sm_count) {
+    int64_t rows = 0;
+    const void *ws[MAXJ] = {NULL, NULL, NULL, NULL};
+    const int n = n_jobs < 0 ? 0 : n_jobs > MAXJ ? MAXJ : n_jobs;
+    for (int i = 0; i < n; i++) {
+        rows += jobs[i].rows;
+        ws[i] = jobs[i].w;
     }
-    struct st_gemv_shape s = *shape;
-    const int ve = dtype == ST_DTYPE_F32 ? 4 : 8;
-    if (s.vectorized && !(cols % ve == 0 && st_is_aligned(w, 16) && st_is_aligned(x, 16)))
+    struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, false, sm_count);
+    s.vectorized = vec_ok(ws, n, dtype, cols, x);
+    return s;
+}
+
+st_status st_gemv_multi_cuda(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols, const float *x,
+                             int64_t n_tok, int sm_count, cudaStream_t stream) {
+    if (n_jobs < 1 || n_jobs > MAXJ)
+        return st_error_set(ST_ERR_INTERNAL, "gemv: %d matrices in one group (1 to %d)", n_jobs, MAXJ);
+    const struct st_gemv_shape s = st_gemv_multi_cuda_shape(jobs, n_jobs, dtype, cols, x, n_tok, sm_count);
+    return st_gemv_multi_cuda_shaped(jobs, n_jobs, dtype, cols, x, n_tok, &s, stream);
+}
+
+st_status st_gemv_multi_cuda_shaped(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols,
+                                    const float *x, int64_t n_tok, const struct st_gemv_shape *shape, cudaStream_t stream) {
+    if (n_jobs < 1 || n_jobs > MAXJ)
+        return st_error_set(ST_ERR_INTERNAL, "gemv: %d matrices in one group (1 to %d)", n_jobs, MAXJ);
+    if (n_tok <= 0) return ST_OK;
+    st_status st;
+    if ((st = check_tok(n_tok)) != ST_OK || (st = check_dtype(dtype)) != ST_OK) return st;
+    const void *ws[MAXJ] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < n_jobs; i++) ws[i] = jobs[i].w;
+    const bool vec = vec_ok(ws, n_jobs, dtype, cols, x);
+    if (shape->vectorized && !vec)
         return st_error_set(ST_ERR_INTERNAL, "gemv: vectorized shape asked for unaligned data or %lld columns", (long long)cols);
-    if (s.k_split != 1 && s.k_split != 2 && s.k_split != 4 && s.k_split != 8) s.k_split = 1;
-    const int nt = (int)n_tok;
-    if (!s.vectorized) {
-        const int64_t blocks = (rows + WARPS - 1) / WARPS;
-        if (blocks > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld rows", (long long)rows);
-        switch (dtype) {
-        case ST_DTYPE_F32: gemv_scalar_kernel<ST_DTYPE_F32><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, rows, cols, bias, x, nt, y); break;
-        case ST_DTYPE_F16: gemv_scalar_kernel<ST_DTYPE_F16><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, rows, cols, bias, x, nt, y); break;
-        default: gemv_scalar_kernel<ST_DTYPE_BF16><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, rows, cols, bias, x, nt, y); break;
+    if (!shape->vectorized) {
+        for (int i = 0; i < n_jobs; i++) {
+            if (jobs[i].rows <= 0) continue;
+            st = scalar(dtype, false, jobs[i].w, NULL, jobs[i].rows, cols, jobs[i].bias, NULL, x, (int)n_tok, jobs[i].y,
+                        stream);
+            if (st != ST_OK) return st;
         }
-        ST_CUDA_LAUNCH_CHECK();
         return ST_OK;
     }
-    switch (dtype) {
-    case ST_DTYPE_F32: return dispatch_r<ST_DTYPE_F32>(w, rows, cols, bias, x, nt, y, s, stream);
-    case ST_DTYPE_F16: return dispatch_r<ST_DTYPE_F16>(w, rows, cols, bias, x, nt, y, s, stream);
-    default: return dispatch_r<ST_DTYPE_BF16>(w, rows, cols, bias, x, nt, y, s, stream);
+    gemv_args a;
+    memset(&a, 0, sizeof a);
+    for (int i = 0; i < n_jobs; i++) {
+        a.w[i] = (const uint8_t *)jobs[i].w;
+        a.bias[i] = jobs[i].bias;
+        a.y[i] = jobs[i].y;
+        a.rows[i] = jobs[i].rows > 0 ? jobs[i].rows : 0;
     }
+    a.x = x;
+    a.cols = cols;
+    a.n_jobs = n_jobs;
+    a.n_tok = (int)n_tok;
+    return launch_group(a, dtype, false, *shape, stream);
+}
+
+/* ---- gate/up with the SwiGLU epilogue ------------------------------------------ */
+
+struct st_gemv_shape st_gemv_swiglu_cuda_shape(const void *wg, const void *wu, st_dtype dtype, int64_t rows, int64_t cols,
+                                               const float *x, int64_t n_tok, int sm_count) {
+    const void *ws[2] = {wg, wu};
+    struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, true, sm_count);
+    s.vectorized = vec_ok(ws, 2, dtype, cols, x);
+    return s;
+}
+
+st_status st_gemv_swiglu_cuda(const void *wg, const float *bg, const void *wu, const float *bu, st_dtype dtype,
+                              int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *out, int sm_count,
+                              cudaStream_t stream) {
+    const struct st_gemv_shape s = st_gemv_swiglu_cuda_shape(wg, wu, dtype, rows, cols, x, n_tok, sm_count);
+    return st_gemv_swiglu_cuda_shaped(wg, bg, wu, bu, dtype, rows, cols, x, n_tok, out, &s, stream);
+}
+
+st_status st_gemv_swiglu_cuda_shaped(const void *wg, const float *bg, const void *wu, const float *bu, st_dtype dtype,
+                                     int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *out,
+                                     const struct st_gemv_shape *shape, cudaStream_t stream) {
+    if (rows <= 0 || n_tok <= 0) return ST_OK;
+    st_status st;
+    if ((st = check_tok(n_tok)) != ST_OK || (st = check_dtype(dtype)) != ST_OK) return st;
+    const void *ws[2] = {wg, wu};
+    if (shape->vectorized && !vec_ok(ws, 2, dtype, cols, x))
+        return st_error_set(ST_ERR_INTERNAL, "gemv: vectorized shape asked for unaligned data or %lld columns", (long long)cols);
+    if (!shape->vectorized) return scalar(dtype, true, wg, wu, rows, cols, bg, bu, x, (int)n_tok, out, stream);
+    gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.w[0] = (const uint8_t *)wg;
+    a.w[1] = (const uint8_t *)wu;
+    a.bias[0] = bg;
+    a.bias[1] = bu;
+    a.y[0] = out;
+    a.rows[0] = rows;
+    a.x = x;
+    a.cols = cols;
+    a.n_jobs = 1;   /* one job of row pairs: one block range */
+    a.n_tok = (int)n_tok;
+    return launch_group(a, dtype, true, *shape, stream);
 }
