@@ -189,6 +189,14 @@ struct st_rope_params {
     const float *freq_factors; /* device pointer (head_dim/2) or NULL: theta_i /= factor[i] */
 };
 
+/* One product of a group that shares its input (optional op matmul_multi). */
+struct st_matmul_job {
+    const struct st_weight *w;   /* (rows, cols); every job of a call has x's width as cols */
+    const float *bias;           /* (rows) or NULL */
+    float *y;                    /* (n_tok, rows); overlaps neither x nor another job's y */
+};
+#define ST_MATMUL_MULTI_MAX 4    /* jobs per matmul_multi call */
+
 /* Sampling on the device (optional op `sample`), in llama.cpp's order as
  * orchestrator/sampler.c (without penalties): top-k, top-p, min-p, then
  * temperature and one draw.
@@ -275,6 +283,20 @@ struct st_device_ops {
     st_status (*capture_begin)(st_backend *be);
     st_status (*capture_end)(st_backend *be);
     st_status (*replay)(st_backend *be);
+    /* Several products over the same x: jobs[i].y = x W_i^T (+ bias_i) for
+     * n_jobs in 1..ST_MATMUL_MULTI_MAX, what matmul per job computes (fp32
+     * accumulation; the order of the sums may differ), in fewer launches (CUDA:
+     * one for up to 8 tokens: q, k and v of a decode step).
+     * NULL: the engine calls matmul per job. */
+    st_status (*matmul_multi)(st_backend *be, const struct st_matmul_job *jobs, int n_jobs, const float *x, int64_t n_tok);
+    /* out[t][r] = silu(g) * u, g = (x Wg^T + bg)[t][r], u = (x Wu^T + bu)[t][r],
+     * silu(g) = g / (1 + e^-g): matmul, matmul and swiglu in one pass (CUDA:
+     * one launch and no gate/up intermediates for up to 8
+     * tokens). gate and up have one shape; biases may be NULL; out does not
+     * overlap x. NULL: the engine calls matmul twice and swiglu. */
+    st_status (*matmul_swiglu)(st_backend *be, const struct st_weight *gate, const float *gate_bias,
+                               const struct st_weight *up, const float *up_bias, const float *x, int64_t n_tok,
+                               float *out);
     /* out_id[0] = one token drawn from logits (n_vocab) under sp (see struct
      * st_sample_params); pos is the device int32 position being generated,
      * which numbers the draw. Greedy when sp->temperature <= 0. */

@@ -562,12 +562,20 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
         tp.layer = s->d.first_layer + i;
         TAP(ST_TAP_LAYER_IN, ST_T_ATTN_NORM, NULL, s->x, NULL, E);
         TRY(o->rmsnorm(be, s->x, L->attn_norm, T, E, eps, s->h));
-        TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
-        TRY(o->matmul(be, &L->wq, L->bq, s->h, T, s->q));
-        TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
-        TRY(o->matmul(be, &L->wk, L->bk, s->h, T, s->k));
-        TAP(ST_TAP_MATMUL_IN, ST_T_WV, &L->wv, s->h, NULL, E);
-        TRY(o->matmul(be, &L->wv, L->bv, s->h, T, s->v));
+        if (T == 1 && o->matmul_multi) {   /* decode: q, k, v in one launch */
+            const struct st_matmul_job qkv[3] = {{&L->wq, L->bq, s->q}, {&L->wk, L->bk, s->k}, {&L->wv, L->bv, s->v}};
+            TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
+            TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
+            TAP(ST_TAP_MATMUL_IN, ST_T_WV, &L->wv, s->h, NULL, E);
+            TRY(o->matmul_multi(be, qkv, 3, s->h, T));
+        } else {
+            TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
+            TRY(o->matmul(be, &L->wq, L->bq, s->h, T, s->q));
+            TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
+            TRY(o->matmul(be, &L->wk, L->bk, s->h, T, s->k));
+            TAP(ST_TAP_MATMUL_IN, ST_T_WV, &L->wv, s->h, NULL, E);
+            TRY(o->matmul(be, &L->wv, L->bv, s->h, T, s->v));
+        }
         if (L->q_norm) TRY(o->rmsnorm(be, s->q, L->q_norm, T * H, D, eps, s->q));
         if (L->k_norm) TRY(o->rmsnorm(be, s->k, L->k_norm, T * Hkv, D, eps, s->k));
         TRY(o->rope(be, s->q, T, H, D, s->pos, &s->rope));
@@ -580,10 +588,15 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
         TRY(o->add(be, s->x, s->h, T * E));
         TRY(o->rmsnorm(be, s->x, L->ffn_norm, T, E, eps, s->h));
         TAP(ST_TAP_MATMUL_IN, ST_T_W_GATE, &L->gate, s->h, NULL, E);
-        TRY(o->matmul(be, &L->gate, NULL, s->h, T, s->gate));
-        TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
-        TRY(o->matmul(be, &L->up, NULL, s->h, T, s->up));
-        TRY(o->swiglu(be, s->gate, s->up, T * F, s->gate));
+        if (T == 1 && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
+            TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
+            TRY(o->matmul_swiglu(be, &L->gate, NULL, &L->up, NULL, s->h, T, s->gate));
+        } else {
+            TRY(o->matmul(be, &L->gate, NULL, s->h, T, s->gate));
+            TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
+            TRY(o->matmul(be, &L->up, NULL, s->h, T, s->up));
+            TRY(o->swiglu(be, s->gate, s->up, T * F, s->gate));
+        }
         TAP(ST_TAP_MATMUL_IN, ST_T_W_DOWN, &L->down, s->gate, NULL, F);
         TRY(o->matmul(be, &L->down, NULL, s->gate, T, s->h));
         TRY(o->add(be, s->x, s->h, T * E));

@@ -294,6 +294,60 @@ static st_status be_matmul(st_backend *be, const struct st_weight *w, const floa
     return ST_OK;
 }
 
+static_assert(ST_MATMUL_MULTI_MAX <= ST_GEMV_MAX_JOBS, "matmul_multi groups must fit one grouped GEMV launch");
+
+/* Decode: one grouped GEMV launch. Several tokens past the GEMV's reach (or
+ * mixed dtypes): matmul per job. */
+static st_status be_matmul_multi(st_backend *be, const struct st_matmul_job *jobs, int n_jobs, const float *x, int64_t n_tok) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (n_jobs < 1 || n_jobs > ST_MATMUL_MULTI_MAX)
+        return st_error_set(ST_ERR_INTERNAL, "%s matmul_multi: %d matrices (1 to %d)", be->label, n_jobs, ST_MATMUL_MULTI_MAX);
+    const struct st_weight *w0 = jobs[0].w;
+    bool grouped = n_tok <= ST_GEMV_MAX_TOK;
+    for (int i = 0; i < n_jobs; i++) {
+        if (jobs[i].w->cols != w0->cols)
+            return st_error_set(ST_ERR_INTERNAL, "%s matmul_multi: matrix %d has %lld columns, matrix 0 has %lld", be->label,
+                                i, (long long)jobs[i].w->cols, (long long)w0->cols);
+        if (jobs[i].w->dtype != w0->dtype) grouped = false;
+    }
+    if (!grouped) {
+        for (int i = 0; i < n_jobs; i++) {
+            const st_status s = be_matmul(be, jobs[i].w, jobs[i].bias, x, n_tok, jobs[i].y);
+            if (s != ST_OK) return s;
+        }
+        return ST_OK;
+    }
+    struct st_gemv_job g[ST_GEMV_MAX_JOBS];
+    for (int i = 0; i < n_jobs; i++) g[i] = (struct st_gemv_job){jobs[i].w->data, jobs[i].bias, jobs[i].y, jobs[i].w->rows};
+    OP(be, "matmul_multi", st_gemv_multi_cuda(g, n_jobs, w0->dtype, w0->cols, x, n_tok, be->sm_count, be->stream));
+    return ST_OK;
+}
+
+/* Decode: one GEMV launch over gate and up rows with the SwiGLU epilogue.
+ * Prefill: the two GEMMs (up into the workspace, after the region be_matmul
+ * converts x into) and swiglu. */
+static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, const float *gate_bias,
+                                  const struct st_weight *up, const float *up_bias, const float *x, int64_t n_tok,
+                                  float *out) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (gate->rows != up->rows || gate->cols != up->cols)
+        return st_error_set(ST_ERR_INTERNAL, "%s matmul_swiglu: gate is %lld x %lld, up is %lld x %lld", be->label,
+                            (long long)gate->rows, (long long)gate->cols, (long long)up->rows, (long long)up->cols);
+    if (n_tok <= ST_GEMV_MAX_TOK && gate->dtype == up->dtype) {
+        OP(be, "matmul_swiglu", st_gemv_swiglu_cuda(gate->data, gate_bias, up->data, up_bias, gate->dtype, gate->rows,
+                                                    gate->cols, x, n_tok, out, be->sm_count, be->stream));
+        return ST_OK;
+    }
+    const size_t conv = ((size_t)(n_tok * gate->cols) * 2 + 255) & ~(size_t)255;
+    OP(be, "matmul_swiglu", st_cuda_scratch_reserve(be, conv + (size_t)(n_tok * up->rows) * sizeof(float)));
+    float *u = (float *)((uint8_t *)be->scratch + conv);
+    st_status s = be_matmul(be, gate, gate_bias, x, n_tok, out);
+    if (s == ST_OK) s = be_matmul(be, up, up_bias, x, n_tok, u);
+    if (s != ST_OK) return s;
+    OP(be, "matmul_swiglu", st_swiglu_cuda(out, u, n_tok * gate->rows, out, be->stream));
+    return ST_OK;
+}
+
 static st_status be_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const int32_t *pos,
                          const struct st_rope_params *rp) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
@@ -460,6 +514,8 @@ static const struct st_device_ops cuda_ops = {
     .capture_begin = be_capture_begin,
     .capture_end = be_capture_end,
     .replay = be_replay,
+    .matmul_multi = be_matmul_multi,
+    .matmul_swiglu = be_matmul_swiglu,
     .sample = be_sample,
     .event_create = be_event_create,
     .event_free = be_event_free,

@@ -8,6 +8,8 @@
  * in fp32 over the same inputs, 5e-3 where bf16 enters the tensor cores,
  * 2e-3 where fp16 does (fp32 accumulation everywhere). Outputs are poisoned
  * with NaN before every run; a NaN or an unwritten element never passes.
+ * matmul_multi and matmul_swiglu (the grouped decode GEMVs) against the CPU
+ * backend's matmul (and swiglu) per matrix, also captured in a graph.
  * Also: argmax ties and NaN, seeded sampling against a brute-force host
  * implementation of the contract in devices/device.h, graph capture/replay
  * with positions read on the device, import_host, out-of-memory and bad-input
@@ -229,6 +231,175 @@ static void test_matmul(struct gpu *g) {
             }
         }
     }
+}
+
+/* true when the GUARD floats after n floats of dev are still the poison (0xff bytes) */
+#define GUARD 64
+static bool guard_intact(struct gpu *g, const float *dev, int64_t n) {
+    uint32_t h[GUARD];
+    gget(g, h, dev + n, sizeof h);
+    for (int i = 0; i < GUARD; i++)
+        if (h[i] != 0xffffffffu) return false;
+    return true;
+}
+
+/* matmul_multi and matmul_swiglu (optional ops) against the CPU backend's
+ * matmul (and swiglu) per matrix: groups of odd row counts, 1..4 matrices,
+ * with and without biases, every weight dtype, decode and several-token
+ * batches (GEMV), prefill batches (GEMM path), a column count that forces
+ * the scalar kernel; outputs poisoned, a poisoned guard after each output
+ * must survive. */
+static void test_matmul_grouped(struct gpu *g) {
+    if (!g->ops->matmul_multi || !g->ops->matmul_swiglu) {
+        CHECK_MSG(false, "%s: the CUDA backend lacks matmul_multi/matmul_swiglu", g->name);
+        return;
+    }
+    /* cols, tokens, rows of up to 4 matrices (0 = fewer matrices) */
+    const int64_t cases[][6] = {{3584, 1, 3584, 512, 512, 0}, {3584, 1, 77, 513, 1, 0}, {1024, 3, 513, 77, 300, 129},
+                                {640, 8, 777, 0, 0, 0},       {1003, 1, 301, 77, 0, 0}, {200, 2, 96, 33, 0, 0},
+                                {512, 12, 256, 77, 0, 0},     {1003, 9, 65, 130, 0, 0}, {8, 1, 5, 3, 0, 0}};
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
+    for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
+        const int64_t C = cases[ci][0], T = cases[ci][1];
+        int n = 0;
+        int64_t R[4];
+        for (int i = 0; i < 4 && cases[ci][2 + i]; i++) R[n++] = cases[ci][2 + i];
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+            const st_dtype t = types[ti];
+            const bool with_bias = (ci + ti) % 2 == 0;
+            const double tol = matmul_tol(g, t, T);
+            float *x = rand_f32(T * C, 1.0f), *dx = gput(g, x, sizeof(float) * T * C);
+            void *w[4], *dw[4];
+            float *b[4], *db[4], *dy[4], *ref[4], *out[4];
+            struct st_weight wg[4];
+            struct st_matmul_job jobs[4];
+            for (int i = 0; i < n; i++) {
+                w[i] = rand_dtype(t, R[i] * C, 0.05f);
+                dw[i] = gput(g, w[i], st_dtype_row_bytes(t, R[i] * C));
+                b[i] = with_bias && i != 1 ? rand_f32(R[i], 1.0f) : NULL;   /* job 1 never has a bias */
+                db[i] = b[i] ? gput(g, b[i], sizeof(float) * R[i]) : NULL;
+                dy[i] = gpoison(g, (size_t)(T * R[i] + GUARD));
+                ref[i] = malloc(sizeof(float) * T * R[i]);
+                out[i] = malloc(sizeof(float) * T * R[i]);
+                struct st_weight wc = {w[i], t, R[i], C};
+                CHECK_OK(cpu_ops->matmul(cpu_be, &wc, b[i], x, T, ref[i]));
+                wg[i] = (struct st_weight){dw[i], t, R[i], C};
+                jobs[i] = (struct st_matmul_job){&wg[i], db[i], dy[i]};
+            }
+            CHECK_OK(g->ops->matmul_multi(g->be, jobs, n, dx, T));
+            bool guards = true;
+            for (int i = 0; i < n; i++) {
+                gget(g, out[i], dy[i], sizeof(float) * T * R[i]);
+                guards = guards && guard_intact(g, dy[i], T * R[i]);
+                char what[96];
+                snprintf(what, sizeof what, "matmul_multi %s %d/%d: %lldx%lld t=%lld%s", st_dtype_name(t), i + 1, n,
+                         (long long)R[i], (long long)C, (long long)T, b[i] ? " +bias" : "");
+                expect_close(g, what, out[i], ref[i], T * R[i], tol);
+            }
+            char what[96];
+            snprintf(what, sizeof what, "matmul_multi %s %lld cols t=%lld: guards intact", st_dtype_name(t), (long long)C,
+                     (long long)T);
+            expect_equal_i(g, what, guards, 1);
+
+            /* gate = matrix 0, up = a second matrix of the same shape */
+            if (n >= 1) {
+                const int64_t F = R[0];
+                void *wu = rand_dtype(t, F * C, 0.05f), *dwu = gput(g, wu, st_dtype_row_bytes(t, F * C));
+                float *bu = with_bias ? rand_f32(F, 1.0f) : NULL, *dbu = bu ? gput(g, bu, sizeof(float) * F) : NULL;
+                float *gate = ref[0], *up = malloc(sizeof(float) * T * F), *sref = malloc(sizeof(float) * T * F);
+                struct st_weight wuc = {wu, t, F, C}, wug = {dwu, t, F, C};
+                CHECK_OK(cpu_ops->matmul(cpu_be, &wuc, bu, x, T, up));
+                CHECK_OK(cpu_ops->swiglu(cpu_be, gate, up, T * F, sref));
+                float *dout = gpoison(g, (size_t)(T * F + GUARD));
+                CHECK_OK(g->ops->matmul_swiglu(g->be, &wg[0], db[0], &wug, dbu, dx, T, dout));
+                gget(g, out[0], dout, sizeof(float) * T * F);
+                /* silu(g) * u carries the error of both products */
+                snprintf(what, sizeof what, "matmul_swiglu %s %lldx%lld t=%lld%s", st_dtype_name(t), (long long)F,
+                         (long long)C, (long long)T, b[0] ? " +gate bias" : "");
+                expect_close(g, what, out[0], sref, T * F, tol > 1e-5 ? 2 * tol : tol);
+                snprintf(what, sizeof what, "matmul_swiglu %s %lldx%lld t=%lld: guard intact", st_dtype_name(t),
+                         (long long)F, (long long)C, (long long)T);
+                expect_equal_i(g, what, guard_intact(g, dout, T * F), 1);
+                gfree(g, dwu); gfree(g, dbu); gfree(g, dout);
+                free(wu); free(bu); free(up); free(sref);
+            }
+            for (int i = 0; i < n; i++) {
+                gfree(g, dw[i]); gfree(g, db[i]); gfree(g, dy[i]);
+                free(w[i]); free(b[i]); free(ref[i]); free(out[i]);
+            }
+            gfree(g, dx);
+            free(x);
+        }
+    }
+    /* bad calls: an internal error naming the problem */
+    {
+        const int64_t C = 256;
+        void *w = rand_dtype(ST_DTYPE_BF16, 64 * C, 0.05f), *dw = gput(g, w, st_dtype_row_bytes(ST_DTYPE_BF16, 64 * C));
+        float *dx = gpoison(g, (size_t)C), *dy = gpoison(g, 256);
+        struct st_weight a = {dw, ST_DTYPE_BF16, 64, C}, narrow = {dw, ST_DTYPE_BF16, 32, C / 2}, shorter = {dw, ST_DTYPE_BF16, 32, C};
+        struct st_matmul_job jobs[5] = {{&a, NULL, dy}, {&narrow, NULL, dy + 64}, {&a, NULL, dy}, {&a, NULL, dy}, {&a, NULL, dy}};
+        CHECK_ERR(g->ops->matmul_multi(g->be, jobs, 2, dx, 1), ST_ERR_INTERNAL, "columns");
+        CHECK_ERR(g->ops->matmul_multi(g->be, jobs + 1, 0, dx, 1), ST_ERR_INTERNAL, "matrices");
+        CHECK_ERR(g->ops->matmul_multi(g->be, jobs, ST_MATMUL_MULTI_MAX + 1, dx, 1), ST_ERR_INTERNAL, "matrices");
+        CHECK_ERR(g->ops->matmul_swiglu(g->be, &a, NULL, &shorter, NULL, dx, 1, dy), ST_ERR_INTERNAL, "gate is 64 x 256");
+        struct st_weight q = {dw, ST_DTYPE_Q8_0, 64, C};
+        struct st_matmul_job qj[1] = {{&q, NULL, dy}};
+        CHECK_ERR(g->ops->matmul_multi(g->be, qj, 1, dx, 1), ST_ERR_UNSUPPORTED, "q8_0");
+        CHECK_ERR(g->ops->matmul_swiglu(g->be, &q, NULL, &q, NULL, dx, 1, dy), ST_ERR_UNSUPPORTED, "q8_0");
+        CHECK_OK(g->ops->sync(g->be));
+        gfree(g, dw); gfree(g, dx); gfree(g, dy);
+        free(w);
+    }
+}
+
+/* A decode layer's grouped products captured in a graph and replayed on new
+ * input: the job table travels with the captured launch. */
+static void test_matmul_grouped_graph(struct gpu *g) {
+    const int64_t C = 512, Rq = 512, Rk = 64, F = 1000;
+    void *wq = rand_dtype(ST_DTYPE_BF16, Rq * C, 0.05f), *wk = rand_dtype(ST_DTYPE_BF16, Rk * C, 0.05f);
+    void *wgt = rand_dtype(ST_DTYPE_BF16, F * C, 0.05f), *wup = rand_dtype(ST_DTYPE_BF16, F * C, 0.05f);
+    float *bq = rand_f32(Rq, 1.0f);
+    struct st_weight cq = {wq, ST_DTYPE_BF16, Rq, C}, ck = {wk, ST_DTYPE_BF16, Rk, C};
+    struct st_weight cg = {wgt, ST_DTYPE_BF16, F, C}, cu = {wup, ST_DTYPE_BF16, F, C};
+    struct st_weight gq = {gput(g, wq, (size_t)(Rq * C) * 2), ST_DTYPE_BF16, Rq, C};
+    struct st_weight gk = {gput(g, wk, (size_t)(Rk * C) * 2), ST_DTYPE_BF16, Rk, C};
+    struct st_weight gg = {gput(g, wgt, (size_t)(F * C) * 2), ST_DTYPE_BF16, F, C};
+    struct st_weight gu = {gput(g, wup, (size_t)(F * C) * 2), ST_DTYPE_BF16, F, C};
+    float *dbq = gput(g, bq, sizeof(float) * Rq), *dx = gput(g, NULL, sizeof(float) * C);
+    float *dq = gpoison(g, (size_t)Rq), *dk = gpoison(g, (size_t)Rk), *dff = gpoison(g, (size_t)F);
+    const struct st_matmul_job jobs[2] = {{&gq, dbq, dq}, {&gk, NULL, dk}};
+    CHECK_OK(g->ops->capture_begin(g->be));
+    CHECK_OK(g->ops->matmul_multi(g->be, jobs, 2, dx, 1));
+    CHECK_OK(g->ops->matmul_swiglu(g->be, &gg, NULL, &gu, NULL, dx, 1, dff));
+    CHECK_OK(g->ops->capture_end(g->be));
+    float *q = malloc(sizeof(float) * Rq), *k = malloc(sizeof(float) * Rk), *ff = malloc(sizeof(float) * F);
+    float *rq = malloc(sizeof(float) * Rq), *rk = malloc(sizeof(float) * Rk);
+    float *rg = malloc(sizeof(float) * F), *ru = malloc(sizeof(float) * F), *rff = malloc(sizeof(float) * F);
+    for (int step = 0; step < 2; step++) {
+        float *x = rand_f32(C, 1.0f);
+        CHECK_OK(g->ops->upload(g->be, dx, x, sizeof(float) * C));
+        CHECK_OK(g->ops->replay(g->be));
+        gget(g, q, dq, sizeof(float) * Rq);
+        gget(g, k, dk, sizeof(float) * Rk);
+        gget(g, ff, dff, sizeof(float) * F);
+        cpu_ops->matmul(cpu_be, &cq, bq, x, 1, rq);
+        cpu_ops->matmul(cpu_be, &ck, NULL, x, 1, rk);
+        cpu_ops->matmul(cpu_be, &cg, NULL, x, 1, rg);
+        cpu_ops->matmul(cpu_be, &cu, NULL, x, 1, ru);
+        cpu_ops->swiglu(cpu_be, rg, ru, F, rff);
+        char what[96];
+        snprintf(what, sizeof what, "graph replay %d: matmul_multi q (+bias)", step);
+        expect_close(g, what, q, rq, Rq, 1e-5);
+        snprintf(what, sizeof what, "graph replay %d: matmul_multi k", step);
+        expect_close(g, what, k, rk, Rk, 1e-5);
+        snprintf(what, sizeof what, "graph replay %d: matmul_swiglu", step);
+        expect_close(g, what, ff, rff, F, 1e-5);
+        free(x);
+    }
+    gfree(g, (void *)gq.data); gfree(g, (void *)gk.data); gfree(g, (void *)gg.data); gfree(g, (void *)gu.data);
+    gfree(g, dbq); gfree(g, dx); gfree(g, dq); gfree(g, dk); gfree(g, dff);
+    free(wq); free(wk); free(wgt); free(wup); free(bq);
+    free(q); free(k); free(ff); free(rq); free(rk); free(rg); free(ru); free(rff);
 }
 
 static void test_rope(struct gpu *g) {
@@ -608,6 +779,7 @@ int main(int argc, char **argv) {
         test_embed(g);
         test_rmsnorm(g);
         test_matmul(g);
+        test_matmul_grouped(g);
         test_rope(g);
         test_kv_store(g);
         test_attention(g);
@@ -615,6 +787,7 @@ int main(int argc, char **argv) {
         test_argmax(g);
         test_sample(g);
         test_graph(g);
+        test_matmul_grouped_graph(g);
         test_memory(g);
         g->ops->free(g->be);
     }
