@@ -48,6 +48,7 @@ struct stage {
     uint64_t weight_bytes;
     struct tmark t_start, t_end;             /* timing: the stage's work */
     struct tmark t_in_start, t_in_end;       /* timing: the link from the previous stage arriving here */
+    int graph_state;                         /* decode graph: 0 none, 1 one uncaptured step run, 2 captured */
 };
 
 struct st_engine {
@@ -61,6 +62,13 @@ struct st_engine {
     double *stage_ms, *link_ms;              /* (n_stages) each: times of the last call */
     st_engine_tap_fn tap;                    /* observation hook (CPU stages), or NULL */
     void *tap_user;
+    /* Greedy decode on GPUs: each stage's step is a captured graph, and the
+     * sampled id goes from the last stage back to the first over tok_link, so
+     * the host uploads only the position and waits only to read the id. */
+    bool graphs;                             /* every stage can capture and replay */
+    st_link *tok_link;                       /* last stage's next_id -> first stage's ids, or NULL */
+    bool tok_on_device;                      /* first stage's ids[0] holds tok_id already */
+    int32_t tok_id;
 };
 
 /* ---- weights on a stage ----------------------------------------------------------- */
@@ -409,6 +417,17 @@ st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *s
                           (size_t)(e->max_batch * hp->n_embd) * sizeof(float), &a->link_next);
         if (rc != ST_OK) { st_error_prefix("link stage %d -> %d", i, i + 1); goto fail; }
     }
+    e->graphs = true;
+    for (int i = 0; i < n_stages; i++) {
+        const struct st_device_ops *o = e->st[i].ops;
+        e->graphs &= o->capture_begin && o->capture_end && o->replay;
+    }
+    if (e->graphs) {
+        struct stage *a = &e->st[n_stages - 1], *b = &e->st[0];
+        rc = st_link_init(ST_LINK_T_AUTO, a->be, a->ops, &a->d.info, b->be, b->ops, &b->d.info, sizeof(int32_t),
+                          &e->tok_link);
+        if (rc != ST_OK) { st_error_prefix("token link stage %d -> 0", n_stages - 1); goto fail; }
+    }
     free(ff);
     *out = e;
     return ST_OK;
@@ -432,6 +451,7 @@ st_status st_engine_init_single(const st_model *m, const struct st_device_ops *o
 
 void st_engine_free(st_engine *e) {
     if (!e) return;
+    st_link_free(e->tok_link);
     if (e->st)
         for (int i = 0; i < e->n_stages; i++) stage_release(&e->st[i]);
     free(e->st);
@@ -608,23 +628,60 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
 
 enum out_mode { OUT_NONE, OUT_LAST, OUT_ALL, OUT_GREEDY };
 
+/* The greedy head on the last stage: final norm of the last row, lm_head, argmax. */
+static st_status stage_head_greedy(st_engine *e, struct stage *s, int64_t T) {
+    const struct st_device_ops *o = s->ops;
+    const int64_t E = e->hp.n_embd;
+    TRY(o->rmsnorm(s->be, s->x + (T - 1) * E, s->out_norm, 1, E, e->hp.rms_eps, s->h));
+    TRY(o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits));
+    return o->argmax(s->be, s->logits, e->hp.n_vocab, s->next_id);
+}
+
+/* One greedy decode step of a stage as a graph: the first step runs as usual,
+ * the second is captured (the workspace sizes are known by then) and every
+ * step after it replays. Positions and the token are read on the device. */
+static st_status stage_graph_step(st_engine *e, struct stage *s, bool last) {
+    const struct st_device_ops *o = s->ops;
+    if (s->graph_state == 2) return o->replay(s->be);
+    const bool capture = s->graph_state == 1;
+    if (capture) TRY(o->capture_begin(s->be));
+    st_status rc = ST_OK;
+    if (s->d.has_embedding) rc = o->embed(s->be, &s->tok_embd, s->ids, 1, s->x);
+    if (!rc) rc = stage_layers(e, s, 1);
+    if (!rc && last) rc = stage_head_greedy(e, s, 1);
+    if (capture) {
+        st_status end = o->capture_end(s->be);
+        if (!rc) rc = end;
+        if (!rc) rc = o->replay(s->be);
+    }
+    if (!rc) s->graph_state++;
+    return rc;
+}
+
 /* One chunk of T tokens at positions n_past.. through every stage. */
 static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum out_mode mode, float *logits_out,
                                int32_t *next_id) {
     const int64_t E = e->hp.n_embd, V = e->hp.n_vocab;
     for (int64_t t = 0; t < T; t++) e->pos_host[t] = (int32_t)(e->n_past + t);
     const bool timing = e->timing;
+    const bool graph = e->graphs && T == 1 && mode == OUT_GREEDY && !timing && !e->tap;
     for (int i = 0; i < e->n_stages; i++) {
         struct stage *s = &e->st[i];
         const struct st_device_ops *o = s->ops;
+        const bool last = i + 1 == e->n_stages;
         if (timing) TRY(tmark_record(s, &s->t_start));
         TRY(o->upload(s->be, s->pos, e->pos_host, (size_t)T * sizeof(int32_t)));
-        if (s->d.has_embedding) {
+        if (s->d.has_embedding && !(graph && e->tok_on_device && e->tok_id == ids[0])) {
             TRY(o->upload(s->be, s->ids, ids, (size_t)T * sizeof(int32_t)));
-            TRY(o->embed(s->be, &s->tok_embd, s->ids, T, s->x));
+            e->tok_on_device = false;
         }
-        TRY(stage_layers(e, s, T));
-        if (i + 1 < e->n_stages) {
+        if (graph) {
+            TRY(stage_graph_step(e, s, last));
+        } else {
+            if (s->d.has_embedding) TRY(o->embed(s->be, &s->tok_embd, s->ids, T, s->x));
+            TRY(stage_layers(e, s, T));
+        }
+        if (!last) {
             struct stage *nx = &e->st[i + 1];
             if (timing) {
                 /* the sender is done before the link's clock starts on the receiver */
@@ -649,17 +706,19 @@ static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum
                 TRY(o->download(s->be, logits_out + r0 * V, s->logits, (size_t)(nr * V) * sizeof(float)));
             }
             if (timing) TRY(tmark_record(s, &s->t_end));
+        } else if (mode == OUT_GREEDY) {
+            if (!graph) TRY(stage_head_greedy(e, s, T));
+            if (timing) TRY(tmark_record(s, &s->t_end));
+            /* the id goes back to the first stage on the devices; the host reads it for output */
+            if (e->tok_link) TRY(st_link_send(e->tok_link, s->next_id, e->st[0].ids, sizeof(int32_t)));
+            TRY(o->download(s->be, next_id, s->next_id, sizeof(int32_t)));
+            e->tok_on_device = e->tok_link != NULL;
+            e->tok_id = *next_id;
         } else {
             TRY(o->rmsnorm(s->be, s->x + (T - 1) * E, s->out_norm, 1, E, eps, s->h));
             TRY(o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits));
-            if (mode == OUT_GREEDY) {
-                TRY(o->argmax(s->be, s->logits, V, s->next_id));
-                if (timing) TRY(tmark_record(s, &s->t_end));
-                TRY(o->download(s->be, next_id, s->next_id, sizeof(int32_t)));
-            } else {
-                if (timing) TRY(tmark_record(s, &s->t_end));
-                TRY(o->download(s->be, logits_out, s->logits, (size_t)V * sizeof(float)));
-            }
+            if (timing) TRY(tmark_record(s, &s->t_end));
+            TRY(o->download(s->be, logits_out, s->logits, (size_t)V * sizeof(float)));
         }
     }
     if (timing) TRY(timing_collect(e));
