@@ -5,9 +5,10 @@
  * STREAM copy and triad over arrays far larger than the last-level cache,
  * counting bytes read + written), batch-1 GEMV per weight dtype, a prefill GEMM
  * and the cost of one tiny op, all through the CPU backend's ops table. Best of N.
- * A GPU probe plugs into the table at the end (one function per device kind);
- * it arrives with the CUDA backend, and with it the links between devices
- * (CPU <-> GPU through the host link of devices/link.c, GPU pairs per kind). */
+ * CUDA (CUDA builds): st_cuda_probe_device / st_cuda_probe_link of the CUDA
+ * backend (devices/cuda/probe_cuda.cu), median of N with device events.
+ * Links: every GPU pair for each kind that joins it (peer, nccl, host), and
+ * CPU <-> each GPU through the host link of devices/link.c. */
 #include "devices/device.h"
 #include "devices/cpu/cpu-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
@@ -274,16 +275,44 @@ done:
     return s;
 }
 
-/* ---- links ------------------------------------------------------------------ */
+/* ---- CUDA devices and links -------------------------------------------------- */
 
 static const struct st_device_ops *ops_for(st_device_kind kind) {
     if (kind == ST_DEVICE_CPU) return st_device_ops_cpu();
+#ifdef STRATA_HAVE_CUDA
+    if (kind == ST_DEVICE_CUDA) return st_device_ops_cuda();
+#endif
     return NULL;
 }
 
 static uint64_t link_bytes(const struct st_probe_options *o) {
     return o->bytes && o->bytes < LINK_BYTES ? o->bytes : LINK_BYTES;
 }
+
+#ifdef STRATA_HAVE_CUDA
+static st_status probe_cuda(const st_inventory *inv, int dev, const struct st_probe_options *opt,
+                            struct st_profile_device *out) {
+    const struct st_device_info *d = &inv->devices[dev];
+    struct st_perf perf = d->perf;
+    struct st_cuda_probe_result res;
+    memset(&res, 0, sizeof res);
+    out->kind = ST_DEVICE_CUDA;
+    snprintf(out->name, sizeof out->name, "%s", d->name);
+    snprintf(out->uuid, sizeof out->uuid, "%s", d->uuid);
+    out->probe_bytes = opt->bytes ? opt->bytes : 256ull << 20;
+    st_status s = st_cuda_probe_device(d->index, opt->bytes, opt->reps, &perf, &res);
+    if (s != ST_OK) return s;
+    out->mem_bw_gbps = res.copy_gbps;
+    out->copy_gbps = res.copy_gbps;
+    out->launch_us = res.launch_us;
+    for (int k = 0; k < 3; k++) {
+        out->gemv_gbps[k] = res.gemv_gbps[k];
+        out->gemm_tflops[k] = res.gemm_tflops[k];
+    }
+    snprintf(out->method, sizeof out->method, "ops:cuda, device events, median of %d", opt->reps > 0 ? opt->reps : 20);
+    return ST_OK;
+}
+#endif
 
 /* Host-staged link between the CPU and a GPU, through st_link_init as the
  * runtime builds it: host-side time from send to arrival, best of reps. */
@@ -364,6 +393,25 @@ static st_status probe_links(const st_inventory *inv, const struct st_probe_opti
                 }
                 continue;
             }
+#ifdef STRATA_HAVE_CUDA
+            static const st_link_type kinds[] = {ST_LINK_T_PEER, ST_LINK_T_NCCL, ST_LINK_T_HOST};
+            for (size_t k = 0; k < ST_ARRAY_LEN(kinds); k++) {
+                struct st_cuda_link_probe r;
+                if ((s = st_cuda_probe_link(a->index, b->index, kinds[k], link_bytes(o), o->reps, &r)) != ST_OK) return s;
+                if (!r.available) {
+                    ST_INFO("probe: link %s -> %s %s: not available: %s", sa, sb, st_link_type_name(kinds[k]), r.reason);
+                    continue;
+                }
+                struct st_profile_link *l = &p->links[p->n_links++];
+                snprintf(l->from, sizeof l->from, "%s", a->uuid);
+                snprintf(l->to, sizeof l->to, "%s", b->uuid);
+                l->type = kinds[k];
+                l->latency_us = r.latency_us;
+                l->bw_gbps = r.bw_gbps;
+                ST_INFO("probe: link %s -> %s %s: %.1f us, %.1f GB/s", sa, sb, st_link_type_name(kinds[k]),
+                        r.latency_us, r.bw_gbps);
+            }
+#endif
         }
     }
     return ST_OK;
@@ -376,6 +424,9 @@ static const struct {
     st_probe_fn fn;
 } probes[] = {
     {ST_DEVICE_CPU, probe_cpu},
+#ifdef STRATA_HAVE_CUDA
+    {ST_DEVICE_CUDA, probe_cuda},
+#endif
 };
 
 st_status st_inventory_probe(const st_inventory *inv, const struct st_probe_options *opt, st_profile **out) {
