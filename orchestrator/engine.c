@@ -327,7 +327,6 @@ static void stage_release(struct stage *s) {
         if (s->work_mem) s->ops->dealloc(s->be, s->work_mem);
         s->ops->free(s->be);
     }
-    st_link_free(s->link_next);
     free(s->imp);
     free(s->layers);
 }
@@ -451,7 +450,12 @@ st_status st_engine_init_single(const st_model *m, const struct st_device_ops *o
 
 void st_engine_free(st_engine *e) {
     if (!e) return;
+    /* links first: a link's teardown uses the backends at both of its ends */
     st_link_free(e->tok_link);
+    for (int i = 0; e->st && i < e->n_stages; i++) {
+        st_link_free(e->st[i].link_next);
+        e->st[i].link_next = NULL;
+    }
     if (e->st)
         for (int i = 0; i < e->n_stages; i++) stage_release(&e->st[i]);
     free(e->st);
