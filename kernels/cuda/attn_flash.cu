@@ -320,13 +320,11 @@ st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype 
     const int64_t rows = n_tok * G;
     const int nw = rows <= 16 ? 1 : 4;
     const int64_t ctas = (rows + 16 * nw - 1) / (16 * nw) * n_head_kv;
-    /* Split the keys until the grid covers the GPU twice, within `part`, but
-     * keep each split at least 256 keys: the grid is fixed for the whole
-     * context (graphs), so at short positions most splits have nothing to do,
-     * and the merge reads every split (64 splits of 64 keys cost 16 + 8 us per
-     * layer on an H100 at a 70-token position; 16 splits of 256 far less). */
+    /* split the keys until the grid covers the GPU twice, within `part` (at
+     * least 256 keys per split measured slower on an H100 at 512-640 tokens:
+     * 146 vs 156 tok/s on a 7B, the single warp per split is latency-bound) */
     int n_splits = 1;
-    const int64_t max_splits = ST_MAX((int64_t)1, n_ctx / 256);
+    const int64_t max_splits = (n_ctx + KT - 1) / KT;
     while (part && ctas * n_splits * 2 < (int64_t)(sm_count > 0 ? sm_count : 80) * 2 && n_splits * 2 <= max_splits &&
            n_splits < 256 && st_attn_flash_part_bytes(n_tok, n_head, head_dim, n_splits * 2) <= part_bytes)
         n_splits *= 2;
