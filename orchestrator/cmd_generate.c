@@ -58,6 +58,8 @@ static void usage(FILE *f) {
         "input and output:\n"
         "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model)\n"
         "  -c, --config FILE      deployment config: devices, placement, generation settings\n"
+        "  --plan FILE            run a plan saved by 'strata plan -o FILE' (checked again against the\n"
+        "                         devices and memory of this deployment)\n"
         "  -p, --prompt TEXT      text to continue ('-' reads it from stdin); fed raw, no chat template\n"
         "  --chat                 interactive chat: one user turn per line on stdin (-p: the first\n"
         "                         turn); the model's chat template; the KV cache is kept between turns\n"
@@ -111,7 +113,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
     static const char *const flags[] = {"--chat", "--raw", "--no-think", "--stats", "--cpu", "--greedy"};
     static const char *const with_value[] = {
         "-m", "--model", "-c", "--config", "--tokens", "-p", "--prompt", "-n", "--n-predict", "--logits",
-        "--threads", "--ctx", "--batch", "--kv-dtype", "--system", "--stop", "--temp", "--top-k", "--top-p",
+        "--threads", "--ctx", "--batch", "--kv-dtype", "--system", "--stop", "--temp", "--top-k", "--top-p", "--plan",
         "--min-p", "--repeat-penalty", "--repeat-last-n", "--frequency-penalty", "--presence-penalty", "--seed"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -138,6 +140,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         int64_t n;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->dep.model_path = v;
         else if (!strcmp(a, "-c") || !strcmp(a, "--config")) o->dep.config_path = v;
+        else if (!strcmp(a, "--plan")) o->dep.plan_path = v;
         else if (!strcmp(a, "--tokens")) o->tokens = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
         else if (!strcmp(a, "--logits")) o->logits = v;

@@ -127,6 +127,69 @@ static void apply_profile(st_deploy *d, const char *path, bool required) {
     st_profile_free(prof);
 }
 
+/* A saved plan (`strata plan -o`) becomes a manual placement with each stage's
+ * precision and attention forced, then goes through the planner again, so it is
+ * checked against this machine's devices and memory like any placement. */
+static st_status replay_plan(st_deploy *d, const char *path, int64_t context, struct st_plan_range **out) {
+    *out = NULL;
+    st_plan *saved = NULL;
+    st_status s = st_plan_read_yaml(path, &saved);
+    if (s) return s;
+    if (!saved->feasible || saved->n_stages == 0) {
+        st_plan_free(saved);
+        st_error_set(ST_ERR_CONFIG, "%s: the saved plan is not feasible: it has no stages to run", path);
+        return st_error_hint("save a plan that fits ('strata plan ... -o FILE' prints 'does not fit' otherwise)");
+    }
+    if (saved->model.n_layer != d->pm.n_layer || saved->model.n_embd != d->pm.n_embd ||
+        saved->model.n_vocab != d->pm.n_vocab) {
+        st_error_set(ST_ERR_CONFIG, "%s: the plan is for %s (%lld layers, hidden %lld, vocab %lld), the model is %s "
+                     "(%lld layers, hidden %lld, vocab %lld)", path, saved->model.name, (long long)saved->model.n_layer,
+                     (long long)saved->model.n_embd, (long long)saved->model.n_vocab, d->pm.name,
+                     (long long)d->pm.n_layer, (long long)d->pm.n_embd, (long long)d->pm.n_vocab);
+        st_plan_free(saved);
+        return st_error_hint("plan this model again with 'strata plan -m MODEL -o FILE'");
+    }
+    struct st_plan_range *r = st_calloc((size_t)saved->n_stages, sizeof *r, "saved placement");
+    if (!r) { st_plan_free(saved); return ST_ERR_NOMEM; }
+    for (int i = 0; i < saved->n_stages && !s; i++) {
+        const struct st_plan_stage *ps = &saved->stages[i];
+        const char *sel = saved->devices[ps->device].select;
+        int found = -1;
+        for (int k = 0; k < d->n_devs && found < 0; k++) {
+            if (!strcmp(d->devs[k].select, sel)) found = k;
+        }
+        if (found < 0) {
+            s = st_error_set(ST_ERR_CONFIG, "%s: stage %d runs on '%s', which this deployment does not list", path, i, sel);
+            st_error_hint("run the plan with the deployment it was made for (-c), or plan again on these devices");
+            break;
+        }
+        struct st_plan_device *dev = &d->devs[found];
+        if ((dev->force_prec >= 0 && dev->force_prec != (int)ps->prec) ||
+            (dev->force_attn >= 0 && dev->force_attn != (int)ps->attn)) {
+            s = st_error_set(ST_ERR_CONFIG, "%s: device '%s' holds stages with different precision or attention, "
+                             "or the deployment forces another", path, sel);
+            st_error_hint("plan again with 'strata plan -o FILE'");
+            break;
+        }
+        dev->force_prec = (int)ps->prec;
+        dev->force_attn = (int)ps->attn;
+        r[i] = (struct st_plan_range){.device = found, .first = ps->first, .last = ps->last};
+    }
+    if (!s) {
+        d->req.manual = r;
+        d->req.n_manual = saved->n_stages;
+        d->req.context = context > 0 ? context : saved->context;   /* --ctx still wins */
+        d->req.batch = saved->batch;
+        d->req.prefill_chunk = saved->prefill_chunk;
+        d->req.objective = saved->objective;
+        *out = r;
+    } else {
+        free(r);
+    }
+    st_plan_free(saved);
+    return s;
+}
+
 st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
     *out = NULL;
     st_status s = ST_OK;
@@ -204,7 +267,9 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
     snprintf(host_cpu.select, sizeof host_cpu.select, "cpu");
     d->req.offload_cpu = &host_cpu;
     struct st_plan_range *ranges = NULL;
-    if (cfg->placement.strategy == ST_CONFIG_STRATEGY_MANUAL) {
+    if (opt->plan_path) {
+        if ((s = replay_plan(d, opt->plan_path, opt->context, &ranges))) goto fail;
+    } else if (cfg->placement.strategy == ST_CONFIG_STRATEGY_MANUAL) {
         ranges = st_calloc((size_t)cfg->placement.n_manual, sizeof *ranges, "manual placement");
         if (!ranges) { s = ST_ERR_NOMEM; goto fail; }
         for (int i = 0; i < cfg->placement.n_manual; i++) {

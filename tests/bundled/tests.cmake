@@ -28,3 +28,8 @@ endforeach()
 add_test(NAME bundled_chat_reuse COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_reuse.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_chat_reuse PROPERTIES LABELS bundled)
+
+# generate --plan runs a saved plan; plans for another model or other devices are refused.
+add_test(NAME bundled_plan_replay COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/plan_replay.sh $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_plan_replay PROPERTIES LABELS bundled)
