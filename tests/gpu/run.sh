@@ -9,8 +9,9 @@
 # (every op vs the CPU backend on three stage configurations); gpu_links (all
 # link kinds; peer/nccl need two GPUs); gpu_probe (inventory --probe figures);
 # gpu_gemv (decode GEMV vs copy roofline, 7B shapes; target >= 85% for the
-# bf16 layer). Exit 1 if a correctness step fails (a missed bandwidth target
-# is reported, exit code unchanged).
+# bf16 layer); then tests/gpu/e2e.sh (whole models across devices and links).
+# Exit 1 if a correctness step fails (a missed bandwidth target is reported,
+# exit code unchanged).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${STRATA_GPU_BUILD:-$root/build-gpu}
@@ -69,5 +70,15 @@ case $rc in
   *) note "FAIL  gpu_gemv (rc $rc: wrong output or error)"; status=1;;
 esac
 sed 's/^/      /' "$out/gpu_gemv.log" | tee -a "$summary"
+# The end-to-end half (tests/gpu/e2e.sh): whole models on 1 GPU, 2 GPUs, GPU + CPU,
+# every link kind, compute-sanitizer; E2E_PARTS=fixtures,sanitizer,big adds the 7B
+# memory and roofline checks, E2E_PARTS=none skips it.
+if [ "${E2E_PARTS:-fixtures,sanitizer}" != none ]; then
+  if E2E_PARTS=${E2E_PARTS:-fixtures,sanitizer} STRATA_GPU_BUILD="$build" bash "$root/tests/gpu/e2e.sh" > "$out/e2e.log" 2>&1; then
+    note "PASS  e2e ($(tail -n 1 "$out/e2e.log"))"
+  else
+    note "FAIL  e2e — see e2e.log"; grep -E "^FAIL" "$out/e2e.log" | head -20 | sed 's/^/      /' | tee -a "$summary"; status=1
+  fi
+fi
 note "result: $([ $status -eq 0 ] && echo ALL CORRECTNESS CHECKS PASSED || echo FAILURES)"
 exit $status
