@@ -276,6 +276,31 @@ static bool replan(const struct st_plan_model *m, const struct st_plan_device *d
     return ok;
 }
 
+/* Plans again with extra appended to p's devices (default links to it) and
+ * records the outcome as the next suggestion; NULL when out of memory. */
+static struct st_plan_suggestion *suggest_one_more(st_plan *p, const struct st_plan_device *extra,
+                                                   const struct st_plan_request *req) {
+    struct st_plan_suggestion *g = NULL;
+    int n = p->n_devices + 1;
+    struct st_plan_device *devs = calloc((size_t)n, sizeof *devs);
+    struct st_plan_link *links = calloc((size_t)n * (size_t)n, sizeof *links);
+    if (devs && links) {
+        memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
+        devs[n - 1] = *extra;
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++)
+                links[a * n + b] = a < n - 1 && b < n - 1 ? p->links[a * p->n_devices + b]
+                                                          : st_plan_link_default(&devs[a], &devs[b], NULL);
+        g = &p->shortfall.suggestions[p->shortfall.n_suggestions++];
+        double t;
+        g->fits = replan(&p->model, devs, n, links, req, &t, &g->bytes_short);
+        g->decode_tok_s = g->fits ? t : 0;
+    }
+    free(devs);
+    free(links);
+    return g;
+}
+
 static void suggest(st_plan *p, const struct st_plan_request *req) {
     struct st_plan_shortfall *sf = &p->shortfall;
     const struct st_plan_model *m = &p->model;
@@ -360,25 +385,9 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
         int best = 0;
         for (int d = 1; d < p->n_devices; d++)
             if (st_plan_device_usable(&p->devices[d]) > st_plan_device_usable(&p->devices[best])) best = d;
-        int n = p->n_devices + 1;
-        struct st_plan_device *devs = calloc((size_t)n, sizeof *devs);
-        struct st_plan_link *links = calloc((size_t)n * (size_t)n, sizeof *links);
-        if (devs && links) {
-            memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
-            devs[n - 1] = p->devices[best];
-            for (int a = 0; a < n; a++)
-                for (int b = 0; b < n; b++)
-                    links[a * n + b] = a < n - 1 && b < n - 1 ? p->links[a * p->n_devices + b]
-                                                              : st_plan_link_default(&devs[a], &devs[b], NULL);
-            g = &sf->suggestions[sf->n_suggestions++];
-            double t;
-            g->fits = replan(m, devs, n, links, req, &t, &g->bytes_short);
-            g->decode_tok_s = g->fits ? t : 0;
+        if ((g = suggest_one_more(p, &p->devices[best], req)))
             snprintf(g->what, sizeof g->what, "one more %s (%s usable)", p->devices[best].label,
                      fmtb(st_plan_device_usable(&p->devices[best]), (char[24]){0}));
-        }
-        free(devs);
-        free(links);
     }
     /* CPU offload */
     bool have_cpu = false;
@@ -398,26 +407,10 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
             ci.mem_total_bytes = ci.mem_free_bytes = 64ull << 30;
             st_plan_device_init(&cpu, &ci);
         }
-        int n = p->n_devices + 1;
-        struct st_plan_device *devs = calloc((size_t)n, sizeof *devs);
-        struct st_plan_link *links = calloc((size_t)n * (size_t)n, sizeof *links);
-        if (devs && links) {
-            memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
-            devs[n - 1] = cpu;
-            for (int a = 0; a < n; a++)
-                for (int b = 0; b < n; b++)
-                    links[a * n + b] = a < n - 1 && b < n - 1 ? p->links[a * p->n_devices + b]
-                                                              : st_plan_link_default(&devs[a], &devs[b], NULL);
-            g = &sf->suggestions[sf->n_suggestions++];
-            double t;
-            g->fits = replan(m, devs, n, links, req, &t, &g->bytes_short);
-            g->decode_tok_s = g->fits ? t : 0;
+        if ((g = suggest_one_more(p, &cpu, req)))
             snprintf(g->what, sizeof g->what, "CPU offload to %s (%s usable%s)", cpu.info.name,
                      fmtb(st_plan_device_usable(&cpu), (char[24]){0}),
                      assumed ? ", an assumed host: 64 GiB free, 25 GB/s" : "");
-        }
-        free(devs);
-        free(links);
     }
 }
 
