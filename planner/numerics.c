@@ -2,24 +2,13 @@
  * `strata calibrate` measured it (docs/numerics.md). Written as YAML and read
  * back with positions in every error, like the plan file (planner/yaml.c). */
 #include "planner/planner.h"
+#include "planner/yaml-impl.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
-
-static void q(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p < 0x20) fprintf(f, "\\x%02x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
 
 /* YAML has .inf; strtod reads "inf" */
 static void num(FILE *f, double v) {
@@ -33,11 +22,11 @@ st_status st_numerics_write(FILE *f, const struct st_numerics *n) {
                "# A layer is fp16_safe when max_abs <= max_abs_limit and rel_error <= rel_error_limit.\n"
                "# Give it to the planner with 'placement: {numerics: FILE}' in a deployment config.\n");
     fprintf(f, "version: %d\nmodel: ", ST_NUMERICS_VERSION);
-    q(f, n->model);
+    pl_yaml_quote(f, n->model);
     fprintf(f, "\nmodel_path: ");
-    q(f, n->model_path);
+    pl_yaml_quote(f, n->model_path);
     fprintf(f, "\nn_layer: %lld\ntokens: %lld\ntext: ", (long long)n->n_layer, (long long)n->tokens);
-    q(f, n->text);
+    pl_yaml_quote(f, n->text);
     fprintf(f, "\nthresholds:\n  max_abs_limit: ");
     num(f, n->max_abs_limit);
     fprintf(f, "\n  rel_error_limit: ");
@@ -52,7 +41,7 @@ st_status st_numerics_write(FILE *f, const struct st_numerics *n) {
         fprintf(f, ", rel_error: ");
         num(f, L->rel_error);
         fprintf(f, ", worst: ");
-        q(f, L->worst);
+        pl_yaml_quote(f, L->worst);
         fprintf(f, "}\n");
     }
     if (ferror(f)) return st_error_set(ST_ERR_IO, "numerics profile: write failed: %s", strerror(errno));
@@ -61,37 +50,9 @@ st_status st_numerics_write(FILE *f, const struct st_numerics *n) {
 
 /* ---- reader ------------------------------------------------------------------ */
 
-struct rd {
-    const char *path;
-    yaml_document_t doc;
-};
-
-static st_status rd_err(const struct rd *r, const yaml_node_t *n, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static st_status rd_err(const struct rd *r, const yaml_node_t *n, const char *key, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    st_error_set(ST_ERR_CONFIG, "%s:%zu:%zu: %s: %s", r->path, n ? n->start_mark.line + 1 : 0,
-                 n ? n->start_mark.column + 1 : 0, key, msg);
-    st_error_hint("numerics profiles are written by 'strata calibrate -o FILE'; run it again rather than editing");
-    return ST_ERR_CONFIG;
-}
-
-static yaml_node_t *rd_get(struct rd *r, yaml_node_t *map, const char *key) {
-    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(&r->doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp((const char *)k->data.scalar.value, key))
-            return yaml_document_get_node(&r->doc, p->value);
-    }
-    return NULL;
-}
-
-static st_status rd_keys(struct rd *r, yaml_node_t *map, const char *path, const char *const *keys, size_t n_keys) {
-    if (!map || map->type != YAML_MAPPING_NODE) return rd_err(r, map, path, "expected a mapping");
+static st_status rd_keys(struct pl_yaml *r, yaml_node_t *map, const char *path, const char *const *keys,
+                         size_t n_keys) {
+    if (!map || map->type != YAML_MAPPING_NODE) return pl_yaml_err(r, map, path, "expected a mapping");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(&r->doc, p->key);
         const char *ks = k && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
@@ -99,7 +60,7 @@ static st_status rd_keys(struct rd *r, yaml_node_t *map, const char *path, const
         for (size_t i = 0; i < n_keys && !ok; i++) ok = !strcmp(keys[i], ks);
         if (!ok) {
             const char *near = st_nearest_word(ks, keys, n_keys);
-            if (!near) return rd_err(r, k, path, "unknown key '%s'", ks);
+            if (!near) return pl_yaml_err(r, k, path, "unknown key '%s'", ks);
             st_error_set(ST_ERR_CONFIG, "%s:%zu:%zu: %s: unknown key '%s'", r->path, k->start_mark.line + 1,
                          k->start_mark.column + 1, path, ks);
             return st_error_hint("did you mean '%s'?", near);
@@ -108,73 +69,67 @@ static st_status rd_keys(struct rd *r, yaml_node_t *map, const char *path, const
     return ST_OK;
 }
 
-static st_status need(struct rd *r, yaml_node_t *map, const char *key, const char *path, yaml_node_t **out) {
-    *out = rd_get(r, map, key);
-    if (!*out) return rd_err(r, map, path, "missing key '%s'", key);
-    if ((*out)->type != YAML_SCALAR_NODE) return rd_err(r, *out, path, "'%s' must be a scalar", key);
-    return ST_OK;
-}
-
-static st_status get_i64(struct rd *r, yaml_node_t *map, const char *key, const char *path, int64_t *out) {
+static st_status get_i64(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path, int64_t *out) {
     yaml_node_t *n;
-    st_status s = need(r, map, key, path, &n);
+    st_status s = pl_yaml_scalar(r, map, key, path, &n);
     if (s) return s;
     const char *v = (const char *)n->data.scalar.value;
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end) return rd_err(r, n, path, "%s: '%s' is not an integer", key, v);
+    if (errno || end == v || *end) return pl_yaml_err(r, n, path, "%s: '%s' is not an integer", key, v);
     *out = x;
     return ST_OK;
 }
 
-static st_status get_dbl(struct rd *r, yaml_node_t *map, const char *key, const char *path, double *out) {
+static st_status get_dbl(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path, double *out) {
     yaml_node_t *n;
-    st_status s = need(r, map, key, path, &n);
+    st_status s = pl_yaml_scalar(r, map, key, path, &n);
     if (s) return s;
     const char *v = (const char *)n->data.scalar.value;
     if (!strcmp(v, ".inf") || !strcmp(v, "+.inf")) { *out = INFINITY; return ST_OK; }
     if (!strcmp(v, ".nan")) { *out = NAN; return ST_OK; }
     char *end;
     double x = strtod(v, &end);
-    if (end == v || *end) return rd_err(r, n, path, "%s: '%s' is not a number", key, v);
+    if (end == v || *end) return pl_yaml_err(r, n, path, "%s: '%s' is not a number", key, v);
     *out = x;
     return ST_OK;
 }
 
-static st_status get_bool(struct rd *r, yaml_node_t *map, const char *key, const char *path, bool *out) {
+static st_status get_bool(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path, bool *out) {
     yaml_node_t *n;
-    st_status s = need(r, map, key, path, &n);
+    st_status s = pl_yaml_scalar(r, map, key, path, &n);
     if (s) return s;
     const char *v = (const char *)n->data.scalar.value;
     if (!strcmp(v, "true")) *out = true;
     else if (!strcmp(v, "false")) *out = false;
-    else return rd_err(r, n, path, "%s: '%s' is not true or false", key, v);
+    else return pl_yaml_err(r, n, path, "%s: '%s' is not true or false", key, v);
     return ST_OK;
 }
 
-static st_status get_str(struct rd *r, yaml_node_t *map, const char *key, const char *path, char *out, size_t cap) {
+static st_status get_str(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path, char *out,
+                         size_t cap) {
     yaml_node_t *n;
-    st_status s = need(r, map, key, path, &n);
+    st_status s = pl_yaml_scalar(r, map, key, path, &n);
     if (s) return s;
     snprintf(out, cap, "%s", (const char *)n->data.scalar.value);
     return ST_OK;
 }
 
-static st_status read_doc(struct rd *r, struct st_numerics *n) {
+static st_status read_doc(struct pl_yaml *r, struct st_numerics *n) {
     static const char *const top_keys[] = {"version", "model", "model_path", "n_layer", "tokens", "text",
                                            "thresholds", "layers"};
     static const char *const thr_keys[] = {"max_abs_limit", "rel_error_limit"};
     static const char *const layer_keys[] = {"layer", "fp16_safe", "max_abs", "frac_above_fp16", "rel_error", "worst"};
     st_status s;
     yaml_node_t *root = yaml_document_get_root_node(&r->doc);
-    if (!root) return rd_err(r, NULL, "(document)", "the file is empty");
+    if (!root) return pl_yaml_err(r, NULL, "(document)", "the file is empty");
     if ((s = rd_keys(r, root, "(top level)", top_keys, ST_ARRAY_LEN(top_keys)))) return s;
     int64_t version = 0;
     if ((s = get_i64(r, root, "version", "version", &version))) return s;
     if (version != ST_NUMERICS_VERSION)
-        return rd_err(r, rd_get(r, root, "version"), "version", "%lld is not a version this strata reads (%d)",
-                      (long long)version, ST_NUMERICS_VERSION);
+        return pl_yaml_err(r, pl_yaml_get(r, root, "version"), "version",
+                           "%lld is not a version this strata reads (%d)", (long long)version, ST_NUMERICS_VERSION);
     if ((s = get_str(r, root, "model", "model", n->model, sizeof n->model)) ||
         (s = get_str(r, root, "model_path", "model_path", n->model_path, sizeof n->model_path)) ||
         (s = get_i64(r, root, "n_layer", "n_layer", &n->n_layer)) ||
@@ -182,19 +137,21 @@ static st_status read_doc(struct rd *r, struct st_numerics *n) {
         (s = get_str(r, root, "text", "text", n->text, sizeof n->text)))
         return s;
     if (n->n_layer < 1 || n->n_layer > 100000)
-        return rd_err(r, rd_get(r, root, "n_layer"), "n_layer", "%lld is not a layer count", (long long)n->n_layer);
-    yaml_node_t *thr = rd_get(r, root, "thresholds");
-    if (!thr) return rd_err(r, root, "(top level)", "missing key 'thresholds'");
+        return pl_yaml_err(r, pl_yaml_get(r, root, "n_layer"), "n_layer", "%lld is not a layer count",
+                           (long long)n->n_layer);
+    yaml_node_t *thr = pl_yaml_get(r, root, "thresholds");
+    if (!thr) return pl_yaml_err(r, root, "(top level)", "missing key 'thresholds'");
     if ((s = rd_keys(r, thr, "thresholds", thr_keys, ST_ARRAY_LEN(thr_keys))) ||
         (s = get_dbl(r, thr, "max_abs_limit", "thresholds.max_abs_limit", &n->max_abs_limit)) ||
         (s = get_dbl(r, thr, "rel_error_limit", "thresholds.rel_error_limit", &n->rel_error_limit)))
         return s;
-    yaml_node_t *layers = rd_get(r, root, "layers");
-    if (!layers) return rd_err(r, root, "(top level)", "missing key 'layers'");
-    if (layers->type != YAML_SEQUENCE_NODE) return rd_err(r, layers, "layers", "expected a list");
+    yaml_node_t *layers = pl_yaml_get(r, root, "layers");
+    if (!layers) return pl_yaml_err(r, root, "(top level)", "missing key 'layers'");
+    if (layers->type != YAML_SEQUENCE_NODE) return pl_yaml_err(r, layers, "layers", "expected a list");
     int64_t count = layers->data.sequence.items.top - layers->data.sequence.items.start;
     if (count != n->n_layer)
-        return rd_err(r, layers, "layers", "%lld entries for n_layer %lld", (long long)count, (long long)n->n_layer);
+        return pl_yaml_err(r, layers, "layers", "%lld entries for n_layer %lld", (long long)count,
+                           (long long)n->n_layer);
     n->layers = st_calloc((size_t)n->n_layer, sizeof *n->layers, "numerics layers");
     if (!n->layers) return ST_ERR_NOMEM;
     for (int64_t i = 0; i < count; i++) {
@@ -207,8 +164,8 @@ static st_status read_doc(struct rd *r, struct st_numerics *n) {
             (s = get_i64(r, e, "layer", path, &idx)))
             return s;
         if (idx != i)
-            return rd_err(r, rd_get(r, e, "layer"), path, "layer %lld where layer %lld belongs (layers in order)",
-                          (long long)idx, (long long)i);
+            return pl_yaml_err(r, pl_yaml_get(r, e, "layer"), path,
+                               "layer %lld where layer %lld belongs (layers in order)", (long long)idx, (long long)i);
         if ((s = get_bool(r, e, "fp16_safe", path, &L->fp16_safe)) ||
             (s = get_dbl(r, e, "max_abs", path, &L->max_abs)) ||
             (s = get_dbl(r, e, "frac_above_fp16", path, &L->frac_above_fp16)) ||
@@ -233,7 +190,9 @@ st_status st_numerics_read(const char *path, struct st_numerics **out) {
     struct st_numerics *n = st_calloc(1, sizeof *n, "numerics profile");
     if (!n) { free(text); return ST_ERR_NOMEM; }
     yaml_parser_t parser;
-    struct rd r = {.path = path};
+    struct pl_yaml r = {
+        .path = path,
+        .hint = "numerics profiles are written by 'strata calibrate -o FILE'; run it again rather than editing"};
     if (!yaml_parser_initialize(&parser)) {
         free(text);
         free(n);
@@ -241,9 +200,7 @@ st_status st_numerics_read(const char *path, struct st_numerics **out) {
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &r.doc)) {
-        s = st_error_set(ST_ERR_CONFIG, "%s:%zu:%zu: YAML syntax error: %s", path, parser.problem_mark.line + 1,
-                         parser.problem_mark.column + 1, parser.problem ? parser.problem : "unknown");
-        st_error_hint("numerics profiles are written by 'strata calibrate -o FILE'; run it again rather than editing");
+        s = pl_yaml_syntax_err(&r, &parser);
         yaml_parser_delete(&parser);
         free(text);
         free(n);

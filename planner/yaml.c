@@ -4,6 +4,7 @@
  * written with 17 significant digits: a write-read-write round trip is
  * byte-identical (tests/planner/test_io.c). */
 #include "planner/planner-impl.h"
+#include "planner/yaml-impl.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,17 +12,6 @@
 #include <yaml.h>
 
 /* ---- writer --------------------------------------------------------------- */
-
-static void q(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p < 0x20) fprintf(f, "\\x%02x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
 
 static const char *yb(bool b) { return b ? "true" : "false"; }
 static const char *kind_name(st_device_kind k) {
@@ -34,7 +24,7 @@ static const char *force_name(int v, bool attn) {
 
 static void w_link(FILE *f, const struct st_plan_link *l) {
     fprintf(f, "{kind: ");
-    q(f, pl_link_name(l->kind));
+    pl_yaml_quote(f, pl_link_name(l->kind));
     fprintf(f, ", via_host: %s, latency_us: %.17g, bandwidth_gbps: %.17g}", yb(l->via_host), l->latency_us,
             l->bandwidth_gbps);
 }
@@ -43,8 +33,8 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
     const struct st_plan_model *m = &p->model;
     fprintf(f, "# strata plan: written by `strata plan -o`, read by `strata generate --plan` (docs/planner.md)\n");
     fprintf(f, "version: 1\nfeasible: %s\n", yb(p->feasible));
-    fprintf(f, "model:\n  name: "); q(f, m->name);
-    fprintf(f, "\n  weights: "); q(f, m->weights);
+    fprintf(f, "model:\n  name: "); pl_yaml_quote(f, m->name);
+    fprintf(f, "\n  weights: "); pl_yaml_quote(f, m->weights);
     fprintf(f, "\n  arch: %s\n", st_arch_name(m->arch));
     fprintf(f, "  n_layer: %lld\n  n_embd: %lld\n  n_ff: %lld\n  n_vocab: %lld\n  n_head: %lld\n  n_head_kv: %lld\n"
             "  head_dim: %lld\n  n_ctx_train: %lld\n", (long long)m->n_layer, (long long)m->n_embd,
@@ -72,11 +62,12 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
         const struct st_device_info *in = &d->info;
         const struct st_caps *c = &in->caps;
         const struct st_perf *pf = &in->perf;
-        fprintf(f, "  - select: "); q(f, d->select);
-        fprintf(f, "\n    label: "); q(f, d->label);
-        fprintf(f, "\n    name: "); q(f, in->name);
-        fprintf(f, "\n    kind: %s\n    index: %d\n    uuid: ", kind_name(in->kind), in->index); q(f, in->uuid);
-        fprintf(f, "\n    catalog: "); q(f, in->catalog);
+        fprintf(f, "  - select: "); pl_yaml_quote(f, d->select);
+        fprintf(f, "\n    label: "); pl_yaml_quote(f, d->label);
+        fprintf(f, "\n    name: "); pl_yaml_quote(f, in->name);
+        fprintf(f, "\n    kind: %s\n    index: %d\n    uuid: ", kind_name(in->kind), in->index);
+        pl_yaml_quote(f, in->uuid);
+        fprintf(f, "\n    catalog: "); pl_yaml_quote(f, in->catalog);
         fprintf(f, "\n    cc: [%d, %d]\n", c->cc_major, c->cc_minor);
         fprintf(f, "    caps: {fp16_arith: %s, fp32_accum_fp16: %s, bf16: %s, tensor_cores: %s, flash_attn: %s}\n",
                 yb(c->fp16_arith), yb(c->fp32_accum_fp16), yb(c->bf16), yb(c->tensor_cores), yb(c->flash_attn));
@@ -105,7 +96,7 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
     fprintf(f, "stages:%s\n", p->n_stages ? "" : " []");
     for (int s = 0; s < p->n_stages; s++) {
         const struct st_plan_stage *st = &p->stages[s];
-        fprintf(f, "  - device: %d\n    label: ", st->device); q(f, p->devices[st->device].label);
+        fprintf(f, "  - device: %d\n    label: ", st->device); pl_yaml_quote(f, p->devices[st->device].label);
         fprintf(f, "\n    layers: [%lld, %lld]\n    embedding: %s\n    output: %s\n", (long long)st->first,
                 (long long)st->last, yb(st->has_embedding), yb(st->has_output));
         fprintf(f, "    precision: %s\n    attention: %s\n    kv_dtype: %s\n", st_prec_name(st->prec),
@@ -128,18 +119,18 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
     }
     fprintf(f, "predicted:\n  decode_ms: %.17g\n  decode_tok_s: %.17g\n  prefill_tok_s: %.17g\n  bottleneck_ms: %.17g\n"
             "  bottleneck: ", p->decode_ms, p->decode_tok_s, p->prefill_tok_s, p->bottleneck_ms);
-    q(f, p->bottleneck);
+    pl_yaml_quote(f, p->bottleneck);
     fprintf(f, "\nreasons:%s\n", p->n_reasons ? "" : " []");
-    for (int i = 0; i < p->n_reasons; i++) { fprintf(f, "  - "); q(f, p->reasons[i]); fputc('\n', f); }
+    for (int i = 0; i < p->n_reasons; i++) { fprintf(f, "  - "); pl_yaml_quote(f, p->reasons[i]); fputc('\n', f); }
     const struct st_plan_shortfall *sf = &p->shortfall;
     fprintf(f, "shortfall:\n  bytes_needed: %llu\n  bytes_usable: %llu\n  bytes_missing: %llu\n  detail: ",
             (unsigned long long)sf->bytes_needed, (unsigned long long)sf->bytes_usable,
             (unsigned long long)sf->bytes_missing);
-    q(f, sf->detail);
+    pl_yaml_quote(f, sf->detail);
     fprintf(f, "\n  suggestions:%s\n", sf->n_suggestions ? "" : " []");
     for (int i = 0; i < sf->n_suggestions; i++) {
         const struct st_plan_suggestion *g = &sf->suggestions[i];
-        fprintf(f, "    - {what: "); q(f, g->what);
+        fprintf(f, "    - {what: "); pl_yaml_quote(f, g->what);
         fprintf(f, ", fits: %s, decode_tok_s: %.17g, bytes_short: %llu}\n", yb(g->fits), g->decode_tok_s,
                 (unsigned long long)g->bytes_short);
     }
@@ -149,101 +140,72 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
 
 /* ---- reader --------------------------------------------------------------- */
 
-struct rd {
-    const char *path;
-    yaml_document_t doc;
-};
-
-static st_status rd_err(const struct rd *r, const yaml_node_t *n, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static st_status rd_err(const struct rd *r, const yaml_node_t *n, const char *key, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    st_error_set(ST_ERR_CONFIG, "%s:%zu:%zu: %s: %s", r->path, n ? n->start_mark.line + 1 : 0,
-                 n ? n->start_mark.column + 1 : 0, key, msg);
-    st_error_hint("plan files are written by 'strata plan -o FILE'; write it again rather than editing it");
-    return ST_ERR_CONFIG;
-}
-
-static yaml_node_t *rd_get(struct rd *r, yaml_node_t *map, const char *key) {
-    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(&r->doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp((const char *)k->data.scalar.value, key))
-            return yaml_document_get_node(&r->doc, p->value);
-    }
-    return NULL;
-}
-
 /* every key of map must be in keys (NULL-terminated) */
-static st_status rd_keys(struct rd *r, yaml_node_t *map, const char *path, const char *const *keys) {
-    if (!map || map->type != YAML_MAPPING_NODE) return rd_err(r, map, path, "expected a mapping");
+static st_status rd_keys(struct pl_yaml *r, yaml_node_t *map, const char *path, const char *const *keys) {
+    if (!map || map->type != YAML_MAPPING_NODE) return pl_yaml_err(r, map, path, "expected a mapping");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(&r->doc, p->key);
         const char *ks = k && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
         bool ok = false;
         for (const char *const *x = keys; *x && !ok; x++) ok = !strcmp(*x, ks);
-        if (!ok) return rd_err(r, k, path, "unknown key '%s'", ks);
+        if (!ok) return pl_yaml_err(r, k, path, "unknown key '%s'", ks);
     }
     return ST_OK;
 }
 
-static st_status rd_scalar(struct rd *r, yaml_node_t *map, const char *key, const char *path, const char **out) {
-    yaml_node_t *n = rd_get(r, map, key);
-    if (!n) return rd_err(r, map, path, "missing key '%s'", key);
-    if (n->type != YAML_SCALAR_NODE) return rd_err(r, n, path, "'%s' must be a scalar", key);
-    *out = (const char *)n->data.scalar.value;
-    return ST_OK;
+static st_status rd_scalar(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path, const char **out) {
+    yaml_node_t *n;
+    st_status s = pl_yaml_scalar(r, map, key, path, &n);
+    if (s == ST_OK) *out = (const char *)n->data.scalar.value;
+    return s;
 }
 
-static st_status scalar_u64(struct rd *r, yaml_node_t *n, const char *path, uint64_t *out) {
-    if (!n || n->type != YAML_SCALAR_NODE) return rd_err(r, n, path, "expected an integer");
+static st_status scalar_u64(struct pl_yaml *r, yaml_node_t *n, const char *path, uint64_t *out) {
+    if (!n || n->type != YAML_SCALAR_NODE) return pl_yaml_err(r, n, path, "expected an integer");
     const char *s = (const char *)n->data.scalar.value;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-') return rd_err(r, n, path, "'%s' is not a non-negative integer", s);
+    if (errno || end == s || *end || s[0] == '-')
+        return pl_yaml_err(r, n, path, "'%s' is not a non-negative integer", s);
     *out = v;
     return ST_OK;
 }
 
-static st_status scalar_i64(struct rd *r, yaml_node_t *n, const char *path, int64_t *out) {
-    if (!n || n->type != YAML_SCALAR_NODE) return rd_err(r, n, path, "expected an integer");
+static st_status scalar_i64(struct pl_yaml *r, yaml_node_t *n, const char *path, int64_t *out) {
+    if (!n || n->type != YAML_SCALAR_NODE) return pl_yaml_err(r, n, path, "expected an integer");
     const char *s = (const char *)n->data.scalar.value;
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end) return rd_err(r, n, path, "'%s' is not an integer", s);
+    if (errno || end == s || *end) return pl_yaml_err(r, n, path, "'%s' is not an integer", s);
     *out = v;
     return ST_OK;
 }
 
-static st_status scalar_dbl(struct rd *r, yaml_node_t *n, const char *path, double *out) {
-    if (!n || n->type != YAML_SCALAR_NODE) return rd_err(r, n, path, "expected a number");
+static st_status scalar_dbl(struct pl_yaml *r, yaml_node_t *n, const char *path, double *out) {
+    if (!n || n->type != YAML_SCALAR_NODE) return pl_yaml_err(r, n, path, "expected a number");
     const char *s = (const char *)n->data.scalar.value;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end) return rd_err(r, n, path, "'%s' is not a number", s);
+    if (end == s || *end) return pl_yaml_err(r, n, path, "'%s' is not a number", s);
     *out = v;
     return ST_OK;
 }
 
-static st_status scalar_bool(struct rd *r, yaml_node_t *n, const char *path, bool *out) {
-    if (!n || n->type != YAML_SCALAR_NODE) return rd_err(r, n, path, "expected true or false");
+static st_status scalar_bool(struct pl_yaml *r, yaml_node_t *n, const char *path, bool *out) {
+    if (!n || n->type != YAML_SCALAR_NODE) return pl_yaml_err(r, n, path, "expected true or false");
     const char *s = (const char *)n->data.scalar.value;
     if (!strcmp(s, "true")) *out = true;
     else if (!strcmp(s, "false")) *out = false;
-    else return rd_err(r, n, path, "'%s' is not true or false", s);
+    else return pl_yaml_err(r, n, path, "'%s' is not true or false", s);
     return ST_OK;
 }
 
-static st_status need(struct rd *r, yaml_node_t *map, const char *key, const char *path, yaml_node_t **out) {
-    *out = rd_get(r, map, key);
-    if (!*out) return rd_err(r, map, path, "missing key '%s'", key);
+static st_status need(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path, yaml_node_t **out) {
+    *out = pl_yaml_get(r, map, key);
+    if (!*out) return pl_yaml_err(r, map, path, "missing key '%s'", key);
     return ST_OK;
 }
 
@@ -264,11 +226,11 @@ static st_status need(struct rd *r, yaml_node_t *map, const char *key, const cha
 static int seq_len(yaml_node_t *n) {
     return n && n->type == YAML_SEQUENCE_NODE ? (int)(n->data.sequence.items.top - n->data.sequence.items.start) : -1;
 }
-static yaml_node_t *seq_at(struct rd *r, yaml_node_t *n, int i) {
+static yaml_node_t *seq_at(struct pl_yaml *r, yaml_node_t *n, int i) {
     return yaml_document_get_node(&r->doc, n->data.sequence.items.start[i]);
 }
 
-static st_status enum_of(struct rd *r, yaml_node_t *map, const char *key, const char *path,
+static st_status enum_of(struct pl_yaml *r, yaml_node_t *map, const char *key, const char *path,
                          const char *const *names, int n, int auto_value, int *out) {
     const char *v = "";
     st_status s = rd_scalar(r, map, key, path, &v);
@@ -276,10 +238,10 @@ static st_status enum_of(struct rd *r, yaml_node_t *map, const char *key, const 
     if (auto_value != -2 && !strcmp(v, "auto")) { *out = auto_value; return ST_OK; }
     for (int i = 0; i < n; i++)
         if (!strcmp(v, names[i])) { *out = i; return ST_OK; }
-    return rd_err(r, rd_get(r, map, key), path, "'%s' is not a valid %s", v, key);
+    return pl_yaml_err(r, pl_yaml_get(r, map, key), path, "'%s' is not a valid %s", v, key);
 }
 
-static st_status read_link(struct rd *r, yaml_node_t *n, const char *path, struct st_plan_link *l) {
+static st_status read_link(struct pl_yaml *r, yaml_node_t *n, const char *path, struct st_plan_link *l) {
     static const char *const keys[] = {"kind", "via_host", "latency_us", "bandwidth_gbps", NULL};
     const char *kinds[5];
     for (int k = 0; k < 5; k++) kinds[k] = pl_link_name((st_link_kind)k);   /* 4: "unknown" */
@@ -295,7 +257,7 @@ static st_status read_link(struct rd *r, yaml_node_t *n, const char *path, struc
     return ST_OK;
 }
 
-static st_status read_model(struct rd *r, yaml_node_t *n, struct st_plan_model *m) {
+static st_status read_model(struct pl_yaml *r, yaml_node_t *n, struct st_plan_model *m) {
     static const char *const keys[] = {"name", "weights", "arch", "n_layer", "n_embd", "n_ff", "n_vocab", "n_head",
         "n_head_kv", "head_dim", "n_ctx_train", "tied_embeddings", "qkv_bias", "qk_norm", "matrix_dtype",
         "total_bytes", "embd_bytes", "output_norm_bytes", "lm_head_bytes", "shared_bytes", "max_matrix_elems",
@@ -324,7 +286,8 @@ static st_status read_model(struct rd *r, yaml_node_t *n, struct st_plan_model *
     m->matrix_dtype = ST_DTYPE_COUNT;
     for (int t = 0; t < ST_DTYPE_COUNT; t++) if (!strcmp(md, st_dtype_name((st_dtype)t))) m->matrix_dtype = (st_dtype)t;
     if (m->matrix_dtype == ST_DTYPE_COUNT && strcmp(md, "mixed"))
-        return rd_err(r, rd_get(r, n, "matrix_dtype"), "model.matrix_dtype", "'%s' is not a dtype or 'mixed'", md);
+        return pl_yaml_err(r, pl_yaml_get(r, n, "matrix_dtype"), "model.matrix_dtype", "'%s' is not a dtype or 'mixed'",
+                           md);
     U64(n, "total_bytes", m->total_bytes, "model");
     U64(n, "embd_bytes", m->embd_bytes, "model");
     U64(n, "output_norm_bytes", m->output_norm_bytes, "model");
@@ -333,14 +296,15 @@ static st_status read_model(struct rd *r, yaml_node_t *n, struct st_plan_model *
     U64(n, "max_matrix_elems", m->max_matrix_elems, "model");
     DBL(n, "output_flops", m->output_flops, "model");
     if (m->n_layer < 1 || m->n_layer > 100000)
-        return rd_err(r, rd_get(r, n, "n_layer"), "model.n_layer", "%lld layers is out of range", (long long)m->n_layer);
+        return pl_yaml_err(r, pl_yaml_get(r, n, "n_layer"), "model.n_layer", "%lld layers is out of range",
+                           (long long)m->n_layer);
     if (m->n_embd < 1 || m->n_head < 1 || m->n_head_kv < 1 || m->head_dim < 1 || m->n_vocab < 1)
-        return rd_err(r, n, "model", "shapes must be positive");
-    yaml_node_t *lb = rd_get(r, n, "layer_bytes"), *lf = rd_get(r, n, "layer_flops");
-    if (seq_len(lb) != m->n_layer) return rd_err(r, lb ? lb : n, "model.layer_bytes", "expected %lld entries",
-                                                 (long long)m->n_layer);
-    if (seq_len(lf) != m->n_layer) return rd_err(r, lf ? lf : n, "model.layer_flops", "expected %lld entries",
-                                                 (long long)m->n_layer);
+        return pl_yaml_err(r, n, "model", "shapes must be positive");
+    yaml_node_t *lb = pl_yaml_get(r, n, "layer_bytes"), *lf = pl_yaml_get(r, n, "layer_flops");
+    if (seq_len(lb) != m->n_layer) return pl_yaml_err(r, lb ? lb : n, "model.layer_bytes", "expected %lld entries",
+                                                      (long long)m->n_layer);
+    if (seq_len(lf) != m->n_layer) return pl_yaml_err(r, lf ? lf : n, "model.layer_flops", "expected %lld entries",
+                                                      (long long)m->n_layer);
     if ((s = st_plan_model_alloc(m, m->n_layer))) return s;
     for (int64_t l = 0; l < m->n_layer; l++) {
         if ((s = scalar_u64(r, seq_at(r, lb, (int)l), "model.layer_bytes", &m->layer_bytes[l]))) return s;
@@ -349,7 +313,7 @@ static st_status read_model(struct rd *r, yaml_node_t *n, struct st_plan_model *
     return ST_OK;
 }
 
-static st_status read_device(struct rd *r, yaml_node_t *n, struct st_plan_device *d) {
+static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_device *d) {
     static const char *const keys[] = {"select", "label", "name", "kind", "index", "uuid", "catalog", "cc", "caps",
         "sm_count", "threads", "pcie", "memory_bytes", "free_bytes", "max_memory_bytes", "reserve_bytes",
         "overhead_bytes", "usable_bytes", "perf", "precision", "attention", NULL};
@@ -374,9 +338,9 @@ static st_status read_device(struct rd *r, yaml_node_t *n, struct st_plan_device
     I64(n, "index", v, "device"); in->index = (int)v;
     I64(n, "sm_count", v, "device"); in->sm_count = (int)v;
     I64(n, "threads", v, "device"); in->threads = (int)v;
-    yaml_node_t *cc = rd_get(r, n, "cc"), *pc = rd_get(r, n, "pcie");
-    if (seq_len(cc) != 2) return rd_err(r, cc ? cc : n, "devices[].cc", "expected [major, minor]");
-    if (seq_len(pc) != 2) return rd_err(r, pc ? pc : n, "devices[].pcie", "expected [generation, width]");
+    yaml_node_t *cc = pl_yaml_get(r, n, "cc"), *pc = pl_yaml_get(r, n, "pcie");
+    if (seq_len(cc) != 2) return pl_yaml_err(r, cc ? cc : n, "devices[].cc", "expected [major, minor]");
+    if (seq_len(pc) != 2) return pl_yaml_err(r, pc ? pc : n, "devices[].pcie", "expected [generation, width]");
     int64_t a, b;
     if ((s = scalar_i64(r, seq_at(r, cc, 0), "devices[].cc", &a)) || (s = scalar_i64(r, seq_at(r, cc, 1), "devices[].cc", &b)))
         return s;
@@ -414,13 +378,13 @@ static st_status read_device(struct rd *r, yaml_node_t *n, struct st_plan_device
     if ((s = enum_of(r, n, "precision", "devices[].precision", precs, 3, -1, &d->force_prec))) return s;
     if ((s = enum_of(r, n, "attention", "devices[].attention", attns, 2, -1, &d->force_attn))) return s;
     if (usable != st_plan_device_usable(d))
-        return rd_err(r, rd_get(r, n, "usable_bytes"), "devices[].usable_bytes",
-                      "%llu does not equal memory - overhead - reserve (%llu)", (unsigned long long)usable,
-                      (unsigned long long)st_plan_device_usable(d));
+        return pl_yaml_err(r, pl_yaml_get(r, n, "usable_bytes"), "devices[].usable_bytes",
+                           "%llu does not equal memory - overhead - reserve (%llu)", (unsigned long long)usable,
+                           (unsigned long long)st_plan_device_usable(d));
     return ST_OK;
 }
 
-static st_status read_stage(struct rd *r, yaml_node_t *n, const st_plan *p, struct st_plan_stage *st) {
+static st_status read_stage(struct pl_yaml *r, yaml_node_t *n, const st_plan *p, struct st_plan_stage *st) {
     static const char *const keys[] = {"device", "label", "layers", "embedding", "output", "precision", "attention",
         "kv_dtype", "memory", "decode_ms", "prefill_ms", "bound", NULL};
     static const char *const precs[] = {"f32", "f16", "bf16"};
@@ -430,17 +394,17 @@ static st_status read_stage(struct rd *r, yaml_node_t *n, const st_plan *p, stru
     int64_t dv;
     I64(n, "device", dv, "stage");
     if (dv < 0 || dv >= p->n_devices)
-        return rd_err(r, rd_get(r, n, "device"), "stages[].device", "device %lld does not exist (%d devices)",
-                      (long long)dv, p->n_devices);
+        return pl_yaml_err(r, pl_yaml_get(r, n, "device"), "stages[].device", "device %lld does not exist (%d devices)",
+                           (long long)dv, p->n_devices);
     st->device = (int)dv;
-    yaml_node_t *ly = rd_get(r, n, "layers");
-    if (seq_len(ly) != 2) return rd_err(r, ly ? ly : n, "stages[].layers", "expected [first, last]");
+    yaml_node_t *ly = pl_yaml_get(r, n, "layers");
+    if (seq_len(ly) != 2) return pl_yaml_err(r, ly ? ly : n, "stages[].layers", "expected [first, last]");
     if ((s = scalar_i64(r, seq_at(r, ly, 0), "stages[].layers", &st->first)) ||
         (s = scalar_i64(r, seq_at(r, ly, 1), "stages[].layers", &st->last)))
         return s;
     if (st->first < 0 || st->last < st->first || st->last >= p->model.n_layer)
-        return rd_err(r, ly, "stages[].layers", "[%lld, %lld] is not a range of the model's %lld layers",
-                      (long long)st->first, (long long)st->last, (long long)p->model.n_layer);
+        return pl_yaml_err(r, ly, "stages[].layers", "[%lld, %lld] is not a range of the model's %lld layers",
+                           (long long)st->first, (long long)st->last, (long long)p->model.n_layer);
     BOOL(n, "embedding", st->has_embedding, "stage");
     BOOL(n, "output", st->has_output, "stage");
     int v = 0;
@@ -463,7 +427,7 @@ static st_status read_stage(struct rd *r, yaml_node_t *n, const st_plan *p, stru
     U64(mem, "overhead", st->mem.overhead, "memory");
     U64(mem, "reserve", st->mem.reserve, "memory");
     if (st->mem.total != st->mem.weights + st->mem.kv + st->mem.workspace)
-        return rd_err(r, mem, "stages[].memory", "total is not weights + kv + workspace");
+        return pl_yaml_err(r, mem, "stages[].memory", "total is not weights + kv + workspace");
     DBL(n, "decode_ms", st->decode_ms, "stage");
     DBL(n, "prefill_ms", st->prefill_ms, "stage");
     const char *bd;
@@ -472,16 +436,17 @@ static st_status read_stage(struct rd *r, yaml_node_t *n, const st_plan *p, stru
     return ST_OK;
 }
 
-static st_status read_plan(struct rd *r, st_plan *p) {
+static st_status read_plan(struct pl_yaml *r, st_plan *p) {
     yaml_node_t *root = yaml_document_get_root_node(&r->doc);
-    if (!root) return rd_err(r, NULL, "(file)", "the file is empty");
+    if (!root) return pl_yaml_err(r, NULL, "(file)", "the file is empty");
     static const char *const keys[] = {"version", "feasible", "model", "request", "devices", "links", "stages", "hops",
                                        "predicted", "reasons", "shortfall", NULL};
     st_status s;
     if ((s = rd_keys(r, root, "(top level)", keys))) return s;
     int64_t version;
     I64(root, "version", version, "(top level)");
-    if (version != 1) return rd_err(r, rd_get(r, root, "version"), "version", "version %lld is not 1", (long long)version);
+    if (version != 1)
+        return pl_yaml_err(r, pl_yaml_get(r, root, "version"), "version", "version %lld is not 1", (long long)version);
     BOOL(root, "feasible", p->feasible, "(top level)");
     yaml_node_t *n;
     if ((s = need(r, root, "model", "(top level)", &n)) || (s = read_model(r, n, &p->model))) return s;
@@ -500,10 +465,10 @@ static st_status read_plan(struct rd *r, st_plan *p) {
     p->objective = (st_plan_objective)o;
     BOOL(n, "manual", p->manual, "request");
     if (p->context < 1 || p->batch < 1 || p->prefill_chunk < 1)
-        return rd_err(r, n, "request", "context, batch and prefill_chunk must be >= 1");
-    yaml_node_t *dv = rd_get(r, root, "devices");
+        return pl_yaml_err(r, n, "request", "context, batch and prefill_chunk must be >= 1");
+    yaml_node_t *dv = pl_yaml_get(r, root, "devices");
     int nd = seq_len(dv);
-    if (nd < 1 || nd > 64) return rd_err(r, dv ? dv : root, "devices", "expected a list of 1 to 64 devices");
+    if (nd < 1 || nd > 64) return pl_yaml_err(r, dv ? dv : root, "devices", "expected a list of 1 to 64 devices");
     p->n_devices = nd;
     p->devices = st_calloc((size_t)nd, sizeof *p->devices, "plan devices");
     p->links = st_calloc((size_t)nd * (size_t)nd, sizeof *p->links, "plan links");
@@ -512,33 +477,34 @@ static st_status read_plan(struct rd *r, st_plan *p) {
     if (!p->devices || !p->links || !p->stages || !p->hops) return ST_ERR_NOMEM;
     for (int i = 0; i < nd; i++)
         if ((s = read_device(r, seq_at(r, dv, i), &p->devices[i]))) return s;
-    yaml_node_t *lk = rd_get(r, root, "links");
-    if (seq_len(lk) != nd) return rd_err(r, lk ? lk : root, "links", "expected %d rows", nd);
+    yaml_node_t *lk = pl_yaml_get(r, root, "links");
+    if (seq_len(lk) != nd) return pl_yaml_err(r, lk ? lk : root, "links", "expected %d rows", nd);
     for (int a = 0; a < nd; a++) {
         yaml_node_t *row = seq_at(r, lk, a);
-        if (seq_len(row) != nd) return rd_err(r, row, "links[]", "expected %d entries", nd);
+        if (seq_len(row) != nd) return pl_yaml_err(r, row, "links[]", "expected %d entries", nd);
         for (int b = 0; b < nd; b++)
             if ((s = read_link(r, seq_at(r, row, b), "links[][]", &p->links[a * nd + b]))) return s;
     }
-    yaml_node_t *sg = rd_get(r, root, "stages");
+    yaml_node_t *sg = pl_yaml_get(r, root, "stages");
     int ns = seq_len(sg);
-    if (ns < 0 || ns > 64) return rd_err(r, sg ? sg : root, "stages", "expected a list of at most 64 stages");
+    if (ns < 0 || ns > 64) return pl_yaml_err(r, sg ? sg : root, "stages", "expected a list of at most 64 stages");
     p->n_stages = ns;
     int64_t next = 0;
     for (int i = 0; i < ns; i++) {
         yaml_node_t *sn = seq_at(r, sg, i);
         if ((s = read_stage(r, sn, p, &p->stages[i]))) return s;
         if (p->stages[i].first != next)
-            return rd_err(r, sn, "stages[].layers", "stage %d starts at layer %lld, expected %lld", i,
-                          (long long)p->stages[i].first, (long long)next);
+            return pl_yaml_err(r, sn, "stages[].layers", "stage %d starts at layer %lld, expected %lld", i,
+                               (long long)p->stages[i].first, (long long)next);
         next = p->stages[i].last + 1;
     }
     if (p->feasible && next != p->model.n_layer)
-        return rd_err(r, sg, "stages", "the stages end at layer %lld; the model has %lld", (long long)(next - 1),
-                      (long long)p->model.n_layer);
-    yaml_node_t *hp = rd_get(r, root, "hops");
+        return pl_yaml_err(r, sg, "stages", "the stages end at layer %lld; the model has %lld", (long long)(next - 1),
+                           (long long)p->model.n_layer);
+    yaml_node_t *hp = pl_yaml_get(r, root, "hops");
     int nh = seq_len(hp);
-    if (nh != (ns > 0 ? ns - 1 : 0)) return rd_err(r, hp ? hp : root, "hops", "expected %d hops", ns > 0 ? ns - 1 : 0);
+    if (nh != (ns > 0 ? ns - 1 : 0))
+        return pl_yaml_err(r, hp ? hp : root, "hops", "expected %d hops", ns > 0 ? ns - 1 : 0);
     p->n_hops = nh;
     for (int h = 0; h < nh; h++) {
         yaml_node_t *hn = seq_at(r, hp, h), *ln;
@@ -558,12 +524,12 @@ static st_status read_plan(struct rd *r, st_plan *p) {
     DBL(n, "prefill_tok_s", p->prefill_tok_s, "predicted");
     DBL(n, "bottleneck_ms", p->bottleneck_ms, "predicted");
     STR(n, "bottleneck", p->bottleneck, "predicted");
-    yaml_node_t *rs = rd_get(r, root, "reasons");
+    yaml_node_t *rs = pl_yaml_get(r, root, "reasons");
     int nr = seq_len(rs);
-    if (nr < 0) return rd_err(r, rs ? rs : root, "reasons", "expected a list of strings");
+    if (nr < 0) return pl_yaml_err(r, rs ? rs : root, "reasons", "expected a list of strings");
     for (int i = 0; i < nr; i++) {
         yaml_node_t *x = seq_at(r, rs, i);
-        if (x->type != YAML_SCALAR_NODE) return rd_err(r, x, "reasons[]", "expected a string");
+        if (x->type != YAML_SCALAR_NODE) return pl_yaml_err(r, x, "reasons[]", "expected a string");
         pl_reason(p, "%s", (const char *)x->data.scalar.value);
     }
     if ((s = need(r, root, "shortfall", "(top level)", &n))) return s;
@@ -574,9 +540,9 @@ static st_status read_plan(struct rd *r, st_plan *p) {
     U64(n, "bytes_usable", sf->bytes_usable, "shortfall");
     U64(n, "bytes_missing", sf->bytes_missing, "shortfall");
     STR(n, "detail", sf->detail, "shortfall");
-    yaml_node_t *sgs = rd_get(r, n, "suggestions");
+    yaml_node_t *sgs = pl_yaml_get(r, n, "suggestions");
     int ng = seq_len(sgs);
-    if (ng < 0 || ng > 8) return rd_err(r, sgs ? sgs : n, "shortfall.suggestions", "expected a list of at most 8");
+    if (ng < 0 || ng > 8) return pl_yaml_err(r, sgs ? sgs : n, "shortfall.suggestions", "expected a list of at most 8");
     sf->n_suggestions = ng;
     for (int i = 0; i < ng; i++) {
         yaml_node_t *g = seq_at(r, sgs, i);
@@ -601,13 +567,13 @@ st_status st_plan_read_yaml(const char *path, st_plan **out) {
         return st_error_set(ST_ERR_CONFIG, "plan file: %s", msg);
     }
     yaml_parser_t parser;
-    struct rd r = {.path = path};
+    struct pl_yaml r = {
+        .path = path,
+        .hint = "plan files are written by 'strata plan -o FILE'; write it again rather than editing it"};
     if (!yaml_parser_initialize(&parser)) { free(text); return st_error_set(ST_ERR_NOMEM, "plan: libyaml init"); }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &r.doc)) {
-        st_error_set(ST_ERR_CONFIG, "%s:%zu:%zu: YAML syntax error: %s", path, parser.problem_mark.line + 1,
-                     parser.problem_mark.column + 1, parser.problem ? parser.problem : "unknown");
-        st_error_hint("plan files are written by 'strata plan -o FILE'; write it again rather than editing it");
+        pl_yaml_syntax_err(&r, &parser);
         yaml_parser_delete(&parser);
         free(text);
         return ST_ERR_CONFIG;
