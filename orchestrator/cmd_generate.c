@@ -431,7 +431,7 @@ static st_status run_chat(struct gen *g, int64_t max_new) {
     int32_t *ids = NULL;
     char *rendered = NULL, *line = NULL;
     size_t line_cap = 0;
-    int64_t n_kv = 0, n_ids = 0, ids_cap = 0;
+    int64_t n_kv = 0, n_hist = 0, n_ids = 0, ids_cap = 0;
     size_t n_msgs = 0;
     st_status s = ST_OK;
     if (!kv_ids || !msgs || !owned) { s = ST_ERR_NOMEM; goto done; }
@@ -467,44 +467,44 @@ static st_status run_chat(struct gen *g, int64_t max_new) {
         } else if ((s = st_chat_render(kind, msgs, n_msgs, true, o->thinking, &rendered, &rlen))) {
             goto done;
         }
-        /* In raw mode each turn continues the text; with a template the whole
-         * conversation is rendered and only the new suffix is prefilled. */
+        /* kv_ids[0..n_hist) is the conversation so far; the cache holds its
+         * first n_kv tokens (a reply's last token is never fed back). With a
+         * template the whole conversation is re-rendered and only what differs
+         * from the cache is prefilled; in raw mode the new text follows the
+         * history, the unfed last reply token included. */
         n_ids = 0;
-        unsigned flags = kind == ST_CHAT_NONE ? (n_kv ? 0 : ST_TOK_DEFAULT) : ST_TOK_PARSE_SPECIAL;
+        unsigned flags = kind == ST_CHAT_NONE ? (n_hist ? 0 : ST_TOK_DEFAULT) : ST_TOK_PARSE_SPECIAL;
         if ((s = st_tokenizer_encode_alloc(g->tok, rendered, rlen, flags, &ids, &n_ids, &ids_cap))) goto done;
-        int64_t common = 0;
+        int64_t at = n_hist, from = 0;   /* ids[from..] go to kv_ids[at..] */
         if (kind != ST_CHAT_NONE) {
+            int64_t common = 0;
             while (common < n_kv && common < n_ids && kv_ids[common] == ids[common]) common++;
             if (common == n_ids && common > 0) common--;   /* at least one token to prefill */
             if ((s = st_engine_rewind(g->e, common))) goto done;
-            n_kv = common;
-        } else {
-            common = 0;   /* raw: the new text follows what is in the cache */
+            n_kv = at = from = common;
         }
-        const int32_t *todo = ids + (kind != ST_CHAT_NONE ? common : 0);
-        int64_t n_todo = n_ids - (kind != ST_CHAT_NONE ? common : 0);
-        if (n_kv + n_todo + 1 > n_ctx) {
+        if (at + (n_ids - from) + 1 > n_ctx) {
             s = st_error_set(ST_ERR_USAGE, "chat: the conversation (%lld tokens) has filled the context of %lld tokens",
-                             (long long)(n_kv + n_todo), (long long)n_ctx);
+                             (long long)(at + n_ids - from), (long long)n_ctx);
             st_error_hint("start again with a larger --ctx (or 'context:' in the config)");
             goto done;
         }
-        memcpy(kv_ids + n_kv, todo, (size_t)n_todo * sizeof(int32_t));
-        n_kv += n_todo;
-        int64_t n_reply = 0, before = n_kv;
-        int64_t limit = ST_MIN(max_new, n_ctx - n_kv - 1);
-        if ((s = run_text(g, todo, n_todo, limit, kv_ids + n_kv, &n_reply))) goto done;
+        memcpy(kv_ids + at, ids + from, (size_t)(n_ids - from) * sizeof(int32_t));
+        n_hist = at + n_ids - from;
+        int64_t n_reply = 0, before = n_hist;
+        int64_t limit = ST_MIN(max_new, n_ctx - n_hist - 1);
+        if ((s = run_text(g, kv_ids + n_kv, n_hist - n_kv, limit, kv_ids + n_hist, &n_reply))) goto done;
         putchar('\n');
         fflush(stdout);
-        /* The cache holds the prompt and every reply token that was fed back
-         * (all but a last one that ended on the length limit or a stop string). */
+        n_hist += n_reply;
         n_kv = st_engine_n_past(g->e);
         size_t text_len = 0;
-        st_tokenizer_decode(g->tok, kv_ids + before, n_reply, ST_DETOK_SKIP_SPECIAL, NULL, 0, &text_len);
+        if ((s = st_tokenizer_decode(g->tok, kv_ids + before, n_reply, ST_DETOK_SKIP_SPECIAL, NULL, 0, &text_len))) goto done;
         char *reply_text = st_malloc(text_len + 1, "chat reply");
         if (!reply_text) { s = ST_ERR_NOMEM; goto done; }
-        st_tokenizer_decode(g->tok, kv_ids + before, n_reply, ST_DETOK_SKIP_SPECIAL, reply_text, text_len + 1, &text_len);
-        owned[n_msgs] = reply_text;
+        owned[n_msgs] = reply_text;   /* freed with the history, also on the error below */
+        if ((s = st_tokenizer_decode(g->tok, kv_ids + before, n_reply, ST_DETOK_SKIP_SPECIAL, reply_text, text_len + 1,
+                                     &text_len))) goto done;
         msgs[n_msgs] = (struct st_chat_msg){.role = "assistant", .content = reply_text};
         n_msgs++;
     }

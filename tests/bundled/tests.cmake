@@ -33,3 +33,9 @@ set_tests_properties(bundled_chat_reuse PROPERTIES LABELS bundled)
 add_test(NAME bundled_plan_replay COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/plan_replay.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_plan_replay PROPERTIES LABELS bundled)
+
+# --chat --raw continues one text: turn 2 sees turn 1's whole reply, the last
+# (never fed back) token included.
+add_test(NAME bundled_chat_raw COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_raw.sh $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_chat_raw PROPERTIES LABELS bundled)
