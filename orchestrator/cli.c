@@ -1,6 +1,8 @@
 /* Shared CLI reporting. */
 #include "cli.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 int st_cli_report(st_status s) {
@@ -32,6 +34,15 @@ int st_cli_usage_error(const char *cmd, const char *fmt, ...) {
     st_error_set(ST_ERR_USAGE, "%s: %s", cmd, buf);
     st_error_hint("see 'strata %s --help'", cmd);
     return st_cli_report(ST_ERR_USAGE);
+}
+
+bool st_cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
 }
 
 int st_cli_not_built(const char *cmd, const char *what) {

@@ -29,6 +29,10 @@ int st_cli_report(st_status s);
  * and returns 2. */
 int st_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Parses s as a whole decimal number in [lo, hi] into *out; false (and *out
+ * untouched) when s is empty, has trailing characters or is out of range. */
+bool st_cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+
 /* Prints that a feature is not in this build yet and returns 2. */
 int st_cli_not_built(const char *cmd, const char *what);
 

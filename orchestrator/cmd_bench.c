@@ -64,14 +64,6 @@ static uint64_t next_rand(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-static bool parse_count(const char *s, int64_t lo, int64_t hi, int64_t *out) {
-    char *end = NULL;
-    long long v = strtoll(s, &end, 10);
-    if (!s[0] || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static const char *kind_name(st_device_kind k) {
     return k == ST_DEVICE_CPU ? "cpu" : k == ST_DEVICE_CUDA ? "cuda" : "catalog";
 }
@@ -524,7 +516,7 @@ int st_cmd_bench(int argc, char **argv) {
                    !strcmp(a, "--ctx") || !strcmp(a, "--threads") || !strcmp(a, "--seed")) {
             int64_t lo = !strcmp(a, "--decode-tokens") || !strcmp(a, "--seed") ? 0 : 1;
             int64_t hi = !strcmp(a, "--repeat") ? 64 : (int64_t)1 << 40;
-            if (!has || !parse_count(argv[i + 1], lo, hi, &v))
+            if (!has || !st_cli_parse_i64(argv[i + 1], lo, hi, &v))
                 return st_cli_usage_error("bench", "%s needs a whole number in [%lld, %lld]", a, (long long)lo,
                                           (long long)hi);
             i++;

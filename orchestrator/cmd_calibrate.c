@@ -262,9 +262,7 @@ int st_cmd_calibrate(int argc, char **argv) {
         else if (!strcmp(a, "--ids")) ids_path = argv[++i];
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out_path = argv[++i];
         else if (!strcmp(a, "--tokens")) {
-            char *end;
-            max_tokens = strtoll(argv[++i], &end, 10);
-            if (*end || max_tokens < 1 || max_tokens > (1 << 20))
+            if (!st_cli_parse_i64(argv[++i], 1, 1 << 20, &max_tokens))
                 return st_cli_usage_error("calibrate", "--tokens needs a whole number from 1 to 1048576");
         } else if (!strcmp(a, "--max-abs") || !strcmp(a, "--max-error")) {
             char *end;
@@ -274,9 +272,9 @@ int st_cmd_calibrate(int argc, char **argv) {
             if (!strcmp(a, "--max-abs")) max_abs = v;
             else max_error = v;
         } else if (!strcmp(a, "--threads")) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 4096) return st_cli_usage_error("calibrate", "--threads needs a number from 1 to 4096");
+            int64_t v;
+            if (!st_cli_parse_i64(argv[++i], 1, 4096, &v))
+                return st_cli_usage_error("calibrate", "--threads needs a number from 1 to 4096");
             threads = (int)v;
         } else {
             static const char *const known[] = {"--model", "--config", "--file", "--ids", "--tokens", "--output",

@@ -448,14 +448,6 @@ static void print_probe(FILE *f, const st_inventory *inv, const st_profile *p, c
 
 /* ---- command ------------------------------------------------------------------ */
 
-static bool parse_int_arg(const char *text, int lo, int hi, int *out) {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
-
 int st_cmd_inventory(int argc, char **argv) {
     bool json = false, yaml = false, probe = false;
     const char *out_path = NULL, *profile_path = NULL;
@@ -479,11 +471,15 @@ int st_cmd_inventory(int argc, char **argv) {
             if (st_parse_size(argv[++i], &popt.bytes) != ST_OK) return st_cli_report(ST_ERR_USAGE);
             if (popt.bytes < (1u << 20)) return st_cli_usage_error("inventory", "--probe-bytes %s is below 1MiB", argv[i]);
         } else if (!strcmp(a, "--reps")) {
-            if (!has_val || !parse_int_arg(argv[++i], 1, 1000, &popt.reps))
+            int64_t v;
+            if (!has_val || !st_cli_parse_i64(argv[++i], 1, 1000, &v))
                 return st_cli_usage_error("inventory", "--reps needs a count from 1 to 1000");
+            popt.reps = (int)v;
         } else if (!strcmp(a, "--threads")) {
-            if (!has_val || !parse_int_arg(argv[++i], 1, 1 << 16, &popt.n_threads))
+            int64_t v;
+            if (!has_val || !st_cli_parse_i64(argv[++i], 1, 1 << 16, &v))
                 return st_cli_usage_error("inventory", "--threads needs a count >= 1");
+            popt.n_threads = (int)v;
         } else {
             static const char *const opts[] = {"--json", "--yaml", "--probe", "--output", "--profile",
                                                "--probe-bytes", "--reps", "--threads", "--help"};
