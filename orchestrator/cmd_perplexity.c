@@ -78,6 +78,10 @@ int st_cmd_perplexity(int argc, char **argv) {
     int64_t n_ids = 0, cap = 0;
     st_status s = st_deploy_open(&opt, &d);
     if (s) goto done;
+    if (!st_deploy_runnable(d)) {
+        s = st_deploy_engine(d, &e);   /* says why: a preset has no weights, a catalog device is not here */
+        goto done;
+    }
     if ((s = st_read_file(file, &text, &len))) goto done;
     if ((s = st_tokenizer_from_model(d->model, &tok))) goto done;
     if ((s = st_tokenizer_encode_alloc(tok, text, len, 0, &ids, &n_ids, &cap))) goto done;

@@ -105,18 +105,21 @@ static st_status resolve_device(const struct st_deploy_config *cfg, const struct
     return ST_OK;
 }
 
-static void apply_profile(st_deploy *d, const char *path, bool required) {
+/* A profile named on the command line must load; the default one is used when
+ * it exists and loads, else skipped with a warning. */
+static st_status apply_profile(st_deploy *d, const char *path, bool required) {
     char buf[512];
     if (!path) {
         path = st_profile_default_path(buf, sizeof buf);
         struct stat st;
-        if (!path || stat(path, &st) != 0) return;
+        if (!path || stat(path, &st) != 0) return ST_OK;
     }
     st_profile *prof = NULL;
-    if (st_profile_load(path, &prof)) {
-        if (required) return;
+    st_status s = st_profile_load(path, &prof);
+    if (s) {
+        if (required) return s;
         ST_WARN("ignoring probe profile: %s", st_last_error());
-        return;
+        return ST_OK;
     }
     int n = 0;
     for (int i = 0; i < d->n_devs; i++) {
@@ -125,6 +128,7 @@ static void apply_profile(st_deploy *d, const char *path, bool required) {
     }
     if (n) snprintf(d->profile_used, sizeof d->profile_used, "%s", path);
     st_profile_free(prof);
+    return ST_OK;
 }
 
 /* A saved plan (`strata plan -o`) becomes a manual placement with each stage's
@@ -226,7 +230,7 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
         if ((s = resolve_device(cfg, &cfg->devices[i], d->inv, &d->devs[i]))) goto fail;
         if (d->devs[i].is_cpu && opt->threads > 0) d->devs[i].info.threads = opt->threads;
     }
-    apply_profile(d, opt->profile_path, opt->profile_path != NULL);
+    if ((s = apply_profile(d, opt->profile_path, opt->profile_path != NULL))) goto fail;
 
     /* Links: P2P facts from the inventory for two real GPUs. */
     for (int a = 0; a < d->n_devs; a++) {

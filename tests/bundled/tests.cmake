@@ -39,3 +39,14 @@ set_tests_properties(bundled_plan_replay PROPERTIES LABELS bundled)
 add_test(NAME bundled_chat_raw COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_raw.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_chat_raw PROPERTIES LABELS bundled)
+
+# A preset describes shapes only: perplexity refuses it (it used to crash
+# reaching for the tokenizer of a model that was never opened).
+st_add_cli_test(perplexity_preset_refused RC 2 LABELS bundled
+  EXPECT "model.preset 'qwen2.5-0.5b' describes shapes only|||hint: give 'model: {path: FILE}'"
+  ARGS "perplexity -c configs/what-if-cpu-qwen0.5b.yaml -f tests/fixtures/kjv/test.txt")
+
+# A probe profile named with --profile must load; it used to be skipped in silence.
+st_add_cli_test(plan_profile_missing RC 1 LABELS bundled
+  EXPECT "tests/bundled/no-such-profile.json: cannot open|||hint:"
+  ARGS "plan -c configs/what-if-cpu-qwen0.5b.yaml --profile tests/bundled/no-such-profile.json")
