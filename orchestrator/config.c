@@ -369,6 +369,18 @@ static void dir_of(const char *name, char *out, size_t cap) {
     out[n] = 0;
 }
 
+/* p relative to the config file's directory (as given when absolute), in a
+ * new string the caller frees; NULL when out of memory. */
+static char *path_from_config(const struct cfg_ctx *c, const char *p) {
+    char dir[4096];
+    dir_of(c->file, dir, sizeof dir);
+    if (p[0] == '/') dir[0] = 0;
+    size_t len = strlen(dir) + strlen(p) + 1;
+    char *out = malloc(len);
+    if (out) snprintf(out, len, "%s%s", dir, p);
+    return out;
+}
+
 static st_status parse_model(struct cfg_ctx *c, yaml_node_t *n) {
     static const char *const keys[] = {"path", "preset", "quant"};
     struct st_config_model *m = &c->cfg->model;
@@ -391,13 +403,8 @@ static st_status parse_model(struct cfg_ctx *c, yaml_node_t *n) {
             cfg_err(c, path, "model.path", "is empty");
             return cfg_hint("name a GGUF file or a Hugging Face model directory");
         }
-        char dir[4096];
-        dir_of(c->file, dir, sizeof dir);
-        if (p[0] == '/') dir[0] = 0;
-        size_t len = strlen(dir) + strlen(p) + 1;
-        m->path = malloc(len);
+        m->path = path_from_config(c, p);
         if (!m->path) return st_error_set(ST_ERR_NOMEM, "out of host memory reading model.path");
-        snprintf(m->path, len, "%s%s", dir, p);
         m->pos = node_pos(path);
         if (quant) {
             cfg_err(c, quant, "model.quant", "applies only to a preset");
@@ -864,13 +871,8 @@ static st_status parse_placement(struct cfg_ctx *c, yaml_node_t *n) {
             cfg_err(c, v, "placement.numerics", "is empty");
             return cfg_hint("name the file 'strata calibrate -o FILE' wrote, or remove the key");
         }
-        char dir[4096];
-        dir_of(c->file, dir, sizeof dir);
-        if (p[0] == '/') dir[0] = 0;
-        size_t len = strlen(dir) + strlen(p) + 1;
-        pl->numerics = malloc(len);
+        pl->numerics = path_from_config(c, p);
         if (!pl->numerics) return st_error_set(ST_ERR_NOMEM, "out of host memory reading placement.numerics");
-        snprintf(pl->numerics, len, "%s%s", dir, p);
         pl->numerics_pos = node_pos(v);
     }
     if (manual) return parse_manual(c, manual);
