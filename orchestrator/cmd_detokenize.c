@@ -120,7 +120,7 @@ int st_cmd_detokenize(int argc, char **argv) {
     while (in) {
         if (len == cap) {
             char *p = realloc(in, cap * 2);
-            if (!p) break;
+            if (!p) { free(in); in = NULL; break; }   /* reported below: never decode a cut input */
             in = p;
             cap *= 2;
         }
