@@ -653,9 +653,14 @@ static st_status stage_graph_step(st_engine *e, struct stage *s, bool last) {
     if (s->d.has_embedding) rc = o->embed(s->be, &s->tok_embd, s->ids, 1, s->x);
     if (!rc) rc = stage_layers(e, s, 1);
     if (!rc && last) rc = stage_head_greedy(e, s, 1);
-    if (capture) {
-        st_status end = o->capture_end(s->be);
-        if (!rc) rc = end;
+    if (capture && rc) {
+        /* the capture must end; ending one an error invalidated fails too, and the first error is the one to report */
+        char msg[4096];
+        snprintf(msg, sizeof msg, "%s", st_last_error());
+        (void)o->capture_end(s->be);
+        st_error_set(rc, "%s", msg);
+    } else if (capture) {
+        rc = o->capture_end(s->be);
         if (!rc) rc = o->replay(s->be);
     }
     if (!rc) s->graph_state++;

@@ -13,7 +13,7 @@ st_add_cli_test(generate_cli_qwen3_gguf RC 0 LABELS engine golden
 st_add_cli_test(generate_cli_llama_f16 RC 0 LABELS engine golden
   EXPECT "357,104,336,208,218,225,170,31,162,225,266,105,293,257,353,149"
   ARGS "generate -m tests/fixtures/models/llama-tiny/llama-tiny-f16.gguf --tokens 343,331,313,327,26,310,360,100,64,29,306,362 --kv-dtype f16")
-st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate (-m MODEL | -c deploy.yaml)|||--logits FILE|||--chat" ARGS "generate --help")
+st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate (-m MODEL | -c deploy.yaml)|||--logits FILE|||--chat|||--raw " ARGS "generate --help")
 st_add_cli_test(generate_cli_no_prompt RC 2 LABELS engine EXPECT "give a prompt: -p TEXT, --chat, or --tokens 1,2,3"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf")
 st_add_cli_test(generate_cli_logits_text RC 2 LABELS engine EXPECT "--logits goes with --tokens"
@@ -33,3 +33,4 @@ st_add_cli_test(generate_cli_typo RC 2 LABELS engine EXPECT "unknown option '--t
 st_add_cli_test(generate_cli_logits_dir RC 1 LABELS engine EXPECT "cannot create the logits file"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2 --logits /nonexistent-dir/l.npy")
 st_add_test(engine_generate_logits SOURCES engine/test_generate_logits.c LABELS engine golden)
+st_add_test(engine_graph_errors SOURCES engine/test_graph_errors.c LABELS engine)
