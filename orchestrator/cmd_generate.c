@@ -63,6 +63,7 @@ static void usage(FILE *f) {
         "  -p, --prompt TEXT      text to continue ('-' reads it from stdin); fed raw, no chat template\n"
         "  --chat                 interactive chat: one user turn per line on stdin (-p: the first\n"
         "                         turn); the model's chat template; the KV cache is kept between turns\n"
+        "  --raw                  with --chat: no template; each line continues the text as it stands\n"
         "  --system TEXT          system prompt for --chat (default: the config's, else the template's)\n"
         "  --no-think             Qwen3: ask for an answer without a thinking block\n"
         "  --tokens LIST          prompt as token ids (e.g. 151644,872,198); prints ids, greedy unless\n"
