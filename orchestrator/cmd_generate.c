@@ -302,6 +302,14 @@ static bool stop_seen(struct gen *g, const char *text, size_t len) {
     return false;
 }
 
+/* Samples the next id from g->logits and adds it to the sampler's history. */
+static st_status sample_host(struct gen *g, int32_t *next) {
+    *next = st_sampler_sample(g->sampler, g->logits);
+    if (*next < 0) return st_last_status();
+    st_sampler_accept(g->sampler, *next);
+    return ST_OK;
+}
+
 /* Next token after the logits in g->logits (sampled) or on the device (greedy). */
 static st_status next_token(struct gen *g, const int32_t *ids, int64_t n, bool prefill, int32_t *next) {
     double t0 = st_time_s();
@@ -310,11 +318,7 @@ static st_status next_token(struct gen *g, const int32_t *ids, int64_t n, bool p
         s = prefill ? st_engine_prefill_greedy(g->e, ids, n, next) : st_engine_decode_greedy(g->e, ids[0], next);
     } else {
         s = prefill ? st_engine_prefill(g->e, ids, n, g->logits, false) : st_engine_decode(g->e, ids[0], g->logits);
-        if (!s) {
-            *next = st_sampler_sample(g->sampler, g->logits);
-            if (*next < 0) s = st_last_status();
-            else st_sampler_accept(g->sampler, *next);
-        }
+        if (!s) s = sample_host(g, next);
     }
     double dt = st_time_s() - t0;
     if (prefill) { g->prefill_s += dt; g->n_prompt_tokens += n; }
@@ -369,13 +373,17 @@ static st_status run_ids(struct gen *g, const int32_t *ids, int64_t n, int64_t n
         if (!rows) return ST_ERR_NOMEM;
         if ((s = npy_open(o->logits, n + (n_new > 0 ? n_new - 1 : 0), V, &npy))) goto done;
     }
+    if (g->sampler) {   /* the prompt counts for the penalties, as in text mode */
+        for (int64_t i = 0; i < n; i++) st_sampler_accept(g->sampler, ids[i]);
+    }
     int32_t next = 0;
     double t0 = st_time_s();
     if (rows) {
         if ((s = st_engine_prefill(g->e, ids, n, rows, true))) goto done;
         if ((s = npy_rows(npy, o->logits, rows, n, V))) goto done;
         memcpy(g->logits, rows + (n - 1) * V, (size_t)V * sizeof(float));
-        next = g->sampler ? st_sampler_sample(g->sampler, g->logits) : st_cpu_argmax(g->logits, V);
+        if (!g->sampler) next = st_cpu_argmax(g->logits, V);
+        else if ((s = sample_host(g, &next))) goto done;
         g->prefill_s += st_time_s() - t0;
         g->n_prompt_tokens += n;
     } else if (n_new > 0) {
@@ -392,7 +400,8 @@ static st_status run_ids(struct gen *g, const int32_t *ids, int64_t n, int64_t n
             double t1 = st_time_s();
             if ((s = st_engine_decode(g->e, next, g->logits))) goto done;
             if ((s = npy_rows(npy, o->logits, g->logits, 1, V))) goto done;
-            next = g->sampler ? st_sampler_sample(g->sampler, g->logits) : st_cpu_argmax(g->logits, V);
+            if (!g->sampler) next = st_cpu_argmax(g->logits, V);
+            else if ((s = sample_host(g, &next))) goto done;
             g->decode_s += st_time_s() - t1;
             g->n_gen_tokens++;
         } else if ((s = next_token(g, &next, 1, false, &next))) {

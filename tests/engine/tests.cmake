@@ -34,3 +34,6 @@ st_add_cli_test(generate_cli_logits_dir RC 1 LABELS engine EXPECT "cannot create
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2 --logits /nonexistent-dir/l.npy")
 st_add_test(engine_generate_logits SOURCES engine/test_generate_logits.c LABELS engine golden)
 st_add_test(engine_graph_errors SOURCES engine/test_graph_errors.c LABELS engine)
+add_test(NAME engine_logits_same_ids COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/engine/logits_same_ids.sh $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(engine_logits_same_ids PROPERTIES LABELS engine)
