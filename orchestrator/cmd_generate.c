@@ -88,15 +88,6 @@ static void usage(FILE *f) {
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n");
 }
 
-static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_f(const char *s, float *out) {
     char *end;
     errno = 0;
@@ -151,25 +142,25 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
             if (!*v) return st_cli_usage_error("generate", "--stop wants a non-empty text");
             o->stop[o->n_stop++] = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            if (!parse_i64(v, 0, 1 << 24, &o->n_new)) return st_cli_usage_error("generate", "-n wants a count >= 0, got '%s'", v);
+            if (!st_cli_parse_i64(v, 0, 1 << 24, &o->n_new)) return st_cli_usage_error("generate", "-n wants a count >= 0, got '%s'", v);
         } else if (!strcmp(a, "--threads")) {
-            if (!parse_i64(v, 0, 4096, &n)) return st_cli_usage_error("generate", "--threads wants 0..4096, got '%s'", v);
+            if (!st_cli_parse_i64(v, 0, 4096, &n)) return st_cli_usage_error("generate", "--threads wants 0..4096, got '%s'", v);
             o->dep.threads = (int)n;
         } else if (!strcmp(a, "--ctx")) {
-            if (!parse_i64(v, 1, 1 << 24, &o->dep.context)) return st_cli_usage_error("generate", "--ctx wants a token count >= 1, got '%s'", v);
+            if (!st_cli_parse_i64(v, 1, 1 << 24, &o->dep.context)) return st_cli_usage_error("generate", "--ctx wants a token count >= 1, got '%s'", v);
         } else if (!strcmp(a, "--batch")) {
-            if (!parse_i64(v, 1, 1 << 20, &o->batch)) return st_cli_usage_error("generate", "--batch wants a token count >= 1, got '%s'", v);
+            if (!st_cli_parse_i64(v, 1, 1 << 20, &o->batch)) return st_cli_usage_error("generate", "--batch wants a token count >= 1, got '%s'", v);
         } else if (!strcmp(a, "--kv-dtype")) {
             if (!strcmp(v, "f32")) o->kv_dtype = ST_DTYPE_F32;
             else if (!strcmp(v, "f16")) o->kv_dtype = ST_DTYPE_F16;
             else if (!strcmp(v, "bf16")) o->kv_dtype = ST_DTYPE_BF16;
             else return st_cli_usage_error("generate", "--kv-dtype wants f32, f16 or bf16, got '%s'", v);
         } else if (!strcmp(a, "--top-k")) {
-            if (!parse_i64(v, 0, INT32_MAX, &o->top_k)) return st_cli_usage_error("generate", "--top-k wants a count >= 0, got '%s'", v);
+            if (!st_cli_parse_i64(v, 0, INT32_MAX, &o->top_k)) return st_cli_usage_error("generate", "--top-k wants a count >= 0, got '%s'", v);
         } else if (!strcmp(a, "--repeat-last-n")) {
-            if (!parse_i64(v, -1, INT32_MAX, &o->repeat_last_n)) return st_cli_usage_error("generate", "--repeat-last-n wants -1 or more, got '%s'", v);
+            if (!st_cli_parse_i64(v, -1, INT32_MAX, &o->repeat_last_n)) return st_cli_usage_error("generate", "--repeat-last-n wants -1 or more, got '%s'", v);
         } else if (!strcmp(a, "--seed")) {
-            if (!parse_i64(v, 0, INT64_MAX, &o->seed)) return st_cli_usage_error("generate", "--seed wants a non-negative integer, got '%s'", v);
+            if (!st_cli_parse_i64(v, 0, INT64_MAX, &o->seed)) return st_cli_usage_error("generate", "--seed wants a non-negative integer, got '%s'", v);
             o->has_seed = true;
         } else {
             float *dst = !strcmp(a, "--temp") ? &o->temp : !strcmp(a, "--top-p") ? &o->top_p

@@ -56,16 +56,23 @@ int st_cmd_perplexity(int argc, char **argv) {
         else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has) opt.model_path = argv[++i];
         else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has) opt.config_path = argv[++i];
         else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has) file = argv[++i];
-        else if (!strcmp(a, "--window") && has) window = atoll(argv[++i]);
-        else if (!strcmp(a, "--max-windows") && has) max_windows = atoll(argv[++i]);
-        else if (!strcmp(a, "--threads") && has) opt.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--window") && has) {
+            if (!st_cli_parse_i64(argv[++i], 2, 1 << 20, &window))
+                return st_cli_usage_error("perplexity", "--window wants a token count >= 2, got '%s'", argv[i]);
+        } else if (!strcmp(a, "--max-windows") && has) {
+            if (!st_cli_parse_i64(argv[++i], 0, INT64_MAX, &max_windows))
+                return st_cli_usage_error("perplexity", "--max-windows wants a count >= 0, got '%s'", argv[i]);
+        } else if (!strcmp(a, "--threads") && has) {
+            int64_t t;
+            if (!st_cli_parse_i64(argv[++i], 0, 4096, &t))
+                return st_cli_usage_error("perplexity", "--threads wants 0..4096, got '%s'", argv[i]);
+            opt.threads = (int)t;
+        }
         else if (!strcmp(a, "--cpu")) opt.cpu_only = true;
         else if (!strcmp(a, "--json")) json = true;
         else return st_cli_usage_error("perplexity", "unknown option or missing value '%s'", a);
     }
     if (!file) return st_cli_usage_error("perplexity", "no text file given (-f FILE)");
-    if (window < 2) return st_cli_usage_error("perplexity", "--window must be at least 2");
-    if (max_windows < 0) return st_cli_usage_error("perplexity", "--max-windows must be >= 0");
     opt.context = window;
 
     st_deploy *d = NULL;

@@ -119,8 +119,9 @@ int st_cmd_plan(int argc, char **argv) {
         } else if (!strcmp(a, "--cpu")) {
             opt.cpu_only = true;
         } else if (!strcmp(a, "--ctx")) {
-            if (!has_value || atoll(argv[i + 1]) <= 0) return st_cli_usage_error("plan", "--ctx needs a positive number");
-            opt.context = atoll(argv[++i]);
+            if (!has_value || !st_cli_parse_i64(argv[i + 1], 1, 1 << 24, &opt.context))
+                return st_cli_usage_error("plan", "--ctx needs a token count from 1 to 16777216");
+            i++;
         } else if (!strcmp(a, "--profile")) {
             if (!has_value) return st_cli_usage_error("plan", "--profile needs a file name");
             opt.profile_path = argv[++i];

@@ -37,14 +37,21 @@ static st_status default_config(const struct st_deploy_options *opt, const st_in
     return st_config_parse(text, strlen(text), "(command line)", out);
 }
 
-static const struct st_device_info *find_cuda(const st_inventory *inv, const struct st_config_device *cd) {
+/* The GPU a `cuda:N` or `cuda:GPU-...` entry names; *n_match counts the GPUs a
+ * UUID prefix fits (more than one is ambiguous). */
+static const struct st_device_info *find_cuda(const st_inventory *inv, const struct st_config_device *cd,
+                                              int *n_match) {
+    const struct st_device_info *found = NULL;
+    *n_match = 0;
     for (int i = 1; i < inv->n_devices; i++) {
         const struct st_device_info *d = &inv->devices[i];
         if (d->kind != ST_DEVICE_CUDA) continue;
-        if (cd->kind == ST_CONFIG_DEV_CUDA_INDEX && d->index == cd->index) return d;
-        if (cd->kind == ST_CONFIG_DEV_CUDA_UUID && !strncmp(d->uuid, cd->uuid, strlen(cd->uuid))) return d;
+        bool hit = cd->kind == ST_CONFIG_DEV_CUDA_INDEX ? d->index == cd->index
+                                                        : !strncmp(d->uuid, cd->uuid, strlen(cd->uuid));
+        if (hit && !found) found = d;
+        *n_match += hit;
     }
-    return NULL;
+    return found;
 }
 
 static void apply_tri(bool *field, st_config_tri t) {
@@ -65,7 +72,13 @@ static st_status resolve_device(const struct st_deploy_config *cfg, const struct
         info = inv->devices[0];
         if (cd->threads > 0) info.threads = cd->threads;
     } else {
-        const struct st_device_info *d = find_cuda(inv, cd);
+        int n_match;
+        const struct st_device_info *d = find_cuda(inv, cd, &n_match);
+        if (n_match > 1) {
+            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices: '%s' fits %d GPUs of this machine", cfg->source,
+                         cd->selector_pos.line, cd->selector_pos.column, cd->selector, n_match);
+            return st_error_hint("write more of the UUID ('strata inventory' lists them) or use cuda:N");
+        }
         if (!d) {
             int n_gpu = inv->n_devices - 1;
             st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices: '%s' is not on this machine (%d GPU%s visible%s%s)",
@@ -265,11 +278,9 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
     }
     d->req.force_prec = cfg->placement.precision;
     d->req.force_attn = cfg->placement.attention;
-    d->req.offload_cpu = NULL;
-    static struct st_plan_device host_cpu;   /* lives as long as the process; read-only after init */
-    st_plan_device_init(&host_cpu, &d->inv->devices[0]);
-    snprintf(host_cpu.select, sizeof host_cpu.select, "cpu");
-    d->req.offload_cpu = &host_cpu;
+    st_plan_device_init(&d->host_cpu, &d->inv->devices[0]);
+    snprintf(d->host_cpu.select, sizeof d->host_cpu.select, "cpu");
+    d->req.offload_cpu = &d->host_cpu;
     struct st_plan_range *ranges = NULL;
     if (opt->plan_path) {
         if ((s = replay_plan(d, opt->plan_path, opt->context, &ranges))) goto fail;

@@ -42,6 +42,7 @@ typedef struct st_deploy {
     int n_devs;
     struct st_plan_link *links;          /* (n_devs x n_devs) */
     struct st_plan_request req;
+    struct st_plan_device host_cpu;      /* this machine's CPU, for "CPU offload" suggestions */
     st_plan *plan;                       /* feasible unless st_deploy_open said ST_ERR_CONFIG */
     char profile_used[512];              /* the probe profile applied, or "" */
     bool *fp16_safe;                     /* (n_layer) from placement.numerics, or NULL; req.fp16_safe points here */

@@ -632,13 +632,18 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
 
 enum out_mode { OUT_NONE, OUT_LAST, OUT_ALL, OUT_GREEDY };
 
-/* The greedy head on the last stage: final norm of the last row, lm_head, argmax. */
-static st_status stage_head_greedy(st_engine *e, struct stage *s, int64_t T) {
+/* The head on the last stage for the last row: final norm and lm_head into s->logits. */
+static st_status stage_head_last(st_engine *e, struct stage *s, int64_t T) {
     const struct st_device_ops *o = s->ops;
     const int64_t E = e->hp.n_embd;
     TRY(o->rmsnorm(s->be, s->x + (T - 1) * E, s->out_norm, 1, E, e->hp.rms_eps, s->h));
-    TRY(o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits));
-    return o->argmax(s->be, s->logits, e->hp.n_vocab, s->next_id);
+    return o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits);
+}
+
+/* The same, then the greedy id into s->next_id. */
+static st_status stage_head_greedy(st_engine *e, struct stage *s, int64_t T) {
+    TRY(stage_head_last(e, s, T));
+    return s->ops->argmax(s->be, s->logits, e->hp.n_vocab, s->next_id);
 }
 
 /* One greedy decode step of a stage as a graph: the first step runs as usual,
@@ -724,8 +729,7 @@ static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum
             e->tok_on_device = e->tok_link != NULL;
             e->tok_id = *next_id;
         } else {
-            TRY(o->rmsnorm(s->be, s->x + (T - 1) * E, s->out_norm, 1, E, eps, s->h));
-            TRY(o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits));
+            TRY(stage_head_last(e, s, T));
             if (timing) TRY(tmark_record(s, &s->t_end));
             TRY(o->download(s->be, logits_out, s->logits, (size_t)V * sizeof(float)));
         }
