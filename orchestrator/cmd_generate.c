@@ -41,7 +41,6 @@ struct gen_opts {
     bool thinking;           /* Qwen3: enable_thinking */
     bool stats;
     int64_t n_new;           /* -1 = config's max_tokens (text) or 16 (ids) */
-    int64_t batch;           /* prefill chunk override, 0 = plan's */
     int kv_dtype;            /* -1 = plan's */
     const char *stop[16]; int n_stop;
     /* sampling overrides: NAN / -1 = from the config */
@@ -83,7 +82,8 @@ static void usage(FILE *f) {
         "  --ctx N                context (KV cache tokens; default: the config's, at most the trained\n"
         "                         context, grown to fit prompt + N)\n"
         "  --batch N              prefill chunk in tokens\n"
-        "  --kv-dtype T           KV cache type on every stage: f32, f16 or bf16 (default: the plan's)\n"
+        "  --kv-dtype T           KV cache type on every stage: f32, f16 or bf16 (default: the plan's;\n"
+        "                         the plan's memory figures assume its own choice)\n"
         "  -h, --help             this text\n\n"
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n");
 }
@@ -149,7 +149,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         } else if (!strcmp(a, "--ctx")) {
             if (!st_cli_parse_i64(v, 1, 1 << 24, &o->dep.context)) return st_cli_usage_error("generate", "--ctx wants a token count >= 1, got '%s'", v);
         } else if (!strcmp(a, "--batch")) {
-            if (!st_cli_parse_i64(v, 1, 1 << 20, &o->batch)) return st_cli_usage_error("generate", "--batch wants a token count >= 1, got '%s'", v);
+            if (!st_cli_parse_i64(v, 1, 1 << 20, &o->dep.prefill_chunk)) return st_cli_usage_error("generate", "--batch wants a token count >= 1, got '%s'", v);
         } else if (!strcmp(a, "--kv-dtype")) {
             if (!strcmp(v, "f32")) o->kv_dtype = ST_DTYPE_F32;
             else if (!strcmp(v, "f16")) o->kv_dtype = ST_DTYPE_F16;
@@ -174,6 +174,11 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
     if (modes == 0) return st_cli_usage_error("generate", "give a prompt: -p TEXT, --chat, or --tokens 1,2,3");
     if (modes > 1 || (o->tokens && o->prompt)) return st_cli_usage_error("generate", "choose one of -p, --chat and --tokens");
     if (o->logits && !o->tokens) return st_cli_usage_error("generate", "--logits goes with --tokens");
+    if (o->chat && o->prompt && !strcmp(o->prompt, "-"))
+        return st_cli_usage_error("generate", "--chat reads its turns from stdin already; give the first turn as -p TEXT");
+    if (!o->chat && (o->system || o->raw || !o->thinking))
+        ST_WARN("generate: --system, --raw and --no-think apply to --chat only; ignored");
+    if (o->tokens && o->n_stop) ST_WARN("generate: --stop applies to text output; ignored with --tokens");
     return -1;
 }
 
@@ -590,11 +595,10 @@ int st_cmd_generate(int argc, char **argv) {
         o.dep.context = need;
         if ((s = st_deploy_open(&o.dep, &g.d))) goto done;
     }
-    if (o.kv_dtype >= 0 || o.batch > 0) {
-        for (int i = 0; i < g.d->plan->n_stages; i++) {
-            if (o.kv_dtype >= 0) g.d->plan->stages[i].kv_dtype = (st_dtype)o.kv_dtype;
-        }
-        if (o.batch > 0) g.d->plan->prefill_chunk = o.batch;
+    /* The KV type is a run-time choice the planner does not take as input; the
+     * plan's memory figures keep its own (the help says so). */
+    if (o.kv_dtype >= 0) {
+        for (int i = 0; i < g.d->plan->n_stages; i++) g.d->plan->stages[i].kv_dtype = (st_dtype)o.kv_dtype;
     }
     if (st_log_get_level() >= ST_LOG_INFO) st_plan_print(stderr, g.d->plan, false);
     if ((s = st_deploy_engine(g.d, &g.e))) goto done;

@@ -263,7 +263,7 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
         d->req.context = ST_MIN(d->req.context, d->pm.n_ctx_train);  /* no longer than it was trained for */
     }
     d->req.batch = cfg->batch;
-    d->req.prefill_chunk = cfg->prefill_chunk;
+    d->req.prefill_chunk = opt->prefill_chunk > 0 ? opt->prefill_chunk : cfg->prefill_chunk;
     d->req.objective = cfg->placement.objective == ST_CONFIG_OBJECTIVE_THROUGHPUT ? ST_PLAN_THROUGHPUT
                                                                                   : ST_PLAN_LATENCY;
     if (cfg->placement.numerics) {

@@ -31,6 +31,7 @@ struct st_deploy_options {
     bool cpu_only;               /* --cpu: without -c, use the CPU even when GPUs exist */
     int threads;                 /* --threads N for CPU devices (0 = config or all cores) */
     int64_t context;             /* --ctx N (0 = config or default) */
+    int64_t prefill_chunk;       /* --batch N: prompt tokens per prefill step (0 = config or default) */
 };
 
 typedef struct st_deploy {

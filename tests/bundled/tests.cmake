@@ -50,3 +50,8 @@ st_add_cli_test(perplexity_preset_refused RC 2 LABELS bundled
 st_add_cli_test(plan_profile_missing RC 1 LABELS bundled
   EXPECT "tests/bundled/no-such-profile.json: cannot open|||hint:"
   ARGS "plan -c configs/what-if-cpu-qwen0.5b.yaml --profile tests/bundled/no-such-profile.json")
+
+# --chat takes its turns from stdin; "-p -" there is a usage error, not a turn named "-".
+st_add_cli_test(bundled_chat_stdin_prompt RC 2 LABELS bundled
+  EXPECT "--chat reads its turns from stdin already; give the first turn as -p TEXT"
+  ARGS "generate -m models/tiny-kjv --chat -p -")
