@@ -50,3 +50,24 @@ int st_cli_not_built(const char *cmd, const char *what) {
     st_error_hint("see the README for what this version can do; nothing was run");
     return st_cli_report(ST_ERR_NOT_BUILT);
 }
+
+st_status st_cli_read_stdin(char **out, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *p = realloc(buf, cap * 2);
+            if (!p) { free(buf); buf = NULL; break; }
+            buf = p;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, stdin);
+        if (r == 0) break;
+        n += r;
+    }
+    *out = buf;
+    if (!buf) return st_error_set(ST_ERR_NOMEM, "out of memory reading standard input");
+    buf[n] = 0;
+    if (len) *len = n;
+    return ST_OK;
+}

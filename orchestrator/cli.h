@@ -33,6 +33,11 @@ int st_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
  * untouched) when s is empty, has trailing characters or is out of range. */
 bool st_cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 
+/* Reads all of standard input into a malloc'ed, NUL-terminated buffer (*len
+ * bytes before the NUL; len may be NULL). ST_ERR_NOMEM when it does not fit:
+ * a cut input is never returned. */
+st_status st_cli_read_stdin(char **out, size_t *len);
+
 /* Prints that a feature is not in this build yet and returns 2. */
 int st_cli_not_built(const char *cmd, const char *what);
 

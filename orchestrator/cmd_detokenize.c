@@ -115,20 +115,8 @@ int st_cmd_detokenize(int argc, char **argv) {
         goto done;
     }
     /* standard input */
-    size_t cap = 1 << 16, len = 0;
-    in = malloc(cap);
-    while (in) {
-        if (len == cap) {
-            char *p = realloc(in, cap * 2);
-            if (!p) { free(in); in = NULL; break; }   /* reported below: never decode a cut input */
-            in = p;
-            cap *= 2;
-        }
-        size_t r = fread(in + len, 1, cap - len, stdin);
-        if (r == 0) break;
-        len += r;
-    }
-    if (!in) { s = st_error_set(ST_ERR_NOMEM, "out of memory reading standard input"); goto done; }
+    size_t len = 0;
+    if ((s = st_cli_read_stdin(&in, &len))) goto done;
     bool per_line = lines || memchr(in, '[', len) != NULL;
     if (!per_line) {
         s = parse(in, len, tok, "standard input", &d);

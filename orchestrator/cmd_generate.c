@@ -211,26 +211,6 @@ static st_status parse_token_list(const char *s, int32_t **out, int64_t *n_out) 
     return ST_OK;
 }
 
-/* Reads all of stdin (for -p -). */
-static st_status read_stdin(char **out) {
-    size_t cap = 4096, n = 0;
-    char *buf = st_malloc(cap, "stdin prompt");
-    if (!buf) return ST_ERR_NOMEM;
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, stdin)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) { free(buf); return st_error_set(ST_ERR_NOMEM, "out of host memory reading the prompt"); }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    buf[n] = 0;
-    *out = buf;
-    return ST_OK;
-}
-
 /* .npy (format 1.0) writer: header padded so the data starts at a multiple of 64. */
 static st_status npy_open(const char *path, int64_t rows, int64_t cols, FILE **out) {
     *out = NULL;
@@ -559,7 +539,7 @@ int st_cmd_generate(int argc, char **argv) {
 
     if (o.tokens && (s = parse_token_list(o.tokens, &ids, &n_ids))) goto done;
     if (o.prompt && !strcmp(o.prompt, "-") && !o.chat) {
-        if ((s = read_stdin(&stdin_text))) goto done;
+        if ((s = st_cli_read_stdin(&stdin_text, NULL))) goto done;
         o.prompt = stdin_text;
     }
     if ((s = st_deploy_open(&o.dep, &g.d))) goto done;

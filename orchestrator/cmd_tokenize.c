@@ -24,25 +24,6 @@ static void usage(FILE *f) {
         "example: echo 'Hello world' | strata tokenize -m Qwen3-0.6B/ --json\n");
 }
 
-static char *read_all(FILE *f, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return NULL;
-    for (;;) {
-        if (n == cap) {
-            char *p = realloc(buf, cap * 2);
-            if (!p) { free(buf); return NULL; }
-            buf = p;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    *len = n;
-    return buf;
-}
-
 static void print_ids(const int32_t *ids, int64_t n, bool json) {
     if (json) putchar('[');
     for (int64_t i = 0; i < n; i++) printf(i ? (json ? ", %d" : " %d") : "%d", ids[i]);
@@ -71,10 +52,10 @@ int st_cmd_tokenize(int argc, char **argv) {
     st_status s = st_tokenizer_load_path(path, &tok);
     if (s) return st_cli_report(s);
     size_t len = 0;
-    char *text = read_all(stdin, &len);
+    char *text = NULL;
     int32_t *ids = NULL;
     int64_t n = 0, cap = 0;
-    if (!text) { s = st_error_set(ST_ERR_NOMEM, "out of memory reading standard input"); goto done; }
+    if ((s = st_cli_read_stdin(&text, &len))) goto done;
     if (!lines) {
         if ((s = st_tokenizer_encode_alloc(tok, text, len, flags, &ids, &n, &cap))) goto done;
         print_ids(ids, n, json);
