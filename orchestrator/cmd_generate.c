@@ -542,17 +542,14 @@ int st_cmd_generate(int argc, char **argv) {
         if ((s = st_cli_read_stdin(&stdin_text, NULL))) goto done;
         o.prompt = stdin_text;
     }
-    if ((s = st_deploy_open(&o.dep, &g.d))) goto done;
-    if (!st_deploy_runnable(g.d)) {
-        s = st_deploy_engine(g.d, &g.e);   /* says which device cannot run */
-        goto done;
-    }
+    /* The model is opened before planning: the prompt's length decides the context. */
+    if ((s = st_deploy_load(&o.dep, &g.d))) goto done;
     const struct st_config_generation *gen = &g.d->cfg->generation;
     int64_t n_new = o.n_new >= 0 ? o.n_new : o.tokens ? GEN_DEFAULT_N : gen->max_tokens;
-    if (!o.tokens || g.d->model->tok_source != ST_TOKSRC_NONE) {
+    if (g.d->model && (!o.tokens || g.d->model->tok_source != ST_TOKSRC_NONE)) {
         if ((s = st_tokenizer_from_model(g.d->model, &g.tok))) goto done;
     }
-    if (o.prompt && !o.chat) {
+    if (g.d->model && o.prompt && !o.chat) {
         if ((s = st_tokenizer_encode_alloc(g.tok, o.prompt, strlen(o.prompt), ST_TOK_DEFAULT, &ids, &n_ids, &ids_cap))) goto done;
         if (n_ids == 0) {
             s = st_error_set(ST_ERR_USAGE, "generate: the prompt is empty");
@@ -562,18 +559,20 @@ int st_cmd_generate(int argc, char **argv) {
     }
     /* Grow the context to fit prompt + N unless the user fixed it. */
     int64_t need = n_ids + (n_new > 0 ? n_new - 1 : 0);
-    if (need > g.d->plan->context) {
-        if (o.dep.context > 0 || o.dep.config_path) {
+    if (need > g.d->req.context) {
+        if (g.d->context_fixed) {
             s = st_error_set(ST_ERR_USAGE, "generate: %lld prompt tokens + %lld new ones need a context of %lld, "
                              "the plan has %lld", (long long)n_ids, (long long)n_new, (long long)need,
-                             (long long)g.d->plan->context);
+                             (long long)g.d->req.context);
             st_error_hint("raise --ctx (or 'context:' in the config) or lower -n");
             goto done;
         }
-        st_deploy_free(g.d);
-        g.d = NULL;
-        o.dep.context = need;
-        if ((s = st_deploy_open(&o.dep, &g.d))) goto done;
+        g.d->req.context = need;
+    }
+    if ((s = st_deploy_plan(g.d))) goto done;
+    if (!st_deploy_runnable(g.d)) {
+        s = st_deploy_engine(g.d, &g.e);   /* says which device cannot run */
+        goto done;
     }
     /* The KV type is a run-time choice the planner does not take as input; the
      * plan's memory figures keep its own (the help says so). */

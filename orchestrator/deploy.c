@@ -207,7 +207,7 @@ static st_status replay_plan(st_deploy *d, const char *path, int64_t context, st
     return s;
 }
 
-st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
+st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
     *out = NULL;
     st_status s = ST_OK;
     st_deploy *d = st_calloc(1, sizeof *d, "deployment");
@@ -281,37 +281,51 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
     st_plan_device_init(&d->host_cpu, &d->inv->devices[0]);
     snprintf(d->host_cpu.select, sizeof d->host_cpu.select, "cpu");
     d->req.offload_cpu = &d->host_cpu;
-    struct st_plan_range *ranges = NULL;
     if (opt->plan_path) {
-        if ((s = replay_plan(d, opt->plan_path, opt->context, &ranges))) goto fail;
+        if ((s = replay_plan(d, opt->plan_path, opt->context, &d->ranges))) goto fail;
     } else if (cfg->placement.strategy == ST_CONFIG_STRATEGY_MANUAL) {
-        ranges = st_calloc((size_t)cfg->placement.n_manual, sizeof *ranges, "manual placement");
-        if (!ranges) { s = ST_ERR_NOMEM; goto fail; }
+        d->ranges = st_calloc((size_t)cfg->placement.n_manual, sizeof *d->ranges, "manual placement");
+        if (!d->ranges) { s = ST_ERR_NOMEM; goto fail; }
         for (int i = 0; i < cfg->placement.n_manual; i++) {
-            ranges[i].device = cfg->placement.manual[i].device;
-            ranges[i].first = cfg->placement.manual[i].first_layer;
-            ranges[i].last = cfg->placement.manual[i].last_layer;
+            d->ranges[i].device = cfg->placement.manual[i].device;
+            d->ranges[i].first = cfg->placement.manual[i].first_layer;
+            d->ranges[i].last = cfg->placement.manual[i].last_layer;
         }
-        d->req.manual = ranges;
+        d->req.manual = d->ranges;
         d->req.n_manual = cfg->placement.n_manual;
     }
-    s = st_plan_make(&d->pm, d->devs, d->n_devs, d->links, &d->req, &d->plan);
-    free(ranges);
-    d->req.manual = NULL;
-    d->req.n_manual = 0;
-    if (s && !d->plan) goto fail;
-    if (s) st_error_prefix("%s", cfg->source);
+    d->context_fixed = opt->context > 0 || opt->config_path != NULL;
     *out = d;
-    return s;
+    return ST_OK;
 
 fail:
     st_deploy_free(d);
     return s;
 }
 
+st_status st_deploy_plan(st_deploy *d) {
+    st_plan_free(d->plan);
+    d->plan = NULL;
+    st_status s = st_plan_make(&d->pm, d->devs, d->n_devs, d->links, &d->req, &d->plan);
+    if (s && d->plan) st_error_prefix("%s", d->cfg->source);
+    return s;
+}
+
+st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
+    st_status s = st_deploy_load(opt, out);
+    if (s) return s;
+    s = st_deploy_plan(*out);
+    if (s && !(*out)->plan) {
+        st_deploy_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
 void st_deploy_free(st_deploy *d) {
     if (!d) return;
     st_plan_free(d->plan);
+    free(d->ranges);
     free(d->fp16_safe);
     free(d->links);
     free(d->devs);

@@ -47,6 +47,8 @@ typedef struct st_deploy {
     st_plan *plan;                       /* feasible unless st_deploy_open said ST_ERR_CONFIG */
     char profile_used[512];              /* the probe profile applied, or "" */
     bool *fp16_safe;                     /* (n_layer) from placement.numerics, or NULL; req.fp16_safe points here */
+    struct st_plan_range *ranges;        /* manual or replayed placement, or NULL; req.manual points here */
+    bool context_fixed;                  /* the user chose the context (--ctx or a config file) */
 } st_deploy;
 
 /* Loads the config (or builds the default deployment), opens the model,
@@ -55,6 +57,15 @@ typedef struct st_deploy {
  * ST_ERR_CONFIG and *out is still set, with plan->feasible == false, so the
  * caller can print the shortfall. Other errors leave *out NULL. */
 st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out);
+
+/* st_deploy_open in two steps, for callers that learn something the plan needs
+ * (the prompt's length) from the opened model: st_deploy_load does everything
+ * but planning and fills d->req; the caller may change d->req (e.g. the
+ * context) and then calls st_deploy_plan, as often as it likes. st_deploy_plan
+ * replaces d->plan and returns what st_deploy_open would: ST_ERR_CONFIG with
+ * an infeasible d->plan when nothing fits; other errors leave d->plan NULL. */
+st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out);
+st_status st_deploy_plan(st_deploy *d);
 void st_deploy_free(st_deploy *d);       /* accepts NULL */
 
 /* True when every stage runs on a device of this machine. */

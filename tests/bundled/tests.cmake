@@ -55,3 +55,10 @@ st_add_cli_test(plan_profile_missing RC 1 LABELS bundled
 st_add_cli_test(bundled_chat_stdin_prompt RC 2 LABELS bundled
   EXPECT "--chat reads its turns from stdin already; give the first turn as -p TEXT"
   ARGS "generate -m models/tiny-kjv --chat -p -")
+
+# The context grows to fit prompt + N when no --ctx is given; the deployment is
+# planned once, after tokenizing (it used to be freed and re-opened, and then
+# read after the free: ASan found it). Past the trained context and from stdin.
+add_test(NAME bundled_long_context COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/long_context.sh $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_long_context PROPERTIES LABELS bundled)
