@@ -176,11 +176,13 @@ struct st_weight {
     int64_t rows, cols;
 };
 
-/* One layer's KV cache on a device: k and v are (n_ctx, n_head_kv, head_dim) in dtype. */
+/* One layer's KV cache on a device: k and v are (n_slots, n_ctx, n_head_kv,
+ * head_dim) in dtype: one plane of n_ctx rows per sequence (slot). */
 struct st_kv_layer {
     void *k, *v;
     st_dtype dtype;
     int64_t n_ctx, n_head_kv, head_dim;
+    int64_t n_slots;         /* sequences the cache holds (>= 1) */
 };
 
 struct st_rope_params {
@@ -235,8 +237,12 @@ static inline double st_sample_uniform(uint64_t seed, uint64_t n) {
 }
 
 /* All activations are fp32 device buffers laid out [n_tok][width].
- * `pos` is a device array of n_tok consecutive absolute positions; reading it on
- * the device (not the host) keeps a decode step capturable in a CUDA graph.
+ * The tokens of one call are either one sequence (a prefill chunk, or one
+ * decode token) or a batched decode step (one token from each of n_tok
+ * sequences). `pos` is a device array of the n_tok absolute positions (within
+ * each token's own sequence); `slot` (device, n_tok, or NULL for slot 0) says
+ * which sequence of the KV cache each token belongs to. Reading both on the
+ * device (not the host) keeps a decode step capturable in a CUDA graph.
  * Every entry returns ST_OK or an error naming the op and the device.
  * Optional entries may be NULL; the wrappers in orchestrator/ fall back. */
 struct st_device_ops {
@@ -261,17 +267,21 @@ struct st_device_ops {
     /* in place on x: (n_tok, n_heads, head_dim) */
     st_status (*rope)(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
                       const int32_t *pos, const struct st_rope_params *rp);
-    /* writes k, v (n_tok, n_head_kv, head_dim) at rows pos[t] of the cache */
+    /* writes k, v (n_tok, n_head_kv, head_dim) at rows pos[t] of sequence slot[t] of the cache */
     st_status (*kv_store)(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v,
-                          int64_t n_tok, const int32_t *pos);
-    /* causal GQA attention: token t sees cache rows 0..pos[t]; q, out (n_tok, n_head, head_dim) */
+                          int64_t n_tok, const int32_t *pos, const int32_t *slot);
+    /* causal GQA attention: token t sees rows 0..pos[t] of sequence slot[t]; q, out (n_tok, n_head,
+     * head_dim). n_seq is 1 (every token in sequence slot[0] at consecutive positions: a prefill
+     * chunk) or n_tok (a batched decode step: each token its own sequence). */
     st_status (*attention)(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok,
-                           int64_t n_head, const int32_t *pos, float scale, float *out);
+                           int64_t n_head, const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale,
+                           float *out);
     /* out[i] = silu(gate[i]) * up[i] */
     st_status (*swiglu)(st_backend *be, const float *gate, const float *up, int64_t n, float *out);
     /* x[i] += y[i] */
     st_status (*add)(st_backend *be, float *x, const float *y, int64_t n);
-    /* out_id[0] = argmax over logits (n_vocab), lowest id on ties */
+    /* out_id[0] = argmax over logits (n_vocab), lowest id on ties; -1 when any logit is NaN or
+     * infinite (such logits are an error, never a token) */
     st_status (*argmax)(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id);
 
     /* ---- optional entries (NULL when the backend has none) ---- */
@@ -299,7 +309,7 @@ struct st_device_ops {
                                float *out);
     /* out_id[0] = one token drawn from logits (n_vocab) under sp (see struct
      * st_sample_params); pos is the device int32 position being generated,
-     * which numbers the draw. Greedy when sp->temperature <= 0. */
+     * which numbers the draw. Greedy when sp->temperature <= 0. -1 when a logit is non-finite. */
     st_status (*sample)(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
                         const int32_t *pos, int32_t *out_id);
     /* Timing (`strata bench`): an event marks the point in the backend's
@@ -312,6 +322,14 @@ struct st_device_ops {
     void (*event_free)(st_backend *be, st_event *ev);      /* accepts NULL */
     st_status (*event_record)(st_backend *be, st_event *ev);
     st_status (*event_elapsed_ms)(st_backend *be, st_event *from, st_event *to, double *ms);
+    /* Pipelining several micro-batches (the scheduler): download_async
+     * enqueues a copy of device bytes into host memory from ST_BUF_STAGING
+     * (pinned) after the work issued so far and returns at once; event_sync
+     * waits on the host until an event recorded on this backend has passed,
+     * then reports what the kernels flagged (as sync does). Both or none;
+     * NULL: the engine uses download (which waits for everything issued). */
+    st_status (*download_async)(st_backend *be, void *dst_host, const void *src, size_t bytes);
+    st_status (*event_sync)(st_backend *be, st_event *ev);
 };
 
 /* ---- links between consecutive stages ------------------------------------ */

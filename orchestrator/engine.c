@@ -1,5 +1,6 @@
 /* The engine: stages over the device ops table, the transformer block written
- * once, chunked prefill, decode and greedy choice on the device. */
+ * once, chunked prefill, decode (one sequence, or one token of many sequences
+ * per step, several steps in flight) and token choice on the device. */
 #include "orchestrator/engine.h"
 
 #include <math.h>
@@ -7,6 +8,8 @@
 #include <string.h>
 
 #define LOGIT_ROWS 16   /* lm_head rows per pass when every position's logits are wanted */
+#define MAX_MICRO 8     /* decode micro-batches in flight */
+#define FUSED_MAX_TOK 8 /* passes this small (decode steps) use the grouped q/k/v and gate/up ops */
 
 struct stage_layer {
     const float *attn_norm, *ffn_norm;       /* (E) */
@@ -14,13 +17,18 @@ struct stage_layer {
     const float *bq, *bk, *bv, *bo;          /* (H*D), (Hkv*D), (Hkv*D), (E) or NULL */
     struct st_weight wq, wk, wv, wo;         /* (H*D, E), (Hkv*D, E), (Hkv*D, E), (E, H*D) */
     struct st_weight gate, up, down;         /* (F, E), (F, E), (E, F) */
-    struct st_kv_layer kv;                   /* (n_ctx, Hkv, D) each of k and v */
+    struct st_kv_layer kv;                   /* (n_seq, n_ctx, Hkv, D) each of k and v */
 };
 
 struct imported { int64_t tensor; void *ptr; };
 
 /* A timing mark: a backend event, or the host clock after a sync where the backend has no events. */
 struct tmark { st_event *ev; double host_s; };
+
+/* The per-pass inputs of a stage, in one device array and a host staging copy
+ * per set (micro-batches 0..n_micro-1, then the synchronous set): the host
+ * writes a set only after the pass that last read it has ended. */
+enum { IO_POS = 0, IO_SLOT, IO_GPOS, IO_IDS, IO_N };
 
 struct stage {
     struct st_engine_stage_desc d;
@@ -35,20 +43,34 @@ struct stage {
     struct imported *imp;                    /* tensors on this device, for reuse and release */
     int n_imp, cap_imp;
     void *kv_mem, *work_mem, *rope_mem;      /* device allocations */
-    /* workspace views, T = max_batch_tokens */
+    /* workspace views, T = the engine's largest pass */
     float *x;                                /* (T, E) residual stream; the link target */
     float *h;                                /* (T, E) normed input, o_proj and down outputs */
     float *q, *att;                          /* (T, H*D) */
     float *k, *v;                            /* (T, Hkv*D) */
     float *gate, *up;                        /* (T, F) */
     float *logits;                           /* (logit_rows, V) on the last stage */
-    int32_t *ids, *pos, *next_id;            /* (T), (T), (1) */
+    int32_t *io;                             /* (IO_N, T): pos, slot, gen pos (pos + 1), ids */
+    int32_t *next_id;                        /* (T) picks of the last stage */
+    int32_t *io_host[MAX_MICRO + 1];         /* staging (ST_BUF_STAGING) per set: (IO_N, T) */
     int64_t logit_rows;
     st_link *link_next;
     uint64_t weight_bytes;
     struct tmark t_start, t_end;             /* timing: the stage's work */
     struct tmark t_in_start, t_in_end;       /* timing: the link from the previous stage arriving here */
+    st_event *busy_start[MAX_MICRO], *busy_end[MAX_MICRO];   /* device time of each micro-batch's step */
     int graph_state;                         /* decode graph: 0 none, 1 one uncaptured step run, 2 captured */
+};
+
+/* What a pass leaves for the host on the last stage, per set. */
+struct out_set {
+    int32_t *ids;                            /* staging (rows): the picks */
+    float *logits;                           /* staging (rows_max, V): LOGITS rows, packed */
+    st_event *done;                          /* recorded after the downloads (NULL: none, they waited) */
+    int n_rows;                              /* rows of the pass in flight (0: none) */
+    struct st_engine_row *rows;              /* (rows_max) copy of the pass's rows */
+    int64_t tok0;                            /* first pass row the picks belong to */
+    int64_t T;                               /* tokens of the pass */
 };
 
 struct st_engine {
@@ -56,15 +78,20 @@ struct st_engine {
     struct st_hparams hp;
     int n_stages;
     struct stage *st;                        /* (n_stages) */
-    int64_t n_ctx, max_batch, n_past;
-    int32_t *pos_host;                       /* (max_batch) */
+    int64_t n_ctx, max_batch, n_seq, T;      /* T: largest pass (prefill chunk or a decode step) */
+    int n_micro;
+    int64_t step_rows;                       /* most rows of one decode step */
+    int64_t *n_past;                         /* (n_seq) tokens in each sequence's KV cache */
+    struct out_set out[MAX_MICRO + 1];       /* micro-batches, then the synchronous set */
+    float *check_row;                        /* (max(E, V)) host row for locating non-finite values */
     bool timing;
     double *stage_ms, *link_ms;              /* (n_stages) each: times of the last call */
     st_engine_tap_fn tap;                    /* observation hook (CPU stages), or NULL */
     void *tap_user;
-    /* Greedy decode on GPUs: each stage's step is a captured graph, and the
-     * sampled id goes from the last stage back to the first over tok_link, so
-     * the host uploads only the position and waits only to read the id. */
+    /* Greedy decode of one sequence on GPUs: each stage's step is a captured
+     * graph, and the sampled id goes from the last stage back to the first
+     * over tok_link, so the host uploads only the position and waits only to
+     * read the id. */
     bool graphs;                             /* every stage can capture and replay */
     st_link *tok_link;                       /* last stage's next_id -> first stage's ids, or NULL */
     bool tok_on_device;                      /* first stage's ids[0] holds tok_id already */
@@ -203,7 +230,7 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     const st_model *m = e->m;
     const struct st_hparams *hp = &e->hp;
     const int64_t E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv, D = hp->head_dim;
-    const int64_t V = hp->n_vocab, T = e->max_batch;
+    const int64_t V = hp->n_vocab, T = e->T;
     st_status rc;
 
     s->ops = s->d.ops;
@@ -270,44 +297,78 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
         s->rope.freq_factors = s->rope_mem;
     }
 
-    /* KV cache: one allocation for the stage's layers */
+    /* KV cache: one allocation for the stage's layers, a plane of n_ctx rows per sequence */
     st_dtype kvt = s->d.cfg.kv_dtype;
     if (kvt != ST_DTYPE_F32 && kvt != ST_DTYPE_F16 && kvt != ST_DTYPE_BF16) {
         st_error_set(ST_ERR_CONFIG, "stage on %s: KV cache dtype %s is not supported", s->d.info.name, st_dtype_name(kvt));
         return st_error_hint("use f32, f16 or bf16 for the KV cache");
     }
     if (s->n_layers > 0) {
-        size_t plane = align64(st_dtype_row_bytes(kvt, Hkv * D) * (size_t)e->n_ctx);
+        size_t plane = align64(st_dtype_row_bytes(kvt, Hkv * D) * (size_t)e->n_ctx * (size_t)e->n_seq);
         if ((rc = s->ops->alloc(s->be, plane * 2 * (size_t)s->n_layers, ST_BUF_KV, &s->kv_mem)) != ST_OK)
-            return st_error_prefix("stage on %s: KV cache for %lld tokens", s->d.info.name, (long long)e->n_ctx);
+            return st_error_prefix("stage on %s: KV cache for %lld sequence%s of %lld tokens", s->d.info.name,
+                                   (long long)e->n_seq, e->n_seq == 1 ? "" : "s", (long long)e->n_ctx);
         for (int64_t i = 0; i < s->n_layers; i++) {
             uint8_t *base = (uint8_t *)s->kv_mem + (size_t)i * 2 * plane;
             s->layers[i].kv = (struct st_kv_layer){.k = base, .v = base + plane, .dtype = kvt, .n_ctx = e->n_ctx,
-                                                   .n_head_kv = Hkv, .head_dim = D};
+                                                   .n_head_kv = Hkv, .head_dim = D, .n_slots = e->n_seq};
         }
     }
 
     /* workspace: one allocation, views carved in order */
-    s->logit_rows = s->d.has_output ? ST_MIN(T, LOGIT_ROWS) : 0;
+    s->logit_rows = s->d.has_output ? ST_MAX(ST_MIN(T, LOGIT_ROWS), e->step_rows) : 0;
     size_t fsz = sizeof(float);
-    size_t sizes[12] = {
+    size_t sizes[11] = {
         align64((size_t)(T * E) * fsz), align64((size_t)(T * E) * fsz),
         align64((size_t)(T * H * D) * fsz), align64((size_t)(T * H * D) * fsz),
         align64((size_t)(T * Hkv * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
         align64((size_t)(T * F) * fsz), align64((size_t)(T * F) * fsz),
         align64((size_t)(s->logit_rows * V) * fsz),
-        align64((size_t)T * sizeof(int32_t)), align64((size_t)T * sizeof(int32_t)), align64(sizeof(int32_t)),
+        align64((size_t)(IO_N * T) * sizeof(int32_t)), align64((size_t)T * sizeof(int32_t)),
     };
     size_t total = 0;
-    for (int i = 0; i < 12; i++) total += sizes[i];
+    for (int i = 0; i < 11; i++) total += sizes[i];
     if ((rc = s->ops->alloc(s->be, total, ST_BUF_WORKSPACE, &s->work_mem)) != ST_OK)
-        return st_error_prefix("stage on %s: workspace for %lld-token batches", s->d.info.name, (long long)T);
+        return st_error_prefix("stage on %s: workspace for %lld-token passes", s->d.info.name, (long long)T);
     uint8_t *p = s->work_mem;
-    void **views[12] = {(void **)&s->x, (void **)&s->h, (void **)&s->q, (void **)&s->att, (void **)&s->k,
+    void **views[11] = {(void **)&s->x, (void **)&s->h, (void **)&s->q, (void **)&s->att, (void **)&s->k,
                         (void **)&s->v, (void **)&s->gate, (void **)&s->up, (void **)&s->logits,
-                        (void **)&s->ids, (void **)&s->pos, (void **)&s->next_id};
-    for (int i = 0; i < 12; i++) { *views[i] = p; p += sizes[i]; }
+                        (void **)&s->io, (void **)&s->next_id};
+    for (int i = 0; i < 11; i++) { *views[i] = p; p += sizes[i]; }
+
+    /* host staging of the pass inputs, one per set (pinned on GPUs: uploads stay asynchronous) */
+    for (int k = 0; k <= e->n_micro; k++) {
+        if ((rc = s->ops->alloc(s->be, (size_t)(IO_N * T) * sizeof(int32_t), ST_BUF_STAGING, (void **)&s->io_host[k])))
+            return st_error_prefix("stage on %s: input staging", s->d.info.name);
+        memset(s->io_host[k], 0, (size_t)(IO_N * T) * sizeof(int32_t));
+    }
+    const bool events = s->ops->event_create && s->ops->event_record && s->ops->event_elapsed_ms && s->ops->event_free;
+    for (int k = 0; events && k < e->n_micro; k++) {
+        if ((rc = s->ops->event_create(s->be, &s->busy_start[k])) || (rc = s->ops->event_create(s->be, &s->busy_end[k])))
+            return st_error_prefix("stage on %s: step events", s->d.info.name);
+    }
     return ST_OK;
+}
+
+/* The last stage's per-set results on the host. */
+static st_status out_sets_build(st_engine *e) {
+    struct stage *s = &e->st[e->n_stages - 1];
+    const int64_t V = e->hp.n_vocab;
+    for (int k = 0; k <= e->n_micro; k++) {
+        struct out_set *o = &e->out[k];
+        const int64_t rows = k < e->n_micro ? e->step_rows : 1;
+        st_status rc;
+        if ((rc = s->ops->alloc(s->be, (size_t)e->T * sizeof(int32_t), ST_BUF_STAGING, (void **)&o->ids)) ||
+            (rc = s->ops->alloc(s->be, (size_t)(rows * V) * sizeof(float), ST_BUF_STAGING, (void **)&o->logits)))
+            return st_error_prefix("stage on %s: output staging", s->d.info.name);
+        o->rows = st_calloc((size_t)e->T, sizeof *o->rows, "step rows");
+        if (!o->rows) return ST_ERR_NOMEM;
+        if (s->ops->event_create && s->ops->event_sync && s->ops->download_async &&
+            (rc = s->ops->event_create(s->be, &o->done)))
+            return st_error_prefix("stage on %s: step events", s->d.info.name);
+    }
+    e->check_row = st_malloc((size_t)ST_MAX(e->hp.n_embd, V) * sizeof(float), "check row");
+    return e->check_row ? ST_OK : ST_ERR_NOMEM;
 }
 
 static void tmark_free(struct stage *s, struct tmark *m) {
@@ -315,12 +376,26 @@ static void tmark_free(struct stage *s, struct tmark *m) {
     m->ev = NULL;
 }
 
-static void stage_release(struct stage *s) {
+static void stage_release(st_engine *e, struct stage *s, bool last) {
     if (s->be) {
         tmark_free(s, &s->t_start);
         tmark_free(s, &s->t_end);
         tmark_free(s, &s->t_in_start);
         tmark_free(s, &s->t_in_end);
+        for (int k = 0; k < MAX_MICRO; k++) {
+            if (s->busy_start[k]) s->ops->event_free(s->be, s->busy_start[k]);
+            if (s->busy_end[k]) s->ops->event_free(s->be, s->busy_end[k]);
+        }
+        if (last) {
+            for (int k = 0; k <= MAX_MICRO; k++) {
+                struct out_set *o = &e->out[k];
+                if (o->done) s->ops->event_free(s->be, o->done);
+                if (o->ids) s->ops->dealloc(s->be, o->ids);
+                if (o->logits) s->ops->dealloc(s->be, o->logits);
+            }
+        }
+        for (int k = 0; k <= MAX_MICRO; k++)
+            if (s->io_host[k]) s->ops->dealloc(s->be, s->io_host[k]);
         for (int i = 0; i < s->n_imp; i++) s->ops->dealloc(s->be, s->imp[i].ptr);
         if (s->rope_mem) s->ops->dealloc(s->be, s->rope_mem);
         if (s->kv_mem) s->ops->dealloc(s->be, s->kv_mem);
@@ -379,10 +454,17 @@ st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *s
     *out = NULL;
     st_status rc;
     const struct st_hparams *hp = &m->hp;
+    const int64_t n_seq = params->n_seq > 0 ? params->n_seq : 1;
+    const int n_micro = params->n_micro > 0 ? params->n_micro : 1;
     if (params->n_ctx <= 0 || params->max_batch_tokens <= 0) {
         st_error_set(ST_ERR_USAGE, "engine: context %lld and prefill chunk %lld must both be positive",
                      (long long)params->n_ctx, (long long)params->max_batch_tokens);
         return st_error_hint("pass --ctx N with N >= 1");
+    }
+    if (n_seq > INT32_MAX || n_micro > MAX_MICRO || n_micro > n_seq) {
+        st_error_set(ST_ERR_USAGE, "engine: %lld sequences in %d micro-batches (at most %d micro-batches, each with "
+                     "at least one sequence)", (long long)n_seq, n_micro, MAX_MICRO);
+        return st_error_hint("lower the number of micro-batches, or raise the batch");
     }
     if (hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv || hp->head_dim <= 0 || hp->head_dim % 2) {
         st_error_set(ST_ERR_UNSUPPORTED, "%s: %lld heads, %lld kv heads, head_dim %lld: not a shape the engine runs",
@@ -397,11 +479,15 @@ st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *s
     e->hp = *hp;
     e->n_ctx = params->n_ctx;
     e->max_batch = ST_MIN(params->max_batch_tokens, params->n_ctx);
+    e->n_seq = n_seq;
+    e->n_micro = n_micro;
+    e->step_rows = (n_seq + n_micro - 1) / n_micro;
+    e->T = ST_MAX(e->max_batch, e->step_rows);
     e->n_stages = n_stages;
     float *ff = NULL;
-    e->pos_host = st_malloc((size_t)e->max_batch * sizeof(int32_t), "positions");
+    e->n_past = st_calloc((size_t)n_seq, sizeof *e->n_past, "sequence lengths");
     e->st = st_calloc((size_t)n_stages, sizeof *e->st, "stages");
-    if (!e->pos_host || !e->st) { rc = ST_ERR_NOMEM; goto fail; }
+    if (!e->n_past || !e->st) { rc = ST_ERR_NOMEM; goto fail; }
     if ((rc = rope_factors(m, &ff)) != ST_OK) goto fail;
     for (int i = 0; i < n_stages; i++) {
         e->st[i].d = stages[i];
@@ -410,10 +496,11 @@ st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *s
             goto fail;
         }
     }
+    if ((rc = out_sets_build(e)) != ST_OK) goto fail;
     for (int i = 0; i + 1 < n_stages; i++) {
         struct stage *a = &e->st[i], *b = &e->st[i + 1];
         rc = st_link_init(a->d.link_to_next, a->be, a->ops, &a->d.info, b->be, b->ops, &b->d.info,
-                          (size_t)(e->max_batch * hp->n_embd) * sizeof(float), &a->link_next);
+                          (size_t)(e->T * hp->n_embd) * sizeof(float), &a->link_next);
         if (rc != ST_OK) { st_error_prefix("link stage %d -> %d", i, i + 1); goto fail; }
     }
     e->graphs = true;
@@ -457,9 +544,11 @@ void st_engine_free(st_engine *e) {
         e->st[i].link_next = NULL;
     }
     if (e->st)
-        for (int i = 0; i < e->n_stages; i++) stage_release(&e->st[i]);
+        for (int i = 0; i < e->n_stages; i++) stage_release(e, &e->st[i], i + 1 == e->n_stages);
+    for (int k = 0; k <= MAX_MICRO; k++) free(e->out[k].rows);
     free(e->st);
-    free(e->pos_host);
+    free(e->n_past);
+    free(e->check_row);
     free(e->stage_ms);
     free(e->link_ms);
     free(e);
@@ -565,14 +654,53 @@ st_status st_engine_set_tap(st_engine *e, st_engine_tap_fn fn, void *user) {
 
 #define TRY(expr) do { st_status _rc = (expr); if (_rc != ST_OK) return _rc; } while (0)
 
-static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
+enum out_mode { OUT_NONE, OUT_LAST, OUT_ALL, OUT_PICK };
+
+/* One pass of T tokens through every stage. The inputs (positions, slots,
+ * ids) are in e's host staging of set `set` on every stage. */
+struct pass {
+    int set;                 /* staging and output set: a micro-batch, or e->n_micro (synchronous calls) */
+    int64_t T;               /* tokens */
+    int64_t n_seq;           /* 1: one sequence (a prefill chunk, one decode token); T: a decode step of T sequences */
+    enum out_mode mode;
+    float *logits_out;       /* OUT_ALL (T rows), OUT_LAST (1 row): host */
+    const struct st_engine_row *rows;   /* OUT_PICK: how to choose the tokens after the last n_rows rows */
+    int n_rows;
+    bool graph;              /* one greedy token through each stage's captured graph */
+    bool check;              /* locate non-finite values: inspect every layer's output (slow; after a failure) */
+};
+
+/* Scans n floats of device memory at x on stage s (row by row through e->check_row). */
+static st_status check_rows(st_engine *e, struct stage *s, const float *x, int64_t rows, int64_t width,
+                            const char *what, int64_t layer) {
+    for (int64_t r = 0; r < rows; r++) {
+        TRY(s->ops->download(s->be, e->check_row, x + r * width, (size_t)width * sizeof(float)));
+        for (int64_t c = 0; c < width; c++) {
+            if (isfinite(e->check_row[c])) continue;
+            const int si = (int)(s - e->st);
+            char where[64];
+            if (layer >= 0) snprintf(where, sizeof where, "layer %lld", (long long)layer);
+            else snprintf(where, sizeof where, "%s", what);
+            st_error_set(ST_ERR_NUMERIC, "stage %d (%s): the output of %s holds %s (token row %lld of the pass, "
+                         "element %lld): the logits are not finite", si, s->d.info.name, where,
+                         isnan(e->check_row[c]) ? "NaN" : "an infinity", (long long)r, (long long)c);
+            return st_error_hint("the model file holds weights or hyper-parameters that fp32 cannot carry, or this "
+                                 "stage's precision overflows: try 'precision: f32' for the stage, or re-convert the model");
+        }
+    }
+    return ST_OK;
+}
+
+static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *f) {
     const struct st_hparams *hp = &e->hp;
     const struct st_device_ops *o = s->ops;
     st_backend *be = s->be;
+    const int64_t T = f->T;
     const int64_t E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv, D = hp->head_dim;
     const float eps = hp->rms_eps;
     const float scale = (float)(1.0 / sqrt((double)D));
-    struct st_engine_tap tp = {.n_tok = T, .pos0 = e->n_past};
+    const int32_t *pos = s->io + IO_POS * e->T, *slot = s->io + IO_SLOT * e->T;
+    struct st_engine_tap tp = {.n_tok = T, .pos0 = s->io_host[f->set][IO_POS * e->T]};
 /* observation points: nothing happens unless a tap is installed */
 #define TAP(pt, role_, w_, x_, x2_, width_) \
     do { \
@@ -586,7 +714,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
         tp.layer = s->d.first_layer + i;
         TAP(ST_TAP_LAYER_IN, ST_T_ATTN_NORM, NULL, s->x, NULL, E);
         TRY(o->rmsnorm(be, s->x, L->attn_norm, T, E, eps, s->h));
-        if (T == 1 && o->matmul_multi) {   /* decode: q, k, v in one launch */
+        if (T <= FUSED_MAX_TOK && o->matmul_multi) {   /* decode: q, k, v in one launch */
             const struct st_matmul_job qkv[3] = {{&L->wq, L->bq, s->q}, {&L->wk, L->bk, s->k}, {&L->wv, L->bv, s->v}};
             TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
             TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
@@ -602,17 +730,17 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
         }
         if (L->q_norm) TRY(o->rmsnorm(be, s->q, L->q_norm, T * H, D, eps, s->q));
         if (L->k_norm) TRY(o->rmsnorm(be, s->k, L->k_norm, T * Hkv, D, eps, s->k));
-        TRY(o->rope(be, s->q, T, H, D, s->pos, &s->rope));
-        TRY(o->rope(be, s->k, T, Hkv, D, s->pos, &s->rope));
+        TRY(o->rope(be, s->q, T, H, D, pos, &s->rope));
+        TRY(o->rope(be, s->k, T, Hkv, D, pos, &s->rope));
         TAP(ST_TAP_KV_IN, ST_T_WK, NULL, s->k, s->v, Hkv * D);
-        TRY(o->kv_store(be, &L->kv, s->k, s->v, T, s->pos));
-        TRY(o->attention(be, &L->kv, s->q, T, H, s->pos, scale, s->att));
+        TRY(o->kv_store(be, &L->kv, s->k, s->v, T, pos, slot));
+        TRY(o->attention(be, &L->kv, s->q, T, H, pos, slot, f->n_seq, scale, s->att));
         TAP(ST_TAP_MATMUL_IN, ST_T_WO, &L->wo, s->att, NULL, H * D);
         TRY(o->matmul(be, &L->wo, L->bo, s->att, T, s->h));
         TRY(o->add(be, s->x, s->h, T * E));
         TRY(o->rmsnorm(be, s->x, L->ffn_norm, T, E, eps, s->h));
         TAP(ST_TAP_MATMUL_IN, ST_T_W_GATE, &L->gate, s->h, NULL, E);
-        if (T == 1 && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
+        if (T <= FUSED_MAX_TOK && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
             TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
             TRY(o->matmul_swiglu(be, &L->gate, NULL, &L->up, NULL, s->h, T, s->gate));
         } else {
@@ -625,38 +753,37 @@ static st_status stage_layers(st_engine *e, struct stage *s, int64_t T) {
         TRY(o->matmul(be, &L->down, NULL, s->gate, T, s->h));
         TRY(o->add(be, s->x, s->h, T * E));
         TAP(ST_TAP_LAYER_OUT, ST_T_W_DOWN, NULL, s->x, NULL, E);
+        if (f->check) TRY(check_rows(e, s, s->x, T, E, NULL, s->d.first_layer + i));
     }
 #undef TAP
     return ST_OK;
 }
 
-enum out_mode { OUT_NONE, OUT_LAST, OUT_ALL, OUT_GREEDY };
-
-/* The head on the last stage for the last row: final norm and lm_head into s->logits. */
-static st_status stage_head_last(st_engine *e, struct stage *s, int64_t T) {
+/* The head on the last stage for the last n rows of the pass: final norm and lm_head into s->logits. */
+static st_status stage_head_rows(st_engine *e, struct stage *s, int64_t T, int64_t n) {
     const struct st_device_ops *o = s->ops;
     const int64_t E = e->hp.n_embd;
-    TRY(o->rmsnorm(s->be, s->x + (T - 1) * E, s->out_norm, 1, E, e->hp.rms_eps, s->h));
-    return o->matmul(s->be, &s->output, NULL, s->h, 1, s->logits);
+    TRY(o->rmsnorm(s->be, s->x + (T - n) * E, s->out_norm, n, E, e->hp.rms_eps, s->h));
+    return o->matmul(s->be, &s->output, NULL, s->h, n, s->logits);
 }
 
-/* The same, then the greedy id into s->next_id. */
+/* One greedy token: the head, then the id into s->next_id. */
 static st_status stage_head_greedy(st_engine *e, struct stage *s, int64_t T) {
-    TRY(stage_head_last(e, s, T));
+    TRY(stage_head_rows(e, s, T, 1));
     return s->ops->argmax(s->be, s->logits, e->hp.n_vocab, s->next_id);
 }
 
 /* One greedy decode step of a stage as a graph: the first step runs as usual,
  * the second is captured (the workspace sizes are known by then) and every
  * step after it replays. Positions and the token are read on the device. */
-static st_status stage_graph_step(st_engine *e, struct stage *s, bool last) {
+static st_status stage_graph_step(st_engine *e, struct stage *s, const struct pass *f, bool last) {
     const struct st_device_ops *o = s->ops;
     if (s->graph_state == 2) return o->replay(s->be);
     const bool capture = s->graph_state == 1;
     if (capture) TRY(o->capture_begin(s->be));
     st_status rc = ST_OK;
-    if (s->d.has_embedding) rc = o->embed(s->be, &s->tok_embd, s->ids, 1, s->x);
-    if (!rc) rc = stage_layers(e, s, 1);
+    if (s->d.has_embedding) rc = o->embed(s->be, &s->tok_embd, s->io + IO_IDS * e->T, 1, s->x);
+    if (!rc) rc = stage_layers(e, s, f);
     if (!rc && last) rc = stage_head_greedy(e, s, 1);
     if (capture && rc) {
         /* the capture must end; ending one an error invalidated fails too, and the first error is the one to report */
@@ -672,28 +799,69 @@ static st_status stage_graph_step(st_engine *e, struct stage *s, bool last) {
     return rc;
 }
 
-/* One chunk of T tokens at positions n_past.. through every stage. */
-static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum out_mode mode, float *logits_out,
-                               int32_t *next_id) {
-    const int64_t E = e->hp.n_embd, V = e->hp.n_vocab;
-    for (int64_t t = 0; t < T; t++) e->pos_host[t] = (int32_t)(e->n_past + t);
-    const bool timing = e->timing;
-    const bool graph = e->graphs && T == 1 && mode == OUT_GREEDY && !timing && !e->tap;
+/* The picks on the last stage: one id per row (argmax or a draw) or the row's
+ * logits, then the copies to the host and the set's done event. */
+static st_status stage_picks(st_engine *e, struct stage *s, const struct pass *f) {
+    const struct st_device_ops *o = s->ops;
+    const int64_t V = e->hp.n_vocab, n = f->n_rows, r0 = f->T - n;
+    struct out_set *out = &e->out[f->set];
+    const bool async = out->done != NULL;
+    if (!f->graph) TRY(stage_head_rows(e, s, f->T, n));
+    if (f->check) TRY(check_rows(e, s, s->logits, n, V, "the output head (final norm and lm_head)", -1));
+    int64_t k = 0;
+    for (int64_t j = 0; j < n && !f->graph; j++) {
+        const struct st_engine_row *r = &f->rows[j];
+        const float *lg = s->logits + j * V;
+        if (r->pick == ST_PICK_LOGITS) {
+            float *dst = out->logits + (k++) * V;
+            TRY(async ? o->download_async(s->be, dst, lg, (size_t)V * sizeof(float))
+                      : o->download(s->be, dst, lg, (size_t)V * sizeof(float)));
+        } else if (r->pick == ST_PICK_SAMPLE && r->sp.temperature > 0.0f) {
+            if (!o->sample) {
+                st_error_set(ST_ERR_INTERNAL, "stage %d (%s): a row asks for sampling on a device without it",
+                             e->n_stages - 1, s->d.info.name);
+                return st_error_hint("check st_engine_can_sample before asking; please report it");
+            }
+            TRY(o->sample(s->be, lg, V, &r->sp, s->io + IO_GPOS * e->T + r0 + j, s->next_id + j));
+        } else {
+            TRY(o->argmax(s->be, lg, V, s->next_id + j));
+        }
+    }
+    if (async) {
+        TRY(o->download_async(s->be, out->ids, s->next_id, (size_t)n * sizeof(int32_t)));
+        return o->event_record(s->be, out->done);
+    }
+    return o->download(s->be, out->ids, s->next_id, (size_t)n * sizeof(int32_t));
+}
+
+/* A synchronous single greedy token goes back to the first stage over the token link. */
+static bool token_back(const st_engine *e, const struct pass *f) {
+    return e->tok_link && f->set == e->n_micro && f->mode == OUT_PICK && f->T == 1 && f->rows[0].pick == ST_PICK_GREEDY;
+}
+
+static st_status forward_pass(st_engine *e, const struct pass *f) {
+    const int64_t E = e->hp.n_embd, V = e->hp.n_vocab, T = f->T;
+    const bool timing = e->timing && f->set == e->n_micro;
+    const int mb = f->set < e->n_micro ? f->set : -1;
+    /* the first stage's ids: skip the upload when the token link already put it there */
+    const bool ids_ready = f->graph && e->tok_on_device && e->tok_id == e->st[0].io_host[f->set][IO_IDS * e->T];
     for (int i = 0; i < e->n_stages; i++) {
         struct stage *s = &e->st[i];
         const struct st_device_ops *o = s->ops;
         const bool last = i + 1 == e->n_stages;
         if (timing) TRY(tmark_record(s, &s->t_start));
-        TRY(o->upload(s->be, s->pos, e->pos_host, (size_t)T * sizeof(int32_t)));
-        if (s->d.has_embedding && !(graph && e->tok_on_device && e->tok_id == ids[0])) {
-            TRY(o->upload(s->be, s->ids, ids, (size_t)T * sizeof(int32_t)));
-            e->tok_on_device = false;
-        }
-        if (graph) {
-            TRY(stage_graph_step(e, s, last));
+        else if (mb >= 0 && s->busy_start[mb]) TRY(o->event_record(s->be, s->busy_start[mb]));
+        const int io_rows = s->d.has_embedding && !ids_ready ? IO_N : IO_IDS;
+        TRY(o->upload(s->be, s->io, s->io_host[f->set], (size_t)(io_rows * e->T) * sizeof(int32_t)));
+        if (s->d.has_embedding && !ids_ready) e->tok_on_device = false;
+        if (f->graph) {
+            TRY(stage_graph_step(e, s, f, last));
         } else {
-            if (s->d.has_embedding) TRY(o->embed(s->be, &s->tok_embd, s->ids, T, s->x));
-            TRY(stage_layers(e, s, T));
+            if (s->d.has_embedding) {
+                TRY(o->embed(s->be, &s->tok_embd, s->io + IO_IDS * e->T, T, s->x));
+                if (f->check) TRY(check_rows(e, s, s->x, T, E, "the token embedding", -1));
+            }
+            TRY(stage_layers(e, s, f));
         }
         if (!last) {
             struct stage *nx = &e->st[i + 1];
@@ -702,53 +870,82 @@ static st_status forward_chunk(st_engine *e, const int32_t *ids, int64_t T, enum
                 TRY(tmark_record(s, &s->t_end));
                 TRY(o->sync(s->be));
                 TRY(tmark_record(nx, &nx->t_in_start));
+            } else if (mb >= 0 && s->busy_end[mb]) {
+                TRY(o->event_record(s->be, s->busy_end[mb]));
             }
             TRY(st_link_send(s->link_next, s->x, nx->x, (size_t)(T * E) * sizeof(float)));
             if (timing) TRY(tmark_record(nx, &nx->t_in_end));
             continue;
         }
-        if (mode == OUT_NONE) {
-            if (timing) TRY(tmark_record(s, &s->t_end));
-            break;
-        }
-        const float eps = e->hp.rms_eps;
-        if (mode == OUT_ALL) {
+        if (f->mode == OUT_ALL) {
+            const float eps = e->hp.rms_eps;
             TRY(o->rmsnorm(s->be, s->x, s->out_norm, T, E, eps, s->h));
             for (int64_t r0 = 0; r0 < T; r0 += s->logit_rows) {
                 int64_t nr = ST_MIN(s->logit_rows, T - r0);
                 TRY(o->matmul(s->be, &s->output, NULL, s->h + r0 * E, nr, s->logits));
-                TRY(o->download(s->be, logits_out + r0 * V, s->logits, (size_t)(nr * V) * sizeof(float)));
+                TRY(o->download(s->be, f->logits_out + r0 * V, s->logits, (size_t)(nr * V) * sizeof(float)));
             }
-            if (timing) TRY(tmark_record(s, &s->t_end));
-        } else if (mode == OUT_GREEDY) {
-            if (!graph) TRY(stage_head_greedy(e, s, T));
-            if (timing) TRY(tmark_record(s, &s->t_end));
-            /* the id goes back to the first stage on the devices; the host reads it for output */
-            if (e->tok_link) TRY(st_link_send(e->tok_link, s->next_id, e->st[0].ids, sizeof(int32_t)));
-            TRY(o->download(s->be, next_id, s->next_id, sizeof(int32_t)));
-            e->tok_on_device = e->tok_link != NULL;
-            e->tok_id = *next_id;
-        } else {
-            TRY(stage_head_last(e, s, T));
-            if (timing) TRY(tmark_record(s, &s->t_end));
-            TRY(o->download(s->be, logits_out, s->logits, (size_t)V * sizeof(float)));
+        } else if (f->mode == OUT_LAST) {
+            TRY(stage_head_rows(e, s, T, 1));
+            TRY(o->download(s->be, f->logits_out, s->logits, (size_t)V * sizeof(float)));
+        } else if (f->mode == OUT_PICK) {
+            TRY(stage_picks(e, s, f));
+            /* one sequence's greedy id goes back to the first stage on the devices */
+            if (token_back(e, f)) TRY(st_link_send(e->tok_link, s->next_id, e->st[0].io + IO_IDS * e->T, sizeof(int32_t)));
         }
+        if (timing) TRY(tmark_record(s, &s->t_end));
+        else if (mb >= 0 && s->busy_end[mb]) TRY(o->event_record(s->be, s->busy_end[mb]));
     }
     if (timing) TRY(timing_collect(e));
     return ST_OK;
 }
 
-static st_status run_tokens(st_engine *e, const int32_t *ids, int64_t n, float *logits_out, bool all_rows,
-                            int32_t *next_id) {
-    if (n <= 0) {
-        st_error_set(ST_ERR_USAGE, "engine: no tokens to process");
-        return st_error_hint("give at least one prompt token");
+/* Writes a pass's inputs into set `set` of every stage's staging: token r
+ * goes at position pos0[r] of sequence slot[r] (or slot0 and pos0 + r). */
+static void fill_inputs(st_engine *e, int set, int64_t T, const int32_t *ids, const int32_t *slots, int32_t slot0,
+                        int64_t pos0) {
+    int32_t *in = e->st[0].io_host[set];
+    for (int64_t r = 0; r < T; r++) {
+        const int32_t sl = slots ? slots[r] : slot0;
+        const int64_t p = slots ? e->n_past[sl] : pos0 + r;
+        in[IO_POS * e->T + r] = (int32_t)p;
+        in[IO_SLOT * e->T + r] = sl;
+        in[IO_GPOS * e->T + r] = (int32_t)(p + 1);
+        in[IO_IDS * e->T + r] = ids[r];
     }
-    if (n > e->n_ctx - e->n_past) {
-        st_error_set(ST_ERR_USAGE, "engine: %lld more tokens do not fit: %lld of the %lld-token context are used",
-                     (long long)n, (long long)e->n_past, (long long)e->n_ctx);
-        return st_error_hint("run with a larger context (--ctx) or start a new sequence");
+    for (int i = 1; i < e->n_stages; i++) memcpy(e->st[i].io_host[set], in, (size_t)(IO_N * e->T) * sizeof(int32_t));
+}
+
+/* Waits for a set's picks; a pick of -1 (or a LOGITS row that is not finite)
+ * means non-finite logits: the pass runs again inspecting every layer to say
+ * where they first appear (the same inputs rewrite the same KV rows). */
+static st_status pass_wait(st_engine *e, const struct pass *f) {
+    struct stage *s = &e->st[e->n_stages - 1];
+    struct out_set *out = &e->out[f->set];
+    const int64_t V = e->hp.n_vocab;
+    if (out->done) TRY(s->ops->event_sync(s->be, out->done));
+    bool bad = false;
+    int64_t k = 0;
+    for (int j = 0; j < f->n_rows && !bad; j++) {
+        if (f->rows[j].pick != ST_PICK_LOGITS) { bad = out->ids[j] < 0 || out->ids[j] >= V; continue; }
+        const float *lg = out->logits + (k++) * V;
+        for (int64_t c = 0; c < V && !bad; c++) bad = !isfinite(lg[c]);
     }
+    if (!bad) return ST_OK;
+    struct pass chk = *f;
+    chk.graph = false;
+    chk.check = true;
+    st_status rc = forward_pass(e, &chk);
+    if (rc == ST_OK) {
+        st_error_set(ST_ERR_NUMERIC, "stage %d (%s): the token choice saw non-finite logits, but a second pass "
+                     "found every layer finite", e->n_stages - 1, s->d.info.name);
+        rc = st_error_hint("the device gives different results for the same input: suspect the device or a "
+                           "kernel bug, and please report it");
+    }
+    return rc;
+}
+
+static st_status check_tokens(st_engine *e, const int32_t *ids, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= e->hp.n_vocab) {
             st_error_set(ST_ERR_USAGE, "engine: token id %d (input position %lld) is outside the vocabulary [0, %lld)",
@@ -756,54 +953,200 @@ static st_status run_tokens(st_engine *e, const int32_t *ids, int64_t n, float *
             return st_error_hint("token ids must come from this model's tokenizer");
         }
     }
+    return ST_OK;
+}
+
+static st_status check_slot(const st_engine *e, int slot) {
+    if (slot >= 0 && slot < e->n_seq) return ST_OK;
+    st_error_set(ST_ERR_USAGE, "engine: sequence %d is outside the %lld the engine holds", slot, (long long)e->n_seq);
+    return st_error_hint("the deployment's batch sets how many sequences run at once");
+}
+
+/* n tokens of sequence `slot` in chunks; the last chunk ends as `mode` says. */
+static st_status run_tokens(st_engine *e, int slot, const int32_t *ids, int64_t n, enum out_mode mode,
+                            float *logits_out, const struct st_engine_row *pick, int32_t *next_id) {
+    TRY(check_slot(e, slot));
+    if (n <= 0) {
+        st_error_set(ST_ERR_USAGE, "engine: no tokens to process");
+        return st_error_hint("give at least one prompt token");
+    }
+    if (n > e->n_ctx - e->n_past[slot]) {
+        st_error_set(ST_ERR_USAGE, "engine: %lld more tokens do not fit: %lld of the %lld-token context are used",
+                     (long long)n, (long long)e->n_past[slot], (long long)e->n_ctx);
+        return st_error_hint("run with a larger context (--ctx) or start a new sequence");
+    }
+    TRY(check_tokens(e, ids, n));
     const int64_t V = e->hp.n_vocab;
     if (e->timing) {
         memset(e->stage_ms, 0, (size_t)e->n_stages * sizeof(double));
         memset(e->link_ms, 0, (size_t)e->n_stages * sizeof(double));
     }
+    const int set = e->n_micro;
     for (int64_t c0 = 0; c0 < n; c0 += e->max_batch) {
         const int64_t T = ST_MIN(e->max_batch, n - c0);
         const bool last = c0 + T == n;
-        enum out_mode mode = OUT_NONE;
-        float *lo = NULL;
-        if (all_rows && logits_out) { mode = OUT_ALL; lo = logits_out + c0 * V; }
-        else if (last && next_id) mode = OUT_GREEDY;
-        else if (last && logits_out) { mode = OUT_LAST; lo = logits_out; }
-        TRY(forward_chunk(e, ids + c0, T, mode, lo, next_id));
-        e->n_past += T;
+        struct pass f = {.set = set, .T = T, .n_seq = 1, .mode = OUT_NONE};
+        if (mode == OUT_ALL) { f.mode = OUT_ALL; f.logits_out = logits_out + c0 * V; }
+        else if (last) { f.mode = mode; f.logits_out = logits_out; }
+        if (f.mode == OUT_PICK) {
+            f.rows = pick;
+            f.n_rows = 1;
+            f.graph = e->graphs && T == 1 && pick->pick == ST_PICK_GREEDY && !e->timing && !e->tap;
+        }
+        fill_inputs(e, set, T, ids + c0, NULL, slot, e->n_past[slot]);
+        TRY(forward_pass(e, &f));
+        if (f.mode == OUT_PICK) {
+            TRY(pass_wait(e, &f));
+            if (pick->pick == ST_PICK_LOGITS) memcpy(logits_out, e->out[set].logits, (size_t)V * sizeof(float));
+            else *next_id = e->out[set].ids[0];
+            if (token_back(e, &f)) {
+                e->tok_on_device = true;
+                e->tok_id = *next_id;
+            }
+        }
+        e->n_past[slot] += T;
     }
     return ST_OK;
 }
 
+static const struct st_engine_row greedy_row = {.pick = ST_PICK_GREEDY};
+
 st_status st_engine_prefill(st_engine *e, const int32_t *ids, int64_t n, float *logits_out, bool all_rows) {
-    return run_tokens(e, ids, n, logits_out, all_rows, NULL);
+    return run_tokens(e, 0, ids, n, all_rows && logits_out ? OUT_ALL : logits_out ? OUT_LAST : OUT_NONE, logits_out,
+                      NULL, NULL);
 }
 
 st_status st_engine_prefill_greedy(st_engine *e, const int32_t *ids, int64_t n, int32_t *next_id) {
-    return run_tokens(e, ids, n, NULL, false, next_id);
+    return run_tokens(e, 0, ids, n, OUT_PICK, NULL, &greedy_row, next_id);
 }
 
 st_status st_engine_decode(st_engine *e, int32_t id, float *logits_out) {
-    return run_tokens(e, &id, 1, logits_out, false, NULL);
+    return run_tokens(e, 0, &id, 1, logits_out ? OUT_LAST : OUT_NONE, logits_out, NULL, NULL);
 }
 
 st_status st_engine_decode_greedy(st_engine *e, int32_t id, int32_t *next_id) {
-    return run_tokens(e, &id, 1, NULL, false, next_id);
+    return run_tokens(e, 0, &id, 1, OUT_PICK, NULL, &greedy_row, next_id);
 }
 
-void st_engine_reset(st_engine *e) { e->n_past = 0; }
+st_status st_engine_seq_prefill(st_engine *e, int slot, const int32_t *ids, int64_t n,
+                                const struct st_engine_row *pick, int32_t *next_id, float *logits_out) {
+    if (pick->pick == ST_PICK_LOGITS && !logits_out)
+        return st_error_set(ST_ERR_INTERNAL, "engine: a LOGITS pick without a logits buffer");
+    if (pick->pick == ST_PICK_SAMPLE && pick->sp.temperature > 0.0f && !st_engine_can_sample(e, &pick->sp))
+        return st_error_set(ST_ERR_INTERNAL, "engine: a device draw the last stage cannot make");
+    return run_tokens(e, slot, ids, n, OUT_PICK, logits_out, pick, next_id);
+}
 
-st_status st_engine_rewind(st_engine *e, int64_t n_past) {
-    if (n_past < 0 || n_past > e->n_past) {
-        st_error_set(ST_ERR_USAGE, "engine: cannot rewind to %lld tokens: the sequence has %lld",
-                     (long long)n_past, (long long)e->n_past);
-        return st_error_hint("rewind only to a length between 0 and the current one");
+/* ---- batched decode steps ------------------------------------------------------- */
+
+st_status st_engine_step_begin(st_engine *e, int mb, const struct st_engine_row *rows, int n) {
+    if (mb < 0 || mb >= e->n_micro) {
+        st_error_set(ST_ERR_USAGE, "engine: micro-batch %d (the engine has %d)", mb, e->n_micro);
+        return st_error_hint("micro-batches are numbered 0 .. n_micro - 1");
     }
-    e->n_past = n_past;
+    struct out_set *out = &e->out[mb];
+    if (out->n_rows) {
+        st_error_set(ST_ERR_USAGE, "engine: micro-batch %d begins again before it ended", mb);
+        return st_error_hint("call st_engine_step_end for it first");
+    }
+    if (n < 1 || n > e->step_rows) {
+        st_error_set(ST_ERR_USAGE, "engine: a step of %d sequences (1 to %lld per micro-batch)", n, (long long)e->step_rows);
+        return st_error_hint("split the batch over the micro-batches");
+    }
+    for (int i = 0; i < n; i++) {
+        TRY(check_slot(e, rows[i].slot));
+        for (int j = 0; j < i; j++) {
+            if (rows[j].slot == rows[i].slot) {
+                st_error_set(ST_ERR_USAGE, "engine: sequence %d appears twice in one step", rows[i].slot);
+                return st_error_hint("a step takes one token per sequence");
+            }
+        }
+        if (e->n_past[rows[i].slot] >= e->n_ctx) {
+            st_error_set(ST_ERR_USAGE, "engine: sequence %d has filled its %lld-token context", rows[i].slot,
+                         (long long)e->n_ctx);
+            return st_error_hint("end the sequence or make room (st_engine_seq_rewind)");
+        }
+        TRY(check_tokens(e, &rows[i].id, 1));
+        if (rows[i].pick == ST_PICK_SAMPLE && rows[i].sp.temperature > 0.0f && !st_engine_can_sample(e, &rows[i].sp))
+            return st_error_set(ST_ERR_INTERNAL, "engine: a device draw the last stage cannot make");
+    }
+    int32_t *in = e->st[0].io_host[mb];
+    for (int i = 0; i < n; i++) {
+        const int32_t sl = rows[i].slot;
+        const int64_t p = e->n_past[sl];
+        in[IO_POS * e->T + i] = (int32_t)p;
+        in[IO_SLOT * e->T + i] = sl;
+        in[IO_GPOS * e->T + i] = (int32_t)(p + 1);
+        in[IO_IDS * e->T + i] = rows[i].id;
+    }
+    for (int i = 1; i < e->n_stages; i++) memcpy(e->st[i].io_host[mb], in, (size_t)(IO_N * e->T) * sizeof(int32_t));
+    memcpy(out->rows, rows, (size_t)n * sizeof *rows);
+    struct pass f = {.set = mb, .T = n, .n_seq = n, .mode = OUT_PICK, .rows = out->rows, .n_rows = n};
+    TRY(forward_pass(e, &f));
+    for (int i = 0; i < n; i++) e->n_past[rows[i].slot]++;
+    out->n_rows = n;
     return ST_OK;
 }
 
-int64_t st_engine_n_past(const st_engine *e) { return e->n_past; }
+st_status st_engine_step_end(st_engine *e, int mb, int32_t *next_ids, const float **logits, double *busy_ms) {
+    if (mb < 0 || mb >= e->n_micro || !e->out[mb].n_rows) {
+        st_error_set(ST_ERR_USAGE, "engine: micro-batch %d has no step in flight", mb);
+        return st_error_hint("call st_engine_step_begin first");
+    }
+    struct out_set *out = &e->out[mb];
+    const int n = out->n_rows;
+    const int64_t V = e->hp.n_vocab;
+    out->n_rows = 0;
+    struct pass f = {.set = mb, .T = n, .n_seq = n, .mode = OUT_PICK, .rows = out->rows, .n_rows = n};
+    st_status rc = pass_wait(e, &f);
+    if (rc != ST_OK) {
+        for (int i = 0; i < n; i++) e->n_past[out->rows[i].slot]--;   /* the step did not happen */
+        return rc;
+    }
+    int64_t k = 0;
+    for (int i = 0; i < n; i++) {
+        const bool lg = out->rows[i].pick == ST_PICK_LOGITS;
+        next_ids[i] = lg ? -1 : out->ids[i];
+        if (logits) logits[i] = lg ? out->logits + (k++) * V : NULL;
+    }
+    for (int i = 0; busy_ms && i < e->n_stages; i++) {
+        struct stage *s = &e->st[i];
+        busy_ms[i] = 0;
+        if (s->busy_start[mb]) TRY(s->ops->event_elapsed_ms(s->be, s->busy_start[mb], s->busy_end[mb], &busy_ms[i]));
+    }
+    return ST_OK;
+}
+
+/* ---- sequences -------------------------------------------------------------------- */
+
+void st_engine_reset(st_engine *e) { e->n_past[0] = 0; }
+
+st_status st_engine_rewind(st_engine *e, int64_t n_past) { return st_engine_seq_rewind(e, 0, n_past); }
+
+st_status st_engine_seq_rewind(st_engine *e, int slot, int64_t n) {
+    TRY(check_slot(e, slot));
+    if (n < 0 || n > e->n_past[slot]) {
+        st_error_set(ST_ERR_USAGE, "engine: cannot rewind to %lld tokens: the sequence has %lld",
+                     (long long)n, (long long)e->n_past[slot]);
+        return st_error_hint("rewind only to a length between 0 and the current one");
+    }
+    e->n_past[slot] = n;
+    return ST_OK;
+}
+
+int64_t st_engine_seq_len(const st_engine *e, int slot) {
+    return slot >= 0 && slot < e->n_seq ? e->n_past[slot] : 0;
+}
+
+bool st_engine_can_sample(const st_engine *e, const struct st_sample_params *sp) {
+    if (!e->st[e->n_stages - 1].ops->sample) return false;
+    if (!sp || sp->top_p >= 1.0f) return true;
+    return sp->top_k >= 1 && sp->top_k <= ST_SAMPLE_TOPK_MAX;   /* the device keeps at most that many candidates */
+}
+
+int64_t st_engine_n_seq(const st_engine *e) { return e->n_seq; }
+int st_engine_n_micro(const st_engine *e) { return e->n_micro; }
+int64_t st_engine_n_past(const st_engine *e) { return e->n_past[0]; }
 int64_t st_engine_n_ctx(const st_engine *e) { return e->n_ctx; }
 int64_t st_engine_n_vocab(const st_engine *e) { return e->hp.n_vocab; }
 int st_engine_n_stages(const st_engine *e) { return e->n_stages; }

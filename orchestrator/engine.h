@@ -6,10 +6,22 @@
  * A stage is a device (ops + st_device_info + st_backend_config) holding a
  * contiguous range of layers, the token embedding on the first stage and the
  * final norm + lm_head on the last. Each stage owns its weights (imported with
- * import_host: zero copy on the CPU), its KV cache (n_ctx tokens) and one
- * workspace sized for max_batch_tokens; consecutive stages are joined by links
- * carrying fp32 activations [n_tok][n_embd]. Everything is allocated in
- * st_engine_init ("plan, reserve, run"): prefill and decode allocate nothing.
+ * import_host: zero copy on the CPU), its KV cache (n_seq sequences, or
+ * "slots", of n_ctx tokens each) and one workspace sized for the largest pass
+ * (a prefill chunk or a decode step of every sequence); consecutive stages are
+ * joined by links carrying fp32 activations [n_tok][n_embd]. Everything is
+ * allocated in st_engine_init ("plan, reserve, run"): prefill and decode
+ * allocate nothing.
+ *
+ * Sequences: slot 0 is what the single-sequence calls (st_engine_prefill,
+ * _decode, _reset, ...) use. The scheduler (orchestrator/session.h) prefills
+ * any slot with st_engine_seq_prefill and decodes many slots at once with
+ * st_engine_step_begin/_end: one batched forward of one token per sequence
+ * (GEMM over the batch, attention of each token over its own sequence).
+ * Several such steps ("micro-batches", up to n_micro) may be in flight at
+ * once, so with several stages on several devices every stage works on a
+ * different micro-batch: begin issues the step without waiting, end waits for
+ * its ids.
  *
  * Math (formats.md §4.3): x = embed(id); per layer: h = rmsnorm(x); q,k,v =
  * h W^T (+b); Qwen3 per-head q/k rmsnorm; RoPE (NEOX or NORM by
@@ -20,7 +32,9 @@
  *
  * Errors: every function returns st_status and sets st_last_error(); a
  * failure inside prefill/decode leaves n_past unchanged when it happens before
- * any KV row was written, and otherwise at the positions before the call. */
+ * any KV row was written, and otherwise at the positions before the call.
+ * Non-finite logits are an error, never a token: the message names the stage
+ * and the first layer whose output holds a NaN or an infinity. */
 #ifndef STRATA_ENGINE_H
 #define STRATA_ENGINE_H
 
@@ -46,8 +60,10 @@ struct st_engine_stage_desc {
 };
 
 struct st_engine_params {
-    int64_t n_ctx;               /* KV cache length in tokens (every stage) */
+    int64_t n_ctx;               /* KV cache length in tokens per sequence (every stage) */
     int64_t max_batch_tokens;    /* prefill chunk: tokens per pass (>= 1) */
+    int64_t n_seq;               /* sequences (KV slots) held at once; 0 = 1 */
+    int n_micro;                 /* decode micro-batches in flight at once; 0 = 1 */
 };
 
 /* Builds every stage (backend init, weight import, KV cache, workspace) and
@@ -74,6 +90,52 @@ st_status st_engine_prefill_greedy(st_engine *e, const int32_t *ids, int64_t n, 
 st_status st_engine_decode(st_engine *e, int32_t id, float *logits_out);
 /* One token, then the greedy next token computed on the device. */
 st_status st_engine_decode_greedy(st_engine *e, int32_t id, int32_t *next_id);
+
+/* ---- many sequences (the scheduler) ---------------------------------------- */
+
+/* How the next token of a row is chosen on the last stage's device. */
+typedef enum st_engine_pick {
+    ST_PICK_GREEDY = 0,          /* argmax (lowest id on ties) */
+    ST_PICK_SAMPLE,              /* the backend's sample op with `sp` (needs st_engine_can_sample) */
+    ST_PICK_LOGITS,              /* no choice: the row's logits come back to the host */
+} st_engine_pick;
+
+struct st_engine_row {
+    int32_t slot;                /* sequence, 0 .. n_seq - 1 */
+    int32_t id;                  /* token fed at position st_engine_seq_len(slot) (step_begin) */
+    st_engine_pick pick;
+    struct st_sample_params sp;  /* ST_PICK_SAMPLE */
+};
+
+int64_t st_engine_n_seq(const st_engine *e);
+int st_engine_n_micro(const st_engine *e);
+/* True when the last stage's backend can draw under sp on the device
+ * (ST_PICK_SAMPLE): it has the sample op, and top_p < 1 comes with 1 <= top_k
+ * <= ST_SAMPLE_TOPK_MAX (devices/device.h). sp NULL: whether it samples at all. */
+bool st_engine_can_sample(const st_engine *e, const struct st_sample_params *sp);
+/* Tokens in the KV cache of a sequence; 0 for a slot outside [0, n_seq). */
+int64_t st_engine_seq_len(const st_engine *e, int slot);
+/* Keeps the first n tokens of a sequence (0 <= n <= its length). */
+st_status st_engine_seq_rewind(st_engine *e, int slot, int64_t n);
+
+/* Appends n tokens to sequence `slot` in prefill chunks and chooses the next
+ * token after the last one as `pick` says (row->slot and row->id are ignored):
+ * *next_id for GREEDY/SAMPLE, the last row's logits into logits_out (host,
+ * n_vocab) for LOGITS (logits_out may be NULL otherwise). Waits for the result. */
+st_status st_engine_seq_prefill(st_engine *e, int slot, const int32_t *ids, int64_t n,
+                                const struct st_engine_row *pick, int32_t *next_id, float *logits_out);
+
+/* Issues one decode step of micro-batch mb (0 .. n_micro - 1): rows[i].id at
+ * the end of sequence rows[i].slot, every row a different slot, 1 <= n <=
+ * n_seq. Returns without waiting; every sequence's length grows by one. A
+ * micro-batch must be ended before it begins again. */
+st_status st_engine_step_begin(st_engine *e, int mb, const struct st_engine_row *rows, int n);
+/* Waits for micro-batch mb: next_ids[i] (n of its begin) holds row i's token
+ * for GREEDY/SAMPLE rows; for LOGITS rows, logits[i] (may be NULL when no row
+ * asks) points to n_vocab floats that stay valid until mb begins again (other
+ * entries NULL). busy_ms (may be NULL, n_stages) receives each stage's device
+ * time for the step (from its first to its last op). */
+st_status st_engine_step_end(st_engine *e, int mb, int32_t *next_ids, const float **logits, double *busy_ms);
 
 /* Forgets the sequence (n_past = 0); the KV memory is kept and overwritten. */
 void st_engine_reset(st_engine *e);

@@ -356,26 +356,29 @@ static st_status be_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_head
 }
 
 static st_status be_kv_store(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v, int64_t n_tok,
-                             const int32_t *pos) {
+                             const int32_t *pos, const int32_t *slot) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
-    OP(be, "kv_store", st_kv_store_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v, n_tok, pos,
-                                        be->flags_dev + 1, be->stream));
+    OP(be, "kv_store", st_kv_store_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v,
+                                        n_tok, pos, slot, be->flags_dev + 1, be->stream));
     return ST_OK;
 }
 
 static st_status be_attention(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok, int64_t n_head,
-                              const int32_t *pos, float scale, float *out) {
+                              const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale, float *out) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (be->flash && st_attn_flash_supported(kv->head_dim, kv->dtype)) {
-        /* decode: split-KV partials live in the scratch buffer (reserved at init, never grown here) */
-        const size_t part_bytes = n_tok <= ST_GEMV_MAX_TOK ? be->scratch_bytes : 0;
-        OP(be, "attention", st_attn_flash_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, q, n_tok,
-                                               n_head, pos, scale, out, part_bytes ? (float *)be->scratch : NULL,
-                                               part_bytes, be->sm_count, be->cc_major, be->stream));
+        /* decode (one token, or a batched step of one token per sequence): split-KV
+         * partials live in the scratch buffer (reserved at init, never grown here) */
+        const bool decode = n_tok <= ST_GEMV_MAX_TOK || n_seq > 1;
+        const size_t part_bytes = decode ? be->scratch_bytes : 0;
+        OP(be, "attention", st_attn_flash_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv,
+                                               kv->head_dim, q, n_tok, n_head, pos, slot, n_seq, scale, out,
+                                               part_bytes ? (float *)be->scratch : NULL, part_bytes, be->sm_count,
+                                               be->cc_major, be->stream));
         return ST_OK;
     }
-    OP(be, "attention", st_attn_eager_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, q, n_tok, n_head,
-                                           pos, scale, out, be->stream));
+    OP(be, "attention", st_attn_eager_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv, kv->head_dim, q,
+                                           n_tok, n_head, pos, slot, scale, out, be->stream));
     return ST_OK;
 }
 
@@ -492,6 +495,20 @@ static st_status be_event_elapsed_ms(st_backend *be, st_event *from, st_event *t
     return check_flags(be);
 }
 
+/* ---- pipelining -------------------------------------------------------------- */
+
+static st_status be_download_async(st_backend *be, void *dst_host, const void *src, size_t bytes) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (bytes) ST_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, be->stream));
+    return ST_OK;
+}
+
+static st_status be_event_sync(st_backend *be, st_event *ev) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    ST_CUDA_CHECK(cudaEventSynchronize(ev->ev));
+    return check_flags(be);
+}
+
 static const struct st_device_ops cuda_ops = {
     .name = "cuda",
     .init = backend_init,
@@ -521,6 +538,8 @@ static const struct st_device_ops cuda_ops = {
     .event_free = be_event_free,
     .event_record = be_event_record,
     .event_elapsed_ms = be_event_elapsed_ms,
+    .download_async = be_download_async,
+    .event_sync = be_event_sync,
 };
 
 extern "C" const struct st_device_ops *st_device_ops_cuda(void) { return &cuda_ops; }

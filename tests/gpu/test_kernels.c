@@ -438,12 +438,16 @@ static void test_rope(struct gpu *g) {
 /* fills both caches identically with random values in dtype */
 struct kv_pair { struct st_kv_layer cpu, gpu; void *hk, *hv; size_t bytes; };
 
+static void kv_make_slots(struct gpu *g, struct kv_pair *p, st_dtype t, int64_t n_slots, int64_t n_ctx, int64_t Hkv,
+                          int64_t D) {
+    p->bytes = st_dtype_row_bytes(t, n_slots * n_ctx * Hkv * D);
+    p->hk = rand_dtype(t, n_slots * n_ctx * Hkv * D, 1.0f);
+    p->hv = rand_dtype(t, n_slots * n_ctx * Hkv * D, 1.0f);
+    p->cpu = (struct st_kv_layer){p->hk, p->hv, t, n_ctx, Hkv, D, n_slots};
+    p->gpu = (struct st_kv_layer){gput(g, p->hk, p->bytes), gput(g, p->hv, p->bytes), t, n_ctx, Hkv, D, n_slots};
+}
 static void kv_make(struct gpu *g, struct kv_pair *p, st_dtype t, int64_t n_ctx, int64_t Hkv, int64_t D) {
-    p->bytes = st_dtype_row_bytes(t, n_ctx * Hkv * D);
-    p->hk = rand_dtype(t, n_ctx * Hkv * D, 1.0f);
-    p->hv = rand_dtype(t, n_ctx * Hkv * D, 1.0f);
-    p->cpu = (struct st_kv_layer){p->hk, p->hv, t, n_ctx, Hkv, D};
-    p->gpu = (struct st_kv_layer){gput(g, p->hk, p->bytes), gput(g, p->hv, p->bytes), t, n_ctx, Hkv, D};
+    kv_make_slots(g, p, t, 1, n_ctx, Hkv, D);
 }
 static void kv_drop(struct gpu *g, struct kv_pair *p) {
     gfree(g, p->gpu.k); gfree(g, p->gpu.v);
@@ -458,10 +462,10 @@ static void test_kv_store(struct gpu *g) {
         kv_make(g, &p, types[ti], n_ctx, Hkv, D);
         float *k = rand_f32(T * Hkv * D, 3.0f), *v = rand_f32(T * Hkv * D, 3.0f);
         int32_t pos[3] = {5, 6, 63};
-        CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos));
+        CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos, NULL));
         float *dk = gput(g, k, sizeof(float) * T * Hkv * D), *dv = gput(g, v, sizeof(float) * T * Hkv * D);
         int32_t *dpos = gput(g, pos, sizeof pos);
-        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos));
+        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos, NULL));
         uint8_t *hk = malloc(p.bytes), *hv = malloc(p.bytes);
         gget(g, hk, p.gpu.k, p.bytes);
         gget(g, hv, p.gpu.v, p.bytes);
@@ -472,11 +476,69 @@ static void test_kv_store(struct gpu *g) {
         /* a position past the cache: skipped, reported at the next sync */
         int32_t bad[1] = {64};
         CHECK_OK(g->ops->upload(g->be, dpos, bad, sizeof bad));
-        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, 1, dpos));
+        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, 1, dpos, NULL));
         CHECK_ERR(g->ops->sync(g->be), ST_ERR_USAGE, "context is full");
         gfree(g, dk); gfree(g, dv); gfree(g, dpos);
         free(k); free(v); free(hk); free(hv);
         kv_drop(g, &p);
+    }
+}
+
+/* A batched decode step: T tokens, each of its own sequence (slot) of a
+ * cache of n_slots planes, in one call (n_seq = T) against the CPU backend;
+ * kv_store with slots writes the same bytes. */
+static void test_attention_slots(struct gpu *g) {
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
+    /* n_slots, n_ctx, Hkv, H, D, n_tok */
+    const int64_t cases[][6] = {{4, 300, 2, 8, 128, 4}, {16, 600, 4, 28, 128, 16}, {8, 200, 8, 64, 64, 8},
+                                {64, 64, 2, 14, 64, 64}, {5, 130, 1, 4, 80, 3},    {33, 96, 4, 32, 128, 33}};
+    for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
+        const int64_t NS = cases[ci][0], n_ctx = cases[ci][1], Hkv = cases[ci][2], H = cases[ci][3], D = cases[ci][4];
+        const int64_t T = cases[ci][5];
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+            const st_dtype t = types[ti];
+            struct kv_pair p;
+            kv_make_slots(g, &p, t, NS, n_ctx, Hkv, D);
+            float *q = rand_f32(T * H * D, 2.0f);
+            int32_t *pos = malloc(sizeof(int32_t) * T), *slot = malloc(sizeof(int32_t) * T);
+            for (int64_t i = 0; i < T; i++) {
+                slot[i] = (int32_t)((i * 7 + 3) % NS);   /* distinct while T <= NS and gcd(7, NS) = 1 */
+                pos[i] = (int32_t)((i * 37 + 11) % n_ctx);
+            }
+            bool distinct = true;
+            for (int64_t i = 0; i < T; i++)
+                for (int64_t j = 0; j < i; j++) distinct &= slot[i] != slot[j];
+            if (!distinct) for (int64_t i = 0; i < T; i++) slot[i] = (int32_t)i;
+            const float scale = 1.0f / sqrtf((float)D);
+            float *ref = malloc(sizeof(float) * T * H * D), *out = malloc(sizeof(float) * T * H * D);
+            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, slot, T, scale, ref));
+            float *dq = gput(g, q, sizeof(float) * T * H * D);
+            int32_t *dpos = gput(g, pos, sizeof(int32_t) * T), *dslot = gput(g, slot, sizeof(int32_t) * T);
+            float *dout = gpoison(g, (size_t)(T * H * D));
+            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, dslot, T, scale, dout));
+            gget(g, out, dout, sizeof(float) * T * H * D);
+            const bool flash = g->flash && (D == 64 || D == 128);
+            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 5e-3;
+            char what[128];
+            snprintf(what, sizeof what, "attention %s %s slots=%lld ctx=%lld H=%lld/%lld D=%lld t=%lld (batched)",
+                     flash ? "flash" : "eager", st_dtype_name(t), (long long)NS, (long long)n_ctx, (long long)H,
+                     (long long)Hkv, (long long)D, (long long)T);
+            expect_close(g, what, out, ref, T * H * D, tol);
+            /* kv_store into the slots: the same bytes as the CPU's */
+            float *k = rand_f32(T * Hkv * D, 3.0f), *v = rand_f32(T * Hkv * D, 3.0f);
+            CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos, slot));
+            float *dk = gput(g, k, sizeof(float) * T * Hkv * D), *dv = gput(g, v, sizeof(float) * T * Hkv * D);
+            CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos, dslot));
+            uint8_t *hk = malloc(p.bytes), *hv = malloc(p.bytes);
+            gget(g, hk, p.gpu.k, p.bytes);
+            gget(g, hv, p.gpu.v, p.bytes);
+            snprintf(what, sizeof what, "kv_store %s into %lld slots: caches bit-identical", st_dtype_name(t), (long long)NS);
+            expect_equal_i(g, what, memcmp(hk, p.hk, p.bytes) == 0 && memcmp(hv, p.hv, p.bytes) == 0, 1);
+            gfree(g, dk); gfree(g, dv); free(k); free(v); free(hk); free(hv);
+            gfree(g, dq); gfree(g, dpos); gfree(g, dslot); gfree(g, dout);
+            free(q); free(pos); free(slot); free(ref); free(out);
+            kv_drop(g, &p);
+        }
     }
 }
 
@@ -498,11 +560,11 @@ static void test_attention(struct gpu *g) {
             for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)(last - (T - 1) + i);
             const float scale = 1.0f / sqrtf((float)D);
             float *ref = malloc(sizeof(float) * T * H * D), *out = malloc(sizeof(float) * T * H * D);
-            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, scale, ref));
+            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, NULL, 1, scale, ref));
             float *dq = gput(g, q, sizeof(float) * T * H * D);
             int32_t *dpos = gput(g, pos, sizeof(int32_t) * T);
             float *dout = gpoison(g, (size_t)(T * H * D));
-            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, scale, dout));
+            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, NULL, 1, scale, dout));
             gget(g, out, dout, sizeof(float) * T * H * D);
             const bool flash = g->flash && (D == 64 || D == 128);
             const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 5e-3;
@@ -549,7 +611,7 @@ static void test_argmax(struct gpu *g) {
     for (int trial = 0; trial < 4; trial++) {
         float *l = rand_f32(V, 10.0f);
         if (trial == 1) { l[70000] = 50.0f; l[12] = 50.0f; }          /* tie: lowest id wins */
-        if (trial == 2) { l[0] = NAN; l[5] = NAN; l[V - 1] = 60.0f; } /* NaN never wins */
+        if (trial == 2) { l[0] = NAN; l[5] = NAN; l[V - 1] = 60.0f; } /* non-finite: no token (-1) */
         if (trial == 3) { for (int64_t i = 0; i < V; i++) l[i] = -INFINITY; l[V / 2] = -1e30f; }
         int32_t want = 0, got = -1;
         CHECK_OK(cpu_ops->argmax(cpu_be, l, V, &want));
@@ -560,6 +622,7 @@ static void test_argmax(struct gpu *g) {
         char what[96];
         snprintf(what, sizeof what, "argmax V=%lld case %d", (long long)V, trial);
         expect_equal_i(g, what, got, want);
+        if (trial >= 2) expect_equal_i(g, "argmax of non-finite logits is -1", got, -1);
         gfree(g, dl); gfree(g, did);
         free(l);
     }
@@ -783,6 +846,7 @@ int main(int argc, char **argv) {
         test_rope(g);
         test_kv_store(g);
         test_attention(g);
+        test_attention_slots(g);
         test_elementwise(g);
         test_argmax(g);
         test_sample(g);
