@@ -421,3 +421,15 @@ void st_deploy_sampler_params(const st_deploy *d, struct st_sampler_params *out)
     out->penalty_last_n = g->repeat_last_n;
     out->seed = g->has_seed ? g->seed : (uint64_t)(st_time_s() * 1e9);
 }
+
+st_chat_kind st_deploy_chat_kind(const st_deploy *d) {
+    st_chat_kind detected = d->model ? st_chat_detect(d->model->chat_template) : ST_CHAT_NONE;
+    switch (d->cfg->generation.chat_template) {
+    case ST_CONFIG_CHAT_NONE: return ST_CHAT_NONE;
+    case ST_CONFIG_CHAT_CHATML:
+        return detected >= ST_CHAT_CHATML && detected <= ST_CHAT_QWEN3 ? detected : ST_CHAT_CHATML;
+    case ST_CONFIG_CHAT_LLAMA3:
+        return detected == ST_CHAT_LLAMA31 ? detected : ST_CHAT_LLAMA3;
+    default: return detected;
+    }
+}

@@ -13,6 +13,7 @@
 #include "base/base.h"
 #include "devices/device.h"
 #include "model/model.h"
+#include "model/tokenizer.h"
 #include "orchestrator/config.h"
 #include "orchestrator/engine.h"
 #include "planner/planner.h"
@@ -75,6 +76,11 @@ bool st_deploy_runnable(const st_deploy *d);
  * stage precision, attention and KV dtype, the link kind from `transport`).
  * Catalog devices are dry-run only: ST_ERR_CONFIG naming the device. */
 st_status st_deploy_engine(const st_deploy *d, st_engine **out);
+
+/* The chat template to use: the config's generation.chat_template, refined by
+ * the model's own template (a Qwen3 file under 'chatml' keeps its <think>
+ * handling); ST_CHAT_NONE when neither names one. */
+st_chat_kind st_deploy_chat_kind(const st_deploy *d);
 
 /* Sampler settings from the config's generation block. */
 struct st_sampler_params;

@@ -1030,6 +1030,7 @@ st_status st_engine_decode_greedy(st_engine *e, int32_t id, int32_t *next_id) {
 
 st_status st_engine_seq_prefill(st_engine *e, int slot, const int32_t *ids, int64_t n,
                                 const struct st_engine_row *pick, int32_t *next_id, float *logits_out) {
+    if (!pick) return run_tokens(e, slot, ids, n, OUT_NONE, NULL, NULL, NULL);
     if (pick->pick == ST_PICK_LOGITS && !logits_out)
         return st_error_set(ST_ERR_INTERNAL, "engine: a LOGITS pick without a logits buffer");
     if (pick->pick == ST_PICK_SAMPLE && pick->sp.temperature > 0.0f && !st_engine_can_sample(e, &pick->sp))
@@ -1082,6 +1083,8 @@ st_status st_engine_step_begin(st_engine *e, int mb, const struct st_engine_row 
     for (int i = 1; i < e->n_stages; i++) memcpy(e->st[i].io_host[mb], in, (size_t)(IO_N * e->T) * sizeof(int32_t));
     memcpy(out->rows, rows, (size_t)n * sizeof *rows);
     struct pass f = {.set = mb, .T = n, .n_seq = n, .mode = OUT_PICK, .rows = out->rows, .n_rows = n};
+    /* one sequence's greedy step replays the captured graphs, as a single-sequence decode does */
+    f.graph = e->graphs && n == 1 && rows[0].pick == ST_PICK_GREEDY && !e->timing && !e->tap;
     TRY(forward_pass(e, &f));
     for (int i = 0; i < n; i++) e->n_past[rows[i].slot]++;
     out->n_rows = n;

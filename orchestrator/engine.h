@@ -121,7 +121,8 @@ st_status st_engine_seq_rewind(st_engine *e, int slot, int64_t n);
 /* Appends n tokens to sequence `slot` in prefill chunks and chooses the next
  * token after the last one as `pick` says (row->slot and row->id are ignored):
  * *next_id for GREEDY/SAMPLE, the last row's logits into logits_out (host,
- * n_vocab) for LOGITS (logits_out may be NULL otherwise). Waits for the result. */
+ * n_vocab) for LOGITS (logits_out may be NULL otherwise). pick NULL: no
+ * choice (a part of a prompt). Waits for the result. */
 st_status st_engine_seq_prefill(st_engine *e, int slot, const int32_t *ids, int64_t n,
                                 const struct st_engine_row *pick, int32_t *next_id, float *logits_out);
 

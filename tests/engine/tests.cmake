@@ -25,9 +25,14 @@ st_add_cli_test(generate_cli_badlist RC 2 LABELS engine
 st_add_cli_test(generate_cli_badid RC 2 LABELS engine
   EXPECT "token id 251 (input position 1) is outside the vocabulary"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,251")
-st_add_cli_test(generate_cli_ctx RC 2 LABELS engine
-  EXPECT "need a context of 18, the plan has 8|||hint: raise --ctx"
+# past a fixed context: the output stops when it is full and says so (exit 0);
+# 3 prompt tokens + 6 new ones = the 8-token cache and the one token it predicts
+st_add_cli_test(generate_cli_ctx RC 0 LABELS engine
+  EXPECT "139,139,139,139,139,139\n|||stopped: the context of 8 tokens is full|||hint: raise --ctx"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 8")
+st_add_cli_test(generate_cli_ctx_prompt RC 2 LABELS engine
+  EXPECT "the prompt (3 tokens) does not fit the context of 2 tokens|||hint: raise --ctx"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 2")
 st_add_cli_test(generate_cli_typo RC 2 LABELS engine EXPECT "unknown option '--thread' (did you mean '--threads'?)"
   ARGS "generate -m x --thread 2")
 st_add_cli_test(generate_cli_logits_dir RC 1 LABELS engine EXPECT "cannot create the logits file"
