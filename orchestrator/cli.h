@@ -14,6 +14,7 @@ extern "C" {
 int st_cmd_inventory(int argc, char **argv);
 int st_cmd_plan(int argc, char **argv);
 int st_cmd_generate(int argc, char **argv);
+int st_cmd_serve(int argc, char **argv);
 int st_cmd_bench(int argc, char **argv);
 int st_cmd_calibrate(int argc, char **argv);
 int st_cmd_model(int argc, char **argv);

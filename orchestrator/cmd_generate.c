@@ -758,6 +758,7 @@ int st_cmd_generate(int argc, char **argv) {
         }
         /* else: the output stops when the context is full, and says so */
     }
+    g.d->req.batch = 1;   /* one sequence: the plan's KV memory is what runs */
     if ((s = st_deploy_plan(g.d))) goto done;
     if (!st_deploy_runnable(g.d)) {
         s = st_deploy_engine(g.d, &g.e);   /* says which device cannot run */

@@ -401,7 +401,12 @@ st_status st_deploy_engine(const st_deploy *d, st_engine **out) {
             st[i].link_to_next = link_type(d->cfg, &pd->info, &p->devices[p->stages[i + 1].device].info);
         }
     }
-    struct st_engine_params ep = {.n_ctx = p->context, .max_batch_tokens = p->prefill_chunk};
+    /* the plan's batch is the sequences held at once; with the throughput
+     * objective, micro-batches keep every stage of a pipeline busy */
+    const int64_t n_seq = p->batch > 0 ? p->batch : 1;
+    const int n_micro = p->objective == ST_PLAN_THROUGHPUT && p->n_stages > 1 ? (int)ST_MIN(ST_MIN(p->n_stages, n_seq), 8) : 1;
+    struct st_engine_params ep = {.n_ctx = p->context, .max_batch_tokens = p->prefill_chunk, .n_seq = n_seq,
+                                  .n_micro = n_micro};
     s = st_engine_init(d->model, st, p->n_stages, &ep, out);
 done:
     free(st);

@@ -23,6 +23,7 @@ static const struct st_command commands[] = {
     {"inventory",  st_cmd_inventory,  "GPUs, CPUs, NUMA nodes, PCIe/NVLink and P2P of this machine (--probe measures)"},
     {"plan",       st_cmd_plan,       "place layers, precision and attention per device; dry runs for catalog hardware"},
     {"generate",   st_cmd_generate,   "generate text (or token ids) across the planned devices"},
+    {"serve",      st_cmd_serve,      "OpenAI-compatible HTTP API, many sequences in flight"},
     {"bench",      st_cmd_bench,      "measure prefill/decode tok/s, per stage and per link"},
     {"calibrate",  st_cmd_calibrate,  "measure which layers are numerically safe in fp16 (numerics profile)"},
     {"model",      st_cmd_model,      "describe a model file: architecture, parameters, bytes per dtype and layer"},

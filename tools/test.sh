@@ -17,10 +17,10 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 bash tools/install-deps.sh
 
-if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c "import numpy, gguf, tokenizers, safetensors" 2>/dev/null; then
+if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c "import numpy, gguf, tokenizers, safetensors, jinja2, openai" 2>/dev/null; then
   echo "test: making .venv with numpy gguf tokenizers safetensors"
   python3 -m venv .venv
-  .venv/bin/python3 -m pip install --quiet --disable-pip-version-check numpy gguf tokenizers safetensors jinja2
+  .venv/bin/python3 -m pip install --quiet --disable-pip-version-check numpy gguf tokenizers safetensors jinja2 openai
 fi
 py="$root/.venv/bin/python3"
 
