@@ -6,6 +6,7 @@
  * the same run). docs/bench.md explains every figure. */
 #include "orchestrator/cli.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/session.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -36,6 +37,9 @@ static void usage(FILE *f) {
         "  --bw-bytes SIZE        array size of the bandwidth measurement (default: CPU 512 MiB or\n"
         "                         2 x last-level cache, GPU 256 MiB)\n"
         "  --profile FILE         probe profile for the plan (default: the saved one, if any)\n"
+        "  --concurrency LIST     serving throughput instead: for each count C (e.g. 1,4,16,64), C sequences\n"
+        "                         of --prompt-tokens random ids are prefilled, then decode --decode-tokens each\n"
+        "                         in batched steps; aggregate and per-sequence decode tok/s, time to first token\n"
         "  --json                 one JSON object instead of tables\n"
         "  -h, --help             this text\n\n"
         "exit codes: 0 ok, 1 runtime failure or invalid generated tokens, 2 usage or configuration\n");
@@ -484,6 +488,150 @@ static void print_table(const struct bench *b, double prefill, double decode) {
     if (!b->tokens_repeatable) printf("\nnote: the greedy tokens differed between runs (non-deterministic kernels?)\n");
 }
 
+/* ---- serving throughput (--concurrency) ---------------------------------------------- */
+
+struct conc_result {
+    int64_t c;                   /* sequences at once */
+    double prefill_s;            /* start to the last sequence's first token */
+    double decode_s;             /* from then to the last token */
+    double agg_tok_s;            /* tokens decoded after the prefill, all sequences, per second */
+    double ttft_mean_ms, ttft_max_ms;
+    int64_t steps;               /* engine decode steps */
+    bool ok;                     /* every sequence produced its tokens */
+};
+
+/* C sequences through the scheduler, as `strata serve` runs them: every
+ * prompt prefilled at once, then batched decode steps until each has its tokens. */
+static st_status run_concurrency(st_engine *e, int64_t C, int64_t n_prompt, int64_t n_decode, uint64_t seed,
+                                 struct conc_result *out) {
+    struct st_sched_params sp = {.prefill_budget = C * n_prompt};
+    st_sched *sch = NULL;
+    st_session **ss = st_calloc((size_t)C, sizeof *ss, "bench sessions");
+    int32_t *prompt = st_malloc((size_t)n_prompt * sizeof(int32_t), "bench prompt");
+    st_status s = ss && prompt ? st_sched_init(e, NULL, &sp, &sch) : ST_ERR_NOMEM;
+    struct st_gen_params gp;
+    st_gen_params_default(&gp);
+    gp.max_tokens = n_decode;
+    gp.ignore_eos = true;
+    const int64_t V = st_engine_n_vocab(e);
+    *out = (struct conc_result){.c = C, .ok = true};
+    double t0 = st_time_s();
+    for (int64_t i = 0; !s && i < C; i++) {
+        uint64_t rs = seed + (uint64_t)i * 7919;
+        for (int64_t k = 0; k < n_prompt; k++) prompt[k] = (int32_t)(next_rand(&rs) % (uint64_t)V);
+        if (!(s = st_session_open(sch, &ss[i]))) s = st_session_start(ss[i], prompt, n_prompt, &gp, NULL, NULL);
+    }
+    while (!s && st_sched_busy(sch)) s = st_sched_step(sch);
+    const double t_end = st_time_s();
+    double ttft_max = 0, ttft_sum = 0;
+    for (int64_t i = 0; !s && i < C; i++) {
+        struct st_session_stats st;
+        st_session_stats(ss[i], &st);
+        ttft_max = ST_MAX(ttft_max, st.ttft_s);
+        ttft_sum += st.ttft_s;
+        out->ok &= st.finish == ST_FINISH_LENGTH && st.generated_tokens == n_decode;
+    }
+    if (!s) {
+        struct st_sched_stats sst;
+        st_sched_stats(sch, &sst);
+        out->prefill_s = ttft_max;
+        out->decode_s = t_end - t0 - ttft_max;
+        out->agg_tok_s = out->decode_s > 0 ? (double)(C * (n_decode - 1)) / out->decode_s : 0;
+        out->ttft_mean_ms = 1e3 * ttft_sum / (double)C;
+        out->ttft_max_ms = 1e3 * ttft_max;
+        out->steps = sst.steps;
+    }
+    for (int64_t i = 0; ss && i < C; i++) st_session_close(ss[i]);
+    st_sched_free(sch);
+    free(ss);
+    free(prompt);
+    return s;
+}
+
+static int bench_concurrency(struct st_deploy_options *opt, const int64_t *list, int n_list, int64_t n_prompt,
+                             int64_t n_decode, uint64_t seed, bool json) {
+    st_deploy *d = NULL;
+    st_engine *e = NULL;
+    int64_t most = 1;
+    for (int i = 0; i < n_list; i++) most = ST_MAX(most, list[i]);
+    struct conc_result *res = st_calloc((size_t)n_list, sizeof *res, "bench results");
+    st_status s = res ? st_deploy_load(opt, &d) : ST_ERR_NOMEM;
+    if (s) goto done;
+    d->req.batch = most;   /* the plan sizes the KV cache for the most sequences */
+    if (!opt->context && d->req.context < n_prompt + n_decode) d->req.context = n_prompt + n_decode;
+    if ((s = st_deploy_plan(d))) goto done;
+    if (!st_deploy_runnable(d)) { s = st_deploy_engine(d, &e); if (!s) s = ST_ERR_INTERNAL; goto done; }
+    if (n_prompt + n_decode > d->plan->context) {
+        s = st_error_set(ST_ERR_USAGE, "bench: %lld prompt + %lld decode tokens do not fit the context of %lld",
+                         (long long)n_prompt, (long long)n_decode, (long long)d->plan->context);
+        st_error_hint("use --ctx %lld or fewer --prompt-tokens / --decode-tokens", (long long)(n_prompt + n_decode));
+        goto done;
+    }
+    if ((s = st_deploy_engine(d, &e))) goto done;
+    struct conc_result warm;
+    if ((s = run_concurrency(e, ST_MIN(most, 2), ST_MIN(n_prompt, 16), ST_MIN(n_decode, 4), seed, &warm))) goto done;
+    for (int i = 0; i < n_list; i++)
+        if ((s = run_concurrency(e, list[i], n_prompt, n_decode, seed, &res[i]))) goto done;
+    const st_plan *p = d->plan;
+    if (json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:s}", "model", d->model->path, "model_name",
+                              d->pm.name, "weights", d->pm.weights, "prompt_tokens", (json_int_t)n_prompt,
+                              "decode_tokens", (json_int_t)n_decode, "sequence_slots", (json_int_t)st_engine_n_seq(e),
+                              "micro_batches", st_engine_n_micro(e), "objective", st_plan_objective_name(p->objective));
+        json_object_set_new(o, "commit", json_string(st_build_commit()));
+        json_object_set_new(o, "stages", json_integer(p->n_stages));
+        json_t *arr = json_array();
+        for (int i = 0; i < n_list; i++) {
+            const struct conc_result *r = &res[i];
+            json_array_append_new(arr, json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:b}", "concurrency",
+                                                 (json_int_t)r->c, "prefill_s", r->prefill_s, "prefill_tok_s",
+                                                 r->prefill_s > 0 ? (double)(r->c * n_prompt) / r->prefill_s : 0.0,
+                                                 "decode_s", r->decode_s, "aggregate_decode_tok_s", r->agg_tok_s,
+                                                 "per_sequence_tok_s", r->agg_tok_s / (double)r->c, "ttft_mean_ms",
+                                                 r->ttft_mean_ms, "ttft_max_ms", r->ttft_max_ms, "decode_steps",
+                                                 (json_int_t)r->steps, "tokens_ok", r->ok));
+        }
+        json_object_set_new(o, "runs", arr);
+        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+        if (text) puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("strata bench --concurrency: %s (%s), %d stage%s, %lld sequence slots, %d micro-batch%s, %s objective\n"
+               "each sequence: %lld random prompt tokens, then %lld greedy tokens; all prompts prefilled first\n\n",
+               d->model->path, d->pm.weights, p->n_stages, p->n_stages == 1 ? "" : "s", (long long)st_engine_n_seq(e),
+               st_engine_n_micro(e), st_engine_n_micro(e) == 1 ? "" : "es", st_plan_objective_name(p->objective),
+               (long long)n_prompt, (long long)n_decode);
+        printf("  %6s %12s %14s %14s %14s %12s %12s %8s\n", "seqs", "prefill s", "prefill tok/s", "decode tok/s",
+               "per seq tok/s", "TTFT mean", "TTFT max", "steps");
+        for (int i = 0; i < n_list; i++) {
+            const struct conc_result *r = &res[i];
+            printf("  %6lld %12.3f %14.1f %14.1f %14.2f %10.1fms %10.1fms %8lld%s\n", (long long)r->c, r->prefill_s,
+                   r->prefill_s > 0 ? (double)(r->c * n_prompt) / r->prefill_s : 0.0, r->agg_tok_s,
+                   r->agg_tok_s / (double)r->c, r->ttft_mean_ms, r->ttft_max_ms, (long long)r->steps,
+                   r->ok ? "" : "  SHORT");
+        }
+        if (n_list > 1 && res[0].c == 1 && res[0].agg_tok_s > 0) {
+            printf("\n");
+            for (int i = 1; i < n_list; i++)
+                printf("  %lld sequences: %.2fx the single-sequence aggregate\n", (long long)res[i].c,
+                       res[i].agg_tok_s / res[0].agg_tok_s);
+        }
+    }
+    for (int i = 0; i < n_list && !s; i++) {
+        if (!res[i].ok) {
+            s = st_error_set(ST_ERR_DEVICE, "bench: a sequence at concurrency %lld ended short of its %lld tokens",
+                             (long long)res[i].c, (long long)n_decode);
+            st_error_hint("run the same deployment with 'strata generate' to see the error");
+        }
+    }
+done:
+    st_engine_free(e);
+    st_deploy_free(d);
+    free(res);
+    return s ? st_cli_report(s) : 0;
+}
+
 /* ---- the command ------------------------------------------------------------------ */
 
 int st_cmd_bench(int argc, char **argv) {
@@ -494,6 +642,8 @@ int st_cmd_bench(int argc, char **argv) {
     b.repeat = 3;
     b.seed = 1;
     bool json = false;
+    int64_t conc[32];
+    int n_conc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -509,6 +659,20 @@ int st_cmd_bench(int argc, char **argv) {
             opt.cpu_only = true;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--concurrency")) {
+            if (!has) return st_cli_usage_error("bench", "--concurrency needs a list of counts, e.g. 1,4,16,64");
+            const char *p = argv[++i];
+            n_conc = 0;
+            while (*p) {
+                char item[32];
+                size_t l = strcspn(p, ",");
+                snprintf(item, sizeof item, "%.*s", (int)ST_MIN(l, sizeof item - 1), p);
+                if (n_conc == (int)ST_ARRAY_LEN(conc) || !st_cli_parse_i64(item, 1, 4096, &conc[n_conc]))
+                    return st_cli_usage_error("bench", "--concurrency wants up to %zu counts from 1 to 4096 separated "
+                                              "by commas, got '%s'", ST_ARRAY_LEN(conc), argv[i]);
+                n_conc++;
+                p += l + (p[l] == ',');
+            }
         } else if (!strcmp(a, "--profile")) {
             if (!has) return st_cli_usage_error("bench", "--profile needs a file name");
             opt.profile_path = argv[++i];
@@ -531,7 +695,7 @@ int st_cmd_bench(int argc, char **argv) {
                 return st_cli_usage_error("bench", "--bw-bytes needs a size of at least 4 KiB (e.g. 256MiB)");
             i++;
         } else {
-            static const char *const known[] = {"--model", "--config", "--cpu", "--json", "--profile",
+            static const char *const known[] = {"--model", "--config", "--cpu", "--json", "--profile", "--concurrency",
                                                 "--prompt-tokens", "--decode-tokens", "--repeat", "--ctx",
                                                 "--threads", "--seed", "--bw-bytes", "--help"};
             const char *near = a[0] == '-' ? st_nearest_word(a, known, ST_ARRAY_LEN(known)) : NULL;
@@ -541,6 +705,7 @@ int st_cmd_bench(int argc, char **argv) {
     }
     if (!opt.config_path && !opt.model_path)
         return st_cli_usage_error("bench", "no model: give -m MODEL or -c deploy.yaml");
+    if (n_conc) return bench_concurrency(&opt, conc, n_conc, b.n_prompt, b.n_decode, b.seed, json);
 
     st_status s = st_deploy_open(&opt, &b.d);
     if (s != ST_OK) {
