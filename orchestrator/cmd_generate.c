@@ -494,10 +494,13 @@ static st_status chat_tokens(struct chat *c, const char *user, int64_t room) {
             }
             free(tail);
         } else {
+            c->n_ids = 0;   /* encode_alloc appends */
             s = st_tokenizer_encode_alloc(g->tok, text, len, ST_TOK_PARSE_SPECIAL, &c->ids, &c->n_ids, &c->ids_cap);
         }
         if (s) { free(text); return s; }
-        if (c->n_ids <= budget) {
+        /* once the conversation must shrink, it shrinks to half the budget, so the
+         * next turns append to the cache again instead of prefilling it anew */
+        if (c->n_ids <= (dropped ? budget / 2 : budget) || (dropped && c->n_msgs - c->first <= 1 && c->n_ids <= budget)) {
             free(c->prev);
             c->prev = text;   /* the reply is appended to it after the turn */
             c->prev_len = len;

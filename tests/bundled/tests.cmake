@@ -24,10 +24,14 @@ foreach(_src models/tiny-kjv models/tiny-kjv.gguf)
     ARGS "generate -m ${_src} -p \"And the LORD spake unto Moses, saying,\" --greedy -n 40 --cpu")
 endforeach()
 
-# --chat keeps the KV cache across turns; the second reply equals a one-shot run.
+# --chat keeps the KV cache across turns: turn 2 prefills only the new tokens
+# (--stats counts) and its reply equals a one-shot run; the selftest plants a
+# strata that reuses nothing and sees the check fail.
 add_test(NAME bundled_chat_reuse COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_reuse.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-set_tests_properties(bundled_chat_reuse PROPERTIES LABELS bundled)
+add_test(NAME bundled_chat_reuse_selftest COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_reuse.sh --selftest
+         $<TARGET_FILE:strata> WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_chat_reuse bundled_chat_reuse_selftest PROPERTIES LABELS bundled)
 
 # generate --plan runs a saved plan; plans for another model or other devices are refused.
 add_test(NAME bundled_plan_replay COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/plan_replay.sh $<TARGET_FILE:strata>
@@ -62,3 +66,19 @@ st_add_cli_test(bundled_chat_stdin_prompt RC 2 LABELS bundled
 add_test(NAME bundled_long_context COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/long_context.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_long_context PROPERTIES LABELS bundled)
+
+# Long chats keep going: 20 turns past the 1024-token context drop the oldest
+# exchanges with a notice and keep the system prompt; the soak generates
+# 20,000 tokens in turns with resident memory flat after warm-up and the same
+# replies for the same seed on a second run.
+add_test(NAME bundled_chat_20_turns COMMAND ${STRATA_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_soak.py
+         $<TARGET_FILE:strata> --tokens 0 --turns-min 20 WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+add_test(NAME bundled_chat_soak COMMAND ${STRATA_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_soak.py
+         $<TARGET_FILE:strata> --tokens 20000 WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_chat_20_turns bundled_chat_soak PROPERTIES LABELS bundled TIMEOUT 1800)
+
+# --chat at a terminal (a pseudo-terminal): banner with the template, two
+# turns, Ctrl-C stops a reply and the chat goes on, /help /save /reset /exit.
+add_test(NAME bundled_chat_tty COMMAND ${STRATA_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_tty.py $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(bundled_chat_tty PROPERTIES LABELS bundled TIMEOUT 300)
