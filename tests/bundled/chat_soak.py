@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 args = sys.argv[1:]
@@ -49,6 +50,10 @@ def run(save_path):
         cmd.append("--cpu")
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          bufsize=1)
+    # the replies are read as they come (a full pipe would stop strata mid-reply)
+    out_parts = []
+    reader = threading.Thread(target=lambda: out_parts.append(p.stdout.read()), daemon=True)
+    reader.start()
     replies, notices, generated, turn, rss = [], 0, 0, 0, {}
     while generated < TOKENS or turn < TURNS_MIN:
         turn += 1
@@ -73,8 +78,10 @@ def run(save_path):
     rss["end"] = rss_kb(p.pid)
     p.stdin.write(f"/save {save_path}\n/exit\n")
     p.stdin.flush()
-    out, err = p.communicate(timeout=60)
-    replies = out
+    p.stdin.close()
+    p.wait(timeout=60)
+    reader.join(timeout=60)
+    replies = "".join(out_parts)
     return p.returncode, replies, notices, generated, turn, rss
 
 
