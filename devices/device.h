@@ -505,6 +505,9 @@ st_status st_cuda_mem_info(int ordinal, uint64_t *free_bytes, uint64_t *total_by
  * backend, median of reps (0 = 20) after a warm-up, bytes read + written per
  * second (GB/s): the copy roofline that `inventory --probe` reports too. */
 st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps);
+/* Host-to-device copy of `bytes` (0 = 256 MiB) from pinned memory, median of
+ * reps (0 = 10) after a warm-up, GB/s: the ceiling of weight loading. */
+st_status st_cuda_h2d_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps);
 #endif
 
 /* The backends built into this binary (CUDA only when compiled with it). */

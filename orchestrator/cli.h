@@ -39,6 +39,10 @@ bool st_cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
  * a cut input is never returned. */
 st_status st_cli_read_stdin(char **out, size_t *len);
 
+/* A progress bar for weight loading on stderr, only when stderr is a
+ * terminal: bytes, rate and time left per stage (st_engine_params.progress). */
+void st_cli_load_progress(void *user, int stage, const char *device, uint64_t done, uint64_t total);
+
 /* Prints that a feature is not in this build yet and returns 2. */
 int st_cli_not_built(const char *cmd, const char *what);
 

@@ -113,6 +113,8 @@ struct bench {
     double *stage_decode_ms, *link_decode_ms;    /* (n_stages) means over the timed steps */
     double *stage_prefill_ms, *link_prefill_ms;  /* (n_stages) of the timed prefill */
     double timed_step_ms;                        /* host wall time of a timed step, mean */
+    double init_s, ttft_s;                       /* engine build (weights loaded); build + the first prompt's first token */
+    double *h2d_gbps;                            /* (n_stages) pinned host-to-device bandwidth of a GPU stage's device, 0 = n/a */
     double *tmp_stage, *tmp_link;                /* (n_stages) scratch */
     struct dev_bench *devs;                      /* (plan n_devices) */
 };
@@ -129,6 +131,7 @@ static void bench_free(struct bench *b) {
     free(b->link_prefill_ms);
     free(b->tmp_stage);
     free(b->tmp_link);
+    free(b->h2d_gbps);
     free(b->devs);
     st_engine_free(b->e);
     st_deploy_free(b->d);
@@ -396,6 +399,22 @@ static void print_json(const struct bench *b, double prefill, double decode) {
     json_object_set_new(r, "roofline_tok_s", real_or_null(rf.known && rf.roofline_ms > 0, 1e3 / rf.roofline_ms));
     json_object_set_new(r, "fraction", real_or_null(rf.known && decode > 0, rf.roofline_ms * decode / 1e3));
     json_object_set_new(o, "roofline", r);
+    json_t *load = json_object(), *ls = json_array();
+    json_object_set_new(load, "engine_build_s", json_real(b->init_s));
+    json_object_set_new(load, "ttft_s", json_real(b->ttft_s));
+    for (int k = 0; k < b->n_stages; k++) {
+        uint64_t bytes = 0;
+        double secs = 0;
+        st_engine_load_stats(b->e, k, &bytes, &secs);
+        const double gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
+        json_array_append_new(ls, json_pack("{s:i, s:I, s:f, s:f, s:o, s:o}", "stage", k, "bytes", (json_int_t)bytes,
+                                            "seconds", secs, "gbps", gbps, "h2d_gbps",
+                                            real_or_null(b->h2d_gbps && b->h2d_gbps[k] > 0, b->h2d_gbps ? b->h2d_gbps[k] : 0),
+                                            "h2d_fraction", real_or_null(b->h2d_gbps && b->h2d_gbps[k] > 0,
+                                                                         b->h2d_gbps && b->h2d_gbps[k] > 0 ? gbps / b->h2d_gbps[k] : 0)));
+    }
+    json_object_set_new(load, "stages", ls);
+    json_object_set_new(o, "load", load);
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (text) puts(text);
     free(text);
@@ -485,6 +504,19 @@ static void print_table(const struct bench *b, double prefill, double decode) {
     if (rf.known && rf.roofline_ms > 0)
         printf("  roofline %.3f ms = %.1f tok/s; measured %.1f tok/s = %.1f%% of it\n", rf.roofline_ms,
                1e3 / rf.roofline_ms, decode, 100.0 * rf.roofline_ms * decode / 1e3);
+    printf("\nloading (warm page cache): engine built in %.3f s; first token of the %lld-token prompt %.3f s after the start\n",
+           b->init_s, (long long)b->n_prompt, b->ttft_s);
+    for (int k = 0; k < b->n_stages; k++) {
+        uint64_t bytes = 0;
+        double secs = 0;
+        st_engine_load_stats(b->e, k, &bytes, &secs);
+        const double gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
+        printf("  stage %d %-24.24s %11s in %7.3f s = %6.2f GB/s", k, dev_label(p, p->stages[k].device),
+               st_format_bytes(bytes, a, sizeof a), secs, gbps);
+        if (b->h2d_gbps && b->h2d_gbps[k] > 0)
+            printf("  (host-to-device %.1f GB/s: %.0f%%)", b->h2d_gbps[k], 100.0 * gbps / b->h2d_gbps[k]);
+        printf("\n");
+    }
     if (!b->tokens_repeatable) printf("\nnote: the greedy tokens differed between runs (non-deterministic kernels?)\n");
 }
 
@@ -635,7 +667,7 @@ done:
 /* ---- the command ------------------------------------------------------------------ */
 
 int st_cmd_bench(int argc, char **argv) {
-    struct st_deploy_options opt = {0};
+    struct st_deploy_options opt = {.progress = true};
     struct bench b = {0};
     b.n_prompt = 512;
     b.n_decode = 128;
@@ -747,7 +779,9 @@ int st_cmd_bench(int argc, char **argv) {
     }
 
     read_mem(&b, false);
+    const double t_init = st_time_s();
     if ((s = st_deploy_engine(b.d, &b.e)) != ST_OK) goto done;
+    b.init_s = st_time_s() - t_init;
     b.n_stages = st_engine_n_stages(b.e);
     b.n_vocab = st_engine_n_vocab(b.e);
     const size_t S = (size_t)b.n_stages;
@@ -775,7 +809,18 @@ int st_cmd_bench(int argc, char **argv) {
     /* warm-up: the same shapes once (lazy allocations, caches, clocks) */
     double ps, ds;
     if ((s = run_once(&b, &ps, &ds)) != ST_OK) goto done;
+    b.ttft_s = b.init_s + ps;
     read_mem(&b, true);
+    if (!(b.h2d_gbps = st_calloc(S, sizeof(double), "bench h2d"))) { s = ST_ERR_NOMEM; goto done; }
+    for (int k = 0; k < b.n_stages; k++) {
+        const struct st_device_info *info = &p->devices[p->stages[k].device].info;
+        (void)info;
+#ifdef STRATA_HAVE_CUDA
+        if (info->kind == ST_DEVICE_CUDA && st_cuda_h2d_bandwidth(info->index, 0, 5, &b.h2d_gbps[k]) != ST_OK)
+            ST_WARN("bench: host-to-device bandwidth of %s not measured: %s", p->devices[p->stages[k].device].select,
+                    st_last_error());
+#endif
+    }
     measure_bandwidth(&b, opt.threads);
 
     for (int64_t r = 0; r < b.repeat; r++) {

@@ -723,6 +723,7 @@ int st_cmd_generate(int argc, char **argv) {
     if (rc >= 0) return rc;
 
     struct gen g = {.o = &o};
+    o.dep.progress = true;
     int32_t *ids = NULL;
     int64_t n_ids = 0, ids_cap = 0;
     char *stdin_text = NULL;

@@ -43,7 +43,7 @@ static void usage(FILE *f) {
 }
 
 int st_cmd_serve(int argc, char **argv) {
-    struct st_deploy_options dep = {0};
+    struct st_deploy_options dep = {.progress = true};
     struct st_server_options so = {.host = "127.0.0.1", .port = 8080, .max_queue = 256, .max_body_bytes = 4u << 20,
                                    .shutdown_grace_s = 10.0};
     int64_t parallel = 0, max_tokens = -1, n;

@@ -1,5 +1,6 @@
 /* Deployment: config → devices → plan → engine. */
 #include "orchestrator/deploy.h"
+#include "orchestrator/cli.h"
 #include "orchestrator/sampler.h"
 
 #include <stdlib.h>
@@ -295,6 +296,7 @@ st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
         d->req.n_manual = cfg->placement.n_manual;
     }
     d->context_fixed = opt->context > 0 || opt->config_path != NULL;
+    d->progress = opt->progress;
     *out = d;
     return ST_OK;
 
@@ -406,7 +408,7 @@ st_status st_deploy_engine(const st_deploy *d, st_engine **out) {
     const int64_t n_seq = p->batch > 0 ? p->batch : 1;
     const int n_micro = p->objective == ST_PLAN_THROUGHPUT && p->n_stages > 1 ? (int)ST_MIN(ST_MIN(p->n_stages, n_seq), 8) : 1;
     struct st_engine_params ep = {.n_ctx = p->context, .max_batch_tokens = p->prefill_chunk, .n_seq = n_seq,
-                                  .n_micro = n_micro};
+                                  .n_micro = n_micro, .progress = d->progress ? st_cli_load_progress : NULL};
     s = st_engine_init(d->model, st, p->n_stages, &ep, out);
 done:
     free(st);

@@ -33,6 +33,7 @@ struct st_deploy_options {
     int threads;                 /* --threads N for CPU devices (0 = config or all cores) */
     int64_t context;             /* --ctx N (0 = config or default) */
     int64_t prefill_chunk;       /* --batch N: prompt tokens per prefill step (0 = config or default) */
+    bool progress;               /* a loading progress bar on stderr when it is a terminal */
 };
 
 typedef struct st_deploy {
@@ -50,6 +51,7 @@ typedef struct st_deploy {
     bool *fp16_safe;                     /* (n_layer) from placement.numerics, or NULL; req.fp16_safe points here */
     struct st_plan_range *ranges;        /* manual or replayed placement, or NULL; req.manual points here */
     bool context_fixed;                  /* the user chose the context (--ctx or a config file) */
+    bool progress;                       /* st_deploy_options.progress */
 } st_deploy;
 
 /* Loads the config (or builds the default deployment), opens the model,

@@ -60,6 +60,11 @@ struct stage {
     struct tmark t_in_start, t_in_end;       /* timing: the link from the previous stage arriving here */
     st_event *busy_start[MAX_MICRO], *busy_end[MAX_MICRO];   /* device time of each micro-batch's step */
     int graph_state;                         /* decode graph: 0 none, 1 one uncaptured step run, 2 captured */
+    /* loading */
+    int index;                               /* stage number, for progress reports */
+    const struct st_engine_params *prm;      /* the progress callback (during st_engine_init only) */
+    uint64_t load_total, load_done;          /* bytes of tensors this stage imports / imported so far */
+    double load_s;                           /* wall time of its build, the weights' arrival included */
 };
 
 /* What a pass leaves for the host on the last stage, per set. */
@@ -126,6 +131,12 @@ static st_status stage_alloc_upload(struct stage *s, const void *host, size_t by
     return rc;
 }
 
+static void stage_progress(struct stage *s, uint64_t bytes) {
+    s->load_done += bytes;
+    if (s->prm && s->prm->progress)
+        s->prm->progress(s->prm->progress_user, s->index, s->d.info.name, s->load_done, s->load_total);
+}
+
 /* A matrix in its stored dtype. */
 static st_status stage_matrix(struct stage *s, const st_model *m, const struct st_tensor *t, struct st_weight *w) {
     int64_t ti = t - m->tensors;
@@ -136,6 +147,7 @@ static st_status stage_matrix(struct stage *s, const st_model *m, const struct s
         if (rc != ST_OK) return st_error_prefix("stage on %s: weight %s", s->d.info.name, t->name);
         if ((rc = stage_note(s, ti, p)) != ST_OK) { s->ops->dealloc(s->be, p); return rc; }
         s->weight_bytes += t->bytes;
+        stage_progress(s, t->bytes);
     }
     *w = (struct st_weight){.data = p, .dtype = t->dtype, .rows = t->ne[1], .cols = t->ne[0]};
     return ST_OK;
@@ -163,6 +175,7 @@ static st_status stage_vector(struct stage *s, const st_model *m, const struct s
         if (rc != ST_OK) return st_error_prefix("stage on %s: weight %s", s->d.info.name, t->name);
         if ((rc = stage_note(s, ti, p)) != ST_OK) { s->ops->dealloc(s->be, p); return rc; }
         s->weight_bytes += t->bytes;
+        stage_progress(s, t->bytes);
     }
     *out = p;
     return ST_OK;
@@ -238,6 +251,17 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
         return st_error_prefix("stage on %s", s->d.info.name);
 
     s->n_layers = s->d.last_layer >= s->d.first_layer ? s->d.last_layer - s->d.first_layer + 1 : 0;
+    const double t_load = st_time_s();
+    for (int64_t l = s->d.first_layer; l <= s->d.last_layer; l++)
+        for (int r = 0; r < ST_T_LAYER_ROLES; r++) {
+            const struct st_tensor *t = layer_tensor(m, l, (enum st_layer_role)r);
+            if (t) s->load_total += t->bytes;
+        }
+    const struct st_tensor *te = global_tensor(m, ST_T_TOK_EMBD), *to = global_tensor(m, ST_T_OUTPUT),
+                           *tn = global_tensor(m, ST_T_OUTPUT_NORM);
+    if (s->d.has_embedding && te) s->load_total += te->bytes;
+    if (s->d.has_output && to && !(s->d.has_embedding && to == te)) s->load_total += to->bytes;
+    if (s->d.has_output && tn) s->load_total += tn->bytes;
     if (s->n_layers > 0) {
         s->layers = st_calloc((size_t)s->n_layers, sizeof *s->layers, "stage layers");
         if (!s->layers) return ST_ERR_NOMEM;
@@ -342,6 +366,8 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
             return st_error_prefix("stage on %s: input staging", s->d.info.name);
         memset(s->io_host[k], 0, (size_t)(IO_N * T) * sizeof(int32_t));
     }
+    if ((rc = s->ops->sync(s->be)) != ST_OK) return st_error_prefix("stage on %s: loading the weights", s->d.info.name);
+    s->load_s = st_time_s() - t_load;
     const bool events = s->ops->event_create && s->ops->event_record && s->ops->event_elapsed_ms && s->ops->event_free;
     for (int k = 0; events && k < e->n_micro; k++) {
         if ((rc = s->ops->event_create(s->be, &s->busy_start[k])) || (rc = s->ops->event_create(s->be, &s->busy_end[k])))
@@ -491,7 +517,11 @@ st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *s
     if ((rc = rope_factors(m, &ff)) != ST_OK) goto fail;
     for (int i = 0; i < n_stages; i++) {
         e->st[i].d = stages[i];
-        if ((rc = stage_build(e, &e->st[i], ff)) != ST_OK) {
+        e->st[i].index = i;
+        e->st[i].prm = params;
+        rc = stage_build(e, &e->st[i], ff);
+        e->st[i].prm = NULL;
+        if (rc != ST_OK) {
             st_error_prefix("stage %d", i);
             goto fail;
         }
@@ -1156,6 +1186,13 @@ int st_engine_n_stages(const st_engine *e) { return e->n_stages; }
 
 st_link_type st_engine_link_type(const st_engine *e, int i) {
     return i >= 0 && i + 1 < e->n_stages && e->st[i].link_next ? st_link_get_type(e->st[i].link_next) : ST_LINK_T_AUTO;
+}
+
+st_status st_engine_load_stats(const st_engine *e, int stage, uint64_t *bytes, double *seconds) {
+    if (stage < 0 || stage >= e->n_stages) return st_error_set(ST_ERR_USAGE, "engine: no stage %d", stage);
+    *bytes = e->st[stage].load_done;
+    *seconds = e->st[stage].load_s;
+    return ST_OK;
 }
 
 uint64_t st_engine_stage_weight_bytes(const st_engine *e, int stage) {

@@ -64,6 +64,11 @@ struct st_engine_params {
     int64_t max_batch_tokens;    /* prefill chunk: tokens per pass (>= 1) */
     int64_t n_seq;               /* sequences (KV slots) held at once; 0 = 1 */
     int n_micro;                 /* decode micro-batches in flight at once; 0 = 1 */
+    /* Weight loading progress, or NULL: called after each tensor a stage
+     * imports, with the stage, its device's name, and its bytes loaded so far
+     * of its total (the tensors it holds). */
+    void (*progress)(void *user, int stage, const char *device, uint64_t done, uint64_t total);
+    void *progress_user;
 };
 
 /* Builds every stage (backend init, weight import, KV cache, workspace) and
@@ -150,6 +155,10 @@ int st_engine_n_stages(const st_engine *e);
 /* Weight bytes a decode step reads on one stage (every matrix once, the
  * lm_head included, one embedding row excluded): for bandwidth reports. */
 uint64_t st_engine_stage_weight_bytes(const st_engine *e, int stage);
+
+/* Bytes of weights stage `stage` imported and the wall time of building it
+ * (allocations, weights, KV cache, workspace; the last byte on the device). */
+st_status st_engine_load_stats(const st_engine *e, int stage, uint64_t *bytes, double *seconds);
 
 /* The kind of the link from stage i to stage i + 1 (AUTO resolved), or AUTO when there is none. */
 st_link_type st_engine_link_type(const st_engine *e, int i);

@@ -41,7 +41,14 @@ struct st_backend {
     struct st_cuda_alloc *allocs;  /* (n_allocs) live buffers, for dealloc and accounting */
     int n_allocs, cap_allocs;
     size_t used_bytes[4];        /* live bytes per st_buf_use */
+    /* weight loading: two pinned staging buffers the host fills (several
+     * threads copying from the mmap'ed file) while the other one's DMA runs */
+    void *load_stage[2];         /* (ST_CUDA_LOAD_CHUNK) each, pinned; allocated at the first large import */
+    cudaEvent_t load_done[2];    /* the DMA out of load_stage[i] has finished */
+    int load_next;
 };
+
+#define ST_CUDA_LOAD_CHUNK ((size_t)64 << 20)
 
 /* Creates a backend for a CUDA ordinal (what ops->init does with dev->index). */
 st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out);
