@@ -98,6 +98,7 @@ static int plan_run(const struct st_deploy_options *opt, bool explain, const cha
     if (output && d->plan->feasible && !(w = write_file(output, d->plan, st_plan_write_yaml))) st_cli_wrote(output);
     if (!w && svg && !(w = write_file(svg, d->plan, st_plan_write_svg))) st_cli_wrote(svg);
     st_deploy_free(d);
+    fflush(stdout);   /* the plan first, then the error line, also through a pipe */
     if (w) return st_cli_report(w);
     if (s) {
         st_error_set(s, "%s", saved);
