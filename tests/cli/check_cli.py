@@ -60,9 +60,13 @@ rc3, out3, _ = run(['plan', '--cpu', '--version'])
 check(rc1 == rc2 == rc3 == 0 and out1 == out2 == out3 and out1.startswith('strata '),
       '--version before and after the command: %r / %r / %r' % (out1[:40], out2[:40], out3[:40]))
 
-rc_a, out_a, err_a = run(['-q', 'plan', '--cpu'])
-rc_b, out_b, err_b = run(['plan', '--cpu', '-q'])
-check(rc_a == rc_b == 0 and out_a == out_b and err_a == err_b == '', '-q before and after: %r %r' % (err_a, err_b))
+qtmp = tempfile.mkdtemp(prefix='strata-cli-q-')
+whatif = ['plan', '-c', 'configs/what-if-m40-3050ti-f16.yaml', '-o', os.path.join(qtmp, 'p.yaml')]   # catalog cards:
+rc_0, out_0, err_0 = run(whatif)                                                          # the same plan each run
+rc_a, out_a, err_a = run(['-q'] + whatif)
+rc_b, out_b, err_b = run(whatif + ['-q'])
+check(rc_0 == rc_a == rc_b == 0 and out_0 == out_a == out_b and err_0.startswith('wrote ') and err_a == err_b == '',
+      '-q before and after the command silences "wrote FILE": %r %r %r' % (err_0, err_a, err_b))
 _, _, err_v1 = run(['-v', 'model'])
 _, _, err_v2 = run(['model', '-v'])
 check('info: no -m or -c: using the bundled model' in err_v1 and err_v1 == err_v2,
