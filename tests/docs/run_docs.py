@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 TIMEOUT_S = 600
 MIN_README_COMMANDS = 15   # the README's runnable commands (a lower bound against an emptied README)
@@ -242,6 +243,7 @@ def run_all(strata, repo, md_files, list_only=False, out=print):
                                         % (c.where(), reason, cfg, (r.stdout + r.stderr).strip()))
                 out('skip %s: %s  (%s%s)' % (c.where(), c.text, reason, check))
                 continue
+            t0 = time.time()
             try:
                 r = subprocess.run(['bash', '-o', 'pipefail', '-c', c.text], cwd=scratch, env=env,
                                    capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT_S,
@@ -250,14 +252,15 @@ def run_all(strata, repo, md_files, list_only=False, out=print):
             except subprocess.TimeoutExpired:
                 rc, output = 'timeout after %d s' % TIMEOUT_S, ''
             ran += 1
+            secs = time.time() - t0
             if rc != c.expect:
                 tail = output if len(output) < 3000 else '...' + output[-3000:]
                 failures.append('%s: %s\n  exit %s, the docs say %d%s\n%s'
                                 % (c.where(), c.text, rc, c.expect,
                                    '' if c.expect else ' (mark an expected failure with "# exits N")', tail.rstrip()))
-                out('FAIL %s: %s (exit %s)' % (c.where(), c.text, rc))
+                out('FAIL %s: %s (exit %s, %.1f s)' % (c.where(), c.text, rc, secs))
             else:
-                out('ok   %s: %s (exit %s)' % (c.where(), c.text, rc))
+                out('ok   %s: %s (exit %s, %.1f s)' % (c.where(), c.text, rc, secs))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return failures, ran, skipped
