@@ -18,22 +18,22 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata bench -m MODEL [--cpu] [options]\n"
-        "       strata bench -c deploy.yaml [options]\n\n"
+        "usage: strata bench [-m MODEL [--cpu] | -c deploy.yaml] [options]\n\n"
         "Builds the deployment's engine and measures it: prefill tok/s over a prompt of random valid\n"
         "token ids, batch-1 greedy decode tok/s (the choice made on the device), the time of every\n"
         "stage and link in a decode step, memory in use per device against the plan's estimate, and\n"
         "the bandwidth roofline (weight bytes per token over a copy bandwidth measured in this run).\n\n"
         "options:\n"
         "  -c, --config FILE      deployment config (docs/config.md)\n"
-        "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model)\n"
+        "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model;\n"
+        "                         without -m and -c: the bundled model, " ST_CLI_BUNDLED_MODEL ")\n"
         "  --cpu                  without -c: use the CPU even when GPUs are present\n"
-        "  --prompt-tokens N      prompt length for prefill (default 512)\n"
-        "  --decode-tokens N      greedy tokens decoded per run (default 128)\n"
-        "  --repeat R             measured runs; the median is reported (default 3)\n"
-        "  --ctx N                context (KV cache tokens); default the deployment's\n"
-        "  --threads N            CPU worker threads\n"
-        "  --seed S               seed of the random prompt (default 1)\n"
+        "  --prompt-tokens N      prompt length for prefill, 1..16777216 (default 512)\n"
+        "  --decode-tokens N      greedy tokens decoded per run, 0..16777216 (default 128)\n"
+        "  --repeat R             measured runs, 1..64; the median is reported (default 3)\n"
+        "  --ctx N                context (KV cache tokens), 1..16777216; default the deployment's\n"
+        "  --threads N            CPU worker threads, 0..4096 (0 = all cores)\n"
+        "  --seed S               seed of the random prompt, 0..2^63-1 (default 1)\n"
         "  --bw-bytes SIZE        array size of the bandwidth measurement (default: CPU 512 MiB or\n"
         "                         2 x last-level cache, GPU 256 MiB)\n"
         "  --profile FILE         probe profile for the plan (default: the saved one, if any)\n"
@@ -673,26 +673,27 @@ int st_cmd_bench(int argc, char **argv) {
     b.n_decode = 128;
     b.repeat = 3;
     b.seed = 1;
-    bool json = false;
     int64_t conc[32];
     int n_conc = 0;
+    char bundled[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        bool has = i + 1 < argc;
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t v = 0;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!has) return st_cli_usage_error("bench", "%s needs a model path", a);
+            if (!val) return st_cli_usage_error("bench", "%s needs a model path", a);
             opt.model_path = argv[++i];
         } else if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
-            if (!has) return st_cli_usage_error("bench", "%s needs a file name", a);
+            if (!val) return st_cli_usage_error("bench", "%s needs a file name", a);
             opt.config_path = argv[++i];
         } else if (!strcmp(a, "--cpu")) {
             opt.cpu_only = true;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
         } else if (!strcmp(a, "--concurrency")) {
-            if (!has) return st_cli_usage_error("bench", "--concurrency needs a list of counts, e.g. 1,4,16,64");
+            if (!val) return st_cli_usage_error("bench", "--concurrency needs a list of counts, e.g. 1,4,16,64");
             const char *p = argv[++i];
             n_conc = 0;
             while (*p) {
@@ -706,25 +707,34 @@ int st_cmd_bench(int argc, char **argv) {
                 p += l + (p[l] == ',');
             }
         } else if (!strcmp(a, "--profile")) {
-            if (!has) return st_cli_usage_error("bench", "--profile needs a file name");
+            if (!val) return st_cli_usage_error("bench", "--profile needs a file name");
             opt.profile_path = argv[++i];
-        } else if (!strcmp(a, "--prompt-tokens") || !strcmp(a, "--decode-tokens") || !strcmp(a, "--repeat") ||
-                   !strcmp(a, "--ctx") || !strcmp(a, "--threads") || !strcmp(a, "--seed")) {
-            int64_t lo = !strcmp(a, "--decode-tokens") || !strcmp(a, "--seed") ? 0 : 1;
-            int64_t hi = !strcmp(a, "--repeat") ? 64 : (int64_t)1 << 40;
-            if (!has || !st_cli_parse_i64(argv[i + 1], lo, hi, &v))
-                return st_cli_usage_error("bench", "%s needs a whole number in [%lld, %lld]", a, (long long)lo,
-                                          (long long)hi);
+        } else if (!strcmp(a, "--prompt-tokens") || !strcmp(a, "--ctx")) {
+            if ((rc = st_cli_int("bench", a, val, 1, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &v)) >= 0) return rc;
             i++;
-            if (!strcmp(a, "--prompt-tokens")) b.n_prompt = v;
-            else if (!strcmp(a, "--decode-tokens")) b.n_decode = v;
-            else if (!strcmp(a, "--repeat")) b.repeat = v;
-            else if (!strcmp(a, "--ctx")) opt.context = v;
-            else if (!strcmp(a, "--threads")) opt.threads = (int)v;
-            else b.seed = (uint64_t)v;
+            if (!strcmp(a, "--ctx")) opt.context = v;
+            else b.n_prompt = v;
+        } else if (!strcmp(a, "--decode-tokens")) {
+            if ((rc = st_cli_int("bench", a, val, 0, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &v)) >= 0) return rc;
+            i++;
+            b.n_decode = v;
+        } else if (!strcmp(a, "--repeat")) {
+            if ((rc = st_cli_int("bench", a, val, 1, 64, "a count", NULL, &v)) >= 0) return rc;
+            i++;
+            b.repeat = v;
+        } else if (!strcmp(a, "--threads")) {
+            if ((rc = st_cli_int("bench", a, val, 0, ST_CONFIG_MAX_THREADS, "a thread count", "0 = all cores", &v)) >= 0)
+                return rc;
+            i++;
+            opt.threads = (int)v;
+        } else if (!strcmp(a, "--seed")) {
+            if ((rc = st_cli_int("bench", a, val, 0, INT64_MAX, "a seed", NULL, &v)) >= 0) return rc;
+            i++;
+            b.seed = (uint64_t)v;
         } else if (!strcmp(a, "--bw-bytes")) {
-            if (!has || st_parse_size(argv[i + 1], &b.bw_bytes) != ST_OK || b.bw_bytes < 4096)
-                return st_cli_usage_error("bench", "--bw-bytes needs a size of at least 4 KiB (e.g. 256MiB)");
+            if (!val || st_parse_size(val, &b.bw_bytes) != ST_OK || b.bw_bytes < 4096)
+                return st_cli_usage_error("bench", "--bw-bytes wants a size of at least 4 KiB (e.g. 256MiB)%s%s%s",
+                                          val ? ", got '" : "", val ? val : "", val ? "'" : "");
             i++;
         } else {
             static const char *const known[] = {"--model", "--config", "--cpu", "--json", "--profile", "--concurrency",
@@ -732,20 +742,22 @@ int st_cmd_bench(int argc, char **argv) {
                                                 "--threads", "--seed", "--bw-bytes", "--help"};
             const char *near = a[0] == '-' ? st_nearest_word(a, known, ST_ARRAY_LEN(known)) : NULL;
             if (near) return st_cli_usage_error("bench", "unknown option '%s' (did you mean '%s'?)", a, near);
-            return st_cli_usage_error("bench", "unknown option or missing value '%s'", a);
+            return st_cli_usage_error("bench", "unknown option '%s'", a);
         }
     }
-    if (!opt.config_path && !opt.model_path)
-        return st_cli_usage_error("bench", "no model: give -m MODEL or -c deploy.yaml");
+    bool json = st_cli_json();
+    st_status ms = ST_OK;
+    if (opt.model_path) ms = st_cli_model_exists(NULL, opt.model_path);
+    else if (!opt.config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) opt.model_path = bundled;
+    if (ms) return st_cli_report(ms);
     if (n_conc) return bench_concurrency(&opt, conc, n_conc, b.n_prompt, b.n_decode, b.seed, json);
 
     st_status s = st_deploy_open(&opt, &b.d);
     if (s != ST_OK) {
-        if (b.d && b.d->plan && !b.d->plan->feasible) {
-            char saved[4096];
-            snprintf(saved, sizeof saved, "%s", st_last_error());
+        if (b.d && b.d->plan && !b.d->plan->feasible) {   /* the shortfall is printed once, with the plan */
             st_plan_print(stderr, b.d->plan, false);
-            st_error_set(s, "%s", saved);
+            st_error_set(s, "%s: %s does not fit these devices; the plan above says by how much and what would fit",
+                         b.d->cfg->source, b.d->plan->model.name);
         }
         goto done;
     }

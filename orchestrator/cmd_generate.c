@@ -54,9 +54,11 @@ struct gen_opts {
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata generate (-m MODEL | -c deploy.yaml) (-p TEXT | --chat | --tokens ID,ID,...) [options]\n\n"
+        "usage: strata generate [-m MODEL | -c deploy.yaml] (-p TEXT | --chat | --tokens ID,ID,...) [options]\n\n"
         "Generates with the model on the planned devices: without -c, every GPU of this machine\n"
-        "(the CPU when there is none). Text is streamed as it is produced.\n\n"
+        "(the CPU when there is none). Text is streamed as it is produced. Without -m and -c the\n"
+        "model is the bundled one (" ST_CLI_BUNDLED_MODEL ", a 4.7M-parameter Qwen3 trained on the King\n"
+        "James Bible), found next to the binary, in <prefix>/share/strata or in the source tree.\n\n"
         "input and output:\n"
         "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model)\n"
         "  -c, --config FILE      deployment config: devices, placement, generation settings\n"
@@ -70,48 +72,62 @@ static void usage(FILE *f) {
         "  --no-think             Qwen3: ask for an answer without a thinking block\n"
         "  --tokens LIST          prompt as token ids (e.g. 151644,872,198); prints ids, greedy unless\n"
         "                         --temp is given\n"
-        "  -n, --n-predict N      tokens to generate (default: the config's max_tokens, 256; 16 with --tokens)\n"
+        "  -n, --n-predict N      tokens to generate, 0..16777216 (default: the config's max_tokens, 256;\n"
+        "                         16 with --tokens)\n"
         "  --stop TEXT            stop when the output contains TEXT (repeatable; the model's end-of-turn\n"
         "                         tokens always stop)\n"
         "  --logits FILE          write the logits of every prompt position and step as .npy float32\n"
         "                         (n_prompt + N - 1, n_vocab)\n"
         "  --stats                print prefill and decode speed to stderr at the end\n\n"
-        "sampling (defaults from the config's generation block; llama.cpp's order, docs/sampling.md):\n"
-        "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
-        "  --frequency-penalty F --presence-penalty P --seed S     (--temp 0 or --greedy: argmax)\n\n"
+        "sampling (defaults from the config's generation block; llama.cpp's order, docs/sampling.md);\n"
+        "the ranges are the config's, each \"off\" value is inside its range, others are refused:\n"
+        "  --temp T               0..100 (0 = greedy, as --greedy)\n"
+        "  --top-k K              0..2147483647 (0 = off)\n"
+        "  --top-p P              (0, 1] (1 = off)\n"
+        "  --min-p P              [0, 1) (0 = off)\n"
+        "  --repeat-penalty R     (0, 100] (1 = off)\n"
+        "  --repeat-last-n N      -1..16777216 (0 = off, -1 = the whole context)\n"
+        "  --frequency-penalty F  -2..2 (0 = off)\n"
+        "  --presence-penalty P   -2..2 (0 = off)\n"
+        "  --seed S               0..18446744073709551615 (-1 = from the clock)\n\n"
         "devices:\n"
         "  --cpu                  without -c: run on the CPU even when GPUs are present\n"
-        "  --threads N            CPU worker threads\n"
-        "  --ctx N                context (KV cache tokens; default: the config's, at most the trained\n"
-        "                         context, grown to fit prompt + N)\n"
-        "  --batch N              prefill chunk in tokens\n"
+        "  --threads N            CPU worker threads, 0..4096 (0 = all cores)\n"
+        "  --ctx N                context (KV cache tokens), 1..16777216 (default: the config's, at most\n"
+        "                         the trained context, grown to fit prompt + N)\n"
+        "  --batch N              prefill chunk in tokens, 1..16777216\n"
         "  --kv-dtype T           KV cache type on every stage: f32, f16 or bf16 (default: the plan's;\n"
         "                         the plan's memory figures assume its own choice)\n"
         "  -h, --help             this text\n\n"
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n");
 }
 
-static bool parse_f(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
-
-/* Returns -1 to continue, else the exit code. */
+/* Returns -1 to continue, else the exit code. Numbers follow one rule
+ * (docs/sampling.md): the config's range for the same setting, the "off"
+ * value inside it, anything outside refused with the range in the message. */
 static int parse_args(int argc, char **argv, struct gen_opts *o) {
     *o = (struct gen_opts){.n_new = -1, .kv_dtype = -1, .thinking = true, .temp = NAN, .top_p = NAN, .min_p = NAN,
                            .repeat_penalty = NAN, .freq_penalty = NAN, .presence_penalty = NAN, .top_k = -1,
                            .repeat_last_n = -2};
+    static char bundled[4096];
     static const char *const flags[] = {"--chat", "--raw", "--no-think", "--stats", "--cpu", "--greedy"};
     static const char *const with_value[] = {
         "-m", "--model", "-c", "--config", "--tokens", "-p", "--prompt", "-n", "--n-predict", "--logits",
         "--threads", "--ctx", "--batch", "--kv-dtype", "--system", "--stop", "--temp", "--top-k", "--top-p", "--plan",
         "--min-p", "--repeat-penalty", "--repeat-last-n", "--frequency-penalty", "--presence-penalty", "--seed"};
+    static const struct { const char *flag; double lo; bool lo_open; double hi; bool hi_open; const char *note; } reals[] = {
+        {"--temp", 0, false, 100, false, "0 = greedy"},
+        {"--top-p", 0, true, 1, false, "1 = off"},
+        {"--min-p", 0, false, 1, true, "0 = off"},
+        {"--repeat-penalty", 0, true, 100, false, "1 = off"},
+        {"--frequency-penalty", -2, false, 2, false, "0 = off"},
+        {"--presence-penalty", -2, false, 2, false, "0 = off"},
+    };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--chat")) { o->chat = true; continue; }
         if (!strcmp(a, "--raw")) { o->raw = true; continue; }
@@ -133,6 +149,8 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         if (i + 1 >= argc) return st_cli_usage_error("generate", "option %s needs a value", a);
         const char *v = argv[++i];
         int64_t n;
+        int rc = -1;
+        double x;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->dep.model_path = v;
         else if (!strcmp(a, "-c") || !strcmp(a, "--config")) o->dep.config_path = v;
         else if (!strcmp(a, "--plan")) o->dep.plan_path = v;
@@ -145,34 +163,60 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
             if (!*v) return st_cli_usage_error("generate", "--stop wants a non-empty text");
             o->stop[o->n_stop++] = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            if (!st_cli_parse_i64(v, 0, 1 << 24, &o->n_new)) return st_cli_usage_error("generate", "-n wants a count >= 0, got '%s'", v);
+            rc = st_cli_int("generate", a, v, 0, ST_CONFIG_MAX_CONTEXT, "a token count", "0 = the prompt only",
+                            &o->n_new);
         } else if (!strcmp(a, "--threads")) {
-            if (!st_cli_parse_i64(v, 0, 4096, &n)) return st_cli_usage_error("generate", "--threads wants 0..4096, got '%s'", v);
-            o->dep.threads = (int)n;
+            if ((rc = st_cli_int("generate", a, v, 0, ST_CONFIG_MAX_THREADS, "a thread count", "0 = all cores", &n)) < 0)
+                o->dep.threads = (int)n;
         } else if (!strcmp(a, "--ctx")) {
-            if (!st_cli_parse_i64(v, 1, 1 << 24, &o->dep.context)) return st_cli_usage_error("generate", "--ctx wants a token count >= 1, got '%s'", v);
+            rc = st_cli_int("generate", a, v, 1, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &o->dep.context);
         } else if (!strcmp(a, "--batch")) {
-            if (!st_cli_parse_i64(v, 1, 1 << 20, &o->dep.prefill_chunk)) return st_cli_usage_error("generate", "--batch wants a token count >= 1, got '%s'", v);
+            rc = st_cli_int("generate", a, v, 1, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &o->dep.prefill_chunk);
         } else if (!strcmp(a, "--kv-dtype")) {
             if (!strcmp(v, "f32")) o->kv_dtype = ST_DTYPE_F32;
             else if (!strcmp(v, "f16")) o->kv_dtype = ST_DTYPE_F16;
             else if (!strcmp(v, "bf16")) o->kv_dtype = ST_DTYPE_BF16;
             else return st_cli_usage_error("generate", "--kv-dtype wants f32, f16 or bf16, got '%s'", v);
         } else if (!strcmp(a, "--top-k")) {
-            if (!st_cli_parse_i64(v, 0, INT32_MAX, &o->top_k)) return st_cli_usage_error("generate", "--top-k wants a count >= 0, got '%s'", v);
+            rc = st_cli_int("generate", a, v, 0, INT32_MAX, "a whole number", "0 = off", &o->top_k);
         } else if (!strcmp(a, "--repeat-last-n")) {
-            if (!st_cli_parse_i64(v, -1, INT32_MAX, &o->repeat_last_n)) return st_cli_usage_error("generate", "--repeat-last-n wants -1 or more, got '%s'", v);
+            rc = st_cli_int("generate", a, v, -1, ST_CONFIG_MAX_CONTEXT, "a token count",
+                            "0 = off, -1 = the whole context", &o->repeat_last_n);
         } else if (!strcmp(a, "--seed")) {
-            if (!st_cli_parse_i64(v, 0, INT64_MAX, &o->seed)) return st_cli_usage_error("generate", "--seed wants a non-negative integer, got '%s'", v);
+            /* the config's range: 0..2^64-1, or -1 for a seed from the clock */
+            char *end;
+            errno = 0;
+            unsigned long long u = strtoull(v, &end, 10);
+            if (!strcmp(v, "-1")) u = (unsigned long long)(st_time_s() * 1e9);
+            else if (errno || end == v || *end || v[0] == '-')
+                return st_cli_usage_error("generate", "--seed wants a whole number from 0 to 18446744073709551615 "
+                                          "(-1 = from the clock), got '%s'", v);
+            o->seed = (int64_t)u;   /* the bits; make_sampler reads them back as uint64_t */
             o->has_seed = true;
         } else {
-            float *dst = !strcmp(a, "--temp") ? &o->temp : !strcmp(a, "--top-p") ? &o->top_p
-                       : !strcmp(a, "--min-p") ? &o->min_p : !strcmp(a, "--repeat-penalty") ? &o->repeat_penalty
-                       : !strcmp(a, "--frequency-penalty") ? &o->freq_penalty : &o->presence_penalty;
-            if (!parse_f(v, dst)) return st_cli_usage_error("generate", "%s wants a number, got '%s'", a, v);
+            size_t k = 0;
+            while (k < ST_ARRAY_LEN(reals) && strcmp(a, reals[k].flag)) k++;
+            if ((rc = st_cli_real("generate", a, v, reals[k].lo, reals[k].lo_open, reals[k].hi, reals[k].hi_open,
+                                  reals[k].note, &x)) < 0) {
+                float *dst = !strcmp(a, "--temp") ? &o->temp : !strcmp(a, "--top-p") ? &o->top_p
+                           : !strcmp(a, "--min-p") ? &o->min_p : !strcmp(a, "--repeat-penalty") ? &o->repeat_penalty
+                           : !strcmp(a, "--frequency-penalty") ? &o->freq_penalty : &o->presence_penalty;
+                *dst = (float)x;
+            }
         }
+        if (rc >= 0) return rc;
     }
-    if (!o->dep.model_path && !o->dep.config_path) return st_cli_usage_error("generate", "name a model with -m FILE|DIR (or a deployment with -c FILE)");
+    if (st_cli_json())
+        return st_cli_no_json("generate", "generate streams text and token ids, not JSON; 'strata tokenize --json' "
+                              "gives a prompt's ids");
+    if (o->dep.model_path) {
+        st_status s = st_cli_model_exists(NULL, o->dep.model_path);
+        if (s) return st_cli_report(s);
+    } else if (!o->dep.config_path) {   /* neither -m nor -c: the bundled model */
+        st_status s = st_cli_bundled_model(bundled, sizeof bundled);
+        if (s) return st_cli_report(s);
+        o->dep.model_path = bundled;
+    }
     int modes = (o->tokens != NULL) + (o->prompt != NULL && !o->chat) + o->chat;
     if (modes == 0) return st_cli_usage_error("generate", "give a prompt: -p TEXT, --chat, or --tokens 1,2,3");
     if (modes > 1 || (o->tokens && o->prompt)) return st_cli_usage_error("generate", "choose one of -p, --chat and --tokens");

@@ -4,6 +4,7 @@
  *   strata serve -m MODEL [--port 8080] [--parallel N]
  *   strata serve -c deploy.yaml --host 0.0.0.0 --api-key KEY */
 #include "orchestrator/cli.h"
+#include "orchestrator/config.h"
 #include "orchestrator/deploy.h"
 #include "orchestrator/server.h"
 
@@ -12,13 +13,14 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata serve (-m MODEL | -c deploy.yaml) [options]\n\n"
+        "usage: strata serve [-m MODEL | -c deploy.yaml] [options]\n\n"
         "Serves the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions and\n"
         "/v1/completions (streaming or not), GET /v1/models, /health and /metrics (Prometheus).\n"
         "Every running request decodes in one batched step; with several stages and the\n"
         "throughput objective, micro-batches keep every device busy. docs/serve.md has examples.\n\n"
         "model and devices:\n"
-        "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model)\n"
+        "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model;\n"
+        "                         without -m and -c: the bundled model, models/tiny-kjv)\n"
         "  -c, --config FILE      deployment config (devices, placement, batch, generation defaults)\n"
         "  --cpu                  without -c: run on the CPU even when GPUs are present\n"
         "  --threads N            CPU worker threads\n"
@@ -37,7 +39,7 @@ static void usage(FILE *f) {
         "  --max-tokens N         new tokens when a request gives no max_tokens (default: the\n"
         "                         config's max_tokens, 256)\n"
         "  --shutdown-grace S     seconds running requests may finish after SIGINT/SIGTERM (default 10)\n"
-        "  -q, --quiet            no line per request on stderr\n"
+        "  -q, --quiet            no line per request on stderr (a global flag)\n"
         "  -h, --help             this text\n\n"
         "exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure, 2 usage or configuration error\n");
 }
@@ -48,16 +50,20 @@ int st_cmd_serve(int argc, char **argv) {
                                    .shutdown_grace_s = 10.0};
     int64_t parallel = 0, max_tokens = -1, n;
     const char *alias = NULL;
+    char bundled[4096];
     so.api_key = getenv("STRATA_API_KEY");
     if (so.api_key && !*so.api_key) so.api_key = NULL;
     static const char *const opts[] = {"-m", "--model", "-c", "--config", "--cpu", "--threads", "--ctx", "--parallel",
                                        "--host", "--port", "--port-file", "--api-key", "--alias", "--max-queue",
-                                       "--max-body", "--max-tokens", "--shutdown-grace", "-q", "--quiet", "-h", "--help"};
+                                       "--max-body", "--max-tokens", "--shutdown-grace", "-h", "--help"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--cpu")) { dep.cpu_only = true; continue; }
-        if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { so.quiet = true; continue; }
         bool known = false;
         for (size_t k = 0; k < ST_ARRAY_LEN(opts); k++) known |= !strcmp(a, opts[k]);
         if (!known) {
@@ -65,8 +71,7 @@ int st_cmd_serve(int argc, char **argv) {
             if (near) return st_cli_usage_error("serve", "unknown option '%s' (did you mean '%s'?)", a, near);
             return st_cli_usage_error("serve", "unknown option '%s'", a);
         }
-        if (i + 1 >= argc) return st_cli_usage_error("serve", "option %s needs a value", a);
-        const char *v = argv[++i];
+        if (!v) return st_cli_usage_error("serve", "option %s needs a value", a);
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) dep.model_path = v;
         else if (!strcmp(a, "-c") || !strcmp(a, "--config")) dep.config_path = v;
         else if (!strcmp(a, "--host")) so.host = v;
@@ -76,38 +81,38 @@ int st_cmd_serve(int argc, char **argv) {
             if (!*v) return st_cli_usage_error("serve", "--api-key wants a non-empty key");
             so.api_key = v;
         } else if (!strcmp(a, "--threads")) {
-            if (!st_cli_parse_i64(v, 0, 4096, &n)) return st_cli_usage_error("serve", "--threads wants 0..4096, got '%s'", v);
+            if ((rc = st_cli_int("serve", a, v, 0, ST_CONFIG_MAX_THREADS, "a thread count", "0 = all cores", &n)) >= 0) return rc;
             dep.threads = (int)n;
         } else if (!strcmp(a, "--ctx")) {
-            if (!st_cli_parse_i64(v, 1, 1 << 24, &dep.context))
-                return st_cli_usage_error("serve", "--ctx wants a token count from 1 to %d, got '%s'", 1 << 24, v);
+            if ((rc = st_cli_int("serve", a, v, 1, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &dep.context)) >= 0) return rc;
         } else if (!strcmp(a, "--parallel")) {
-            if (!st_cli_parse_i64(v, 1, 4096, &parallel))
-                return st_cli_usage_error("serve", "--parallel wants a number of sequences from 1 to 4096, got '%s'", v);
+            if ((rc = st_cli_int("serve", a, v, 1, 4096, "a number of sequences", NULL, &parallel)) >= 0) return rc;
         } else if (!strcmp(a, "--port")) {
-            if (!st_cli_parse_i64(v, 0, 65535, &n)) return st_cli_usage_error("serve", "--port wants 0..65535, got '%s'", v);
+            if ((rc = st_cli_int("serve", a, v, 0, 65535, "a port", "0 = any free port", &n)) >= 0) return rc;
             so.port = (int)n;
         } else if (!strcmp(a, "--max-queue")) {
-            if (!st_cli_parse_i64(v, 0, 1 << 20, &so.max_queue))
-                return st_cli_usage_error("serve", "--max-queue wants 0..%d, got '%s'", 1 << 20, v);
+            if ((rc = st_cli_int("serve", a, v, 0, 1 << 20, "a number of requests", NULL, &so.max_queue)) >= 0) return rc;
         } else if (!strcmp(a, "--max-tokens")) {
-            if (!st_cli_parse_i64(v, 0, 1 << 24, &max_tokens))
-                return st_cli_usage_error("serve", "--max-tokens wants 0..%d (0: until a stop), got '%s'", 1 << 24, v);
+            if ((rc = st_cli_int("serve", a, v, 0, ST_CONFIG_MAX_CONTEXT, "a token count", "0 = until a stop", &max_tokens)) >= 0)
+                return rc;
         } else if (!strcmp(a, "--max-body")) {
             uint64_t b;
             if (st_parse_size(v, &b) != ST_OK || b < 1024 || b > (1ull << 30))
                 return st_cli_usage_error("serve", "--max-body wants a size from 1KiB to 1GiB, got '%s'", v);
             so.max_body_bytes = (size_t)b;
         } else if (!strcmp(a, "--shutdown-grace")) {
-            char *end;
-            double g = strtod(v, &end);
-            if (end == v || *end || !(g >= 0 && g <= 3600))
-                return st_cli_usage_error("serve", "--shutdown-grace wants seconds from 0 to 3600, got '%s'", v);
-            so.shutdown_grace_s = g;
+            double gr;
+            if ((rc = st_cli_real("serve", a, v, 0, false, 3600, false, NULL, &gr)) >= 0) return rc;
+            so.shutdown_grace_s = gr;
         }
+        i++;
     }
-    if (!dep.model_path && !dep.config_path)
-        return st_cli_usage_error("serve", "name a model with -m FILE|DIR (or a deployment with -c FILE)");
+    if (st_cli_json()) return st_cli_no_json("serve", "it answers HTTP requests in JSON; its log is text");
+    so.quiet = st_log_get_level() < ST_LOG_WARN;   /* -q: no line per request */
+    st_status ms = ST_OK;
+    if (dep.model_path) ms = st_cli_model_exists(NULL, dep.model_path);
+    else if (!dep.config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) dep.model_path = bundled;
+    if (ms) return st_cli_report(ms);
 
     st_deploy *d = NULL;
     st_engine *e = NULL;

@@ -3,6 +3,7 @@
 #include "orchestrator/cli.h"
 #include "orchestrator/sampler.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -208,6 +209,15 @@ static st_status replay_plan(st_deploy *d, const char *path, int64_t context, st
     return s;
 }
 
+st_status st_deploy_check_model_path(const struct st_deploy_config *cfg) {
+    struct stat st;
+    if (!cfg->model.path || stat(cfg->model.path, &st) == 0) return ST_OK;
+    st_error_set(ST_ERR_CONFIG, "%s:%d:%d: model.path: '%s' %s", cfg->source, cfg->model.pos.line,
+                 cfg->model.pos.column, cfg->model.path, errno == ENOENT ? "does not exist" : strerror(errno));
+    return st_error_hint("a relative path is taken from the config file's directory; "
+                         "for a dry run without the file use 'preset:' instead of 'path:'");
+}
+
 st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
     *out = NULL;
     st_status s = ST_OK;
@@ -229,6 +239,13 @@ st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
 
     const char *model_path = opt->model_path ? opt->model_path : cfg->model.path;
     if (model_path) {
+        struct stat st;
+        if (opt->model_path && stat(opt->model_path, &st) != 0) {   /* exit code 2, as for a config's model.path */
+            s = st_error_set(ST_ERR_USAGE, "model '%s' does not exist", opt->model_path);
+            st_error_hint("-m takes a GGUF file or a Hugging Face model directory (config.json + *.safetensors)");
+            goto fail;
+        }
+        if (!opt->model_path && (s = st_deploy_check_model_path(cfg))) goto fail;
         if ((s = st_model_open(model_path, &d->model))) goto fail;
         if ((s = st_plan_model_from_model(d->model, &d->pm))) goto fail;
     } else if ((s = st_plan_model_from_preset(cfg->model.preset, cfg->model.quant, &d->pm))) {

@@ -71,6 +71,11 @@ st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out);
 st_status st_deploy_plan(st_deploy *d);
 void st_deploy_free(st_deploy *d);       /* accepts NULL */
 
+/* A config's model.path that does not exist: ST_ERR_CONFIG at the key's
+ * position (the same error, and exit code 2, with and without --check). ST_OK
+ * for a preset or an existing path. */
+st_status st_deploy_check_model_path(const struct st_deploy_config *cfg);
+
 /* True when every stage runs on a device of this machine. */
 bool st_deploy_runnable(const st_deploy *d);
 

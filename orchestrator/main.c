@@ -6,13 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef STRATA_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
-#ifdef STRATA_HAVE_NCCL
-#include <nccl.h>
-#endif
-
 struct st_command {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -34,66 +27,37 @@ static const struct st_command commands[] = {
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata [-v|-q] [--version] <command> [options]\n\n"
+        "usage: strata [-v|-q] [--json] [--version] <command> [options]\n\n"
         "commands:\n");
     for (size_t i = 0; i < ST_ARRAY_LEN(commands); i++) {
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(f,
-        "\nglobal options:\n"
+        "\nglobal options (before or after the command):\n"
         "  -v, --verbose   more log output (repeat for debug)\n"
         "  -q, --quiet     errors only\n"
+        "  --json          data as JSON, for every command that prints data (not generate)\n"
         "  --version       version, git commit, build options, CUDA/NCCL/MPI versions\n"
         "  -h, --help      this text; 'strata <command> --help' for a command\n"
+        "\nmodel: every command that takes one reads -m MODEL (a GGUF file or a Hugging Face\n"
+        "directory) or -c deploy.yaml; with neither it uses the bundled model (" ST_CLI_BUNDLED_MODEL "),\n"
+        "found next to the binary, in <prefix>/share/strata or in the source tree\n"
         "\nexit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n"
         "colour: only on a terminal; NO_COLOR=1 turns it off\n");
 }
 
-static void version(void) {
-    printf("strata %s (commit %s)\n", st_version_string(), st_build_commit());
-    printf("build: %s\n", st_build_options());
-#ifdef STRATA_HAVE_CUDA
-    int rt = 0, drv = 0;
-    cudaRuntimeGetVersion(&rt);
-    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
-    printf("cuda runtime %d.%d, driver %s\n", rt / 1000, (rt % 1000) / 10,
-           drv ? "present" : "absent");
-    if (drv) printf("cuda driver api %d.%d\n", drv / 1000, (drv % 1000) / 10);
-#else
-    printf("cuda: not built (CPU-only build)\n");
-#endif
-#ifdef STRATA_HAVE_NCCL
-    int nv = 0;
-    ncclGetVersion(&nv);
-    printf("nccl %d.%d.%d\n", nv / 10000, (nv / 100) % 100, nv % 100);
-#else
-    printf("nccl: not built\n");
-#endif
-#ifdef STRATA_HAVE_MPI
-    printf("mpi: built\n");
-#else
-    printf("mpi: not built\n");
-#endif
-}
-
 int main(int argc, char **argv) {
-    int verbosity = 0;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbosity++;
-        else if (!strcmp(a, "-vv")) verbosity += 2;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) verbosity = -1;
-        else if (!strcmp(a, "--version")) { version(); return 0; }
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else {
-            st_error_set(ST_ERR_USAGE, "unknown option '%s'", a);
-            st_error_hint("see 'strata --help'");
-            return st_cli_report(ST_ERR_USAGE);
-        }
+        int g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g == ST_CLI_GLOBAL_TAKEN) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        st_error_set(ST_ERR_USAGE, "unknown option '%s'", a);
+        st_error_hint("see 'strata --help'");
+        return st_cli_report(ST_ERR_USAGE);
     }
-    st_log_set_level(verbosity < 0 ? ST_LOG_ERROR : verbosity == 0 ? ST_LOG_WARN
-                     : verbosity == 1 ? ST_LOG_INFO : ST_LOG_DEBUG);
     if (i >= argc) { usage(stderr); return 2; }
     const char *name = argv[i];
     if (!strcmp(name, "help")) { usage(stdout); return 0; }

@@ -69,12 +69,18 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
     }
     if (p == ST_PREC_BF16 && !c->bf16) {
         out->allowed = false;
-        snprintf(out->why_not, sizeof out->why_not, "no bf16 (cc %d.%d < 8.0)", c->cc_major, c->cc_minor);
+        if (d->is_cpu)   /* the CPU's reasons speak of the CPU, not of a compute capability */
+            snprintf(out->why_not, sizeof out->why_not, "the CPU backend multiplies in fp32 (bf16 weights are widened)");
+        else
+            snprintf(out->why_not, sizeof out->why_not, "no bf16 (cc %d.%d < 8.0)", c->cc_major, c->cc_minor);
         return;
     }
     if (p == ST_PREC_F16 && !(c->fp16_arith && c->fp32_accum_fp16)) {
         out->allowed = false;
-        if (!c->fp16_arith)
+        if (d->is_cpu)
+            snprintf(out->why_not, sizeof out->why_not, "the CPU backend has no fp16 arithmetic (f16 weights are "
+                     "widened to fp32)");
+        else if (!c->fp16_arith)
             snprintf(out->why_not, sizeof out->why_not, "no fast fp16 arithmetic (cc %d.%d)", c->cc_major, c->cc_minor);
         else
             snprintf(out->why_not, sizeof out->why_not, "no fp16 GEMM with fp32 accumulation (cc %d.%d < 7.0)",
@@ -92,7 +98,10 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
     bool flash_ok = c->flash_attn && p != ST_PREC_F32 && !d->is_cpu;
     if (fa == ST_ATTN_FLASH && !flash_ok) {
         out->allowed = false;
-        if (!c->flash_attn)
+        if (d->is_cpu)
+            snprintf(out->why_not, sizeof out->why_not, "flash attention is forced but is a GPU kernel (cc >= 8.0); "
+                     "the CPU runs eager attention");
+        else if (!c->flash_attn)
             snprintf(out->why_not, sizeof out->why_not, "flash attention is forced but needs cc >= 8.0 (has %d.%d)",
                      c->cc_major, c->cc_minor);
         else

@@ -541,19 +541,24 @@ static void test_examples(void) {
     CHECK_MSG(n_loaded >= 8, "only %d example configs found", n_loaded);
 }
 
-/* Every ```yaml block in docs/config.md that starts with 'version:' is a
- * config that loads, so the documentation cannot drift from the parser. */
+/* Every ```yaml block in docs/config.md that starts with 'version:' (after
+ * any comment lines; "```yaml FILE" blocks show a file verbatim) is a config
+ * that loads, so the documentation cannot drift from the parser. */
 static void test_doc_examples(void) {
     char *doc = NULL;
     st_status s = st_read_file("docs/config.md", &doc, NULL);
     CHECK_MSG(s == ST_OK, "%s", st_last_error());
     if (s) return;
     int n = 0;
-    for (char *p = strstr(doc, "```yaml\n"); p; p = strstr(p, "```yaml\n")) {
-        p += 8;
+    for (char *p = strstr(doc, "```yaml"); p; p = strstr(p, "```yaml")) {
+        p = strchr(p, '\n');
+        if (!p) break;
+        p++;
         char *end = strstr(p, "```");
         if (!end) break;
-        if (!strncmp(p, "version:", 8)) {
+        const char *v = p;
+        while (v < end && *v == '#' && strchr(v, '\n')) v = strchr(v, '\n') + 1;   /* a file's header comment */
+        if (!strncmp(v, "version:", 8)) {
             struct st_deploy_config *c = NULL;
             s = st_config_parse(p, (size_t)(end - p), "docs/config.md", &c);
             CHECK_MSG(s == ST_OK, "docs/config.md example %d: %s", n, st_last_error());
