@@ -55,7 +55,7 @@ struct req {
     st_finish finish;
     st_status err_status;
     char err[1024];
-    int64_t prompt_tokens, completion_tokens;
+    int64_t prompt_tokens, completion_tokens, reused_tokens;
     /* the streaming writer (connection thread only) */
     char *pend;                     /* SSE bytes built and not yet handed to MHD */
     size_t pend_len, pend_off, pend_cap;
@@ -83,7 +83,7 @@ struct server {
     char broken_msg[512];
     /* metrics */
     int64_t requests[EP_COUNT][6];  /* by endpoint and status class: 2xx 4xx(400) 401 404 413/429 5xx */
-    int64_t prompt_tokens, completion_tokens;
+    int64_t prompt_tokens, completion_tokens, reused_tokens;
     int64_t cancelled_total;
     struct st_sched_stats sst;
     double *busy_s;                 /* (n_stages) */
@@ -496,6 +496,9 @@ static void on_event(void *user, st_session *ss, const struct st_gen_event *ev) 
         struct st_session_stats st;
         st_session_stats(ss, &st);
         r->completion_tokens = st.generated_tokens;
+        r->reused_tokens = st.reused_tokens;
+        s->completion_tokens += r->completion_tokens;   /* counted before the answer can leave */
+        s->reused_tokens += r->reused_tokens;
         if (r->return_ids && st.generated_tokens > 0) {
             int64_t n = 0;
             const int32_t *t = st_session_tokens(ss, &n);
@@ -539,7 +542,8 @@ static void admit(struct server *s) {
             continue;
         }
         st_session *ss = NULL;
-        if (st_session_open(s->sched, &ss) != ST_OK) break;   /* every slot is taken */
+        /* the slot that still holds the longest part of this prompt (a chat client resends the conversation) */
+        if (st_session_open_for(s->sched, r->ids, r->n_ids, &ss) != ST_OK) break;   /* every slot is taken */
         s->queue_head = r->next;
         if (!s->queue_head) s->queue_tail = NULL;
         s->queued--;
@@ -565,7 +569,7 @@ static void settle(struct server *s) {
         if (!r) continue;
         if (r->done) {
             if (r->finish == ST_FINISH_CANCEL) s->cancelled_total++;
-            s->completion_tokens += r->completion_tokens;
+
             st_session_close(r->ss);
             r->ss = NULL;
             s->running[i] = NULL;
@@ -834,6 +838,9 @@ static enum MHD_Result handle_get(struct server *s, struct MHD_Connection *c, en
                                          class_names[k], (long long)s->requests[e][k]);
         P("# HELP strata_prompt_tokens_total Prompt tokens of the requests admitted.\n# TYPE strata_prompt_tokens_total counter\n");
         P("strata_prompt_tokens_total %lld\n", (long long)s->prompt_tokens);
+        P("# HELP strata_prompt_tokens_reused_total Prompt tokens found in a slot's KV cache (not prefilled again).\n"
+          "# TYPE strata_prompt_tokens_reused_total counter\n");
+        P("strata_prompt_tokens_reused_total %lld\n", (long long)s->reused_tokens);
         P("# HELP strata_generated_tokens_total Tokens generated.\n# TYPE strata_generated_tokens_total counter\n");
         P("strata_generated_tokens_total %lld\n", (long long)s->sst.generated_tokens);
         P("# HELP strata_decode_steps_total Batched decode steps (engine passes).\n# TYPE strata_decode_steps_total counter\n");
@@ -1169,8 +1176,8 @@ st_status st_server_run(const st_deploy *d, st_engine *e, st_tokenizer_t *tok, c
                     if (s.running[i]) s.running[i]->cancelled = true;
             if (!n_running(&s)) break;
         }
+        settle(&s);   /* finished requests give their slots back first: the next may reuse one's cache */
         admit(&s);
-        settle(&s);
         if (st_sched_busy(s.sched)) {
             pthread_mutex_unlock(&s.mu);
             st_status sr = st_sched_step(s.sched);

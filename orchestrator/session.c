@@ -37,6 +37,7 @@ struct st_session {
     int64_t n_gen;
     struct st_session_stats stats;
     double t_start;
+    uint64_t last_used;          /* when it was last closed (the scheduler's clock): free slots are reused oldest first */
 };
 
 struct mbatch {
@@ -61,6 +62,7 @@ struct st_sched {
     double *busy_ms, *busy_step;   /* (n_stages) totals, and one step's */
     int64_t prompt_tokens, generated_tokens, steps;
     int64_t rr;                  /* where the prefill round robin starts */
+    uint64_t clock;              /* counts closes, for least-recently-used slots */
 };
 
 const char *st_finish_name(st_finish f) {
@@ -154,23 +156,42 @@ void st_sched_free(st_sched *s) {
 
 /* ---- sessions ---------------------------------------------------------------------- */
 
-st_status st_session_open(st_sched *s, st_session **out) {
+/* Tokens a free slot still holds in its KV cache that begin ids. */
+static int64_t held_prefix(const st_sched *s, const st_session *ss, const int32_t *ids, int64_t n) {
+    const int64_t kv = st_engine_seq_len(s->e, ss->slot);
+    int64_t c = 0;
+    while (c < kv && c < n && ss->toks[c] == ids[c]) c++;
+    return c;
+}
+
+st_status st_session_open_for(st_sched *s, const int32_t *ids, int64_t n, st_session **out) {
     *out = NULL;
+    st_session *best = NULL;
+    int64_t best_common = -1;
     for (int64_t i = 0; i < s->n_slots; i++) {
         struct st_session *ss = &s->sess[i];
         if (ss->open || ss->closing) continue;
-        ss->open = true;
-        ss->state = SS_IDLE;
-        ss->n_toks = 0;
-        ss->next_unfed = false;
-        ss->cancel = false;
-        (void)st_engine_seq_rewind(s->e, ss->slot, 0);
-        *out = ss;
-        return ST_OK;
+        const int64_t c = ids ? held_prefix(s, ss, ids, n) : 0;
+        /* the longest shared beginning; among equals the slot closed longest ago (its cache is least likely wanted) */
+        if (c > best_common || (c == best_common && ss->last_used < best->last_used)) { best = ss; best_common = c; }
     }
-    st_error_set(ST_ERR_BUSY, "all %lld sequence slots are in use", (long long)s->n_slots);
-    return st_error_hint("wait for a sequence to finish, or raise the deployment's batch (more KV memory)");
+    if (!best) {
+        st_error_set(ST_ERR_BUSY, "all %lld sequence slots are in use", (long long)s->n_slots);
+        return st_error_hint("wait for a sequence to finish, or raise the deployment's batch (more KV memory)");
+    }
+    best->open = true;
+    best->state = SS_IDLE;
+    best->next_unfed = false;
+    best->cancel = false;
+    if (best_common <= 0) {   /* nothing to keep: an empty sequence */
+        best->n_toks = 0;
+        (void)st_engine_seq_rewind(s->e, best->slot, 0);
+    }
+    *out = best;
+    return ST_OK;
 }
+
+st_status st_session_open(st_sched *s, st_session **out) { return st_session_open_for(s, NULL, 0, out); }
 
 static void mb_unassign(st_session *ss) {
     if (ss->mb >= 0) ss->sch->mbs[ss->mb].assigned--;
@@ -180,6 +201,7 @@ static void mb_unassign(st_session *ss) {
 void st_session_close(st_session *ss) {
     if (!ss || !ss->open) return;
     ss->open = false;
+    ss->last_used = ++ss->sch->clock;
     ss->cb = NULL;
     ss->state = SS_IDLE;
     mb_unassign(ss);

@@ -1,7 +1,9 @@
 /* orchestrator/session.h — generation: one sequence's state (a session) and
  * the scheduler that runs every active session through one engine.
  *
- * A session owns a KV slot of the engine and the tokens that slot holds. A
+ * A session owns a KV slot of the engine and the tokens that slot holds; a
+ * closed session's slot keeps them, for the next session that starts with
+ * the same tokens (st_session_open_for). A
  * generation starts from a whole token sequence (a prompt, or a chat's
  * rendered conversation): the longest prefix the slot already holds is kept
  * (st_engine_seq_rewind), the rest is prefilled. Then every scheduler step
@@ -84,8 +86,13 @@ struct st_sched_params {
 st_status st_sched_init(st_engine *e, st_tokenizer_t *tok, const struct st_sched_params *p, st_sched **out);
 void st_sched_free(st_sched *s);     /* closes every session; accepts NULL */
 
-/* Takes a free KV slot. ST_ERR_BUSY when every slot is taken. */
+/* Takes a free KV slot, empty. ST_ERR_BUSY when every slot is taken. */
 st_status st_session_open(st_sched *s, st_session **out);
+/* Takes the free slot whose KV cache still holds the longest beginning of ids
+ * (n tokens), keeping it, so that a start with ids prefills only the rest
+ * (a client that sends the whole conversation again each turn); an empty
+ * slot when none shares anything. ST_ERR_BUSY when every slot is taken. */
+st_status st_session_open_for(st_sched *s, const int32_t *ids, int64_t n, st_session **out);
 /* Ends a running generation without a callback and frees the slot. Accepts NULL. */
 void st_session_close(st_session *ss);
 

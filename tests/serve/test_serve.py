@@ -139,6 +139,13 @@ def test_client(srv):
         parts = [x.choices[0].text for x in cl.completions.create(model=MODEL, prompt="In the beginning", temperature=0,
                                                                     max_tokens=16, stop=[stop], stream=True)]
         check("".join(parts) == cont[:cont.index(stop)], "completions stream: the stop string never streamed")
+    # a client that sends the conversation again: the slot that holds it is reused
+    before = srv.metric("strata_prompt_tokens_reused_total")
+    turn2 = msgs + [{"role": "assistant", "content": text}, {"role": "user", "content": "And the earth?"}]
+    r2 = cl.chat.completions.create(model=MODEL, messages=turn2, temperature=0, max_tokens=8)
+    reused = srv.metric("strata_prompt_tokens_reused_total") - before
+    check(reused >= r.usage.prompt_tokens, f"a resent conversation reuses the KV cache ({reused:.0f} of "
+          f"{r2.usage.prompt_tokens} prompt tokens)")
     e = cl.completions.create(model=MODEL, prompt="In the beginning", temperature=0, max_tokens=4, echo=True)
     check(e.choices[0].text.startswith("In the beginning"), "completions: echo")
     # seeded sampling: the same seed gives the same text
