@@ -694,7 +694,7 @@ static st_status run_chat(struct gen *g, int64_t max_new) {
         }
         g->reply_len = 0;
         g->reply[0] = 0;
-        interrupted = 0;
+        /* a Ctrl-C since the prompt was shown (typed after Enter) stops this reply */
         if ((s = run_session(g, c.ids, c.n_ids, ST_MIN(max_new > 0 ? max_new : n_ctx, n_ctx)))) goto done;
         putchar('\n');
         fflush(stdout);

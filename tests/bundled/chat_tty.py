@@ -75,18 +75,19 @@ class Tty:
 def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     save = os.path.join(tempfile.mkdtemp(prefix="strata-tty-"), "chat.json")
-    t = Tty([STRATA, "generate", "-c", "tests/bundled/chat-chatml.yaml", "--chat", "-n", "900", "--temp", "0.8",
-             "--seed", "3"])
+    t = Tty([STRATA, "generate", "-c", "tests/bundled/chat-chatml.yaml", "--chat", "-n", "2000", "--ctx", "8192",
+             "--temp", "0.8", "--seed", "3"])
     banner = t.read_until(b"> ")
     check("template: chatml" in banner and "/help" in banner, "the banner names the template and the commands")
     t.send("Who made the heaven?\r")
-    turn1 = t.read_until(b"\n> ", timeout=60)
+    turn1 = t.read_until(b"\n> ", timeout=240)
     check(len(turn1.strip()) > len("Who made the heaven?"), "turn 1: a reply, then a new prompt")
     t.send("And the earth?\r")
     t.read_until(b"And the earth?")
-    t.read_until(b"\n> ", timeout=60)
+    t.read_until(b"\n> ", timeout=240)
     check(True, "turn 2: a reply, then a new prompt")
     # a long reply, interrupted as soon as it starts
+    # a long reply (up to 2000 tokens: a second or more), interrupted as soon as it starts
     t.send("Tell me everything.\r")
     t.read_until(b"Tell me everything.")
     first = b""

@@ -81,4 +81,4 @@ set_tests_properties(bundled_chat_20_turns bundled_chat_soak PROPERTIES LABELS b
 # turns, Ctrl-C stops a reply and the chat goes on, /help /save /reset /exit.
 add_test(NAME bundled_chat_tty COMMAND ${STRATA_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/bundled/chat_tty.py $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-set_tests_properties(bundled_chat_tty PROPERTIES LABELS bundled TIMEOUT 300)
+set_tests_properties(bundled_chat_tty PROPERTIES LABELS bundled TIMEOUT 900)
