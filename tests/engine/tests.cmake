@@ -37,3 +37,10 @@ st_add_test(engine_graph_errors SOURCES engine/test_graph_errors.c LABELS engine
 add_test(NAME engine_logits_same_ids COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/engine/logits_same_ids.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(engine_logits_same_ids PROPERTIES LABELS engine)
+
+# Quantized weights. The CUDA kernels' per-block math (kernels/cuda/quant.cuh)
+# on the host: bit-identical dequantization and the dot-product bounds (built
+# with the CUDA backend; nvcc compiles the helpers for the CPU, no GPU needed).
+if(ST_HAVE_CUDA)
+  st_add_test(engine_quant_math SOURCES engine/test_quant_math.cu LABELS engine quant)
+endif()
