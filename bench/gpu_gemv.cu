@@ -204,7 +204,7 @@ int main(int argc, char **argv) {
             for (int nt = 1; nt <= 4; nt += 3) {
                 const shape &s = layer[m];
                 const void *w = wall + off[m];
-                CKS(st_gemv_cuda(w, dt, s.rows, s.cols, NULL, x, nt, y, prop.multiProcessorCount, st));
+                CKS(st_gemv_cuda(w, dt, s.rows, s.cols, NULL, x, NULL, nt, y, prop.multiProcessorCount, st));
                 std::vector<float> hy((size_t)nt * s.rows), hx((size_t)nt * s.cols);
                 CK(cudaMemcpyAsync(hy.data(), y, sizeof(float) * nt * s.rows, cudaMemcpyDeviceToHost, st));
                 CK(cudaMemcpyAsync(hx.data(), x, sizeof(float) * nt * s.cols, cudaMemcpyDeviceToHost, st));
@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
                     CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
                     CK(cudaEventRecord(e0, st));
                     const int c = (i + 3) % n_copies;
-                    CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, s.rows, s.cols, NULL, x, nt, y,
+                    CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, s.rows, s.cols, NULL, x, NULL, nt, y,
                                      prop.multiProcessorCount, st));
                     CK(cudaEventRecord(e1, st));
                     CK(cudaEventSynchronize(e1));
@@ -281,7 +281,7 @@ int main(int argc, char **argv) {
                                 CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
                                 CK(cudaEventRecord(e0, st));
                                 CKS(st_gemv_cuda_shaped(wall + (size_t)((i + 3) % n_copies) * layer_bytes + off[m], dt,
-                                                        s.rows, s.cols, NULL, x, 1, y, &sh, st));
+                                                        s.rows, s.cols, NULL, x, NULL, 1, y, &sh, st));
                                 CK(cudaEventRecord(e1, st));
                                 CK(cudaEventSynchronize(e1));
                                 float ms;
@@ -313,7 +313,7 @@ int main(int argc, char **argv) {
                 CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
                 for (int c = 0; c < n_copies; c++)
                     for (int m = 0; m < n_layer_mats; m++)
-                        CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL, x, 1,
+                        CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL, x, NULL, 1,
                                          y, prop.multiProcessorCount, st));
                 CK(cudaStreamEndCapture(st, &g));
                 CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
@@ -326,7 +326,7 @@ int main(int argc, char **argv) {
                     for (int c = 0; c < n_copies; c++)
                         for (int m = 0; m < n_layer_mats; m++)
                             CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL,
-                                             x, 1, y, prop.multiProcessorCount, st));
+                                             x, NULL, 1, y, prop.multiProcessorCount, st));
                 CK(cudaEventRecord(e1, st));
                 CK(cudaEventSynchronize(e1));
                 float ms;
@@ -346,16 +346,16 @@ int main(int argc, char **argv) {
         float *yq = y, *yk = y + E, *yv = y + E + KV, *yff = y + 2 * E + 2 * KV;
         auto fused_layer = [&](const uint8_t *b) {
             const st_gemv_job qkv[3] = {{b + off[0], NULL, yq, E}, {b + off[1], NULL, yk, KV}, {b + off[2], NULL, yv, KV}};
-            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, 1, sms, st));
-            CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, 1, y, sms, st));
-            CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, 1, yff, sms, st));
-            CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, 1, y, sms, st));
+            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, 1, sms, st));
+            CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, NULL, 1, y, sms, st));
+            CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, 1, yff, sms, st));
+            CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, NULL, 1, y, sms, st));
         };
         {   /* correctness of the grouped launches on sampled rows */
             fill(y, ST_DTYPE_F32, 2 * E + 2 * KV + F, 77, 1.0f, st);
             const st_gemv_job qkv[3] = {{wall + off[0], NULL, yq, E}, {wall + off[1], NULL, yk, KV}, {wall + off[2], NULL, yv, KV}};
-            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, 1, sms, st));
-            CKS(st_gemv_swiglu_cuda(wall + off[4], NULL, wall + off[5], NULL, dt, F, E, x, 1, yff, sms, st));
+            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, 1, sms, st));
+            CKS(st_gemv_swiglu_cuda(wall + off[4], NULL, wall + off[5], NULL, dt, F, E, x, NULL, 1, yff, sms, st));
             CK(cudaStreamSynchronize(st));
             std::vector<float> hx((size_t)F);
             CK(cudaMemcpy(hx.data(), x, sizeof(float) * F, cudaMemcpyDeviceToHost));
@@ -397,9 +397,9 @@ int main(int argc, char **argv) {
                                 if (which == 0) {
                                     const st_gemv_job jj[3] = {{b + off[0], NULL, yq, E}, {b + off[1], NULL, yk, KV},
                                                                {b + off[2], NULL, yv, KV}};
-                                    CKS(st_gemv_multi_cuda_shaped(jj, 3, dt, E, x, 1, &sh, st));
+                                    CKS(st_gemv_multi_cuda_shaped(jj, 3, dt, E, x, NULL, 1, &sh, st));
                                 } else {
-                                    CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, 1, yff, &sh, st));
+                                    CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, 1, yff, &sh, st));
                                 }
                             });
                             const double gbps = (which == 0 ? qkv_bytes : gu_bytes) / (us * 1e-6) / 1e9;
@@ -454,7 +454,7 @@ int main(int argc, char **argv) {
         fill(hw, ST_DTYPE_BF16, (int64_t)(hb * 2 / 2), 9, 0.05f, st);
         for (int i = -3; i < reps; i++) {
             CK(cudaEventRecord(e0, st));
-            for (int c = 0; c < 2; c++) CKS(st_gemv_cuda(hw + c * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, 1, y,
+            for (int c = 0; c < 2; c++) CKS(st_gemv_cuda(hw + c * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, NULL, 1, y,
                                                          prop.multiProcessorCount, st));
             CK(cudaEventRecord(e1, st));
             CK(cudaEventSynchronize(e1));
@@ -475,7 +475,7 @@ int main(int argc, char **argv) {
                     st_gemv_shape sh = hs;
                     sh.rows_per_warp = r; sh.k_split = k; sh.unroll = u;
                     const double sus = time_us(false, [&](int i) {
-                        CKS(st_gemv_cuda_shaped(hw + (size_t)(i & 1) * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, 1, y,
+                        CKS(st_gemv_cuda_shaped(hw + (size_t)(i & 1) * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, NULL, 1, y,
                                                 &sh, st));
                     });
                     printf(" r%dk%du%d %.1f%%", r, k, u, 100 * (hb / (sus * 1e-6) / 1e9) / copy_gbps);
