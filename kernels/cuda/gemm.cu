@@ -315,17 +315,18 @@ st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, in
     const size_t wrow = (size_t)kc * es;
     const size_t min_w = (size_t)ST_MIN(rows, (int64_t)64) * wrow;
     const bool conv = compute != ST_DTYPE_F32;
-    if (!ws || !ws->ptr || ws->bytes < min_w + (conv ? align256((size_t)kc * 2) : 0))
-        return ws_too_small(ws, min_w + (conv ? align256((size_t)kc * 2) : 0));
+    const size_t need = min_w + (conv ? align256((size_t)kc * 2) + 256 : 0);
+    if (!ws || !ws->ptr || ws->bytes < need) return ws_too_small(ws, need);
     /* tokens of x per pass (converted copies for 16-bit compute), then W tile rows */
     int64_t tc = n_tok;
     size_t x_bytes = 0;
     if (conv) {
-        tc = (int64_t)ST_MIN((size_t)n_tok, (ws->bytes - min_w) / ((size_t)kc * 2));
+        tc = (int64_t)ST_MIN((size_t)n_tok, (ws->bytes - min_w - 256) / ((size_t)kc * 2));
         x_bytes = align256((size_t)tc * (size_t)kc * 2);
     }
     const size_t w_bytes = ST_MIN(ws->bytes - x_bytes, ST_MAX(ST_GEMM_W_TILE_BYTES, min_w));
     const int64_t rc = (int64_t)ST_MIN((size_t)rows, w_bytes / wrow);
+    if (tc < 1 || rc < 1) return ws_too_small(ws, need);
     uint8_t *xbuf = (uint8_t *)ws->ptr;
     uint8_t *wbuf = xbuf + x_bytes;
     const cudaDataType_t ct = cuda_type(compute);
