@@ -483,6 +483,31 @@ static ST_QHD void st_q8x_block(const float *x, int8_t *q, struct st_q8x_meta *m
  * element 0 and first 32-element x block. */
 template <class Tr>
 static ST_QHD float st_q_dot_i8(const st_q_unit &u, const int8_t *xq, const struct st_q8x_meta *meta) {
+    if (Tr::QK == 32) {
+        /* a 32-element block: both halves share dw, mw and x's block (xo 0 and 16) */
+#ifdef __CUDA_ARCH__
+        const uint4 v0 = __ldg((const uint4 *)xq), v1 = __ldg((const uint4 *)(xq + 16));
+        const float4 mf = __ldg((const float4 *)meta);
+        const struct st_q8x_meta m = {mf.x, mf.y, mf.z, __float_as_int(mf.w)};
+#else
+        uint4 v0, v1;
+        memcpy(&v0, xq, 16);
+        memcpy(&v1, xq + 16, 16);
+        const struct st_q8x_meta m = meta[0];
+#endif
+        int s = st_q_dp4a(u.qw[0], v0.x, 0);
+        s = st_q_dp4a(u.qw[1], v0.y, s);
+        s = st_q_dp4a(u.qw[2], v0.z, s);
+        s = st_q_dp4a(u.qw[3], v0.w, s);
+        s = st_q_dp4a(u.qw[4], v1.x, s);
+        s = st_q_dp4a(u.qw[5], v1.y, s);
+        s = st_q_dp4a(u.qw[6], v1.z, s);
+        s = st_q_dp4a(u.qw[7], v1.w, s);
+        if (Tr::OFF) s -= Tr::OFF * ((int)(int16_t)(m.q01 & 0xffff) + (m.q01 >> 16));
+        float r = u.dw[0] * m.d * (float)s;
+        if (Tr::HAS_MIN) r = fmaf(u.mw[0], m.s0 + m.s1, r);
+        return r;
+    }
     float r = 0.0f;
 ST_Q_UNROLL
     for (int k = 0; k < 2; k++) {
