@@ -19,6 +19,8 @@
 #   bench/quant_compare.sh start               # returns at once
 #   bench/quant_compare.sh wait 540            # in the same call or the next one
 #   bench/quant_compare.sh status | report | run   # progress | the table again | all steps in the foreground
+#   bench/quant_compare.sh build-llama         # only the llama.cpp build, in the background (CPU only;
+#                                              # start it while GPU tests run, 'start' waits for it)
 #
 # Steps, in parallel where they can be (about 10 minutes on an H100 with 16
 # cores, most of it the two builds): llama.cpp (shared/baseline/build-llamacpp.sh,
@@ -67,7 +69,18 @@ arch() { nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | 
 
 do_llama() {
   [ -n "$shared" ] || { echo "no shared/baseline/build-llamacpp.sh (set SHARED=)"; return 1; }
-  bash "$shared/baseline/build-llamacpp.sh" "$lcb" "$(arch)" && [ -x "$lcb/bin/llama-bench" ] && [ -x "$lcb/bin/llama-quantize" ]
+  if [ -f "$qc/llama.pid" ] && kill -0 "$(cat "$qc/llama.pid")" 2>/dev/null; then
+    echo "waiting for the llama.cpp build started by 'build-llama' (pid $(cat "$qc/llama.pid"))"
+    while kill -0 "$(cat "$qc/llama.pid")" 2>/dev/null; do sleep 5; done
+  else
+    bash "$shared/baseline/build-llamacpp.sh" "$lcb" "$(arch)"
+  fi
+  [ -x "$lcb/bin/llama-bench" ] && [ -x "$lcb/bin/llama-quantize" ]
+}
+extract_llama() {
+  if [ ! -d "$src/gguf-py" ] && [ -n "$shared" ]; then
+    mkdir -p "$src" && tar -xJf "$shared/baseline/llama.cpp-src.tar.xz" -C "$src" --strip-components=1
+  fi
 }
 do_strata() {
   local gen=()
@@ -145,9 +158,7 @@ EOF
 run_all() {
   : > "$progress"
   say "quant_compare: $(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -1), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null)"
-  if [ ! -d "$src/gguf-py" ] && [ -n "$shared" ]; then
-    mkdir -p "$src" && tar -xJf "$shared/baseline/llama.cpp-src.tar.xz" -C "$src" --strip-components=1
-  fi
+  extract_llama
   step llama-build "$lcb/bin/llama-bench" do_llama & p_llama=$!
   step strata-build "$strata_marker" do_strata & p_strata=$!
   step model "$big/config.json" do_model & p_model=$!
@@ -167,6 +178,14 @@ run_all() {
 
 case "${1:-}" in
   run) run_all ;;
+  build-llama)
+    # only the llama.cpp build, in the background (CPU only: it does not disturb GPU timings)
+    [ -x "$lcb/bin/llama-bench" ] && { echo "llama.cpp already built in $lcb"; exit 0; }
+    extract_llama
+    setsid nohup bash "$shared/baseline/build-llamacpp.sh" "$lcb" "$(arch)" > "$qc/logs/llama-build.log" 2>&1 < /dev/null &
+    echo $! > "$qc/llama.pid"
+    echo "llama.cpp build started (pid $!): $qc/logs/llama-build.log"
+    ;;
   start)
     if [ -f "$qc/pid" ] && kill -0 "$(cat "$qc/pid")" 2>/dev/null; then echo "already running (pid $(cat "$qc/pid"))"; exit 0; fi
     setsid nohup bash "$0" run > "$qc/run.log" 2>&1 < /dev/null &
