@@ -167,6 +167,7 @@ struct st_backend_config {
     st_dtype kv_dtype;       /* F32, F16 or BF16 */
     int n_threads;           /* CPU: worker threads (0 = all cores of the device's NUMA node) */
     bool maxwell_path;       /* restrict to sm_52 code paths (real cc 5.x or emulate: tesla-m40) */
+    int64_t max_tokens;      /* most tokens one forward pass sends (prefill chunk or decode batch) */
 };
 
 /* A weight matrix resident on a device: (rows = out, cols = in) in its stored dtype. */

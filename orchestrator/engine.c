@@ -247,6 +247,7 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     st_status rc;
 
     s->ops = s->d.ops;
+    s->d.cfg.max_tokens = T;
     if ((rc = s->ops->init(&s->d.info, &s->d.cfg, &s->be)) != ST_OK)
         return st_error_prefix("stage on %s", s->d.info.name);
 

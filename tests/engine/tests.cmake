@@ -42,3 +42,33 @@ st_add_test(engine_graph_errors SOURCES engine/test_graph_errors.c LABELS engine
 add_test(NAME engine_logits_same_ids COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/engine/logits_same_ids.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(engine_logits_same_ids PROPERTIES LABELS engine)
+
+# Quantized weights. The CUDA kernels' per-block math (kernels/cuda/quant.cuh)
+# on the host: bit-identical dequantization and the dot-product bounds (built
+# with the CUDA backend; nvcc compiles the helpers for the CPU, no GPU needed).
+if(ST_HAVE_CUDA)
+  st_add_test(engine_quant_math SOURCES engine/test_quant_math.cu LABELS engine quant)
+endif()
+# The CPU engine on GGUF files of every quantized type (and the Q4_K_M mix)
+# against gguf-py's dequantization and a float64 forward pass: same greedy
+# ids, logits within 1e-4; and tools/quantize.py's blocks read back exactly by
+# gguf-py.
+add_test(NAME engine_quant_fixtures
+         COMMAND ${STRATA_PYTHON} tests/engine/quant_fixtures.py --strata $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+add_test(NAME tools_quantize_selftest COMMAND ${STRATA_PYTHON} tools/quantize.py --selftest
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(engine_quant_fixtures tools_quantize_selftest PROPERTIES LABELS "engine;quant")
+# tests/gpu/quant_tolerances.json is what tests/gpu/quant_bound.py derives now
+add_test(NAME engine_quant_tolerances
+         COMMAND ${STRATA_PYTHON} tests/gpu/quant_bound.py --check tests/gpu/quant_tolerances.json
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+# tests/gpu/e2e_quant.sh without a GPU (every cuda:N on the CPU): its deployments,
+# the CPU references and check_e2e.py's verdicts, on the q4_k_m fixture
+add_test(NAME engine_quant_e2e_script
+         COMMAND ${CMAKE_COMMAND} -E env E2E_FAKE_GPU=1 E2E_QTYPES=q4_k_m E2E_QPARTS=fixtures,whatif
+                 E2E_STRATA=$<TARGET_FILE:strata> PYTHON=${STRATA_PYTHON}
+                 STRATA_GPU_BUILD=${CMAKE_CURRENT_BINARY_DIR}/e2e_quant_fake OUT=${CMAKE_CURRENT_BINARY_DIR}/e2e_quant_fake
+                 bash tests/gpu/e2e_quant.sh
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(engine_quant_tolerances engine_quant_e2e_script PROPERTIES LABELS "engine;quant")
