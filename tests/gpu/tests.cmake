@@ -23,5 +23,4 @@ foreach(_y fx-1gpu-bf16 fx-1gpu-m40 fx-2gpu-m40 fx-2gpu-m40-3l fx-gpu-cpu fx-gpu
            big-2gpu big-2gpu-split big-1gpu)
   st_add_cli_test(e2e_deploy_${_y} RC 0 EXPECT "${_y}.yaml: ok" ARGS "plan -c tests/gpu/deploy/${_y}.yaml --check")
 endforeach()
-add_test(NAME e2e_checker COMMAND ${STRATA_PYTHON} tests/gpu/check_e2e.py selftest --strata $<TARGET_FILE:strata>
-         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+st_add_py_test(e2e_checker SCRIPT tests/gpu/check_e2e.py ARGS selftest --strata $<TARGET_FILE:strata>)
