@@ -15,7 +15,9 @@ st_add_test(tokenizer_chat SOURCES tokenizer/test_chat.c LABELS tokenizer)
 st_add_py_test(tokenizer_chat_recheck SCRIPT tests/tokenizer/gen_chat.py ARGS --check LABELS tokenizer)
 # Sampler: filters vs hand-computed distributions, chain order, penalties, PRNG, fixed seeds.
 st_add_test(sampler SOURCES tokenizer/test_sampler.c LABELS tokenizer)
-# strata tokenize / detokenize (expected outputs from HF tokenizers, tests/tokenizer/cli/)
+# strata tokenize / detokenize (expected outputs from HF tokenizers, tests/tokenizer/cli/,
+# written by tests/tokenizer/gen_cli.py; the recheck recomputes them with HF tokenizers)
+st_add_py_test(tokenizer_cli_recheck SCRIPT tests/tokenizer/gen_cli.py ARGS --check LABELS tokenizer)
 function(st_tok_pipe_test name rc input want args)
   add_test(NAME ${name}
     COMMAND ${CMAKE_COMMAND} -DSTRATA=$<TARGET_FILE:strata> -DRC=${rc} -DINPUT=${PROJECT_SOURCE_DIR}/${input}
