@@ -4,20 +4,24 @@ given, after planting the defect named by $PLANT. The checks' selftests
 (tests/*/tests.cmake, through tests/harness/expect_fail.sh) run a check with
 this stand-in and require that it fails.
 
-Defects (only `generate` is touched; every other command runs unchanged):
+Defects (only `generate` is touched; every other command runs unchanged; PLANT=none
+plants nothing, for a selftest whose defect is in its input, not in strata):
   drop-plan    --plan FILE is ignored (the deployment is planned afresh)
   drop-stop    --stop TEXT is ignored
   wrong-stop   --stop TEXT stops at the first half of TEXT (a stop one token early
                where TEXT spans tokens)
   drop-system  --system TEXT is ignored (the config's or the template's system prompt wins)
-  flip-token   a run on a device (no --cpu) with --tokens: generated id 4 becomes
-               its row's 6th-ranked token, and with --logits that row is raised so
-               the new id is its argmax (a real, wide greedy flip); rows and ids
-               after it are left as they were
+  flip-token   a run on a device (no --cpu) with --tokens: the id generated at
+               sequence position 16 (generated id 4 after a 12-token prompt; a
+               teacher-forced rerun whose prompt already covers it is left alone)
+               becomes its row's 6th-ranked token, and with --logits that row is
+               raised so the new id is its argmax (a real, wide greedy flip)
 """
 import os
 import subprocess
 import sys
+
+FLIP_POSITION = 16
 
 
 def drop(args, opt, keep_value=None):
@@ -49,18 +53,19 @@ def flip(real, args):
     k = max(i for i, ln in enumerate(lines) if ln.strip() and all(t.isdigit() for t in ln.strip().split(",")))
     ids = [int(t) for t in lines[k].split(",")]
     n_prompt = len(value(args, "--tokens").split(","))
-    if len(ids) > 4:
+    j = FLIP_POSITION - n_prompt
+    if 0 <= j < len(ids):
         npy = value(args, "--logits")
         if npy:
             import numpy as np
             a = np.load(npy)
-            row = n_prompt - 1 + 4
+            row = n_prompt - 1 + j
             other = int(np.argsort(a[row])[-6])
             a[row, other] = a[row].max() + 0.5 * np.abs(a[row]).max()
             np.save(npy, a)
         else:
-            other = (ids[4] + 1) % 7
-        ids[4] = other
+            other = (ids[j] + 1) % 7
+        ids[j] = other
         lines[k] = ",".join(map(str, ids))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
@@ -87,7 +92,7 @@ def main():
             if "--tokens" in args and "--cpu" not in args:
                 sys.stdout.flush()
                 return flip(real, args)
-        elif defect:
+        elif defect and defect != "none":
             print(f"plant.sh: unknown defect PLANT={defect}", file=sys.stderr)
             return 2
     os.execv(real, [real] + args)
