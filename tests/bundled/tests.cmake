@@ -30,10 +30,15 @@ add_test(NAME bundled_chat_reuse COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundle
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_chat_reuse PROPERTIES LABELS bundled)
 
-# generate --plan runs a saved plan; plans for another model or other devices are refused.
+# generate --plan runs a saved plan that differs from what the planner would
+# choose (stages, devices, context, chunk checked); plans for another model or
+# other devices are refused. Selftest: a strata that ignores --plan fails it.
 add_test(NAME bundled_plan_replay COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/plan_replay.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_plan_replay PROPERTIES LABELS bundled)
+st_add_planted_test(bundled_plan_replay_planted DEFECT drop-plan LABELS bundled
+  WANT "generate --plan ran the stages [first 0-3 f32 eager], the saved plan has"
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/plan_replay.sh ${ST_PLANTED})
 
 # --chat --raw continues one text: turn 2 sees turn 1's whole reply, the last
 # (never fed back) token included.
