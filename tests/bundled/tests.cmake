@@ -68,3 +68,30 @@ st_add_cli_test(bundled_chat_stdin_prompt RC 2 LABELS bundled
 add_test(NAME bundled_long_context COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bundled/long_context.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(bundled_long_context PROPERTIES LABELS bundled)
+
+# Stop strings: --stop (repeatable) and generation.stop end generation at the
+# token that completes the first stop string, across token boundaries (2, 3 and
+# 9 tokens), against HF tokenizers' decoding of the greedy ids. Selftests: a
+# strata that ignores --stop, or stops at half of it, fails it.
+st_add_py_test(bundled_stop SCRIPT tests/bundled/check_stop.py ARGS $<TARGET_FILE:strata> LABELS bundled)
+st_add_planted_test(bundled_stop_planted_ignored DEFECT drop-stop LABELS bundled
+  WANT "FAIL --stop over 2 tokens" COMMAND ${STRATA_PYTHON} tests/harness/py_run.py tests/bundled/check_stop.py ${ST_PLANTED})
+st_add_planted_test(bundled_stop_planted_wrong DEFECT wrong-stop LABELS bundled
+  WANT "FAIL --stop over 2 tokens" COMMAND ${STRATA_PYTHON} tests/harness/py_run.py tests/bundled/check_stop.py ${ST_PLANTED})
+
+# --system on the command line replaces the config's system prompt in --chat
+# (replies against one-shot runs on hand-rendered ChatML); ignored, it fails.
+st_add_py_test(bundled_chat_system SCRIPT tests/bundled/check_system.py ARGS $<TARGET_FILE:strata> LABELS bundled)
+st_add_planted_test(bundled_chat_system_planted DEFECT drop-system LABELS bundled
+  WANT "FAIL --system TEXT replaces the config's system prompt"
+  COMMAND ${STRATA_PYTHON} tests/harness/py_run.py tests/bundled/check_system.py ${ST_PLANTED})
+st_add_cli_test(generate_system_without_chat RC 0 LABELS bundled
+  EXPECT "warning: generate: --system, --raw and --no-think apply to --chat only; ignored"
+  ARGS "generate -m models/tiny-kjv --cpu -p In -n 2 --system Moses")
+
+# Colour only on a terminal (a pseudo-terminal here) and never with NO_COLOR=1.
+st_add_py_test(cli_no_color SCRIPT tests/bundled/check_color.py ARGS $<TARGET_FILE:strata> LABELS bundled)
+
+# plan --svg through the CLI: well-formed SVG showing the plan's stages, layers,
+# links and memory bars (against plan --format json); write and usage errors.
+st_add_py_test(plan_svg_cli SCRIPT tests/bundled/check_svg.py ARGS $<TARGET_FILE:strata> LABELS bundled)
