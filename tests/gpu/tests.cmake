@@ -44,3 +44,22 @@ st_add_planted_test(e2e_fake_gpu_planted_flip DEFECT flip-token WANT "greedy id 
 st_add_py_test(e2e_models_peaked SCRIPT tests/gpu/bf16_bound.py ARGS --check LABELS e2e)
 st_add_planted_test(e2e_models_peaked_planted DEFECT none WANT "inside the bf16 near-tie window" LABELS e2e
   COMMAND ${STRATA_PYTHON} tests/harness/py_run.py tests/gpu/bf16_bound.py --check --e2e-dir tests/fixtures/models)
+
+# tests/gpu/smoke.sh: on a machine without a GPU it must fail ("no GPU ran"; it
+# used to pass with every "GPU" run on the CPU); with SMOKE_EXPECT=cpu its
+# comparisons run here and pass, and a planted greedy flip fails them.
+set(_smoke_env PYTHON=${STRATA_PYTHON})
+add_test(NAME gpu_smoke_no_gpu
+  COMMAND bash -c "if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then echo 'a GPU is visible: this selftest needs a machine without one'; exit 77; fi; exec \"$@\""
+          _ ${CMAKE_COMMAND} -E env ${_smoke_env} bash ${CMAKE_CURRENT_SOURCE_DIR}/harness/expect_fail.sh "no GPU ran"
+          bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/smoke.sh ${CMAKE_BINARY_DIR} ${CMAKE_BINARY_DIR}/smoke-no-gpu
+  WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(gpu_smoke_no_gpu PROPERTIES LABELS "e2e;selftest" SKIP_RETURN_CODE 77)
+add_test(NAME gpu_smoke_cpu
+  COMMAND ${CMAKE_COMMAND} -E env ${_smoke_env} SMOKE_EXPECT=cpu bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/smoke.sh
+          ${CMAKE_BINARY_DIR} ${CMAKE_BINARY_DIR}/smoke-cpu
+  WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(gpu_smoke_cpu PROPERTIES LABELS e2e)
+st_add_planted_test(gpu_smoke_cpu_planted_flip DEFECT flip-token WANT "FAIL  qwen2-peaked-f32: cpu" LABELS e2e
+  COMMAND ${CMAKE_COMMAND} -E env ${_smoke_env} SMOKE_EXPECT=cpu SMOKE_STRATA=${ST_PLANTED}
+          bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/smoke.sh ${CMAKE_BINARY_DIR} ${CMAKE_BINARY_DIR}/smoke-planted)
