@@ -63,3 +63,8 @@ set_tests_properties(gpu_smoke_cpu PROPERTIES LABELS e2e)
 st_add_planted_test(gpu_smoke_cpu_planted_flip DEFECT flip-token WANT "FAIL  qwen2-peaked-f32: cpu" LABELS e2e
   COMMAND ${CMAKE_COMMAND} -E env ${_smoke_env} SMOKE_EXPECT=cpu SMOKE_STRATA=${ST_PLANTED}
           bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/smoke.sh ${CMAKE_BINARY_DIR} ${CMAKE_BINARY_DIR}/smoke-planted)
+
+# The tolerances of test_kernels.c's tensor-core paths (bf16 GEMM 5e-3, flash
+# 6e-3; f16 2e-3) against a numpy model of its cases: each at least 2 x the
+# rounding worst case and at most half the smallest planted bug of its op.
+st_add_py_test(gpu_kernel_tolerances SCRIPT tests/gpu/kernel_bound.py ARGS --check LABELS e2e)
