@@ -37,6 +37,8 @@
 #                     (emulate/precision lines dropped), so the whole fixture matrix,
 #                     the YAML rewriting and the checks run on the CPU
 #   E2E_QUICK=1       fixtures: the F32 GGUF files only
+#   E2E_MODELS        fixtures: these models only (comma separated; default all four)
+#   E2E_TRANSPORTS    the multi-GPU cases' transports (default "peer nccl host")
 #   E2E_BIG_DIR       where the 7B model is written (default /tmp/strata-e2e/qwen2.5-7b-random);
 #   E2E_BIG_REUSE=1   keep a model already there
 #   E2E_TOL_FP32, E2E_TOL_BF16   tolerances (default 1e-4 and 2.5e-2, max|d| / max|ref| per row)
@@ -234,10 +236,12 @@ if has_part fixtures; then
   echo "-- (a) fixture models vs the CPU engine" | tee -a "$log"
   fx=tests/gpu/models
   declare -A PROMPT=() FILES=() RJ=()
+  models=",${E2E_MODELS:-qwen2-peaked,qwen3-peaked,llama-peaked,tiny-4l},"
   for m in qwen2-peaked qwen3-peaked llama-peaked tiny-4l; do
     PROMPT[$m]=$(ref_tokens "$fx/$m/reference.json")
     RJ[$m]=$fx/$m/reference.json
     if [ "${E2E_QUICK:-0}" = 1 ]; then FILES[$m]="f32"; else FILES[$m]="f32 f16 hf"; fi
+    [[ $models == *",$m,"* ]] || FILES[$m]=""
   done
   path_of() {  # path_of MODEL KIND
     case $2 in
@@ -264,23 +268,25 @@ if has_part fixtures; then
       done
     done
     for m in qwen2-peaked llama-peaked qwen3-peaked; do
+      [ -n "${FILES[$m]}" ] || continue
       cfg="fx-gpu-cpu.yaml"
       [ $m = qwen3-peaked ] && cfg="fx-gpu-cpu-3l.yaml"
       gpu_case "gpu+cpu $m/f32 host" $cfg host "$m/f32" "$(path_of $m f32)" "${PROMPT[$m]}" "${RJ[$m]}"
     done
-    replay_case qwen2-peaked/f32 "$(path_of qwen2-peaked f32)" "${PROMPT[qwen2-peaked]}"
+    [ -n "${FILES[qwen2-peaked]}" ] && replay_case qwen2-peaked/f32 "$(path_of qwen2-peaked f32)" "${PROMPT[qwen2-peaked]}"
   else
     record fixtures "1-GPU cases" SKIP "no GPU visible"
   fi
   if [ "$ngpu" -ge 2 ]; then
-    for tr in peer nccl host; do
+    for tr in ${E2E_TRANSPORTS:-peer nccl host}; do
       for m in qwen2-peaked llama-peaked qwen3-peaked; do
+        [ -n "${FILES[$m]}" ] || continue
         cfg="fx-2gpu-m40.yaml"
         [ $m = qwen3-peaked ] && cfg="fx-2gpu-m40-3l.yaml"
         gpu_case "2gpu-m40 $m/f32 $tr" $cfg $tr "$m/f32" "$(path_of $m f32)" "${PROMPT[$m]}" "${RJ[$m]}"
       done
-      gpu_case "4stage-2gpu tiny-4l $tr" fx-4stage-2gpu.yaml $tr tiny-4l/f32 "$(path_of tiny-4l f32)" \
-        "${PROMPT[tiny-4l]}" "${RJ[tiny-4l]}"
+      [ -n "${FILES[tiny-4l]}" ] && gpu_case "4stage-2gpu tiny-4l $tr" fx-4stage-2gpu.yaml $tr tiny-4l/f32 \
+        "$(path_of tiny-4l f32)" "${PROMPT[tiny-4l]}" "${RJ[tiny-4l]}"
     done
   else
     record fixtures "2-GPU cases" SKIP "needs 2 GPUs, $ngpu visible: 2gpu-m40 (2 and 3 stages) and 4stage-2gpu, peer/nccl/host"

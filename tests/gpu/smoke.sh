@@ -12,6 +12,8 @@
 # a stage on a cuda device, and the stage table generate -v prints must be that
 # plan's. Only stdout is compared; stderr goes to OUT_DIR/*.err.
 #
+# SMOKE_QUICK=1: the F32 GGUF files only, the bundled model's HF directory only,
+# perplexity over 2 windows (the ctest selftests).
 # SMOKE_EXPECT=cpu runs the same comparisons where no GPU is, with the default
 # deployment on the CPU (ctest does, to show that a planted greedy flip fails
 # it); without it, a machine with no GPU fails with "no GPU ran". SMOKE_STRATA
@@ -59,7 +61,7 @@ run inventory-json "$b" inventory --json
 m=tests/gpu/models
 for name in qwen2-peaked qwen3-peaked llama-peaked tiny-4l; do
   prompt=$("$py" -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["tokens"])))' "$m/$name/reference.json")
-  for k in hf f32 f16; do
+  for k in $([ "${SMOKE_QUICK:-0}" = 1 ] && echo f32 || echo hf f32 f16); do
     path=$m/$name/$name-$k.gguf
     [ $k = hf ] && path=$m/$name/hf
     tag=$name-$k
@@ -80,7 +82,8 @@ done
 kjv_cfg=$out/kjv-fp32.yaml
 printf 'version: 1\nmodel: {path: %s}\ndevices:\n  - {device: %s, precision: fp32}\n' \
   "$(cd models && pwd)/tiny-kjv" "$([ "$expect" = cpu ] && echo cpu || echo cuda:0)" > "$kjv_cfg"
-for src in models/tiny-kjv models/tiny-kjv.gguf; do
+windows=$([ "${SMOKE_QUICK:-0}" = 1 ] && echo 2 || echo 4)
+for src in models/tiny-kjv $([ "${SMOKE_QUICK:-0}" = 1 ] || echo models/tiny-kjv.gguf); do
   tag=kjv-$(basename "$src" | tr . -)
   run "$tag.cpu" "$b" generate -m "$src" --cpu -p "In the beginning" --greedy -n 40 || continue
   if on_device "$tag" -c "$kjv_cfg" -m "$src" && run "$tag" "$b" -v generate -c "$kjv_cfg" -m "$src" -p "In the beginning" --greedy -n 40 &&
@@ -91,9 +94,9 @@ for src in models/tiny-kjv models/tiny-kjv.gguf; do
       say_fail "$tag fp32 text: cpu [$(cat "$out/$tag.cpu.out")] $expect [$(cat "$out/$tag.out")]"
     fi
   fi
-  run "$tag.ppl.cpu" "$b" perplexity -m "$src" -f tests/fixtures/kjv/test.txt --max-windows 4 --cpu --json || continue
+  run "$tag.ppl.cpu" "$b" perplexity -m "$src" -f tests/fixtures/kjv/test.txt --max-windows "$windows" --cpu --json || continue
   on_device "$tag.ppl" -m "$src" || continue
-  run "$tag.ppl" "$b" perplexity -m "$src" -f tests/fixtures/kjv/test.txt --max-windows 4 --json || continue
+  run "$tag.ppl" "$b" perplexity -m "$src" -f tests/fixtures/kjv/test.txt --max-windows "$windows" --json || continue
   verdict=$("$py" -c 'import json,sys; a=json.load(open(sys.argv[1]))["perplexity"]; b=json.load(open(sys.argv[2]))["perplexity"]; d=abs(b-a)/a; print(("ok" if d <= 0.005 else "bad"), f"cpu {a:.4f} device {b:.4f} ({d*100:.3f}%, limit 0.5%)")' "$out/$tag.ppl.cpu.out" "$out/$tag.ppl.out")
   if [ "${verdict%% *}" = ok ]; then say_ok "$tag perplexity: ${verdict#* }"; else say_fail "$tag perplexity: ${verdict#* }"; fi
 done

@@ -26,17 +26,17 @@ endforeach()
 st_add_py_test(e2e_checker SCRIPT tests/gpu/check_e2e.py ARGS selftest --strata $<TARGET_FILE:strata>)
 
 # e2e.sh itself, without a GPU (E2E_FAKE_GPU=1: every cuda:N becomes the CPU),
-# over the F32 files of the e2e models: the YAML rewriting, the plan replay case
+# over the F32 files of three e2e models (2, 3 and 4 layers), peer and host: the YAML rewriting, the plan replay case
 # and every compare run for real. Its selftest: strata with a planted greedy flip
 # on the "GPU" runs (tests/harness/plant.sh flip-token) must fail it.
-set(_e2e_env E2E_FAKE_GPU=1 E2E_QUICK=1 E2E_PARTS=fixtures PYTHON=${STRATA_PYTHON})
+set(_e2e_env E2E_FAKE_GPU=1 E2E_QUICK=1 E2E_PARTS=fixtures PYTHON=${STRATA_PYTHON} "E2E_TRANSPORTS=peer host")
 add_test(NAME e2e_fake_gpu
-  COMMAND ${CMAKE_COMMAND} -E env ${_e2e_env} E2E_STRATA=$<TARGET_FILE:strata> OUT=${CMAKE_BINARY_DIR}/e2e-fake/out
+  COMMAND ${CMAKE_COMMAND} -E env ${_e2e_env} E2E_MODELS=qwen2-peaked,qwen3-peaked,tiny-4l E2E_STRATA=$<TARGET_FILE:strata> OUT=${CMAKE_BINARY_DIR}/e2e-fake/out
           STRATA_GPU_BUILD=${CMAKE_BINARY_DIR}/e2e-fake bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/e2e.sh
   WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(e2e_fake_gpu PROPERTIES LABELS e2e)
 st_add_planted_test(e2e_fake_gpu_planted_flip DEFECT flip-token WANT "greedy id 4 differs: run" LABELS e2e
-  COMMAND ${CMAKE_COMMAND} -E env ${_e2e_env} E2E_STRATA=${ST_PLANTED} OUT=${CMAKE_BINARY_DIR}/e2e-planted/out
+  COMMAND ${CMAKE_COMMAND} -E env ${_e2e_env} E2E_MODELS=qwen2-peaked E2E_STRATA=${ST_PLANTED} OUT=${CMAKE_BINARY_DIR}/e2e-planted/out
           STRATA_GPU_BUILD=${CMAKE_BINARY_DIR}/e2e-planted bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/e2e.sh)
 # The e2e models are peaked: every greedy gap outside the bf16 near-tie window,
 # so a flip in a bf16 run is a failure (tests/gpu/bf16_bound.py --check); the
@@ -48,7 +48,7 @@ st_add_planted_test(e2e_models_peaked_planted DEFECT none WANT "inside the bf16 
 # tests/gpu/smoke.sh: on a machine without a GPU it must fail ("no GPU ran"; it
 # used to pass with every "GPU" run on the CPU); with SMOKE_EXPECT=cpu its
 # comparisons run here and pass, and a planted greedy flip fails them.
-set(_smoke_env PYTHON=${STRATA_PYTHON})
+set(_smoke_env PYTHON=${STRATA_PYTHON} SMOKE_QUICK=1)
 add_test(NAME gpu_smoke_no_gpu
   COMMAND bash -c "if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then echo 'a GPU is visible: this selftest needs a machine without one'; exit 77; fi; exec \"$@\""
           _ ${CMAKE_COMMAND} -E env ${_smoke_env} bash ${CMAKE_CURRENT_SOURCE_DIR}/harness/expect_fail.sh "no GPU ran"
