@@ -172,8 +172,13 @@ static st_status replay_plan(st_deploy *d, const char *path, int64_t context, st
     if (!r) { st_plan_free(saved); return ST_ERR_NOMEM; }
     for (int i = 0; i < saved->n_stages && !s; i++) {
         const struct st_plan_stage *ps = &saved->stages[i];
-        const char *sel = saved->devices[ps->device].select;
+        const char *sel = saved->devices[ps->device].select, *label = saved->devices[ps->device].label;
         int found = -1;
+        /* the entry with the same selector and label (a device listed twice, e.g. cuda:0 as
+         * "fast" and "exact", holds each stage on its own entry), else the first with the selector */
+        for (int k = 0; k < d->n_devs && found < 0; k++) {
+            if (!strcmp(d->devs[k].select, sel) && !strcmp(d->devs[k].label, label)) found = k;
+        }
         for (int k = 0; k < d->n_devs && found < 0; k++) {
             if (!strcmp(d->devs[k].select, sel)) found = k;
         }

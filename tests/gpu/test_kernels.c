@@ -5,8 +5,9 @@
  *   f16      matmul_prec F16, flash attention (cc >= 8.0; eager below)
  *   maxwell  maxwell_path = true: fp32 math, eager attention, sm_52 code only
  * Tolerance is ||gpu - cpu|| / ||cpu|| (double): 1e-5 where the GPU computes
- * in fp32 over the same inputs, 5e-3 where bf16 enters the tensor cores,
- * 2e-3 where fp16 does (fp32 accumulation everywhere). Outputs are poisoned
+ * in fp32 over the same inputs, 5e-3 where bf16 enters the tensor cores
+ * (6e-3 for flash attention, which rounds Q, K, V and P), 2e-3 where fp16
+ * does (fp32 accumulation everywhere); tests/gpu/kernel_bound.py derives them. Outputs are poisoned
  * with NaN before every run; a NaN or an unwritten element never passes.
  * matmul_multi and matmul_swiglu (the grouped decode GEMVs) against the CPU
  * backend's matmul (and swiglu) per matrix, also captured in a graph.
@@ -866,7 +867,7 @@ static void test_attention_slots(struct gpu *g) {
             CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, dslot, T, scale, dout));
             gget(g, out, dout, sizeof(float) * T * H * D);
             const bool flash = g->flash && (D == 64 || D == 128);
-            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 5e-3;
+            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 6e-3;   /* as test_attention: kernel_bound.py */
             char what[128];
             snprintf(what, sizeof what, "attention %s %s slots=%lld ctx=%lld H=%lld/%lld D=%lld t=%lld (batched)",
                      flash ? "flash" : "eager", st_dtype_name(t), (long long)NS, (long long)n_ctx, (long long)H,
@@ -915,7 +916,7 @@ static void test_attention(struct gpu *g) {
             CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, NULL, 1, scale, dout));
             gget(g, out, dout, sizeof(float) * T * H * D);
             const bool flash = g->flash && (D == 64 || D == 128);
-            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 5e-3;
+            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 6e-3;   /* tests/gpu/kernel_bound.py */
             char what[96];
             snprintf(what, sizeof what, "attention %s %s ctx=%lld H=%lld/%lld D=%lld t=%lld", flash ? "flash" : "eager",
                      st_dtype_name(t), (long long)n_ctx, (long long)H, (long long)Hkv, (long long)D, (long long)T);
