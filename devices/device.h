@@ -77,9 +77,12 @@ struct st_device_info {
 
 /* How two GPUs are connected. PCIE also covers pairs without P2P access (copies
  * are staged through host memory over PCIe). UNKNOWN: P2P works but NVML was not
- * available to tell NVLink from PCIe. */
-typedef enum st_link_kind { ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN } st_link_kind;
-/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown". Never NULL. */
+ * available to tell NVLink from PCIe. NETWORK: the devices are on different
+ * hosts (MPI ranks); activations cross the network (docs/multihost.md). */
+typedef enum st_link_kind {
+    ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN, ST_LINK_NETWORK
+} st_link_kind;
+/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown", "network". Never NULL. */
 const char *st_link_kind_name(st_link_kind k);
 
 struct st_p2p {
