@@ -19,6 +19,7 @@
 #include "model/tokenizer.h"
 #include "orchestrator/cli.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/sampler.h"
 #include "orchestrator/session.h"
 
@@ -718,6 +719,7 @@ int st_cmd_generate(int argc, char **argv) {
     struct gen_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
+    if (st_mpi_rank() > 0) return st_deploy_follow(&o.dep);   /* under mpirun: prompt and output live on rank 0 */
 
     struct gen g = {.o = &o};
     int32_t *ids = NULL;

@@ -5,6 +5,7 @@
  *   strata serve -c deploy.yaml --host 0.0.0.0 --api-key KEY */
 #include "orchestrator/cli.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/server.h"
 
 #include <stdlib.h>
@@ -108,6 +109,7 @@ int st_cmd_serve(int argc, char **argv) {
     }
     if (!dep.model_path && !dep.config_path)
         return st_cli_usage_error("serve", "name a model with -m FILE|DIR (or a deployment with -c FILE)");
+    if (st_mpi_rank() > 0) return st_deploy_follow(&dep);   /* under mpirun: the HTTP server lives on rank 0 */
 
     st_deploy *d = NULL;
     st_engine *e = NULL;

@@ -2,6 +2,7 @@
  * main() parses the global flags and hands over to a subcommand. */
 #include "base/base.h"
 #include "orchestrator/cli.h"
+#include "orchestrator/mpi.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -70,13 +71,26 @@ static void version(void) {
     printf("nccl: not built\n");
 #endif
 #ifdef STRATA_HAVE_MPI
-    printf("mpi: built\n");
+    if (st_mpi_size() > 1) printf("mpi: built; %s of %d\n", st_mpi_where(st_mpi_rank()), st_mpi_size());
+    else printf("mpi: built\n");
 #else
     printf("mpi: not built\n");
 #endif
 }
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    /* under mpirun every rank runs this same command line (docs/multihost.md) */
+    st_status s = st_mpi_init(&argc, &argv);
+    if (s) return st_cli_report(s);
+    int rc = run(argc, argv);
+    fflush(stdout);
+    st_mpi_finalize(rc);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
     int verbosity = 0;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
