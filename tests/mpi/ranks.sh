@@ -86,10 +86,11 @@ for entry in "${models[@]}"; do
     run_ids "$name every stage on rank 1" 2 "$tmp/r1.yaml" --tokens "$ids" -n 16
   fi
   if [ "$only" = all ] || [ "$only" = more ]; then
-    # every position's logits (the last stage's rows travel to rank 0), bit for bit
+    # every position's logits (the last stage's rows travel to rank 0 in pieces of 16 rows), bit for bit:
+    # 24 prompt tokens in prefill passes of 20 and 4, then 3 decode steps
     config "$abs" "$layers" "$tmp/lg.yaml" 0 1
-    "$strata" generate -m "$model" --cpu --threads 1 --tokens "$ids" -n 4 --logits "$tmp/one.npy" > /dev/null
-    if "${mpirun[@]}" -np 2 "$strata" generate -c "$tmp/lg.yaml" --tokens "$ids" -n 4 --logits "$tmp/two.npy" \
+    "$strata" generate -m "$model" --cpu --threads 1 --tokens "$ids,$ids" -n 4 --logits "$tmp/one.npy" > /dev/null
+    if "${mpirun[@]}" -np 2 "$strata" generate -c "$tmp/lg.yaml" --tokens "$ids,$ids" -n 4 --batch 20 --logits "$tmp/two.npy" \
          > /dev/null 2> "$tmp/err" && cmp -s "$tmp/one.npy" "$tmp/two.npy"; then
       ok "$name --logits across ranks: $(stat -c %s "$tmp/two.npy") bytes identical"
     else

@@ -128,6 +128,11 @@ static void test_whatif(void) {
        of the network's and the cards' PCIe 3 x16 (12 GB/s): a decode step moves 8192 x 4 bytes */
     const double hop_ms = (30.0 + 15.0 + 15.0) * 1e-3 + 8192.0 * 4.0 / (1.175 * 1e6);
     CHECK_MSG(network_hops(p) >= 1, "%d network hops", network_hops(p));
+    /* the link matrix: the two M40s share a host (PCIe), each of them and the 3090 do not (network, both ways) */
+    CHECK(d->n_devs == 3 && d->devs[2].rank == 1 && d->devs[0].rank == 0 && d->devs[1].rank == 0);
+    CHECK(d->links[0 * 3 + 1].kind == ST_LINK_PCIE && d->links[1 * 3 + 0].kind == ST_LINK_PCIE);
+    for (int a = 0; a < 2; a++)
+        CHECK(d->links[a * 3 + 2].kind == ST_LINK_NETWORK && d->links[2 * 3 + a].kind == ST_LINK_NETWORK);
     for (int h = 0; h < p->n_hops; h++) {
         const struct st_plan_hop *hp = &p->hops[h];
         const bool across = p->devices[p->stages[h].device].rank != p->devices[p->stages[h + 1].device].rank;
