@@ -113,6 +113,7 @@ struct st_engine {
     st_mpi_req ids_req[MAX_MICRO + 1], lg_req[MAX_MICRO + 1];   /* a remote last stage's picks */
     double *remote_busy;                     /* ((n_micro + 1) x n_stages) busy ms of other ranks' stages */
     float *fwd_logits;                       /* (logit_rows, V) a follower's last stage: rows on their way to rank 0 */
+    int64_t fwd_rows_sent;                   /* rows of the pass sent so far (a failed pass still sends them all) */
 };
 
 #define TRY(expr) do { st_status _rc = (expr); if (_rc != ST_OK) return _rc; } while (0)
@@ -1520,16 +1521,13 @@ static st_status multi_collect(st_engine *e, const struct pass *f, st_status loc
     return first;
 }
 
-/* A follower's last stage: rows of logits on their way to rank 0 (counted, so a failed pass still sends them all). */
-static int64_t fwd_rows_sent;
-
 static st_status follower_send_rows(st_engine *e, const struct pass *f, int64_t rows) {
     st_status rc = st_mpi_send(0, ST_MPI_TAG_LOGITS + f->set, e->fwd_logits, (size_t)(rows * e->hp.n_vocab) * sizeof(float));
     if (rc) {
         st_error_prefix("logits to rank 0");
         st_mpi_abort(rc);
     }
-    fwd_rows_sent += rows;
+    e->fwd_rows_sent += rows;
     return rc;
 }
 
@@ -1540,7 +1538,7 @@ static void follower_outputs(st_engine *e, const struct pass *f, st_status *firs
     const int64_t V = e->hp.n_vocab;
     if (f->mode == OUT_ALL || f->mode == OUT_LAST) {
         const int64_t want = f->mode == OUT_ALL ? f->T : 1;
-        while (fwd_rows_sent < want) follower_send_rows(e, f, ST_MIN(s->logit_rows, want - fwd_rows_sent));
+        while (e->fwd_rows_sent < want) follower_send_rows(e, f, ST_MIN(s->logit_rows, want - e->fwd_rows_sent));
         return;
     }
     if (f->mode != OUT_PICK) return;
@@ -1606,7 +1604,7 @@ st_status st_engine_follow(st_engine *e) {
             memset(e->stage_ms, 0, (size_t)S * sizeof(double));
             memset(e->link_ms, 0, (size_t)S * sizeof(double));
         }
-        fwd_rows_sent = 0;
+        e->fwd_rows_sent = 0;
         if (!first) first = forward_local(e, &f);
         else f.timing = false;   /* the transfers still happen, untimed */
         if (e->st[S - 1].local) follower_outputs(e, &f, &first);
