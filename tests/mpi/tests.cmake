@@ -11,6 +11,7 @@ if(ST_HAVE_MPI AND ST_MPIRUN)
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   add_test(NAME mpi_faults COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/faults.sh $<TARGET_FILE:strata>
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(mpi_faults PROPERTIES ENVIRONMENT "STRATA_PYTHON=${STRATA_PYTHON}")
   add_test(NAME mpi_serve COMMAND ${STRATA_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/mpi/serve.py $<TARGET_FILE:strata>
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(mpi_ranks_ids mpi_ranks_more mpi_faults mpi_serve PROPERTIES LABELS mpi TIMEOUT 600 RUN_SERIAL TRUE)
