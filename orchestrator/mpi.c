@@ -338,16 +338,20 @@ st_status st_mpi_agree(st_status local) {
  * the receiver's 4-byte answer taken out). */
 #define PROBE_BYTES (16u << 20)
 static st_status probe_pair(int a, int b, char *buf, double *lat_us, double *bw_gbps) {
+    /* blocking calls: they spin, which is what a latency measurement wants (the watchdog is not needed:
+       both ranks are here, in the same order of pairs) */
     const int peer = g.rank == a ? b : a, tag = 7000;
     double rtt[20];
     int32_t x = 0;
-    st_status s = ST_OK;
-    for (int k = 0; k < 20 && !s; k++) {
+    int rc = MPI_SUCCESS;
+    for (int k = 0; k < 20 && rc == MPI_SUCCESS; k++) {
         double t0 = st_time_s();
         if (g.rank == a) {
-            if (!(s = st_mpi_send(peer, tag, &x, sizeof x))) s = st_mpi_recv(peer, tag, &x, sizeof x, NULL);
+            rc = MPI_Send(&x, 1, MPI_INT, peer, tag, MPI_COMM_WORLD);
+            if (rc == MPI_SUCCESS) rc = MPI_Recv(&x, 1, MPI_INT, peer, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         } else {
-            if (!(s = st_mpi_recv(peer, tag, &x, sizeof x, NULL))) s = st_mpi_send(peer, tag, &x, sizeof x);
+            rc = MPI_Recv(&x, 1, MPI_INT, peer, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (rc == MPI_SUCCESS) rc = MPI_Send(&x, 1, MPI_INT, peer, tag, MPI_COMM_WORLD);
         }
         rtt[k] = st_time_s() - t0;
     }
@@ -355,19 +359,21 @@ static st_status probe_pair(int a, int b, char *buf, double *lat_us, double *bw_
         for (int j = i; j > 0 && rtt[j] < rtt[j - 1]; j--) { double t = rtt[j]; rtt[j] = rtt[j - 1]; rtt[j - 1] = t; }
     const double lat = rtt[10] / 2;
     double best = 0;
-    for (int k = 0; k < 3 && !s; k++) {
+    for (int k = 0; k < 3 && rc == MPI_SUCCESS; k++) {
         double t0 = st_time_s();
         if (g.rank == a) {
-            if (!(s = st_mpi_send(peer, tag + 1, buf, PROBE_BYTES))) s = st_mpi_recv(peer, tag + 1, &x, sizeof x, NULL);
+            rc = MPI_Send(buf, (int)PROBE_BYTES, MPI_BYTE, peer, tag + 1, MPI_COMM_WORLD);
+            if (rc == MPI_SUCCESS) rc = MPI_Recv(&x, 1, MPI_INT, peer, tag + 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         } else {
-            if (!(s = st_mpi_recv(peer, tag + 1, buf, PROBE_BYTES, NULL))) s = st_mpi_send(peer, tag + 1, &x, sizeof x);
+            rc = MPI_Recv(buf, (int)PROBE_BYTES, MPI_BYTE, peer, tag + 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (rc == MPI_SUCCESS) rc = MPI_Send(&x, 1, MPI_INT, peer, tag + 1, MPI_COMM_WORLD);
         }
         double dt = st_time_s() - t0 - lat;
         if (dt > 0 && PROBE_BYTES / dt / 1e9 > best) best = PROBE_BYTES / dt / 1e9;
     }
     *lat_us = lat * 1e6;
     *bw_gbps = best;
-    return s;
+    return rc == MPI_SUCCESS ? ST_OK : mpi_err(rc, "network probe", peer);
 }
 
 st_status st_mpi_probe_links(double **lat_us, double **bw_gbps) {

@@ -121,6 +121,15 @@ if [ "$only" = all ] || [ "$only" = more ]; then
   config "$root/models/tiny-kjv" 4 "$tmp/text.yaml" 0 1 2
   run_ids "tiny-kjv text np3" 3 "$tmp/text.yaml" -p "In the beginning" -n 24 --temp 0
 
+  # plan --probe: the hop between the ranks is costed from a ping-pong between them
+  if "${mpirun[@]}" -np 2 "$strata" plan -c configs/examples/two-ranks-cpu.yaml --probe > "$tmp/plan.txt" 2> "$tmp/err" &&
+     grep -qF "network between ranks: measured between the ranks (--probe)" "$tmp/plan.txt" &&
+     grep -qE "^  0 -> 1  network .* rank 0 -> 1$" "$tmp/plan.txt"; then
+    ok "plan --probe on 2 ranks: $(grep -E '^  0 -> 1' "$tmp/plan.txt" | tr -s ' ')"
+  else
+    bad "plan --probe on 2 ranks"; sed 's/^/    /' "$tmp/err" "$tmp/plan.txt" | head -20
+  fi
+
   # bench reports every link's time, the ones across ranks included, and its tokens are the greedy ones
   config "$root/models/tiny-kjv" 4 "$tmp/bench.yaml" 0 1 2
   if "${mpirun[@]}" -np 3 "$strata" bench -c "$tmp/bench.yaml" --prompt-tokens 16 --decode-tokens 8 --repeat 1 \
