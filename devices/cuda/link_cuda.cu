@@ -296,10 +296,15 @@ extern "C" st_status st_cuda_link_init_nccl(bool send, st_backend *be, const voi
     st_status s = ST_OK;
     ST_CUDA_CHECK_GOTO(cudaSetDevice(be->ordinal), s, fail);
     {
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
         /* non-blocking: a peer that never joins is a timeout, not a hang */
         ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
         cfg.blocking = 0;
         ncclResult_t r = ncclCommInitRankConfig(&n->comm, 2, u, send ? 0 : 1, &cfg);
+#else
+        /* NCCL before 2.14 joins blocking; a peer that fails to join ends every rank (st_mpi_abort) */
+        ncclResult_t r = ncclCommInitRank(&n->comm, 2, u, send ? 0 : 1);
+#endif
         if (r != ncclSuccess && r != ncclInProgress) {
             s = st_error_set(ST_ERR_IO, "nccl link %s %s: joining failed: %s", send ? "to" : "from", n->where,
                              ncclGetErrorString(r));
