@@ -77,9 +77,12 @@ struct st_device_info {
 
 /* How two GPUs are connected. PCIE also covers pairs without P2P access (copies
  * are staged through host memory over PCIe). UNKNOWN: P2P works but NVML was not
- * available to tell NVLink from PCIe. */
-typedef enum st_link_kind { ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN } st_link_kind;
-/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown". Never NULL. */
+ * available to tell NVLink from PCIe. NETWORK: the devices are on different
+ * hosts (MPI ranks); activations cross the network (docs/multihost.md). */
+typedef enum st_link_kind {
+    ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN, ST_LINK_NETWORK
+} st_link_kind;
+/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown", "network". Never NULL. */
 const char *st_link_kind_name(st_link_kind k);
 
 struct st_p2p {
@@ -341,6 +344,7 @@ typedef enum st_link_type {
     ST_LINK_T_PEER,          /* cudaMemcpyPeerAsync */
     ST_LINK_T_NCCL,          /* ncclSend / ncclRecv */
     ST_LINK_T_HOST,          /* staged through pinned host memory; works for any pair */
+    ST_LINK_T_MPI,           /* across processes: MPI point-to-point through host memory (a CPU end) */
 } st_link_type;
 const char *st_link_type_name(st_link_type t);
 
@@ -353,14 +357,58 @@ st_status st_link_init(st_link_type type, st_backend *src, const struct st_devic
                        const struct st_device_info *src_dev, st_backend *dst,
                        const struct st_device_ops *dst_ops, const struct st_device_info *dst_dev,
                        size_t max_bytes, st_link **out);
+/* Moves bytes from src_ptr (on src) to dst_ptr (on dst). On an endpoint
+ * (below) it does this process's half: a send endpoint reads src_ptr (dst_ptr
+ * is ignored), a receive endpoint waits for the bytes and writes dst_ptr
+ * (src_ptr is ignored); both ends name the same byte count. */
 st_status st_link_send(st_link *l, const void *src_ptr, void *dst_ptr, size_t bytes);
 st_link_type st_link_get_type(const st_link *l);
 void st_link_free(st_link *l);
+
+/* ---- links between processes (MPI ranks, docs/multihost.md) ----------------
+ * When two consecutive stages live in two processes, the link is a pair of
+ * endpoints: a send endpoint beside the producing stage and a receive
+ * endpoint beside the consuming one, each made in its own process with the
+ * same peer description. Between two GPUs the pair is an NCCL communicator of
+ * two ranks (the unique id travels over MPI; needs NCCL); when either end is
+ * the CPU (or the transport asks for host), MPI point-to-point through host
+ * memory (a GPU end downloads or uploads around it). Sends do not wait for
+ * the receiver: MPI sends leave from a ring of n_bufs staging buffers, NCCL
+ * sends are queued on the stream. A receive waits for its bytes; a peer that
+ * stays silent past timeout_s seconds is ST_ERR_IO naming its rank, and so
+ * is a failed transfer. Messages of one link arrive in the order sent.
+ * Needs a build with MPI (ST_ERR_NOT_BUILT otherwise) and MPI initialised. */
+struct st_link_peer {
+    int rank;                    /* the other end's MPI rank (MPI_COMM_WORLD) */
+    int tag;                     /* this link's message tag, the same at both ends */
+    int setup_tag;               /* tag for setting up (the NCCL id), another than every data tag */
+    st_device_kind kind;         /* the other end's device */
+    int n_bufs;                  /* sends in flight at once (>= 1) */
+    double timeout_s;            /* watchdog of a receive; 0 = wait forever */
+    const char *where;           /* "rank 1 (host-b)" for messages */
+};
+/* type: AUTO (NCCL for two GPUs when built, else MPI), NCCL, HOST or MPI (MPI through host memory). */
+st_status st_link_init_send(st_link_type type, st_backend *src, const struct st_device_ops *src_ops,
+                            const struct st_device_info *src_dev, const struct st_link_peer *peer, size_t max_bytes,
+                            st_link **out);
+st_status st_link_init_recv(st_link_type type, st_backend *dst, const struct st_device_ops *dst_ops,
+                            const struct st_device_info *dst_dev, const struct st_link_peer *peer, size_t max_bytes,
+                            st_link **out);
 
 #ifdef STRATA_HAVE_CUDA
 /* CUDA link kinds (devices/cuda/): LOCAL, PEER, NCCL, and HOST between GPUs.
  * Called by st_link_init when both ends are CUDA backends. */
 st_status st_cuda_link_init(st_link_type type, st_backend *src, st_backend *dst, size_t max_bytes, st_link **out);
+#ifdef STRATA_HAVE_NCCL
+/* The NCCL side of a cross-process GPU link (devices/cuda/link_cuda.cu): a
+ * communicator of two ranks, the sender rank 0 and the receiver rank 1, from
+ * an id made by st_cuda_nccl_id on the sender (id_bytes = 128). Joining waits
+ * for the other process, at most timeout_s seconds (0: forever). */
+#define ST_NCCL_ID_BYTES 128
+st_status st_cuda_nccl_id(void *id);
+st_status st_cuda_link_init_nccl(bool send, st_backend *be, const void *id, double timeout_s, const char *where,
+                                 size_t max_bytes, st_link **out);
+#endif
 
 /* ---- GPU probe (devices/cuda/probe_cuda.cu), for `strata inventory --probe` ----
  * Each call creates its own CUDA backend(s), measures with device events

@@ -126,7 +126,8 @@ void st_cli_print_version(void) {
     printf("nccl: not built\n");
 #endif
 #ifdef STRATA_HAVE_MPI
-    printf("mpi: built\n");
+    if (st_mpi_size() > 1) printf("mpi: built; %s of %d\n", st_mpi_where(st_mpi_rank()), st_mpi_size());
+    else printf("mpi: built\n");
 #else
     printf("mpi: not built\n");
 #endif

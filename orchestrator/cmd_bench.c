@@ -5,6 +5,7 @@
  * bandwidth roofline (weight bytes per token / a copy bandwidth measured in
  * the same run). docs/bench.md explains every figure. */
 #include "orchestrator/cli.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/deploy.h"
 #include "orchestrator/session.h"
 
@@ -37,6 +38,8 @@ static void usage(FILE *f) {
         "  --bw-bytes SIZE        array size of the bandwidth measurement (default: CPU 512 MiB or\n"
         "                         2 x last-level cache, GPU 256 MiB)\n"
         "  --profile FILE         probe profile for the plan (default: the saved one, if any)\n"
+        "  --probe                under mpirun: measure the network between ranks for the plan\n"
+        "                         (else the config's network:, docs/multihost.md)\n"
         "  --concurrency LIST     serving throughput instead: for each count C (e.g. 1,4,16,64), C sequences\n"
         "                         of --prompt-tokens random ids are prefilled, then decode --decode-tokens each\n"
         "                         in batched steps; aggregate and per-sequence decode tok/s, time to first token\n"
@@ -207,6 +210,11 @@ static void read_mem(struct bench *b, bool after) {
     for (int i = 0; i < p->n_devices; i++) {
         struct dev_bench *db = &b->devs[i];
         if (!db->used) continue;
+        if (p->devices[i].rank != st_mpi_rank()) {   /* another host's memory is read there, not here */
+            db->mem_known = false;
+            snprintf(db->mem_note, sizeof db->mem_note, "n/a: on %s", st_mpi_where(p->devices[i].rank));
+            continue;
+        }
         struct st_device_mem_reading *r = after ? &db->after : &db->before;
         if (st_device_mem_read(&p->devices[i].info, r) != ST_OK) {
             db->mem_known = false;
@@ -231,6 +239,10 @@ static void measure_bandwidth(struct bench *b, int threads) {
         struct dev_bench *db = &b->devs[i];
         const struct st_device_info *info = &p->devices[i].info;
         if (!db->used) continue;
+        if (p->devices[i].rank != st_mpi_rank()) {
+            snprintf(db->bw_note, sizeof db->bw_note, "n/a: on %s", st_mpi_where(p->devices[i].rank));
+            continue;
+        }
         st_status s = ST_OK;
         if (info->kind == ST_DEVICE_CPU) {
             uint64_t bytes = b->bw_bytes;
@@ -355,6 +367,8 @@ static void print_json(const struct bench *b, double prefill, double decode) {
         json_object_set_new(l, "from_stage", json_integer(k));
         json_object_set_new(l, "to_stage", json_integer(k + 1));
         json_object_set_new(l, "type", json_string(st_link_type_name(st_engine_link_type(b->e, k))));
+        json_object_set_new(l, "from_rank", json_integer(st_engine_stage_rank(b->e, k)));
+        json_object_set_new(l, "to_rank", json_integer(st_engine_stage_rank(b->e, k + 1)));
         json_object_set_new(l, "decode_ms", json_real(b->link_decode_ms[k]));
         json_object_set_new(l, "prefill_ms", json_real(b->link_prefill_ms[k]));
         json_object_set_new(l, "plan_decode_ms", json_real(p->hops[k].decode_ms));
@@ -465,9 +479,12 @@ static void print_table(const struct bench *b, double prefill, double decode) {
     }
     double lsum = 0;
     for (int k = 0; k + 1 < b->n_stages; k++) {
-        printf("  link  %d -> %d %-17s %27.3f %10.3f   (prefill %.3f ms)\n", k, k + 1,
+        const int ra = st_engine_stage_rank(b->e, k), rb = st_engine_stage_rank(b->e, k + 1);
+        char across[40] = "";
+        if (ra != rb) snprintf(across, sizeof across, ", rank %d -> %d", ra, rb);
+        printf("  link  %d -> %d %-17s %27.3f %10.3f   (prefill %.3f ms%s)\n", k, k + 1,
                st_link_type_name(st_engine_link_type(b->e, k)), b->link_decode_ms[k], p->hops[k].decode_ms,
-               b->link_prefill_ms[k]);
+               b->link_prefill_ms[k], across);
         lsum += b->link_decode_ms[k];
     }
     printf("  stages %.3f ms + links %.3f ms = %.3f ms of the %.3f ms step\n\n", ssum, lsum, ssum + lsum,
@@ -692,6 +709,8 @@ int st_cmd_bench(int argc, char **argv) {
             opt.config_path = argv[++i];
         } else if (!strcmp(a, "--cpu")) {
             opt.cpu_only = true;
+        } else if (!strcmp(a, "--probe")) {
+            opt.probe_network = true;
         } else if (!strcmp(a, "--concurrency")) {
             if (!val) return st_cli_usage_error("bench", "--concurrency needs a list of counts, e.g. 1,4,16,64");
             const char *p = argv[++i];
@@ -739,7 +758,7 @@ int st_cmd_bench(int argc, char **argv) {
         } else {
             static const char *const known[] = {"--model", "--config", "--cpu", "--json", "--profile", "--concurrency",
                                                 "--prompt-tokens", "--decode-tokens", "--repeat", "--ctx",
-                                                "--threads", "--seed", "--bw-bytes", "--help"};
+                                                "--threads", "--seed", "--bw-bytes", "--probe", "--help"};
             const char *near = a[0] == '-' ? st_nearest_word(a, known, ST_ARRAY_LEN(known)) : NULL;
             if (near) return st_cli_usage_error("bench", "unknown option '%s' (did you mean '%s'?)", a, near);
             return st_cli_usage_error("bench", "unknown option '%s'", a);
@@ -750,6 +769,7 @@ int st_cmd_bench(int argc, char **argv) {
     if (opt.model_path) ms = st_cli_model_exists(NULL, opt.model_path);
     else if (!opt.config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) opt.model_path = bundled;
     if (ms) return st_cli_report(ms);
+    if (st_mpi_rank() > 0) return st_deploy_follow(&opt);   /* under mpirun: rank 0 benches, the others follow */
     if (n_conc) return bench_concurrency(&opt, conc, n_conc, b.n_prompt, b.n_decode, b.seed, json);
 
     st_status s = st_deploy_open(&opt, &b.d);
@@ -780,7 +800,10 @@ int st_cmd_bench(int argc, char **argv) {
         b.devs[i].phys = i;
         for (int j = 0; j < i; j++) {
             const struct st_device_info *y = &p->devices[j].info;
-            if (x->kind == y->kind && x->index == y->index) { b.devs[i].phys = b.devs[j].phys; break; }
+            if (x->kind == y->kind && x->index == y->index && p->devices[i].rank == p->devices[j].rank) {
+                b.devs[i].phys = b.devs[j].phys;
+                break;
+            }
         }
     }
     for (int k = 0; k < p->n_stages; k++) {

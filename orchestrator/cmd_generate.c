@@ -19,6 +19,7 @@
 #include "model/tokenizer.h"
 #include "orchestrator/cli.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/sampler.h"
 #include "orchestrator/session.h"
 
@@ -27,6 +28,8 @@
 #include <signal.h>
 #include <limits.h>
 #include <math.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -315,7 +318,14 @@ struct gen {
 
 /* Ctrl-C during a reply stops the reply, not the program (--chat). */
 static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+static int sigint_pipe[2] = {-1, -1};   /* the chat prompt's wake-up (prompt_wait) */
+static void on_sigint(int sig) {
+    (void)sig;
+    int e = errno;
+    interrupted = 1;
+    if (sigint_pipe[1] >= 0 && write(sigint_pipe[1], "c", 1) < 0) {}
+    errno = e;
+}
 
 /* The session's reports: text (or ids) to stdout as they come. */
 static void on_event(void *user, st_session *ss, const struct st_gen_event *ev) {
@@ -607,6 +617,25 @@ static void chat_help(void) {
                     "conversation as JSON), /exit (or Ctrl-D); Ctrl-C stops a reply\n");
 }
 
+/* Shows the prompt and waits until a line can be read; true when Ctrl-C came
+ * first. The SIGINT handler may run on any thread (CPU workers, CUDA and MPI
+ * threads), so it also writes a byte to a pipe that is polled beside stdin: a
+ * Ctrl-C typed just as the prompt appears is never lost in the gap before the
+ * read. stdin is unbuffered at a terminal, so a readable descriptor is the
+ * whole story. */
+static bool prompt_wait(void) {
+    char drain[64];
+    while (read(sigint_pipe[0], drain, sizeof drain) > 0) {}
+    interrupted = 0;
+    fprintf(stderr, "%s> %s", st_color(stderr, "1;32"), st_color_reset(stderr));
+    struct pollfd p[2] = {{.fd = fileno(stdin), .events = POLLIN}, {.fd = sigint_pipe[0], .events = POLLIN}};
+    int r;
+    do {
+        r = poll(p, 2, -1);
+    } while (r < 0 && errno == EINTR && !interrupted);
+    return interrupted && !(r > 0 && (p[0].revents & POLLIN));
+}
+
 /* Interactive chat: one user turn per line on stdin; the KV cache keeps what
  * the next turn shares with the last. */
 static st_status run_chat(struct gen *g, int64_t max_new) {
@@ -629,6 +658,13 @@ static st_status run_chat(struct gen *g, int64_t max_new) {
         if ((s = chat_push(&c, "system", c.system, strlen(c.system)))) goto done;
     }
     c.first = c.n_msgs;
+    if (c.tty) {   /* see prompt_wait */
+        setvbuf(stdin, NULL, _IONBF, 0);
+        if (pipe2(sigint_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+            s = st_error_set(ST_ERR_IO, "chat: pipe: %s", strerror(errno));
+            goto done;
+        }
+    }
     if (c.tty)
         fprintf(stderr, "chat with %s (template: %s)%s; /help lists the commands, Ctrl-D or /exit ends\n",
                 g->d->model->path, c.kind == ST_CHAT_NONE ? "none, raw text" : st_chat_kind_name(c.kind),
@@ -641,8 +677,11 @@ static st_status run_chat(struct gen *g, int64_t max_new) {
             user = first;
             first = NULL;
         } else {
-            if (c.tty) fprintf(stderr, "%s> %s", st_color(stderr, "1;32"), st_color_reset(stderr));
-            interrupted = 0;
+            if (c.tty && prompt_wait()) {   /* Ctrl-C at the prompt, before a line: a new prompt */
+                fprintf(stderr, "^C (Ctrl-D or /exit ends the chat)\n");
+                continue;
+            }
+            if (!c.tty) interrupted = 0;
             errno = 0;
             ssize_t got = getline(&line, &line_cap, stdin);
             if (got < 0 && errno == EINTR) {   /* Ctrl-C at the prompt: a new prompt */
@@ -725,6 +764,10 @@ static st_status run_chat(struct gen *g, int64_t max_new) {
     }
 done:
     sigaction(SIGINT, &old_sa, NULL);
+    for (int i = 0; i < 2; i++) {
+        if (sigint_pipe[i] >= 0) close(sigint_pipe[i]);
+        sigint_pipe[i] = -1;
+    }
     for (size_t i = 0; c.owned && i < c.n_msgs; i++) free(c.owned[i]);
     free(c.owned);
     free(c.msgs);
@@ -765,6 +808,7 @@ int st_cmd_generate(int argc, char **argv) {
     struct gen_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
+    if (st_mpi_rank() > 0) return st_deploy_follow(&o.dep);   /* under mpirun: prompt and output live on rank 0 */
 
     struct gen g = {.o = &o};
     o.dep.progress = true;

@@ -4,6 +4,7 @@
 #include "orchestrator/cli.h"
 #include "orchestrator/config.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/mpi.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +26,8 @@ static void plan_usage(FILE *f) {
         "  --cpu                without -c: plan on the CPU even when GPUs are present\n"
         "  --ctx N              context (KV cache tokens), 1..16777216, instead of the config's\n"
         "  --profile FILE       probe profile to use (default: the one 'strata inventory --probe' saved)\n"
+        "  --probe              under mpirun: measure the network between the ranks' hosts (else the\n"
+        "                       config's network: entry, or 10gbe; docs/multihost.md)\n"
         "  --check              validate the config and the model path, print a summary, plan nothing\n"
         "  --explain            the reasons behind every choice (cut points, precision, attention, links)\n"
         "  -o, --output FILE    write the plan as YAML, to be fed back with 'strata generate --plan FILE'\n"
@@ -92,6 +95,7 @@ static int plan_run(const struct st_deploy_options *opt, bool explain, const cha
     if (json) st_plan_write_json(stdout, d->plan);
     else st_plan_print(stdout, d->plan, explain);
     if (!json && d->profile_used[0]) printf("performance figures measured by the probe: %s\n", d->profile_used);
+    if (!json && d->network[0]) printf("network between ranks: %s\n", d->network);
     st_status w = ST_OK;
     if (output && !d->plan->feasible)
         ST_WARN("plan: -o %s not written: a plan that does not fit cannot be run", output);
@@ -139,6 +143,8 @@ int st_cmd_plan(int argc, char **argv) {
             opt.profile_path = argv[++i];
         } else if (!strcmp(a, "--check")) {
             check = true;
+        } else if (!strcmp(a, "--probe")) {
+            opt.probe_network = true;
         } else if (!strcmp(a, "--explain")) {
             explain = true;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -170,6 +176,7 @@ int st_cmd_plan(int argc, char **argv) {
     if (ms) return st_cli_report(ms);
     if (!check) {
         opt.config_path = config;
+        if (st_mpi_rank() > 0) return st_deploy_follow(&opt);   /* under mpirun: rank 0 plans and prints */
         return plan_run(&opt, explain, output, format, svg);
     }
     if (!config) return st_cli_usage_error("plan", "--check needs -c FILE");

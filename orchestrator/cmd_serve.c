@@ -6,6 +6,7 @@
 #include "orchestrator/cli.h"
 #include "orchestrator/config.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/server.h"
 
 #include <stdlib.h>
@@ -113,6 +114,7 @@ int st_cmd_serve(int argc, char **argv) {
     if (dep.model_path) ms = st_cli_model_exists(NULL, dep.model_path);
     else if (!dep.config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) dep.model_path = bundled;
     if (ms) return st_cli_report(ms);
+    if (st_mpi_rank() > 0) return st_deploy_follow(&dep);   /* under mpirun: the HTTP server lives on rank 0 */
 
     st_deploy *d = NULL;
     st_engine *e = NULL;

@@ -57,6 +57,7 @@ struct st_engine_stage_desc {
     bool has_embedding;                  /* must be true exactly on the first stage */
     bool has_output;                     /* final norm + lm_head: exactly the last stage */
     st_link_type link_to_next;           /* link to the next stage (AUTO: local or host) */
+    int rank;                            /* MPI rank (process) that runs the stage (orchestrator/mpi.h) */
 };
 
 struct st_engine_params {
@@ -69,19 +70,43 @@ struct st_engine_params {
      * of its total (the tensors it holds). */
     void (*progress)(void *user, int stage, const char *device, uint64_t done, uint64_t total);
     void *progress_user;
+    int rank;                    /* this process's MPI rank: stages of other ranks are remote (0 in one process) */
 };
 
 /* Builds every stage (backend init, weight import, KV cache, workspace) and
  * the links. The model must outlive the engine. Checks that the stages cover
  * layers 0..n_layer-1 in order, that the first has the embedding and the last
- * the output; errors name the stage and hint at the fix. */
+ * the output; errors name the stage and hint at the fix.
+ *
+ * Several processes (docs/multihost.md): a stage whose rank is not
+ * params->rank is remote: no backend, no weights, nothing allocated for it
+ * (its desc still names its backend, which answers st_engine_can_sample).
+ * Every rank builds the engine from the same plan; st_engine_init makes the
+ * local stages and the links between them, st_engine_connect then the
+ * endpoints of the links that cross to another rank (collective: every rank
+ * calls it in the same order after every rank's init succeeded). Rank 0
+ * drives: each pass it starts sends a header to the other ranks, which run
+ * st_engine_follow; the last stage's picks and logits come back to rank 0,
+ * and so does every rank's status: a stage that fails on another rank is the
+ * pass's error, "rank R (host): stage S ...". A transfer that fails (a lost
+ * rank, a watchdog timeout) ends every rank (st_mpi_abort). */
 st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *stages, int n_stages,
                          const struct st_engine_params *params, st_engine **out);
 /* One stage holding the whole model on one device. */
 st_status st_engine_init_single(const st_model *m, const struct st_device_ops *ops,
                                 const struct st_device_info *info, const struct st_backend_config *cfg,
                                 const struct st_engine_params *params, st_engine **out);
-void st_engine_free(st_engine *e);   /* accepts NULL */
+void st_engine_free(st_engine *e);   /* accepts NULL; rank 0 tells the followers the engine is gone */
+
+/* The endpoints of the links between this rank's stages and other ranks'
+ * (NCCL communicators are joined here). A no-op in one process. */
+st_status st_engine_connect(st_engine *e);
+/* On a rank other than 0: runs the passes rank 0 starts until it frees its
+ * engine. Returns ST_OK then; a failure to talk to rank 0 ends the run. */
+st_status st_engine_follow(st_engine *e);
+/* True when stage i runs in this process. */
+bool st_engine_stage_local(const st_engine *e, int i);
+int st_engine_stage_rank(const st_engine *e, int i);
 
 /* Appends n tokens at positions n_past .. n_past+n-1, in chunks of
  * max_batch_tokens. logits_out (host, may be NULL) receives the logits of the

@@ -2,6 +2,7 @@
  * main() parses the global flags and hands over to a subcommand. */
 #include "base/base.h"
 #include "orchestrator/cli.h"
+#include "orchestrator/mpi.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,19 @@ static void usage(FILE *f) {
         "colour: only on a terminal; NO_COLOR=1 turns it off\n");
 }
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    /* under mpirun every rank runs this same command line (docs/multihost.md) */
+    st_status s = st_mpi_init(&argc, &argv);
+    if (s) return st_cli_report(s);
+    int rc = run(argc, argv);
+    fflush(stdout);
+    st_mpi_finalize(rc);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
@@ -62,7 +75,16 @@ int main(int argc, char **argv) {
     const char *name = argv[i];
     if (!strcmp(name, "help")) { usage(stdout); return 0; }
     for (size_t c = 0; c < ST_ARRAY_LEN(commands); c++) {
-        if (!strcmp(name, commands[c].name)) return commands[c].run(argc - i, argv + i);
+        if (strcmp(name, commands[c].name)) continue;
+        /* these build a deployment in one process only; the rest run on each rank by itself */
+        if (st_mpi_size() > 1 && (!strcmp(name, "calibrate") || !strcmp(name, "perplexity"))) {
+            if (st_mpi_rank() > 0) return 2;
+            st_error_set(ST_ERR_USAGE, "strata %s runs in one process, but mpirun started %d ranks", name,
+                         st_mpi_size());
+            st_error_hint("run it without mpirun; generate, bench, serve and plan run across ranks (docs/multihost.md)");
+            return st_cli_report(ST_ERR_USAGE);
+        }
+        return commands[c].run(argc - i, argv + i);
     }
     const char *names[ST_ARRAY_LEN(commands)];
     for (size_t c = 0; c < ST_ARRAY_LEN(commands); c++) names[c] = commands[c].name;

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- devices ------------------------------------------------------------ */
 
@@ -230,6 +231,7 @@ const char *pl_link_name(st_link_kind k) {
     case ST_LINK_PCIE: return "pcie";
     case ST_LINK_NVLINK: return "nvlink";
     case ST_LINK_SAME: return "same";
+    case ST_LINK_NETWORK: return "network";
     default: return "unknown";
     }
 }
@@ -278,6 +280,45 @@ struct st_plan_link st_plan_link_default(const struct st_plan_device *a, const s
 void st_plan_links_default(const struct st_plan_device *devs, int n, struct st_plan_link *out) {
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++) out[a * n + b] = st_plan_link_default(&devs[a], &devs[b], NULL);
+}
+
+/* Effective figures: TCP carries about 94% of the Ethernet line rate, RDMA
+ * about 96% of InfiniBand's data rate; latencies are typical one-way
+ * small-message times (kernel TCP stack; verbs for InfiniBand). */
+static const struct st_plan_network_preset networks[] = {
+    {"1gbe", "1 Gbit/s Ethernet (TCP)", 0.1175, 60.0},
+    {"10gbe", "10 Gbit/s Ethernet (TCP)", 1.175, 30.0},
+    {"25gbe", "25 Gbit/s Ethernet (TCP)", 2.94, 20.0},
+    {"40gbe", "40 Gbit/s Ethernet (TCP)", 4.7, 15.0},
+    {"100gbe", "100 Gbit/s Ethernet (TCP)", 11.75, 10.0},
+    {"ib-edr", "100 Gbit/s InfiniBand EDR (RDMA)", 12.0, 2.0},
+    {"ib-hdr", "200 Gbit/s InfiniBand HDR (RDMA)", 24.0, 2.0},
+    {"ib-ndr", "400 Gbit/s InfiniBand NDR (RDMA)", 48.0, 2.0},
+};
+
+int st_plan_network_count(void) { return (int)ST_ARRAY_LEN(networks); }
+
+const struct st_plan_network_preset *st_plan_network_at(int i) {
+    return i >= 0 && i < (int)ST_ARRAY_LEN(networks) ? &networks[i] : NULL;
+}
+
+const struct st_plan_network_preset *st_plan_network_find(const char *name) {
+    for (size_t i = 0; name && i < ST_ARRAY_LEN(networks); i++)
+        if (!strcasecmp(name, networks[i].name)) return &networks[i];
+    return NULL;
+}
+
+struct st_plan_link st_plan_link_network(const struct st_plan_device *a, const struct st_plan_device *b,
+                                         double bandwidth_gbps, double latency_us) {
+    struct st_plan_link l = {.kind = ST_LINK_NETWORK, .latency_us = latency_us, .bandwidth_gbps = bandwidth_gbps};
+    const struct st_plan_device *ends[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        if (ends[i]->is_cpu) continue;
+        l.via_host = true;      /* a GPU end copies through host memory (NCCL over sockets stages too) */
+        l.latency_us += 15.0;
+        l.bandwidth_gbps = ST_MIN(l.bandwidth_gbps, pcie_gbps(ends[i]->info.pcie_gen, ends[i]->info.pcie_width));
+    }
+    return l;
 }
 
 double pl_hop_ms(const struct st_plan_model *m, const struct st_plan_request *req, const struct st_plan_link *l,

@@ -288,9 +288,12 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
     for (int h = 0; h < p->n_hops; h++) {
         const struct st_plan_hop *hp = &p->hops[h];
         char a[24];
-        pl_reason(p, "hop %d->%d (%s -> %s): %s%s, %.1f GB/s, %.0f us latency: %s per decode step (%.4f ms), "
+        const int ra = p->devices[p->stages[h].device].rank, rb = p->devices[p->stages[h + 1].device].rank;
+        char across[96] = "";
+        if (ra != rb) snprintf(across, sizeof across, " from rank %d to rank %d over the network", ra, rb);
+        pl_reason(p, "hop %d->%d (%s -> %s)%s: %s%s, %.2f GB/s, %.0f us latency: %s per decode step (%.4f ms), "
                   "%s per prefill chunk (%.3f ms); the residual stream crosses in fp32", h, h + 1,
-                  p->devices[p->stages[h].device].label, p->devices[p->stages[h + 1].device].label,
+                  p->devices[p->stages[h].device].label, p->devices[p->stages[h + 1].device].label, across,
                   pl_link_name(hp->link.kind), hp->link.via_host ? " via host" : "", hp->link.bandwidth_gbps,
                   hp->link.latency_us, fmtb(hp->decode_bytes, a), hp->decode_ms, fmtb(hp->prefill_bytes, (char[24]){0}),
                   hp->prefill_ms);

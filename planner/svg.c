@@ -95,7 +95,9 @@ st_status st_plan_write_svg(FILE *f, const st_plan *p) {
             y_strip - 4, (long long)(m->n_layer - 1));
     fprintf(f, "</g>\n");
 
-    /* stage boxes and links */
+    /* stage boxes and links; with several hosts each box names its rank and a network hop is dashed */
+    bool multi = false;
+    for (int i = 0; i < p->n_devices; i++) multi |= p->devices[i].rank != 0;
     int ns = p->n_stages > 0 ? p->n_stages : 1;
     double gap = 70, bw = (strip_w - gap * (ns - 1)) / ns;
     for (int s = 0; s < p->n_stages; s++) {
@@ -113,6 +115,7 @@ st_status st_plan_write_svg(FILE *f, const st_plan *p) {
                 colour(st->device), colour(st->device));
         fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-weight=\"bold\">stage %d: ", x + 8, y_stage + 18, s);
         esc(f, d->label);
+        if (multi) fprintf(f, " (rank %d)", d->rank);
         fprintf(f, "</text>\n<text x=\"%.2f\" y=\"%.0f\">layers %lld-%lld%s%s</text>\n", x + 8, y_stage + 34,
                 (long long)st->first, (long long)st->last, st->has_embedding ? " +embd" : "",
                 st->has_output ? " +head" : "");
@@ -124,14 +127,22 @@ st_status st_plan_write_svg(FILE *f, const st_plan *p) {
         if (s + 1 < p->n_stages) {
             const struct st_plan_hop *h = &p->hops[s];
             double ax = x + bw, ay = y_stage + h_stage / 2;
-            fprintf(f, "<g class=\"link\"><line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\" stroke=\"#333\" "
-                    "stroke-width=\"2\"/><path d=\"M%.2f %.0f l-8 -5 l0 10 Z\" fill=\"#333\"/>", ax + 2, ay,
-                    ax + gap - 4, ay, ax + gap - 2, ay);
+            const bool net = h->link.kind == ST_LINK_NETWORK;
+            fprintf(f, "<g class=\"link%s\"><line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\" stroke=\"%s\" "
+                    "stroke-width=\"2\"%s/><path d=\"M%.2f %.0f l-8 -5 l0 10 Z\" fill=\"%s\"/>", net ? " network" : "",
+                    ax + 2, ay, ax + gap - 4, ay, net ? "#c00" : "#333", net ? " stroke-dasharray=\"5 3\"" : "",
+                    ax + gap - 2, ay, net ? "#c00" : "#333");
             fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%s%s</text>",
                     ax + gap / 2, ay - 8, pl_link_name(h->link.kind), h->link.via_host ? "/host" : "");
             fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%s/step</text>",
                     ax + gap / 2, ay + 16, st_format_bytes(h->decode_bytes, a, sizeof a));
-            fprintf(f, "<title>%s/step, %.4f ms</title></g>\n", a, h->decode_ms);
+            fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%.3f ms</text>",
+                    ax + gap / 2, ay + 28, h->decode_ms);
+            if (net)
+                fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" font-size=\"9\" text-anchor=\"middle\">%.2f GB/s</text>",
+                        ax + gap / 2, ay + 40, h->link.bandwidth_gbps);
+            fprintf(f, "<title>%s/step, %.4f ms; %.2f GB/s, %.0f us latency</title></g>\n", a, h->decode_ms,
+                    h->link.bandwidth_gbps, h->link.latency_us);
         }
     }
 

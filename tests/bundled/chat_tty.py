@@ -100,6 +100,11 @@ def main():
     t.send("\x03")
     at_prompt = t.read_until(b"> ", timeout=10)
     check("/exit" in at_prompt, "Ctrl-C at the prompt says how to leave")
+    # Ctrl-C typed the instant the prompt appears (no gap in which it is lost)
+    for _ in range(20):
+        t.send("\x03")
+        t.read_until(b"> ", timeout=10)
+    check(True, "Ctrl-C the instant the prompt appears, 20 times: a new prompt each time")
     t.send("/help\r")
     check("/save" in t.read_until(b"> ", timeout=10), "/help lists the commands")
     t.send(f"/save {save}\r")

@@ -270,7 +270,7 @@ static void test_errors(void) {
                  "objective, precision, attention, manual, numerics (docs/config.md)");
     EXPECT_ERROR("t.yaml", "version: 1\nwibble: 3\n",
                  "t.yaml:2:1: unknown key 'wibble'\nhint: valid keys at the top level: version, model, devices, "
-                 "placement, transport, context, batch, prefill_chunk, generation (docs/config.md)");
+                 "placement, transport, network, context, batch, prefill_chunk, generation (docs/config.md)");
 
     /* wrong types */
     EXPECT_ERROR("t.yaml", HEAD "devices: [cpu]\ncontext: [4096]\n",
