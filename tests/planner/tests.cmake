@@ -5,3 +5,4 @@ st_add_test(planner_partition_brute SOURCES planner/test_partition.c LABELS plan
 st_add_test(planner_m40_3050ti SOURCES planner/test_m40.c LABELS planner)
 st_add_test(planner_io SOURCES planner/test_io.c LABELS planner)
 st_add_test(planner_whatif SOURCES planner/test_whatif.c LABELS planner)
+st_add_test(planner_measured SOURCES planner/test_measured.c LABELS planner)
