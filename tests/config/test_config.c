@@ -415,8 +415,8 @@ static void test_errors(void) {
     EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: gpt-4}\ndevices: [cpu]\n",
                  "t.yaml:2:17: model.preset: unknown preset 'gpt-4'\n"
                  "hint: presets: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen2.5-7b, qwen2.5-14b, qwen2.5-32b, "
-                 "qwen2.5-72b, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3-14b, qwen3-32b, llama-3.1-8b, "
-                 "llama-3.1-70b, llama-3.3-70b (configs/presets.yaml); for a real model use 'path:'");
+                 "qwen2.5-72b, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3-14b, qwen3-32b, llama-2-7b, "
+                 "llama-3.1-8b, llama-3.1-70b, llama-3.3-70b (configs/presets.yaml); for a real model use 'path:'");
     EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7b}\n",
                  "t.yaml:1:1: devices: missing\n"
                  "hint: add e.g. 'devices: [cuda:0, cpu]' ('strata inventory' lists this machine's)");
