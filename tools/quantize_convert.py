@@ -4,7 +4,7 @@ input of llama.cpp's llama-quantize and of tools/quantize.py.
 
     python3 tools/quantize_convert.py HF_DIR OUT.gguf [--tokenizer tokenizer.json] [--outtype bf16|f16|f32]
 
-Written for bench/quant_compare.sh: the 7B Qwen2.5-shaped random model of
+Written for bench/gpu_compare.sh: the 7B Qwen2.5-shaped random model of
 tools/make_random_model.py has no tokenizer, and llama.cpp's
 convert_hf_to_gguf.py refuses a tokenizer it does not recognise. This writes
 the tensors as llama.cpp's converter names them (Qwen2: GGUF dims [in, out],
