@@ -651,9 +651,22 @@ static st_status build_engine(const st_deploy *d, st_engine **out) {
         }
     }
     /* the plan's batch is the sequences held at once; with the throughput
-     * objective, micro-batches keep every stage of a pipeline busy */
+     * objective, micro-batches keep every device of a pipeline busy: one per
+     * GPU (stages that share a GPU take turns on it, and a split batch there
+     * only reads its weights twice per token) and one per CPU stage (each has
+     * its own worker threads) */
     const int64_t n_seq = p->batch > 0 ? p->batch : 1;
-    const int n_micro = p->objective == ST_PLAN_THROUGHPUT && p->n_stages > 1 ? (int)ST_MIN(ST_MIN(p->n_stages, n_seq), 8) : 1;
+    int n_phys = 0;
+    for (int i = 0; i < p->n_stages; i++) {
+        const struct st_plan_device *pd = &p->devices[p->stages[i].device];
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) {
+            const struct st_plan_device *pj = &p->devices[p->stages[j].device];
+            seen = pd->info.kind != ST_DEVICE_CPU && pj->rank == pd->rank && !strcmp(pj->select, pd->select);
+        }
+        n_phys += !seen;
+    }
+    const int n_micro = p->objective == ST_PLAN_THROUGHPUT && n_phys > 1 ? (int)ST_MIN(ST_MIN(n_phys, n_seq), 8) : 1;
     struct st_engine_params ep = {.n_ctx = p->context, .max_batch_tokens = p->prefill_chunk, .n_seq = n_seq,
                                   .n_micro = n_micro, .rank = st_mpi_rank(),
                                   .progress = d->progress ? st_cli_load_progress : NULL};

@@ -53,7 +53,23 @@ results=$out/results.jsonl
 summary=$out/summary.txt
 : > "$log"
 : > "$results"
-chk() { "$py" "$root/tests/gpu/check_e2e.py" "$@" --results "$results" >> "$log" 2>&1; }
+chk() {  # chk SUBCOMMAND ARGS...: a checker that writes no verdict (a usage error, a crash) is a FAIL
+  local n0 rc part=checker case=$1 a prev=
+  n0=$(wc -l < "$results")
+  "$py" "$root/tests/gpu/check_e2e.py" "$1" --results "$results" "${@:2}" >> "$log" 2>&1
+  rc=$?
+  [ "$(wc -l < "$results")" -gt "$n0" ] && return $rc
+  for a in "$@"; do
+    [ "$a" = -- ] && break
+    [ "$prev" = --part ] && part=$a
+    [ "$prev" = --case ] && case=$a
+    prev=$a
+  done
+  "$py" "$root/tests/gpu/check_e2e.py" record --results "$results" --part "$part" --case "$case" --status FAIL \
+    --detail "check_e2e.py $1 wrote no verdict (rc $rc): see log.txt" >> "$log" 2>&1
+  printf '%-4s  %-9s %s  %s\n' FAIL "$part" "$case" "check_e2e.py $1 wrote no verdict (rc $rc)"
+  return 1
+}
 record() {  # record PART CASE STATUS DETAIL
   chk record --part "$1" --case "$2" --status "$3" --detail "$4"
   printf '%-4s  %-9s %s  %s\n' "$3" "$1" "$2" "$4"
@@ -191,7 +207,6 @@ types=$("$py" -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["
 [ -n "${E2E_QTYPES:-}" ] && types=${E2E_QTYPES//,/ }
 tol_of() { "$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["files"][sys.argv[2]]["tol"])' \
   tests/gpu/quant_tolerances.json "$1"; }
-n_prompt=$(echo "$prompt" | tr ',' '\n' | grep -c .)
 N=16
 
 cpu_ref() {  # cpu_ref TYPE: the CPU engine's ids and logits, twice (must be bit-identical)
@@ -204,7 +219,7 @@ cpu_ref() {  # cpu_ref TYPE: the CPU engine's ids and logits, twice (must be bit
   fi
   run "cpu $t again" 120 "$d.2.out" "$strata" generate -m "$f" --cpu --tokens "$prompt" -n $N --logits "$d.2.npy"
   chk compare --part fixtures --case "cpu $t twice" --ref-npy "$d.npy" --ref-stdout "$d.out" --got-npy "$d.2.npy" \
-    --got-stdout "$d.2.out" --n-prompt "$n_prompt" --tol-class fp32 --tol 0 --model "$t"
+    --got-stdout "$d.2.out" --prompt "$prompt" --tol-class fp32 --tol 0 --model "$t"
 }
 
 qcase() {  # qcase PART CASE DEPLOY TYPE: a run against the CPU reference
@@ -220,8 +235,9 @@ qcase() {  # qcase PART CASE DEPLOY TYPE: a run against the CPU reference
     return
   fi
   chk compare --part "$part" --case "$case" --ref-npy "$ref.npy" --ref-stdout "$ref.out" --got-npy "$d.npy" \
-    --got-stdout "$d.out" --n-prompt "$n_prompt" --plan "$d.plan.json" --model "$t" \
-    --tol-fp32 1e-4 --tol-bf16 "$(tol_of "$t")"
+    --got-stdout "$d.out" --prompt "$prompt" --plan "$d.plan.json" --model "$t" \
+    --tol-fp32 1e-4 --tol-bf16 "$(tol_of "$t")" \
+    -- "$strata" generate -c "$work/deploy/$cfg.yaml" -m "$f"
   show_last
 }
 

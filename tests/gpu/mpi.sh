@@ -44,7 +44,7 @@ strata=$build/strata
 
 # deploy FILE MODEL TRANSPORT "sel:rank:first-last" ...   (one device per stage)
 deploy() {
-  local file=$1 model=$2 transport=$3; shift 3
+  local file=$1 model=$2 transport=$3 sel idx rank layers; shift 3   # local: the caller loops over its own $layers
   {
     echo "version: 1"
     echo "model: {path: \"$model\"}"

@@ -50,7 +50,8 @@ on_device() {
 # stages_match TAG: generate -v's stage table ($out/TAG.err) names the devices of the plan ($out/TAG.plan.out)
 stages_match() {
   local tag=$1 got want
-  got=$(grep -E '^[0-9]+ +[^ ]+ +[0-9]+-[0-9]+' "$out/$tag.err" | awk '{print $2, $3}' | paste -sd ';' -)
+  # a row: index, the device label (it may hold spaces: "NVIDIA H100 80GB HBM3"), the layer range, ...
+  got=$(sed -nE 's/^[0-9]+ +(.*[^ ]) +([0-9]+-[0-9]+)( .*)?$/\1 \2/p' "$out/$tag.err" | paste -sd ';' -)
   want=$("$py" -c 'import json,sys; t=open(sys.argv[1]).read(); p=json.loads(t[t.index("{"):t.rindex("}")+1]); print(";".join(s["label"] + " " + str(s["layers"][0]) + "-" + str(s["layers"][1]) for s in p["stages"]))' "$out/$tag.plan.out")
   [ "$got" = "$want" ] || { say_fail "$tag: generate ran the stages [$got], its plan has [$want]"; return 1; }
 }
