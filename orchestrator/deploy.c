@@ -424,6 +424,10 @@ static st_status load_finish(const struct st_deploy_options *opt, st_deploy *d) 
     if (!opt->config_path && opt->context <= 0 && d->pm.n_ctx_train > 0) {
         d->req.context = ST_MIN(d->req.context, d->pm.n_ctx_train);  /* no longer than it was trained for */
     }
+    if (d->pm.n_ctx_train > 0 && d->req.context > d->pm.n_ctx_train)
+        ST_WARN("a context of %lld tokens is beyond the %lld the model was trained for (%s): positions past it "
+                "give text of unknown quality", (long long)d->req.context, (long long)d->pm.n_ctx_train,
+                d->model->format == ST_MODEL_GGUF ? "GGUF context_length" : "config.json max_position_embeddings");
     d->req.batch = cfg->batch;
     d->req.prefill_chunk = opt->prefill_chunk > 0 ? opt->prefill_chunk : cfg->prefill_chunk;
     d->req.objective = cfg->placement.objective == ST_CONFIG_OBJECTIVE_THROUGHPUT ? ST_PLAN_THROUGHPUT

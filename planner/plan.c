@@ -390,6 +390,8 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
     if (req->context > 256 && sf->n_suggestions < 8) {
         g = &sf->suggestions[sf->n_suggestions++];
         int64_t lo = 0, hi = req->context / 256;       /* in units of 256 tokens; hi is known not to fit */
+        /* never suggest more than the model was trained for: hi is then only never tried */
+        if (m->n_ctx_train > 0 && m->n_ctx_train / 256 + 1 < hi) hi = m->n_ctx_train / 256 + 1;
         double ts = 0;
         while (hi - lo > 1) {
             int64_t mid = (lo + hi) / 2;

@@ -30,6 +30,10 @@ st_add_cli_test(generate_cli_badid RC 2 LABELS engine
 st_add_cli_test(generate_cli_ctx RC 0 LABELS engine
   EXPECT "139,139,139,139,139,139\n|||stopped: the context of 8 tokens is full|||hint: raise --ctx"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 8")
+# a context beyond the trained one (the bundled model: 1024) runs, with a warning naming the field
+st_add_cli_test(generate_cli_ctx_trained RC 0 LABELS engine
+  EXPECT "warning: a context of 4096 tokens is beyond the 1024 the model was trained for (config.json max_position_embeddings)"
+  ARGS "generate -p Amen -n 2 --ctx 4096")
 st_add_cli_test(generate_cli_ctx_prompt RC 2 LABELS engine
   EXPECT "the prompt (3 tokens) does not fit the context of 2 tokens|||hint: raise --ctx"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 2")
