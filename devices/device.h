@@ -251,6 +251,9 @@ static inline double st_sample_uniform(uint64_t seed, uint64_t n) {
  * Optional entries may be NULL; the wrappers in orchestrator/ fall back. */
 struct st_device_ops {
     const char *name;        /* "cpu", "cuda" */
+    /* true: matmul with n_tok == 1 may be given bias == y, and then adds into y
+     * (y += W x: the residual stream updated in place, without an add launch) */
+    bool matmul_adds_in_place;
 
     st_status (*init)(const struct st_device_info *dev, const struct st_backend_config *cfg, st_backend **out);
     void (*free)(st_backend *be);

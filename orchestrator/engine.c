@@ -386,10 +386,11 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     /* workspace: one allocation, views carved in order */
     s->logit_rows = stage_logit_rows(e, s);
     size_t fsz = sizeof(float);
+    /* q then k: a one-token pass ropes both in one launch when k follows q with no gap */
     size_t sizes[11] = {
         align64((size_t)(T * E) * fsz), align64((size_t)(T * E) * fsz),
-        align64((size_t)(T * H * D) * fsz), align64((size_t)(T * H * D) * fsz),
-        align64((size_t)(T * Hkv * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
+        align64((size_t)(T * H * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
+        align64((size_t)(T * H * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
         align64((size_t)(T * F) * fsz), align64((size_t)(T * F) * fsz),
         align64((size_t)(s->logit_rows * V) * fsz),
         align64((size_t)(IO_N * T) * sizeof(int32_t)), align64((size_t)T * sizeof(int32_t)),
@@ -399,7 +400,7 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     if ((rc = s->ops->alloc(s->be, total, ST_BUF_WORKSPACE, &s->work_mem)) != ST_OK)
         return st_error_prefix("stage on %s: workspace for %lld-token passes", s->d.info.name, (long long)T);
     uint8_t *p = s->work_mem;
-    void **views[11] = {(void **)&s->x, (void **)&s->h, (void **)&s->q, (void **)&s->att, (void **)&s->k,
+    void **views[11] = {(void **)&s->x, (void **)&s->h, (void **)&s->q, (void **)&s->k, (void **)&s->att,
                         (void **)&s->v, (void **)&s->gate, (void **)&s->up, (void **)&s->logits,
                         (void **)&s->io, (void **)&s->next_id};
     for (int i = 0; i < 11; i++) { *views[i] = p; p += sizes[i]; }
@@ -827,6 +828,8 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
     const float scale = (float)(1.0 / sqrt((double)D));
     const int32_t *pos = s->io + IO_POS * e->T, *slot = s->io + IO_SLOT * e->T;
     struct st_engine_tap tp = {.n_tok = T, .pos0 = s->io_host[f->set][IO_POS * e->T]};
+    /* one token: the residual adds happen in the output projections' epilogues */
+    const bool in_place = T == 1 && o->matmul_adds_in_place;
 /* observation points: nothing happens unless a tap is installed */
 #define TAP(pt, role_, w_, x_, x2_, width_) \
     do { \
@@ -856,14 +859,22 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         }
         if (L->q_norm) TRY(o->rmsnorm(be, s->q, L->q_norm, T * H, D, eps, s->q));
         if (L->k_norm) TRY(o->rmsnorm(be, s->k, L->k_norm, T * Hkv, D, eps, s->k));
-        TRY(o->rope(be, s->q, T, H, D, pos, &s->rope));
-        TRY(o->rope(be, s->k, T, Hkv, D, pos, &s->rope));
+        if (T == 1 && s->k == s->q + H * D) {   /* one token: q's and k's heads are one (H + Hkv, D) tensor */
+            TRY(o->rope(be, s->q, 1, H + Hkv, D, pos, &s->rope));
+        } else {
+            TRY(o->rope(be, s->q, T, H, D, pos, &s->rope));
+            TRY(o->rope(be, s->k, T, Hkv, D, pos, &s->rope));
+        }
         TAP(ST_TAP_KV_IN, ST_T_WK, NULL, s->k, s->v, Hkv * D);
         TRY(o->kv_store(be, &L->kv, s->k, s->v, T, pos, slot));
         TRY(o->attention(be, &L->kv, s->q, T, H, pos, slot, f->n_seq, scale, s->att));
         TAP(ST_TAP_MATMUL_IN, ST_T_WO, &L->wo, s->att, NULL, H * D);
-        TRY(o->matmul(be, &L->wo, L->bo, s->att, T, s->h));
-        TRY(o->add(be, s->x, s->h, T * E));
+        if (in_place && !L->bo) {   /* x += Wo att in the GEMV's epilogue */
+            TRY(o->matmul(be, &L->wo, s->x, s->att, T, s->x));
+        } else {
+            TRY(o->matmul(be, &L->wo, L->bo, s->att, T, s->h));
+            TRY(o->add(be, s->x, s->h, T * E));
+        }
         TRY(o->rmsnorm(be, s->x, L->ffn_norm, T, E, eps, s->h));
         TAP(ST_TAP_MATMUL_IN, ST_T_W_GATE, &L->gate, s->h, NULL, E);
         if (T <= FUSED_MAX_TOK && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
@@ -876,8 +887,12 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
             TRY(o->swiglu(be, s->gate, s->up, T * F, s->gate));
         }
         TAP(ST_TAP_MATMUL_IN, ST_T_W_DOWN, &L->down, s->gate, NULL, F);
-        TRY(o->matmul(be, &L->down, NULL, s->gate, T, s->h));
-        TRY(o->add(be, s->x, s->h, T * E));
+        if (in_place) {
+            TRY(o->matmul(be, &L->down, s->x, s->gate, T, s->x));
+        } else {
+            TRY(o->matmul(be, &L->down, NULL, s->gate, T, s->h));
+            TRY(o->add(be, s->x, s->h, T * E));
+        }
         TAP(ST_TAP_LAYER_OUT, ST_T_W_DOWN, NULL, s->x, NULL, E);
         if (f->check) TRY(check_rows(e, s, s->x, T, E, NULL, s->d.first_layer + i));
     }

@@ -702,6 +702,7 @@ static st_status be_event_sync(st_backend *be, st_event *ev) {
 
 static const struct st_device_ops cuda_ops = {
     .name = "cuda",
+    .matmul_adds_in_place = true,   /* every GEMV epilogue reads bias[r] and then writes y[r], in one thread */
     .init = backend_init,
     .free = backend_free,
     .alloc = be_alloc,

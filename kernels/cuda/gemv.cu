@@ -216,8 +216,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a)
  * warp computes gate row r (w) and up row r (w2) and writes silu(g) * u. */
 template <int DT, bool PAIR>
 __global__ void gemv_scalar_kernel(const void *__restrict__ w, const void *__restrict__ w2, int64_t rows, int64_t cols,
-                                   const float *__restrict__ bias, const float *__restrict__ bias2,
-                                   const float *__restrict__ x, int n_tok, float *__restrict__ y) {
+                                   const float *bias, const float *__restrict__ bias2,
+                                   const float *__restrict__ x, int n_tok, float *y) {   /* bias may be y */
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (r >= rows) return;

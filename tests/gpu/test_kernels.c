@@ -239,6 +239,16 @@ static void test_matmul(struct gpu *g) {
                 snprintf(what, sizeof what, "matmul %s %lldx%lld t=%lld%s", st_dtype_name(t), (long long)R, (long long)C,
                          (long long)T, b ? " +bias" : "");
                 expect_close(g, what, out, ref, T * R, matmul_tol(g, t, T));
+                if (T == 1 && with_bias && g->ops->matmul_adds_in_place) {
+                    /* bias == y: y += W x in place (the engine's residual); the CPU's y = W x + b is the reference */
+                    float *dr = gput(g, b, sizeof(float) * R);
+                    CHECK_OK(g->ops->matmul(g->be, &wg, dr, dx, 1, dr));
+                    gget(g, out, dr, sizeof(float) * R);
+                    snprintf(what, sizeof what, "matmul %s %lldx%lld t=1 in place", st_dtype_name(t), (long long)R,
+                             (long long)C);
+                    expect_close(g, what, out, ref, R, matmul_tol(g, t, 1));
+                    gfree(g, dr);
+                }
                 gfree(g, dw); gfree(g, dx); gfree(g, db); gfree(g, dy);
                 free(w); free(x); free(b); free(ref); free(out);
             }
@@ -552,6 +562,15 @@ static void test_matmul_quant(struct gpu *g) {
             snprintf(what, sizeof what, "matmul %s %lldx%lld t=%lld%s%s", st_dtype_name(t), (long long)R, (long long)C,
                      (long long)T, b ? " +bias" : "", q_int8(g, T) ? " dp4a" : "");
             q_expect(g, what, &m, x, T, out, ref);
+            if (T == 1 && b && g->ops->matmul_adds_in_place) {   /* bias == y: y += W x in place */
+                float *dr = gput(g, b, sizeof(float) * R);
+                CHECK_OK(g->ops->matmul(g->be, &wg, dr, dx, 1, dr));
+                gget(g, out, dr, sizeof(float) * R);
+                snprintf(what, sizeof what, "matmul %s %lldx%lld t=1 in place%s", st_dtype_name(t), (long long)R,
+                         (long long)C, q_int8(g, T) ? " dp4a" : "");
+                q_expect(g, what, &m, x, T, out, ref);
+                gfree(g, dr);
+            }
             if (!guard_intact(g, dy, T * R)) {
                 snprintf(what, sizeof what, "matmul %s %lldx%lld t=%lld: guard", st_dtype_name(t), (long long)R,
                          (long long)C, (long long)T);
