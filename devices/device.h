@@ -292,6 +292,9 @@ struct st_device_ops {
     st_status (*argmax)(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id);
 
     /* ---- optional entries (NULL when the backend has none) ---- */
+    /* out_ids[j] = argmax of row j of logits (n_rows x n_vocab), as argmax, in
+     * one launch (a batched decode step's greedy rows); NULL: argmax per row */
+    st_status (*argmax_rows)(st_backend *be, const float *logits, int64_t n_rows, int64_t n_vocab, int32_t *out_ids);
     /* Makes host bytes (e.g. an mmap'ed weight) usable by the device. The CPU
      * returns host_ptr itself (zero copy); a GPU allocates and uploads. */
     st_status (*import_host)(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out);

@@ -940,6 +940,10 @@ static st_status stage_graph_step(st_engine *e, struct stage *s, const struct pa
     return rc;
 }
 
+static bool row_greedy(const struct st_engine_row *r) {
+    return r->pick == ST_PICK_GREEDY || (r->pick == ST_PICK_SAMPLE && !(r->sp.temperature > 0.0f));
+}
+
 /* The picks on the last stage: one id per row (argmax or a draw) or the row's
  * logits, then the copies to the host and the set's done event. */
 static st_status stage_picks(st_engine *e, struct stage *s, const struct pass *f) {
@@ -953,6 +957,13 @@ static st_status stage_picks(st_engine *e, struct stage *s, const struct pass *f
     for (int64_t j = 0; j < n && !f->graph; j++) {
         const struct st_engine_row *r = &f->rows[j];
         const float *lg = s->logits + j * V;
+        int64_t run = 0;   /* greedy rows from j on: one launch for all of them where the backend can */
+        while (o->argmax_rows && j + run < n && row_greedy(&f->rows[j + run])) run++;
+        if (run > 1) {
+            TRY(o->argmax_rows(s->be, lg, run, V, s->next_id + j));
+            j += run - 1;
+            continue;
+        }
         if (r->pick == ST_PICK_LOGITS) {
             float *dst = out->logits + (k++) * V;
             TRY(async ? o->download_async(s->be, dst, lg, (size_t)V * sizeof(float))

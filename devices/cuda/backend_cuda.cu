@@ -591,6 +591,12 @@ static st_status be_argmax(st_backend *be, const float *logits, int64_t n_vocab,
     return ST_OK;
 }
 
+static st_status be_argmax_rows(st_backend *be, const float *logits, int64_t n_rows, int64_t n_vocab, int32_t *out_ids) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "argmax", st_argmax_rows_cuda(logits, n_rows, n_vocab, out_ids, be->stream));
+    return ST_OK;
+}
+
 static st_status be_sample(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
                            const int32_t *pos, int32_t *out_id) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
@@ -719,6 +725,7 @@ static const struct st_device_ops cuda_ops = {
     .swiglu = be_swiglu,
     .add = be_add,
     .argmax = be_argmax,
+    .argmax_rows = be_argmax_rows,
     .import_host = be_import_host,
     .capture_begin = be_capture_begin,
     .capture_end = be_capture_end,

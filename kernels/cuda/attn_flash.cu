@@ -334,12 +334,13 @@ st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype 
     const int64_t rows = per_tok ? G : n_tok * G;
     const int nw = rows <= 16 ? 1 : 4;
     const int64_t ctas = (per_tok ? n_tok : (rows + 16 * nw - 1) / (16 * nw)) * n_head_kv;
-    /* split the keys until the grid covers the GPU twice, within `part` (at
+    /* split the keys until there are four CTAs per SM, within `part` (at
      * least 256 keys per split measured slower on an H100 at 512-640 tokens:
-     * 146 vs 156 tok/s on a 7B, the single warp per split is latency-bound) */
+     * 146 vs 156 tok/s on a 7B, the single warp per split is latency-bound;
+     * one CTA per SM left an 8k-token decode reading the cache at ~0.45 TB/s) */
     int n_splits = 1;
     const int64_t max_splits = (n_ctx + KT - 1) / KT;
-    while (part && ctas * n_splits * 2 < (int64_t)(sm_count > 0 ? sm_count : 80) * 2 && n_splits * 2 <= max_splits &&
+    while (part && ctas * n_splits < (int64_t)(sm_count > 0 ? sm_count : 80) * 4 && n_splits * 2 <= max_splits &&
            n_splits < 256 && st_attn_flash_part_bytes(n_tok, n_head, head_dim, n_splits * 2) <= part_bytes)
         n_splits *= 2;
     int64_t split_len = (n_ctx + n_splits - 1) / n_splits;

@@ -50,7 +50,10 @@ __device__ void block_argmax(float &v, int &i, float *sv, int *si) {
     }
 }
 
+/* one block per row: row blockIdx.x of logits (rows of n) into out_id[blockIdx.x] */
 __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *__restrict__ logits, int n, int32_t *out_id) {
+    logits += (size_t)blockIdx.x * (size_t)n;
+    out_id += blockIdx.x;
     __shared__ float sv[32];
     __shared__ int si[32];
     float bv = -INFINITY;
@@ -269,6 +272,15 @@ sample_kernel(const float *__restrict__ logits, int n, float temperature, int to
 st_status st_argmax_cuda(const float *logits, int64_t n_vocab, int32_t *out_id, cudaStream_t stream) {
     if (n_vocab > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "argmax: %lld logits", (long long)n_vocab);
     argmax_kernel<<<1, THREADS, 0, stream>>>(logits, (int)(n_vocab > 0 ? n_vocab : 0), out_id);
+    ST_CUDA_LAUNCH_CHECK();
+    return ST_OK;
+}
+
+st_status st_argmax_rows_cuda(const float *logits, int64_t n_rows, int64_t n_vocab, int32_t *out_ids, cudaStream_t stream) {
+    if (n_vocab > INT32_MAX || n_rows > INT32_MAX)
+        return st_error_set(ST_ERR_UNSUPPORTED, "argmax: %lld rows of %lld logits", (long long)n_rows, (long long)n_vocab);
+    if (n_rows <= 0) return ST_OK;
+    argmax_kernel<<<(unsigned)n_rows, THREADS, 0, stream>>>(logits, (int)(n_vocab > 0 ? n_vocab : 0), out_ids);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }

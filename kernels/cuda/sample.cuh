@@ -18,6 +18,8 @@
 #include "devices/device.h"
 
 st_status st_argmax_cuda(const float *logits, int64_t n_vocab, int32_t *out_id, cudaStream_t stream);
+/* the same for n_rows rows of n_vocab logits, one block each, in one launch */
+st_status st_argmax_rows_cuda(const float *logits, int64_t n_rows, int64_t n_vocab, int32_t *out_ids, cudaStream_t stream);
 st_status st_sample_cuda(const float *logits, int64_t n_vocab, const struct st_sample_params *sp, const int32_t *pos,
                          int32_t *out_id, cudaStream_t stream);
 #endif

@@ -994,6 +994,27 @@ static void test_argmax(struct gpu *g) {
         gfree(g, dl); gfree(g, did);
         free(l);
     }
+    if (!g->ops->argmax_rows) return;
+    /* rows in one launch: each row its own answer (a tie, a NaN row, plain rows), odd vocabulary */
+    const int64_t R = 67, V2 = 32003;
+    float *l = rand_f32(R * V2, 10.0f);
+    l[5 * V2 + 900] = 40.0f; l[5 * V2 + 17] = 40.0f;
+    l[9 * V2 + 3] = NAN;
+    l[(R - 1) * V2 + V2 - 1] = 99.0f;
+    int32_t want[67], got[67];
+    for (int64_t r = 0; r < R; r++) CHECK_OK(cpu_ops->argmax(cpu_be, l + r * V2, V2, &want[r]));
+    float *dl = gput(g, l, sizeof(float) * R * V2);
+    int32_t *did = gput(g, NULL, sizeof(int32_t) * R);
+    CHECK_OK(g->ops->argmax_rows(g->be, dl, R, V2, did));
+    gget(g, got, did, sizeof(int32_t) * R);
+    for (int64_t r = 0; r < R; r++) {
+        char what[96];
+        snprintf(what, sizeof what, "argmax_rows row %lld of %lld (V=%lld)", (long long)r, (long long)R, (long long)V2);
+        expect_equal_i(g, what, got[r], want[r]);
+    }
+    expect_equal_i(g, "argmax_rows: a NaN row is -1", got[9], -1);
+    gfree(g, dl); gfree(g, did);
+    free(l);
 }
 
 /* ---- sampling: a brute-force host implementation of the st_sample_params contract ---- */
