@@ -386,11 +386,10 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     /* workspace: one allocation, views carved in order */
     s->logit_rows = stage_logit_rows(e, s);
     size_t fsz = sizeof(float);
-    /* q then k: a one-token pass ropes both in one launch when k follows q with no gap */
     size_t sizes[11] = {
         align64((size_t)(T * E) * fsz), align64((size_t)(T * E) * fsz),
-        align64((size_t)(T * H * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
-        align64((size_t)(T * H * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
+        align64((size_t)(T * H * D) * fsz), align64((size_t)(T * H * D) * fsz),
+        align64((size_t)(T * Hkv * D) * fsz), align64((size_t)(T * Hkv * D) * fsz),
         align64((size_t)(T * F) * fsz), align64((size_t)(T * F) * fsz),
         align64((size_t)(s->logit_rows * V) * fsz),
         align64((size_t)(IO_N * T) * sizeof(int32_t)), align64((size_t)T * sizeof(int32_t)),
@@ -400,7 +399,7 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
     if ((rc = s->ops->alloc(s->be, total, ST_BUF_WORKSPACE, &s->work_mem)) != ST_OK)
         return st_error_prefix("stage on %s: workspace for %lld-token passes", s->d.info.name, (long long)T);
     uint8_t *p = s->work_mem;
-    void **views[11] = {(void **)&s->x, (void **)&s->h, (void **)&s->q, (void **)&s->k, (void **)&s->att,
+    void **views[11] = {(void **)&s->x, (void **)&s->h, (void **)&s->q, (void **)&s->att, (void **)&s->k,
                         (void **)&s->v, (void **)&s->gate, (void **)&s->up, (void **)&s->logits,
                         (void **)&s->io, (void **)&s->next_id};
     for (int i = 0; i < 11; i++) { *views[i] = p; p += sizes[i]; }
@@ -830,6 +829,10 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
     struct st_engine_tap tp = {.n_tok = T, .pos0 = s->io_host[f->set][IO_POS * e->T]};
     /* one token: the residual adds happen in the output projections' epilogues */
     const bool in_place = T == 1 && o->matmul_adds_in_place;
+    /* one token: k lives right after q in q's buffer (room for e->T >= 2 tokens), so that q's and
+     * k's heads are one (H + Hkv, D) tensor for the rope */
+    const bool qk_joint = T == 1 && e->T >= 2;
+    float *const kb = qk_joint ? s->q + H * D : s->k;
 /* observation points: nothing happens unless a tap is installed */
 #define TAP(pt, role_, w_, x_, x2_, width_) \
     do { \
@@ -844,7 +847,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         TAP(ST_TAP_LAYER_IN, ST_T_ATTN_NORM, NULL, s->x, NULL, E);
         TRY(o->rmsnorm(be, s->x, L->attn_norm, T, E, eps, s->h));
         if (T <= FUSED_MAX_TOK && o->matmul_multi) {   /* decode: q, k, v in one launch */
-            const struct st_matmul_job qkv[3] = {{&L->wq, L->bq, s->q}, {&L->wk, L->bk, s->k}, {&L->wv, L->bv, s->v}};
+            const struct st_matmul_job qkv[3] = {{&L->wq, L->bq, s->q}, {&L->wk, L->bk, kb}, {&L->wv, L->bv, s->v}};
             TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
             TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
             TAP(ST_TAP_MATMUL_IN, ST_T_WV, &L->wv, s->h, NULL, E);
@@ -853,20 +856,20 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
             TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
             TRY(o->matmul(be, &L->wq, L->bq, s->h, T, s->q));
             TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
-            TRY(o->matmul(be, &L->wk, L->bk, s->h, T, s->k));
+            TRY(o->matmul(be, &L->wk, L->bk, s->h, T, kb));
             TAP(ST_TAP_MATMUL_IN, ST_T_WV, &L->wv, s->h, NULL, E);
             TRY(o->matmul(be, &L->wv, L->bv, s->h, T, s->v));
         }
         if (L->q_norm) TRY(o->rmsnorm(be, s->q, L->q_norm, T * H, D, eps, s->q));
-        if (L->k_norm) TRY(o->rmsnorm(be, s->k, L->k_norm, T * Hkv, D, eps, s->k));
-        if (T == 1 && s->k == s->q + H * D) {   /* one token: q's and k's heads are one (H + Hkv, D) tensor */
+        if (L->k_norm) TRY(o->rmsnorm(be, kb, L->k_norm, T * Hkv, D, eps, kb));
+        if (qk_joint) {
             TRY(o->rope(be, s->q, 1, H + Hkv, D, pos, &s->rope));
         } else {
             TRY(o->rope(be, s->q, T, H, D, pos, &s->rope));
-            TRY(o->rope(be, s->k, T, Hkv, D, pos, &s->rope));
+            TRY(o->rope(be, kb, T, Hkv, D, pos, &s->rope));
         }
-        TAP(ST_TAP_KV_IN, ST_T_WK, NULL, s->k, s->v, Hkv * D);
-        TRY(o->kv_store(be, &L->kv, s->k, s->v, T, pos, slot));
+        TAP(ST_TAP_KV_IN, ST_T_WK, NULL, kb, s->v, Hkv * D);
+        TRY(o->kv_store(be, &L->kv, kb, s->v, T, pos, slot));
         TRY(o->attention(be, &L->kv, s->q, T, H, pos, slot, f->n_seq, scale, s->att));
         TAP(ST_TAP_MATMUL_IN, ST_T_WO, &L->wo, s->att, NULL, H * D);
         if (in_place && !L->bo) {   /* x += Wo att in the GEMV's epilogue */

@@ -238,29 +238,53 @@ attn_flash_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
     }
 }
 
-/* out[row] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; a block per (token, head) row. */
+/* out[row] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; a block per (token, head) row.
+ * The block reads the splits' (m, l) once, in parallel (at most MAX_SPLITS), and
+ * keeps the weights 2^(m_s - M) in shared memory; each thread then sums its
+ * columns over the splits in split order. */
+constexpr int MAX_SPLITS = 256;
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float *tmp) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (int)(blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    __syncthreads();   /* tmp may still be read from the last call */
+    if (lane == 0) tmp[warp] = v;
+    __syncthreads();
+    v = tmp[0];
+    for (int w = 1; w < nw; w++) v = is_max ? fmaxf(v, tmp[w]) : v + tmp[w];
+    return v;
+}
+
 __global__ void attn_flash_merge_kernel(const float *__restrict__ part, int n_splits, int64_t nrow, int D,
                                         float *__restrict__ out) {
+    __shared__ float w[MAX_SPLITS];
+    __shared__ float tmp[32];
     const int64_t r = blockIdx.x;
     const float *pml = part + (int64_t)n_splits * nrow * D;
     float M = -INFINITY;
-    bool bad = false;
-    for (int s = 0; s < n_splits; s++) {
+    int bad = 0;
+    for (int s = threadIdx.x; s < n_splits; s += blockDim.x) {
         const float m = pml[((int64_t)s * nrow + r) * 2];
+        w[s] = m;
         bad |= m != m;
         M = fmaxf(M, m);
     }
+    bad = __syncthreads_or(bad);
+    M = block_reduce(M, true, tmp);
     float L = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        const float m = pml[((int64_t)s * nrow + r) * 2];
-        if (m != -INFINITY) L += exp2f(m - M) * pml[((int64_t)s * nrow + r) * 2 + 1];
+    for (int s = threadIdx.x; s < n_splits; s += blockDim.x) {
+        const float m = w[s];
+        const float ws = m != -INFINITY ? exp2f(m - M) : 0.0f;
+        w[s] = ws;
+        L += ws * pml[((int64_t)s * nrow + r) * 2 + 1];
     }
+    L = block_reduce(L, false, tmp);   /* its barriers also publish w[] */
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.0f;
-        for (int s = 0; s < n_splits; s++) {
-            const float m = pml[((int64_t)s * nrow + r) * 2];
-            if (m != -INFINITY) acc += exp2f(m - M) * part[((int64_t)s * nrow + r) * D + d];
-        }
+        for (int s = 0; s < n_splits; s++)
+            if (w[s] != 0.0f) acc += w[s] * part[((int64_t)s * nrow + r) * D + d];
         out[r * D + d] = bad ? __int_as_float(0x7fc00000) : acc / L;
     }
 }
@@ -341,7 +365,7 @@ st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype 
     int n_splits = 1;
     const int64_t max_splits = (n_ctx + KT - 1) / KT;
     while (part && ctas * n_splits < (int64_t)(sm_count > 0 ? sm_count : 80) * 4 && n_splits * 2 <= max_splits &&
-           n_splits < 256 && st_attn_flash_part_bytes(n_tok, n_head, head_dim, n_splits * 2) <= part_bytes)
+           n_splits < MAX_SPLITS && st_attn_flash_part_bytes(n_tok, n_head, head_dim, n_splits * 2) <= part_bytes)
         n_splits *= 2;
     int64_t split_len = (n_ctx + n_splits - 1) / n_splits;
     split_len = (split_len + KT - 1) / KT * KT;
