@@ -34,15 +34,19 @@ if not rows:
     print("no kernels profiled"); sys.exit(1)
 hdr, data = rows[0], rows[1:]
 ki, mi, vi, ui, ids = (hdr.index(k) for k in ("Kernel Name", "Metric Name", "Metric Value", "Metric Unit", "ID"))
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
-ks = sorted((int(r[ids]), re.sub(r"[(<].*", "", r[ki]).replace("void ", "").strip()[:58],
-             float(r[vi].replace(",", "")) * scale.get(r[ui], 1.0)) for r in data if r[mi] == "gpu__time_duration.sum")
+scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3, "second": 1e6, "s": 1e6}
+def name(k):   # "void <unnamed>::gemv_vec_kernel<2, 1, 1, 2, 0>(gemv_args)" -> "gemv_vec_kernel<2, 1, 1, 2, 0>"
+    k = k.replace("void ", "").replace("(anonymous namespace)::", "").replace("<unnamed>::", "").strip()
+    return re.sub(r"\(.*", "", k)[:58]
+ks = sorted((int(r[ids]), name(r[ki]), float(r[vi].replace(",", "")) * scale.get(r[ui], 1.0))
+            for r in data if r[mi] == "gpu__time_duration.sum")
 passes, cur = [], []
 for _, n, us in ks:
-    if "embed" in n and cur:
+    if n.startswith("embed") and cur:
         passes.append(cur); cur = []
     cur.append((n, us))
-decode = [p for p in passes if any("gemv" in n for n, _ in p)]   # complete passes only (the open one is cur)
+# passes[0] is the prompt's prefill; cur, the last, may be cut off by --launch-count
+decode = passes[1:]
 steps = min(int(sys.argv[2]), len(decode))
 if not steps:
     print(f"no complete decode pass among {len(ks)} kernels"); sys.exit(1)
