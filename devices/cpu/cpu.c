@@ -22,7 +22,15 @@ struct st_backend {
     struct cpu_alloc *allocs;    /* (n_allocs) live allocations; imports are not listed */
     size_t n_allocs, cap_allocs;
     uint64_t bytes_live;
+    void *mm_scratch;            /* (mm_scratch_bytes) quantized activations of the matmul being run */
+    size_t mm_scratch_bytes;
+    float *up_buf;               /* (up_buf_bytes) the up projection inside matmul_swiglu */
+    size_t up_buf_bytes;
 };
+
+/* Scratch sized at init so a decode step (and small batches) never allocates;
+ * a longer prefill chunk grows it once. */
+#define MM_SCRATCH_INIT_BYTES ((size_t)1 << 20)
 
 static const char *buf_use_name(st_buf_use u) {
     switch (u) {
@@ -53,6 +61,13 @@ static st_status cpu_init(const struct st_device_info *dev, const struct st_back
         free(be);
         return st_error_prefix("cpu backend");
     }
+    if (posix_memalign(&be->mm_scratch, 64, MM_SCRATCH_INIT_BYTES) != 0) {
+        be->mm_scratch = NULL;
+        st_cpu_pool_free(be->pool);
+        free(be);
+        return st_error_set(ST_ERR_NOMEM, "cpu backend: out of memory for the matmul scratch");
+    }
+    be->mm_scratch_bytes = MM_SCRATCH_INIT_BYTES;
     ST_INFO("cpu: %d threads (%s kernels)", st_cpu_pool_threads(be->pool), st_cpu_kernels_simd());
     *out = be;
     return ST_OK;
@@ -66,6 +81,8 @@ static void cpu_free(st_backend *be) {
         else free(be->allocs[i].ptr);
     }
     free(be->allocs);
+    free(be->mm_scratch);
+    free(be->up_buf);
     free(be);
 }
 
@@ -135,7 +152,8 @@ static st_status cpu_sync(st_backend *be) { return ST_OK; }
 
 /* ---- parallel dispatch ----------------------------------------------------------- */
 
-enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_ROPE, JOB_ATTN, JOB_SWIGLU, JOB_ADD };
+enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_PREPARE, JOB_MATMUL_MULTI, JOB_MATMUL_SWIGLU, JOB_ROPE,
+              JOB_ATTN, JOB_SWIGLU, JOB_ADD };
 
 struct job {
     enum job_op op;
@@ -145,11 +163,19 @@ struct job {
     const float *bias, *cx, *cy; float *x, *y; const int32_t *ids, *pos;
     float eps, scale, theta; st_rope_layout layout; const float *ff;
     const void *kc, *vc;
+    void *qx;                     /* prepared activations (quantized weights) */
+    const struct st_matmul_job *mj; int n_mj;          /* matmul_multi */
+    const struct st_weight *w2; const float *bias2;   /* matmul_swiglu: up */
     /* first failure on any thread */
     _Atomic int failed;
     st_status status;
     char msg[512];
 };
+
+static st_status matmul_rows(const struct st_weight *w, const float *bias, const float *x, const void *qx,
+                             int64_t n_tok, float *y, int64_t r0, int64_t r1) {
+    return st_cpu_matmul_part(w->data, w->dtype, w->rows, w->cols, bias, x, qx, n_tok, y, r0, r1);
+}
 
 static void job_task(void *arg, int chunk, int n_chunks) {
     struct job *j = arg;
@@ -159,7 +185,24 @@ static void job_task(void *arg, int chunk, int n_chunks) {
     switch (j->op) {
     case JOB_EMBED: s = st_cpu_embed_part(j->w, j->dt, j->rows, j->cols, j->ids, j->n_tok, j->y, b, e); break;
     case JOB_RMSNORM: st_cpu_rmsnorm_part(j->cx, j->cy, j->rows, j->n, j->eps, j->y, b, e); break;
-    case JOB_MATMUL: s = st_cpu_matmul_part(j->w, j->dt, j->rows, j->cols, j->bias, j->cx, j->n_tok, j->y, b, e); break;
+    case JOB_MATMUL:
+        s = st_cpu_matmul_part(j->w, j->dt, j->rows, j->cols, j->bias, j->cx, j->qx, j->n_tok, j->y, b, e);
+        break;
+    case JOB_PREPARE: st_cpu_matmul_prepare_part(j->dt, j->cx, j->cols, j->n_tok, j->qx, b, e); break;
+    case JOB_MATMUL_MULTI:   /* units: the rows of every job, one after the other */
+        for (int k = 0, off = 0; k < j->n_mj && s == ST_OK; off += (int)j->mj[k].w->rows, k++) {
+            int64_t lo = ST_MAX(b, off), hi = ST_MIN(e, off + j->mj[k].w->rows);
+            if (lo < hi) s = matmul_rows(j->mj[k].w, j->mj[k].bias, j->cx, j->qx, j->n_tok, j->mj[k].y, lo - off, hi - off);
+        }
+        break;
+    case JOB_MATMUL_SWIGLU: {   /* units: rows of gate (= of up); up goes to j->x, then y = silu(y) * up */
+        const struct st_weight *g = j->w;
+        s = matmul_rows(g, j->bias, j->cx, j->qx, j->n_tok, j->y, b, e);
+        if (s == ST_OK) s = matmul_rows(j->w2, j->bias2, j->cx, j->qx, j->n_tok, j->x, b, e);
+        for (int64_t t = 0; s == ST_OK && t < j->n_tok; t++)
+            st_cpu_swiglu_part(j->y + t * g->rows, j->x + t * g->rows, j->y + t * g->rows, b, e);
+        break;
+    }
     case JOB_ROPE:
         s = st_cpu_rope_part(j->x, j->n_tok, j->n_head, j->head_dim, j->pos, j->theta, j->layout, j->ff, b, e);
         break;
@@ -190,6 +233,39 @@ static st_status run_job(st_backend *be, struct job *j, int64_t work) {
     return ST_OK;
 }
 
+/* Grows a 64-byte aligned buffer; the decode loop never gets here (MM_SCRATCH_INIT_BYTES). */
+static st_status grow(st_backend *be, void **buf, size_t *have, size_t need, const char *what) {
+    if (need <= *have) return ST_OK;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, need) != 0) {
+        char b[32];
+        st_error_set(ST_ERR_DEVICE_OOM, "%s: out of memory allocating %s for the %s", be->info.name,
+                     st_format_bytes(need, b, sizeof b), what);
+        return st_error_hint("use a smaller prefill chunk (--batch)");
+    }
+    free(*buf);
+    *buf = p;
+    *have = need;
+    return ST_OK;
+}
+
+/* Quantizes x for the integer matmul of quantized weights (nothing for
+ * F32/F16/BF16) into the backend's scratch; *qx = the prepared rows or NULL. */
+static st_status prepare_x(st_backend *be, st_dtype dt, const float *x, int64_t cols, int64_t n_tok, void **qx) {
+    *qx = NULL;
+    const size_t bytes = st_cpu_matmul_scratch_bytes(dt, cols, n_tok);
+    if (!bytes) return ST_OK;
+    st_status s = grow(be, &be->mm_scratch, &be->mm_scratch_bytes, bytes, "quantized activations");
+    if (s != ST_OK) return s;
+    *qx = be->mm_scratch;
+    if (n_tok < 4) {   /* decode: cheaper on the caller than a wake-up of the pool */
+        st_cpu_matmul_prepare_part(dt, x, cols, n_tok, *qx, 0, n_tok);
+        return ST_OK;
+    }
+    struct job j = {.op = JOB_PREPARE, .n_units = n_tok, .dt = dt, .cx = x, .cols = cols, .n_tok = n_tok, .qx = *qx};
+    return run_job(be, &j, n_tok * cols);
+}
+
 /* ---- ops ------------------------------------------------------------------------- */
 
 static st_status cpu_embed(st_backend *be, const struct st_weight *table, const int32_t *ids, int64_t n_tok, float *out) {
@@ -207,7 +283,48 @@ static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const flo
                             int64_t n_tok, float *y) {
     struct job j = {.op = JOB_MATMUL, .n_units = w->rows, .w = w->data, .dt = w->dtype, .rows = w->rows,
                     .cols = w->cols, .bias = bias, .cx = x, .n_tok = n_tok, .y = y};
+    st_status s = prepare_x(be, w->dtype, x, w->cols, n_tok, &j.qx);
+    if (s != ST_OK) return s;
     return run_job(be, &j, w->rows * w->cols * ST_MAX(n_tok, 1));
+}
+
+/* The group's products in one dispatch; x is prepared once for all of them.
+ * Each product is computed exactly as matmul computes it (same bits). */
+static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jobs, int n_jobs, const float *x,
+                                  int64_t n_tok) {
+    if (n_jobs < 1 || n_jobs > ST_MATMUL_MULTI_MAX)
+        return st_error_set(ST_ERR_USAGE, "%s: matmul_multi takes 1 to %d products, got %d", be->info.name,
+                            ST_MATMUL_MULTI_MAX, n_jobs);
+    struct job j = {.op = JOB_MATMUL_MULTI, .cx = x, .n_tok = n_tok, .mj = jobs, .n_mj = n_jobs};
+    const int64_t cols = jobs[0].w->cols;
+    st_dtype qdt = ST_DTYPE_F32;
+    for (int k = 0; k < n_jobs; k++) {
+        if (jobs[k].w->cols != cols)
+            return st_error_set(ST_ERR_USAGE, "%s: matmul_multi products read %lld and %lld columns", be->info.name,
+                                (long long)cols, (long long)jobs[k].w->cols);
+        if (st_cpu_matmul_scratch_bytes(jobs[k].w->dtype, cols, 1)) qdt = jobs[k].w->dtype;
+        j.n_units += jobs[k].w->rows;
+    }
+    st_status s = prepare_x(be, qdt, x, cols, n_tok, &j.qx);
+    if (s != ST_OK) return s;
+    return run_job(be, &j, j.n_units * cols * ST_MAX(n_tok, 1));
+}
+
+static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate, const float *gate_bias,
+                                   const struct st_weight *up, const float *up_bias, const float *x, int64_t n_tok,
+                                   float *out) {
+    if (gate->rows != up->rows || gate->cols != up->cols)
+        return st_error_set(ST_ERR_USAGE, "%s: matmul_swiglu: gate is %lld x %lld but up is %lld x %lld", be->info.name,
+                            (long long)gate->rows, (long long)gate->cols, (long long)up->rows, (long long)up->cols);
+    void *ub = be->up_buf;
+    st_status s = grow(be, &ub, &be->up_buf_bytes, sizeof(float) * (size_t)(gate->rows * n_tok), "up projection");
+    be->up_buf = ub;
+    if (s != ST_OK) return s;
+    struct job j = {.op = JOB_MATMUL_SWIGLU, .n_units = gate->rows, .w = gate, .bias = gate_bias, .w2 = up,
+                    .bias2 = up_bias, .cx = x, .n_tok = n_tok, .y = out, .x = be->up_buf};
+    st_dtype qdt = st_cpu_matmul_scratch_bytes(gate->dtype, gate->cols, 1) ? gate->dtype : up->dtype;
+    if ((s = prepare_x(be, qdt, x, gate->cols, n_tok, &j.qx)) != ST_OK) return s;
+    return run_job(be, &j, 2 * gate->rows * gate->cols * ST_MAX(n_tok, 1));
 }
 
 static st_status cpu_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
@@ -293,6 +410,8 @@ static const struct st_device_ops cpu_ops = {
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .argmax = cpu_argmax,
+    .matmul_multi = cpu_matmul_multi,
+    .matmul_swiglu = cpu_matmul_swiglu,
     .import_host = cpu_import_host,
     .capture_begin = NULL,
     .capture_end = NULL,

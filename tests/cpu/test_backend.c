@@ -1,8 +1,11 @@
 /* The CPU backend through the ops table: results bit-identical with 1 and 2
- * threads (and 3, more than this machine's cores), zero-copy import, memory
- * errors, and the LOCAL / HOST links between two CPU backends. */
+ * threads (and 3, more than this machine's cores), matmul_multi and
+ * matmul_swiglu bit-identical with the separate ops (float and quantized
+ * weights, decode and batches), zero-copy import, memory errors, and the
+ * LOCAL / HOST links between two CPU backends. */
 #include "check.h"
 #include "rng.h"
+#include "weights.h"
 #include "devices/cpu/cpu-impl.h"
 #include "devices/link-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
@@ -94,6 +97,76 @@ static void test_thread_independence(void) {
     /* the decode row equals token 0 of the batch */
     CHECK(!memcmp(res[0].mm1, res[0].mm, sizeof(float) * 301));
     for (int i = 0; i < 3; i++) free_outputs(&res[i]);
+}
+
+/* The grouped decode ops give exactly what the separate ops give: q, k, v of
+ * three different dtypes reading one x (F16, Q8_0, Q4_K: both activation
+ * formats in one call), gate/up in Q5_0 and Q6_K, with and without biases. */
+static void test_grouped(void) {
+    const struct st_device_ops *o = st_device_ops_cpu();
+    CHECK(o->matmul_multi && o->matmul_swiglu);
+    if (!o->matmul_multi || !o->matmul_swiglu) return;
+    const int64_t C = 512;
+    const st_dtype dts[3] = {ST_DTYPE_F16, ST_DTYPE_Q8_0, ST_DTYPE_Q4_K};
+    const int64_t R[3] = {301, 64, 33};
+    uint8_t *w[3];
+    struct st_weight W[3];
+    float *bias = malloc(sizeof(float) * 301);
+    for (int i = 0; i < 301; i++) bias[i] = rng_f();
+    for (int k = 0; k < 3; k++) {
+        w[k] = malloc(st_dtype_row_bytes(dts[k], C) * (size_t)R[k]);
+        make_weights(dts[k], R[k], C, w[k]);
+        W[k] = (struct st_weight){w[k], dts[k], R[k], C};
+    }
+    const st_dtype gdt[2] = {ST_DTYPE_Q5_0, ST_DTYPE_Q6_K};
+    const int64_t F = 700;
+    uint8_t *gw = malloc(st_dtype_row_bytes(gdt[0], C) * F), *uw = malloc(st_dtype_row_bytes(gdt[1], C) * F);
+    make_weights(gdt[0], F, C, gw);
+    make_weights(gdt[1], F, C, uw);
+    struct st_weight G = {gw, gdt[0], F, C}, U = {uw, gdt[1], F, C};
+    const int64_t T = 7;
+    float *x = malloc(sizeof(float) * T * C);
+    for (int64_t i = 0; i < T * C; i++) x[i] = rng_f();
+    float *ref[3], *out[3], *g = malloc(sizeof(float) * T * F), *u = malloc(sizeof(float) * T * F);
+    float *sw = malloc(sizeof(float) * T * F);
+    for (int k = 0; k < 3; k++) {
+        ref[k] = malloc(sizeof(float) * T * R[k]);
+        out[k] = malloc(sizeof(float) * T * R[k]);
+    }
+    for (int threads = 1; threads <= 2; threads++) {
+        struct st_backend_config cfg = {.n_threads = threads};
+        st_backend *be = NULL;
+        CHECK_OK(o->init(NULL, &cfg, &be));
+        if (!be) break;
+        for (int64_t n = 1; n <= T; n += T - 1) {
+            const float *bs[3] = {bias, NULL, bias};
+            struct st_matmul_job jobs[3];
+            for (int k = 0; k < 3; k++) {
+                CHECK_OK(o->matmul(be, &W[k], bs[k], x, n, ref[k]));
+                /* the backend's matmul is the kernel's */
+                float *kern = malloc(sizeof(float) * n * R[k]);
+                CHECK_OK(st_cpu_matmul(w[k], dts[k], R[k], C, bs[k], x, n, kern));
+                CHECK_MSG(!memcmp(kern, ref[k], sizeof(float) * n * R[k]), "backend matmul %s != kernel", st_dtype_name(dts[k]));
+                free(kern);
+                memset(out[k], 0xff, sizeof(float) * T * R[k]);
+                jobs[k] = (struct st_matmul_job){&W[k], bs[k], out[k]};
+            }
+            CHECK_OK(o->matmul_multi(be, jobs, 3, x, n));
+            for (int k = 0; k < 3; k++)
+                CHECK_MSG(!memcmp(out[k], ref[k], sizeof(float) * n * R[k]), "matmul_multi job %d (%s), %d threads, %lld tokens",
+                          k, st_dtype_name(dts[k]), threads, (long long)n);
+            CHECK_OK(o->matmul(be, &G, bias, x, n, g));
+            CHECK_OK(o->matmul(be, &U, NULL, x, n, u));
+            CHECK_OK(o->swiglu(be, g, u, n * F, g));
+            memset(sw, 0xff, sizeof(float) * T * F);
+            CHECK_OK(o->matmul_swiglu(be, &G, bias, &U, NULL, x, n, sw));
+            CHECK_MSG(!memcmp(sw, g, sizeof(float) * n * F), "matmul_swiglu, %d threads, %lld tokens", threads, (long long)n);
+        }
+        CHECK_ERR(o->matmul_swiglu(be, &G, NULL, &W[0], NULL, x, 1, sw), ST_ERR_USAGE, "gate is 700 x 512 but up is 301 x 512");
+        o->free(be);
+    }
+    for (int k = 0; k < 3; k++) { free(w[k]); free(ref[k]); free(out[k]); }
+    free(bias); free(gw); free(uw); free(x); free(g); free(u); free(sw);
 }
 
 static void test_memory_and_errors(void) {
@@ -206,6 +279,7 @@ static void test_pool(void) {
 int main(void) {
     test_pool();
     test_thread_independence();
+    test_grouped();
     test_memory_and_errors();
     test_links();
     return st_test_finish("cpu_backend");
