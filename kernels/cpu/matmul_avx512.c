@@ -25,8 +25,8 @@
 #define GEMV_MAX_T 4      /* up to this many tokens: register tiles, no packing */
 #define MR 4              /* GEMM tile rows */
 #define NT 6              /* GEMM tile tokens (float weights) */
-#define NTQ 4             /* GEMM tile tokens (quantized weights) */
-#define KC 32             /* GEMM column block: 32 chunks of 16 = 512 columns (8 pairs) */
+#define NTQ 4             /* GEMM tile tokens (quantized weights; at most NT) */
+#define KC 64             /* GEMM column block: 64 chunks of 16 = 1024 columns (16 pairs) */
 #define MC 16             /* GEMM rows per lanes block */
 #define TB 128            /* GEMM tokens per lanes block */
 
@@ -74,6 +74,26 @@ INL float fold16(__m512 v) {
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));             /* u0+u2, u1+u3 */
     return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
+}
+
+/* 16 lane vectors a[0..15] folded at once, each in the fixed tree:
+ * returns [fold(a[0]), ..., fold(a[15])]. Every add pairs the same two
+ * partial sums as fold16 does, so the bits are the same. */
+INL __m512 fold16x16(const __m512 *a) {
+    __m512 b[8], c[4], d[2];
+    for (int m = 0; m < 8; m++)   /* lanes i + (i + 8) */
+        b[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xee));
+    for (int p = 0; p < 4; p++)   /* i + (i + 4) */
+        c[p] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * p], b[2 * p + 1], 0x88),
+                             _mm512_shuffle_f32x4(b[2 * p], b[2 * p + 1], 0xdd));
+    for (int r = 0; r < 2; r++)   /* i + (i + 2) */
+        d[r] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * r], c[2 * r + 1], 0x44),
+                             _mm512_shuffle_ps(c[2 * r], c[2 * r + 1], 0xee));
+    /* i + (i + 1): lane 4q + k holds a[q + 4k] */
+    __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xdd));
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(idx, e);
 }
 
 INL float widen1(st_dtype dt, const uint8_t *row, int64_t c) {
@@ -160,13 +180,57 @@ static TGT void run_tiles(tile_fn fn, const struct mm_args *a, int64_t r0, int64
     }
 }
 
+/* Where a GEMM tile goes: its lanes block (more column blocks follow), or,
+ * after the last column block, y itself: y[j * ldy + i] for tile token j,
+ * row i (+ bias[i]). */
+struct tout {
+    float *lanes;            /* (R, TB, 16) at the tile's first row and token */
+    bool first, fold;        /* start from zero; fold into y instead of storing lanes */
+    float *y;
+    int64_t ldy;
+    const float *bias;       /* (R) or NULL */
+};
+
+/* The fixed-tree fold of up to 4 lane vectors (rows of one token) -> y[0..R). */
+INL void fold4_store(int R, const __m512 *a, float *y, const float *bias) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 a0 = a[0], a1 = R > 1 ? a[1] : z, a2 = R > 2 ? a[2] : z, a3 = R > 3 ? a[3] : z;
+    __m512 b0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
+    __m512 b1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
+    __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(b0, b1, 0x88), _mm512_shuffle_f32x4(b0, b1, 0xdd));
+    __m512 d = _mm512_add_ps(c, _mm512_permute_ps(c, 0x4e));   /* (u0 + u2), (u1 + u3) */
+    __m512 e = _mm512_add_ps(d, _mm512_permute_ps(d, 0xb1));   /* lane 4q: sum of a[q] */
+    __m128 s = _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, e));
+    const __mmask8 k = (__mmask8)((1u << R) - 1);
+    if (bias) s = _mm_add_ps(s, _mm_maskz_loadu_ps(k, bias));
+    else s = _mm_add_ps(s, _mm_setzero_ps());
+    _mm_mask_storeu_ps(y, k, s);
+}
+
+INL void tile_out(int R, int T, __m512 acc[][NT], const struct tout *o) {
+    if (o->fold) {
+        for (int j = 0; j < T; j++) {
+            __m512 col[MR];
+            for (int i = 0; i < R; i++) col[i] = acc[i][j];
+            fold4_store(R, col, o->y + j * o->ldy, o->bias);
+        }
+    } else {
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < T; j++) _mm512_store_ps(o->lanes + ((size_t)i * TB + j) * 16, acc[i][j]);
+    }
+}
+
 /* GEMM micro-kernel: R rows of a packed fp32 panel (per chunk: MR vectors)
- * x T tokens of x, kn chunks, into lanes (R, TB, 16) at (0, t). */
-INL void fkern(int R, int T, const float *panel, const float *x, int64_t ld, int64_t kn, float *lanes, bool first) {
+ * x T tokens of x, kn chunks. */
+INL void fkern(int R, int T, const float *panel, const float *x, int64_t ld, int64_t kn, const struct tout *o) {
     __m512 acc[MR][NT];
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++)
-            acc[i][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16);
+    if (o->first) {
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();
+    } else {
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < T; j++) acc[i][j] = _mm512_load_ps(o->lanes + ((size_t)i * TB + j) * 16);
+    }
     for (int64_t c = 0; c < kn; c++) {
         __m512 wv[MR];
         for (int i = 0; i < R; i++) wv[i] = _mm512_load_ps(panel + (c * MR + i) * 16);
@@ -175,17 +239,16 @@ INL void fkern(int R, int T, const float *panel, const float *x, int64_t ld, int
             for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
         }
     }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++) _mm512_store_ps(lanes + ((size_t)i * TB + j) * 16, acc[i][j]);
+    tile_out(R, T, acc, o);
 }
 
 #define FK(R, T) \
-    static TGT void fk_##R##_##T(const float *p, const float *x, int64_t ld, int64_t kn, float *l, bool f) { \
-        fkern(R, T, p, x, ld, kn, l, f); \
+    static TGT void fk_##R##_##T(const float *p, const float *x, int64_t ld, int64_t kn, const struct tout *o) { \
+        fkern(R, T, p, x, ld, kn, o); \
     }
 #define FK_R(R) FK(R, 1) FK(R, 2) FK(R, 3) FK(R, 4) FK(R, 5) FK(R, 6)
 FK_R(1) FK_R(2) FK_R(3) FK_R(4)
-typedef void (*fk_fn)(const float *, const float *, int64_t, int64_t, float *, bool);
+typedef void (*fk_fn)(const float *, const float *, int64_t, int64_t, const struct tout *);
 static const fk_fn fk_table[MR][NT] = {
     {fk_1_1, fk_1_2, fk_1_3, fk_1_4, fk_1_5, fk_1_6}, {fk_2_1, fk_2_2, fk_2_3, fk_2_4, fk_2_5, fk_2_6},
     {fk_3_1, fk_3_2, fk_3_3, fk_3_4, fk_3_5, fk_3_6}, {fk_4_1, fk_4_2, fk_4_3, fk_4_4, fk_4_5, fk_4_6},
@@ -486,12 +549,16 @@ QPACK_CASE(ST_DTYPE_Q5_K)
 QPACK_CASE(ST_DTYPE_Q6_K)
 
 /* GEMM micro-kernel for quantized panels: R rows x T tokens, pairs [p0, p0 + pn). */
-INL void qkern(int R, int T, bool hb, const uint8_t *panel, const struct qx_row *q, int64_t p0, int64_t pn, float *lanes,
-               bool first) {
-    __m512 acc[MR][NTQ];
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++)
-            acc[i][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16);
+INL void qkern(int R, int T, bool hb, const uint8_t *panel, const struct qx_row *q, int64_t p0, int64_t pn,
+               const struct tout *o) {
+    __m512 acc[MR][NT];
+    if (o->first) {
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();
+    } else {
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < T; j++) acc[i][j] = _mm512_load_ps(o->lanes + ((size_t)i * TB + j) * 16);
+    }
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int64_t c = 0; c < pn; c++) {
         const int64_t p = p0 + c;
@@ -508,20 +575,19 @@ INL void qkern(int R, int T, bool hb, const uint8_t *panel, const struct qx_row 
             }
         }
     }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++) _mm512_store_ps(lanes + ((size_t)i * TB + j) * 16, acc[i][j]);
+    tile_out(R, T, acc, o);
 }
 
 #define QK(R, T) \
-    static TGT void qk_##R##_##T(const uint8_t *p, const struct qx_row *q, int64_t p0, int64_t pn, float *l, bool f) { \
-        qkern(R, T, false, p, q, p0, pn, l, f); \
+    static TGT void qk_##R##_##T(const uint8_t *p, const struct qx_row *q, int64_t p0, int64_t pn, const struct tout *o) { \
+        qkern(R, T, false, p, q, p0, pn, o); \
     } \
-    static TGT void qkb_##R##_##T(const uint8_t *p, const struct qx_row *q, int64_t p0, int64_t pn, float *l, bool f) { \
-        qkern(R, T, true, p, q, p0, pn, l, f); \
+    static TGT void qkb_##R##_##T(const uint8_t *p, const struct qx_row *q, int64_t p0, int64_t pn, const struct tout *o) { \
+        qkern(R, T, true, p, q, p0, pn, o); \
     }
 #define QK_R(R) QK(R, 1) QK(R, 2) QK(R, 3) QK(R, 4)
 QK_R(1) QK_R(2) QK_R(3) QK_R(4)
-typedef void (*qk_fn)(const uint8_t *, const struct qx_row *, int64_t, int64_t, float *, bool);
+typedef void (*qk_fn)(const uint8_t *, const struct qx_row *, int64_t, int64_t, const struct tout *);
 static const qk_fn qk_table[2][MR][NTQ] = {
     {{qk_1_1, qk_1_2, qk_1_3, qk_1_4}, {qk_2_1, qk_2_2, qk_2_3, qk_2_4},
      {qk_3_1, qk_3_2, qk_3_3, qk_3_4}, {qk_4_1, qk_4_2, qk_4_3, qk_4_4}},
@@ -533,6 +599,40 @@ typedef void (*qpack_fn)(const uint8_t *, size_t, int, int64_t, int64_t, int64_t
 
 /* ---- the blocked GEMM driver ---------------------------------------------------------- */
 
+/* y for rows [m0, m0 + nm) (nm <= MC = 16) x tokens [tb, tb + ntb) from the
+ * lanes block: 16 rows of one token folded at once (float columns past the
+ * last 16 need the scalar finish). */
+static TGT void gemm_fold(const struct mm_args *a, int64_t m0, int64_t nm, int64_t tb, int64_t ntb, bool quant,
+                          const float *lanes) {
+    const bool tail = !quant && a->cols % 16;
+    if (tail) {
+        for (int64_t i = 0; i < nm; i++) {
+            const int64_t r = m0 + i;
+            const uint8_t *row = a->w + (size_t)r * a->row_bytes;
+            const float bias = a->bias ? a->bias[r] : 0.0f;
+            for (int64_t j = 0; j < ntb; j++)
+                a->y[(tb + j) * a->rows + r] = finish(a->dt, row, a->cols, _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16),
+                                                      a->x + (tb + j) * a->cols, bias);
+        }
+        return;
+    }
+    const __mmask16 k = (__mmask16)((1u << nm) - 1);
+    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(k, a->bias + m0) : _mm512_setzero_ps();
+    for (int64_t j = 0; j < ntb; j++) {
+        __m512 v[16];
+        for (int i = 0; i < 16; i++)
+            v[i] = i < nm ? _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(a->y + (tb + j) * a->rows + m0, k, _mm512_add_ps(fold16x16(v), bias));
+    }
+}
+
+/* Token tiles: nt wide, the last few balanced (8 = 4 + 4, not 6 + 2). */
+static inline int tile_tokens(int64_t left, int nt) {
+    if (left >= 2 * nt || left == nt) return nt;
+    if (left > nt) return (int)((left + 1) / 2);
+    return (int)left;
+}
+
 static TGT void gemm(const struct mm_args *a, int64_t r0, int64_t r1, qpack_fn qp) {
     const bool quant = qp != NULL, hb = mm_q_has_min(a->dt);
     const int64_t ng = a->cols / MM_GROUP;
@@ -540,6 +640,8 @@ static TGT void gemm(const struct mm_args *a, int64_t r0, int64_t r1, qpack_fn q
     const int64_t nk = quant ? (ng + 1) / 2 : a->cols / 16;
     const int64_t kc = quant ? KC / 4 : KC;
     const int nt = quant ? NTQ : NT;
+    /* the last column block folds straight into y unless float columns past the last 16 remain */
+    const bool fold_direct = quant || a->cols % 16 == 0;
     _Alignas(64) float lanes[MC * TB * 16];
     _Alignas(64) uint8_t panel[MR * KC * 64];   /* MR x KC chunks of fp32 = MR x KC/4 pairs x 256 B */
     struct qx_row q[TB];
@@ -551,37 +653,36 @@ static TGT void gemm(const struct mm_args *a, int64_t r0, int64_t r1, qpack_fn q
             const int64_t nm = ST_MIN(MC, r1 - m0);
             for (int64_t k0 = 0; k0 < nk; k0 += kc) {
                 const int64_t kn = ST_MIN(kc, nk - k0);
+                const bool last = k0 + kn == nk && fold_direct;
                 for (int64_t i0 = 0; i0 < nm; i0 += MR) {
                     const int R = (int)ST_MIN(MR, nm - i0);
                     const uint8_t *w = a->w + (size_t)(m0 + i0) * a->row_bytes;
-                    float *li = lanes + (size_t)i0 * TB * 16;
-                    if (quant) {
-                        qp(w, a->row_bytes, R, k0, kn, ng / 2, ng % 2, panel);
-                        for (int64_t j = 0; j < ntb; j += nt) {
-                            const int T = (int)ST_MIN(nt, ntb - j);
-                            qk_table[hb][R - 1][T - 1](panel, q + j, k0, kn, li + j * 16, k0 == 0);
-                        }
-                    } else {
-                        fpack_any(a->dt, w, a->row_bytes, R, k0, kn, (float *)panel);
-                        const float *x = a->x + tb * a->cols + k0 * 16;
-                        for (int64_t j = 0; j < ntb; j += nt) {
-                            const int T = (int)ST_MIN(nt, ntb - j);
-                            fk_table[R - 1][T - 1]((const float *)panel, x + j * a->cols, a->cols, kn, li + j * 16,
-                                                   k0 == 0);
-                        }
+                    struct tout o = {.first = k0 == 0, .fold = last, .ldy = a->rows,
+                                     .bias = a->bias ? a->bias + m0 + i0 : NULL};
+                    if (quant) qp(w, a->row_bytes, R, k0, kn, ng / 2, ng % 2, panel);
+                    else fpack_any(a->dt, w, a->row_bytes, R, k0, kn, (float *)panel);
+                    /* the next panel's weights stream in from memory while this one is swept */
+                    if (m0 + i0 + MR < r1) {
+                        const size_t cb = quant ? 2 * st_dtype_row_bytes(a->dt, 32) : (size_t)st_dtype_row_bytes(a->dt, 16);
+                        const uint8_t *nx = w + (size_t)MR * a->row_bytes + (size_t)k0 * cb;
+                        const size_t span = (size_t)kn * cb;
+                        for (int i = 0; i < (int)ST_MIN(MR, r1 - (m0 + i0 + MR)); i++)
+                            for (size_t off = 0; off < span; off += 64) _mm_prefetch((const char *)nx + i * a->row_bytes + off, _MM_HINT_T1);
+                    }
+                    const float *x = a->x + tb * a->cols + k0 * 16;
+                    for (int64_t j = 0; j < ntb;) {
+                        const int T = tile_tokens(ntb - j, nt);
+                        o.lanes = lanes + ((size_t)i0 * TB + j) * 16;
+                        o.y = a->y + (tb + j) * a->rows + m0 + i0;
+                        if (quant) qk_table[hb][R - 1][T - 1](panel, q + j, k0, kn, &o);
+                        else fk_table[R - 1][T - 1]((const float *)panel, x + j * a->cols, a->cols, kn, &o);
+                        j += T;
                     }
                 }
             }
-            if (nk == 0) memset(lanes, 0, sizeof(float) * 16 * TB * (size_t)nm);
-            for (int64_t i = 0; i < nm; i++) {
-                const int64_t r = m0 + i;
-                const uint8_t *row = a->w + (size_t)r * a->row_bytes;
-                const float bias = a->bias ? a->bias[r] : 0.0f;
-                for (int64_t j = 0; j < ntb; j++) {
-                    __m512 l = _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16);
-                    a->y[(tb + j) * a->rows + r] = quant ? fold16(l) + bias
-                                                         : finish(a->dt, row, a->cols, l, a->x + (tb + j) * a->cols, bias);
-                }
+            if (!fold_direct) {
+                if (nk == 0) memset(lanes, 0, sizeof(float) * 16 * TB * (size_t)nm);
+                gemm_fold(a, m0, nm, tb, ntb, quant, lanes);
             }
         }
     }
