@@ -312,7 +312,7 @@ int main(int argc, char **argv) {
     size_t gemv_bytes = (size_t)512 << 20;
     const char *which = "all", *json_path = "cpu_matmul.json", *isa_name = NULL;
     double min_gemv = 0, min_gemm = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {   /* option, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: bench_cpu_matmul [--threads N] [--dtype all|f16,q8_0,...] [--reps R] [--gemv-mib M]\n"
@@ -331,7 +331,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--min-gemv")) min_gemv = atof(v);
         else if (!strcmp(a, "--min-gemm")) min_gemm = atof(v);
         else { fprintf(stderr, "error: unknown option '%s'\nhint: bench_cpu_matmul --help\n", a); return 2; }
-        i++;
     }
     if (reps < 1 || n_tok < 1 || threads < 0 || gemv_bytes == 0) {
         fprintf(stderr, "error: --reps, --tokens and --gemv-mib must be >= 1, --threads >= 0\n");
