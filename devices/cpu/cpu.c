@@ -1,7 +1,14 @@
 /* The CPU backend: host memory, the kernels of kernels/cpu/ spread over a
  * persistent hwloc-bound thread pool. Every op is synchronous, so sync is a
  * no-op and "device pointers" are host pointers. Weights are imported zero
- * copy: import_host returns the mmap'ed pointer itself. */
+ * copy: import_host returns the mmap'ed pointer itself.
+ *
+ * Placement: before the first op after weights were imported, the backend
+ * looks where their pages are (hwloc, sampled) and pins its threads, one per
+ * core, to that NUMA node (st_cpu_numa_choose: else the device's node, else
+ * on a multi-node machine the largest node, whose threads then fault the
+ * weights in locally). With threads: 0 the pool gets one thread per core of
+ * that node; an explicit count (threads: N, --threads N) is kept. */
 #include "devices/cpu/cpu-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
 
@@ -26,6 +33,10 @@ struct st_backend {
     size_t mm_scratch_bytes;
     float *up_buf;               /* (up_buf_bytes) the up projection inside matmul_swiglu */
     size_t up_buf_bytes;
+    struct st_cpu_area *wareas;  /* (n_wareas) imported weights, for the NUMA placement */
+    int n_wareas, cap_wareas;
+    bool place_pending;          /* weights imported since the threads were last placed */
+    int weights_node;            /* NUMA node the placement found the weights on, -1 = unknown */
 };
 
 /* Scratch sized at init so a decode step (and small batches) never allocates;
@@ -51,6 +62,7 @@ static st_status cpu_init(const struct st_device_info *dev, const struct st_back
     if (dev) be->info = *dev;
     else { be->info.kind = ST_DEVICE_CPU; be->info.numa_node = -1; snprintf(be->info.name, sizeof be->info.name, "cpu"); }
     if (cfg) be->cfg = *cfg;
+    be->weights_node = -1;
     if (be->cfg.n_threads < 0) {
         st_error_set(ST_ERR_CONFIG, "cpu: thread count %d is negative", be->cfg.n_threads);
         free(be);
@@ -83,6 +95,7 @@ static void cpu_free(st_backend *be) {
     free(be->allocs);
     free(be->mm_scratch);
     free(be->up_buf);
+    free(be->wareas);
     free(be);
 }
 
@@ -135,6 +148,52 @@ static void cpu_dealloc(st_backend *be, void *ptr) {
 
 static st_status cpu_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
     *out = (void *)host_ptr;
+    if (use != ST_BUF_WEIGHTS || !bytes) return ST_OK;
+    if (be->n_wareas == be->cap_wareas) {
+        int cap = be->cap_wareas ? 2 * be->cap_wareas : 64;
+        struct st_cpu_area *a = realloc(be->wareas, (size_t)cap * sizeof *a);
+        if (!a) return st_error_set(ST_ERR_NOMEM, "%s: out of memory for the table of imported weights", be->info.name);
+        be->wareas = a;
+        be->cap_wareas = cap;
+    }
+    be->wareas[be->n_wareas++] = (struct st_cpu_area){host_ptr, bytes};
+    be->place_pending = true;
+    return ST_OK;
+}
+
+/* Pins the pool to the NUMA node of the weights (see the top of the file).
+ * Runs once after imports, before the op that reads them. */
+static st_status place_threads(st_backend *be) {
+    be->place_pending = false;
+    double share = 0;
+    be->weights_node = st_cpu_pool_area_node(be->pool, be->wareas, be->n_wareas, &share);
+    uint64_t mem[256];
+    int nn = st_cpu_pool_node_memory(be->pool, mem, 256);
+    int node = st_cpu_numa_choose(be->weights_node, be->info.numa_node, mem, nn);
+    if (node < 0) node = nn == 1 ? be->weights_node : -1;   /* one node: pin there all the same */
+    if (node < 0) {
+        ST_INFO("%s: weights not resident yet and no NUMA node to prefer: %d threads on the device's cores",
+                be->info.name, st_cpu_pool_threads(be->pool));
+        return ST_OK;
+    }
+    if (node != st_cpu_pool_node(be->pool)) {
+        if (be->cfg.n_threads == 0 && st_cpu_pool_node_cores(be->pool, node) != st_cpu_pool_threads(be->pool)) {
+            /* one thread per core of that node */
+            st_cpu_pool *np = NULL;
+            st_status s = st_cpu_pool_init(0, node, "", &np);
+            if (s != ST_OK) return st_error_prefix("%s", be->info.name);
+            st_cpu_pool_free(be->pool);
+            be->pool = np;
+        }
+        st_status s = st_cpu_pool_bind_node(be->pool, node);
+        if (s != ST_OK) return st_error_prefix("%s", be->info.name);
+    }
+    if (be->weights_node >= 0)
+        ST_INFO("%s: weights on NUMA node %d (%.0f%% of the sampled pages): %d threads pinned to its cores (%d workers bound)",
+                be->info.name, be->weights_node, 100 * share, st_cpu_pool_threads(be->pool), st_cpu_pool_bound(be->pool));
+    else
+        ST_INFO("%s: weights not resident yet: %d threads pinned to the cores of NUMA node %d, which will fault them in",
+                be->info.name, st_cpu_pool_threads(be->pool), node);
     return ST_OK;
 }
 
@@ -224,6 +283,10 @@ static void job_task(void *arg, int chunk, int n_chunks) {
 
 /* Runs the job on the pool when it is worth waking the workers, else inline. */
 static st_status run_job(st_backend *be, struct job *j, int64_t work) {
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
     atomic_store(&j->failed, 0);
     if (work >= (1 << 15) && j->n_units > 1)
         st_cpu_pool_run_chunks(be->pool, job_task, j, (int)ST_MIN(j->n_units, 4 * (int64_t)st_cpu_pool_threads(be->pool)));
@@ -426,3 +489,7 @@ const struct st_device_ops *st_device_ops_cpu(void) { return &cpu_ops; }
 
 /* Threads the backend runs (for reports and tests). */
 int st_cpu_backend_threads(const st_backend *be) { return st_cpu_pool_threads(be->pool); }
+
+int st_cpu_backend_node(const st_backend *be) { return st_cpu_pool_node(be->pool); }
+int st_cpu_backend_weights_node(const st_backend *be) { return be->weights_node; }
+int st_cpu_backend_bound(const st_backend *be) { return st_cpu_pool_bound(be->pool); }

@@ -1,8 +1,9 @@
 /* The CPU backend through the ops table: results bit-identical with 1 and 2
  * threads (and 3, more than this machine's cores), matmul_multi and
  * matmul_swiglu bit-identical with the separate ops (float and quantized
- * weights, decode and batches), zero-copy import, memory errors, and the
- * LOCAL / HOST links between two CPU backends. */
+ * weights, decode and batches), NUMA placement (where the weights' pages
+ * are, which node a stage picks, pinning, thread counts kept), zero-copy
+ * import, memory errors, and the LOCAL / HOST links between two CPU backends. */
 #include "check.h"
 #include "rng.h"
 #include "weights.h"
@@ -12,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 struct outputs {
     float *mm, *mm1, *norm, *rope, *att, *sw;
@@ -169,6 +171,72 @@ static void test_grouped(void) {
     free(bias); free(gw); free(uw); free(x); free(g); free(u); free(sw);
 }
 
+/* Which node a stage runs on, as a pure function of what is known. */
+static void test_numa_choose(void) {
+    const uint64_t one[1] = {64ull << 30}, two[2] = {64ull << 30, 128ull << 30}, gap[4] = {8, 0, 0, 4};
+    CHECK(st_cpu_numa_choose(1, 0, two, 2) == 1);       /* the weights' node wins */
+    CHECK(st_cpu_numa_choose(-1, 0, two, 2) == 0);      /* else the device's */
+    CHECK(st_cpu_numa_choose(-1, -1, two, 2) == 1);     /* else the largest of several */
+    CHECK(st_cpu_numa_choose(-1, -1, gap, 4) == 0);     /* os indices with holes */
+    CHECK(st_cpu_numa_choose(-1, -1, one, 1) == -1);    /* one node: nothing to choose */
+    CHECK(st_cpu_numa_choose(-1, -1, NULL, 0) == -1);
+}
+
+/* Where pages are: a touched buffer is on a node of this machine, a fresh
+ * mapping nowhere; a backend pins its pool to the weights' node before the
+ * first op that reads them and keeps an explicit thread count. */
+static void test_placement(void) {
+    st_cpu_pool *p = NULL;
+    CHECK_OK(st_cpu_pool_init(1, -1, "", &p));
+    if (!p) return;
+    uint64_t mem[64];
+    const int nn = st_cpu_pool_node_memory(p, mem, 64);
+    CHECK(nn >= 1);
+    const size_t bytes = 16u << 20;
+    uint8_t *touched = malloc(bytes);
+    memset(touched, 1, bytes);
+    void *fresh = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    double share = 0;
+    struct st_cpu_area a = {touched, bytes};
+    int node = st_cpu_pool_area_node(p, &a, 1, &share);
+    printf("placement: %d NUMA node(s); a touched 16 MiB buffer is on node %d (%.0f%% of sampled pages)\n", nn, node, 100 * share);
+    CHECK_MSG(node >= 0 && node < nn && mem[node] > 0 && share > 0.99, "touched buffer: node %d share %.2f", node, share);
+    if (fresh != MAP_FAILED) {
+        struct st_cpu_area f = {fresh, bytes};
+        CHECK(st_cpu_pool_area_node(p, &f, 1, &share) == -1 && share == 0);
+    }
+    CHECK_OK(st_cpu_pool_bind_node(p, node));
+    CHECK(st_cpu_pool_node(p) == node);
+    CHECK_ERR(st_cpu_pool_bind_node(p, 999), ST_ERR_CONFIG, "NUMA node 999 does not exist");
+    st_cpu_pool_free(p);
+
+    const struct st_device_ops *o = st_device_ops_cpu();
+    float *x = calloc(64, sizeof(float)), *y = calloc(1024, sizeof(float));
+    for (int threads = 0; threads <= 3; threads += 3) {
+        struct st_backend_config cfg = {.n_threads = threads};
+        st_backend *be = NULL;
+        CHECK_OK(o->init(NULL, &cfg, &be));
+        if (!be) break;
+        const int before = st_cpu_backend_threads(be);
+        void *wd = NULL;
+        CHECK_OK(o->import_host(be, touched, bytes, ST_BUF_WEIGHTS, &wd));
+        CHECK(st_cpu_backend_node(be) == -1);                     /* not placed before an op */
+        struct st_weight W = {wd, ST_DTYPE_F32, 1024, 64};        /* 256 KiB of the buffer */
+        CHECK_OK(o->matmul(be, &W, NULL, x, 1, y));
+        CHECK_MSG(st_cpu_backend_weights_node(be) == node, "weights found on node %d, want %d",
+                  st_cpu_backend_weights_node(be), node);
+        CHECK_MSG(st_cpu_backend_node(be) == node, "pool pinned to node %d, want %d", st_cpu_backend_node(be), node);
+        if (threads) CHECK(st_cpu_backend_threads(be) == threads);   /* threads: N is kept */
+        else CHECK(st_cpu_backend_threads(be) == before);            /* one node: one thread per core already */
+        printf("placement: threads %d -> %d threads on node %d, %d workers bound\n", threads, st_cpu_backend_threads(be),
+               st_cpu_backend_node(be), st_cpu_backend_bound(be));
+        o->free(be);
+    }
+    free(x); free(y);
+    free(touched);
+    if (fresh != MAP_FAILED) munmap(fresh, bytes);
+}
+
 static void test_memory_and_errors(void) {
     const struct st_device_ops *o = st_device_ops_cpu();
     st_backend *be = NULL;
@@ -280,6 +348,8 @@ int main(void) {
     test_pool();
     test_thread_independence();
     test_grouped();
+    test_numa_choose();
+    test_placement();
     test_memory_and_errors();
     test_links();
     return st_test_finish("cpu_backend");

@@ -4,3 +4,10 @@
 st_add_test(cpu_kernels SOURCES cpu/test_kernels.c LABELS cpu)
 st_add_test(cpu_backend SOURCES cpu/test_backend.c LABELS cpu)
 st_add_test(cpu_matmul SOURCES cpu/test_matmul.c LABELS cpu)
+# threads: in a config and --threads survive the NUMA placement (-v logs it)
+st_add_cli_test(cpu_threads_config RC 0 LABELS cpu
+  ARGS "-v generate -c tests/cpu/threads.yaml --tokens 311,127,495 -n 2"
+  EXPECT "cpu: 3 threads|||weights on NUMA node|||3 threads pinned to its cores")
+st_add_cli_test(cpu_threads_option RC 0 LABELS cpu
+  ARGS "-v generate -m tests/fixtures/models/qwen3-tiny/qwen3-tiny-f32.gguf --tokens 311,127,495 -n 2 --threads 1"
+  EXPECT "cpu: 1 threads|||1 threads pinned to its cores")
