@@ -11,3 +11,5 @@ st_add_cli_test(cpu_threads_config RC 0 LABELS cpu
 st_add_cli_test(cpu_threads_option RC 0 LABELS cpu
   ARGS "-v generate -m tests/fixtures/models/qwen3-tiny/qwen3-tiny-f32.gguf --tokens 311,127,495 -n 2 --threads 1"
   EXPECT "cpu: 1 threads|||1 threads pinned to its cores")
+# the CPU engine's greedy ids on quantized GGUF files vs a numpy forward pass
+st_add_test(cpu_quant_greedy SOURCES cpu/test_quant_greedy.c LABELS cpu)
