@@ -92,7 +92,8 @@ void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n
  * every quantized weight that reads the same x (q, k and v; gate and up). */
 
 /* Bytes of scratch for n_tok tokens of cols columns: 0 for F32/F16/BF16;
- * 4 bytes per column (rounded up to 64 columns) per token for quantized types. */
+ * for quantized types about 4.1 bytes per column (cols rounded up to 64)
+ * per token. */
 size_t st_cpu_matmul_scratch_bytes(st_dtype dtype, int64_t cols, int64_t n_tok);
 /* Quantizes tokens [t0, t1) of x (n_tok, cols) into scratch. cols must be a
  * whole number of 32 for quantized dtypes (st_cpu_matmul_part checks it). */

@@ -18,21 +18,23 @@
  *   v   int8  [P]      quantized x; zero past cols
  *   xs  int32 [P / 4]  lane sums of v: xs[16p + l] = sum v[64p + 4l .. 64p + 4l + 3]
  *   xsf float [P / 4]  the same as floats (exact)
- *   dv  float [P / 4]  the group scale d of each lane: dv[8g + l] = d_g; zero past cols */
+ *   dv  float [P / 4]  the group scale d of each lane: dv[8g + l] = d_g; zero past cols
+ *   dg  float [P / 32] the group scales once: dg[g] = d_g; zero past cols */
 static inline int64_t qx_pad(int64_t cols) { return (cols + MM_PAIR - 1) / MM_PAIR * MM_PAIR; }
-static inline size_t qx_row_bytes(int64_t cols) { return 4 * (size_t)qx_pad(cols); }
+static inline size_t qx_dg_bytes(int64_t cols) { return ((size_t)qx_pad(cols) / 8 + 63) / 64 * 64; }
+static inline size_t qx_row_bytes(int64_t cols) { return 4 * (size_t)qx_pad(cols) + qx_dg_bytes(cols); }
 
 struct qx_row {
     const int8_t *v;
     const int32_t *xs;
-    const float *xsf, *dv;
+    const float *xsf, *dv, *dg;
 };
 
 static inline struct qx_row qx_at(const void *scratch, int64_t cols, int64_t t) {
     const uint8_t *b = (const uint8_t *)scratch + (size_t)t * qx_row_bytes(cols);
     const size_t p = (size_t)qx_pad(cols);
     return (struct qx_row){(const int8_t *)b, (const int32_t *)(b + p), (const float *)(b + 2 * p),
-                           (const float *)(b + 3 * p)};
+                           (const float *)(b + 3 * p), (const float *)(b + 4 * p)};
 }
 
 /* ---- quantized weight groups --------------------------------------------------------

@@ -24,7 +24,7 @@ void mm_portable_quantize(const float *x, int64_t cols, void *qrow) {
     uint8_t *base = qrow;
     int8_t *v = (int8_t *)base;
     int32_t *xs = (int32_t *)(base + P);
-    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P);
+    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P), *dg = (float *)(base + 4 * P);
     memset(qrow, 0, qx_row_bytes(cols));
     for (int64_t g = 0; g < cols / MM_GROUP; g++) {
         const float *xg = x + g * MM_GROUP;
@@ -39,6 +39,7 @@ void mm_portable_quantize(const float *x, int64_t cols, void *qrow) {
         if (bad) d = NAN;
         else if (amax >= MM_TINY) { d = amax / 127.0f; id = 127.0f / amax; }
         for (int j = 0; j < MM_GROUP; j++) v[g * MM_GROUP + j] = (int8_t)(bad ? 0 : (int)rintf(xg[j] * id));
+        dg[g] = d;
         for (int l = 0; l < 8; l++) {
             const int8_t *q = v + g * MM_GROUP + 4 * l;
             int32_t s = q[0] + q[1] + q[2] + q[3];

@@ -29,7 +29,7 @@ TGT void mm_avx2_quantize(const float *x, int64_t cols, void *qrow) {
     uint8_t *base = qrow;
     int8_t *v = (int8_t *)base;
     int32_t *xs = (int32_t *)(base + P);
-    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P);
+    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P), *dg = (float *)(base + 4 * P);
     const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t g = 0; g < ng; g++) {
@@ -57,12 +57,14 @@ TGT void mm_avx2_quantize(const float *x, int64_t cols, void *qrow) {
         _mm256_storeu_si256((__m256i *)(xs + g * 8), s);
         _mm256_storeu_ps(xsf + g * 8, _mm256_cvtepi32_ps(s));
         _mm256_storeu_ps(dv + g * 8, _mm256_set1_ps(d));
+        dg[g] = d;
     }
     const int64_t c0 = ng * MM_GROUP;
     memset(v + c0, 0, (size_t)(P - c0));
     memset(xs + c0 / 4, 0, (size_t)(P - c0));
     memset(xsf + c0 / 4, 0, (size_t)(P - c0));
     memset(dv + c0 / 4, 0, (size_t)(P - c0));
+    memset(dg + ng, 0, qx_dg_bytes(cols) - (size_t)ng * sizeof(float));
 }
 
 /* ---- shared ---------------------------------------------------------------------------- */

@@ -37,7 +37,7 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
     uint8_t *base = qrow;
     int8_t *v = (int8_t *)base;
     int32_t *xs = (int32_t *)(base + P);
-    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P);
+    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P), *dg = (float *)(base + 4 * P);
     const __m512 big = _mm512_set1_ps(FLT_MAX);
     const __m256i ones = _mm256_set1_epi8(1);
     for (int64_t g = 0; g < ng; g++) {
@@ -57,6 +57,7 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
         _mm256_storeu_si256((__m256i *)(xs + g * 8), s);
         _mm256_storeu_ps(xsf + g * 8, _mm256_cvtepi32_ps(s));
         _mm256_storeu_ps(dv + g * 8, _mm256_set1_ps(d));
+        dg[g] = d;
     }
     /* the rest of the last pair: zero codes, sums and scales */
     const int64_t c0 = ng * MM_GROUP;
@@ -64,6 +65,7 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
     memset(xs + c0 / 4, 0, (size_t)(P - c0));
     memset(xsf + c0 / 4, 0, (size_t)(P - c0));
     memset(dv + c0 / 4, 0, (size_t)(P - c0));
+    memset(dg + ng, 0, qx_dg_bytes(cols) - (size_t)ng * sizeof(float));
 }
 
 /* ---- shared pieces ------------------------------------------------------------------ */
@@ -270,15 +272,21 @@ static TGT void fpack_any(st_dtype dt, const uint8_t *w, size_t rb, int R, int64
  * A pair p of a row = groups 2p and 2p+1 = 64 columns = one zmm of codes u
  * (byte i = column 64p + i), the lane scales a (16 floats) and mins b. */
 
-static const int32_t idx_pair[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
-
-/* Two f16 scales -> [s0 x 8 | s1 x 8] (s1 = 0 for a half pair). */
-INL __m512 pair_scales(const uint8_t *p0, const uint8_t *p1) {
+/* Two f16 scales -> [s0, s1, 0, 0] (s1 = 0 for a half pair). */
+INL __m128 pair_scales(const uint8_t *p0, const uint8_t *p1) {
     uint16_t h0, h1 = 0;
     memcpy(&h0, p0, 2);
     if (p1) memcpy(&h1, p1, 2);
-    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
-    return _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair), _mm512_castps128_ps512(f));
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
+}
+
+/* Two groups' 16 nibble bytes -> 64 codes: [lo(q0) | hi(q0) | lo(q1) | hi(q1)]
+ * (q1 = NULL: a half pair, zero codes). */
+INL __m512i nib_pair(const uint8_t *q0, const uint8_t *q1) {
+    __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q0));
+    t = q1 ? _mm512_mask_broadcast_i32x4(t, 0xff00, _mm_loadu_si128((const __m128i *)q1))
+           : _mm512_maskz_mov_epi32(0x00ff, t);
+    return _mm512_and_si512(_mm512_mask_blend_epi64(0xcc, t, _mm512_srli_epi16(t, 4)), _mm512_set1_epi8(0x0f));
 }
 
 /* 16 nibble bytes -> 32 codes of a group: low nibbles then high nibbles. */
@@ -290,14 +298,15 @@ INL __m256i nib32(__m128i q) {
 
 INL __m512i cat256(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
-/* Per-superblock scales of the K types, as one zmm:
+/* Per-superblock scales of the K types into ks[16]:
  * Q4_K/Q5_K: [d*sc_0..7 | -dmin*m_0..7]; Q6_K: [d*sc_0..15]. */
-INL __m512 kscales(st_dtype dt, const uint8_t *b) {
+INL void kscales(st_dtype dt, const uint8_t *b, float *ks) {
     if (dt == ST_DTYPE_Q6_K) {
         __m512 s = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 192))));
         uint16_t h;
         memcpy(&h, b + 208, 2);
-        return _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(h)), s);
+        _mm512_storeu_ps(ks, _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(h)), s));
+        return;
     }
     uint32_t u[4], k[3];
     memcpy(k, b + 4, 12);
@@ -311,23 +320,25 @@ INL __m512 kscales(st_dtype dt, const uint8_t *b) {
     memcpy(&hd, b, 2);
     memcpy(&hm, b + 2, 2);
     const __m512 f = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(hd)), _mm256_set1_ps(-_cvtsh_ss(hm)), 1);
-    return _mm512_mul_ps(f, s);
+    _mm512_storeu_ps(ks, _mm512_mul_ps(f, s));
 }
 
-static const int32_t idx_k4a[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
-                                       {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-                                       {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
-                                       {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
-static const int32_t idx_k6[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
-                                      {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
-                                      {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
-                                      {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+/* Expansion of compact scales to the 16 lanes of a pair. */
+static const int32_t idx_two[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int32_t idx_four[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
 
-/* Unpacks pair p of a row: codes u, lane scales a, mins b. full = both groups
- * exist (false only for the last pair of an odd group count, 32-blocks only).
- * sv: the superblock's kscales (K types). */
-INL void unpack(st_dtype dt, const uint8_t *row, int64_t p, bool full, __m512 sv, __m512i *u, __m512 *a, __m512 *b) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+INL __m512 expand(st_dtype dt, __m128 s) {
+    return _mm512_permutexvar_ps(_mm512_loadu_si512(dt == ST_DTYPE_Q6_K ? idx_four : idx_two), _mm512_castps128_ps512(s));
+}
+
+INL __m128 ld2(const float *p) { return _mm_castpd_ps(_mm_load_sd((const double *)p)); }
+
+/* Unpacks pair p of a row: codes u and the compact scales a, mins b: one per
+ * group ([s0, s1]) or, for Q6_K, one per 16 columns ([s0..s3]); expand()
+ * spreads them over the lanes. full = both groups exist (false only for the
+ * last pair of an odd group count, 32-blocks only). ks: the superblock's
+ * kscales (K types). */
+INL void unpack(st_dtype dt, const uint8_t *row, int64_t p, bool full, const float *ks, __m512i *u, __m128 *a, __m128 *b) {
     switch (dt) {
     case ST_DTYPE_Q8_0: {
         const uint8_t *b0 = row + (size_t)p * 68, *b1 = b0 + 34;
@@ -340,15 +351,13 @@ INL void unpack(st_dtype dt, const uint8_t *row, int64_t p, bool full, __m512 sv
     case ST_DTYPE_Q4_0: case ST_DTYPE_Q4_1: case ST_DTYPE_IQ4_NL: {
         const size_t bb = dt == ST_DTYPE_Q4_1 ? 20 : 18, qo = dt == ST_DTYPE_Q4_1 ? 4 : 2;
         const uint8_t *b0 = row + (size_t)p * 2 * bb, *b1 = b0 + bb;
-        __m256i g0 = nib32(_mm_loadu_si128((const __m128i *)(b0 + qo)));
-        __m256i g1 = full ? nib32(_mm_loadu_si128((const __m128i *)(b1 + qo))) : _mm256_setzero_si256();
-        __m512i n = cat256(g0, g1);
+        __m512i n = nib_pair(b0 + qo, full ? b1 + qo : NULL);
         if (dt == ST_DTYPE_IQ4_NL) {
             const __m512i tab = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129,
                                                                      (char)141, (char)153, (char)166, (char)181,
                                                                      (char)197, (char)217, (char)241));
             n = _mm512_shuffle_epi8(tab, n);
-            if (!full) n = _mm512_mask_blend_epi64(0xf0, n, _mm512_setzero_si512());
+            if (!full) n = _mm512_maskz_mov_epi64(0x0f, n);
         }
         *u = n;
         *a = pair_scales(b0, full ? b1 : NULL);
@@ -361,9 +370,7 @@ INL void unpack(st_dtype dt, const uint8_t *row, int64_t p, bool full, __m512 sv
         uint32_t h0, h1 = 0;
         memcpy(&h0, b0 + ho, 4);
         if (full) memcpy(&h1, b1 + ho, 4);
-        __m256i g0 = nib32(_mm_loadu_si128((const __m128i *)(b0 + ho + 4)));
-        __m256i g1 = full ? nib32(_mm_loadu_si128((const __m128i *)(b1 + ho + 4))) : _mm256_setzero_si256();
-        __m512i n = cat256(g0, g1);
+        __m512i n = nib_pair(b0 + ho + 4, full ? b1 + ho + 4 : NULL);
         *u = _mm512_mask_add_epi8(n, (__mmask64)((uint64_t)h0 | (uint64_t)h1 << 32), n, _mm512_set1_epi8(16));
         *a = pair_scales(b0, full ? b1 : NULL);
         if (dt == ST_DTYPE_Q5_1) *b = pair_scales(b0 + 2, full ? b1 + 2 : NULL);
@@ -374,17 +381,19 @@ INL void unpack(st_dtype dt, const uint8_t *row, int64_t p, bool full, __m512 sv
         const uint8_t *blk = row + (size_t)(p / 4) * bb;
         const int c = (int)(p % 4);
         const uint8_t *qs = blk + (dt == ST_DTYPE_Q4_K ? 16 : 48) + 32 * c;
-        __m256i y = _mm256_loadu_si256((const __m256i *)qs);
-        __m512i n = cat256(_mm256_and_si256(y, m4), _mm256_and_si256(_mm256_srli_epi16(y, 4), m4));
+        const __m512i sh = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
+                                             0x0004000400040004);
+        __m512i y = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qs));
+        __m512i n = _mm512_and_si512(_mm512_srlv_epi16(y, sh), _mm512_set1_epi8(0x0f));
         if (dt == ST_DTYPE_Q5_K) {
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-            __mmask32 k0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * c))));
-            __mmask32 k1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * c + 1))));
-            n = _mm512_mask_add_epi8(n, (__mmask64)((uint64_t)k0 | (uint64_t)k1 << 32), n, _mm512_set1_epi8(16));
+            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                                   _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+            n = _mm512_mask_add_epi8(n, _mm512_test_epi8_mask(qh, bit), n, _mm512_set1_epi8(16));
         }
         *u = n;
-        *a = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_k4a[c]), sv);
-        *b = _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_loadu_si512(idx_k4a[c]), _mm512_set1_epi32(8)), sv);
+        *a = ld2(ks + 2 * c);
+        *b = ld2(ks + 8 + 2 * c);
         return;
     }
     case ST_DTYPE_Q6_K: {
@@ -402,7 +411,7 @@ INL void unpack(st_dtype dt, const uint8_t *row, int64_t p, bool full, __m512 sv
             hs = _mm512_mask_blend_epi64(0xf0, _mm512_srli_epi16(H, 4), _mm512_srli_epi16(H, 6));
         }
         *u = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(hs, m3), 4));
-        *a = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_k6[c]), sv);
+        *a = _mm_loadu_ps(ks + 4 * c);
         return;
     }
     default: return;
@@ -418,23 +427,26 @@ INL __m512i neg_off(int o, const int32_t *xs) {
     return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(xs), (unsigned)sh));
 }
 
-/* One pair of R rows x T tokens into acc. */
+/* One pair of R rows x T tokens into acc. The scale products a * d and
+ * b * d are formed on the compact scales (one multiply per group, the same
+ * fp32 products as lane by lane) and spread over the lanes afterwards. */
 INL void qstep(st_dtype dt, const uint8_t *w, size_t rb, int R, const struct qx_row *q, int T, int64_t p, bool full,
-               const __m512 *sv, __m512 acc[][GEMV_MAX_T]) {
+               float (*ks)[16], __m512 acc[][GEMV_MAX_T]) {
     const int o = mm_q_offset(dt);
     const bool hb = mm_q_has_min(dt);
     __m512i u[8];
-    __m512 a[8], b[8];
-    for (int i = 0; i < R; i++) unpack(dt, w + i * rb, p, full, sv[i], &u[i], &a[i], &b[i]);
+    __m128 a[8], b[8];
+    for (int i = 0; i < R; i++) unpack(dt, w + i * rb, p, full, ks[i], &u[i], &a[i], &b[i]);
     for (int j = 0; j < T; j++) {
         const __m512i v = _mm512_loadu_si512(q[j].v + 64 * p);
-        const __m512 dx = _mm512_loadu_ps(q[j].dv + 16 * p);
+        __m128 dg = ld2(q[j].dg + 2 * p);
+        if (dt == ST_DTYPE_Q6_K) dg = _mm_unpacklo_ps(dg, dg);
         const __m512i init = neg_off(o, q[j].xs + 16 * p);
         const __m512 xsf = hb ? _mm512_loadu_ps(q[j].xsf + 16 * p) : _mm512_setzero_ps();
         for (int i = 0; i < R; i++) {
             __m512i ip = _mm512_dpbusd_epi32(init, u[i], v);
-            acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(a[i], dx), _mm512_cvtepi32_ps(ip), acc[i][j]);
-            if (hb) acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(b[i], dx), xsf, acc[i][j]);
+            acc[i][j] = _mm512_fmadd_ps(expand(dt, _mm_mul_ps(a[i], dg)), _mm512_cvtepi32_ps(ip), acc[i][j]);
+            if (hb) acc[i][j] = _mm512_fmadd_ps(expand(dt, _mm_mul_ps(b[i], dg)), xsf, acc[i][j]);
         }
     }
 }
@@ -445,20 +457,19 @@ INL void qtile(st_dtype dt, const struct mm_args *a, int64_t r, int R, int64_t t
     const size_t rb = a->row_bytes;
     struct qx_row q[GEMV_MAX_T];
     for (int j = 0; j < T; j++) q[j] = qx_at(a->qx, a->cols, t + j);
-    __m512 acc[8][GEMV_MAX_T], sv[8];
-    for (int i = 0; i < R; i++) {
-        sv[i] = _mm512_setzero_ps();
+    __m512 acc[8][GEMV_MAX_T];
+    _Alignas(64) float ks[8][16];
+    for (int i = 0; i < R; i++)
         for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();
-    }
     if (is_k(dt)) {
         const size_t bb = st_dtype_block_bytes(dt);
         for (int64_t sb = 0; sb < ng / 8; sb++) {
-            for (int i = 0; i < R; i++) sv[i] = kscales(dt, w + i * rb + sb * bb);
-            for (int c = 0; c < 4; c++) qstep(dt, w, rb, R, q, T, 4 * sb + c, true, sv, acc);
+            for (int i = 0; i < R; i++) kscales(dt, w + i * rb + sb * bb, ks[i]);
+            for (int c = 0; c < 4; c++) qstep(dt, w, rb, R, q, T, 4 * sb + c, true, ks, acc);
         }
     } else {
-        for (int64_t p = 0; p < np; p++) qstep(dt, w, rb, R, q, T, p, true, sv, acc);
-        if (ng % 2) qstep(dt, w, rb, R, q, T, np, false, sv, acc);
+        for (int64_t p = 0; p < np; p++) qstep(dt, w, rb, R, q, T, p, true, ks, acc);
+        if (ng % 2) qstep(dt, w, rb, R, q, T, np, false, ks, acc);
     }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < T; j++)
@@ -514,13 +525,14 @@ INL void qpack(st_dtype dt, const uint8_t *w, size_t rb, int R, int64_t p0, int6
     const size_t bb = st_dtype_block_bytes(dt);
     for (int i = 0; i < R; i++) {
         const uint8_t *row = w + i * rb;
-        __m512 sv = _mm512_setzero_ps();
+        _Alignas(64) float ks[16];
         for (int64_t c = 0; c < pn; c++) {
             const int64_t p = p0 + c;
-            if (is_k(dt) && (c == 0 || p % 4 == 0)) sv = kscales(dt, row + (size_t)(p / 4) * bb);
+            if (is_k(dt) && (c == 0 || p % 4 == 0)) kscales(dt, row + (size_t)(p / 4) * bb, ks);
             __m512i u;
-            __m512 a, b = _mm512_setzero_ps();
-            unpack(dt, row, p, !(odd && p == np), sv, &u, &a, &b);
+            __m128 ca, cb = _mm_setzero_ps();
+            unpack(dt, row, p, !(odd && p == np), ks, &u, &ca, &cb);
+            const __m512 a = expand(dt, ca), b = expand(dt, cb);
             __m512i sw = _mm512_sub_epi8(u, off);
             if (odd && p == np) sw = _mm512_mask_blend_epi64(0xf0, sw, _mm512_setzero_si512());
             __m512i s = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, sw), 7);

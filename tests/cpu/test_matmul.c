@@ -213,8 +213,8 @@ static void check_errors(void) {
     CHECK_ERR(st_cpu_matmul_part(w, ST_DTYPE_Q8_0, 2, 32, NULL, x, NULL, 1, y, 0, 2), ST_ERR_USAGE, "scratch is NULL");
     CHECK_ERR(st_cpu_matmul(w, ST_DTYPE_COUNT, 2, 32, NULL, x, 1, y), ST_ERR_UNSUPPORTED, "not supported");
     CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_F16, 896, 7) == 0);
-    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q4_K, 896, 7) == 7 * 4 * 896);
-    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q8_0, 32, 1) == 4 * 64);
+    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q4_K, 896, 7) == 7 * (4 * 896 + 128));   /* + the group scales */
+    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q8_0, 32, 1) == 4 * 64 + 64);
     /* forcing a level this CPU lacks is refused; the best is always allowed */
     CHECK_OK(st_cpu_isa_force(st_cpu_isa_best()));
     if (st_cpu_isa_best() < ST_CPU_ISA_AVX512)
