@@ -67,5 +67,7 @@ int st_cpu_backend_threads(const st_backend *be);
 int st_cpu_backend_node(const st_backend *be);
 int st_cpu_backend_weights_node(const st_backend *be);
 int st_cpu_backend_bound(const st_backend *be);
+/* Bytes of packed copies of imported quantized weights (made on first use). */
+uint64_t st_cpu_backend_packed_bytes(const st_backend *be);
 
 #endif

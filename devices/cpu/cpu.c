@@ -37,7 +37,17 @@ struct st_backend {
     int n_wareas, cap_wareas;
     bool place_pending;          /* weights imported since the threads were last placed */
     int weights_node;            /* NUMA node the placement found the weights on, -1 = unknown */
+    struct pk_entry *pk;         /* (cap_pk) open-addressing table: imported quantized weights -> packed copy */
+    int n_pk, cap_pk;
+    uint64_t pk_bytes;           /* bytes of packed copies */
 };
+
+/* A quantized weight matrix packed in 16-row blocks for the SIMD kernels
+ * (st_cpu_matmul_pack_part), made on its first use and kept for the
+ * backend's life. Only weights that came through import_host are packed:
+ * their memory outlives the backend, so a pointer cannot be reused for other
+ * data behind the cache's back. */
+struct pk_entry { const void *w; st_dtype dt; int64_t rows, cols; void *packed; size_t bytes; };
 
 /* Scratch sized at init so a decode step (and small batches) never allocates;
  * a longer prefill chunk grows it once. */
@@ -80,6 +90,8 @@ static st_status cpu_init(const struct st_device_info *dev, const struct st_back
         return st_error_set(ST_ERR_NOMEM, "cpu backend: out of memory for the matmul scratch");
     }
     be->mm_scratch_bytes = MM_SCRATCH_INIT_BYTES;
+    be->pk = calloc(64, sizeof *be->pk);
+    be->cap_pk = be->pk ? 64 : 0;
     ST_INFO("cpu: %d threads (%s kernels)", st_cpu_pool_threads(be->pool), st_cpu_kernels_simd());
     *out = be;
     return ST_OK;
@@ -96,6 +108,8 @@ static void cpu_free(st_backend *be) {
     free(be->mm_scratch);
     free(be->up_buf);
     free(be->wareas);
+    for (int i = 0; i < be->cap_pk; i++) free(be->pk[i].packed);
+    free(be->pk);
     free(be);
 }
 
@@ -211,8 +225,11 @@ static st_status cpu_sync(st_backend *be) { return ST_OK; }
 
 /* ---- parallel dispatch ----------------------------------------------------------- */
 
-enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_PREPARE, JOB_MATMUL_MULTI, JOB_MATMUL_SWIGLU, JOB_ROPE,
-              JOB_ATTN, JOB_SWIGLU, JOB_ADD };
+enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_PREPARE, JOB_PACK, JOB_MATMUL_SWIGLU, JOB_ROPE, JOB_ATTN,
+              JOB_SWIGLU, JOB_ADD };
+
+/* One product of a matmul job: the weight, its packed copy (or NULL), bias, output. */
+struct mm_part { const struct st_weight *w; const void *packed; const float *bias; float *y; };
 
 struct job {
     enum job_op op;
@@ -223,18 +240,21 @@ struct job {
     float eps, scale, theta; st_rope_layout layout; const float *ff;
     const void *kc, *vc;
     void *qx;                     /* prepared activations (quantized weights) */
-    const struct st_matmul_job *mj; int n_mj;          /* matmul_multi */
-    const struct st_weight *w2; const float *bias2;   /* matmul_swiglu: up */
+    struct mm_part mp[ST_MATMUL_MULTI_MAX]; int n_mp;   /* matmul / matmul_multi / matmul_swiglu (gate, up) */
+    int64_t unit;                 /* matmul: rows per work unit (16 for quantized weights: one packed block) */
     /* first failure on any thread */
     _Atomic int failed;
     st_status status;
     char msg[512];
 };
 
-static st_status matmul_rows(const struct st_weight *w, const float *bias, const float *x, const void *qx,
-                             int64_t n_tok, float *y, int64_t r0, int64_t r1) {
-    return st_cpu_matmul_part(w->data, w->dtype, w->rows, w->cols, bias, x, qx, n_tok, y, r0, r1);
+static st_status mm_rows(const struct job *j, const struct mm_part *m, float *y, int64_t u0, int64_t u1) {
+    const struct st_weight *w = m->w;
+    return st_cpu_matmul_part(w->data, w->dtype, w->rows, w->cols, m->bias, j->cx, j->qx, m->packed, j->n_tok, y,
+                              u0 * j->unit, ST_MIN(u1 * j->unit, w->rows));
 }
+
+static int64_t mm_units(const struct job *j, const struct st_weight *w) { return (w->rows + j->unit - 1) / j->unit; }
 
 static void job_task(void *arg, int chunk, int n_chunks) {
     struct job *j = arg;
@@ -244,22 +264,20 @@ static void job_task(void *arg, int chunk, int n_chunks) {
     switch (j->op) {
     case JOB_EMBED: s = st_cpu_embed_part(j->w, j->dt, j->rows, j->cols, j->ids, j->n_tok, j->y, b, e); break;
     case JOB_RMSNORM: st_cpu_rmsnorm_part(j->cx, j->cy, j->rows, j->n, j->eps, j->y, b, e); break;
-    case JOB_MATMUL:
-        s = st_cpu_matmul_part(j->w, j->dt, j->rows, j->cols, j->bias, j->cx, j->qx, j->n_tok, j->y, b, e);
-        break;
-    case JOB_PREPARE: st_cpu_matmul_prepare_part(j->dt, j->cx, j->cols, j->n_tok, j->qx, b, e); break;
-    case JOB_MATMUL_MULTI:   /* units: the rows of every job, one after the other */
-        for (int k = 0, off = 0; k < j->n_mj && s == ST_OK; off += (int)j->mj[k].w->rows, k++) {
-            int64_t lo = ST_MAX(b, off), hi = ST_MIN(e, off + j->mj[k].w->rows);
-            if (lo < hi) s = matmul_rows(j->mj[k].w, j->mj[k].bias, j->cx, j->qx, j->n_tok, j->mj[k].y, lo - off, hi - off);
+    case JOB_MATMUL:   /* units: the row blocks of every product, one product after the other */
+        for (int k = 0, off = 0; k < j->n_mp && s == ST_OK; off += (int)mm_units(j, j->mp[k].w), k++) {
+            int64_t lo = ST_MAX(b, off), hi = ST_MIN(e, off + mm_units(j, j->mp[k].w));
+            if (lo < hi) s = mm_rows(j, &j->mp[k], j->mp[k].y, lo - off, hi - off);
         }
         break;
-    case JOB_MATMUL_SWIGLU: {   /* units: rows of gate (= of up); up goes to j->x, then y = silu(y) * up */
-        const struct st_weight *g = j->w;
-        s = matmul_rows(g, j->bias, j->cx, j->qx, j->n_tok, j->y, b, e);
-        if (s == ST_OK) s = matmul_rows(j->w2, j->bias2, j->cx, j->qx, j->n_tok, j->x, b, e);
+    case JOB_PREPARE: st_cpu_matmul_prepare_part(j->dt, j->cx, j->cols, j->n_tok, j->qx, b, e); break;
+    case JOB_PACK: st_cpu_matmul_pack_part(j->w, j->dt, j->rows, j->cols, j->x, b, e); break;
+    case JOB_MATMUL_SWIGLU: {   /* mp[0] gate into its y, mp[1] up into its y, then gate = silu(gate) * up */
+        s = mm_rows(j, &j->mp[0], j->mp[0].y, b, e);
+        if (s == ST_OK) s = mm_rows(j, &j->mp[1], j->mp[1].y, b, e);
+        const int64_t F = j->mp[0].w->rows, r0 = b * j->unit, r1 = ST_MIN(e * j->unit, F);
         for (int64_t t = 0; s == ST_OK && t < j->n_tok; t++)
-            st_cpu_swiglu_part(j->y + t * g->rows, j->x + t * g->rows, j->y + t * g->rows, b, e);
+            st_cpu_swiglu_part(j->mp[0].y + t * F, j->mp[1].y + t * F, j->mp[0].y + t * F, r0, r1);
         break;
     }
     case JOB_ROPE:
@@ -342,10 +360,89 @@ static st_status cpu_rmsnorm(st_backend *be, const float *x, const float *w, int
     return run_job(be, &j, rows * n);
 }
 
+static bool imported(const st_backend *be, const void *p, size_t bytes) {
+    for (int i = 0; i < be->n_wareas; i++) {
+        const uint8_t *a = be->wareas[i].ptr;
+        if ((const uint8_t *)p >= a && (const uint8_t *)p + bytes <= a + be->wareas[i].bytes) return true;
+    }
+    return false;
+}
+
+static size_t pk_slot(const st_backend *be, const void *w) {
+    uint64_t h = (uint64_t)(uintptr_t)w * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (size_t)(be->cap_pk - 1);
+}
+
+/* The packed copy of an imported quantized weight, made on its first use
+ * (packed by the pool; then the original pages are paged out, MADV_PAGEOUT:
+ * the kernels never read them again, the data stays (a file mapping drops
+ * clean pages, anonymous memory keeps them without swap), and an embedding
+ * lookup of the same table faults its rows back in). NULL for float
+ * weights, weights that were not imported, or when memory runs out (the
+ * kernels then pack block by block on the fly: correct, slower). */
+static const void *packed_for(st_backend *be, const struct st_weight *w) {
+    const size_t bytes = st_cpu_matmul_packed_bytes(w->dtype, w->rows, w->cols);
+    if (!bytes || !be->cap_pk) return NULL;
+    for (size_t i = pk_slot(be, w->data);; i = (i + 1) & (size_t)(be->cap_pk - 1)) {
+        struct pk_entry *e = &be->pk[i];
+        if (!e->w) break;
+        if (e->w == w->data && e->dt == w->dtype && e->rows == w->rows && e->cols == w->cols) return e->packed;
+    }
+    const size_t wb = st_dtype_row_bytes(w->dtype, w->cols) * (size_t)w->rows;
+    if (!imported(be, w->data, wb)) return NULL;
+    if (2 * (be->n_pk + 1) > be->cap_pk) {   /* grow the table */
+        int cap = be->cap_pk * 2;
+        struct pk_entry *t = calloc((size_t)cap, sizeof *t);
+        if (!t) return NULL;
+        for (int i = 0; i < be->cap_pk; i++) {
+            if (!be->pk[i].w) continue;
+            uint64_t h = (uint64_t)(uintptr_t)be->pk[i].w * 0x9E3779B97F4A7C15ull;
+            size_t k = (size_t)(h >> 32) & (size_t)(cap - 1);
+            while (t[k].w) k = (k + 1) & (size_t)(cap - 1);
+            t[k] = be->pk[i];
+        }
+        free(be->pk);
+        be->pk = t;
+        be->cap_pk = cap;
+    }
+    void *packed = NULL;
+    if (posix_memalign(&packed, 64, bytes) != 0) {
+        ST_WARN("%s: no memory to pack a %s weight (%zu bytes): it runs unpacked, slower", be->info.name,
+                st_dtype_name(w->dtype), bytes);
+        return NULL;
+    }
+    struct job j = {.op = JOB_PACK, .n_units = (w->rows + 15) / 16, .w = w->data, .dt = w->dtype, .rows = w->rows,
+                    .cols = w->cols, .x = packed};
+    atomic_store(&j.failed, 0);
+    st_cpu_pool_run_chunks(be->pool, job_task, &j, (int)ST_MIN(j.n_units, 4 * (int64_t)st_cpu_pool_threads(be->pool)));
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t p0 = ((uintptr_t)w->data + page - 1) / page * page, p1 = ((uintptr_t)w->data + wb) / page * page;
+#ifdef MADV_PAGEOUT
+    if (p1 > p0) (void)madvise((void *)p0, p1 - p0, MADV_PAGEOUT);
+#else
+    (void)p0; (void)p1;
+#endif
+    size_t i = pk_slot(be, w->data);
+    while (be->pk[i].w) i = (i + 1) & (size_t)(be->cap_pk - 1);
+    be->pk[i] = (struct pk_entry){w->data, w->dtype, w->rows, w->cols, packed, bytes};
+    be->n_pk++;
+    be->pk_bytes += bytes;
+    return packed;
+}
+
+static int64_t unit_rows(st_dtype a, st_dtype b) {
+    return st_cpu_matmul_scratch_bytes(a, 64, 1) || st_cpu_matmul_scratch_bytes(b, 64, 1) ? 16 : 1;
+}
+
 static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x,
                             int64_t n_tok, float *y) {
-    struct job j = {.op = JOB_MATMUL, .n_units = w->rows, .w = w->data, .dt = w->dtype, .rows = w->rows,
-                    .cols = w->cols, .bias = bias, .cx = x, .n_tok = n_tok, .y = y};
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1, .unit = unit_rows(w->dtype, w->dtype)};
+    j.mp[0] = (struct mm_part){w, packed_for(be, w), bias, y};
+    j.n_units = mm_units(&j, w);
     st_status s = prepare_x(be, w->dtype, x, w->cols, n_tok, &j.qx);
     if (s != ST_OK) return s;
     return run_job(be, &j, w->rows * w->cols * ST_MAX(n_tok, 1));
@@ -358,7 +455,11 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
     if (n_jobs < 1 || n_jobs > ST_MATMUL_MULTI_MAX)
         return st_error_set(ST_ERR_USAGE, "%s: matmul_multi takes 1 to %d products, got %d", be->info.name,
                             ST_MATMUL_MULTI_MAX, n_jobs);
-    struct job j = {.op = JOB_MATMUL_MULTI, .cx = x, .n_tok = n_tok, .mj = jobs, .n_mj = n_jobs};
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = n_jobs, .unit = 1};
     const int64_t cols = jobs[0].w->cols;
     st_dtype qdt = ST_DTYPE_F32;
     for (int k = 0; k < n_jobs; k++) {
@@ -366,11 +467,17 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
             return st_error_set(ST_ERR_USAGE, "%s: matmul_multi products read %lld and %lld columns", be->info.name,
                                 (long long)cols, (long long)jobs[k].w->cols);
         if (st_cpu_matmul_scratch_bytes(jobs[k].w->dtype, cols, 1)) qdt = jobs[k].w->dtype;
-        j.n_units += jobs[k].w->rows;
+        j.mp[k] = (struct mm_part){jobs[k].w, packed_for(be, jobs[k].w), jobs[k].bias, jobs[k].y};
+        j.unit = ST_MAX(j.unit, unit_rows(jobs[k].w->dtype, jobs[k].w->dtype));
+    }
+    int64_t work = 0;
+    for (int k = 0; k < n_jobs; k++) {
+        j.n_units += mm_units(&j, jobs[k].w);
+        work += jobs[k].w->rows * cols;
     }
     st_status s = prepare_x(be, qdt, x, cols, n_tok, &j.qx);
     if (s != ST_OK) return s;
-    return run_job(be, &j, j.n_units * cols * ST_MAX(n_tok, 1));
+    return run_job(be, &j, work * ST_MAX(n_tok, 1));
 }
 
 static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate, const float *gate_bias,
@@ -379,12 +486,18 @@ static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate,
     if (gate->rows != up->rows || gate->cols != up->cols)
         return st_error_set(ST_ERR_USAGE, "%s: matmul_swiglu: gate is %lld x %lld but up is %lld x %lld", be->info.name,
                             (long long)gate->rows, (long long)gate->cols, (long long)up->rows, (long long)up->cols);
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
     void *ub = be->up_buf;
     st_status s = grow(be, &ub, &be->up_buf_bytes, sizeof(float) * (size_t)(gate->rows * n_tok), "up projection");
     be->up_buf = ub;
     if (s != ST_OK) return s;
-    struct job j = {.op = JOB_MATMUL_SWIGLU, .n_units = gate->rows, .w = gate, .bias = gate_bias, .w2 = up,
-                    .bias2 = up_bias, .cx = x, .n_tok = n_tok, .y = out, .x = be->up_buf};
+    struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2, .unit = unit_rows(gate->dtype, up->dtype)};
+    j.mp[0] = (struct mm_part){gate, packed_for(be, gate), gate_bias, out};
+    j.mp[1] = (struct mm_part){up, packed_for(be, up), up_bias, be->up_buf};
+    j.n_units = mm_units(&j, gate);
     st_dtype qdt = st_cpu_matmul_scratch_bytes(gate->dtype, gate->cols, 1) ? gate->dtype : up->dtype;
     if ((s = prepare_x(be, qdt, x, gate->cols, n_tok, &j.qx)) != ST_OK) return s;
     return run_job(be, &j, 2 * gate->rows * gate->cols * ST_MAX(n_tok, 1));
@@ -493,3 +606,4 @@ int st_cpu_backend_threads(const st_backend *be) { return st_cpu_pool_threads(be
 int st_cpu_backend_node(const st_backend *be) { return st_cpu_pool_node(be->pool); }
 int st_cpu_backend_weights_node(const st_backend *be) { return be->weights_node; }
 int st_cpu_backend_bound(const st_backend *be) { return st_cpu_pool_bound(be->pool); }
+uint64_t st_cpu_backend_packed_bytes(const st_backend *be) { return be->pk_bytes; }

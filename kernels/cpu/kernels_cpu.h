@@ -63,20 +63,25 @@ void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n
  *  - Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K,
  *    Q6_K) use integer dot products on 8-bit activations. x is quantized per
  *    group of 32 columns: d = max|x| / 127, v = rint(x * 127 / max|x|) in
- *    [-127, 127] (round half to even). Every weight group of 32 is
- *    w = a * (u - o) + b with integer codes u and the block's scales a (per 16
- *    or 32 columns) and b (Q4_1, Q5_1, Q4_K, Q5_K). Columns 4l..4l+3 of
- *    group pair p (groups 2p, 2p+1) form lane l: the integer
- *    i = sum (u - o) * v is exact, and lane l += (a * d) * i, then
- *    += (b * d) * sum v, fused, pair after pair; the same fold and + bias.
- *    Bit-identical on every path. Error against the exact sum over the
- *    dequantized weights w (the values st_dtype_to_f32 gives):
+ *    [-127, 127] (round half to even; a group with max|x| < 1e-30 is zero).
+ *    Every weight group of 32 columns is w = a * (u - o) + b with integer
+ *    codes u and the block's scale a (Q6_K: one per 16 columns) and min b
+ *    (Q4_1, Q5_1, Q4_K, Q5_K; else 0). Per output element one fp32
+ *    accumulator runs through the groups in column order: the exact integer
+ *    i = sum (u - o) * v over the group (Q6_K: each 16 columns), then
+ *    acc += (a * d) * i, then acc += (b * d) * sum v, each fused; then
+ *    + bias. Bit-identical on every path. Error against the exact sum over
+ *    the dequantized weights w (the values st_dtype_to_f32 gives):
  *        |y - sum w*x| <= sum over groups g of (max_g|x| / 254) * sum_g |w|
  *                         + (cols/16 + 8) * 2^-23 * sum (|a*(u-o)| + |b|) * |x|
  *    (+ the bias rounding): the first term, the activation rounding, is at
  *    most 0.4% of sum|w| * max|x| and in practice ~20x less (the rounding
  *    errors of v are independent); the second is fp32 accumulation. A group
  *    whose x holds Inf or NaN gives NaN.
+ *    The SIMD paths read quantized matrices packed in blocks of 16 rows
+ *    (one vector lane per row; st_cpu_matmul_pack_part): packed once ahead
+ *    (the CPU backend does it for imported weights on their first use), or
+ *    block by block on the fly when no packed copy is given.
  *  - The order of the sums of an output element depends only on its row and
  *    the column count: never on n_tok, the token blocking, the row range or
  *    the thread split. So a token's logits are bit-identical whether it is
@@ -92,19 +97,28 @@ void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n
  * every quantized weight that reads the same x (q, k and v; gate and up). */
 
 /* Bytes of scratch for n_tok tokens of cols columns: 0 for F32/F16/BF16;
- * for quantized types about 4.1 bytes per column (cols rounded up to 64)
+ * for quantized types about 1.6 bytes per column (cols rounded up to 64)
  * per token. */
 size_t st_cpu_matmul_scratch_bytes(st_dtype dtype, int64_t cols, int64_t n_tok);
 /* Quantizes tokens [t0, t1) of x (n_tok, cols) into scratch. cols must be a
  * whole number of 32 for quantized dtypes (st_cpu_matmul_part checks it). */
 void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, int64_t n_tok, void *scratch,
                                 int64_t t0, int64_t t1);
-/* Rows [r0, r1) of every token. scratch: prepared for this x (NULL for
- * F32/F16/BF16). ST_ERR_UNSUPPORTED when cols is not a whole number of the
- * dtype's blocks or the dtype is unknown; ST_ERR_USAGE for a quantized dtype
- * without scratch. */
+/* Bytes of a quantized (rows, cols) matrix packed in 16-row blocks (within
+ * a few % of the stored size); 0 for F32/F16/BF16 or a malformed shape. */
+size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols);
+/* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks. */
+void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, void *packed, int64_t b0,
+                             int64_t b1);
+/* Rows [r0, r1) of every token (ranges on 16-row boundaries are cheapest
+ * for quantized weights). scratch: prepared for this x (NULL for
+ * F32/F16/BF16). packed: w packed by st_cpu_matmul_pack_part, or NULL (the
+ * SIMD paths then pack block by block on the fly). ST_ERR_UNSUPPORTED when
+ * cols is not a whole number of the dtype's blocks or the dtype is unknown;
+ * ST_ERR_USAGE for a quantized dtype without scratch. */
 st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
-                             const float *x, const void *scratch, int64_t n_tok, float *y, int64_t r0, int64_t r1);
+                             const float *x, const void *scratch, const void *packed, int64_t n_tok, float *y,
+                             int64_t r0, int64_t r1);
 /* The whole op on the calling thread; allocates (and frees) the scratch it
  * needs (ST_ERR_NOMEM). For tests and tools, not for a decode loop. */
 st_status st_cpu_matmul(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,

@@ -1,10 +1,11 @@
 /* matmul: y[t][r] = W[r] . x[t] (+ bias[r]), W in any stored dtype, fp32 accumulation.
  *
  * This file holds the entry points, the run-time choice of the SIMD level,
- * and the portable path: the plain-C statement of the arithmetic that
+ * the packing of quantized matrices into 16-row blocks (matmul-impl.h), and
+ * the portable path: the plain-C statement of the arithmetic that
  * kernels_cpu.h specifies and every SIMD path (matmul_avx2.c,
  * matmul_avx512.c) reproduces bit for bit. It is written for clarity, not
- * speed: one output element at a time, one lane step at a time. */
+ * speed: one output element at a time, in column order. */
 #include "kernels/cpu/matmul-impl.h"
 
 #include <float.h>
@@ -20,12 +21,11 @@ const int8_t mm_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1,
 #define MM_TINY 1e-30f
 
 void mm_portable_quantize(const float *x, int64_t cols, void *qrow) {
-    const int64_t P = qx_pad(cols);
-    uint8_t *base = qrow;
-    int8_t *v = (int8_t *)base;
-    int32_t *xs = (int32_t *)(base + P);
-    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P), *dg = (float *)(base + 4 * P);
     memset(qrow, 0, qx_row_bytes(cols));
+    const struct qx_row q = qx_at(qrow, cols, 0);
+    int8_t *v = (int8_t *)q.v;
+    int32_t *s16 = (int32_t *)q.s16, *s32 = (int32_t *)q.s32;
+    float *s32f = (float *)q.s32f, *dg = (float *)q.dg;
     for (int64_t g = 0; g < cols / MM_GROUP; g++) {
         const float *xg = x + g * MM_GROUP;
         float amax = 0.0f;
@@ -38,15 +38,16 @@ void mm_portable_quantize(const float *x, int64_t cols, void *qrow) {
         float d = 0.0f, id = 0.0f;
         if (bad) d = NAN;
         else if (amax >= MM_TINY) { d = amax / 127.0f; id = 127.0f / amax; }
-        for (int j = 0; j < MM_GROUP; j++) v[g * MM_GROUP + j] = (int8_t)(bad ? 0 : (int)rintf(xg[j] * id));
-        dg[g] = d;
-        for (int l = 0; l < 8; l++) {
-            const int8_t *q = v + g * MM_GROUP + 4 * l;
-            int32_t s = q[0] + q[1] + q[2] + q[3];
-            xs[8 * g + l] = s;
-            xsf[8 * g + l] = (float)s;
-            dv[8 * g + l] = d;
+        int32_t h[2] = {0, 0};
+        for (int j = 0; j < MM_GROUP; j++) {
+            v[g * MM_GROUP + j] = (int8_t)(bad ? 0 : (int)rintf(xg[j] * id));
+            h[j / 16] += v[g * MM_GROUP + j];
         }
+        s16[2 * g] = h[0];
+        s16[2 * g + 1] = h[1];
+        s32[g] = h[0] + h[1];
+        s32f[g] = (float)s32[g];
+        dg[g] = d;
     }
 }
 
@@ -143,25 +144,98 @@ static float dot_float(const struct mm_args *a, const uint8_t *row, const float 
     return s;
 }
 
+/* The canonical sum of kernels_cpu.h: per group (Q6_K: per 16 columns) in
+ * column order, the exact integer sum of (u - o) * v, then
+ * acc += (a * d_g) * i and, with a min, acc += (b * d_g) * sum_g v (fused). */
 static float dot_quant(const struct mm_args *a, const uint8_t *row, struct qx_row q) {
-    float lanes[MM_LANES] = {0};
     const int o = mm_q_offset(a->dt);
     const bool has_b = mm_q_has_min(a->dt);
-    const int64_t ng = a->cols / MM_GROUP;
+    const int units = a->dt == ST_DTYPE_Q6_K ? 2 : 1, span = MM_GROUP / units;
+    float acc = 0.0f;
     struct qgroup w;
-    for (int64_t g = 0; g < ng; g++) {
+    for (int64_t g = 0; g < a->cols / MM_GROUP; g++) {
         decode_group(a->dt, row, g, &w);
-        for (int k = 0; k < 8; k++) {
-            const int8_t *v = q.v + g * MM_GROUP + 4 * k;
-            int32_t ip = 0;
-            for (int j = 0; j < 4; j++) ip += ((int32_t)w.u[4 * k + j] - o) * v[j];
-            const int L = (int)(g % 2) * 8 + k;   /* lane within the pair */
-            const float dx = q.dv[8 * g + k];
-            lanes[L] = fmaf(w.a[k] * dx, (float)ip, lanes[L]);
-            if (has_b) lanes[L] = fmaf(w.b * dx, q.xsf[8 * g + k], lanes[L]);
+        for (int h = 0; h < units; h++) {
+            int32_t i = 0;
+            for (int j = h * span; j < (h + 1) * span; j++) i += ((int32_t)w.u[j] - o) * q.v[g * MM_GROUP + j];
+            acc = fmaf(w.a[h * span / 4] * q.dg[g], (float)i, acc);
+        }
+        if (has_b) acc = fmaf(w.b * q.dg[g], q.s32f[g], acc);
+    }
+    return acc;
+}
+
+/* ---- packing into 16-row blocks ------------------------------------------------------------ */
+
+/* The stored code of column j of group g (for IQ4_NL the code-book index). */
+static uint8_t raw_code(st_dtype dt, const struct qgroup *w, int j) {
+    if (dt != ST_DTYPE_IQ4_NL) return w->u[j];
+    for (int k = 0; k < 16; k++)
+        if (mm_iq4nl_values[k] + 128 == w->u[j]) return (uint8_t)k;
+    return 0;
+}
+
+static void put_f16(uint8_t *dst, int r, const uint8_t *src) { memcpy(dst + 2 * r, src, 2); }
+
+void mm_pack_groups(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t g0, int64_t g1,
+                    uint8_t *out) {
+    const size_t rb = st_dtype_row_bytes(dt, cols), bb = st_dtype_block_bytes(dt);
+    const bool k = pk_header_bytes(dt) != 0;
+    memset(out, 0, pk_offset(dt, g1) - pk_offset(dt, g0));
+    for (int r = 0; r < MM_RB && r0 + r < rows; r++) {
+        const uint8_t *row = w + (size_t)(r0 + r) * rb;
+        for (int64_t g = g0; g < g1; g++) {
+            struct qgroup q;
+            decode_group(dt, row, g, &q);
+            uint8_t *hd = k ? out + pk_offset(dt, g / 8 * 8) - pk_offset(dt, g0) : NULL;
+            uint8_t *rec = out + pk_rec_offset(dt, g) - pk_offset(dt, g0);
+            if (dt == ST_DTYPE_Q8_0) {
+                for (int j = 0; j < 32; j++) rec[64 * (j / 4) + 4 * r + j % 4] = q.u[j];
+                put_f16(rec + 512, r, row + (size_t)g * bb);
+                continue;
+            }
+            for (int c = 0; c < 4; c++)
+                for (int b = 0; b < 4; b++)
+                    rec[64 * c + 4 * r + b] = (uint8_t)((raw_code(dt, &q, 4 * c + b) & 0xf) |
+                                                        (raw_code(dt, &q, 16 + 4 * c + b) & 0xf) << 4);
+            uint8_t *extra = rec + 256;
+            if (dt == ST_DTYPE_Q5_0 || dt == ST_DTYPE_Q5_1 || dt == ST_DTYPE_Q5_K) {
+                for (int c = 0; c < 4; c++)
+                    for (int b = 0; b < 4; b++)
+                        for (int half = 0; half < 2; half++)
+                            if (q.u[16 * half + 4 * c + b] & 16)
+                                extra[8 * (2 * c + half) + (4 * r + b) / 8] |= (uint8_t)(1u << ((4 * r + b) % 8));
+                extra += 64;
+            } else if (dt == ST_DTYPE_Q6_K) {
+                for (int c = 0; c < 4; c++)
+                    for (int b = 0; b < 4; b++)
+                        for (int half = 0; half < 2; half++)
+                            extra[64 * half + 4 * r + b] |= (uint8_t)(((q.u[16 * half + 4 * c + b] >> 4) & 3) << (2 * c));
+                extra += 128;
+            }
+            if (!k) {   /* a (and b) as the block stores them */
+                const uint8_t *blk = row + (size_t)g * bb;
+                put_f16(extra, r, blk);
+                if (dt == ST_DTYPE_Q4_1 || dt == ST_DTYPE_Q5_1) put_f16(extra + 32, r, blk + 2);
+                continue;
+            }
+            if (g % 8) continue;   /* the header, once per superblock */
+            const uint8_t *blk = row + (size_t)(g / 8) * bb;
+            if (dt == ST_DTYPE_Q6_K) {
+                put_f16(hd, r, blk + 208);
+                for (int u = 0; u < 16; u++) hd[32 + 16 * u + r] = blk[192 + u];
+            } else {
+                put_f16(hd, r, blk);
+                put_f16(hd + 32, r, blk + 2);
+                for (int j = 0; j < 8; j++) {
+                    int sc, m;
+                    mm_scale_min_k4(j, blk + 4, &sc, &m);
+                    hd[64 + 16 * j + r] = (uint8_t)sc;
+                    hd[192 + 16 * j + r] = (uint8_t)m;
+                }
+            }
         }
     }
-    return mm_fold(lanes);
 }
 
 void mm_portable_run(const struct mm_args *a, int64_t r0, int64_t r1) {
@@ -275,8 +349,24 @@ void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, in
         isa->quantize(x + t * cols, cols, (uint8_t *)scratch + (size_t)t * qx_row_bytes(cols));
 }
 
+size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols) {
+    if (!st_dtype_supported(dtype) || mm_is_float(dtype) || rows <= 0 || cols <= 0 ||
+        cols % st_dtype_block_elems(dtype))
+        return 0;
+    return (size_t)((rows + MM_RB - 1) / MM_RB) * pk_block_bytes(dtype, cols);
+}
+
+void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, void *packed, int64_t b0,
+                             int64_t b1) {
+    if (!st_cpu_matmul_packed_bytes(dtype, rows, cols)) return;
+    const size_t bb = pk_block_bytes(dtype, cols);
+    for (int64_t b = ST_MAX(b0, 0); b < ST_MIN(b1, (rows + MM_RB - 1) / MM_RB); b++)
+        mm_pack_groups(dtype, w, rows, cols, b * MM_RB, 0, cols / MM_GROUP, (uint8_t *)packed + (size_t)b * bb);
+}
+
 st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
-                             const float *x, const void *scratch, int64_t n_tok, float *y, int64_t r0, int64_t r1) {
+                             const float *x, const void *scratch, const void *packed, int64_t n_tok, float *y,
+                             int64_t r0, int64_t r1) {
     if (!st_dtype_supported(dtype))
         return st_error_set(ST_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported by the CPU kernels",
                             st_dtype_name(dtype));
@@ -294,7 +384,7 @@ st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_
     }
     const struct mm_args a = {.w = w, .dt = dtype, .rows = rows, .cols = cols,
                               .row_bytes = st_dtype_row_bytes(dtype, cols), .bias = bias, .x = x,
-                              .qx = scratch, .n_tok = n_tok, .y = y};
+                              .qx = scratch, .packed = mm_is_float(dtype) ? NULL : packed, .n_tok = n_tok, .y = y};
     isa_table[st_cpu_isa_current()].run(&a, ST_MAX(r0, 0), ST_MIN(r1, rows));
     return ST_OK;
 }
@@ -308,7 +398,7 @@ st_status st_cpu_matmul(const void *w, st_dtype dtype, int64_t rows, int64_t col
             return st_error_set(ST_ERR_NOMEM, "matmul: out of memory for %zu bytes of quantized activations", bytes);
         st_cpu_matmul_prepare_part(dtype, x, cols, n_tok, scratch, 0, n_tok);
     }
-    st_status s = st_cpu_matmul_part(w, dtype, rows, cols, bias, x, scratch, n_tok, y, 0, rows);
+    st_status s = st_cpu_matmul_part(w, dtype, rows, cols, bias, x, scratch, NULL, n_tok, y, 0, rows);
     free(scratch);
     return s;
 }

@@ -25,11 +25,11 @@
 /* ---- activations ------------------------------------------------------------------- */
 
 TGT void mm_avx2_quantize(const float *x, int64_t cols, void *qrow) {
-    const int64_t P = qx_pad(cols), ng = cols / MM_GROUP;
-    uint8_t *base = qrow;
-    int8_t *v = (int8_t *)base;
-    int32_t *xs = (int32_t *)(base + P);
-    float *xsf = (float *)(base + 2 * P), *dv = (float *)(base + 3 * P), *dg = (float *)(base + 4 * P);
+    const int64_t ng = cols / MM_GROUP;
+    const struct qx_row qr = qx_at(qrow, cols, 0);
+    int8_t *v = (int8_t *)qr.v;
+    int32_t *s16 = (int32_t *)qr.s16, *s32 = (int32_t *)qr.s32;
+    float *s32f = (float *)qr.s32f, *dg = (float *)qr.dg;
     const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t g = 0; g < ng; g++) {
@@ -53,18 +53,22 @@ TGT void mm_avx2_quantize(const float *x, int64_t cols, void *qrow) {
         __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
         q = _mm256_permutevar8x32_epi32(q, perm);
         _mm256_storeu_si256((__m256i *)(v + g * 32), q);
-        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
-        _mm256_storeu_si256((__m256i *)(xs + g * 8), s);
-        _mm256_storeu_ps(xsf + g * 8, _mm256_cvtepi32_ps(s));
-        _mm256_storeu_ps(dv + g * 8, _mm256_set1_ps(d));
+        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        int32_t t[8];
+        _mm256_storeu_si256((__m256i *)t, s4);
+        const int32_t h0 = t[0] + t[1] + t[2] + t[3], h1 = t[4] + t[5] + t[6] + t[7];
+        s16[2 * g] = h0;
+        s16[2 * g + 1] = h1;
+        s32[g] = h0 + h1;
+        s32f[g] = (float)(h0 + h1);
         dg[g] = d;
     }
-    const int64_t c0 = ng * MM_GROUP;
-    memset(v + c0, 0, (size_t)(P - c0));
-    memset(xs + c0 / 4, 0, (size_t)(P - c0));
-    memset(xsf + c0 / 4, 0, (size_t)(P - c0));
-    memset(dv + c0 / 4, 0, (size_t)(P - c0));
-    memset(dg + ng, 0, qx_dg_bytes(cols) - (size_t)ng * sizeof(float));
+    const size_t P = (size_t)qx_pad(cols);
+    memset(v + ng * 32, 0, P - (size_t)ng * 32);
+    memset(s16 + 2 * ng, 0, qx_part(P / 4) - (size_t)ng * 8);
+    memset(s32 + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
+    memset(s32f + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
+    memset(dg + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
 }
 
 /* ---- shared ---------------------------------------------------------------------------- */
@@ -150,185 +154,222 @@ FTILE_CASES(ST_DTYPE_F32)
 FTILE_CASES(ST_DTYPE_F16)
 FTILE_CASES(ST_DTYPE_BF16)
 
-/* ---- quantized weights ---------------------------------------------------------------- */
+/* ---- quantized weights: packed 16-row blocks, two halves of 8 rows ------------------------ */
 
-/* Group g of a row: codes u (or, for the 8-bit types, the signed weights w =
- * u - o in *u and *sgn = true), lane scales a, mins b. */
-struct kcache { int64_t sb; float a[8], b[8], d; const int8_t *s6; };
+#define NTQ 4
+#define TBQ 256
+#define SEG_BYTES 65536
 
-INL __m256i nib32(__m128i q) {
-    const __m128i m = _mm_set1_epi8(0x0f);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(q, m)), _mm_and_si128(_mm_srli_epi16(q, 4), m), 1);
-}
+INL bool is_k(st_dtype dt) { return dt == ST_DTYPE_Q4_K || dt == ST_DTYPE_Q5_K || dt == ST_DTYPE_Q6_K; }
+INL bool signed_codes(st_dtype dt) { return dt == ST_DTYPE_Q8_0 || dt == ST_DTYPE_IQ4_NL; }
 
 /* bit j of h -> byte j = 16 (llama.cpp's bytes_from_bits_32, scaled) */
 INL __m256i bits16(uint32_t h) {
     const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
     __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf);
-    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit), _mm256_set1_epi8(16));
 }
 
-INL void kdecode(st_dtype dt, const uint8_t *blk, struct kcache *k) {
-    if (dt == ST_DTYPE_Q6_K) {
-        k->d = _cvtsh_ss((uint16_t)(blk[208] | blk[209] << 8));
-        k->s6 = (const int8_t *)(blk + 192);
+/* The codes of rows 8h .. 8h+7 of one group (c[0..3] low halves, c[4..7]
+ * high halves; Q8_0 c[m] = columns 4m..); the 8-bit types as signed weights. */
+INL void codes(st_dtype dt, const uint8_t *rec, int h, __m256i *c) {
+    if (dt == ST_DTYPE_Q8_0) {
+        for (int m = 0; m < 8; m++)
+            c[m] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(rec + 64 * m + 32 * h)), _mm256_set1_epi8((char)0x80));
         return;
     }
-    const float d = _cvtsh_ss((uint16_t)(blk[0] | blk[1] << 8)), dmin = _cvtsh_ss((uint16_t)(blk[2] | blk[3] << 8));
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        mm_scale_min_k4(j, blk + 4, &sc, &m);
-        k->a[j] = d * (float)sc;
-        k->b[j] = -(dmin * (float)m);
-    }
-}
-
-INL void unpack(st_dtype dt, const uint8_t *row, int64_t g, struct kcache *k, __m256i *u, __m256 *a, __m256 *b) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const size_t bb = dt == ST_DTYPE_Q8_0 ? 34 : dt == ST_DTYPE_Q4_0 || dt == ST_DTYPE_IQ4_NL ? 18
-                    : dt == ST_DTYPE_Q4_1 ? 20 : dt == ST_DTYPE_Q5_0 ? 22 : dt == ST_DTYPE_Q5_1 ? 24
-                    : dt == ST_DTYPE_Q4_K ? 144 : dt == ST_DTYPE_Q5_K ? 176 : 210;
-    *u = _mm256_setzero_si256();
-    if (!(dt == ST_DTYPE_Q4_K || dt == ST_DTYPE_Q5_K || dt == ST_DTYPE_Q6_K)) {
-        const uint8_t *blk = row + (size_t)g * bb;
-        *a = _mm256_set1_ps(_cvtsh_ss((uint16_t)(blk[0] | blk[1] << 8)));
-        switch (dt) {
-        case ST_DTYPE_Q8_0: *u = _mm256_loadu_si256((const __m256i *)(blk + 2)); return;
-        case ST_DTYPE_Q4_0: *u = nib32(_mm_loadu_si128((const __m128i *)(blk + 2))); return;
-        case ST_DTYPE_IQ4_NL: {
-            const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)mm_iq4nl_values));
-            *u = _mm256_shuffle_epi8(tab, nib32(_mm_loadu_si128((const __m128i *)(blk + 2))));
-            return;
+    for (int k = 0; k < 4; k++) {
+        const __m256i z = _mm256_loadu_si256((const __m256i *)(rec + 64 * k + 32 * h));
+        c[k] = _mm256_and_si256(z, m4);
+        c[4 + k] = _mm256_and_si256(_mm256_srli_epi16(z, 4), m4);
+    }
+    if (dt == ST_DTYPE_IQ4_NL) {
+        const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)mm_iq4nl_values));
+        for (int k = 0; k < 8; k++) c[k] = _mm256_shuffle_epi8(tab, c[k]);
+    } else if (dt == ST_DTYPE_Q5_0 || dt == ST_DTYPE_Q5_1 || dt == ST_DTYPE_Q5_K) {
+        for (int k = 0; k < 4; k++) {
+            uint32_t lo, hi;
+            memcpy(&lo, rec + 256 + 16 * k + 4 * h, 4);
+            memcpy(&hi, rec + 256 + 16 * k + 8 + 4 * h, 4);
+            c[k] = _mm256_or_si256(c[k], bits16(lo));
+            c[4 + k] = _mm256_or_si256(c[4 + k], bits16(hi));
         }
-        case ST_DTYPE_Q4_1:
-            *b = _mm256_set1_ps(_cvtsh_ss((uint16_t)(blk[2] | blk[3] << 8)));
-            *u = nib32(_mm_loadu_si128((const __m128i *)(blk + 4)));
-            return;
-        case ST_DTYPE_Q5_0: case ST_DTYPE_Q5_1: {
-            const size_t ho = dt == ST_DTYPE_Q5_1 ? 4 : 2;
-            if (dt == ST_DTYPE_Q5_1) *b = _mm256_set1_ps(_cvtsh_ss((uint16_t)(blk[2] | blk[3] << 8)));
-            uint32_t h;
-            memcpy(&h, blk + ho, 4);
-            *u = _mm256_or_si256(nib32(_mm_loadu_si128((const __m128i *)(blk + ho + 4))), bits16(h));
-            return;
-        }
-        default: return;
+    } else if (dt == ST_DTYPE_Q6_K) {
+        const __m256i t0 = _mm256_loadu_si256((const __m256i *)(rec + 256 + 32 * h));
+        const __m256i t1 = _mm256_loadu_si256((const __m256i *)(rec + 320 + 32 * h)), m3 = _mm256_set1_epi8(3);
+        for (int k = 0; k < 4; k++) {
+            const __m128i n = _mm_cvtsi32_si128(2 * k);
+            c[k] = _mm256_or_si256(c[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(t0, n), m3), 4));
+            c[4 + k] = _mm256_or_si256(c[4 + k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(t1, n), m3), 4));
         }
     }
-    const int64_t sb = g / 8;
-    const int j = (int)(g % 8);
-    const uint8_t *blk = row + (size_t)sb * bb;
-    if (k->sb != sb) { kdecode(dt, blk, k); k->sb = sb; }
-    if (dt == ST_DTYPE_Q6_K) {
-        const int h = j / 4, m = j % 4;
-        __m256i L = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (m & 1)));
-        __m256i H = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
-        __m256i lo = m < 2 ? _mm256_and_si256(L, m4) : _mm256_and_si256(_mm256_srli_epi16(L, 4), m4);
-        __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(H, _mm_cvtsi32_si128(2 * m)), _mm256_set1_epi8(3)), 4);
-        *u = _mm256_or_si256(lo, hb);
-        *a = _mm256_setr_m128(_mm_set1_ps(k->d * (float)k->s6[2 * j]), _mm_set1_ps(k->d * (float)k->s6[2 * j + 1]));
-        return;
-    }
-    const int c = j / 2;
-    __m256i y = _mm256_loadu_si256((const __m256i *)(blk + (dt == ST_DTYPE_Q4_K ? 16 : 48) + 32 * c));
-    __m256i n = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(y, 4), m4) : _mm256_and_si256(y, m4);
-    if (dt == ST_DTYPE_Q5_K) {
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-        __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
-        n = _mm256_or_si256(n, _mm256_slli_epi16(hb, 4));
-    }
-    *u = n;
-    *a = _mm256_set1_ps(k->a[j]);
-    *b = _mm256_set1_ps(k->b[j]);
 }
 
-/* exact sum (u - o) * v per lane of 4 columns */
-INL __m256i idot(st_dtype dt, __m256i u, __m256i v, const int32_t *xs) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    if (dt == ST_DTYPE_Q8_0 || dt == ST_DTYPE_IQ4_NL)   /* u holds the signed weights */
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(v, u)), ones);
-    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones);
-    const int o = mm_q_offset(dt);
-    if (!o) return s;
-    const int sh = o == 8 ? 3 : o == 16 ? 4 : 5;
-    return _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)xs), sh));
+/* sum over 4 columns per row of code * v (v: 4 bytes broadcast), exact */
+INL __m256i dot4(st_dtype dt, __m256i c, const int8_t *v) {
+    int32_t x;
+    memcpy(&x, v, 4);
+    const __m256i b = _mm256_set1_epi32(x), ones = _mm256_set1_epi16(1);
+    if (signed_codes(dt)) return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(b, c)), ones);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(c, b), ones);
 }
 
-INL void qtile(st_dtype dt, const struct mm_args *a, int64_t r, int R, int64_t t, int T) {
-    const int64_t ng = a->cols / MM_GROUP;
-    const uint8_t *w = a->w + (size_t)r * a->row_bytes;
-    const size_t rb = a->row_bytes;
+INL void isums(st_dtype dt, const __m256i *c, const int8_t *v, __m256i *lo, __m256i *hi) {
+    __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+    if (dt == ST_DTYPE_Q8_0) {
+        for (int m = 0; m < 8; m += 2) {
+            a = _mm256_add_epi32(a, dot4(dt, c[m], v + 4 * m));
+            b = _mm256_add_epi32(b, dot4(dt, c[m + 1], v + 4 * m + 4));
+        }
+    } else {
+        for (int k = 0; k < 4; k++) {
+            a = _mm256_add_epi32(a, dot4(dt, c[k], v + 4 * k));
+            b = _mm256_add_epi32(b, dot4(dt, c[4 + k], v + 16 + 4 * k));
+        }
+    }
+    *lo = a;
+    *hi = b;
+}
+
+INL __m256 cvt8u(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
+INL __m256 cvt8s(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
+INL __m256 cvth8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+/* Groups [g0, g1) of one block for T tokens into acc[t][h] (8 rows each). */
+INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m256 acc[][2]) {
+    const int o = signed_codes(dt) ? 0 : mm_q_offset(dt);
     const bool hb = mm_q_has_min(dt);
-    struct qx_row q[TMAX];
-    for (int j = 0; j < T; j++) q[j] = qx_at(a->qx, a->cols, t + j);
-    struct kcache kc[2] = {{.sb = -1}, {.sb = -1}};
-    __m256 acc[2][TMAX][2];
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++) acc[i][j][0] = acc[i][j][1] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < ng; g++) {
-        const int h = (int)(g % 2);
-        __m256i u[2];
-        __m256 sa[2], sb[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int i = 0; i < R; i++) unpack(dt, w + i * rb, g, &kc[i], &u[i], &sa[i], &sb[i]);
-        for (int j = 0; j < T; j++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(q[j].v + 32 * g));
-            const __m256 dx = _mm256_loadu_ps(q[j].dv + 8 * g);
-            for (int i = 0; i < R; i++) {
-                __m256i ip = idot(dt, u[i], v, q[j].xs + 8 * g);
-                acc[i][j][h] = _mm256_fmadd_ps(_mm256_mul_ps(sa[i], dx), _mm256_cvtepi32_ps(ip), acc[i][j][h]);
-                if (hb)
-                    acc[i][j][h] = _mm256_fmadd_ps(_mm256_mul_ps(sb[i], dx), _mm256_loadu_ps(q[j].xsf + 8 * g), acc[i][j][h]);
+    const uint8_t *base = pk - pk_offset(dt, g0);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *rec = base + pk_rec_offset(dt, g);
+        const uint8_t *hd = is_k(dt) ? base + pk_offset(dt, g / 8 * 8) : NULL;
+        const int j = (int)(g % 8);
+        for (int h = 0; h < 2; h++) {
+            __m256 a, b = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            if (dt == ST_DTYPE_Q6_K) {
+                const __m256 d = cvth8(hd + 16 * h);
+                a = _mm256_mul_ps(d, cvt8s(hd + 32 + 32 * j + 8 * h));
+                a1 = _mm256_mul_ps(d, cvt8s(hd + 48 + 32 * j + 8 * h));
+            } else if (is_k(dt)) {
+                a = _mm256_mul_ps(cvth8(hd + 16 * h), cvt8u(hd + 64 + 16 * j + 8 * h));
+                b = _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), cvth8(hd + 32 + 16 * h)), cvt8u(hd + 192 + 16 * j + 8 * h));
+            } else {
+                const size_t so = pk_group_bytes(dt) - (hb ? 64 : 32);
+                a = cvth8(rec + so + 16 * h);
+                if (hb) b = cvth8(rec + so + 32 + 16 * h);
+            }
+            __m256i c[8];
+            codes(dt, rec, h, c);
+            for (int t = 0; t < T; t++) {
+                __m256i lo, hi;
+                isums(dt, c, q[t].v + g * MM_GROUP, &lo, &hi);
+                const __m256 dx = _mm256_set1_ps(q[t].dg[g]);
+                if (dt == ST_DTYPE_Q6_K) {
+                    lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(32 * q[t].s16[2 * g]));
+                    hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(32 * q[t].s16[2 * g + 1]));
+                    acc[t][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, dx), _mm256_cvtepi32_ps(lo), acc[t][h]);
+                    acc[t][h] = _mm256_fmadd_ps(_mm256_mul_ps(a1, dx), _mm256_cvtepi32_ps(hi), acc[t][h]);
+                    continue;
+                }
+                __m256i i = _mm256_add_epi32(lo, hi);
+                if (o) i = _mm256_sub_epi32(i, _mm256_set1_epi32(o * q[t].s32[g]));
+                acc[t][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, dx), _mm256_cvtepi32_ps(i), acc[t][h]);
+                if (hb) acc[t][h] = _mm256_fmadd_ps(_mm256_mul_ps(b, dx), _mm256_set1_ps(q[t].s32f[g]), acc[t][h]);
             }
         }
     }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++)
-            a->y[(t + j) * a->rows + r + i] = fold(acc[i][j][0], acc[i][j][1]) + (a->bias ? a->bias[r + i] : 0.0f);
 }
 
-#define QTILE_CASES(DT) \
-    static TGT void qtile_##DT(const struct mm_args *a, int64_t r, int R, int64_t t, int T) { \
-        if (T == 1) { if (R == 2) qtile(DT, a, r, 2, t, 1); else qtile(DT, a, r, 1, t, 1); } \
-        else if (T == 2) qtile(DT, a, r, 1, t, 2); \
-        else if (T == 3) qtile(DT, a, r, 1, t, 3); \
-        else qtile(DT, a, r, 1, t, 4); \
+#define QBLOCK_CASES(DT) \
+    static TGT void qblock_##DT(const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m256 acc[][2]) { \
+        switch (T) { \
+        case 1: qblock(DT, pk, g0, g1, q, 1, acc); break; \
+        case 2: qblock(DT, pk, g0, g1, q, 2, acc); break; \
+        case 3: qblock(DT, pk, g0, g1, q, 3, acc); break; \
+        default: qblock(DT, pk, g0, g1, q, 4, acc); break; \
+        } \
     }
-QTILE_CASES(ST_DTYPE_Q8_0)
-QTILE_CASES(ST_DTYPE_Q4_0)
-QTILE_CASES(ST_DTYPE_Q4_1)
-QTILE_CASES(ST_DTYPE_Q5_0)
-QTILE_CASES(ST_DTYPE_Q5_1)
-QTILE_CASES(ST_DTYPE_IQ4_NL)
-QTILE_CASES(ST_DTYPE_Q4_K)
-QTILE_CASES(ST_DTYPE_Q5_K)
-QTILE_CASES(ST_DTYPE_Q6_K)
+QBLOCK_CASES(ST_DTYPE_Q8_0)
+QBLOCK_CASES(ST_DTYPE_Q4_0)
+QBLOCK_CASES(ST_DTYPE_Q4_1)
+QBLOCK_CASES(ST_DTYPE_Q5_0)
+QBLOCK_CASES(ST_DTYPE_Q5_1)
+QBLOCK_CASES(ST_DTYPE_IQ4_NL)
+QBLOCK_CASES(ST_DTYPE_Q4_K)
+QBLOCK_CASES(ST_DTYPE_Q5_K)
+QBLOCK_CASES(ST_DTYPE_Q6_K)
+
+typedef void (*qblock_fn)(const uint8_t *, int64_t, int64_t, const struct qx_row *, int, __m256 (*)[2]);
+
+/* As matmul_avx512.c's qrun, with 16 rows as two halves. */
+static TGT void qrun(qblock_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const int64_t ng = a->cols / MM_GROUP;
+    const size_t bb = pk_block_bytes(dt, a->cols);
+    int64_t seg = a->packed ? ng : (int64_t)(SEG_BYTES / (pk_group_bytes(dt) + pk_header_bytes(dt) / 8 + 1));
+    if (is_k(dt)) seg = ST_MAX(8, seg / 8 * 8);
+    _Alignas(64) uint8_t buf[a->packed ? 64 : SEG_BYTES + 4096];
+    _Alignas(64) float sums[TBQ][16];
+    struct qx_row q[TBQ];
+    for (int64_t blk = r0 / MM_RB; blk * MM_RB < r1; blk++) {
+        const int64_t rb0 = blk * MM_RB, lo = ST_MAX(r0, rb0), hi = ST_MIN(r1, rb0 + MM_RB);
+        for (int64_t tb = 0; tb < a->n_tok; tb += TBQ) {
+            const int64_t ntb = ST_MIN(TBQ, a->n_tok - tb);
+            for (int64_t t = 0; t < ntb; t++) q[t] = qx_at(a->qx, a->cols, tb + t);
+            for (int64_t g0 = 0; g0 < ng; g0 += seg) {
+                const int64_t g1 = ST_MIN(ng, g0 + seg);
+                const uint8_t *pk;
+                if (a->packed) pk = a->packed + (size_t)blk * bb + pk_offset(dt, g0);
+                else {
+                    mm_pack_groups(dt, a->w, a->rows, a->cols, rb0, g0, g1, buf);
+                    pk = buf;
+                }
+                for (int64_t t = 0; t < ntb; t += NTQ) {
+                    const int T = (int)ST_MIN(NTQ, ntb - t);
+                    __m256 acc[NTQ][2];
+                    for (int j = 0; j < T; j++)
+                        for (int h = 0; h < 2; h++)
+                            acc[j][h] = g0 ? _mm256_load_ps(sums[t + j] + 8 * h) : _mm256_setzero_ps();
+                    fn(pk, g0, g1, q + t, T, acc);
+                    for (int j = 0; j < T; j++)
+                        for (int h = 0; h < 2; h++) _mm256_store_ps(sums[t + j] + 8 * h, acc[j][h]);
+                }
+            }
+            for (int64_t t = 0; t < ntb; t++)
+                for (int64_t r = lo; r < hi; r++)
+                    a->y[(tb + t) * a->rows + r] = sums[t][r - rb0] + (a->bias ? a->bias[r] : 0.0f);
+        }
+    }
+}
 
 typedef void (*tile_fn)(const struct mm_args *a, int64_t r, int R, int64_t t, int T);
 
 TGT void mm_avx2_run(const struct mm_args *a, int64_t r0, int64_t r1) {
     tile_fn fn = NULL;
-    int rmax = 2;
+    qblock_fn qf = NULL;
     switch (a->dt) {
-    case ST_DTYPE_F32: fn = ftile_ST_DTYPE_F32; rmax = 4; break;
-    case ST_DTYPE_F16: fn = ftile_ST_DTYPE_F16; rmax = 4; break;
-    case ST_DTYPE_BF16: fn = ftile_ST_DTYPE_BF16; rmax = 4; break;
-    case ST_DTYPE_Q8_0: fn = qtile_ST_DTYPE_Q8_0; break;
-    case ST_DTYPE_Q4_0: fn = qtile_ST_DTYPE_Q4_0; break;
-    case ST_DTYPE_Q4_1: fn = qtile_ST_DTYPE_Q4_1; break;
-    case ST_DTYPE_Q5_0: fn = qtile_ST_DTYPE_Q5_0; break;
-    case ST_DTYPE_Q5_1: fn = qtile_ST_DTYPE_Q5_1; break;
-    case ST_DTYPE_IQ4_NL: fn = qtile_ST_DTYPE_IQ4_NL; break;
-    case ST_DTYPE_Q4_K: fn = qtile_ST_DTYPE_Q4_K; break;
-    case ST_DTYPE_Q5_K: fn = qtile_ST_DTYPE_Q5_K; break;
-    case ST_DTYPE_Q6_K: fn = qtile_ST_DTYPE_Q6_K; break;
+    case ST_DTYPE_F32: fn = ftile_ST_DTYPE_F32; break;
+    case ST_DTYPE_F16: fn = ftile_ST_DTYPE_F16; break;
+    case ST_DTYPE_BF16: fn = ftile_ST_DTYPE_BF16; break;
+    case ST_DTYPE_Q8_0: qf = qblock_ST_DTYPE_Q8_0; break;
+    case ST_DTYPE_Q4_0: qf = qblock_ST_DTYPE_Q4_0; break;
+    case ST_DTYPE_Q4_1: qf = qblock_ST_DTYPE_Q4_1; break;
+    case ST_DTYPE_Q5_0: qf = qblock_ST_DTYPE_Q5_0; break;
+    case ST_DTYPE_Q5_1: qf = qblock_ST_DTYPE_Q5_1; break;
+    case ST_DTYPE_IQ4_NL: qf = qblock_ST_DTYPE_IQ4_NL; break;
+    case ST_DTYPE_Q4_K: qf = qblock_ST_DTYPE_Q4_K; break;
+    case ST_DTYPE_Q5_K: qf = qblock_ST_DTYPE_Q5_K; break;
+    case ST_DTYPE_Q6_K: qf = qblock_ST_DTYPE_Q6_K; break;
     default: return;
     }
+    if (qf) { qrun(qf, a, r0, r1); return; }
     for (int64_t t = 0; t < a->n_tok; t += TMAX) {
         const int T = (int)ST_MIN(TMAX, a->n_tok - t);
         int64_t r = r0;
         if (T == 1) {
-            for (; r + rmax <= r1; r += rmax) fn(a, r, rmax, t, 1);
+            for (; r + 4 <= r1; r += 4) fn(a, r, 4, t, 1);
             for (; r + 2 <= r1; r += 2) fn(a, r, 2, t, 1);
         }
         for (; r < r1; r++) fn(a, r, 1, t, T);

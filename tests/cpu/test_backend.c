@@ -135,11 +135,22 @@ static void test_grouped(void) {
         ref[k] = malloc(sizeof(float) * T * R[k]);
         out[k] = malloc(sizeof(float) * T * R[k]);
     }
+    uint8_t *keep[3];
+    for (int k = 0; k < 3; k++) {
+        keep[k] = malloc(st_dtype_row_bytes(dts[k], C) * (size_t)R[k]);
+        memcpy(keep[k], w[k], st_dtype_row_bytes(dts[k], C) * (size_t)R[k]);
+    }
     for (int threads = 1; threads <= 2; threads++) {
         struct st_backend_config cfg = {.n_threads = threads};
         st_backend *be = NULL;
         CHECK_OK(o->init(NULL, &cfg, &be));
         if (!be) break;
+        if (threads == 2) {   /* imported weights: packed on first use (unimported ones pack on the fly) */
+            void *d = NULL;
+            for (int k = 0; k < 3; k++) CHECK_OK(o->import_host(be, w[k], st_dtype_row_bytes(dts[k], C) * (size_t)R[k], ST_BUF_WEIGHTS, &d));
+            CHECK_OK(o->import_host(be, gw, st_dtype_row_bytes(gdt[0], C) * F, ST_BUF_WEIGHTS, &d));
+            CHECK_OK(o->import_host(be, uw, st_dtype_row_bytes(gdt[1], C) * F, ST_BUF_WEIGHTS, &d));
+        }
         for (int64_t n = 1; n <= T; n += T - 1) {
             const float *bs[3] = {bias, NULL, bias};
             struct st_matmul_job jobs[3];
@@ -165,8 +176,18 @@ static void test_grouped(void) {
             CHECK_MSG(!memcmp(sw, g, sizeof(float) * n * F), "matmul_swiglu, %d threads, %lld tokens", threads, (long long)n);
         }
         CHECK_ERR(o->matmul_swiglu(be, &G, NULL, &W[0], NULL, x, 1, sw), ST_ERR_USAGE, "gate is 700 x 512 but up is 301 x 512");
+        const uint64_t want = threads == 2 ? st_cpu_matmul_packed_bytes(dts[1], R[1], C) + st_cpu_matmul_packed_bytes(dts[2], R[2], C) +
+                                                 st_cpu_matmul_packed_bytes(gdt[0], F, C) + st_cpu_matmul_packed_bytes(gdt[1], F, C)
+                                           : 0;
+        CHECK_MSG(st_cpu_backend_packed_bytes(be) == want, "%d threads: %llu bytes packed, want %llu", threads,
+                  (unsigned long long)st_cpu_backend_packed_bytes(be), (unsigned long long)want);
         o->free(be);
     }
+    /* packing released the pages of the imported weights, not their contents */
+    for (int k = 0; k < 3; k++)
+        CHECK_MSG(!memcmp(keep[k], w[k], st_dtype_row_bytes(dts[k], C) * (size_t)R[k]), "imported %s weight changed",
+                  st_dtype_name(dts[k]));
+    for (int k = 0; k < 3; k++) free(keep[k]);
     for (int k = 0; k < 3; k++) { free(w[k]); free(ref[k]); free(out[k]); }
     free(bias); free(gw); free(uw); free(x); free(g); free(u); free(sw);
 }

@@ -148,10 +148,27 @@ static void check_dtype(st_dtype dt, int64_t rows, int64_t cols, int64_t n_tok) 
             }
             memset(y, 0xff, sizeof(float) * ny);
             const int64_t cut1 = rows / 3, cut2 = rows / 3 * 2 + 1;
-            CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, n_tok, y, 0, cut1));
-            CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, n_tok, y, cut1, cut2));
-            CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, n_tok, y, cut2, rows));
+            CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, NULL, n_tok, y, 0, cut1));
+            CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, NULL, n_tok, y, cut1, cut2));
+            CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, NULL, n_tok, y, cut2, rows));
             CHECK_MSG(!memcmp(y, ref, sizeof(float) * ny), "%s: a row split changes the result", what);
+            /* the same from a packed copy (packed in two parts), on 16-row and odd boundaries */
+            size_t pb = st_cpu_matmul_packed_bytes(dt, rows, cols);
+            CHECK(is_float(dt) ? pb == 0 : pb > 0);
+            if (pb) {
+                void *packed = NULL;
+                CHECK(posix_memalign(&packed, 64, pb) == 0);
+                const int64_t nb = (rows + 15) / 16;
+                st_cpu_matmul_pack_part(p.w, dt, rows, cols, packed, 0, nb / 2);
+                st_cpu_matmul_pack_part(p.w, dt, rows, cols, packed, nb / 2, nb);
+                memset(y, 0xff, sizeof(float) * ny);
+                const int64_t c16 = ST_MIN(16, rows);
+                CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, packed, n_tok, y, 0, c16));
+                CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, packed, n_tok, y, c16, cut2));
+                CHECK_OK(st_cpu_matmul_part(p.w, dt, rows, cols, bias, p.x, scratch, packed, n_tok, y, cut2, rows));
+                CHECK_MSG(!memcmp(y, ref, sizeof(float) * ny), "%s: the packed copy changes the result", what);
+                free(packed);
+            }
             free(scratch);
         }
     }
@@ -210,11 +227,16 @@ static void check_errors(void) {
     float x[64] = {0}, y[2];
     CHECK_ERR(st_cpu_matmul(w, ST_DTYPE_Q8_0, 2, 48, NULL, x, 1, y), ST_ERR_UNSUPPORTED,
               "not a whole number of 32-element blocks");
-    CHECK_ERR(st_cpu_matmul_part(w, ST_DTYPE_Q8_0, 2, 32, NULL, x, NULL, 1, y, 0, 2), ST_ERR_USAGE, "scratch is NULL");
+    CHECK_ERR(st_cpu_matmul_part(w, ST_DTYPE_Q8_0, 2, 32, NULL, x, NULL, NULL, 1, y, 0, 2), ST_ERR_USAGE, "scratch is NULL");
     CHECK_ERR(st_cpu_matmul(w, ST_DTYPE_COUNT, 2, 32, NULL, x, 1, y), ST_ERR_UNSUPPORTED, "not supported");
     CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_F16, 896, 7) == 0);
-    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q4_K, 896, 7) == 7 * (4 * 896 + 128));   /* + the group scales */
-    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q8_0, 32, 1) == 4 * 64 + 64);
+    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q4_K, 896, 7) == 7 * (896 + 256 + 3 * 128));
+    CHECK(st_cpu_matmul_scratch_bytes(ST_DTYPE_Q8_0, 32, 1) == 64 + 64 + 3 * 64);
+    /* packed sizes: the stored size, K types + 4 bytes per row and superblock for the unpacked 6-bit scales */
+    CHECK(st_cpu_matmul_packed_bytes(ST_DTYPE_Q5_0, 32, 896) == st_dtype_row_bytes(ST_DTYPE_Q5_0, 896) * 32);
+    CHECK(st_cpu_matmul_packed_bytes(ST_DTYPE_Q4_K, 17, 512) == 2 * (16 * 2 * 144 + 2 * 64));
+    CHECK(st_cpu_matmul_packed_bytes(ST_DTYPE_Q6_K, 16, 256) == 16 * 210);
+    CHECK(st_cpu_matmul_packed_bytes(ST_DTYPE_F16, 16, 256) == 0);
     /* forcing a level this CPU lacks is refused; the best is always allowed */
     CHECK_OK(st_cpu_isa_force(st_cpu_isa_best()));
     if (st_cpu_isa_best() < ST_CPU_ISA_AVX512)

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# strata's CPU stage against llama.cpp on the same cores, same files, in one run
+# (issue 18; results in bench/RESULTS.md, method in docs/cpu-kernels.md).
+#
+#   bash bench/cpu_vs_llamacpp.sh [BUILD_DIR=build]
+#
+# 1. Builds llama.cpp's CPU tools (shared/baseline/build-llamacpp.sh DIR cpu)
+#    unless $LLAMA_BIN/llama-bench exists.
+# 2. Makes the comparison model once (shared/baseline/make_wide_kjv.py: Qwen3
+#    layout at Qwen2.5-0.5B width, 361 M parameters, F16) and quantizes it with
+#    llama-quantize to Q8_0 and Q4_K_M (the targets) and to F32, BF16, Q4_0,
+#    Q4_1, Q5_0, Q5_1, IQ4_NL, Q5_K_M, Q6_K (every dtype the CPU reads).
+# 3. Measures, with $THREADS threads each:
+#    - the machine: read bandwidth and fp32 FMA peak, and every dtype's decode
+#      GEMV and prefill GEMM (build/bench/bench_cpu_matmul, interleaved);
+#    - per file: llama-bench decode (-p 0 -n $DECODE) and prefill (-p $PROMPT
+#      -n 0), then strata bench --cpu (same token counts), $REPS runs each.
+# 4. Prints the ratios and exits 1 when a target is missed:
+#    - decode >= 1.2x llama.cpp for F16, Q8_0 and Q4_K_M;
+#    - decode >= 80% of the read bandwidth for every file (weight bytes read
+#      per token x tok/s) and every dtype's GEMV in bench_cpu_matmul;
+#    - prefill >= 1.2x llama.cpp's pp$PROMPT on F16, Q8_0 and Q4_K_M (where
+#      llama.cpp finishes it);
+#    - prefill >= 60% of the fp32 FMA peak (2 x matmul weights x tok/s).
+# Mean of the runs on both sides. `uptime` is printed before and after: run it
+# when the machine is quiet. Environment: THREADS (2), REPS (5), PROMPT (128),
+# DECODE (64), WORK (/tmp/strata-cpu-bench: model files), LLAMA_DIR
+# (/tmp/strata-llamacpp-cpu), BASELINE (the shared/baseline folder), PYTHON
+# (.venv/bin/python3), TYPES (the file types, default all), JSON (output file).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+THREADS=${THREADS:-2}; REPS=${REPS:-5}; PROMPT=${PROMPT:-128}; DECODE=${DECODE:-64}
+WORK=${WORK:-/tmp/strata-cpu-bench}; LLAMA_DIR=${LLAMA_DIR:-/tmp/strata-llamacpp-cpu}
+PYTHON=${PYTHON:-$root/.venv/bin/python3}
+TYPES=${TYPES:-"F16 Q8_0 Q4_K_M F32 BF16 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q5_K_M Q6_K"}
+JSON=${JSON:-$WORK/cpu_vs_llamacpp.json}
+if [ -z "${BASELINE:-}" ]; then
+  for d in "$root/shared/baseline" "$root/../shared/baseline" "$root/../../shared/baseline" /work/shared/baseline; do
+    [ -f "$d/make_wide_kjv.py" ] && { BASELINE=$d; break; }
+  done
+fi
+[ -n "${BASELINE:-}" ] || { echo "error: shared/baseline not found; hint: set BASELINE=<dir with make_wide_kjv.py>" >&2; exit 2; }
+for f in "$build/strata" "$build/bench/bench_cpu_matmul"; do
+  [ -x "$f" ] || { echo "error: $f missing; hint: cmake --build $build" >&2; exit 2; }
+done
+
+echo "== load before the run: $(uptime)"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+bin=$LLAMA_DIR/bin
+if [ ! -x "$bin/llama-bench" ]; then
+  echo "== building llama.cpp (CPU) into $LLAMA_DIR"
+  bash "$BASELINE/build-llamacpp.sh" "$LLAMA_DIR" cpu >/dev/null
+fi
+mkdir -p "$WORK"
+f16=$WORK/wide-f16.gguf
+[ -s "$f16" ] || "$PYTHON" "$BASELINE/make_wide_kjv.py" "$root/models/tiny-kjv.gguf" "$f16" >/dev/null
+for t in $TYPES; do
+  lt=$(echo "$t" | tr 'A-Z' 'a-z'); f=$WORK/wide-$lt.gguf
+  [ "$t" = F16 ] || [ -s "$f" ] || "$bin/llama-quantize" "$f16" "$f" "$t" "$THREADS" >"$f.log" 2>&1 \
+    || { echo "error: llama-quantize $t failed (see $f.log)" >&2; exit 1; }
+done
+
+echo "== kernels: bench_cpu_matmul --threads $THREADS"
+"$build/bench/bench_cpu_matmul" --threads "$THREADS" --reps "$REPS" --tokens "$PROMPT" --json "$WORK/matmul.json" \
+  | tee "$WORK/matmul.txt"
+
+for t in $TYPES; do
+  lt=$(echo "$t" | tr 'A-Z' 'a-z'); f=$WORK/wide-$lt.gguf
+  echo "== $t: llama-bench, strata bench"
+  "$bin/llama-bench" -m "$f" -t "$THREADS" -r "$REPS" -p 0 -n "$DECODE" -o json >"$WORK/llama-tg-$lt.json" 2>/dev/null \
+    || echo '[]' >"$WORK/llama-tg-$lt.json"
+  timeout 900 "$bin/llama-bench" -m "$f" -t "$THREADS" -r "$REPS" -p "$PROMPT" -n 0 -o json >"$WORK/llama-pp-$lt.json" 2>/dev/null \
+    || echo '[]' >"$WORK/llama-pp-$lt.json"   # this llama.cpp crashed in prompt processing of some quantized files before
+  "$build/strata" bench -m "$f" --cpu --threads "$THREADS" --prompt-tokens "$PROMPT" --decode-tokens "$DECODE" \
+    --repeat "$REPS" --ctx $((PROMPT + DECODE + 16)) --json >"$WORK/strata-$lt.json"
+done
+echo "== load after the run: $(uptime)"
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$PYTHON" - "$WORK" "$JSON" "$load_before" "$load_after" "$THREADS" "$PROMPT" "$DECODE" $TYPES <<'EOF'
+import json, sys
+import numpy as np
+from gguf import GGUFReader
+work, out, lb, la, threads, prompt, decode = sys.argv[1:8]
+types = sys.argv[8:]
+mm = json.load(open(f"{work}/matmul.json"))
+read, fma = mm["read_gbps"], mm["fma_gflops"]
+
+def mean_ts(path):
+    try:
+        runs = json.load(open(path))
+    except Exception:
+        return None
+    return runs[0]["avg_ts"] if runs else None
+
+def matmul_params(path):
+    """weights of the matrices a token multiplies (every 2-D tensor but the embedding table)"""
+    r = GGUFReader(path)
+    names = {t.name for t in r.tensors}
+    n = 0
+    for t in r.tensors:
+        if len(t.shape) == 2 and (t.name != "token_embd.weight" or "output.weight" not in names):
+            n += int(np.prod([int(d) for d in t.shape]))
+    return n
+
+rows, fails = [], []
+for t in types:
+    lt = t.lower()
+    s = json.load(open(f"{work}/strata-{lt}.json"))
+    dec = float(np.mean(s["decode_tok_s_runs"])); pre = float(np.mean(s["prefill_tok_s_runs"]))
+    wb = s["roofline"]["weight_bytes_per_token"]
+    ltg, lpp = mean_ts(f"{work}/llama-tg-{lt}.json"), mean_ts(f"{work}/llama-pp-{lt}.json")
+    params = matmul_params(f"{work}/wide-{lt}.gguf")
+    gflops = 2.0 * params * pre / 1e9
+    row = dict(type=t, decode_tok_s=dec, prefill_tok_s=pre, llama_decode_tok_s=ltg, llama_prefill_tok_s=lpp,
+               weight_bytes_per_token=wb, decode_gbps=wb * dec / 1e9, decode_of_read=wb * dec / 1e9 / read,
+               prefill_gflops=gflops, prefill_of_fma=gflops / fma,
+               decode_vs_llama=dec / ltg if ltg else None, prefill_vs_llama=pre / lpp if lpp else None,
+               tokens_valid=s["tokens_valid"])
+    rows.append(row)
+    key = t in ("F16", "Q8_0", "Q4_K_M")
+    if key and (not ltg or dec < 1.2 * ltg): fails.append(f"{t}: decode {dec:.1f} tok/s < 1.2 x llama.cpp {ltg}")
+    if key and lpp and pre < 1.2 * lpp: fails.append(f"{t}: prefill {pre:.1f} tok/s < 1.2 x llama.cpp {lpp:.1f}")
+    if row["decode_of_read"] < 0.8: fails.append(f"{t}: decode at {100 * row['decode_of_read']:.0f}% of the read bandwidth")
+    if row["prefill_of_fma"] < 0.6: fails.append(f"{t}: prefill at {100 * row['prefill_of_fma']:.0f}% of the fp32 FMA peak")
+    if not s["tokens_valid"]: fails.append(f"{t}: strata produced invalid token ids")
+for k in mm["results"]:
+    if k["gemv_of_read"] < 0.8: fails.append(f"bench_cpu_matmul {k['dtype']}: GEMV at {100 * k['gemv_of_read']:.0f}% of read")
+    if not k["exact"]: fails.append(f"bench_cpu_matmul {k['dtype']}: not bit-identical to the portable path")
+
+print(f"\nmachine: read {read:.2f} GB/s, fp32 FMA peak {fma:.1f} GFLOP/s ({mm['isa']}, {threads} threads); "
+      f"load average before {lb}, after {la}")
+print(f"{'file':8} {'decode t/s':>11} {'llama':>8} {'ratio':>6} {'GB/s':>7} {'of read':>8} | "
+      f"{'pp'+prompt+' t/s':>10} {'llama':>8} {'ratio':>6} {'GFLOP/s':>8} {'of fma':>7}")
+fmt = lambda v, f: (f % v) if v is not None else "-"
+for r in rows:
+    print(f"{r['type']:8} {r['decode_tok_s']:11.2f} {fmt(r['llama_decode_tok_s'], '%8.2f')} "
+          f"{fmt(r['decode_vs_llama'], '%5.2fx'):>6} {r['decode_gbps']:7.2f} {100 * r['decode_of_read']:7.0f}% | "
+          f"{r['prefill_tok_s']:10.1f} {fmt(r['llama_prefill_tok_s'], '%8.1f')} {fmt(r['prefill_vs_llama'], '%5.2fx'):>6} "
+          f"{r['prefill_gflops']:8.1f} {100 * r['prefill_of_fma']:6.0f}%")
+json.dump(dict(bench="cpu_vs_llamacpp", threads=int(threads), prompt=int(prompt), decode=int(decode),
+               load_before=lb, load_after=la, read_gbps=read, fma_gflops=fma, commit=mm["commit"],
+               matmul=mm["results"], files=rows, failures=fails), open(out, "w"), indent=1)
+print(f"\nJSON: {out}")
+if fails:
+    print("\nmissed targets:\n  " + "\n  ".join(fails))
+    sys.exit(1)
+print("\nall targets met")
+EOF
