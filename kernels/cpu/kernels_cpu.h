@@ -52,14 +52,13 @@ void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n
  * reference). docs/cpu-kernels.md has the details and measured speeds.
  *
  * Arithmetic, per output element (row r, token t), identical on every path:
- *  - F32/F16/BF16 weights are widened to fp32 (exact). Column c goes to lane
- *    c % 16 of 16 fp32 accumulators, each a chain of fused multiply-adds in
- *    column order; the lanes fold in one fixed tree ((i, i+8), (i, i+4),
- *    (i, i+2), (i, i+1)); the columns past the last multiple of 16 follow in
- *    order (fused); then + bias. The result is the exact fp32 evaluation of
- *    that formula: the portable path uses fmaf() and equals the SIMD paths bit
- *    for bit. Error against the exact sum: <= (cols/16 + 5) * 2^-24 * sum|w*x|
- *    (+ the bias rounding).
+ *  - F32/F16/BF16 weights are widened to fp32 (exact). Per 512 columns one
+ *    fp32 accumulator runs through them in order, p = fma(w, x, p); the
+ *    partial sums are added in order, then + bias: the exact fp32 evaluation
+ *    of that formula (the portable path uses fmaf() and equals the SIMD
+ *    paths bit for bit). Error against the exact sum: <= (min(cols, 512) +
+ *    cols/512 + 1) * 2^-24 * sum|w*x| (+ the bias rounding); random rounding
+ *    makes it ~sqrt of that in practice.
  *  - Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K,
  *    Q6_K) use integer dot products on 8-bit activations. x is quantized per
  *    group of 32 columns: d = max|x| / 127, v = rint(x * 127 / max|x|) in
@@ -78,10 +77,10 @@ void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n
  *    most 0.4% of sum|w| * max|x| and in practice ~20x less (the rounding
  *    errors of v are independent); the second is fp32 accumulation. A group
  *    whose x holds Inf or NaN gives NaN.
- *    The SIMD paths read quantized matrices packed in blocks of 16 rows
- *    (one vector lane per row; st_cpu_matmul_pack_part): packed once ahead
- *    (the CPU backend does it for imported weights on their first use), or
- *    block by block on the fly when no packed copy is given.
+ *  - The SIMD paths read matrices packed in blocks of 16 rows (one vector
+ *    lane per row; st_cpu_matmul_pack_part): packed once ahead (the CPU
+ *    backend does it for imported weights on their first use), or block by
+ *    block on the fly when no packed copy is given.
  *  - The order of the sums of an output element depends only on its row and
  *    the column count: never on n_tok, the token blocking, the row range or
  *    the thread split. So a token's logits are bit-identical whether it is
@@ -104,16 +103,16 @@ size_t st_cpu_matmul_scratch_bytes(st_dtype dtype, int64_t cols, int64_t n_tok);
  * whole number of 32 for quantized dtypes (st_cpu_matmul_part checks it). */
 void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, int64_t n_tok, void *scratch,
                                 int64_t t0, int64_t t1);
-/* Bytes of a quantized (rows, cols) matrix packed in 16-row blocks (within
- * a few % of the stored size); 0 for F32/F16/BF16 or a malformed shape. */
+/* Bytes of a (rows, cols) matrix packed in 16-row blocks: the stored size
+ * (rows rounded up to 16; K types +2.8%); 0 for a malformed shape. */
 size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols);
 /* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks. */
 void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, void *packed, int64_t b0,
                              int64_t b1);
-/* Rows [r0, r1) of every token (ranges on 16-row boundaries are cheapest
- * for quantized weights). scratch: prepared for this x (NULL for
- * F32/F16/BF16). packed: w packed by st_cpu_matmul_pack_part, or NULL (the
- * SIMD paths then pack block by block on the fly). ST_ERR_UNSUPPORTED when
+/* Rows [r0, r1) of every token (ranges on 16-row boundaries are cheapest).
+ * scratch: prepared for this x (NULL for F32/F16/BF16). packed: w packed by
+ * st_cpu_matmul_pack_part, or NULL (the SIMD paths then pack block by block
+ * on the fly; the portable path reads w). ST_ERR_UNSUPPORTED when
  * cols is not a whole number of the dtype's blocks or the dtype is unknown;
  * ST_ERR_USAGE for a quantized dtype without scratch. */
 st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,

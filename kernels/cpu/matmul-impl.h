@@ -9,9 +9,9 @@
 
 #include <string.h>
 
-#define MM_LANES 16      /* fp32 accumulators per output element (float weights) */
 #define MM_GROUP 32      /* activation quantization group (columns) */
-#define MM_RB 16         /* rows per block of a packed quantized matrix */
+#define MM_RB 16         /* rows per block of a packed matrix */
+#define MM_KP 512        /* float weights: columns per partial sum (kernels_cpu.h) */
 
 /* ---- prepared activations (one token row of the scratch) -------------------------
  * P = cols rounded up to 64; every part 64-byte aligned, zero past cols:
@@ -41,11 +41,12 @@ static inline struct qx_row qx_at(const void *scratch, int64_t cols, int64_t t) 
                            (const float *)(b + o3), (const float *)(b + o4)};
 }
 
-/* ---- packed quantized matrices (the SIMD paths) ------------------------------------------
+/* ---- packed matrices (the SIMD paths) ------------------------------------------------------
  * Row blocks of MM_RB = 16 rows (the last one padded with zero rows), each
- * contiguous, so one zmm lane (or one of two ymm halves) holds one row. In a
- * block, per 32-column group g (for the K types: per superblock a header,
- * then its 8 groups):
+ * contiguous, so one zmm lane (or one of two ymm halves) holds one row.
+ * F32/F16/BF16: column after column, the 16 rows' values of each (64 or 32 B).
+ * Quantized types, in a block, per 32-column group g (for the K types: per
+ * superblock a header, then its 8 groups):
  *   codes, one of
  *     NIB   4 x 64 B: chunk c, byte 4r + b = u(r, 4c+b) | u(r, 16+4c+b) << 4
  *           (u = the low 4 bits of the code; IQ4_NL: the code-book index)
@@ -80,7 +81,11 @@ static inline size_t pk_offset(st_dtype dt, int64_t g) {
     return (size_t)(g / 8) * (pk_header_bytes(dt) + 8 * pk_group_bytes(dt)) +
            (g % 8 ? pk_header_bytes(dt) + (size_t)(g % 8) * pk_group_bytes(dt) : 0);
 }
-static inline size_t pk_block_bytes(st_dtype dt, int64_t cols) { return pk_offset(dt, cols / MM_GROUP); }
+static inline size_t pk_block_bytes(st_dtype dt, int64_t cols) {
+    if (dt == ST_DTYPE_F32) return (size_t)cols * MM_RB * 4;
+    if (dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16) return (size_t)cols * MM_RB * 2;
+    return pk_offset(dt, cols / MM_GROUP);
+}
 /* Offset of group g's own record (after the header for the first of a superblock). */
 static inline size_t pk_rec_offset(st_dtype dt, int64_t g) {
     return pk_offset(dt, g) + (pk_header_bytes(dt) && g % 8 == 0 ? pk_header_bytes(dt) : 0);
@@ -138,20 +143,16 @@ struct mm_args {
     float *y;                /* (n_tok, rows) */
 };
 
+/* Packs columns [c0, c1) of rows [r0, r0 + 16) of a row-major float matrix
+ * (rows past `rows` as zeros): (c1 - c0) x 16 values. */
+void mm_pack_cols(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t c0, int64_t c1,
+                  uint8_t *out);
 /* Packs groups [g0, g1) of rows [r0, r0 + 16) of a row-major quantized
  * matrix (rows past `rows` as zeros) into out, laid out as that part of a
  * block (pk_offset(g1) - pk_offset(g0) bytes; K types: g0, g1 multiples of
  * 8). matmul.c, plain C. */
 void mm_pack_groups(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t g0, int64_t g1,
                     uint8_t *out);
-
-/* The folding tree of the 16 lanes (kernels_cpu.h). */
-static inline float mm_fold(const float *l) {
-    float v[8], u[4];
-    for (int i = 0; i < 8; i++) v[i] = l[i] + l[i + 8];
-    for (int i = 0; i < 4; i++) u[i] = v[i] + v[i + 4];
-    return (u[0] + u[2]) + (u[1] + u[3]);
-}
 
 /* One SIMD level: quantize one token's x into its scratch row, and compute
  * rows [r0, r1) of every token. */

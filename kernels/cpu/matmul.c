@@ -134,14 +134,17 @@ static float widen(st_dtype dt, const uint8_t *row, int64_t c) {
     return dt == ST_DTYPE_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
 }
 
+/* The canonical sum of kernels_cpu.h for float weights: per 512 columns one
+ * fp32 accumulator through them in order, fused; the partial sums added in
+ * order. */
 static float dot_float(const struct mm_args *a, const uint8_t *row, const float *x) {
-    float lanes[MM_LANES] = {0};
-    const int64_t cols16 = a->cols / MM_LANES * MM_LANES;
-    for (int64_t c = 0; c < cols16; c += MM_LANES)
-        for (int l = 0; l < MM_LANES; l++) lanes[l] = fmaf(widen(a->dt, row, c + l), x[c + l], lanes[l]);
-    float s = mm_fold(lanes);
-    for (int64_t c = cols16; c < a->cols; c++) s = fmaf(widen(a->dt, row, c), x[c], s);
-    return s;
+    float total = 0.0f;
+    for (int64_t c0 = 0; c0 < a->cols; c0 += MM_KP) {
+        float acc = 0.0f;
+        for (int64_t c = c0; c < ST_MIN(c0 + MM_KP, a->cols); c++) acc = fmaf(widen(a->dt, row, c), x[c], acc);
+        total = c0 ? total + acc : acc;
+    }
+    return total;
 }
 
 /* The canonical sum of kernels_cpu.h: per group (Q6_K: per 16 columns) in
@@ -176,6 +179,17 @@ static uint8_t raw_code(st_dtype dt, const struct qgroup *w, int j) {
 }
 
 static void put_f16(uint8_t *dst, int r, const uint8_t *src) { memcpy(dst + 2 * r, src, 2); }
+
+void mm_pack_cols(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t c0, int64_t c1,
+                  uint8_t *out) {
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, rb = (size_t)cols * es;
+    for (int64_t c = c0; c < c1; c++)
+        for (int r = 0; r < MM_RB; r++) {
+            uint8_t *dst = out + ((size_t)(c - c0) * MM_RB + (size_t)r) * es;
+            if (r0 + r < rows) memcpy(dst, w + (size_t)(r0 + r) * rb + (size_t)c * es, es);
+            else memset(dst, 0, es);
+        }
+}
 
 void mm_pack_groups(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t g0, int64_t g1,
                     uint8_t *out) {
@@ -350,9 +364,7 @@ void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, in
 }
 
 size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols) {
-    if (!st_dtype_supported(dtype) || mm_is_float(dtype) || rows <= 0 || cols <= 0 ||
-        cols % st_dtype_block_elems(dtype))
-        return 0;
+    if (!st_dtype_supported(dtype) || rows <= 0 || cols <= 0 || cols % st_dtype_block_elems(dtype)) return 0;
     return (size_t)((rows + MM_RB - 1) / MM_RB) * pk_block_bytes(dtype, cols);
 }
 
@@ -360,8 +372,11 @@ void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_
                              int64_t b1) {
     if (!st_cpu_matmul_packed_bytes(dtype, rows, cols)) return;
     const size_t bb = pk_block_bytes(dtype, cols);
-    for (int64_t b = ST_MAX(b0, 0); b < ST_MIN(b1, (rows + MM_RB - 1) / MM_RB); b++)
-        mm_pack_groups(dtype, w, rows, cols, b * MM_RB, 0, cols / MM_GROUP, (uint8_t *)packed + (size_t)b * bb);
+    for (int64_t b = ST_MAX(b0, 0); b < ST_MIN(b1, (rows + MM_RB - 1) / MM_RB); b++) {
+        uint8_t *out = (uint8_t *)packed + (size_t)b * bb;
+        if (mm_is_float(dtype)) mm_pack_cols(dtype, w, rows, cols, b * MM_RB, 0, cols, out);
+        else mm_pack_groups(dtype, w, rows, cols, b * MM_RB, 0, cols / MM_GROUP, out);
+    }
 }
 
 st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
@@ -384,7 +399,7 @@ st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_
     }
     const struct mm_args a = {.w = w, .dt = dtype, .rows = rows, .cols = cols,
                               .row_bytes = st_dtype_row_bytes(dtype, cols), .bias = bias, .x = x,
-                              .qx = scratch, .packed = mm_is_float(dtype) ? NULL : packed, .n_tok = n_tok, .y = y};
+                              .qx = scratch, .packed = packed, .n_tok = n_tok, .y = y};
     isa_table[st_cpu_isa_current()].run(&a, ST_MAX(r0, 0), ST_MIN(r1, rows));
     return ST_OK;
 }

@@ -1,14 +1,16 @@
-/* matmul, AVX2 + FMA + F16C path (Haswell / Zen 1 and later). The 16 lanes of
- * one (row, token) pair are two ymm (lanes 0-7 and 8-15); the arithmetic is
- * the one kernels_cpu.h specifies, so results equal the portable path
- * (matmul.c) bit for bit. Register tiles of R rows x T tokens run over the
- * whole row for every token count (each weight row is read once per 4 tokens).
+/* matmul, AVX2 + FMA + F16C path (Haswell / Zen 1 and later). Matrices are
+ * read in packed 16-row blocks (matmul-impl.h) as two ymm halves of 8 rows;
+ * one fp32 accumulator per (row, token) runs through the columns in order,
+ * as kernels_cpu.h specifies, so results equal the portable path (matmul.c)
+ * bit for bit. A block is swept for up to 4 tokens at a time (each block is
+ * read once per 4 tokens); without a packed copy it is packed column segment
+ * by segment into a stack buffer.
  *
  * Integer dot products without VNNI: vpmaddubsw multiplies unsigned codes by
  * signed activations into saturating 16-bit pair sums. Codes of at most 6
  * bits (< 64) cannot saturate (2 * 63 * 127 < 32767); the 8-bit types (Q8_0,
  * IQ4_NL) use the signed weight w = u - o instead: |w| and v with w's sign,
- * 2 * 128 * 127 < 32767. Either way the 32-bit lane sum is the exact integer
+ * 2 * 128 * 127 < 32767. Either way the 32-bit sum is the exact integer
  * sum (u - o) * v of the specification. */
 #include "kernels/cpu/matmul-impl.h"
 
@@ -71,94 +73,83 @@ TGT void mm_avx2_quantize(const float *x, int64_t cols, void *qrow) {
     memset(dg + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
 }
 
-/* ---- shared ---------------------------------------------------------------------------- */
+/* ---- float weights ---------------------------------------------------------------------- */
 
-/* lanes 0-7 in lo, 8-15 in hi, folded in the fixed tree (mm_fold) */
-INL float fold(__m256 lo, __m256 hi) {
-    __m256 v = _mm256_add_ps(lo, hi);
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
+#define SEG_BYTES 65536
+
+/* Column c of half h of a packed float block: 8 rows widened. */
+INL __m256 ldcol(st_dtype dt, const uint8_t *blk, int64_t c, int h) {
+    if (dt == ST_DTYPE_F32) return _mm256_loadu_ps((const float *)(blk + 64 * c + 32 * h));
+    __m128i v = _mm_loadu_si128((const __m128i *)(blk + 32 * c + 16 * h));
+    if (dt == ST_DTYPE_F16) return _mm256_cvtph_ps(v);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
 }
 
-INL float widen1(st_dtype dt, const uint8_t *row, int64_t c) {
-    if (dt == ST_DTYPE_F32) { float f; memcpy(&f, row + 4 * c, 4); return f; }
-    uint16_t h;
-    memcpy(&h, row + 2 * c, 2);
-    if (dt == ST_DTYPE_F16) return _cvtsh_ss(h);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* ---- float weights ------------------------------------------------------------------- */
-
-/* The 16 weights of chunk c of a row as two vectors. */
-INL void ldw(st_dtype dt, const uint8_t *row, int64_t c, __m256 *w0, __m256 *w1) {
-    if (dt == ST_DTYPE_F32) {
-        *w0 = _mm256_loadu_ps((const float *)row + 16 * c);
-        *w1 = _mm256_loadu_ps((const float *)row + 16 * c + 8);
-        return;
+INL void fsweep(st_dtype dt, const uint8_t *blk, const float *x, int64_t ld, int T, int64_t n, __m256 io[TMAX][2]) {
+    __m256 acc[TMAX][2];
+    for (int t = 0; t < T; t++) acc[t][0] = io[t][0], acc[t][1] = io[t][1];
+    for (int64_t c = 0; c < n; c++) {
+        const __m256 w0 = ldcol(dt, blk, c, 0), w1 = ldcol(dt, blk, c, 1);
+        for (int t = 0; t < T; t++) {
+            const __m256 xb = _mm256_set1_ps(x[t * ld + c]);
+            acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
+        }
     }
-    const __m128i *p = (const __m128i *)(row + 32 * c);
-    __m128i h0 = _mm_loadu_si128(p), h1 = _mm_loadu_si128(p + 1);
-    if (dt == ST_DTYPE_F16) {
-        *w0 = _mm256_cvtph_ps(h0);
-        *w1 = _mm256_cvtph_ps(h1);
-    } else {
-        *w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h0), 16));
-        *w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h1), 16));
-    }
+    for (int t = 0; t < T; t++) io[t][0] = acc[t][0], io[t][1] = acc[t][1];
 }
 
-INL void ftile(st_dtype dt, const struct mm_args *a, int64_t r, int R, int64_t t, int T) {
-    const int64_t n16 = a->cols / 16, ld = a->cols;
-    const uint8_t *w = a->w + (size_t)r * a->row_bytes;
-    const size_t rb = a->row_bytes;
-    const float *x = a->x + t * ld;
-    __m256 acc[4][TMAX][2];
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++) acc[i][j][0] = acc[i][j][1] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < n16; c++) {
-        for (int i = 0; i < R; i++) {
-            __m256 w0, w1;
-            ldw(dt, w + i * rb, c, &w0, &w1);
-            for (int j = 0; j < T; j++) {
-                const float *xc = x + j * ld + 16 * c;
-                acc[i][j][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xc), acc[i][j][0]);
-                acc[i][j][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xc + 8), acc[i][j][1]);
+#define FSWEEP_CASES(DT) \
+    static TGT void fsweep_##DT(const uint8_t *blk, const float *x, int64_t ld, int T, int64_t n, __m256 acc[TMAX][2]) { \
+        if (T == 1) fsweep(DT, blk, x, ld, 1, n, acc); \
+        else if (T == 2) fsweep(DT, blk, x, ld, 2, n, acc); \
+        else if (T == 3) fsweep(DT, blk, x, ld, 3, n, acc); \
+        else fsweep(DT, blk, x, ld, 4, n, acc); \
+    }
+FSWEEP_CASES(ST_DTYPE_F32)
+FSWEEP_CASES(ST_DTYPE_F16)
+FSWEEP_CASES(ST_DTYPE_BF16)
+typedef void (*fsweep_fn)(const uint8_t *, const float *, int64_t, int, int64_t, __m256 (*)[2]);
+
+static TGT void frun(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
+    const int64_t seg = a->packed ? MM_KP : (int64_t)(SEG_BYTES / (MM_RB * es)) / MM_KP * MM_KP;
+    _Alignas(64) uint8_t buf[a->packed ? 64 : SEG_BYTES];
+    for (int64_t blk = r0 / MM_RB; blk * MM_RB < r1; blk++) {
+        const int64_t b0 = blk * MM_RB, lo = ST_MAX(r0, b0), hi = ST_MIN(r1, b0 + MM_RB);
+        for (int64_t t0 = 0; t0 < a->n_tok; t0 += TMAX) {
+            const int T = (int)ST_MIN(TMAX, a->n_tok - t0);
+            __m256 acc[TMAX][2], part[TMAX][2];
+            for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
+                const int64_t n = ST_MIN(seg, a->cols - c0);
+                const uint8_t *src = a->packed + (size_t)blk * bb + (size_t)c0 * MM_RB * es;
+                if (!a->packed) {
+                    mm_pack_cols(dt, a->w, a->rows, a->cols, b0, c0, c0 + n, buf);
+                    src = buf;
+                }
+                for (int64_t k = 0; k < n; k += MM_KP) {   /* one partial sum per 512 columns */
+                    for (int t = 0; t < T; t++) part[t][0] = part[t][1] = _mm256_setzero_ps();
+                    fn(src + (size_t)k * MM_RB * es, a->x + t0 * a->cols + c0 + k, a->cols, T, ST_MIN(MM_KP, n - k), part);
+                    for (int t = 0; t < T; t++)
+                        for (int h = 0; h < 2; h++) acc[t][h] = c0 + k ? _mm256_add_ps(acc[t][h], part[t][h]) : part[t][h];
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                _Alignas(32) float v[16];
+                _mm256_store_ps(v, acc[t][0]);
+                _mm256_store_ps(v + 8, acc[t][1]);
+                for (int64_t r = lo; r < hi; r++)
+                    a->y[(t0 + t) * a->rows + r] = v[r - b0] + (a->bias ? a->bias[r] : 0.0f);
             }
         }
     }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++) {
-            float s = fold(acc[i][j][0], acc[i][j][1]);
-            for (int64_t c = n16 * 16; c < a->cols; c++) s = fmaf(widen1(dt, w + i * rb, c), x[j * ld + c], s);
-            a->y[(t + j) * a->rows + r + i] = s + (a->bias ? a->bias[r + i] : 0.0f);
-        }
 }
-
-#define FTILE_CASES(DT) \
-    static TGT void ftile_##DT(const struct mm_args *a, int64_t r, int R, int64_t t, int T) { \
-        if (T == 1) { \
-            if (R == 4) ftile(DT, a, r, 4, t, 1); \
-            else if (R == 2) ftile(DT, a, r, 2, t, 1); \
-            else ftile(DT, a, r, 1, t, 1); \
-        } \
-        else if (T == 2) ftile(DT, a, r, 1, t, 2); \
-        else if (T == 3) ftile(DT, a, r, 1, t, 3); \
-        else ftile(DT, a, r, 1, t, 4); \
-    }
-FTILE_CASES(ST_DTYPE_F32)
-FTILE_CASES(ST_DTYPE_F16)
-FTILE_CASES(ST_DTYPE_BF16)
 
 /* ---- quantized weights: packed 16-row blocks, two halves of 8 rows ------------------------ */
 
 #define NTQ 4
 #define TBQ 256
-#define SEG_BYTES 65536
 
 INL bool is_k(st_dtype dt) { return dt == ST_DTYPE_Q4_K || dt == ST_DTYPE_Q5_K || dt == ST_DTYPE_Q6_K; }
 INL bool signed_codes(st_dtype dt) { return dt == ST_DTYPE_Q8_0 || dt == ST_DTYPE_IQ4_NL; }
@@ -238,7 +229,9 @@ INL __m256 cvt8s(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_ep
 INL __m256 cvth8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 /* Groups [g0, g1) of one block for T tokens into acc[t][h] (8 rows each). */
-INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m256 acc[][2]) {
+INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m256 io[][2]) {
+    __m256 acc[NTQ][2];
+    for (int t = 0; t < T; t++) acc[t][0] = io[t][0], acc[t][1] = io[t][1];
     const int o = signed_codes(dt) ? 0 : mm_q_offset(dt);
     const bool hb = mm_q_has_min(dt);
     const uint8_t *base = pk - pk_offset(dt, g0);
@@ -280,6 +273,7 @@ INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const st
             }
         }
     }
+    for (int t = 0; t < T; t++) io[t][0] = acc[t][0], io[t][1] = acc[t][1];
 }
 
 #define QBLOCK_CASES(DT) \
@@ -347,12 +341,12 @@ static TGT void qrun(qblock_fn fn, const struct mm_args *a, int64_t r0, int64_t 
 typedef void (*tile_fn)(const struct mm_args *a, int64_t r, int R, int64_t t, int T);
 
 TGT void mm_avx2_run(const struct mm_args *a, int64_t r0, int64_t r1) {
-    tile_fn fn = NULL;
+    fsweep_fn fn = NULL;
     qblock_fn qf = NULL;
     switch (a->dt) {
-    case ST_DTYPE_F32: fn = ftile_ST_DTYPE_F32; break;
-    case ST_DTYPE_F16: fn = ftile_ST_DTYPE_F16; break;
-    case ST_DTYPE_BF16: fn = ftile_ST_DTYPE_BF16; break;
+    case ST_DTYPE_F32: fn = fsweep_ST_DTYPE_F32; break;
+    case ST_DTYPE_F16: fn = fsweep_ST_DTYPE_F16; break;
+    case ST_DTYPE_BF16: fn = fsweep_ST_DTYPE_BF16; break;
     case ST_DTYPE_Q8_0: qf = qblock_ST_DTYPE_Q8_0; break;
     case ST_DTYPE_Q4_0: qf = qblock_ST_DTYPE_Q4_0; break;
     case ST_DTYPE_Q4_1: qf = qblock_ST_DTYPE_Q4_1; break;
@@ -364,16 +358,8 @@ TGT void mm_avx2_run(const struct mm_args *a, int64_t r0, int64_t r1) {
     case ST_DTYPE_Q6_K: qf = qblock_ST_DTYPE_Q6_K; break;
     default: return;
     }
-    if (qf) { qrun(qf, a, r0, r1); return; }
-    for (int64_t t = 0; t < a->n_tok; t += TMAX) {
-        const int T = (int)ST_MIN(TMAX, a->n_tok - t);
-        int64_t r = r0;
-        if (T == 1) {
-            for (; r + 4 <= r1; r += 4) fn(a, r, 4, t, 1);
-            for (; r + 2 <= r1; r += 2) fn(a, r, 2, t, 1);
-        }
-        for (; r < r1; r++) fn(a, r, 1, t, T);
-    }
+    if (qf) qrun(qf, a, r0, r1);
+    else frun(fn, a, r0, r1);
 }
 
 #endif /* __x86_64__ */

@@ -1,17 +1,18 @@
 /* matmul, AVX-512 path (F, BW, VL, DQ, VNNI: Ice Lake, Sapphire Rapids, Zen 4
- * and later). The arithmetic of every output element is the one kernels_cpu.h
- * specifies, so results equal the portable path (matmul.c) bit for bit: a zmm
- * holds the 16 lanes of one (row, token) pair.
+ * and later). Matrices are read in packed 16-row blocks (matmul-impl.h): one
+ * zmm lane per row, one fp32 accumulator per (row, token) running through the
+ * columns in order, exactly as kernels_cpu.h specifies, so results equal the
+ * portable path (matmul.c) bit for bit and do not depend on the token count.
  *
- * Few tokens (decode, small batches): register tiles of R rows x T tokens run
- * over the whole row, the weights widened or unpacked in registers, the
- * activations reused from L1. Many tokens (prefill): a blocked GEMM. A panel
- * of MR rows x KC columns is packed once (fp32 for F32/F16/BF16; for
- * quantized types the signed codes, their lane sums and the scales, so the
- * unpacking is paid once per panel, not once per token), then swept by MR x NT
- * register tiles over a block of TB tokens; the 16 lanes of each (row, token)
- * pair persist in a lanes block between column blocks (reloading an fp32
- * partial sum changes no bit) and are folded once at the end. */
+ * Float weights: few tokens (decode, small batches) sweep 4 row blocks x up to
+ * 4 tokens over all columns, each column widened in registers and multiplied
+ * with the tokens' x[c] broadcast. Many tokens (prefill): a GEMM over 2 row
+ * blocks x 12 tokens, the 32 rows of a 512-column panel widened to fp32 once
+ * and reused by every token tile; the 24 accumulators stay in registers over
+ * a panel and in y between panels (reloading an fp32 sum changes no bit).
+ * Quantized weights: per 32-column group the codes of 16 rows are unpacked
+ * once, then vpdpbusd per token (see qblock). Without a packed copy the
+ * blocks are packed column segment by segment into a stack buffer. */
 #include "kernels/cpu/matmul-impl.h"
 
 #if defined(__x86_64__)
@@ -22,12 +23,6 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline)) TGT
 
-#define GEMV_MAX_T 4      /* up to this many tokens: register tiles, no packing */
-#define MR 4              /* GEMM tile rows */
-#define NT 6              /* GEMM tile tokens (float weights) */
-#define KC 64             /* GEMM column block: 64 chunks of 16 = 1024 columns (16 pairs) */
-#define MC 16             /* GEMM rows per lanes block */
-#define TB 128            /* GEMM tokens per lanes block */
 
 /* ---- activations ------------------------------------------------------------------- */
 
@@ -69,204 +64,210 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
     memset(dg + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
 }
 
-/* ---- shared pieces ------------------------------------------------------------------ */
+/* ---- float weights -------------------------------------------------------------------- */
 
-/* The 16 lanes folded in the fixed tree (mm_fold). */
-INL float fold16(__m512 v) {
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));             /* u0+u2, u1+u3 */
-    return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
-}
+#define FB 4              /* row blocks of the few-token sweep */
+#define FT 4              /* tokens of the few-token sweep (more: the GEMM) */
+#define GB 3              /* GEMM row blocks */
+#define GT 8              /* GEMM tokens */
+#define KC MM_KP           /* GEMM panel columns = the partial-sum span of kernels_cpu.h */
+#define SEG_BYTES 65536   /* stack buffer of the on-the-fly packing paths */
 
-/* 16 lane vectors a[0..15] folded at once, each in the fixed tree:
- * returns [fold(a[0]), ..., fold(a[15])]. Every add pairs the same two
- * partial sums as fold16 does, so the bits are the same. */
-INL __m512 fold16x16(const __m512 *a) {
-    __m512 b[8], c[4], d[2];
-    for (int m = 0; m < 8; m++)   /* lanes i + (i + 8) */
-        b[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x44),
-                             _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xee));
-    for (int p = 0; p < 4; p++)   /* i + (i + 4) */
-        c[p] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * p], b[2 * p + 1], 0x88),
-                             _mm512_shuffle_f32x4(b[2 * p], b[2 * p + 1], 0xdd));
-    for (int r = 0; r < 2; r++)   /* i + (i + 2) */
-        d[r] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * r], c[2 * r + 1], 0x44),
-                             _mm512_shuffle_ps(c[2 * r], c[2 * r + 1], 0xee));
-    /* i + (i + 1): lane 4q + k holds a[q + 4k] */
-    __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xdd));
-    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_ps(idx, e);
-}
-
-INL float widen1(st_dtype dt, const uint8_t *row, int64_t c) {
-    if (dt == ST_DTYPE_F32) { float f; memcpy(&f, row + 4 * c, 4); return f; }
-    uint16_t h;
-    memcpy(&h, row + 2 * c, 2);
-    if (dt == ST_DTYPE_F16) return _cvtsh_ss(h);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* Folded lanes, then the columns past the last 16 (float dtypes), then the bias. */
-INL float finish(st_dtype dt, const uint8_t *row, int64_t cols, __m512 lanes, const float *x, float bias) {
-    float s = fold16(lanes);
-    if (dt == ST_DTYPE_F32 || dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16)
-        for (int64_t c = cols / 16 * 16; c < cols; c++) s = fmaf(widen1(dt, row, c), x[c], s);
-    return s + bias;
-}
-
-/* ---- float weights ------------------------------------------------------------------ */
-
-/* Chunk c (columns 16c .. 16c+15) of a row, widened. */
-INL __m512 ldw(st_dtype dt, const uint8_t *row, int64_t c) {
-    if (dt == ST_DTYPE_F32) return _mm512_loadu_ps(row + 64 * c);
-    __m256i h = _mm256_loadu_si256((const __m256i *)(row + 32 * c));
+/* Column c of a packed float block: 16 rows widened to fp32. */
+INL __m512 ldcol(st_dtype dt, const uint8_t *blk, int64_t c) {
+    if (dt == ST_DTYPE_F32) return _mm512_loadu_ps(blk + 64 * c);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(blk + 32 * c));
     if (dt == ST_DTYPE_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* R rows x T tokens over the whole row; y written. */
-INL void ftile(st_dtype dt, const struct mm_args *a, int64_t r, int R, int64_t t, int T) {
-    const int64_t n16 = a->cols / 16, ld = a->cols;
-    const uint8_t *w = a->w + (size_t)r * a->row_bytes;
-    const size_t rb = a->row_bytes;
-    const float *x = a->x + t * ld;
-    __m512 acc[8][GEMV_MAX_T];
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < n16; c++) {
-        for (int i = 0; i < R; i++) {
-            __m512 wv = ldw(dt, w + i * rb, c);
-            for (int j = 0; j < T; j++) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + j * ld + 16 * c), acc[i][j]);
+/* NB packed blocks (bstride bytes apart) x T tokens, columns [0, n) of the
+ * block parts at blk (x already offset to the first column). */
+INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, int NB, const float *x, int64_t ld, int T, int64_t n,
+                __m512 io[FB][FT]) {
+    __m512 acc[FB][FT];
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
+    for (int64_t c = 0; c < n; c++) {
+        __m512 w[FB];
+        for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, c);
+        for (int t = 0; t < T; t++) {
+            const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
+            for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
         }
     }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < T; j++)
-            a->y[(t + j) * a->rows + r + i] =
-                finish(dt, w + i * rb, a->cols, acc[i][j], x + j * ld, a->bias ? a->bias[r + i] : 0.0f);
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
 }
 
-#define FTILE_CASES(DT) \
-    static TGT void ftile_##DT(const struct mm_args *a, int64_t r, int R, int64_t t, int T) { \
-        if (T == 1) { \
-            if (R == 8) ftile(DT, a, r, 8, t, 1); \
-            else if (R == 4) ftile(DT, a, r, 4, t, 1); \
-            else if (R == 2) ftile(DT, a, r, 2, t, 1); \
-            else ftile(DT, a, r, 1, t, 1); \
-        } else if (T == 2) { \
-            if (R == 4) ftile(DT, a, r, 4, t, 2); else ftile(DT, a, r, 1, t, 2); \
-        } else if (T == 3) { \
-            if (R == 4) ftile(DT, a, r, 4, t, 3); else ftile(DT, a, r, 1, t, 3); \
+#define FSWEEP_CASES(DT) \
+    static TGT void fsweep_##DT(const uint8_t *blk, size_t bs, int NB, const float *x, int64_t ld, int T, int64_t n, \
+                                __m512 acc[FB][FT]) { \
+        if (NB == 4) { \
+            if (T == 1) fsweep(DT, blk, bs, 4, x, ld, 1, n, acc); \
+            else if (T == 2) fsweep(DT, blk, bs, 4, x, ld, 2, n, acc); \
+            else if (T == 3) fsweep(DT, blk, bs, 4, x, ld, 3, n, acc); \
+            else fsweep(DT, blk, bs, 4, x, ld, 4, n, acc); \
         } else { \
-            if (R == 4) ftile(DT, a, r, 4, t, 4); else ftile(DT, a, r, 1, t, 4); \
+            if (T == 1) fsweep(DT, blk, bs, 1, x, ld, 1, n, acc); \
+            else if (T == 2) fsweep(DT, blk, bs, 1, x, ld, 2, n, acc); \
+            else if (T == 3) fsweep(DT, blk, bs, 1, x, ld, 3, n, acc); \
+            else fsweep(DT, blk, bs, 1, x, ld, 4, n, acc); \
         } \
     }
-FTILE_CASES(ST_DTYPE_F32)
-FTILE_CASES(ST_DTYPE_F16)
-FTILE_CASES(ST_DTYPE_BF16)
+FSWEEP_CASES(ST_DTYPE_F32)
+FSWEEP_CASES(ST_DTYPE_F16)
+FSWEEP_CASES(ST_DTYPE_BF16)
+typedef void (*fsweep_fn)(const uint8_t *, size_t, int, const float *, int64_t, int, int64_t, __m512 (*)[FT]);
 
-typedef void (*tile_fn)(const struct mm_args *a, int64_t r, int R, int64_t t, int T);
-
-/* Rows [r0, r1) x all tokens with register tiles. */
-static TGT void run_tiles(tile_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
-    for (int64_t t = 0; t < a->n_tok; t += GEMV_MAX_T) {
-        const int T = (int)ST_MIN(GEMV_MAX_T, a->n_tok - t);
-        const int Rmax = T == 1 ? 8 : 4;
-        int64_t r = r0;
-        for (; r + Rmax <= r1; r += Rmax) fn(a, r, Rmax, t, T);
-        if (T == 1)
-            for (; r + 2 <= r1; r += 2) fn(a, r, 2, t, T);
-        for (; r < r1; r++) fn(a, r, 1, t, T);
-    }
+/* Rows of block blk within [r0, r1) as a lane mask. */
+INL __mmask16 rows_mask(int64_t blk, int64_t r0, int64_t r1) {
+    const int64_t b0 = blk * MM_RB, lo = ST_MAX(r0, b0) - b0, hi = ST_MIN(r1, b0 + MM_RB) - b0;
+    return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
-/* Where a GEMM tile goes: its lanes block (more column blocks follow), or,
- * after the last column block, y itself: y[j * ldy + i] for tile token j,
- * row i (+ bias[i]). */
-struct tout {
-    float *lanes;            /* (R, TB, 16) at the tile's first row and token */
-    bool first, fold;        /* start from zero; fold into y instead of storing lanes */
-    float *y;
-    int64_t ldy;
-    const float *bias;       /* (R) or NULL */
-};
-
-/* The fixed-tree fold of up to 4 lane vectors (rows of one token) -> y[0..R). */
-INL void fold4_store(int R, const __m512 *a, float *y, const float *bias) {
-    const __m512 z = _mm512_setzero_ps();
-    __m512 a0 = a[0], a1 = R > 1 ? a[1] : z, a2 = R > 2 ? a[2] : z, a3 = R > 3 ? a[3] : z;
-    __m512 b0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
-    __m512 b1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
-    __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(b0, b1, 0x88), _mm512_shuffle_f32x4(b0, b1, 0xdd));
-    __m512 d = _mm512_add_ps(c, _mm512_permute_ps(c, 0x4e));   /* (u0 + u2), (u1 + u3) */
-    __m512 e = _mm512_add_ps(d, _mm512_permute_ps(d, 0xb1));   /* lane 4q: sum of a[q] */
-    __m128 s = _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, e));
-    const __mmask8 k = (__mmask8)((1u << R) - 1);
-    if (bias) s = _mm_add_ps(s, _mm_maskz_loadu_ps(k, bias));
-    else s = _mm_add_ps(s, _mm_setzero_ps());
-    _mm_mask_storeu_ps(y, k, s);
+INL void store_rows(const struct mm_args *a, int64_t blk, __mmask16 keep, int64_t t, __m512 acc, bool partial) {
+    float *y = a->y + t * a->rows + blk * MM_RB;
+    if (!partial) acc = _mm512_add_ps(acc, a->bias ? _mm512_maskz_loadu_ps(keep, a->bias + blk * MM_RB) : _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(y, keep, acc);
 }
 
-INL void tile_out(int R, int T, __m512 acc[][NT], const struct tout *o) {
-    if (o->fold) {
-        for (int j = 0; j < T; j++) {
-            __m512 col[MR];
-            for (int i = 0; i < R; i++) col[i] = acc[i][j];
-            fold4_store(R, col, o->y + j * o->ldy, o->bias);
-        }
-    } else {
-        for (int i = 0; i < R; i++)
-            for (int j = 0; j < T; j++) _mm512_store_ps(o->lanes + ((size_t)i * TB + j) * 16, acc[i][j]);
-    }
-}
-
-/* GEMM micro-kernel: R rows of a packed fp32 panel (per chunk: MR vectors)
- * x T tokens of x, kn chunks. */
-INL void fkern(int R, int T, const float *panel, const float *x, int64_t ld, int64_t kn, const struct tout *o) {
-    __m512 acc[MR][NT];
-    if (o->first) {
-        for (int i = 0; i < R; i++)
-            for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();
-    } else {
-        for (int i = 0; i < R; i++)
-            for (int j = 0; j < T; j++) acc[i][j] = _mm512_load_ps(o->lanes + ((size_t)i * TB + j) * 16);
-    }
-    for (int64_t c = 0; c < kn; c++) {
-        __m512 wv[MR];
-        for (int i = 0; i < R; i++) wv[i] = _mm512_load_ps(panel + (c * MR + i) * 16);
-        for (int j = 0; j < T; j++) {
-            __m512 xv = _mm512_loadu_ps(x + j * ld + 16 * c);
-            for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+/* Few tokens: FB blocks at a time over all columns (on the fly: column segments). */
+static TGT void fsmall(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
+    const int64_t seg = MM_KP;   /* on the fly: FB blocks x 512 columns at a time (128 KiB for F32) */
+    _Alignas(64) uint8_t buf[a->packed ? 64 : FB * MM_RB * MM_KP * 4];
+    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
+    for (int64_t t0 = 0; t0 < a->n_tok; t0 += FT) {
+        const int T = (int)ST_MIN(FT, a->n_tok - t0);
+        for (int64_t blk = r0 / MM_RB; blk < blk1;) {
+            const int NB = blk + FB <= blk1 ? FB : 1;
+            __m512 acc[FB][FT], part[FB][FT];
+            for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
+                const int64_t n = ST_MIN(seg, a->cols - c0);
+                const uint8_t *src = a->packed + (size_t)blk * bb + (size_t)c0 * MM_RB * es;
+                size_t bs = bb;
+                if (!a->packed) {
+                    for (int b = 0; b < NB; b++)
+                        mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
+                    src = buf;
+                    bs = (size_t)n * MM_RB * es;
+                }
+                for (int64_t k = 0; k < n; k += MM_KP) {   /* one partial sum per 512 columns */
+                    for (int b = 0; b < NB; b++)
+                        for (int t = 0; t < T; t++) part[b][t] = _mm512_setzero_ps();
+                    fn(src + (size_t)k * MM_RB * es, bs, NB, a->x + t0 * a->cols + c0 + k, a->cols, T,
+                       ST_MIN(MM_KP, n - k), part);
+                    for (int b = 0; b < NB; b++)
+                        for (int t = 0; t < T; t++)
+                            acc[b][t] = c0 + k ? _mm512_add_ps(acc[b][t], part[b][t]) : part[b][t];
+                }
+            }
+            for (int b = 0; b < NB; b++)
+                for (int t = 0; t < T; t++) store_rows(a, blk + b, rows_mask(blk + b, r0, r1), t0 + t, acc[b][t], false);
+            blk += NB;
         }
     }
-    tile_out(R, T, acc, o);
 }
 
-#define FK(R, T) \
-    static TGT void fk_##R##_##T(const float *p, const float *x, int64_t ld, int64_t kn, const struct tout *o) { \
-        fkern(R, T, p, x, ld, kn, o); \
+/* GEMM micro-kernel: NB <= GB blocks of a widened panel (per column GB x 16
+ * floats) x T <= GT tokens over n columns. */
+INL void fkern(int NB, int T, const float *panel, const float *x, int64_t ld, int64_t n, __m512 io[GB][GT]) {
+    __m512 acc[GB][GT];   /* in registers over the loop, not through the pointer */
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
+    for (int64_t c = 0; c < n; c++) {
+        __m512 w[GB];
+        for (int b = 0; b < NB; b++) w[b] = _mm512_load_ps(panel + (c * GB + b) * 16);
+        for (int t = 0; t < T; t++) {
+            const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
+            for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
+        }
     }
-#define FK_R(R) FK(R, 1) FK(R, 2) FK(R, 3) FK(R, 4) FK(R, 5) FK(R, 6)
-FK_R(1) FK_R(2) FK_R(3) FK_R(4)
-typedef void (*fk_fn)(const float *, const float *, int64_t, int64_t, const struct tout *);
-static const fk_fn fk_table[MR][NT] = {
-    {fk_1_1, fk_1_2, fk_1_3, fk_1_4, fk_1_5, fk_1_6}, {fk_2_1, fk_2_2, fk_2_3, fk_2_4, fk_2_5, fk_2_6},
-    {fk_3_1, fk_3_2, fk_3_3, fk_3_4, fk_3_5, fk_3_6}, {fk_4_1, fk_4_2, fk_4_3, fk_4_4, fk_4_5, fk_4_6},
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
+}
+
+#define FK(B, T) \
+    static TGT void fk_##B##_##T(const float *p, const float *x, int64_t ld, int64_t n, __m512 acc[GB][GT]) { \
+        fkern(B, T, p, x, ld, n, acc); \
+    }
+#define FK_T(B) FK(B, 1) FK(B, 2) FK(B, 3) FK(B, 4) FK(B, 5) FK(B, 6) FK(B, 7) FK(B, 8)
+FK_T(1) FK_T(2) FK_T(3)
+typedef void (*fk_fn)(const float *, const float *, int64_t, int64_t, __m512 (*)[GT]);
+static const fk_fn fk_table[GB][GT] = {
+    {fk_1_1, fk_1_2, fk_1_3, fk_1_4, fk_1_5, fk_1_6, fk_1_7, fk_1_8},
+    {fk_2_1, fk_2_2, fk_2_3, fk_2_4, fk_2_5, fk_2_6, fk_2_7, fk_2_8},
+    {fk_3_1, fk_3_2, fk_3_3, fk_3_4, fk_3_5, fk_3_6, fk_3_7, fk_3_8},
 };
 
-/* Packs chunks [c0, c0 + kn) of R rows as fp32, chunk-major (MR vectors per chunk). */
-INL void fpack(st_dtype dt, const uint8_t *w, size_t rb, int R, int64_t c0, int64_t kn, float *panel) {
-    for (int64_t c = 0; c < kn; c++)
-        for (int i = 0; i < R; i++) _mm512_store_ps(panel + (c * MR + i) * 16, ldw(dt, w + i * rb, c0 + c));
+/* Widens columns [c0, c0 + n) of NB blocks into the panel (per column GB x 16 floats). */
+INL void fpanel(st_dtype dt, const uint8_t *const *blk, int NB, int64_t n, float *panel) {
+    for (int64_t c = 0; c < n; c++)
+        for (int b = 0; b < NB; b++) _mm512_store_ps(panel + (c * GB + b) * 16, ldcol(dt, blk[b], c));
 }
 
-static TGT void fpack_any(st_dtype dt, const uint8_t *w, size_t rb, int R, int64_t c0, int64_t kn, float *panel) {
-    if (dt == ST_DTYPE_F32) fpack(ST_DTYPE_F32, w, rb, R, c0, kn, panel);
-    else if (dt == ST_DTYPE_F16) fpack(ST_DTYPE_F16, w, rb, R, c0, kn, panel);
-    else fpack(ST_DTYPE_BF16, w, rb, R, c0, kn, panel);
+static TGT void fpanel_any(st_dtype dt, const uint8_t *const *blk, int NB, int64_t n, float *panel) {
+    if (dt == ST_DTYPE_F32) fpanel(ST_DTYPE_F32, blk, NB, n, panel);
+    else if (dt == ST_DTYPE_F16) fpanel(ST_DTYPE_F16, blk, NB, n, panel);
+    else fpanel(ST_DTYPE_BF16, blk, NB, n, panel);
+}
+
+/* Token tiles: GT wide, the last few balanced (10 = 5 + 5, not 8 + 2). */
+static inline int tile_tokens(int64_t left) {
+    if (left >= 2 * GT || left == GT) return GT;
+    if (left > GT) return (int)((left + 1) / 2);
+    return (int)left;
+}
+
+static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
+    _Alignas(64) float panel[KC * GB * 16];
+    _Alignas(64) uint8_t buf[a->packed ? 64 : GB * KC * MM_RB * 4];
+    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
+    for (int64_t blk = r0 / MM_RB; blk < blk1; blk += GB) {
+        const int NB = (int)ST_MIN(GB, blk1 - blk);
+        __mmask16 keep[GB];
+        for (int b = 0; b < NB; b++) keep[b] = rows_mask(blk + b, r0, r1);
+        for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
+            const int64_t n = ST_MIN(KC, a->cols - c0);
+            const uint8_t *src[GB];
+            for (int b = 0; b < NB; b++) {
+                if (a->packed) src[b] = a->packed + (size_t)(blk + b) * bb + (size_t)c0 * MM_RB * es;
+                else {
+                    src[b] = buf + (size_t)b * KC * MM_RB * es;
+                    mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
+                }
+            }
+            fpanel_any(dt, src, NB, n, panel);
+            if (a->packed) {   /* the next panel's weights stream in while this one is swept */
+                const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nblk = nc ? blk : blk + GB;
+                for (int b = 0; b < GB && nblk + b < blk1; b++) {
+                    const uint8_t *p = a->packed + (size_t)(nblk + b) * bb + (size_t)nc * MM_RB * es;
+                    const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * MM_RB * es;
+                    for (size_t off = 0; off < len; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
+                }
+            }
+            const bool first = c0 == 0, last = c0 + n == a->cols;
+            for (int64_t t0 = 0; t0 < a->n_tok;) {
+                const int T = tile_tokens(a->n_tok - t0);
+                __m512 acc[GB][GT];   /* this panel's partial sums, added to the earlier ones in y */
+                for (int b = 0; b < NB; b++)
+                    for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
+                fk_table[NB - 1][T - 1](panel, a->x + t0 * a->cols + c0, a->cols, n, acc);
+                for (int b = 0; b < NB; b++)
+                    for (int t = 0; t < T; t++) {
+                        if (!first)
+                            acc[b][t] = _mm512_add_ps(_mm512_maskz_loadu_ps(keep[b], a->y + (t0 + t) * a->rows + (blk + b) * MM_RB),
+                                                      acc[b][t]);
+                        store_rows(a, blk + b, keep[b], t0 + t, acc[b][t], !last);
+                    }
+                t0 += T;
+            }
+        }
+    }
 }
 
 /* ---- quantized weights: packed 16-row blocks (matmul-impl.h) -----------------------------
@@ -278,7 +279,6 @@ static TGT void fpack_any(st_dtype dt, const uint8_t *w, size_t rb, int R, int64
 
 #define NTQ 8             /* tokens per pass over a block (register accumulators) */
 #define TBQ 256           /* tokens per lanes pass of the on-the-fly packing path */
-#define SEG_BYTES 65536   /* stack buffer of the on-the-fly packing path */
 
 INL bool is_k(st_dtype dt) { return dt == ST_DTYPE_Q4_K || dt == ST_DTYPE_Q5_K || dt == ST_DTYPE_Q6_K; }
 
@@ -346,7 +346,9 @@ INL void isums(st_dtype dt, const __m512i *c, const int8_t *v, __m512i *lo, __m5
 
 /* Groups [g0, g1) of one block (pk points at g0's part of the block) for T
  * tokens, into acc[T] (16 rows each). */
-INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m512 *acc) {
+INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m512 *io) {
+    __m512 acc[NTQ];
+    for (int t = 0; t < T; t++) acc[t] = io[t];
     const int o = mm_q_offset(dt);
     const bool hb = mm_q_has_min(dt);
     const uint8_t *base = pk - pk_offset(dt, g0);
@@ -393,6 +395,7 @@ INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const st
             if (hb) acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(b, dx), _mm512_set1_ps(q[t].s32f[g]), acc[t]);
         }
     }
+    for (int t = 0; t < T; t++) io[t] = acc[t];
 }
 
 #define QBLOCK_CASES(DT) \
@@ -463,97 +466,15 @@ static TGT void qrun(qblock_fn fn, const struct mm_args *a, int64_t r0, int64_t 
     }
 }
 
-/* ---- the blocked GEMM driver ---------------------------------------------------------- */
-
-/* y for rows [m0, m0 + nm) (nm <= MC = 16) x tokens [tb, tb + ntb) from the
- * lanes block: 16 rows of one token folded at once (float columns past the
- * last 16 need the scalar finish). */
-static TGT void gemm_fold(const struct mm_args *a, int64_t m0, int64_t nm, int64_t tb, int64_t ntb,
-                          const float *lanes) {
-    const bool tail = a->cols % 16;
-    if (tail) {
-        for (int64_t i = 0; i < nm; i++) {
-            const int64_t r = m0 + i;
-            const uint8_t *row = a->w + (size_t)r * a->row_bytes;
-            const float bias = a->bias ? a->bias[r] : 0.0f;
-            for (int64_t j = 0; j < ntb; j++)
-                a->y[(tb + j) * a->rows + r] = finish(a->dt, row, a->cols, _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16),
-                                                      a->x + (tb + j) * a->cols, bias);
-        }
-        return;
-    }
-    const __mmask16 k = (__mmask16)((1u << nm) - 1);
-    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(k, a->bias + m0) : _mm512_setzero_ps();
-    for (int64_t j = 0; j < ntb; j++) {
-        __m512 v[16];
-        for (int i = 0; i < 16; i++)
-            v[i] = i < nm ? _mm512_load_ps(lanes + ((size_t)i * TB + j) * 16) : _mm512_setzero_ps();
-        _mm512_mask_storeu_ps(a->y + (tb + j) * a->rows + m0, k, _mm512_add_ps(fold16x16(v), bias));
-    }
-}
-
-/* Token tiles: nt wide, the last few balanced (8 = 4 + 4, not 6 + 2). */
-static inline int tile_tokens(int64_t left, int nt) {
-    if (left >= 2 * nt || left == nt) return nt;
-    if (left > nt) return (int)((left + 1) / 2);
-    return (int)left;
-}
-
-/* The blocked GEMM of float weights (see the top of the file). */
-static TGT void gemm(const struct mm_args *a, int64_t r0, int64_t r1) {
-    const int64_t nk = a->cols / 16;
-    /* the last column block folds straight into y unless columns past the last 16 remain */
-    const bool fold_direct = a->cols % 16 == 0;
-    _Alignas(64) float lanes[MC * TB * 16];
-    _Alignas(64) float panel[MR * KC * 16];
-    for (int64_t tb = 0; tb < a->n_tok; tb += TB) {
-        const int64_t ntb = ST_MIN(TB, a->n_tok - tb);
-        for (int64_t m0 = r0; m0 < r1; m0 += MC) {
-            const int64_t nm = ST_MIN(MC, r1 - m0);
-            for (int64_t k0 = 0; k0 < nk; k0 += KC) {
-                const int64_t kn = ST_MIN(KC, nk - k0);
-                const bool last = k0 + kn == nk && fold_direct;
-                for (int64_t i0 = 0; i0 < nm; i0 += MR) {
-                    const int R = (int)ST_MIN(MR, nm - i0);
-                    const uint8_t *w = a->w + (size_t)(m0 + i0) * a->row_bytes;
-                    struct tout o = {.first = k0 == 0, .fold = last, .ldy = a->rows,
-                                     .bias = a->bias ? a->bias + m0 + i0 : NULL};
-                    fpack_any(a->dt, w, a->row_bytes, R, k0, kn, panel);
-                    /* the next panel's weights stream in from memory while this one is swept */
-                    if (m0 + i0 + MR < r1) {
-                        const size_t cb = st_dtype_row_bytes(a->dt, 16);
-                        const uint8_t *nx = w + (size_t)MR * a->row_bytes + (size_t)k0 * cb;
-                        const size_t span = (size_t)kn * cb;
-                        for (int i = 0; i < (int)ST_MIN(MR, r1 - (m0 + i0 + MR)); i++)
-                            for (size_t off = 0; off < span; off += 64) _mm_prefetch((const char *)nx + i * a->row_bytes + off, _MM_HINT_T1);
-                    }
-                    const float *x = a->x + tb * a->cols + k0 * 16;
-                    for (int64_t j = 0; j < ntb;) {
-                        const int T = tile_tokens(ntb - j, NT);
-                        o.lanes = lanes + ((size_t)i0 * TB + j) * 16;
-                        o.y = a->y + (tb + j) * a->rows + m0 + i0;
-                        fk_table[R - 1][T - 1](panel, x + j * a->cols, a->cols, kn, &o);
-                        j += T;
-                    }
-                }
-            }
-            if (!fold_direct) {
-                if (nk == 0) memset(lanes, 0, sizeof(float) * 16 * TB * (size_t)nm);
-                gemm_fold(a, m0, nm, tb, ntb, lanes);
-            }
-        }
-    }
-}
-
 /* ---- entry ------------------------------------------------------------------------------ */
 
 TGT void mm_avx512_run(const struct mm_args *a, int64_t r0, int64_t r1) {
-    tile_fn tf = NULL;
+    fsweep_fn ff = NULL;
     qblock_fn qf = NULL;
     switch (a->dt) {
-    case ST_DTYPE_F32: tf = ftile_ST_DTYPE_F32; break;
-    case ST_DTYPE_F16: tf = ftile_ST_DTYPE_F16; break;
-    case ST_DTYPE_BF16: tf = ftile_ST_DTYPE_BF16; break;
+    case ST_DTYPE_F32: ff = fsweep_ST_DTYPE_F32; break;
+    case ST_DTYPE_F16: ff = fsweep_ST_DTYPE_F16; break;
+    case ST_DTYPE_BF16: ff = fsweep_ST_DTYPE_BF16; break;
     case ST_DTYPE_Q8_0: qf = qblock_ST_DTYPE_Q8_0; break;
     case ST_DTYPE_Q4_0: qf = qblock_ST_DTYPE_Q4_0; break;
     case ST_DTYPE_Q4_1: qf = qblock_ST_DTYPE_Q4_1; break;
@@ -566,8 +487,8 @@ TGT void mm_avx512_run(const struct mm_args *a, int64_t r0, int64_t r1) {
     default: return;
     }
     if (qf) qrun(qf, a, r0, r1);
-    else if (a->n_tok > GEMV_MAX_T) gemm(a, r0, r1);
-    else run_tiles(tf, a, r0, r1);
+    else if (a->n_tok > FT) fgemm(a, r0, r1);
+    else fsmall(ff, a, r0, r1);
 }
 
 #endif /* __x86_64__ */

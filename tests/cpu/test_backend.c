@@ -176,7 +176,8 @@ static void test_grouped(void) {
             CHECK_MSG(!memcmp(sw, g, sizeof(float) * n * F), "matmul_swiglu, %d threads, %lld tokens", threads, (long long)n);
         }
         CHECK_ERR(o->matmul_swiglu(be, &G, NULL, &W[0], NULL, x, 1, sw), ST_ERR_USAGE, "gate is 700 x 512 but up is 301 x 512");
-        const uint64_t want = threads == 2 ? st_cpu_matmul_packed_bytes(dts[1], R[1], C) + st_cpu_matmul_packed_bytes(dts[2], R[2], C) +
+        const uint64_t want = threads == 2 ? st_cpu_matmul_packed_bytes(dts[0], R[0], C) + st_cpu_matmul_packed_bytes(dts[1], R[1], C) +
+                                                 st_cpu_matmul_packed_bytes(dts[2], R[2], C) +
                                                  st_cpu_matmul_packed_bytes(gdt[0], F, C) + st_cpu_matmul_packed_bytes(gdt[1], F, C)
                                            : 0;
         CHECK_MSG(st_cpu_backend_packed_bytes(be) == want, "%d threads: %llu bytes packed, want %llu", threads,
