@@ -170,61 +170,172 @@ static float dot_quant(const struct mm_args *a, const uint8_t *row, struct qx_ro
 
 /* ---- packing into 16-row blocks ------------------------------------------------------------ */
 
-/* The stored code of column j of group g (for IQ4_NL the code-book index). */
-static uint8_t raw_code(st_dtype dt, const struct qgroup *w, int j) {
-    if (dt != ST_DTYPE_IQ4_NL) return w->u[j];
-    for (int k = 0; k < 16; k++)
-        if (mm_iq4nl_values[k] + 128 == w->u[j]) return (uint8_t)k;
-    return 0;
-}
-
 static void put_f16(uint8_t *dst, int r, const uint8_t *src) { memcpy(dst + 2 * r, src, 2); }
 
 void mm_pack_cols(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t c0, int64_t c1,
                   uint8_t *out) {
-    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, rb = (size_t)cols * es;
-    for (int64_t c = c0; c < c1; c++)
-        for (int r = 0; r < MM_RB; r++) {
-            uint8_t *dst = out + ((size_t)(c - c0) * MM_RB + (size_t)r) * es;
-            if (r0 + r < rows) memcpy(dst, w + (size_t)(r0 + r) * rb + (size_t)c * es, es);
-            else memset(dst, 0, es);
+    const int nr = (int)ST_MAX(0, ST_MIN(MM_RB, rows - r0));
+    if (dt == ST_DTYPE_F32) {
+        const float *src = (const float *)w + r0 * cols;
+        float *dst = (float *)out;
+        for (int64_t c = c0; c < c1; c++, dst += MM_RB) {
+            for (int r = 0; r < nr; r++) dst[r] = src[r * cols + c];
+            for (int r = nr; r < MM_RB; r++) dst[r] = 0.0f;
         }
+        return;
+    }
+    const uint16_t *src = (const uint16_t *)w + r0 * cols;
+    uint16_t *dst = (uint16_t *)out;
+    for (int64_t c = c0; c < c1; c++, dst += MM_RB) {
+        for (int r = 0; r < nr; r++) dst[r] = src[r * cols + c];
+        for (int r = nr; r < MM_RB; r++) dst[r] = 0;
+    }
+}
+
+/* The 32 stored codes of group g of a row, as the packed layout keeps them:
+ * the code-book index for IQ4_NL, q + 128 for Q8_0, the 4/5/6-bit value else. */
+static void group_raw(st_dtype dt, const uint8_t *row, int64_t g, uint8_t *u) {
+    const size_t bb = st_dtype_block_bytes(dt);
+    const uint8_t *b = row + (size_t)(st_dtype_block_elems(dt) == 32 ? g : g / 8) * bb;
+    const int j = (int)(g % 8);
+    uint32_t h = 0;
+    const uint8_t *qs = b + 2;
+    switch (dt) {
+    case ST_DTYPE_Q8_0:
+        for (int k = 0; k < 32; k++) u[k] = (uint8_t)(b[2 + k] ^ 0x80);
+        return;
+    case ST_DTYPE_Q4_1: qs = b + 4; break;
+    case ST_DTYPE_Q5_0: h = rd_u32(b + 2); qs = b + 6; break;
+    case ST_DTYPE_Q5_1: h = rd_u32(b + 4); qs = b + 8; break;
+    case ST_DTYPE_Q4_K: case ST_DTYPE_Q5_K: {
+        const uint8_t *q = b + (dt == ST_DTYPE_Q4_K ? 16 : 48) + 32 * (j / 2), *qh = b + 16;
+        for (int l = 0; l < 32; l++) {
+            u[l] = (uint8_t)(j % 2 ? q[l] >> 4 : q[l] & 0xf);
+            if (dt == ST_DTYPE_Q5_K) u[l] |= (uint8_t)(((qh[l] >> j) & 1) << 4);
+        }
+        return;
+    }
+    case ST_DTYPE_Q6_K: {
+        const uint8_t *L = b + 64 * (j / 4), *H = b + 128 + 32 * (j / 4);
+        const int m = j % 4, lo = m & 1 ? 32 : 0, sh = m < 2 ? 0 : 4;
+        for (int l = 0; l < 32; l++) u[l] = (uint8_t)(((L[l + lo] >> sh) & 0xf) | (((H[l] >> (2 * m)) & 3) << 4));
+        return;
+    }
+    default: break;   /* Q4_0, IQ4_NL: qs = b + 2 */
+    }
+    for (int k = 0; k < 16; k++) {
+        u[k] = (uint8_t)((qs[k] & 0xf) | (((h >> k) & 1) << 4));
+        u[k + 16] = (uint8_t)((qs[k] >> 4) | (((h >> (k + 16)) & 1) << 4));
+    }
 }
 
 void mm_pack_groups(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, int64_t r0, int64_t g0, int64_t g1,
                     uint8_t *out) {
     const size_t rb = st_dtype_row_bytes(dt, cols), bb = st_dtype_block_bytes(dt);
-    const bool k = pk_header_bytes(dt) != 0;
+    const bool k = pk_header_bytes(dt) != 0, five = dt == ST_DTYPE_Q5_0 || dt == ST_DTYPE_Q5_1 || dt == ST_DTYPE_Q5_K;
     memset(out, 0, pk_offset(dt, g1) - pk_offset(dt, g0));
     for (int r = 0; r < MM_RB && r0 + r < rows; r++) {
         const uint8_t *row = w + (size_t)(r0 + r) * rb;
         for (int64_t g = g0; g < g1; g++) {
-            struct qgroup q;
-            decode_group(dt, row, g, &q);
             uint8_t *hd = k ? out + pk_offset(dt, g / 8 * 8) - pk_offset(dt, g0) : NULL;
             uint8_t *rec = out + pk_rec_offset(dt, g) - pk_offset(dt, g0);
+            if (!k && dt != ST_DTYPE_Q8_0) {
+                /* 32-blocks of nibbles: the stored byte j already holds codes j and j + 16,
+                 * the packed layout's byte; the fifth bits come straight from qh */
+                const uint8_t *blk = row + (size_t)g * bb;
+                const size_t qo = dt == ST_DTYPE_Q4_1 ? 4 : dt == ST_DTYPE_Q5_0 ? 6 : dt == ST_DTYPE_Q5_1 ? 8 : 2;
+                for (int c = 0; c < 4; c++) memcpy(rec + 64 * c + 4 * r, blk + qo + 4 * c, 4);
+                uint8_t *extra = rec + 256;
+                if (five) {
+                    const uint32_t h = rd_u32(blk + qo - 4);
+                    for (int c = 0; c < 4; c++)
+                        for (int half = 0; half < 2; half++) {
+                            uint64_t m;
+                            memcpy(&m, extra + 8 * (2 * c + half), 8);
+                            m |= (uint64_t)((h >> (16 * half + 4 * c)) & 0xf) << (4 * r);
+                            memcpy(extra + 8 * (2 * c + half), &m, 8);
+                        }
+                    extra += 64;
+                }
+                put_f16(extra, r, blk);
+                if (dt == ST_DTYPE_Q4_1 || dt == ST_DTYPE_Q5_1) put_f16(extra + 32, r, blk + 2);
+                continue;
+            }
+            if (k) {
+                /* K types, four codes at a time as 32-bit words: codes j and j + 16
+                 * of the group make one packed byte, as for the 32-blocks */
+                const uint8_t *blk = row + (size_t)(g / 8) * bb;
+                const int j = (int)(g % 8);
+                const uint8_t *q = dt == ST_DTYPE_Q6_K ? blk + 64 * (j / 4) + 32 * ((j % 4) & 1)
+                                                       : blk + (dt == ST_DTYPE_Q4_K ? 16 : 48) + 32 * (j / 2);
+                const int sh = dt == ST_DTYPE_Q6_K ? (j % 4 < 2 ? 0 : 4) : (j % 2 ? 4 : 0);
+                for (int c = 0; c < 4; c++) {
+                    const uint32_t lo = (rd_u32(q + 4 * c) >> sh) & 0x0f0f0f0fu, hi = (rd_u32(q + 16 + 4 * c) >> sh) & 0x0f0f0f0fu;
+                    const uint32_t v = lo | hi << 4;
+                    memcpy(rec + 64 * c + 4 * r, &v, 4);
+                }
+                if (dt == ST_DTYPE_Q5_K) {
+                    const uint8_t *qh = blk + 16;
+                    for (int c = 0; c < 4; c++)
+                        for (int half = 0; half < 2; half++) {
+                            const uint32_t x = (rd_u32(qh + 16 * half + 4 * c) >> j) & 0x01010101u;
+                            const uint64_t bits = (x & 1) | (x >> 7 & 2) | (x >> 14 & 4) | (x >> 21 & 8);
+                            uint64_t m;
+                            memcpy(&m, rec + 256 + 8 * (2 * c + half), 8);
+                            m |= bits << (4 * r);
+                            memcpy(rec + 256 + 8 * (2 * c + half), &m, 8);
+                        }
+                } else if (dt == ST_DTYPE_Q6_K) {
+                    const uint8_t *H = blk + 128 + 32 * (j / 4);
+                    for (int half = 0; half < 2; half++) {
+                        uint32_t two;
+                        memcpy(&two, rec + 256 + 64 * half + 4 * r, 4);
+                        for (int c = 0; c < 4; c++)
+                            two |= ((rd_u32(H + 16 * half + 4 * c) >> (2 * (j % 4))) & 0x03030303u) << (2 * c);
+                        memcpy(rec + 256 + 64 * half + 4 * r, &two, 4);
+                    }
+                }
+                if (g % 8) continue;   /* the header, once per superblock */
+                if (dt == ST_DTYPE_Q6_K) {
+                    put_f16(hd, r, blk + 208);
+                    for (int s6 = 0; s6 < 16; s6++) hd[32 + 16 * s6 + r] = blk[192 + s6];
+                } else {
+                    put_f16(hd, r, blk);
+                    put_f16(hd + 32, r, blk + 2);
+                    for (int jj = 0; jj < 8; jj++) {
+                        int sc, m;
+                        mm_scale_min_k4(jj, blk + 4, &sc, &m);
+                        hd[64 + 16 * jj + r] = (uint8_t)sc;
+                        hd[192 + 16 * jj + r] = (uint8_t)m;
+                    }
+                }
+                continue;
+            }
+            uint8_t u[32];
+            group_raw(dt, row, g, u);
             if (dt == ST_DTYPE_Q8_0) {
-                for (int j = 0; j < 32; j++) rec[64 * (j / 4) + 4 * r + j % 4] = q.u[j];
+                for (int m = 0; m < 8; m++) memcpy(rec + 64 * m + 4 * r, u + 4 * m, 4);
                 put_f16(rec + 512, r, row + (size_t)g * bb);
                 continue;
             }
             for (int c = 0; c < 4; c++)
                 for (int b = 0; b < 4; b++)
-                    rec[64 * c + 4 * r + b] = (uint8_t)((raw_code(dt, &q, 4 * c + b) & 0xf) |
-                                                        (raw_code(dt, &q, 16 + 4 * c + b) & 0xf) << 4);
+                    rec[64 * c + 4 * r + b] = (uint8_t)((u[4 * c + b] & 0xf) | (u[16 + 4 * c + b] & 0xf) << 4);
             uint8_t *extra = rec + 256;
-            if (dt == ST_DTYPE_Q5_0 || dt == ST_DTYPE_Q5_1 || dt == ST_DTYPE_Q5_K) {
+            if (five) {
                 for (int c = 0; c < 4; c++)
-                    for (int b = 0; b < 4; b++)
-                        for (int half = 0; half < 2; half++)
-                            if (q.u[16 * half + 4 * c + b] & 16)
-                                extra[8 * (2 * c + half) + (4 * r + b) / 8] |= (uint8_t)(1u << ((4 * r + b) % 8));
+                    for (int half = 0; half < 2; half++) {
+                        uint64_t m;
+                        memcpy(&m, extra + 8 * (2 * c + half), 8);
+                        for (int b = 0; b < 4; b++) m |= (uint64_t)((u[16 * half + 4 * c + b] >> 4) & 1) << (4 * r + b);
+                        memcpy(extra + 8 * (2 * c + half), &m, 8);
+                    }
                 extra += 64;
             } else if (dt == ST_DTYPE_Q6_K) {
                 for (int c = 0; c < 4; c++)
                     for (int b = 0; b < 4; b++)
                         for (int half = 0; half < 2; half++)
-                            extra[64 * half + 4 * r + b] |= (uint8_t)(((q.u[16 * half + 4 * c + b] >> 4) & 3) << (2 * c));
+                            extra[64 * half + 4 * r + b] |= (uint8_t)(((u[16 * half + 4 * c + b] >> 4) & 3) << (2 * c));
                 extra += 128;
             }
             if (!k) {   /* a (and b) as the block stores them */
@@ -237,15 +348,15 @@ void mm_pack_groups(st_dtype dt, const uint8_t *w, int64_t rows, int64_t cols, i
             const uint8_t *blk = row + (size_t)(g / 8) * bb;
             if (dt == ST_DTYPE_Q6_K) {
                 put_f16(hd, r, blk + 208);
-                for (int u = 0; u < 16; u++) hd[32 + 16 * u + r] = blk[192 + u];
+                for (int s6 = 0; s6 < 16; s6++) hd[32 + 16 * s6 + r] = blk[192 + s6];
             } else {
                 put_f16(hd, r, blk);
                 put_f16(hd + 32, r, blk + 2);
-                for (int j = 0; j < 8; j++) {
+                for (int jj = 0; jj < 8; jj++) {
                     int sc, m;
-                    mm_scale_min_k4(j, blk + 4, &sc, &m);
-                    hd[64 + 16 * j + r] = (uint8_t)sc;
-                    hd[192 + 16 * j + r] = (uint8_t)m;
+                    mm_scale_min_k4(jj, blk + 4, &sc, &m);
+                    hd[64 + 16 * jj + r] = (uint8_t)sc;
+                    hd[192 + 16 * jj + r] = (uint8_t)m;
                 }
             }
         }
