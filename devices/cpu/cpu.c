@@ -241,7 +241,7 @@ struct job {
     const void *kc, *vc;
     void *qx;                     /* prepared activations (quantized weights) */
     struct mm_part mp[ST_MATMUL_MULTI_MAX]; int n_mp;   /* matmul / matmul_multi / matmul_swiglu (gate, up) */
-    int64_t unit;                 /* matmul: rows per work unit (16 for quantized weights: one packed block) */
+    int64_t unit;                 /* matmul: rows per work unit (16: one packed block) */
     /* first failure on any thread */
     _Atomic int failed;
     st_status status;
@@ -430,9 +430,9 @@ static const void *packed_for(st_backend *be, const struct st_weight *w) {
     return packed;
 }
 
-static int64_t unit_rows(st_dtype a, st_dtype b) {
-    return st_cpu_matmul_scratch_bytes(a, 64, 1) || st_cpu_matmul_scratch_bytes(b, 64, 1) ? 16 : 1;
-}
+/* Matmul work is split on the kernels' 16-row blocks, so a thread never
+ * computes a block whose rows another one writes. */
+#define UNIT_ROWS 16
 
 static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x,
                             int64_t n_tok, float *y) {
@@ -440,7 +440,7 @@ static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const flo
         st_status s = place_threads(be);
         if (s != ST_OK) return s;
     }
-    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1, .unit = unit_rows(w->dtype, w->dtype)};
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1, .unit = UNIT_ROWS};
     j.mp[0] = (struct mm_part){w, packed_for(be, w), bias, y};
     j.n_units = mm_units(&j, w);
     st_status s = prepare_x(be, w->dtype, x, w->cols, n_tok, &j.qx);
@@ -459,7 +459,7 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
         st_status s = place_threads(be);
         if (s != ST_OK) return s;
     }
-    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = n_jobs, .unit = 1};
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = n_jobs, .unit = UNIT_ROWS};
     const int64_t cols = jobs[0].w->cols;
     st_dtype qdt = ST_DTYPE_F32;
     for (int k = 0; k < n_jobs; k++) {
@@ -468,7 +468,6 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
                                 (long long)cols, (long long)jobs[k].w->cols);
         if (st_cpu_matmul_scratch_bytes(jobs[k].w->dtype, cols, 1)) qdt = jobs[k].w->dtype;
         j.mp[k] = (struct mm_part){jobs[k].w, packed_for(be, jobs[k].w), jobs[k].bias, jobs[k].y};
-        j.unit = ST_MAX(j.unit, unit_rows(jobs[k].w->dtype, jobs[k].w->dtype));
     }
     int64_t work = 0;
     for (int k = 0; k < n_jobs; k++) {
@@ -494,7 +493,7 @@ static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate,
     st_status s = grow(be, &ub, &be->up_buf_bytes, sizeof(float) * (size_t)(gate->rows * n_tok), "up projection");
     be->up_buf = ub;
     if (s != ST_OK) return s;
-    struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2, .unit = unit_rows(gate->dtype, up->dtype)};
+    struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2, .unit = UNIT_ROWS};
     j.mp[0] = (struct mm_part){gate, packed_for(be, gate), gate_bias, out};
     j.mp[1] = (struct mm_part){up, packed_for(be, up), up_bias, be->up_buf};
     j.n_units = mm_units(&j, gate);

@@ -1,7 +1,8 @@
 /* The CPU engine on quantized GGUF files (tests/fixtures/quant/, made by
  * tools/fixtures/make_quant_fixtures.py: every 32-block type on qwen3-tiny,
  * Q8_0 on qwen2-tiny, Q4_0 on llama-tiny, a Q4_K_M-like mix (Q4_K, Q6_K,
- * Q8_0) and all-Q5_K on a model wide enough for the K types) against an
+ * Q8_0), all-Q5_K and F32 + Q4_K/Q6_K layers on a model wide enough for the
+ * K types) against an
  * independent float64 numpy forward pass over the weights as gguf-py
  * dequantizes them:
  *  - the 16 greedy ids are identical (the reference prompt keeps every
@@ -125,7 +126,7 @@ int main(void) {
     }
     const char *files[] = {"qwen3-tiny-q8_0.gguf", "qwen3-tiny-q4_0.gguf", "qwen3-tiny-q4_1.gguf", "qwen3-tiny-q5_0.gguf",
                            "qwen3-tiny-q5_1.gguf", "qwen3-tiny-iq4_nl.gguf", "qwen2-tiny-q8_0.gguf", "llama-tiny-q4_0.gguf",
-                           "kq-tiny-q4_k_m.gguf", "kq-tiny-q5_k.gguf"};
+                           "kq-tiny-q4_k_m.gguf", "kq-tiny-q5_k.gguf", "kq-tiny-mixed.gguf"};
     for (size_t i = 0; i < ST_ARRAY_LEN(files); i++) check_file(root, files[i]);
     json_decref(root);
     return st_test_finish("cpu_quant_greedy");

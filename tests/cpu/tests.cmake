@@ -13,3 +13,8 @@ st_add_cli_test(cpu_threads_option RC 0 LABELS cpu
   EXPECT "cpu: 1 threads|||1 threads pinned to its cores")
 # the CPU engine's greedy ids on quantized GGUF files vs a numpy forward pass
 st_add_test(cpu_quant_greedy SOURCES cpu/test_quant_greedy.c LABELS cpu)
+# a quantized layer on a second CPU stage (tests/cpu/gpu-cpu-quant.yaml with
+# the GPU replaced): the numpy reference's greedy ids, as one stage gives them
+st_add_cli_test(cpu_quant_two_stages RC 0 LABELS cpu
+  ARGS "generate -c tests/cpu/cpu-cpu-quant.yaml --tokens 475,25,305,257,117,264,333,134,292,65,473,10 -n 16"
+  EXPECT "386,54,216,495,140,312,404,370,370,370,370,370,370,370,370,86")
