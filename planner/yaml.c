@@ -65,7 +65,7 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
         fprintf(f, "  - select: "); pl_yaml_quote(f, d->select);
         fprintf(f, "\n    label: "); pl_yaml_quote(f, d->label);
         fprintf(f, "\n    name: "); pl_yaml_quote(f, in->name);
-        fprintf(f, "\n    kind: %s\n    index: %d\n    uuid: ", kind_name(in->kind), in->index);
+        fprintf(f, "\n    kind: %s\n    rank: %d\n    index: %d\n    uuid: ", kind_name(in->kind), d->rank, in->index);
         pl_yaml_quote(f, in->uuid);
         fprintf(f, "\n    catalog: "); pl_yaml_quote(f, in->catalog);
         fprintf(f, "\n    cc: [%d, %d]\n", c->cc_major, c->cc_minor);
@@ -243,9 +243,9 @@ static st_status enum_of(struct pl_yaml *r, yaml_node_t *map, const char *key, c
 
 static st_status read_link(struct pl_yaml *r, yaml_node_t *n, const char *path, struct st_plan_link *l) {
     static const char *const keys[] = {"kind", "via_host", "latency_us", "bandwidth_gbps", NULL};
-    const char *kinds[5];
-    for (int k = 0; k < 5; k++) kinds[k] = pl_link_name((st_link_kind)k);   /* 4: "unknown" */
-    int nk = 5;
+    const char *kinds[6];
+    for (int k = 0; k < 6; k++) kinds[k] = pl_link_name((st_link_kind)k);   /* 4: "unknown", 5: "network" */
+    int nk = 6;
     st_status s;
     if ((s = rd_keys(r, n, path, keys))) return s;
     int k = 0;
@@ -314,7 +314,7 @@ static st_status read_model(struct pl_yaml *r, yaml_node_t *n, struct st_plan_mo
 }
 
 static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_device *d) {
-    static const char *const keys[] = {"select", "label", "name", "kind", "index", "uuid", "catalog", "cc", "caps",
+    static const char *const keys[] = {"select", "label", "name", "kind", "rank", "index", "uuid", "catalog", "cc", "caps",
         "sm_count", "threads", "pcie", "memory_bytes", "free_bytes", "max_memory_bytes", "reserve_bytes",
         "overhead_bytes", "usable_bytes", "perf", "precision", "attention", NULL};
     static const char *const kinds[] = {"cpu", "cuda", "catalog"};
@@ -335,6 +335,12 @@ static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_d
     in->kind = (st_device_kind)k;
     d->is_cpu = in->kind == ST_DEVICE_CPU;
     int64_t v;
+    if (pl_yaml_get(r, n, "rank")) {   /* plans written before multi-host runs have none: rank 0 */
+        I64(n, "rank", v, "device");
+        if (v < 0 || v > 65535)
+            return pl_yaml_err(r, pl_yaml_get(r, n, "rank"), "devices[].rank", "%lld is not an MPI rank", (long long)v);
+        d->rank = (int)v;
+    }
     I64(n, "index", v, "device"); in->index = (int)v;
     I64(n, "sm_count", v, "device"); in->sm_count = (int)v;
     I64(n, "threads", v, "device"); in->threads = (int)v;
@@ -556,6 +562,30 @@ static st_status read_plan(struct pl_yaml *r, st_plan *p) {
     return ST_OK;
 }
 
+st_status st_plan_parse_yaml(const char *text, size_t len, const char *name, st_plan **out) {
+    *out = NULL;
+    yaml_parser_t parser;
+    struct pl_yaml r = {
+        .path = name,
+        .hint = "plan files are written by 'strata plan -o FILE'; write it again rather than editing it"};
+    if (!yaml_parser_initialize(&parser)) return st_error_set(ST_ERR_NOMEM, "plan: libyaml init");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &r.doc)) {
+        pl_yaml_syntax_err(&r, &parser);
+        yaml_parser_delete(&parser);
+        return ST_ERR_CONFIG;
+    }
+    st_status s;
+    st_plan *p = st_calloc(1, sizeof *p, "plan");
+    if (!p) s = ST_ERR_NOMEM;
+    else s = read_plan(&r, p);
+    yaml_document_delete(&r.doc);
+    yaml_parser_delete(&parser);
+    if (s != ST_OK) { st_plan_free(p); return s; }
+    *out = p;
+    return ST_OK;
+}
+
 st_status st_plan_read_yaml(const char *path, st_plan **out) {
     *out = NULL;
     char *text = NULL;
@@ -566,25 +596,7 @@ st_status st_plan_read_yaml(const char *path, st_plan **out) {
         snprintf(msg, sizeof msg, "%s", st_last_error());   /* the message buffer is reused by st_error_set */
         return st_error_set(ST_ERR_CONFIG, "plan file: %s", msg);
     }
-    yaml_parser_t parser;
-    struct pl_yaml r = {
-        .path = path,
-        .hint = "plan files are written by 'strata plan -o FILE'; write it again rather than editing it"};
-    if (!yaml_parser_initialize(&parser)) { free(text); return st_error_set(ST_ERR_NOMEM, "plan: libyaml init"); }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &r.doc)) {
-        pl_yaml_syntax_err(&r, &parser);
-        yaml_parser_delete(&parser);
-        free(text);
-        return ST_ERR_CONFIG;
-    }
-    st_plan *p = st_calloc(1, sizeof *p, "plan");
-    if (!p) s = ST_ERR_NOMEM;
-    else s = read_plan(&r, p);
-    yaml_document_delete(&r.doc);
-    yaml_parser_delete(&parser);
+    s = st_plan_parse_yaml(text, len, path, out);
     free(text);
-    if (s != ST_OK) { st_plan_free(p); return s; }
-    *out = p;
-    return ST_OK;
+    return s;
 }

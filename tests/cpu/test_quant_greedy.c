@@ -1,5 +1,5 @@
 /* The CPU engine on quantized GGUF files (tests/fixtures/quant/, made by
- * tools/fixtures/make_quant_fixtures.py: every 32-block type on qwen3-tiny,
+ * tools/fixtures/make_cpu_quant_fixtures.py: every 32-block type on qwen3-tiny,
  * Q8_0 on qwen2-tiny, Q4_0 on llama-tiny, a Q4_K_M-like mix (Q4_K, Q6_K,
  * Q8_0), all-Q5_K and F32 + Q4_K/Q6_K layers on a model wide enough for the
  * K types) against an
