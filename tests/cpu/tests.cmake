@@ -18,3 +18,11 @@ st_add_test(cpu_quant_greedy SOURCES cpu/test_quant_greedy.c LABELS cpu)
 st_add_cli_test(cpu_quant_two_stages RC 0 LABELS cpu
   ARGS "generate -c tests/cpu/cpu-cpu-quant.yaml --tokens 475,25,305,257,117,264,333,134,292,65,473,10 -n 16"
   EXPECT "386,54,216,495,140,312,404,370,370,370,370,370,370,370,370,86")
+# tests/cpu/gpu_cpu_quant.sh (issue 18's GPU + CPU acceptance, run by the lead
+# on a GPU machine) as a dry run with the GPU stage replaced by a CPU stage:
+# plan, greedy ids against the CPU engine and the reference, bench stage table
+add_test(NAME cpu_gpu_cpu_quant_dryrun
+         COMMAND bash tests/cpu/gpu_cpu_quant.sh $<TARGET_FILE_DIR:strata> ${CMAKE_CURRENT_BINARY_DIR}/gpu_cpu_quant
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(cpu_gpu_cpu_quant_dryrun PROPERTIES LABELS cpu
+  ENVIRONMENT "GCQ_CONFIG=tests/cpu/cpu-cpu-quant.yaml;GCQ_EXPECT=cpu cpu;PYTHON=${STRATA_PYTHON}")
