@@ -23,15 +23,21 @@
 #      llama.cpp finishes it);
 #    - prefill >= 60% of the fp32 FMA peak (2 x matmul weights x tok/s).
 # Mean of the runs on both sides. `uptime` is printed before and after: run it
-# when the machine is quiet. Environment: THREADS (2), REPS (5), PROMPT (128),
-# DECODE (64), WORK (/tmp/strata-cpu-bench: model files), LLAMA_DIR
-# (/tmp/strata-llamacpp-cpu), BASELINE (the shared/baseline folder), PYTHON
-# (.venv/bin/python3), TYPES (the file types, default all), JSON (output file).
+# when the machine is quiet. llama.cpp's build and the model files (about 6 GB
+# for every type) live outside the source tree, in a cache folder:
+# CACHE (${XDG_CACHE_HOME:-~/.cache}/strata-cpu-bench), WORK ($CACHE/work: model
+# files, logs, JSON), LLAMA_DIR ($CACHE/llamacpp). Other environment: THREADS
+# (2), REPS (3), PROMPT (128), DECODE (64), BASELINE (the shared/baseline
+# folder), PYTHON (.venv/bin/python3), TYPES (the file types, default all),
+# JSON (output file).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
-THREADS=${THREADS:-2}; REPS=${REPS:-5}; PROMPT=${PROMPT:-128}; DECODE=${DECODE:-64}
-WORK=${WORK:-/tmp/strata-cpu-bench}; LLAMA_DIR=${LLAMA_DIR:-/tmp/strata-llamacpp-cpu}
+THREADS=${THREADS:-2}; REPS=${REPS:-3}; PROMPT=${PROMPT:-128}; DECODE=${DECODE:-64}
+CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strata-cpu-bench}
+WORK=${WORK:-$CACHE/work}; LLAMA_DIR=${LLAMA_DIR:-$CACHE/llamacpp}
+case "$WORK/" in "$root"/*) echo "error: WORK=$WORK is inside the source tree; hint: set CACHE or WORK elsewhere" >&2; exit 2;; esac
+case "$LLAMA_DIR/" in "$root"/*) echo "error: LLAMA_DIR=$LLAMA_DIR is inside the source tree; hint: set CACHE or LLAMA_DIR elsewhere" >&2; exit 2;; esac
 PYTHON=${PYTHON:-$root/.venv/bin/python3}
 TYPES=${TYPES:-"F16 Q8_0 Q4_K_M F32 BF16 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q5_K_M Q6_K"}
 JSON=${JSON:-$WORK/cpu_vs_llamacpp.json}
@@ -50,8 +56,14 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 bin=$LLAMA_DIR/bin
 if [ ! -x "$bin/llama-bench" ]; then
   echo "== building llama.cpp (CPU) into $LLAMA_DIR"
-  bash "$BASELINE/build-llamacpp.sh" "$LLAMA_DIR" cpu >/dev/null
+  mkdir -p "$(dirname "$LLAMA_DIR")"
+  bash "$BASELINE/build-llamacpp.sh" "$LLAMA_DIR" cpu >/dev/null \
+    || { echo "error: llama.cpp build failed (see $LLAMA_DIR.log)" >&2; exit 2; }
 fi
+export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"   # its shared libraries, wherever the build was made
+for b in llama-bench llama-quantize; do
+  [ -x "$bin/$b" ] || { echo "error: $bin/$b missing; hint: remove $LLAMA_DIR and rerun to rebuild" >&2; exit 2; }
+done
 mkdir -p "$WORK"
 f16=$WORK/wide-f16.gguf
 [ -s "$f16" ] || "$PYTHON" "$BASELINE/make_wide_kjv.py" "$root/models/tiny-kjv.gguf" "$f16" >/dev/null
@@ -85,7 +97,19 @@ from gguf import GGUFReader
 work, out, lb, la, threads, prompt, decode = sys.argv[1:8]
 types = sys.argv[8:]
 mm = json.load(open(f"{work}/matmul.json"))
-read, fma = mm["read_gbps"], mm["fma_gflops"]
+fma = mm["fma_gflops"]
+# the read bandwidth: the best streaming read of this run, bench_cpu_matmul's
+# (1 GiB, its own threads) or strata bench's (512 MiB, the stage's pool) --
+# the higher one makes the decode target the stricter
+strata_reads = []
+for t in types:
+    try:
+        s = json.load(open(f"{work}/strata-{t.lower()}.json"))
+        strata_reads += [d["read_gbps"] for d in s["devices"] if d.get("kind") == "cpu" and d.get("read_gbps")]
+    except Exception:
+        pass
+read = max([mm["read_gbps"]] + strata_reads)
+read_src = "bench_cpu_matmul" if read == mm["read_gbps"] else "strata bench"
 
 def mean_ts(path):
     try:
@@ -126,11 +150,21 @@ for t in types:
     if row["prefill_of_fma"] < 0.6: fails.append(f"{t}: prefill at {100 * row['prefill_of_fma']:.0f}% of the fp32 FMA peak")
     if not s["tokens_valid"]: fails.append(f"{t}: strata produced invalid token ids")
 for k in mm["results"]:
+    k["gemv_of_read"] = k["gemv_gbps"] / read
     if k["gemv_of_read"] < 0.8: fails.append(f"bench_cpu_matmul {k['dtype']}: GEMV at {100 * k['gemv_of_read']:.0f}% of read")
     if not k["exact"]: fails.append(f"bench_cpu_matmul {k['dtype']}: not bit-identical to the portable path")
 
-print(f"\nmachine: read {read:.2f} GB/s, fp32 FMA peak {fma:.1f} GFLOP/s ({mm['isa']}, {threads} threads); "
+print(f"\nmachine: read {read:.2f} GB/s ({read_src}; bench_cpu_matmul {mm['read_gbps']:.2f}, strata bench "
+      f"{max(strata_reads) if strata_reads else 0:.2f}), fp32 FMA peak {fma:.1f} GFLOP/s ({mm['isa']}, {threads} threads); "
       f"load average before {lb}, after {la}")
+if mm.get("blas"):
+    b = mm["blas"]
+    print(f"BLAS cblas_sgemm on the fp32 tiles: {b['gemm_gflops'][0]:.1f} / {b['gemm_gflops'][1]:.1f} GFLOP/s "
+          f"({100 * min(b['gemm_gflops']) / fma:.0f}% of the FMA peak), batch invariant: {b['batch_invariant']}")
+print(f"{'dtype':8} {'GEMV GB/s':>10} {'of read':>8} {'GEMM GF/s':>18} {'of fma':>7}  (bench_cpu_matmul)")
+for k in mm["results"]:
+    print(f"{k['dtype']:8} {k['gemv_gbps']:10.2f} {100 * k['gemv_of_read']:7.0f}% "
+          f"{k['gemm_gflops'][0]:8.1f} /{k['gemm_gflops'][1]:8.1f} {100 * k['gemm_of_fma']:6.0f}%")
 print(f"{'file':8} {'decode t/s':>11} {'llama':>8} {'ratio':>6} {'GB/s':>7} {'of read':>8} | "
       f"{'pp'+prompt+' t/s':>10} {'llama':>8} {'ratio':>6} {'GFLOP/s':>8} {'of fma':>7}")
 fmt = lambda v, f: (f % v) if v is not None else "-"
