@@ -21,6 +21,9 @@
  *          threads, and whether its rows are batch invariant (a token alone
  *          gives the same bits as inside the batch)
  * Each limit and kernel is measured --reps times, interleaved, best kept.
+ * --clock cpu (with --threads 1) times by the process's CPU time instead of
+ * the wall clock: on a shared machine the time the thread was descheduled
+ * then does not count (cache and memory contention still do).
  * Correctness inside: every dtype's GEMM and GEMV outputs equal the portable
  * path's on the same data bit for bit (exit 1 otherwise); --min-gemv /
  * --min-gemm fractions make a missed target exit 1 too. */
@@ -34,6 +37,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef STRATA_BENCH_BLAS
 #include <cblas.h>
@@ -46,6 +50,15 @@
 /* ---- limits ---------------------------------------------------------------------- */
 
 #define FMA_ITERS 20000000L
+
+static bool g_cpu_clock;   /* --clock cpu: process CPU time (one thread) */
+
+static double clk(void) {
+    if (!g_cpu_clock) return st_time_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 #if defined(__x86_64__)
 __attribute__((target("avx512f"), noinline)) static float fma_zmm(long n) {
@@ -142,14 +155,14 @@ static void *lim_thread(void *arg) {
 static double limit(int op, int threads, st_cpu_isa isa, const uint8_t *buf, size_t bytes) {
     pthread_t th[256];
     struct lim_job jobs[256];
-    double t0 = st_time_s();
+    double t0 = clk();
     for (int i = 0; i < threads; i++) {
         size_t lo = bytes / (size_t)threads * (size_t)i / 256 * 256;
         jobs[i] = (struct lim_job){op, isa, buf + lo, bytes / (size_t)threads / 256 * 256, 0};
         pthread_create(&th[i], NULL, lim_thread, &jobs[i]);
     }
     for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
-    double dt = st_time_s() - t0;
+    double dt = clk() - t0;
     if (op == 1) return (double)bytes / dt / 1e9;
     const double lanes = isa == ST_CPU_ISA_AVX512 ? 16 : isa == ST_CPU_ISA_AVX2 ? 8 : 1;
     const long iters = isa == ST_CPU_ISA_PORTABLE ? FMA_ITERS / 8 : FMA_ITERS;
@@ -236,12 +249,12 @@ static st_status run_dtype(const struct st_device_ops *o, st_backend *be, st_dty
     }
     for (int rep = 0; rep < reps; rep++) {
         *read_best = fmax(*read_best, limit(1, threads, isa, bwbuf, bwbytes));
-        double t0 = st_time_s();
+        double t0 = clk();
         for (int k = 0; k < nmat; k++) {
             struct st_weight w = {set + (size_t)k * mb, dt, R, C};
             if ((s = o->matmul(be, &w, NULL, x, 1, y)) != ST_OK) goto done;
         }
-        r->gemv_gbps = fmax(r->gemv_gbps, (double)mb * nmat / (st_time_s() - t0) / 1e9);
+        r->gemv_gbps = fmax(r->gemv_gbps, (double)mb * nmat / (clk() - t0) / 1e9);
     }
     /* prefill GEMMs, interleaved with the FMA peak */
     for (int sh = 0; sh < 2; sh++) {
@@ -250,9 +263,9 @@ static st_status run_dtype(const struct st_device_ops *o, st_backend *be, st_dty
         if ((s = o->matmul(be, &w, NULL, x, n_tok, y)) != ST_OK) goto done;   /* packs this shape */
         for (int rep = 0; rep < reps; rep++) {
             *fma_best = fmax(*fma_best, limit(0, threads, isa, NULL, 0));
-            double t0 = st_time_s();
+            double t0 = clk();
             if ((s = o->matmul(be, &w, NULL, x, n_tok, y)) != ST_OK) goto done;
-            r->gemm_gflops[sh] = fmax(r->gemm_gflops[sh], 2.0 * (double)(rows * cols * n_tok) / (st_time_s() - t0) / 1e9);
+            r->gemm_gflops[sh] = fmax(r->gemm_gflops[sh], 2.0 * (double)(rows * cols * n_tok) / (clk() - t0) / 1e9);
         }
         /* the same product on the portable path: bit for bit (first 64 rows) */
         const int64_t rr = 64;
@@ -299,9 +312,9 @@ static void run_blas(int64_t n_tok, int reps, int threads, double out[2], bool *
         const int rows = (int)SHAPES[sh][0], cols = (int)SHAPES[sh][1];
         out[sh] = 0;
         for (int rep = 0; rep < reps; rep++) {
-            double t0 = st_time_s();
+            double t0 = clk();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, rows, cols, 1.0f, x, cols, w, cols, 0.0f, y, rows);
-            out[sh] = fmax(out[sh], 2.0 * rows * cols * (double)n_tok / (st_time_s() - t0) / 1e9);
+            out[sh] = fmax(out[sh], 2.0 * rows * cols * (double)n_tok / (clk() - t0) / 1e9);
         }
         for (int64_t t = 0; t < n_tok && *invariant; t += 17) {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w, cols, x + t * cols, 1, 0.0f, y1, 1);
@@ -326,7 +339,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: bench_cpu_matmul [--threads N] [--dtype all|f16,q8_0,...] [--reps R] [--gemv-mib M]\n"
                    "                        [--tokens T] [--isa avx512|avx2|portable] [--json FILE]\n"
-                   "                        [--min-gemv F] [--min-gemm F]\n");
+                   "                        [--min-gemv F] [--min-gemm F] [--clock wall|cpu]\n");
             return 0;
         }
         if (!v) { fprintf(stderr, "error: %s needs a value\nhint: bench_cpu_matmul --help\n", a); return 2; }
@@ -339,10 +352,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--min-gemv")) min_gemv = atof(v);
         else if (!strcmp(a, "--min-gemm")) min_gemm = atof(v);
+        else if (!strcmp(a, "--clock") && (!strcmp(v, "wall") || !strcmp(v, "cpu"))) g_cpu_clock = !strcmp(v, "cpu");
         else { fprintf(stderr, "error: unknown option '%s'\nhint: bench_cpu_matmul --help\n", a); return 2; }
     }
     if (reps < 1 || n_tok < 1 || threads < 0 || gemv_bytes == 0) {
         fprintf(stderr, "error: --reps, --tokens and --gemv-mib must be >= 1, --threads >= 0\n");
+        return 2;
+    }
+    if (g_cpu_clock && threads != 1) {
+        fprintf(stderr, "error: --clock cpu times one thread\nhint: add --threads 1\n");
         return 2;
     }
     st_cpu_isa isa = st_cpu_isa_best();
@@ -424,8 +442,9 @@ int main(int argc, char **argv) {
     FILE *jf = fopen(json_path, "w");
     if (jf) {
         fprintf(jf, "{\"bench\":\"cpu_matmul\",\"commit\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"tokens\":%lld,"
-                    "\"read_gbps\":%.3f,\"fma_gflops\":%.3f,\"results\":[",
-                st_build_commit(), st_cpu_isa_name(isa), threads, (long long)n_tok, read_best, fma_best);
+                    "\"clock\":\"%s\",\"read_gbps\":%.3f,\"fma_gflops\":%.3f,\"results\":[",
+                st_build_commit(), st_cpu_isa_name(isa), threads, (long long)n_tok, g_cpu_clock ? "cpu" : "wall",
+                read_best, fma_best);
         for (int k = 0; k < n; k++)
             fprintf(jf, "%s{\"dtype\":\"%s\",\"gemv_gbps\":%.3f,\"gemv_of_read\":%.4f,\"gemm_gflops\":[%.3f,%.3f],"
                         "\"gemm_of_fma\":%.4f,\"exact\":%s}",
