@@ -249,7 +249,7 @@ int main(int argc, char **argv) {
     int threads = 0, steps = 32, reps = 3, n_prompt = 64;
     const char *which = "all", *json_path = "cpu_decode.json", *base = NULL;
     double min_ratio = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {   /* option, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: bench_cpu_decode [--threads N] [--dtype bf16|f32|all] [--steps N] [--reps N]\n"
@@ -266,7 +266,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--min-ratio")) min_ratio = atof(v);
         else { fprintf(stderr, "error: unknown option '%s'\nhint: bench_cpu_decode --help\n", a); return 2; }
-        i++;
     }
     if (steps < 1 || reps < 1 || n_prompt < 1) { fprintf(stderr, "error: --steps, --reps and --prompt must be >= 1\n"); return 2; }
     int hw = (int)sysconf(_SC_NPROCESSORS_ONLN);

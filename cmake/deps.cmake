@@ -114,3 +114,22 @@ else()
     endif()
   endif()
 endif()
+
+# ---- BLAS (benchmarks only) ---------------------------------------------------
+# bench_cpu_matmul compares the hand-written CPU GEMM with a Debian BLAS on the
+# same fp32 tiles. The engine does not use it: a BLAS GEMM's sum order depends
+# on the problem size and blocking, so a token's logits would differ between a
+# prefill chunk and a decode step (docs/cpu-kernels.md, bench/RESULTS.md).
+set(ST_HAVE_BLAS OFF)
+set(ST_BLAS_WHY " (no openblas / blis pkg-config module; install libopenblas-dev)")
+foreach(_blas openblas blis)
+  pkg_check_modules(ST_BLAS_${_blas} QUIET IMPORTED_TARGET ${_blas})
+  if(ST_BLAS_${_blas}_FOUND)
+    set(ST_HAVE_BLAS ON)
+    set(ST_BLAS_NAME ${_blas})
+    set(ST_BLAS_WHY " (${_blas} ${ST_BLAS_${_blas}_VERSION}; benchmarks only)")
+    add_library(ST::blas INTERFACE IMPORTED)
+    target_link_libraries(ST::blas INTERFACE PkgConfig::ST_BLAS_${_blas})
+    break()
+  endif()
+endforeach()

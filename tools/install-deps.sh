@@ -9,7 +9,8 @@ set -euo pipefail
 build_pkgs=(build-essential cmake ninja-build pkg-config git
             libhwloc-dev libyaml-dev libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev
             libopenmpi-dev openmpi-bin)
-test_pkgs=(python3 python3-pip python3-venv librsvg2-bin)
+test_pkgs=(python3 python3-pip python3-venv librsvg2-bin
+           libopenblas-dev)   # bench_cpu_matmul compares the CPU GEMM with it (benchmarks only)
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-}" = "--build" ] || pkgs+=("${test_pkgs[@]}")

@@ -28,7 +28,46 @@ int st_cpu_pool_threads(const st_cpu_pool *p);
 int st_cpu_pool_bound(const st_cpu_pool *p);
 void st_cpu_pool_free(st_cpu_pool *p);   /* accepts NULL; joins the workers */
 
+/* ---- NUMA placement -------------------------------------------------------------
+ * A memory area (weights) whose pages the placement looks at. */
+struct st_cpu_area { const void *ptr; size_t bytes; };
+
+/* The NUMA node holding most of the resident pages of the areas, sampled
+ * (up to ~4096 pages spread evenly over all of them): its os index, with
+ * *share = the fraction of the sampled resident pages it holds. -1 (share 0)
+ * when no sampled page is resident yet (a fresh mapping) or hwloc cannot
+ * tell (then first touch decides, by whichever threads read the weights). */
+int st_cpu_pool_area_node(st_cpu_pool *p, const struct st_cpu_area *areas, int n_areas, double *share);
+/* The NUMA node a stage should run on: the weights' node when known, else
+ * the device's (device_node, -1 = none), else on a machine of several nodes
+ * the one with the most memory (its threads then fault the weights in
+ * locally). -1 = no preference (one node, or nothing known). Pure function
+ * of its inputs: node_mem_bytes[i] is the memory of the node of os index i
+ * (0 where none), n entries. */
+int st_cpu_numa_choose(int weights_node, int device_node, const uint64_t *node_mem_bytes, int n);
+/* Memory per NUMA node by os index, as st_cpu_numa_choose wants it; returns
+ * the number of entries written (at most n), 0 when hwloc lists no node. */
+int st_cpu_pool_node_memory(st_cpu_pool *p, uint64_t *node_mem_bytes, int n);
+/* Rebinds the workers, one per core, to the cores of NUMA node `node`; the
+ * calling thread too (to the node's whole cpuset) when the node is not the
+ * whole machine. ST_ERR_CONFIG when the node does not exist or has no
+ * allowed core; a binding the OS refuses is reported once at INFO, as at init. */
+st_status st_cpu_pool_bind_node(st_cpu_pool *p, int node);
+/* The node the pool is bound to (-1: the set it was created with). */
+int st_cpu_pool_node(const st_cpu_pool *p);
+/* Cores of NUMA node `node` that this process may use (0 when none). */
+int st_cpu_pool_node_cores(st_cpu_pool *p, int node);
+
 /* Threads a CPU backend (from st_device_ops_cpu()->init) runs its ops on. */
 int st_cpu_backend_threads(const st_backend *be);
+/* The NUMA node its threads are pinned to (-1: not placed on one node), the
+ * node the placement found its weights on (-1: unknown), and how many
+ * workers the OS let it bind. The placement runs before the first op after
+ * weights were imported (devices/cpu/cpu.c). */
+int st_cpu_backend_node(const st_backend *be);
+int st_cpu_backend_weights_node(const st_backend *be);
+int st_cpu_backend_bound(const st_backend *be);
+/* Bytes of packed copies of imported quantized weights (made on first use). */
+uint64_t st_cpu_backend_packed_bytes(const st_backend *be);
 
 #endif

@@ -1,7 +1,14 @@
 /* The CPU backend: host memory, the kernels of kernels/cpu/ spread over a
  * persistent hwloc-bound thread pool. Every op is synchronous, so sync is a
  * no-op and "device pointers" are host pointers. Weights are imported zero
- * copy: import_host returns the mmap'ed pointer itself. */
+ * copy: import_host returns the mmap'ed pointer itself.
+ *
+ * Placement: before the first op after weights were imported, the backend
+ * looks where their pages are (hwloc, sampled) and pins its threads, one per
+ * core, to that NUMA node (st_cpu_numa_choose: else the device's node, else
+ * on a multi-node machine the largest node, whose threads then fault the
+ * weights in locally). With threads: 0 the pool gets one thread per core of
+ * that node; an explicit count (threads: N, --threads N) is kept. */
 #include "devices/cpu/cpu-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
 
@@ -23,7 +30,29 @@ struct st_backend {
     struct cpu_alloc *allocs;    /* (n_allocs) live allocations; imports are not listed */
     size_t n_allocs, cap_allocs;
     uint64_t bytes_live;
+    void *mm_scratch;            /* (mm_scratch_bytes) quantized activations of the matmul being run */
+    size_t mm_scratch_bytes;
+    float *up_buf;               /* (up_buf_bytes) the up projection inside matmul_swiglu */
+    size_t up_buf_bytes;
+    struct st_cpu_area *wareas;  /* (n_wareas) imported weights, for the NUMA placement */
+    int n_wareas, cap_wareas;
+    bool place_pending;          /* weights imported since the threads were last placed */
+    int weights_node;            /* NUMA node the placement found the weights on, -1 = unknown */
+    struct pk_entry *pk;         /* (cap_pk) open-addressing table: imported quantized weights -> packed copy */
+    int n_pk, cap_pk;
+    uint64_t pk_bytes;           /* bytes of packed copies */
 };
+
+/* A quantized weight matrix packed in 16-row blocks for the SIMD kernels
+ * (st_cpu_matmul_pack_part), made on its first use and kept for the
+ * backend's life. Only weights that came through import_host are packed:
+ * their memory outlives the backend, so a pointer cannot be reused for other
+ * data behind the cache's back. */
+struct pk_entry { const void *w; st_dtype dt; int64_t rows, cols; void *packed; size_t bytes; };
+
+/* Scratch sized at init so a decode step (and small batches) never allocates;
+ * a longer prefill chunk grows it once. */
+#define MM_SCRATCH_INIT_BYTES ((size_t)1 << 20)
 
 static const char *buf_use_name(st_buf_use u) {
     switch (u) {
@@ -44,6 +73,7 @@ static st_status cpu_init(const struct st_device_info *dev, const struct st_back
     if (dev) be->info = *dev;
     else { be->info.kind = ST_DEVICE_CPU; be->info.numa_node = -1; snprintf(be->info.name, sizeof be->info.name, "cpu"); }
     if (cfg) be->cfg = *cfg;
+    be->weights_node = -1;
     if (be->cfg.n_threads < 0) {
         st_error_set(ST_ERR_CONFIG, "cpu: thread count %d is negative", be->cfg.n_threads);
         free(be);
@@ -54,6 +84,15 @@ static st_status cpu_init(const struct st_device_info *dev, const struct st_back
         free(be);
         return st_error_prefix("cpu backend");
     }
+    if (posix_memalign(&be->mm_scratch, 64, MM_SCRATCH_INIT_BYTES) != 0) {
+        be->mm_scratch = NULL;
+        st_cpu_pool_free(be->pool);
+        free(be);
+        return st_error_set(ST_ERR_NOMEM, "cpu backend: out of memory for the matmul scratch");
+    }
+    be->mm_scratch_bytes = MM_SCRATCH_INIT_BYTES;
+    be->pk = calloc(64, sizeof *be->pk);
+    be->cap_pk = be->pk ? 64 : 0;
     ST_INFO("cpu: %d threads (%s kernels)", st_cpu_pool_threads(be->pool), st_cpu_kernels_simd());
     *out = be;
     return ST_OK;
@@ -67,6 +106,11 @@ static void cpu_free(st_backend *be) {
         else free(be->allocs[i].ptr);
     }
     free(be->allocs);
+    free(be->mm_scratch);
+    free(be->up_buf);
+    free(be->wareas);
+    for (int i = 0; i < be->cap_pk; i++) free(be->pk[i].packed);
+    free(be->pk);
     free(be);
 }
 
@@ -119,6 +163,52 @@ static void cpu_dealloc(st_backend *be, void *ptr) {
 
 static st_status cpu_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
     *out = (void *)host_ptr;
+    if (use != ST_BUF_WEIGHTS || !bytes) return ST_OK;
+    if (be->n_wareas == be->cap_wareas) {
+        int cap = be->cap_wareas ? 2 * be->cap_wareas : 64;
+        struct st_cpu_area *a = realloc(be->wareas, (size_t)cap * sizeof *a);
+        if (!a) return st_error_set(ST_ERR_NOMEM, "%s: out of memory for the table of imported weights", be->info.name);
+        be->wareas = a;
+        be->cap_wareas = cap;
+    }
+    be->wareas[be->n_wareas++] = (struct st_cpu_area){host_ptr, bytes};
+    be->place_pending = true;
+    return ST_OK;
+}
+
+/* Pins the pool to the NUMA node of the weights (see the top of the file).
+ * Runs once after imports, before the op that reads them. */
+static st_status place_threads(st_backend *be) {
+    be->place_pending = false;
+    double share = 0;
+    be->weights_node = st_cpu_pool_area_node(be->pool, be->wareas, be->n_wareas, &share);
+    uint64_t mem[256];
+    int nn = st_cpu_pool_node_memory(be->pool, mem, 256);
+    int node = st_cpu_numa_choose(be->weights_node, be->info.numa_node, mem, nn);
+    if (node < 0) node = nn == 1 ? be->weights_node : -1;   /* one node: pin there all the same */
+    if (node < 0) {
+        ST_INFO("%s: weights not resident yet and no NUMA node to prefer: %d threads on the device's cores",
+                be->info.name, st_cpu_pool_threads(be->pool));
+        return ST_OK;
+    }
+    if (node != st_cpu_pool_node(be->pool)) {
+        if (be->cfg.n_threads == 0 && st_cpu_pool_node_cores(be->pool, node) != st_cpu_pool_threads(be->pool)) {
+            /* one thread per core of that node */
+            st_cpu_pool *np = NULL;
+            st_status s = st_cpu_pool_init(0, node, "", &np);
+            if (s != ST_OK) return st_error_prefix("%s", be->info.name);
+            st_cpu_pool_free(be->pool);
+            be->pool = np;
+        }
+        st_status s = st_cpu_pool_bind_node(be->pool, node);
+        if (s != ST_OK) return st_error_prefix("%s", be->info.name);
+    }
+    if (be->weights_node >= 0)
+        ST_INFO("%s: weights on NUMA node %d (%.0f%% of the sampled pages): %d threads pinned to its cores (%d workers bound)",
+                be->info.name, be->weights_node, 100 * share, st_cpu_pool_threads(be->pool), st_cpu_pool_bound(be->pool));
+    else
+        ST_INFO("%s: weights not resident yet: %d threads pinned to the cores of NUMA node %d, which will fault them in",
+                be->info.name, st_cpu_pool_threads(be->pool), node);
     return ST_OK;
 }
 
@@ -136,7 +226,11 @@ static st_status cpu_sync(st_backend *be) { return ST_OK; }
 
 /* ---- parallel dispatch ----------------------------------------------------------- */
 
-enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_ROPE, JOB_ATTN, JOB_SWIGLU, JOB_ADD };
+enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_PREPARE, JOB_PACK, JOB_MATMUL_SWIGLU, JOB_ROPE, JOB_ATTN,
+              JOB_SWIGLU, JOB_ADD };
+
+/* One product of a matmul job: the weight, its packed copy (or NULL), bias, output. */
+struct mm_part { const struct st_weight *w; const void *packed; const float *bias; float *y; };
 
 struct job {
     enum job_op op;
@@ -146,11 +240,22 @@ struct job {
     const float *bias, *cx, *cy; float *x, *y; const int32_t *ids, *pos, *slot;
     float eps, scale, theta; st_rope_layout layout; const float *ff;
     const void *kc, *vc;
+    void *qx;                     /* prepared activations (quantized weights) */
+    struct mm_part mp[ST_MATMUL_MULTI_MAX]; int n_mp;   /* matmul / matmul_multi / matmul_swiglu (gate, up) */
+    int64_t unit;                 /* matmul: rows per work unit (16: one packed block) */
     /* first failure on any thread */
     _Atomic int failed;
     st_status status;
     char msg[512];
 };
+
+static st_status mm_rows(const struct job *j, const struct mm_part *m, float *y, int64_t u0, int64_t u1) {
+    const struct st_weight *w = m->w;
+    return st_cpu_matmul_part(w->data, w->dtype, w->rows, w->cols, m->bias, j->cx, j->qx, m->packed, j->n_tok, y,
+                              u0 * j->unit, ST_MIN(u1 * j->unit, w->rows));
+}
+
+static int64_t mm_units(const struct job *j, const struct st_weight *w) { return (w->rows + j->unit - 1) / j->unit; }
 
 static void job_task(void *arg, int chunk, int n_chunks) {
     struct job *j = arg;
@@ -160,7 +265,22 @@ static void job_task(void *arg, int chunk, int n_chunks) {
     switch (j->op) {
     case JOB_EMBED: s = st_cpu_embed_part(j->w, j->dt, j->rows, j->cols, j->ids, j->n_tok, j->y, b, e); break;
     case JOB_RMSNORM: st_cpu_rmsnorm_part(j->cx, j->cy, j->rows, j->n, j->eps, j->y, b, e); break;
-    case JOB_MATMUL: s = st_cpu_matmul_part(j->w, j->dt, j->rows, j->cols, j->bias, j->cx, j->n_tok, j->y, b, e); break;
+    case JOB_MATMUL:   /* units: the row blocks of every product, one product after the other */
+        for (int k = 0, off = 0; k < j->n_mp && s == ST_OK; off += (int)mm_units(j, j->mp[k].w), k++) {
+            int64_t lo = ST_MAX(b, off), hi = ST_MIN(e, off + mm_units(j, j->mp[k].w));
+            if (lo < hi) s = mm_rows(j, &j->mp[k], j->mp[k].y, lo - off, hi - off);
+        }
+        break;
+    case JOB_PREPARE: st_cpu_matmul_prepare_part(j->dt, j->cx, j->cols, j->n_tok, j->qx, b, e); break;
+    case JOB_PACK: st_cpu_matmul_pack_part(j->w, j->dt, j->rows, j->cols, j->x, b, e); break;
+    case JOB_MATMUL_SWIGLU: {   /* mp[0] gate into its y, mp[1] up into its y, then gate = silu(gate) * up */
+        s = mm_rows(j, &j->mp[0], j->mp[0].y, b, e);
+        if (s == ST_OK) s = mm_rows(j, &j->mp[1], j->mp[1].y, b, e);
+        const int64_t F = j->mp[0].w->rows, r0 = b * j->unit, r1 = ST_MIN(e * j->unit, F);
+        for (int64_t t = 0; s == ST_OK && t < j->n_tok; t++)
+            st_cpu_swiglu_part(j->mp[0].y + t * F, j->mp[1].y + t * F, j->mp[0].y + t * F, r0, r1);
+        break;
+    }
     case JOB_ROPE:
         s = st_cpu_rope_part(j->x, j->n_tok, j->n_head, j->head_dim, j->pos, j->theta, j->layout, j->ff, b, e);
         break;
@@ -182,6 +302,10 @@ static void job_task(void *arg, int chunk, int n_chunks) {
 
 /* Runs the job on the pool when it is worth waking the workers, else inline. */
 static st_status run_job(st_backend *be, struct job *j, int64_t work) {
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
     atomic_store(&j->failed, 0);
     if (work >= (1 << 15) && j->n_units > 1)
         st_cpu_pool_run_chunks(be->pool, job_task, j, (int)ST_MIN(j->n_units, 4 * (int64_t)st_cpu_pool_threads(be->pool)));
@@ -189,6 +313,39 @@ static st_status run_job(st_backend *be, struct job *j, int64_t work) {
         job_task(j, 0, 1);
     if (atomic_load(&j->failed)) return st_error_set(j->status, "%s: %s", be->info.name, j->msg);
     return ST_OK;
+}
+
+/* Grows a 64-byte aligned buffer; the decode loop never gets here (MM_SCRATCH_INIT_BYTES). */
+static st_status grow(st_backend *be, void **buf, size_t *have, size_t need, const char *what) {
+    if (need <= *have) return ST_OK;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, need) != 0) {
+        char b[32];
+        st_error_set(ST_ERR_DEVICE_OOM, "%s: out of memory allocating %s for the %s", be->info.name,
+                     st_format_bytes(need, b, sizeof b), what);
+        return st_error_hint("use a smaller prefill chunk (--batch)");
+    }
+    free(*buf);
+    *buf = p;
+    *have = need;
+    return ST_OK;
+}
+
+/* Quantizes x for the integer matmul of quantized weights (nothing for
+ * F32/F16/BF16) into the backend's scratch; *qx = the prepared rows or NULL. */
+static st_status prepare_x(st_backend *be, st_dtype dt, const float *x, int64_t cols, int64_t n_tok, void **qx) {
+    *qx = NULL;
+    const size_t bytes = st_cpu_matmul_scratch_bytes(dt, cols, n_tok);
+    if (!bytes) return ST_OK;
+    st_status s = grow(be, &be->mm_scratch, &be->mm_scratch_bytes, bytes, "quantized activations");
+    if (s != ST_OK) return s;
+    *qx = be->mm_scratch;
+    if (n_tok < 4) {   /* decode: cheaper on the caller than a wake-up of the pool */
+        st_cpu_matmul_prepare_part(dt, x, cols, n_tok, *qx, 0, n_tok);
+        return ST_OK;
+    }
+    struct job j = {.op = JOB_PREPARE, .n_units = n_tok, .dt = dt, .cx = x, .cols = cols, .n_tok = n_tok, .qx = *qx};
+    return run_job(be, &j, n_tok * cols);
 }
 
 /* ---- ops ------------------------------------------------------------------------- */
@@ -204,11 +361,146 @@ static st_status cpu_rmsnorm(st_backend *be, const float *x, const float *w, int
     return run_job(be, &j, rows * n);
 }
 
+static bool imported(const st_backend *be, const void *p, size_t bytes) {
+    for (int i = 0; i < be->n_wareas; i++) {
+        const uint8_t *a = be->wareas[i].ptr;
+        if ((const uint8_t *)p >= a && (const uint8_t *)p + bytes <= a + be->wareas[i].bytes) return true;
+    }
+    return false;
+}
+
+static size_t pk_slot(const st_backend *be, const void *w) {
+    uint64_t h = (uint64_t)(uintptr_t)w * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (size_t)(be->cap_pk - 1);
+}
+
+/* The packed copy of an imported quantized weight, made on its first use
+ * (packed by the pool; then the original pages are paged out, MADV_PAGEOUT:
+ * the kernels never read them again, the data stays (a file mapping drops
+ * clean pages, anonymous memory keeps them without swap), and an embedding
+ * lookup of the same table faults its rows back in). NULL for float
+ * weights, weights that were not imported, or when memory runs out (the
+ * kernels then pack block by block on the fly: correct, slower). */
+static const void *packed_for(st_backend *be, const struct st_weight *w) {
+    const size_t bytes = st_cpu_matmul_packed_bytes(w->dtype, w->rows, w->cols);
+    if (!bytes || !be->cap_pk) return NULL;
+    for (size_t i = pk_slot(be, w->data);; i = (i + 1) & (size_t)(be->cap_pk - 1)) {
+        struct pk_entry *e = &be->pk[i];
+        if (!e->w) break;
+        if (e->w == w->data && e->dt == w->dtype && e->rows == w->rows && e->cols == w->cols) return e->packed;
+    }
+    const size_t wb = st_dtype_row_bytes(w->dtype, w->cols) * (size_t)w->rows;
+    if (!imported(be, w->data, wb)) return NULL;
+    if (2 * (be->n_pk + 1) > be->cap_pk) {   /* grow the table */
+        int cap = be->cap_pk * 2;
+        struct pk_entry *t = calloc((size_t)cap, sizeof *t);
+        if (!t) return NULL;
+        for (int i = 0; i < be->cap_pk; i++) {
+            if (!be->pk[i].w) continue;
+            uint64_t h = (uint64_t)(uintptr_t)be->pk[i].w * 0x9E3779B97F4A7C15ull;
+            size_t k = (size_t)(h >> 32) & (size_t)(cap - 1);
+            while (t[k].w) k = (k + 1) & (size_t)(cap - 1);
+            t[k] = be->pk[i];
+        }
+        free(be->pk);
+        be->pk = t;
+        be->cap_pk = cap;
+    }
+    void *packed = NULL;
+    if (posix_memalign(&packed, 64, bytes) != 0) {
+        ST_WARN("%s: no memory to pack a %s weight (%zu bytes): it runs unpacked, slower", be->info.name,
+                st_dtype_name(w->dtype), bytes);
+        return NULL;
+    }
+    struct job j = {.op = JOB_PACK, .n_units = (w->rows + 15) / 16, .w = w->data, .dt = w->dtype, .rows = w->rows,
+                    .cols = w->cols, .x = packed};
+    atomic_store(&j.failed, 0);
+    st_cpu_pool_run_chunks(be->pool, job_task, &j, (int)ST_MIN(j.n_units, 4 * (int64_t)st_cpu_pool_threads(be->pool)));
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t p0 = ((uintptr_t)w->data + page - 1) / page * page, p1 = ((uintptr_t)w->data + wb) / page * page;
+#ifdef MADV_PAGEOUT
+    if (p1 > p0) (void)madvise((void *)p0, p1 - p0, MADV_PAGEOUT);
+#else
+    (void)p0; (void)p1;
+#endif
+    size_t i = pk_slot(be, w->data);
+    while (be->pk[i].w) i = (i + 1) & (size_t)(be->cap_pk - 1);
+    be->pk[i] = (struct pk_entry){w->data, w->dtype, w->rows, w->cols, packed, bytes};
+    be->n_pk++;
+    be->pk_bytes += bytes;
+    return packed;
+}
+
+/* Matmul work is split on the kernels' 16-row blocks, so a thread never
+ * computes a block whose rows another one writes. */
+#define UNIT_ROWS 16
+
 static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x,
                             int64_t n_tok, float *y) {
-    struct job j = {.op = JOB_MATMUL, .n_units = w->rows, .w = w->data, .dt = w->dtype, .rows = w->rows,
-                    .cols = w->cols, .bias = bias, .cx = x, .n_tok = n_tok, .y = y};
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1, .unit = UNIT_ROWS};
+    j.mp[0] = (struct mm_part){w, packed_for(be, w), bias, y};
+    j.n_units = mm_units(&j, w);
+    st_status s = prepare_x(be, w->dtype, x, w->cols, n_tok, &j.qx);
+    if (s != ST_OK) return s;
     return run_job(be, &j, w->rows * w->cols * ST_MAX(n_tok, 1));
+}
+
+/* The group's products in one dispatch; x is prepared once for all of them.
+ * Each product is computed exactly as matmul computes it (same bits). */
+static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jobs, int n_jobs, const float *x,
+                                  int64_t n_tok) {
+    if (n_jobs < 1 || n_jobs > ST_MATMUL_MULTI_MAX)
+        return st_error_set(ST_ERR_USAGE, "%s: matmul_multi takes 1 to %d products, got %d", be->info.name,
+                            ST_MATMUL_MULTI_MAX, n_jobs);
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = n_jobs, .unit = UNIT_ROWS};
+    const int64_t cols = jobs[0].w->cols;
+    st_dtype qdt = ST_DTYPE_F32;
+    for (int k = 0; k < n_jobs; k++) {
+        if (jobs[k].w->cols != cols)
+            return st_error_set(ST_ERR_USAGE, "%s: matmul_multi products read %lld and %lld columns", be->info.name,
+                                (long long)cols, (long long)jobs[k].w->cols);
+        if (st_cpu_matmul_scratch_bytes(jobs[k].w->dtype, cols, 1)) qdt = jobs[k].w->dtype;
+        j.mp[k] = (struct mm_part){jobs[k].w, packed_for(be, jobs[k].w), jobs[k].bias, jobs[k].y};
+    }
+    int64_t work = 0;
+    for (int k = 0; k < n_jobs; k++) {
+        j.n_units += mm_units(&j, jobs[k].w);
+        work += jobs[k].w->rows * cols;
+    }
+    st_status s = prepare_x(be, qdt, x, cols, n_tok, &j.qx);
+    if (s != ST_OK) return s;
+    return run_job(be, &j, work * ST_MAX(n_tok, 1));
+}
+
+static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate, const float *gate_bias,
+                                   const struct st_weight *up, const float *up_bias, const float *x, int64_t n_tok,
+                                   float *out) {
+    if (gate->rows != up->rows || gate->cols != up->cols)
+        return st_error_set(ST_ERR_USAGE, "%s: matmul_swiglu: gate is %lld x %lld but up is %lld x %lld", be->info.name,
+                            (long long)gate->rows, (long long)gate->cols, (long long)up->rows, (long long)up->cols);
+    if (be->place_pending) {
+        st_status s = place_threads(be);
+        if (s != ST_OK) return s;
+    }
+    void *ub = be->up_buf;
+    st_status s = grow(be, &ub, &be->up_buf_bytes, sizeof(float) * (size_t)(gate->rows * n_tok), "up projection");
+    be->up_buf = ub;
+    if (s != ST_OK) return s;
+    struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2, .unit = UNIT_ROWS};
+    j.mp[0] = (struct mm_part){gate, packed_for(be, gate), gate_bias, out};
+    j.mp[1] = (struct mm_part){up, packed_for(be, up), up_bias, be->up_buf};
+    j.n_units = mm_units(&j, gate);
+    st_dtype qdt = st_cpu_matmul_scratch_bytes(gate->dtype, gate->cols, 1) ? gate->dtype : up->dtype;
+    if ((s = prepare_x(be, qdt, x, gate->cols, n_tok, &j.qx)) != ST_OK) return s;
+    return run_job(be, &j, 2 * gate->rows * gate->cols * ST_MAX(n_tok, 1));
 }
 
 static st_status cpu_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
@@ -313,6 +605,8 @@ static const struct st_device_ops cpu_ops = {
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .argmax = cpu_argmax,
+    .matmul_multi = cpu_matmul_multi,
+    .matmul_swiglu = cpu_matmul_swiglu,
     .import_host = cpu_import_host,
     .capture_begin = NULL,
     .capture_end = NULL,
@@ -329,3 +623,8 @@ const struct st_device_ops *st_device_ops_cpu(void) { return &cpu_ops; }
 
 /* Threads the backend runs (for reports and tests). */
 int st_cpu_backend_threads(const st_backend *be) { return st_cpu_pool_threads(be->pool); }
+
+int st_cpu_backend_node(const st_backend *be) { return st_cpu_pool_node(be->pool); }
+int st_cpu_backend_weights_node(const st_backend *be) { return be->weights_node; }
+int st_cpu_backend_bound(const st_backend *be) { return st_cpu_pool_bound(be->pool); }
+uint64_t st_cpu_backend_packed_bytes(const st_backend *be) { return be->pk_bytes; }

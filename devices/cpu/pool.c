@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define POOL_SPIN 2000   /* pause iterations before yielding (~100 us on current x86) */
 #define POOL_YIELD 50    /* sched_yield rounds before sleeping on the condition variable */
@@ -31,6 +32,7 @@ struct worker {
 
 struct st_cpu_pool {
     int n;                   /* threads including the caller */
+    int node;                /* NUMA node bound to (st_cpu_pool_bind_node), -1 = the init set */
     struct worker *w;        /* (n), w[0] unused (the caller) */
     hwloc_topology_t topo;
     bool have_topo;
@@ -109,6 +111,7 @@ st_status st_cpu_pool_init(int n_threads, int numa_node, const char *cpuset_list
     hwloc_bitmap_t set = NULL;
     struct st_cpu_pool *p = st_calloc(1, sizeof *p, "cpu thread pool");
     if (!p) return ST_ERR_NOMEM;
+    p->node = numa_node;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv_go, NULL);
     pthread_cond_init(&p->cv_done, NULL);
@@ -216,6 +219,119 @@ void st_cpu_pool_run(st_cpu_pool *p, st_cpu_task_fn fn, void *arg) { st_cpu_pool
 
 int st_cpu_pool_threads(const st_cpu_pool *p) { return p->n; }
 int st_cpu_pool_bound(const st_cpu_pool *p) { return atomic_load((_Atomic int *)&p->bound); }
+
+/* ---- NUMA placement ------------------------------------------------------------ */
+
+#define AREA_SAMPLES 4096
+
+int st_cpu_pool_area_node(st_cpu_pool *p, const struct st_cpu_area *areas, int n_areas, double *share) {
+    *share = 0;
+    if (!p->have_topo || n_areas <= 0) return -1;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t total = 0;
+    for (int i = 0; i < n_areas; i++) total += areas[i].bytes;
+    if (!total) return -1;
+    const size_t step = ST_MAX(page, (total / AREA_SAMPLES + page - 1) / page * page);
+    int counts[256] = {0}, n_res = 0;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    if (!set) return -1;
+    for (int i = 0; i < n_areas; i++) {
+        const uintptr_t base = (uintptr_t)areas[i].ptr / page * page, end = (uintptr_t)areas[i].ptr + areas[i].bytes;
+        for (uintptr_t a = base; a < end; a += step) {
+            hwloc_bitmap_zero(set);
+            if (hwloc_get_area_memlocation(p->topo, (const void *)a, page, set, HWLOC_MEMBIND_BYNODESET) != 0) continue;
+            int node = hwloc_bitmap_first(set);   /* empty: the page is not resident */
+            if (node < 0 || node >= 256) continue;
+            counts[node]++;
+            n_res++;
+        }
+    }
+    hwloc_bitmap_free(set);
+    int best = -1;
+    for (int k = 0; k < 256; k++)
+        if (counts[k] && (best < 0 || counts[k] > counts[best])) best = k;
+    if (best >= 0) *share = (double)counts[best] / n_res;
+    return best;
+}
+
+int st_cpu_numa_choose(int weights_node, int device_node, const uint64_t *node_mem_bytes, int n) {
+    if (weights_node >= 0) return weights_node;
+    if (device_node >= 0) return device_node;
+    int nodes = 0, best = -1;
+    for (int i = 0; i < n; i++) {
+        if (!node_mem_bytes[i]) continue;
+        nodes++;
+        if (best < 0 || node_mem_bytes[i] > node_mem_bytes[best]) best = i;
+    }
+    return nodes > 1 ? best : -1;
+}
+
+int st_cpu_pool_node_memory(st_cpu_pool *p, uint64_t *node_mem_bytes, int n) {
+    if (!p->have_topo) return 0;
+    int w = 0;
+    for (int i = 0; i < n; i++) node_mem_bytes[i] = 0;
+    hwloc_obj_t o = NULL;
+    while ((o = hwloc_get_next_obj_by_type(p->topo, HWLOC_OBJ_NUMANODE, o)) != NULL) {
+        if ((int)o->os_index >= n) continue;
+        node_mem_bytes[o->os_index] = o->attr ? o->attr->numanode.local_memory : 0;
+        if (!node_mem_bytes[o->os_index]) node_mem_bytes[o->os_index] = 1;   /* exists, size unknown */
+        w = ST_MAX(w, (int)o->os_index + 1);
+    }
+    return w;
+}
+
+static hwloc_obj_t node_obj(st_cpu_pool *p, int node) {
+    return p->have_topo && node >= 0 ? hwloc_get_numanode_obj_by_os_index(p->topo, (unsigned)node) : NULL;
+}
+
+int st_cpu_pool_node_cores(st_cpu_pool *p, int node) {
+    hwloc_obj_t o = node_obj(p, node);
+    if (!o) return 0;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    if (!set) return 0;
+    hwloc_bitmap_and(set, o->cpuset, hwloc_topology_get_allowed_cpuset(p->topo));
+    int n = hwloc_get_nbobjs_inside_cpuset_by_type(p->topo, set, HWLOC_OBJ_CORE);
+    hwloc_bitmap_free(set);
+    return ST_MAX(n, 0);
+}
+
+st_status st_cpu_pool_bind_node(st_cpu_pool *p, int node) {
+    hwloc_obj_t o = node_obj(p, node);
+    if (!o) {
+        st_error_set(ST_ERR_CONFIG, "cpu: NUMA node %d does not exist on this machine", node);
+        return st_error_hint("'strata inventory' lists the NUMA nodes");
+    }
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    if (!set) return st_error_set(ST_ERR_NOMEM, "cpu: out of memory for a cpuset");
+    hwloc_bitmap_and(set, o->cpuset, hwloc_topology_get_allowed_cpuset(p->topo));
+    const int n_cores = hwloc_get_nbobjs_inside_cpuset_by_type(p->topo, set, HWLOC_OBJ_CORE);
+    if (n_cores <= 0) {
+        hwloc_bitmap_free(set);
+        st_error_set(ST_ERR_CONFIG, "cpu: NUMA node %d has no core this process may use", node);
+        return st_error_hint("check the process's CPU affinity (taskset, cgroups)");
+    }
+    int bound = 0;
+    for (int i = 1; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        hwloc_obj_t core = hwloc_get_obj_inside_cpuset_by_type(p->topo, set, HWLOC_OBJ_CORE, (unsigned)(i % n_cores));
+        if (!core || !core->cpuset) continue;
+        if (w->set) hwloc_bitmap_free(w->set);
+        w->set = hwloc_bitmap_dup(core->cpuset);
+        if (w->set && hwloc_set_thread_cpubind(p->topo, w->th, w->set, 0) == 0) bound++;
+    }
+    atomic_store(&p->bound, bound);
+    /* the caller is thread 0: keep it on the node too, unless the node is the whole machine */
+    if (!hwloc_bitmap_isequal(set, hwloc_topology_get_allowed_cpuset(p->topo)))
+        (void)hwloc_set_cpubind(p->topo, set, HWLOC_CPUBIND_THREAD);
+    if (bound < p->n - 1)
+        ST_INFO("cpu: the OS refused to bind %d of %d worker threads to the cores of NUMA node %d", p->n - 1 - bound,
+                p->n - 1, node);
+    hwloc_bitmap_free(set);
+    p->node = node;
+    return ST_OK;
+}
+
+int st_cpu_pool_node(const st_cpu_pool *p) { return p->node; }
 
 void st_cpu_pool_free(st_cpu_pool *p) {
     if (!p) return;

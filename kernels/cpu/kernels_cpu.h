@@ -7,9 +7,7 @@
  * Conventions
  *  - Activations are fp32, row-major [n_tok][width].
  *  - Weights are [rows = out][cols = in] in their stored dtype (model.h): every
- *    st_dtype is accepted; F32/F16/BF16/Q8_0 are widened in registers (AVX2 +
- *    FMA + F16C when the CPU has them), the other quant types are dequantized
- *    one 256-element span at a time into a stack buffer.
+ *    st_dtype is accepted (see the matmul section for how each is computed).
  *  - Accumulation is fp32. The reduction order of one output element depends
  *    only on its row and the column count: never on the thread split, the
  *    token-block size or n_tok. So a token's logits are bit-identical whether
@@ -44,15 +42,96 @@ void st_cpu_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, flo
 void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out,
                          int64_t r0, int64_t r1);
 
-/* y[t][r] = sum_c W[r][c] * x[t][c] (+ bias[r]) for W (rows, cols) in dtype,
- * x (n_tok, cols), y (n_tok, rows). bias may be NULL. Each weight row is read
- * from memory once per call (tokens are processed in register blocks while
- * the row stays in L1). ST_ERR_UNSUPPORTED when cols is not a whole number of
- * the dtype's blocks. Unit: weight rows. */
+/* ---- matmul: y[t][r] = sum_c W[r][c] * x[t][c] (+ bias[r]) ----------------------
+ * W (rows, cols) in its stored dtype, x (n_tok, cols) fp32, y (n_tok, rows) fp32,
+ * bias (rows) or NULL. Every weight row is read from memory once per call: a
+ * few tokens (decode, small batches) run as register tiles over the whole row,
+ * more tokens as a blocked GEMM (packed weight panels, cache-sized token and
+ * column blocks). The paths are chosen at run time (st_cpu_kernels_simd):
+ * "avx512" (F, BW, VL, DQ, VNNI), "avx2+fma+f16c" or "portable" (plain C, the
+ * reference). docs/cpu-kernels.md has the details and measured speeds.
+ *
+ * Arithmetic, per output element (row r, token t), identical on every path:
+ *  - F32/F16/BF16 weights are widened to fp32 (exact). Per 512 columns one
+ *    fp32 accumulator runs through them in order, p = fma(w, x, p); the
+ *    partial sums are added in order, then + bias: the exact fp32 evaluation
+ *    of that formula (the portable path uses fmaf() and equals the SIMD
+ *    paths bit for bit). Error against the exact sum: <= (min(cols, 512) +
+ *    cols/512 + 1) * 2^-24 * sum|w*x| (+ the bias rounding); random rounding
+ *    makes it ~sqrt of that in practice.
+ *  - Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K,
+ *    Q6_K) use integer dot products on 8-bit activations. x is quantized per
+ *    group of 32 columns: d = max|x| / 127, v = rint(x * 127 / max|x|) in
+ *    [-127, 127] (round half to even; a group with max|x| < 1e-30 is zero).
+ *    Every weight group of 32 columns is w = a * (u - o) + b with integer
+ *    codes u and the block's scale a (Q6_K: one per 16 columns) and min b
+ *    (Q4_1, Q5_1, Q4_K, Q5_K; else 0). Per output element one fp32
+ *    accumulator runs through the groups in column order: the exact integer
+ *    i = sum (u - o) * v over the group (Q6_K: each 16 columns), then
+ *    acc += (a * d) * i, then acc += (b * d) * sum v, each fused; then
+ *    + bias. Bit-identical on every path. Error against the exact sum over
+ *    the dequantized weights w (the values st_dtype_to_f32 gives):
+ *        |y - sum w*x| <= sum over groups g of (max_g|x| / 254) * sum_g |w|
+ *                         + (cols/16 + 8) * 2^-23 * sum (|a*(u-o)| + |b|) * |x|
+ *    (+ the bias rounding): the first term, the activation rounding, is at
+ *    most 0.4% of sum|w| * max|x| and in practice ~20x less (the rounding
+ *    errors of v are independent); the second is fp32 accumulation. A group
+ *    whose x holds Inf or NaN gives NaN.
+ *  - The SIMD paths read matrices packed in blocks of 16 rows (one vector
+ *    lane per row; st_cpu_matmul_pack_part): packed once ahead (the CPU
+ *    backend does it for imported weights on their first use), or block by
+ *    block on the fly when no packed copy is given.
+ *  - The order of the sums of an output element depends only on its row and
+ *    the column count: never on n_tok, the token blocking, the row range or
+ *    the thread split. So a token's logits are bit-identical whether it is
+ *    computed in a prefill chunk, alone in a decode step or inside a batch of
+ *    64 sequences, with 1 or 16 threads.
+ *
+ * Calling sequence (the CPU backend, devices/cpu/cpu.c):
+ *   scratch = st_cpu_matmul_scratch_bytes(dtype, cols, n_tok) bytes, 64-aligned;
+ *   st_cpu_matmul_prepare_part(dtype, x, cols, n_tok, scratch, t0, t1) for every
+ *     token range (unit: tokens; a no-op for F32/F16/BF16), then
+ *   st_cpu_matmul_part(..., scratch, ..., r0, r1) for every row range (unit: rows).
+ * The prepared scratch depends only on x and cols, so one preparation serves
+ * every quantized weight that reads the same x (q, k and v; gate and up). */
+
+/* Bytes of scratch for n_tok tokens of cols columns: 0 for F32/F16/BF16;
+ * for quantized types about 1.6 bytes per column (cols rounded up to 64)
+ * per token. */
+size_t st_cpu_matmul_scratch_bytes(st_dtype dtype, int64_t cols, int64_t n_tok);
+/* Quantizes tokens [t0, t1) of x (n_tok, cols) into scratch. cols must be a
+ * whole number of 32 for quantized dtypes (st_cpu_matmul_part checks it). */
+void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, int64_t n_tok, void *scratch,
+                                int64_t t0, int64_t t1);
+/* Bytes of a (rows, cols) matrix packed in 16-row blocks: the stored size
+ * (rows rounded up to 16; K types +2.8%); 0 for a malformed shape. */
+size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols);
+/* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks. */
+void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, void *packed, int64_t b0,
+                             int64_t b1);
+/* Rows [r0, r1) of every token (ranges on 16-row boundaries are cheapest).
+ * scratch: prepared for this x (NULL for F32/F16/BF16). packed: w packed by
+ * st_cpu_matmul_pack_part, or NULL (the SIMD paths then pack block by block
+ * on the fly; the portable path reads w). ST_ERR_UNSUPPORTED when
+ * cols is not a whole number of the dtype's blocks or the dtype is unknown;
+ * ST_ERR_USAGE for a quantized dtype without scratch. */
+st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
+                             const float *x, const void *scratch, const void *packed, int64_t n_tok, float *y,
+                             int64_t r0, int64_t r1);
+/* The whole op on the calling thread; allocates (and frees) the scratch it
+ * needs (ST_ERR_NOMEM). For tests and tools, not for a decode loop. */
 st_status st_cpu_matmul(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
                         const float *x, int64_t n_tok, float *y);
-st_status st_cpu_matmul_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
-                             const float *x, int64_t n_tok, float *y, int64_t r0, int64_t r1);
+
+/* SIMD level of the matmul kernels, best first. */
+typedef enum st_cpu_isa { ST_CPU_ISA_PORTABLE = 0, ST_CPU_ISA_AVX2, ST_CPU_ISA_AVX512, ST_CPU_ISA_COUNT } st_cpu_isa;
+/* The best level this CPU and OS support (cpuid + xgetbv; cached). */
+st_cpu_isa st_cpu_isa_best(void);
+/* Forces a level process-wide (tests, benchmarks; not thread-safe against
+ * running kernels). ST_ERR_UNSUPPORTED, naming the level, when this CPU lacks it. */
+st_status st_cpu_isa_force(st_cpu_isa isa);
+st_cpu_isa st_cpu_isa_current(void);
+const char *st_cpu_isa_name(st_cpu_isa isa);
 
 /* Rotary embedding in place on x (n_tok, n_heads, head_dim) at positions
  * pos[t]: pair i of [0, head_dim/2) turns by pos * theta^(-2i/head_dim) /
@@ -107,8 +186,9 @@ void st_cpu_add_part(float *x, const float *y, int64_t i0, int64_t i1);
  * Returns 0 for n_vocab <= 0. */
 int32_t st_cpu_argmax(const float *logits, int64_t n_vocab);
 
-/* Which matmul path runs: "avx2+fma+f16c" or "portable". Tests may force the
- * portable path (process-wide; not thread-safe against running kernels). */
+/* Which matmul path runs: "avx512", "avx2+fma+f16c" or "portable".
+ * force_portable(true) is st_cpu_isa_force(ST_CPU_ISA_PORTABLE); false
+ * returns to the best level. */
 const char *st_cpu_kernels_simd(void);
 void st_cpu_kernels_force_portable(bool on);
 

@@ -1,111 +1,16 @@
 /* CPU kernels against straightforward double-precision references on random
- * data: matmul for every dtype (dequantize + double dot), rmsnorm, rope (both
- * layouts vs an explicit rotate_half, and NORM == NEOX under the llama row
- * permutation), attention vs a naive softmax, kv_store, embed, swiglu, argmax.
- * Also: results do not depend on n_tok or the row split (bit-identical). */
+ * data: rmsnorm, rope (both layouts vs an explicit rotate_half, and NORM ==
+ * NEOX under the llama row permutation), attention vs a naive softmax,
+ * kv_store, embed, swiglu, argmax. Also: results do not depend on n_tok
+ * (bit-identical). The matmul has its own test (test_matmul.c). */
 #include "check.h"
 #include "rng.h"
+#include "weights.h"
 #include "kernels/cpu/kernels_cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Random weights of any dtype; quant scales set to sane small f16 values. */
-static void make_weights(st_dtype dt, int64_t rows, int64_t cols, uint8_t *buf) {
-    size_t rb = st_dtype_row_bytes(dt, cols);
-    if (dt == ST_DTYPE_F32) {
-        float *f = (float *)buf;
-        for (int64_t i = 0; i < rows * cols; i++) f[i] = rng_f();
-        return;
-    }
-    if (dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16) {
-        uint16_t *h = (uint16_t *)buf;
-        for (int64_t i = 0; i < rows * cols; i++) h[i] = dt == ST_DTYPE_F16 ? st_f32_to_f16(rng_f()) : st_f32_to_bf16(rng_f());
-        return;
-    }
-    for (size_t i = 0; i < rb * (size_t)rows; i++) buf[i] = (uint8_t)rng_u64();
-    size_t bb = st_dtype_block_bytes(dt);
-    size_t nblk = rb * (size_t)rows / bb;
-    for (size_t b = 0; b < nblk; b++) {
-        uint8_t *blk = buf + b * bb;
-        uint16_t d = st_f32_to_f16(0.01f + 0.05f * fabsf(rng_f()));
-        uint16_t m = st_f32_to_f16(0.01f * rng_f());
-        switch (dt) {
-        case ST_DTYPE_Q6_K: memcpy(blk + 208, &d, 2); break;
-        case ST_DTYPE_Q4_1: case ST_DTYPE_Q5_1: case ST_DTYPE_Q4_K: case ST_DTYPE_Q5_K:
-            memcpy(blk, &d, 2); memcpy(blk + 2, &m, 2); break;
-        default: memcpy(blk, &d, 2); break;
-        }
-    }
-}
-
-static void test_matmul_dtype(st_dtype dt, int64_t rows, int64_t cols) {
-    const int64_t n_tok = 9;
-    size_t rb = st_dtype_row_bytes(dt, cols);
-    uint8_t *w = malloc(rb * (size_t)rows);
-    float *wf = malloc(sizeof(float) * (size_t)(rows * cols));
-    float *x = malloc(sizeof(float) * (size_t)(n_tok * cols));
-    float *bias = malloc(sizeof(float) * (size_t)rows);
-    float *y = malloc(sizeof(float) * (size_t)(n_tok * rows));
-    float *y1 = malloc(sizeof(float) * (size_t)rows);
-    float *y2 = malloc(sizeof(float) * (size_t)(n_tok * rows));
-    make_weights(dt, rows, cols, w);
-    CHECK_OK(st_dtype_to_f32(dt, w, wf, rows * cols));
-    for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rng_f();
-    for (int64_t i = 0; i < rows; i++) bias[i] = rng_f();
-
-    for (int path = 0; path < 2; path++) {
-        st_cpu_kernels_force_portable(path == 1);
-        CHECK_OK(st_cpu_matmul(w, dt, rows, cols, bias, x, n_tok, y));
-        double worst = 0;
-        for (int64_t t = 0; t < n_tok; t++)
-            for (int64_t r = 0; r < rows; r++) {
-                double ref = bias[r], mag = fabs(bias[r]);
-                for (int64_t c = 0; c < cols; c++) {
-                    ref += (double)wf[r * cols + c] * (double)x[t * cols + c];
-                    mag += fabs((double)wf[r * cols + c] * (double)x[t * cols + c]);
-                }
-                double err = fabs(y[t * rows + r] - ref) / (mag + 1e-30);
-                if (err > worst) worst = err;
-            }
-        CHECK_MSG(worst < 1e-5, "matmul %s %lldx%lld (%s): worst error %.3g of sum|w*x|", st_dtype_name(dt),
-                  (long long)rows, (long long)cols, st_cpu_kernels_simd(), worst);
-        /* token t alone (the decode shape) gives the same bits as inside a batch */
-        bool same = true;
-        for (int64_t t = 0; t < n_tok; t++) {
-            CHECK_OK(st_cpu_matmul(w, dt, rows, cols, bias, x + t * cols, 1, y1));
-            if (memcmp(y1, y + t * rows, sizeof(float) * (size_t)rows)) same = false;
-        }
-        CHECK_MSG(same, "matmul %s (%s): one token alone differs from the same token in a batch", st_dtype_name(dt),
-                  st_cpu_kernels_simd());
-        /* an odd row split gives the same bits */
-        int64_t cut = rows / 3 * 2 + 1;
-        CHECK_OK(st_cpu_matmul_part(w, dt, rows, cols, bias, x, n_tok, y2, 0, cut));
-        CHECK_OK(st_cpu_matmul_part(w, dt, rows, cols, bias, x, n_tok, y2, cut, rows));
-        CHECK_MSG(!memcmp(y, y2, sizeof(float) * (size_t)(n_tok * rows)), "matmul %s (%s): row split changes the result",
-                  st_dtype_name(dt), st_cpu_kernels_simd());
-    }
-    st_cpu_kernels_force_portable(false);
-    free(w); free(wf); free(x); free(bias); free(y); free(y1); free(y2);
-}
-
-static void test_matmul(void) {
-    printf("matmul path: %s\n", st_cpu_kernels_simd());
-    test_matmul_dtype(ST_DTYPE_F32, 37, 200);    /* 200 = 12 x 16 + 8: a tail */
-    test_matmul_dtype(ST_DTYPE_F32, 5, 7);       /* tail only */
-    test_matmul_dtype(ST_DTYPE_F16, 37, 200);
-    test_matmul_dtype(ST_DTYPE_BF16, 37, 200);
-    test_matmul_dtype(ST_DTYPE_F16, 8, 64);
-    for (int dt = ST_DTYPE_Q8_0; dt < ST_DTYPE_COUNT; dt++) {
-        int64_t be = st_dtype_block_elems((st_dtype)dt);
-        test_matmul_dtype((st_dtype)dt, 13, be == 32 ? 32 * 13 : 256 * 3);
-    }
-    /* a row length that is not a whole number of blocks */
-    uint8_t w[34 * 2] = {0};
-    float x[64] = {0}, y[2];
-    CHECK_ERR(st_cpu_matmul(w, ST_DTYPE_Q8_0, 2, 48, NULL, x, 1, y), ST_ERR_UNSUPPORTED, "not a whole number of 32-element blocks");
-}
 
 static void test_rmsnorm(void) {
     const int64_t rows = 5, n = 67;
@@ -349,7 +254,6 @@ static void test_small_ops(void) {
 
 int main(void) {
     rng_seed(1);
-    test_matmul();
     test_rmsnorm();
     test_rope();
     for (int path = 0; path < 2; path++) {

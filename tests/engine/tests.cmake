@@ -55,8 +55,9 @@ if(ST_HAVE_CUDA)
 endif()
 # The CPU engine on GGUF files of every quantized type (and the Q4_K_M mix)
 # against gguf-py's dequantization and a float64 forward pass: same greedy
-# ids, logits within 1e-4; and tools/quantize.py's blocks read back exactly by
-# gguf-py.
+# ids, logits within the 8-bit activation rounding of the CPU matmul (and to
+# fp32 accuracy of a reference that rounds the same way); and
+# tools/quantize.py's blocks read back exactly by gguf-py.
 add_test(NAME engine_quant_fixtures
          COMMAND ${STRATA_PYTHON} tests/engine/quant_fixtures.py --strata $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})

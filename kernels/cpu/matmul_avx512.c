@@ -1,0 +1,494 @@
+/* matmul, AVX-512 path (F, BW, VL, DQ, VNNI: Ice Lake, Sapphire Rapids, Zen 4
+ * and later). Matrices are read in packed 16-row blocks (matmul-impl.h): one
+ * zmm lane per row, one fp32 accumulator per (row, token) running through the
+ * columns in order, exactly as kernels_cpu.h specifies, so results equal the
+ * portable path (matmul.c) bit for bit and do not depend on the token count.
+ *
+ * Float weights: few tokens (decode, small batches) sweep 4 row blocks x up to
+ * 4 tokens over all columns, each column widened in registers and multiplied
+ * with the tokens' x[c] broadcast. Many tokens (prefill): a GEMM over 2 row
+ * blocks x 12 tokens, the 32 rows of a 512-column panel widened to fp32 once
+ * and reused by every token tile; the 24 accumulators stay in registers over
+ * a panel and in y between panels (reloading an fp32 sum changes no bit).
+ * Quantized weights: per 32-column group the codes of 16 rows are unpacked
+ * once, then vpdpbusd per token (see qblock). Without a packed copy the
+ * blocks are packed column segment by segment into a stack buffer. */
+#include "kernels/cpu/matmul-impl.h"
+
+#if defined(__x86_64__)
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline)) TGT
+
+
+/* ---- activations ------------------------------------------------------------------- */
+
+TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
+    const int64_t ng = cols / MM_GROUP;
+    const struct qx_row q = qx_at(qrow, cols, 0);
+    int8_t *v = (int8_t *)q.v;
+    int32_t *s16 = (int32_t *)q.s16, *s32 = (int32_t *)q.s32;
+    float *s32f = (float *)q.s32f, *dg = (float *)q.dg;
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    const __m128i ones = _mm_set1_epi8(1);
+    for (int64_t g = 0; g < ng; g++) {
+        __m512 x0 = _mm512_loadu_ps(x + g * 32), x1 = _mm512_loadu_ps(x + g * 32 + 16);
+        __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+        const bool bad = (_mm512_cmp_ps_mask(a0, big, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, big, _CMP_NLE_UQ)) != 0;
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        float d = 0.0f, id = 0.0f;
+        if (bad) d = NAN;
+        else if (amax >= 1e-30f) { d = amax / 127.0f; id = 127.0f / amax; }
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, _mm512_set1_ps(id)));
+        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, _mm512_set1_ps(id)));
+        if (bad) i0 = i1 = _mm512_setzero_si512();
+        _mm_storeu_si128((__m128i *)(v + g * 32), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(v + g * 32 + 16), _mm512_cvtepi32_epi8(i1));
+        const int32_t h0 = _mm512_reduce_add_epi32(i0), h1 = _mm512_reduce_add_epi32(i1);
+        (void)ones;
+        s16[2 * g] = h0;
+        s16[2 * g + 1] = h1;
+        s32[g] = h0 + h1;
+        s32f[g] = (float)(h0 + h1);
+        dg[g] = d;
+    }
+    /* zero past cols (the padding of the last 64 columns and of every part) */
+    const size_t P = (size_t)qx_pad(cols);
+    memset(v + ng * 32, 0, P - (size_t)ng * 32);
+    memset(s16 + 2 * ng, 0, qx_part(P / 4) - (size_t)ng * 8);
+    memset(s32 + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
+    memset(s32f + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
+    memset(dg + ng, 0, qx_part(P / 8) - (size_t)ng * 4);
+}
+
+/* ---- float weights -------------------------------------------------------------------- */
+
+#define FB 4              /* row blocks of the few-token sweep */
+#define FT 4              /* tokens of the few-token sweep (more: the GEMM) */
+#define GB 3              /* GEMM row blocks */
+#define GT 8              /* GEMM tokens */
+#define KC MM_KP           /* GEMM panel columns = the partial-sum span of kernels_cpu.h */
+#define SEG_BYTES 65536   /* stack buffer of the on-the-fly packing paths */
+
+/* Column c of a packed float block: 16 rows widened to fp32. */
+INL __m512 ldcol(st_dtype dt, const uint8_t *blk, int64_t c) {
+    if (dt == ST_DTYPE_F32) return _mm512_loadu_ps(blk + 64 * c);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(blk + 32 * c));
+    if (dt == ST_DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* NB packed blocks (bstride bytes apart) x T tokens, columns [0, n) of the
+ * block parts at blk (x already offset to the first column). */
+INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, int NB, const float *x, int64_t ld, int T, int64_t n,
+                __m512 io[FB][FT]) {
+    __m512 acc[FB][FT];
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
+    for (int64_t c = 0; c < n; c++) {
+        __m512 w[FB];
+        for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, c);
+        for (int t = 0; t < T; t++) {
+            const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
+            for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
+        }
+    }
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
+}
+
+#define FSWEEP_CASES(DT) \
+    static TGT void fsweep_##DT(const uint8_t *blk, size_t bs, int NB, const float *x, int64_t ld, int T, int64_t n, \
+                                __m512 acc[FB][FT]) { \
+        if (NB == 4) { \
+            if (T == 1) fsweep(DT, blk, bs, 4, x, ld, 1, n, acc); \
+            else if (T == 2) fsweep(DT, blk, bs, 4, x, ld, 2, n, acc); \
+            else if (T == 3) fsweep(DT, blk, bs, 4, x, ld, 3, n, acc); \
+            else fsweep(DT, blk, bs, 4, x, ld, 4, n, acc); \
+        } else { \
+            if (T == 1) fsweep(DT, blk, bs, 1, x, ld, 1, n, acc); \
+            else if (T == 2) fsweep(DT, blk, bs, 1, x, ld, 2, n, acc); \
+            else if (T == 3) fsweep(DT, blk, bs, 1, x, ld, 3, n, acc); \
+            else fsweep(DT, blk, bs, 1, x, ld, 4, n, acc); \
+        } \
+    }
+FSWEEP_CASES(ST_DTYPE_F32)
+FSWEEP_CASES(ST_DTYPE_F16)
+FSWEEP_CASES(ST_DTYPE_BF16)
+typedef void (*fsweep_fn)(const uint8_t *, size_t, int, const float *, int64_t, int, int64_t, __m512 (*)[FT]);
+
+/* Rows of block blk within [r0, r1) as a lane mask. */
+INL __mmask16 rows_mask(int64_t blk, int64_t r0, int64_t r1) {
+    const int64_t b0 = blk * MM_RB, lo = ST_MAX(r0, b0) - b0, hi = ST_MIN(r1, b0 + MM_RB) - b0;
+    return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+INL void store_rows(const struct mm_args *a, int64_t blk, __mmask16 keep, int64_t t, __m512 acc, bool partial) {
+    float *y = a->y + t * a->rows + blk * MM_RB;
+    if (!partial) acc = _mm512_add_ps(acc, a->bias ? _mm512_maskz_loadu_ps(keep, a->bias + blk * MM_RB) : _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(y, keep, acc);
+}
+
+/* Few tokens: FB blocks at a time over all columns (on the fly: column segments). */
+static TGT void fsmall(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
+    const int64_t seg = MM_KP;   /* on the fly: FB blocks x 512 columns at a time (128 KiB for F32) */
+    _Alignas(64) uint8_t buf[a->packed ? 64 : FB * MM_RB * MM_KP * 4];
+    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
+    for (int64_t t0 = 0; t0 < a->n_tok; t0 += FT) {
+        const int T = (int)ST_MIN(FT, a->n_tok - t0);
+        for (int64_t blk = r0 / MM_RB; blk < blk1;) {
+            const int NB = blk + FB <= blk1 ? FB : 1;
+            __m512 acc[FB][FT], part[FB][FT];
+            for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
+                const int64_t n = ST_MIN(seg, a->cols - c0);
+                const uint8_t *src = a->packed + (size_t)blk * bb + (size_t)c0 * MM_RB * es;
+                size_t bs = bb;
+                if (!a->packed) {
+                    for (int b = 0; b < NB; b++)
+                        mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
+                    src = buf;
+                    bs = (size_t)n * MM_RB * es;
+                }
+                for (int64_t k = 0; k < n; k += MM_KP) {   /* one partial sum per 512 columns */
+                    for (int b = 0; b < NB; b++)
+                        for (int t = 0; t < T; t++) part[b][t] = _mm512_setzero_ps();
+                    fn(src + (size_t)k * MM_RB * es, bs, NB, a->x + t0 * a->cols + c0 + k, a->cols, T,
+                       ST_MIN(MM_KP, n - k), part);
+                    for (int b = 0; b < NB; b++)
+                        for (int t = 0; t < T; t++)
+                            acc[b][t] = c0 + k ? _mm512_add_ps(acc[b][t], part[b][t]) : part[b][t];
+                }
+            }
+            for (int b = 0; b < NB; b++)
+                for (int t = 0; t < T; t++) store_rows(a, blk + b, rows_mask(blk + b, r0, r1), t0 + t, acc[b][t], false);
+            blk += NB;
+        }
+    }
+}
+
+/* GEMM micro-kernel: NB <= GB blocks of a widened panel (per column GB x 16
+ * floats) x T <= GT tokens over n columns. */
+INL void fkern(int NB, int T, const float *panel, const float *x, int64_t ld, int64_t n, __m512 io[GB][GT]) {
+    __m512 acc[GB][GT];   /* in registers over the loop, not through the pointer */
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
+    for (int64_t c = 0; c < n; c++) {
+        __m512 w[GB];
+        for (int b = 0; b < NB; b++) w[b] = _mm512_load_ps(panel + (c * GB + b) * 16);
+        for (int t = 0; t < T; t++) {
+            const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
+            for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
+        }
+    }
+    for (int b = 0; b < NB; b++)
+        for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
+}
+
+#define FK(B, T) \
+    static TGT void fk_##B##_##T(const float *p, const float *x, int64_t ld, int64_t n, __m512 acc[GB][GT]) { \
+        fkern(B, T, p, x, ld, n, acc); \
+    }
+#define FK_T(B) FK(B, 1) FK(B, 2) FK(B, 3) FK(B, 4) FK(B, 5) FK(B, 6) FK(B, 7) FK(B, 8)
+FK_T(1) FK_T(2) FK_T(3)
+typedef void (*fk_fn)(const float *, const float *, int64_t, int64_t, __m512 (*)[GT]);
+static const fk_fn fk_table[GB][GT] = {
+    {fk_1_1, fk_1_2, fk_1_3, fk_1_4, fk_1_5, fk_1_6, fk_1_7, fk_1_8},
+    {fk_2_1, fk_2_2, fk_2_3, fk_2_4, fk_2_5, fk_2_6, fk_2_7, fk_2_8},
+    {fk_3_1, fk_3_2, fk_3_3, fk_3_4, fk_3_5, fk_3_6, fk_3_7, fk_3_8},
+};
+
+/* Widens columns [c0, c0 + n) of NB blocks into the panel (per column GB x 16 floats). */
+INL void fpanel(st_dtype dt, const uint8_t *const *blk, int NB, int64_t n, float *panel) {
+    for (int64_t c = 0; c < n; c++)
+        for (int b = 0; b < NB; b++) _mm512_store_ps(panel + (c * GB + b) * 16, ldcol(dt, blk[b], c));
+}
+
+static TGT void fpanel_any(st_dtype dt, const uint8_t *const *blk, int NB, int64_t n, float *panel) {
+    if (dt == ST_DTYPE_F32) fpanel(ST_DTYPE_F32, blk, NB, n, panel);
+    else if (dt == ST_DTYPE_F16) fpanel(ST_DTYPE_F16, blk, NB, n, panel);
+    else fpanel(ST_DTYPE_BF16, blk, NB, n, panel);
+}
+
+/* Token tiles: GT wide, the last few balanced (10 = 5 + 5, not 8 + 2). */
+static inline int tile_tokens(int64_t left) {
+    if (left >= 2 * GT || left == GT) return GT;
+    if (left > GT) return (int)((left + 1) / 2);
+    return (int)left;
+}
+
+static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
+    _Alignas(64) float panel[KC * GB * 16];
+    _Alignas(64) uint8_t buf[a->packed ? 64 : GB * KC * MM_RB * 4];
+    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
+    for (int64_t blk = r0 / MM_RB; blk < blk1; blk += GB) {
+        const int NB = (int)ST_MIN(GB, blk1 - blk);
+        __mmask16 keep[GB];
+        for (int b = 0; b < NB; b++) keep[b] = rows_mask(blk + b, r0, r1);
+        for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
+            const int64_t n = ST_MIN(KC, a->cols - c0);
+            const uint8_t *src[GB];
+            for (int b = 0; b < NB; b++) {
+                if (a->packed) src[b] = a->packed + (size_t)(blk + b) * bb + (size_t)c0 * MM_RB * es;
+                else {
+                    src[b] = buf + (size_t)b * KC * MM_RB * es;
+                    mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
+                }
+            }
+            fpanel_any(dt, src, NB, n, panel);
+            if (a->packed) {   /* the next panel's weights stream in while this one is swept */
+                const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nblk = nc ? blk : blk + GB;
+                for (int b = 0; b < GB && nblk + b < blk1; b++) {
+                    const uint8_t *p = a->packed + (size_t)(nblk + b) * bb + (size_t)nc * MM_RB * es;
+                    const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * MM_RB * es;
+                    for (size_t off = 0; off < len; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
+                }
+            }
+            const bool first = c0 == 0, last = c0 + n == a->cols;
+            for (int64_t t0 = 0; t0 < a->n_tok;) {
+                const int T = tile_tokens(a->n_tok - t0);
+                __m512 acc[GB][GT];   /* this panel's partial sums, added to the earlier ones in y */
+                for (int b = 0; b < NB; b++)
+                    for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
+                fk_table[NB - 1][T - 1](panel, a->x + t0 * a->cols + c0, a->cols, n, acc);
+                for (int b = 0; b < NB; b++)
+                    for (int t = 0; t < T; t++) {
+                        if (!first)
+                            acc[b][t] = _mm512_add_ps(_mm512_maskz_loadu_ps(keep[b], a->y + (t0 + t) * a->rows + (blk + b) * MM_RB),
+                                                      acc[b][t]);
+                        store_rows(a, blk + b, keep[b], t0 + t, acc[b][t], !last);
+                    }
+                t0 += T;
+            }
+        }
+    }
+}
+
+/* ---- quantized weights: packed 16-row blocks (matmul-impl.h) -----------------------------
+ * One zmm lane = one row. Per group the codes are unpacked once into up to
+ * eight 64-byte vectors (lane r = 4 consecutive codes of row r), then for each
+ * token: vpdpbusd against the token's 4 activation bytes broadcast, the exact
+ * integer per group, and one fused multiply-add per group (Q6_K: two) into
+ * the 16 row accumulators. */
+
+#define NTQ 8             /* tokens per pass over a block (register accumulators) */
+#define TBQ 256           /* tokens per lanes pass of the on-the-fly packing path */
+
+INL bool is_k(st_dtype dt) { return dt == ST_DTYPE_Q4_K || dt == ST_DTYPE_Q5_K || dt == ST_DTYPE_Q6_K; }
+
+INL __m512i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* The codes of one group: c[0..3] the low halves (columns 4k..4k+3 of each
+ * row in chunk k), c[4..7] the high halves (16 + 4k ..); Q8_0: c[m] columns 4m... */
+INL void codes(st_dtype dt, const uint8_t *rec, __m512i *c) {
+    if (dt == ST_DTYPE_Q8_0) {
+        for (int m = 0; m < 8; m++) c[m] = _mm512_loadu_si512(rec + 64 * m);
+        return;
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int k = 0; k < 4; k++) {
+        const __m512i z = _mm512_loadu_si512(rec + 64 * k);
+        c[k] = _mm512_and_si512(z, m4);
+        c[4 + k] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+    }
+    if (dt == ST_DTYPE_IQ4_NL) {
+        const __m512i tab = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129, (char)141,
+                                                                 (char)153, (char)166, (char)181, (char)197, (char)217,
+                                                                 (char)241));
+        for (int k = 0; k < 8; k++) c[k] = _mm512_shuffle_epi8(tab, c[k]);
+    } else if (dt == ST_DTYPE_Q5_0 || dt == ST_DTYPE_Q5_1 || dt == ST_DTYPE_Q5_K) {
+        const __m512i sixteen = _mm512_set1_epi8(16);
+        for (int k = 0; k < 4; k++) {
+            uint64_t lo, hi;
+            memcpy(&lo, rec + 256 + 16 * k, 8);
+            memcpy(&hi, rec + 256 + 16 * k + 8, 8);
+            c[k] = _mm512_mask_add_epi8(c[k], (__mmask64)lo, c[k], sixteen);
+            c[4 + k] = _mm512_mask_add_epi8(c[4 + k], (__mmask64)hi, c[4 + k], sixteen);
+        }
+    } else if (dt == ST_DTYPE_Q6_K) {
+        const __m512i t0 = _mm512_loadu_si512(rec + 256), t1 = _mm512_loadu_si512(rec + 320), m3 = _mm512_set1_epi8(3);
+        for (int k = 0; k < 4; k++) {
+            const __m512i h0 = _mm512_and_si512(_mm512_srli_epi16(t0, 2 * k), m3);
+            const __m512i h1 = _mm512_and_si512(_mm512_srli_epi16(t1, 2 * k), m3);
+            c[k] = _mm512_or_si512(c[k], _mm512_slli_epi16(h0, 4));
+            c[4 + k] = _mm512_or_si512(c[4 + k], _mm512_slli_epi16(h1, 4));
+        }
+    }
+}
+
+/* sum over the group (or its two 16-column halves) of u * v, exact */
+INL void isums(st_dtype dt, const __m512i *c, const int8_t *v, __m512i *lo, __m512i *hi) {
+    __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
+    if (dt == ST_DTYPE_Q8_0) {
+        for (int m = 0; m < 8; m += 2) {
+            a = _mm512_dpbusd_epi32(a, c[m], bcast4(v + 4 * m));
+            b = _mm512_dpbusd_epi32(b, c[m + 1], bcast4(v + 4 * m + 4));
+        }
+    } else {
+        for (int k = 0; k < 4; k++) {
+            a = _mm512_dpbusd_epi32(a, c[k], bcast4(v + 4 * k));
+            b = _mm512_dpbusd_epi32(b, c[4 + k], bcast4(v + 16 + 4 * k));
+        }
+    }
+    *lo = a;
+    *hi = b;
+}
+
+/* Groups [g0, g1) of one block (pk points at g0's part of the block) for T
+ * tokens, into acc[T] (16 rows each). */
+INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m512 *io) {
+    __m512 acc[NTQ];
+    for (int t = 0; t < T; t++) acc[t] = io[t];
+    const int o = mm_q_offset(dt);
+    const bool hb = mm_q_has_min(dt);
+    const uint8_t *base = pk - pk_offset(dt, g0);
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 kd = a, kmin = a;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *rec = base + pk_rec_offset(dt, g);
+        if (is_k(dt)) {
+            const uint8_t *hd = base + pk_offset(dt, g / 8 * 8);
+            if (g % 8 == 0 || g == g0) {
+                kd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)hd));
+                if (dt != ST_DTYPE_Q6_K)
+                    kmin = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(hd + 32))));
+            }
+            const int j = (int)(g % 8);
+            if (dt == ST_DTYPE_Q6_K) {
+                a = _mm512_mul_ps(kd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(hd + 32 + 32 * j)))));
+                a1 = _mm512_mul_ps(kd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(hd + 48 + 32 * j)))));
+            } else {
+                a = _mm512_mul_ps(kd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(hd + 64 + 16 * j)))));
+                b = _mm512_mul_ps(kmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(hd + 192 + 16 * j)))));
+            }
+        } else {
+            const size_t so = pk_group_bytes(dt) - (hb ? 64 : 32);
+            a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + so)));
+            if (hb) b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + so + 32)));
+        }
+        __m512i c[8];
+        codes(dt, rec, c);
+        for (int t = 0; t < T; t++) {
+            __m512i lo, hi;
+            isums(dt, c, q[t].v + g * MM_GROUP, &lo, &hi);
+            const __m512 dx = _mm512_set1_ps(q[t].dg[g]);
+            if (dt == ST_DTYPE_Q6_K) {   /* two units of 16 columns, each with its scale */
+                lo = _mm512_sub_epi32(lo, _mm512_set1_epi32(32 * q[t].s16[2 * g]));
+                hi = _mm512_sub_epi32(hi, _mm512_set1_epi32(32 * q[t].s16[2 * g + 1]));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(a, dx), _mm512_cvtepi32_ps(lo), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(a1, dx), _mm512_cvtepi32_ps(hi), acc[t]);
+                continue;
+            }
+            __m512i i = _mm512_add_epi32(lo, hi);
+            if (o) i = _mm512_sub_epi32(i, _mm512_set1_epi32(o * q[t].s32[g]));
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(a, dx), _mm512_cvtepi32_ps(i), acc[t]);
+            if (hb) acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(b, dx), _mm512_set1_ps(q[t].s32f[g]), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) io[t] = acc[t];
+}
+
+#define QBLOCK_CASES(DT) \
+    static TGT void qblock_##DT(const uint8_t *pk, int64_t g0, int64_t g1, const struct qx_row *q, int T, __m512 *acc) { \
+        switch (T) { \
+        case 1: qblock(DT, pk, g0, g1, q, 1, acc); break; \
+        case 2: qblock(DT, pk, g0, g1, q, 2, acc); break; \
+        case 3: qblock(DT, pk, g0, g1, q, 3, acc); break; \
+        case 4: qblock(DT, pk, g0, g1, q, 4, acc); break; \
+        case 5: qblock(DT, pk, g0, g1, q, 5, acc); break; \
+        case 6: qblock(DT, pk, g0, g1, q, 6, acc); break; \
+        case 7: qblock(DT, pk, g0, g1, q, 7, acc); break; \
+        default: qblock(DT, pk, g0, g1, q, 8, acc); break; \
+        } \
+    }
+QBLOCK_CASES(ST_DTYPE_Q8_0)
+QBLOCK_CASES(ST_DTYPE_Q4_0)
+QBLOCK_CASES(ST_DTYPE_Q4_1)
+QBLOCK_CASES(ST_DTYPE_Q5_0)
+QBLOCK_CASES(ST_DTYPE_Q5_1)
+QBLOCK_CASES(ST_DTYPE_IQ4_NL)
+QBLOCK_CASES(ST_DTYPE_Q4_K)
+QBLOCK_CASES(ST_DTYPE_Q5_K)
+QBLOCK_CASES(ST_DTYPE_Q6_K)
+
+typedef void (*qblock_fn)(const uint8_t *, int64_t, int64_t, const struct qx_row *, int, __m512 *);
+
+/* Rows [r0, r1) x all tokens of a quantized matrix, block by block. With the
+ * packed copy a block is one sweep per 8 tokens; without it, groups are
+ * packed segment by segment into a stack buffer and the 16 row sums of every
+ * token persist between segments (reloading an fp32 sum changes no bit). */
+static TGT void qrun(qblock_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const int64_t ng = a->cols / MM_GROUP;
+    const size_t bb = pk_block_bytes(dt, a->cols);
+    int64_t seg = a->packed ? ng : (int64_t)(SEG_BYTES / (pk_group_bytes(dt) + pk_header_bytes(dt) / 8 + 1));
+    if (is_k(dt)) seg = ST_MAX(8, seg / 8 * 8);
+    _Alignas(64) uint8_t buf[a->packed ? 64 : SEG_BYTES + 4096];
+    _Alignas(64) float sums[TBQ][16];
+    struct qx_row q[TBQ];
+    for (int64_t blk = r0 / MM_RB; blk * MM_RB < r1; blk++) {
+        const int64_t rb0 = blk * MM_RB, lo = ST_MAX(r0, rb0), hi = ST_MIN(r1, rb0 + MM_RB);
+        const __mmask16 keep = (__mmask16)(((1u << (hi - rb0)) - 1) & ~((1u << (lo - rb0)) - 1));
+        const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(keep, a->bias + rb0) : _mm512_setzero_ps();
+        for (int64_t tb = 0; tb < a->n_tok; tb += TBQ) {
+            const int64_t ntb = ST_MIN(TBQ, a->n_tok - tb);
+            for (int64_t t = 0; t < ntb; t++) q[t] = qx_at(a->qx, a->cols, tb + t);
+            for (int64_t g0 = 0; g0 < ng; g0 += seg) {
+                const int64_t g1 = ST_MIN(ng, g0 + seg);
+                const uint8_t *pk;
+                if (a->packed) pk = a->packed + (size_t)blk * bb + pk_offset(dt, g0);
+                else {
+                    mm_pack_groups(dt, a->w, a->rows, a->cols, rb0, g0, g1, buf);
+                    pk = buf;
+                }
+                for (int64_t t = 0; t < ntb; t += NTQ) {
+                    const int T = (int)ST_MIN(NTQ, ntb - t);
+                    __m512 acc[NTQ];
+                    for (int j = 0; j < T; j++) acc[j] = g0 ? _mm512_load_ps(sums[t + j]) : _mm512_setzero_ps();
+                    fn(pk, g0, g1, q + t, T, acc);
+                    for (int j = 0; j < T; j++) _mm512_store_ps(sums[t + j], acc[j]);
+                }
+            }
+            for (int64_t t = 0; t < ntb; t++)
+                _mm512_mask_storeu_ps(a->y + (tb + t) * a->rows + rb0, keep,
+                                      _mm512_add_ps(_mm512_load_ps(sums[t]), bias));
+        }
+    }
+}
+
+/* ---- entry ------------------------------------------------------------------------------ */
+
+TGT void mm_avx512_run(const struct mm_args *a, int64_t r0, int64_t r1) {
+    fsweep_fn ff = NULL;
+    qblock_fn qf = NULL;
+    switch (a->dt) {
+    case ST_DTYPE_F32: ff = fsweep_ST_DTYPE_F32; break;
+    case ST_DTYPE_F16: ff = fsweep_ST_DTYPE_F16; break;
+    case ST_DTYPE_BF16: ff = fsweep_ST_DTYPE_BF16; break;
+    case ST_DTYPE_Q8_0: qf = qblock_ST_DTYPE_Q8_0; break;
+    case ST_DTYPE_Q4_0: qf = qblock_ST_DTYPE_Q4_0; break;
+    case ST_DTYPE_Q4_1: qf = qblock_ST_DTYPE_Q4_1; break;
+    case ST_DTYPE_Q5_0: qf = qblock_ST_DTYPE_Q5_0; break;
+    case ST_DTYPE_Q5_1: qf = qblock_ST_DTYPE_Q5_1; break;
+    case ST_DTYPE_IQ4_NL: qf = qblock_ST_DTYPE_IQ4_NL; break;
+    case ST_DTYPE_Q4_K: qf = qblock_ST_DTYPE_Q4_K; break;
+    case ST_DTYPE_Q5_K: qf = qblock_ST_DTYPE_Q5_K; break;
+    case ST_DTYPE_Q6_K: qf = qblock_ST_DTYPE_Q6_K; break;
+    default: return;
+    }
+    if (qf) qrun(qf, a, r0, r1);
+    else if (a->n_tok > FT) fgemm(a, r0, r1);
+    else fsmall(ff, a, r0, r1);
+}
+
+#endif /* __x86_64__ */
