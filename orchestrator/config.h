@@ -47,6 +47,12 @@ extern "C" {
 #define ST_CONFIG_MAX_BATCH     4096        /* sequences */
 #define ST_CONFIG_MAX_THREADS   4096
 #define ST_CONFIG_MAX_DEVICES   64
+#define ST_CONFIG_MAX_STAGES    64          /* placement.manual entries */
+#define ST_CONFIG_MAX_STOP      64          /* generation.stop strings */
+#define ST_CONFIG_MAX_STOP_BYTES 1024       /* one stop string */
+#define ST_CONFIG_MAX_TEXT_BYTES (64 << 10) /* generation.system */
+#define ST_CONFIG_MAX_PATH      4096        /* model.path, placement.numerics */
+#define ST_CONFIG_MAX_BYTES     (1 << 20)   /* the file; nesting is at most ST_YAML_MAX_DEPTH (planner.h) */
 
 /* Where something was written in the YAML: 1-based; 0 when not from a file. */
 struct st_config_pos {
