@@ -51,7 +51,7 @@ static void run_path(const char *path) {
         snprintf(names[n++], l, "%s/%s", path, e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n) qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         run_path(names[i]);
         free(names[i]);
