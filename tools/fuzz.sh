@@ -4,6 +4,8 @@
 #   tools/fuzz.sh TARGET SECONDS [libFuzzer options...]   fuzz one target
 #   tools/fuzz.sh all SECONDS                             every target in turn, SECONDS each
 #   tools/fuzz.sh list                                    the targets
+#   tools/fuzz.sh build                                   build the targets, and the whole
+#                                                         project with the same clang (CI)
 #
 # Builds build-fuzz/ with clang (-DSTRATA_FUZZ=ON: -fsanitize=fuzzer,address,
 # undefined) the first time. A run starts from the committed seeds
@@ -29,11 +31,11 @@ usage() {
 
 [ $# -ge 1 ] || usage
 if [ "$1" = list ]; then echo "$targets" | tr ' ' '\n'; exit 0; fi
-[ $# -ge 2 ] || usage
-target=$1 seconds=$2
-shift 2
+[ $# -ge 2 ] || [ "$1" = build ] || usage
+target=$1 seconds=${2:-0}
+shift $(( $# >= 2 ? 2 : 1 ))
 case "$seconds" in ''|*[!0-9]*) echo "fuzz: SECONDS must be a whole number, not '$seconds'" >&2; usage ;; esac
-if [ "$target" != all ] && ! echo " $targets " | grep -q " $target "; then
+if [ "$target" != all ] && [ "$target" != build ] && ! echo " $targets " | grep -q " $target "; then
     echo "fuzz: unknown target '$target'" >&2
     usage
 fi
@@ -60,6 +62,7 @@ run_one() {  # target seconds [options]
     local seeds=(tests/fuzz/corpus/"$t")
     [ -d "tests/fuzz/regress/$t" ] && seeds+=(tests/fuzz/regress/"$t")
     local rc=0
+    [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm   # the targets write files
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
     nice -n "${FUZZ_NICE:-10}" "$dir/fuzz/fuzz_$t" -max_total_time="$s" -timeout=20 -rss_limit_mb=2048 \
@@ -77,6 +80,13 @@ run_one() {  # target seconds [options]
     echo "fuzz: $t: ${runs:-0} runs in ${secs:-$s} s, corpus $(ls "$work" | wc -l) files, no finding"
 }
 
+if [ "$target" = build ]; then
+    # "any compiler": everything (library, strata, tests, benchmarks) builds with clang too
+    cmake --build "$dir" -- -j"$(nproc 2>/dev/null || echo 2)"
+    for t in $targets; do cmake --build "$dir" --target "fuzz_$t" -- -j"$(nproc 2>/dev/null || echo 2)" >/dev/null; done
+    echo "fuzz: built every target and the whole project with $("$cc" --version | head -1)"
+    exit 0
+fi
 if [ "$target" = all ]; then
     status=0
     for t in $targets; do run_one "$t" "$seconds" "$@" || status=1; done
