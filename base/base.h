@@ -127,9 +127,13 @@ const char *st_fault_kind_name(st_fault_kind k);
 /* Counts one event of kind k and returns true when it must fail: when
  * STRATA_FAULT=KIND:N names this kind and this is its Nth event (1-based)
  * since the process started or st_fault_set() was last called. Without
- * STRATA_FAULT it only counts. Thread-safe. STRATA_FAULT=count prints the
- * counts at exit ("strata: fault sites: alloc N, read N, dev_alloc N, link N"). */
-bool st_fault_hit(st_fault_kind k);
+ * STRATA_FAULT it only counts. Thread-safe. When it fails an event from the
+ * environment it says so on stderr, naming what (the allocation's purpose,
+ * the file; may be NULL): "strata: STRATA_FAULT=alloc:57 fails here (what)",
+ * so a test can tell a failure that was handled from one that was ignored.
+ * STRATA_FAULT=count prints the counts at exit ("strata: fault sites: alloc
+ * N, read N, dev_alloc N, link N"). */
+bool st_fault_hit(st_fault_kind k, const char *what);
 
 /* For in-process tests: fail the nth event of k from now on (n 0 = none) and
  * reset every count. Overrides STRATA_FAULT. */

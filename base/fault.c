@@ -12,6 +12,7 @@ static int64_t g_count[ST_FAULT_KINDS];   /* atomic */
 static int g_kind = -1;                   /* the kind that fails, -1 none */
 static int64_t g_nth;                     /* which event of it (1-based) */
 static int g_state;                       /* 0 unread, 1 read (atomic) */
+static bool g_from_env;                   /* the fault came from STRATA_FAULT (announce it) */
 
 const char *st_fault_kind_name(st_fault_kind k) {
     return (unsigned)k < ST_FAULT_KINDS ? kind_names[k] : "?";
@@ -47,17 +48,20 @@ static void read_env(void) {
             } else {
                 g_kind = kind;
                 g_nth = n;
+                g_from_env = true;
             }
         }
     }
     __atomic_store_n(&g_state, 1, __ATOMIC_RELEASE);
 }
 
-bool st_fault_hit(st_fault_kind k) {
+bool st_fault_hit(st_fault_kind k, const char *what) {
     if ((unsigned)k >= ST_FAULT_KINDS) return false;
     read_env();
     int64_t n = __atomic_add_fetch(&g_count[k], 1, __ATOMIC_RELAXED);
-    return (int)k == g_kind && n == g_nth;
+    if ((int)k != g_kind || n != g_nth) return false;
+    if (g_from_env) fprintf(stderr, "strata: STRATA_FAULT=%s:%lld fails here (%s)\n", kind_names[k], (long long)n, what ? what : "?");
+    return true;
 }
 
 void st_fault_set(st_fault_kind k, int64_t n) {
@@ -65,6 +69,7 @@ void st_fault_set(st_fault_kind k, int64_t n) {
     for (int i = 0; i < ST_FAULT_KINDS; i++) __atomic_store_n(&g_count[i], 0, __ATOMIC_RELAXED);
     g_kind = n > 0 && (unsigned)k < ST_FAULT_KINDS ? (int)k : -1;
     g_nth = n;
+    g_from_env = false;
 }
 
 int64_t st_fault_count(st_fault_kind k) {

@@ -115,7 +115,7 @@ st_status st_read_file_limit(const char *path, size_t max_bytes, char **out_data
     }
     char *data = st_malloc(len + 1, path);
     if (!data) { fclose(f); return ST_ERR_NOMEM; }
-    if (st_fault_hit(ST_FAULT_READ)) {
+    if (st_fault_hit(ST_FAULT_READ, path)) {
         free(data);
         fclose(f);
         return st_error_set(ST_ERR_IO, "%s: read failed: %s (injected by STRATA_FAULT)", path, strerror(EIO));
@@ -144,7 +144,7 @@ double st_time_s(void) {
 }
 
 void *st_malloc(size_t bytes, const char *what) {
-    void *p = st_fault_hit(ST_FAULT_ALLOC) ? NULL : malloc(bytes ? bytes : 1);
+    void *p = st_fault_hit(ST_FAULT_ALLOC, what) ? NULL : malloc(bytes ? bytes : 1);
     if (!p) {
         char b[32];
         st_error_set(ST_ERR_NOMEM, "out of host memory allocating %s for %s",
@@ -154,7 +154,7 @@ void *st_malloc(size_t bytes, const char *what) {
 }
 
 void *st_calloc(size_t n, size_t size, const char *what) {
-    void *p = st_fault_hit(ST_FAULT_ALLOC) ? NULL : calloc(n ? n : 1, size ? size : 1);
+    void *p = st_fault_hit(ST_FAULT_ALLOC, what) ? NULL : calloc(n ? n : 1, size ? size : 1);
     if (!p) {
         st_error_set(ST_ERR_NOMEM, "out of host memory allocating %zu x %zu bytes for %s", n, size, what);
     }
@@ -162,7 +162,7 @@ void *st_calloc(size_t n, size_t size, const char *what) {
 }
 
 void *st_realloc(void *old, size_t bytes, const char *what) {
-    void *p = st_fault_hit(ST_FAULT_ALLOC) ? NULL : realloc(old, bytes ? bytes : 1);
+    void *p = st_fault_hit(ST_FAULT_ALLOC, what) ? NULL : realloc(old, bytes ? bytes : 1);
     if (!p) {
         char b[32];
         st_error_set(ST_ERR_NOMEM, "out of host memory growing %s to %s", what, st_format_bytes(bytes, b, sizeof b));

@@ -67,7 +67,7 @@ st_status st_model_map_file(st_model *m, const char *path, int *idx) {
     f->path = st_strdup(path, "a path");
     if (!f->path) return ST_ERR_NOMEM;
     m->n_files++;
-    int fd = st_fault_hit(ST_FAULT_READ) ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
+    int fd = st_fault_hit(ST_FAULT_READ, path) ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         return st_error_hint("check the path and its permissions");
@@ -504,7 +504,7 @@ st_status st_model_open(const char *path, st_model **out) {
         if ((s = st_model_load_hf(m))) goto fail;
     } else {
         unsigned char magic[8] = {0};
-        FILE *f = st_fault_hit(ST_FAULT_READ) ? (errno = EIO, NULL) : fopen(path, "rb");
+        FILE *f = st_fault_hit(ST_FAULT_READ, path) ? (errno = EIO, NULL) : fopen(path, "rb");
         if (!f) {
             s = st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
             goto fail;

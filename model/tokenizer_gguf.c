@@ -297,7 +297,7 @@ st_status st_tokenizer_load_path(const char *path, st_tokenizer_t **out) {
         }
         return st_tokenizer_load_json(p, out);
     }
-    int fd = st_fault_hit(ST_FAULT_READ) ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
+    int fd = st_fault_hit(ST_FAULT_READ, path) ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     char magic[4] = {0};
     ssize_t got = read(fd, magic, 4);

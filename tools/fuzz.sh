@@ -14,7 +14,7 @@
 # run goes on from there. Every allocation above 256 MiB is a finding: no input
 # of a few KiB justifies one. On a finding it prints the reproducer's path and
 # exits 1: copy the file to tests/fuzz/regress/TARGET/, fix the bug, and ctest
-# (fuzz_regress_TARGET) keeps it fixed. Prints "fuzz: TARGET: N runs in S s".
+# (fuzz_regress_TARGET) keeps it fixed. Prints "fuzz: TARGET: N runs in S s (C CPU s)".
 # Environment: CC (default clang), FUZZ_DIR (default build-fuzz), FUZZ_NICE
 # (nice level, default 10).
 set -euo pipefail
@@ -63,21 +63,23 @@ run_one() {  # target seconds [options]
     [ -d "tests/fuzz/regress/$t" ] && seeds+=(tests/fuzz/regress/"$t")
     local rc=0
     [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm   # the targets write files
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
-    UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
-    nice -n "${FUZZ_NICE:-10}" "$dir/fuzz/fuzz_$t" -max_total_time="$s" -timeout=20 -rss_limit_mb=2048 \
+    local TIMEFORMAT='%U %S'
+    { time ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
+      UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
+      nice -n "${FUZZ_NICE:-10}" "$dir/fuzz/fuzz_$t" -max_total_time="$s" -timeout=20 -rss_limit_mb=2048 \
         -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$art/" "${dict[@]}" "$@" \
-        "$work" "${seeds[@]}" >"$log" 2>&1 || rc=$?
-    local runs secs
+        "$work" "${seeds[@]}" >"$log" 2>&1; } 2>"$log.cpu" || rc=$?
+    local runs secs cpu
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     secs=$(sed -n 's/^stat::.*//; s/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
+    cpu=$(awk '{printf "%.0f", $1 + $2}' "$log.cpu" 2>/dev/null)
     if [ "$rc" -ne 0 ]; then
         echo "fuzz: $t: FINDING after ${runs:-?} runs (exit $rc); log: $log" >&2
         grep -E 'ERROR|SUMMARY|fuzz property broken|Test unit written|malloc\(' "$log" | head -20 >&2 || true
         echo "hint: reproduce with '$dir/fuzz/fuzz_$t FILE'; keep the file in tests/fuzz/regress/$t/ once fixed" >&2
         return 1
     fi
-    echo "fuzz: $t: ${runs:-0} runs in ${secs:-$s} s, corpus $(ls "$work" | wc -l) files, no finding"
+    echo "fuzz: $t: ${runs:-0} runs in ${secs:-$s} s (${cpu:-?} CPU s), corpus $(ls "$work" | wc -l) files, no finding"
 }
 
 if [ "$target" = build ]; then

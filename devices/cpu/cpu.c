@@ -81,7 +81,7 @@ static st_status cpu_alloc(st_backend *be, size_t bytes, st_buf_use use, void **
     }
     void *p = NULL;
     bool mapped = bytes >= BIG_ALLOC_BYTES;
-    if (st_fault_hit(ST_FAULT_DEV_ALLOC)) {     /* STRATA_FAULT=dev_alloc:N: as if memory ran out */
+    if (st_fault_hit(ST_FAULT_DEV_ALLOC, buf_use_name(use))) {     /* STRATA_FAULT=dev_alloc:N: as if memory ran out */
         p = NULL;
     } else if (mapped) {
         p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

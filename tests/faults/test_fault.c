@@ -36,10 +36,10 @@ int main(void) {
     CHECK(st_fault_count(ST_FAULT_READ) == 2);
 
     st_fault_set(ST_FAULT_LINK, 2);
-    CHECK(!st_fault_hit(ST_FAULT_LINK) && st_fault_hit(ST_FAULT_LINK) && !st_fault_hit(ST_FAULT_LINK));
-    CHECK(!st_fault_hit(ST_FAULT_DEV_ALLOC));
+    CHECK(!st_fault_hit(ST_FAULT_LINK, "l") && st_fault_hit(ST_FAULT_LINK, "l") && !st_fault_hit(ST_FAULT_LINK, "l"));
+    CHECK(!st_fault_hit(ST_FAULT_DEV_ALLOC, NULL));
     st_fault_set(ST_FAULT_LINK, 0);   /* off */
-    for (int i = 0; i < 5; i++) CHECK(!st_fault_hit(ST_FAULT_LINK));
+    for (int i = 0; i < 5; i++) CHECK(!st_fault_hit(ST_FAULT_LINK, "l"));
     CHECK(!strcmp(st_fault_kind_name(ST_FAULT_DEV_ALLOC), "dev_alloc"));
     return st_test_finish("fault_switch");
 }
