@@ -1,12 +1,14 @@
 /* Fuzz target: a GGUF file — header, metadata, tensor table, hyper-parameters
  * and the vocabulary (tokenizer.ggml.*), as `strata model`, `generate -m
  * FILE.gguf` and `tokenize -m FILE.gguf` read it. A file that opens must
- * describe itself to the planner; a vocabulary that loads must encode and
+ * have hyper-parameters that compute numbers (finite epsilon, RoPE base > 1)
+ * and describe itself to the planner; a vocabulary that loads must encode and
  * decode text, and the streaming decoder must give the same bytes. */
 #include "fuzz.h"
 #include "model/tokenizer.h"
 #include "planner/planner.h"
 
+#include <math.h>
 #include <string.h>
 
 static const char sample[] = "Hello, world! In the beginning God created 123 <|im_start|>user\n\xe6\x97\xa5\xe6\x9c\xac \xff\xfe";
@@ -46,6 +48,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     st_model *m = NULL;
     if (st_model_open(path, &m) == ST_OK) {
         FZ_ASSERT(m->hp.n_layer > 0 && m->hp.head_dim > 0 && m->hp.n_vocab > 0);
+        /* what generation needs to compute numbers, not NaN (docs/limits.md) */
+        FZ_ASSERT(isfinite(m->hp.rms_eps) && m->hp.rms_eps >= 1e-12f && isfinite(m->hp.rope_theta) && m->hp.rope_theta > 1);
+        FZ_ASSERT(m->hp.head_dim % 2 == 0 && m->hp.n_head % m->hp.n_head_kv == 0 && m->hp.n_ctx_train >= 0);
         struct st_plan_model pm;
         memset(&pm, 0, sizeof pm);
         if (st_plan_model_from_model(m, &pm) == ST_OK) {

@@ -8,6 +8,7 @@
 #include "model/tokenizer.h"
 #include "planner/planner.h"
 
+#include <math.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -25,6 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     st_model *m = NULL;
     if (st_model_open(fz_dir(), &m) == ST_OK) {
         FZ_ASSERT(m->hp.n_layer > 0 && m->hp.head_dim > 0 && m->hp.n_vocab > 0);
+        /* what generation needs to compute numbers, not NaN (docs/limits.md) */
+        FZ_ASSERT(isfinite(m->hp.rms_eps) && m->hp.rms_eps >= 1e-12f && isfinite(m->hp.rope_theta) && m->hp.rope_theta > 1);
+        FZ_ASSERT(m->hp.head_dim % 2 == 0 && m->hp.n_head % m->hp.n_head_kv == 0 && m->hp.n_ctx_train >= 0);
         for (int64_t i = 0; i < m->n_tensors; i++) {
             const struct st_tensor *t = &m->tensors[i];
             const struct st_model_file *f = &m->files[t->file];
