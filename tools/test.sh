@@ -41,7 +41,10 @@ if [ "${STRATA_TEST_QUICK:-0}" = 1 ]; then exit 0; fi
 if build-test-default/strata --version | grep -q 'cuda=ON'; then
   run_variant cpu -DSTRATA_CUDA=OFF
 fi
-run_variant asan -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# hwloc's PCI plugin (libhwloc-plugins, which Open MPI pulls in) leaks in hwloc_topology_load and
+# crashes LeakSanitizer's tracer; a CPU-only build has no PCI device to place, so it is left out here
+HWLOC_COMPONENTS=${HWLOC_COMPONENTS:--pci} \
+  run_variant asan -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "${CI:-}" = true ] || [ "${STRATA_FUZZ_CI:-0}" = 1 ]; then
   echo "==== test: fuzz targets (clang, libFuzzer + ASan/UBSan, ${STRATA_FUZZ_SECONDS:-15} s each)"
   if [ "$(id -u)" -eq 0 ]; then bash tools/install-deps.sh --fuzz; else sudo bash tools/install-deps.sh --fuzz; fi
