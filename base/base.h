@@ -30,6 +30,8 @@ typedef enum st_status {
     ST_ERR_UNSUPPORTED,  /* valid input this build or device cannot run */
     ST_ERR_NOT_BUILT,    /* feature left out of this build (exit 2) */
     ST_ERR_INTERNAL,     /* a bug: an invariant broke */
+    ST_ERR_NUMERIC,      /* the forward pass produced NaN or an infinity (weights, hyper-parameters, precision) */
+    ST_ERR_BUSY,         /* no room now (every KV slot taken, a queue full): try again later */
 } st_status;
 
 /* Short stable name of a status ("config", "format", ...). Never NULL. */

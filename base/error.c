@@ -24,6 +24,8 @@ const char *st_status_name(st_status s) {
     case ST_ERR_UNSUPPORTED: return "unsupported";
     case ST_ERR_NOT_BUILT: return "not built";
     case ST_ERR_INTERNAL: return "internal";
+    case ST_ERR_NUMERIC: return "numeric";
+    case ST_ERR_BUSY: return "busy";
     }
     return "unknown";
 }

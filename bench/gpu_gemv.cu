@@ -12,14 +12,26 @@
  *            epilogue in one launch (st_gemv_swiglu_cuda), down: 4 launches
  *   step     the 7B decode step's GEMVs: 28 fused layers + lm_head, against the
  *            roofline of the same bytes at the copy bandwidth
+ *   quant    the same layer in every quantized type (and a Q4_K_M layer: q, k,
+ *            o, gate, up Q4_K; v, down Q6_K), both kernels: the dp4a one (x
+ *            quantized to 8 bits per 32 by its own launch, as the backend does
+ *            before each matmul) and the fp32 one (the Maxwell path): per
+ *            matrix (gate_proj, down_proj, lm_head), a k-split sweep, and the
+ *            engine's fused layer in a CUDA graph with the x quantizations;
+ *            GB/s = quantized weight bytes / t. Ends with the 7B Q4_K_M decode
+ *            step's GEMVs (14 layers with Q6_K v/down, 14 without, Q6_K lm_head).
  * Weights rotate over several layer copies (> 1 GiB) so nothing is served
  * from L2; inputs are random, outputs checked against a double-precision host
- * dot product on sampled rows before anything is timed. Median of --reps.
+ * dot product on sampled rows before anything is timed (quantized rows
+ * dequantized by model/dtype.c; the dp4a kernel to 1e-2, all others 1e-5).
+ * Median of --reps.
  *
  *   gpu_gemv [--device N] [--reps R] [--json FILE] [--min-ratio 0.85]
+ *            [--no-float] [--quant q4_k,q6_k,...|all|none]
  * Exit 1 when a result is wrong, 3 when the fused bf16 layer (graph) misses
  * --min-ratio of the copy bandwidth (the target; 0 disables). */
 #include "kernels/cuda/gemv.cuh"
+#include "kernels/cuda/quant.cuh"
 
 #include <cmath>
 #include <math.h>
@@ -99,18 +111,275 @@ std::vector<int64_t> sample_rows(int64_t rows) {
     return v;
 }
 
+/* ---- quantized weights ------------------------------------------------------------ */
+
+/* random blocks: every byte random, the f16 scale fields set to small finite
+ * values (d / dmin at 0 and 2, Q6_K's d at 208) */
+__global__ void qfill_kernel(uint8_t *p, size_t bytes, int bb, int off_d, int off_m, uint32_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < bytes; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
+        const int k = (int)(i % (size_t)bb);
+        uint8_t v = (uint8_t)h;
+        /* f16 in [2^-12, 2^-9): exponent 3..5, random mantissa */
+        if (k == off_d || k == off_m) v = (uint8_t)h;
+        if (k == off_d + 1 || k == off_m + 1) v = (uint8_t)(0x0c | (h & 0x03));
+        p[i] = v;
+    }
+}
+void qfill(void *p, st_dtype t, size_t bytes, uint32_t seed, cudaStream_t s) {
+    const int off_d = t == ST_DTYPE_Q6_K ? 208 : 0;
+    const int off_m = (t == ST_DTYPE_Q4_1 || t == ST_DTYPE_Q5_1 || t == ST_DTYPE_Q4_K || t == ST_DTYPE_Q5_K) ? 2 : off_d;
+    qfill_kernel<<<4096, 256, 0, s>>>((uint8_t *)p, bytes, (int)st_dtype_block_bytes(t), off_d, off_m, seed);
+    CK(cudaGetLastError());
+}
+
+struct qbench {
+    cudaStream_t st;
+    cudaEvent_t e0, e1;
+    double *smp;
+    int reps;
+    double copy_gbps;
+    float *x, *y;
+    void *flush;
+    size_t flush_bytes;
+    int sms;
+    FILE *jf;
+    bool *first_json;
+};
+
+template <typename F> double qtime(const qbench &q, bool flush_l2, F launch) {
+    for (int i = -3; i < q.reps; i++) {
+        if (flush_l2) CK(cudaMemsetAsync(q.flush, i & 0xff, q.flush_bytes, q.st));
+        CK(cudaEventRecord(q.e0, q.st));
+        launch(i);
+        CK(cudaEventRecord(q.e1, q.st));
+        CK(cudaEventSynchronize(q.e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, q.e0, q.e1));
+        if (i >= 0) q.smp[i] = ms * 1e3;
+    }
+    return median(q.smp, q.reps);
+}
+
+/* rel error of a GEMV output on sampled rows against double dots of the
+ * dtype.c-dequantized rows */
+double q_check(const void *w, st_dtype t, int64_t rows, int64_t cols, const float *dy, const float *dx) {
+    const std::vector<int64_t> idx = sample_rows(rows);
+    const size_t rb = st_dtype_row_bytes(t, cols);
+    std::vector<uint8_t> hw(rb);
+    std::vector<float> row((size_t)cols), hx((size_t)cols);
+    CK(cudaMemcpy(hx.data(), dx, sizeof(float) * cols, cudaMemcpyDeviceToHost));
+    std::vector<double> ref;
+    for (int64_t r : idx) {
+        CK(cudaMemcpy(hw.data(), (const uint8_t *)w + (size_t)r * rb, rb, cudaMemcpyDeviceToHost));
+        CKS(st_dtype_to_f32(t, hw.data(), row.data(), cols));
+        double s = 0;
+        for (int64_t c = 0; c < cols; c++) s += (double)row[(size_t)c] * hx[(size_t)c];
+        ref.push_back(s);
+    }
+    return sampled_rel(dy, rows, ref, idx);
+}
+
+/* name is one of the comma-separated items of list, or list is "all" */
+bool in_list(const char *list, const char *name) {
+    if (!strcmp(list, "all")) return true;
+    const size_t n = strlen(name);
+    for (const char *s = list; *s;) {
+        const char *e = strchr(s, ',');
+        const size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == n && !strncmp(s, name, n)) return true;
+        if (!e) break;
+        s = e + 1;
+    }
+    return false;
+}
+
+/* returns false when an output was wrong */
+bool bench_quant(const qbench &q, const char *list) {
+    const int64_t E = 3584, F = 18944, KV = 512, V = 152064;
+    const shape layer[] = {{"q_proj", E, E}, {"k_proj", KV, E}, {"v_proj", KV, E}, {"o_proj", E, E},
+                           {"gate_proj", F, E}, {"up_proj", F, E}, {"down_proj", E, F}};
+    const char *names[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q4_k", "q5_k", "q6_k", "q4_k_m"};
+    const st_dtype single[] = {ST_DTYPE_Q8_0, ST_DTYPE_Q4_0, ST_DTYPE_Q4_1, ST_DTYPE_Q5_0, ST_DTYPE_Q5_1,
+                               ST_DTYPE_IQ4_NL, ST_DTYPE_Q4_K, ST_DTYPE_Q5_K, ST_DTYPE_Q6_K};
+    const cudaStream_t st = q.st;
+    bool ok = true;
+    double layer_us[2] = {0, 0};   /* Q4_K_M: [0] all Q4_K, [1] v/down Q6_K (dp4a, graph) */
+    void *xq;
+    CK(cudaMalloc(&xq, st_gemv_xq_bytes(8, F)));
+    float *yq = q.y, *yk = q.y + E, *yv = q.y + E + KV, *yff = q.y + 2 * E + 2 * KV;
+    printf("\nquantized weights (7B layer shapes; GB/s of quantized bytes; dp4a: x quantized to 8 bits per 32, "
+           "fp32: the Maxwell path)\n");
+    printf("%-10s %-7s %-5s %7s %7s %9s %9s %7s  %s\n", "matrix", "type", "path", "rows", "cols", "us", "GB/s", "%copy",
+           "k-split");
+    for (int ti = 0; ti < 11; ti++) {
+        /* ti 10: the Q4_K_M layer without Q6_K (the other half of a 7B file's layers) */
+        const bool mix = ti >= 9;
+        const char *name = ti == 10 ? "q4_k_m/q4" : names[ti];
+        if (!in_list(list, ti == 10 ? "q4_k_m" : names[ti])) continue;
+        st_dtype dt[7];
+        for (int m = 0; m < 7; m++) dt[m] = mix ? ST_DTYPE_Q4_K : single[ti];
+        if (ti == 9) dt[2] = dt[6] = ST_DTYPE_Q6_K;
+        size_t off[8];
+        off[0] = 0;
+        for (int m = 0; m < 7; m++) off[m + 1] = off[m] + ((st_dtype_row_bytes(dt[m], layer[m].cols) * layer[m].rows + 255) & ~(size_t)255);
+        const size_t layer_bytes = off[7];
+        size_t mbytes[7];
+        for (int m = 0; m < 7; m++) mbytes[m] = st_dtype_row_bytes(dt[m], layer[m].cols) * layer[m].rows;
+        size_t wsum = 0;
+        for (int m = 0; m < 7; m++) wsum += mbytes[m];
+        int n_copies = (int)(((size_t)2 << 30) / layer_bytes);
+        if (n_copies < 2) n_copies = 2;
+        uint8_t *wall;
+        CK(cudaMalloc(&wall, layer_bytes * n_copies));
+        for (int c = 0; c < n_copies; c++)
+            for (int m = 0; m < 7; m++) qfill(wall + (size_t)c * layer_bytes + off[m], dt[m], mbytes[m], 100u * ti + 7u * m + c, st);
+        CK(cudaStreamSynchronize(st));
+
+        /* correctness: every matrix, both paths, 1 and 3 tokens */
+        for (int m = 0; m < 7; m++)
+            for (int path = 0; path < 2; path++)
+                for (int nt = 1; nt <= 3; nt += 2) {
+                    const shape &s = layer[m];
+                    const void *w = wall + off[m];
+                    if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, nt, s.cols, xq, st));
+                    CK(cudaMemsetAsync(q.y, 0xff, sizeof(float) * nt * s.rows, st));
+                    CKS(st_gemv_cuda(w, dt[m], s.rows, s.cols, NULL, q.x, path == 0 ? xq : NULL, nt, q.y, q.sms, st));
+                    CK(cudaStreamSynchronize(st));
+                    double worst = 0;
+                    for (int t = 0; t < nt; t++) {
+                        const double rel = q_check(w, dt[m], s.rows, s.cols, q.y + (size_t)t * s.rows, q.x + (size_t)t * s.cols);
+                        if (!(rel <= worst)) worst = rel;
+                    }
+                    const double lim = path == 0 ? 1e-2 : 1e-5;
+                    if (!(worst < lim)) {
+                        printf("WRONG: %s %s %s tokens %d: rel error %.3e (limit %.0e)\n", s.name, st_dtype_name(dt[m]),
+                               path == 0 ? "dp4a" : "fp32", nt, worst, lim);
+                        ok = false;
+                    }
+                }
+        /* per matrix, one token, L2 flushed before each launch */
+        for (int m = 0; m < 7; m++) {
+            if (m != 4 && m != 6 && !(m == 2 && ti == 9)) continue;
+            const shape &s = layer[m];
+            for (int path = 0; path < 2; path++) {
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
+                const void *xqp = path == 0 ? xq : NULL;
+                const st_gemv_shape def = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, 1, q.sms);
+                double best = 0, def_gbps = 0;
+                int best_k = def.k_split;
+                for (int k = 1; k <= 8; k *= 2) {
+                    st_gemv_shape sh = def;
+                    sh.k_split = k;
+                    const double us = qtime(q, true, [&](int i) {
+                        CKS(st_gemv_cuda_shaped(wall + (size_t)((i + 3) % n_copies) * layer_bytes + off[m], dt[m], s.rows,
+                                                s.cols, NULL, q.x, xqp, 1, q.y, &sh, st));
+                    });
+                    const double gbps = mbytes[m] / (us * 1e-6) / 1e9;
+                    if (gbps > best) { best = gbps; best_k = k; }
+                    if (k == def.k_split) def_gbps = gbps;
+                }
+                printf("%-10s %-7s %-5s %7lld %7lld %9.2f %9.1f %6.1f%%  default k%d; best k%d %.1f GB/s (%.1f%%)\n", s.name,
+                       st_dtype_name(dt[m]), path == 0 ? "dp4a" : "fp32", (long long)s.rows, (long long)s.cols,
+                       mbytes[m] / (def_gbps * 1e3), def_gbps, 100 * def_gbps / q.copy_gbps, def.k_split, best_k, best,
+                       100 * best / q.copy_gbps);
+                if (q.jf) fprintf(q.jf, "%s{\"matrix\": \"%s\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, \"gbps\": %.2f, "
+                                  "\"vs_copy\": %.4f, \"k_split\": %d, \"best_k_split\": %d, \"best_gbps\": %.2f}",
+                                  *q.first_json ? "" : ", ", s.name, st_dtype_name(dt[m]), path == 0 ? "dp4a" : "fp32",
+                                  def_gbps, def_gbps / q.copy_gbps, def.k_split, best_k, best);
+                *q.first_json = false;
+            }
+        }
+        /* the engine's decode layer: x quantized before each of the four launches */
+        for (int path = 0; path < 2; path++) {
+            const void *xqp = path == 0 ? xq : NULL;
+            auto fused_layer = [&](const uint8_t *b) {
+                struct st_gemv_job g0[3], g1[1];
+                int n0 = 0, n1 = 0;
+                const st_gemv_job jq = {b + off[0], NULL, yq, E}, jk = {b + off[1], NULL, yk, KV}, jv = {b + off[2], NULL, yv, KV};
+                g0[n0++] = jq; g0[n0++] = jk;
+                if (dt[2] == dt[0]) g0[n0++] = jv; else g1[n1++] = jv;
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+                CKS(st_gemv_multi_cuda(g0, n0, dt[0], E, q.x, xqp, 1, q.sms, st));
+                if (n1) CKS(st_gemv_multi_cuda(g1, n1, dt[2], E, q.x, xqp, 1, q.sms, st));
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+                CKS(st_gemv_cuda(b + off[3], dt[3], E, E, NULL, q.x, xqp, 1, q.y, q.sms, st));
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+                CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt[4], F, E, q.x, xqp, 1, yff, q.sms, st));
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, F, xq, st));
+                CKS(st_gemv_cuda(b + off[6], dt[6], E, F, NULL, q.x, xqp, 1, q.y, q.sms, st));
+            };
+            cudaGraph_t g;
+            cudaGraphExec_t exec;
+            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+            for (int c = 0; c < n_copies; c++) fused_layer(wall + (size_t)c * layer_bytes);
+            CK(cudaStreamEndCapture(st, &g));
+            CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
+            CK(cudaGraphDestroy(g));
+            const double us = qtime(q, false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
+            CK(cudaGraphExecDestroy(exec));
+            const double gbps = wsum / (us * 1e-6) / 1e9;
+            printf("%-10s %-7s %-5s %7s %7s %9.2f %9.1f %6.1f%%  CUDA graph: %s\n", "FUSED", name, path == 0 ? "dp4a" : "fp32",
+                   "layer", "", us, gbps, 100 * gbps / q.copy_gbps,
+                   path == 0 ? "4 x-quantizations, qkv grouped, o, gate/up+swiglu, down" : "qkv grouped, o, gate/up+swiglu, down");
+            if (q.jf) fprintf(q.jf, ", {\"matrix\": \"fused_layer_graph\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, "
+                              "\"us\": %.3f, \"gbps\": %.2f, \"vs_copy\": %.4f}", name, path == 0 ? "dp4a" : "fp32", us, gbps,
+                              gbps / q.copy_gbps);
+            if (path == 0 && mix) layer_us[ti == 9 ? 1 : 0] = us;
+        }
+        CK(cudaFree(wall));
+    }
+    /* Q6_K lm_head (Q4_K_M's output.weight), and the 7B Q4_K_M decode step's GEMVs */
+    if (layer_us[0] > 0 && layer_us[1] > 0) {
+        const size_t hb = st_dtype_row_bytes(ST_DTYPE_Q6_K, E) * V;
+        uint8_t *hw;
+        CK(cudaMalloc(&hw, hb * 2));
+        qfill(hw, ST_DTYPE_Q6_K, hb, 5, st);
+        qfill(hw + hb, ST_DTYPE_Q6_K, hb, 6, st);
+        CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+        CK(cudaMemsetAsync(q.y, 0xff, sizeof(float) * V, st));
+        CKS(st_gemv_cuda(hw, ST_DTYPE_Q6_K, V, E, NULL, q.x, NULL, 1, q.y, q.sms, st));
+        CK(cudaStreamSynchronize(st));
+        const double rel = q_check(hw, ST_DTYPE_Q6_K, V, E, q.y, q.x);
+        if (!(rel < 1e-5)) { printf("WRONG: lm_head q6_k fp32: rel error %.3e\n", rel); ok = false; }
+        const double us = qtime(q, false, [&](int i) {
+            CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+            CKS(st_gemv_cuda(hw + (size_t)(i & 1) * hb, ST_DTYPE_Q6_K, V, E, NULL, q.x, xq, 1, q.y, q.sms, st));
+        });
+        const double gbps = hb / (us * 1e-6) / 1e9;
+        printf("%-10s %-7s %-5s %7lld %7lld %9.2f %9.1f %6.1f%%  (with its x quantization)\n", "lm_head", "q6_k", "dp4a",
+               (long long)V, (long long)E, us, gbps, 100 * gbps / q.copy_gbps);
+        CK(cudaFree(hw));
+        const double step_us = 14 * layer_us[0] + 14 * layer_us[1] + us;
+        printf("\n7B Q4_K_M decode step estimate (GEMVs only, dp4a): 14 x %.1f us + 14 x %.1f us (Q6_K v/down) + lm_head "
+               "%.1f us = %.3f ms = %.0f tok/s (llama.cpp's tg128 on an H100: 269 tok/s; target 1.3x = 350)\n",
+               layer_us[0], layer_us[1], us, step_us / 1e3, 1e6 / step_us);
+        if (q.jf) fprintf(q.jf, ", {\"matrix\": \"decode_step_gemv_estimate\", \"dtype\": \"q4_k_m\", \"us\": %.3f}", step_us);
+    }
+    CK(cudaFree(xq));
+    return ok;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
     int ordinal = 0, reps = 30;
     double min_ratio = 0.0;
-    const char *json = NULL;
+    const char *json = NULL, *quant = "all";
+    bool do_float = true;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) ordinal = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--min-ratio") && i + 1 < argc) min_ratio = atof(argv[++i]);
-        else { fprintf(stderr, "usage: %s [--device N] [--reps R] [--json FILE] [--min-ratio X]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant = argv[++i];
+        else if (!strcmp(argv[i], "--no-float")) do_float = false;
+        else {
+            fprintf(stderr, "usage: %s [--device N] [--reps R] [--json FILE] [--min-ratio X] [--no-float] "
+                    "[--quant all|none|q4_k,q6_k,...,q4_k_m]\n", argv[0]);
+            return 2;
+        }
     }
     if (reps < 3) reps = 3;
     CK(cudaSetDevice(ordinal));
@@ -185,7 +454,7 @@ int main(int argc, char **argv) {
         }
         return median(smp, reps);
     };
-    for (int di = 0; di < 3; di++) {
+    for (int di = 0; do_float && di < 3; di++) {
         const st_dtype dt = dts[di];
         size_t layer_bytes = 0;
         for (int m = 0; m < n_layer_mats; m++) layer_bytes += wbytes(layer[m], dt);
@@ -204,7 +473,7 @@ int main(int argc, char **argv) {
             for (int nt = 1; nt <= 4; nt += 3) {
                 const shape &s = layer[m];
                 const void *w = wall + off[m];
-                CKS(st_gemv_cuda(w, dt, s.rows, s.cols, NULL, x, nt, y, prop.multiProcessorCount, st));
+                CKS(st_gemv_cuda(w, dt, s.rows, s.cols, NULL, x, NULL, nt, y, prop.multiProcessorCount, st));
                 std::vector<float> hy((size_t)nt * s.rows), hx((size_t)nt * s.cols);
                 CK(cudaMemcpyAsync(hy.data(), y, sizeof(float) * nt * s.rows, cudaMemcpyDeviceToHost, st));
                 CK(cudaMemcpyAsync(hx.data(), x, sizeof(float) * nt * s.cols, cudaMemcpyDeviceToHost, st));
@@ -241,7 +510,7 @@ int main(int argc, char **argv) {
                     CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
                     CK(cudaEventRecord(e0, st));
                     const int c = (i + 3) % n_copies;
-                    CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, s.rows, s.cols, NULL, x, nt, y,
+                    CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, s.rows, s.cols, NULL, x, NULL, nt, y,
                                      prop.multiProcessorCount, st));
                     CK(cudaEventRecord(e1, st));
                     CK(cudaEventSynchronize(e1));
@@ -281,7 +550,7 @@ int main(int argc, char **argv) {
                                 CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
                                 CK(cudaEventRecord(e0, st));
                                 CKS(st_gemv_cuda_shaped(wall + (size_t)((i + 3) % n_copies) * layer_bytes + off[m], dt,
-                                                        s.rows, s.cols, NULL, x, 1, y, &sh, st));
+                                                        s.rows, s.cols, NULL, x, NULL, 1, y, &sh, st));
                                 CK(cudaEventRecord(e1, st));
                                 CK(cudaEventSynchronize(e1));
                                 float ms;
@@ -313,7 +582,7 @@ int main(int argc, char **argv) {
                 CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
                 for (int c = 0; c < n_copies; c++)
                     for (int m = 0; m < n_layer_mats; m++)
-                        CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL, x, 1,
+                        CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL, x, NULL, 1,
                                          y, prop.multiProcessorCount, st));
                 CK(cudaStreamEndCapture(st, &g));
                 CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
@@ -326,7 +595,7 @@ int main(int argc, char **argv) {
                     for (int c = 0; c < n_copies; c++)
                         for (int m = 0; m < n_layer_mats; m++)
                             CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL,
-                                             x, 1, y, prop.multiProcessorCount, st));
+                                             x, NULL, 1, y, prop.multiProcessorCount, st));
                 CK(cudaEventRecord(e1, st));
                 CK(cudaEventSynchronize(e1));
                 float ms;
@@ -346,16 +615,16 @@ int main(int argc, char **argv) {
         float *yq = y, *yk = y + E, *yv = y + E + KV, *yff = y + 2 * E + 2 * KV;
         auto fused_layer = [&](const uint8_t *b) {
             const st_gemv_job qkv[3] = {{b + off[0], NULL, yq, E}, {b + off[1], NULL, yk, KV}, {b + off[2], NULL, yv, KV}};
-            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, 1, sms, st));
-            CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, 1, y, sms, st));
-            CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, 1, yff, sms, st));
-            CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, 1, y, sms, st));
+            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, 1, sms, st));
+            CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, NULL, 1, y, sms, st));
+            CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, 1, yff, sms, st));
+            CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, NULL, 1, y, sms, st));
         };
         {   /* correctness of the grouped launches on sampled rows */
             fill(y, ST_DTYPE_F32, 2 * E + 2 * KV + F, 77, 1.0f, st);
             const st_gemv_job qkv[3] = {{wall + off[0], NULL, yq, E}, {wall + off[1], NULL, yk, KV}, {wall + off[2], NULL, yv, KV}};
-            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, 1, sms, st));
-            CKS(st_gemv_swiglu_cuda(wall + off[4], NULL, wall + off[5], NULL, dt, F, E, x, 1, yff, sms, st));
+            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, 1, sms, st));
+            CKS(st_gemv_swiglu_cuda(wall + off[4], NULL, wall + off[5], NULL, dt, F, E, x, NULL, 1, yff, sms, st));
             CK(cudaStreamSynchronize(st));
             std::vector<float> hx((size_t)F);
             CK(cudaMemcpy(hx.data(), x, sizeof(float) * F, cudaMemcpyDeviceToHost));
@@ -397,9 +666,9 @@ int main(int argc, char **argv) {
                                 if (which == 0) {
                                     const st_gemv_job jj[3] = {{b + off[0], NULL, yq, E}, {b + off[1], NULL, yk, KV},
                                                                {b + off[2], NULL, yv, KV}};
-                                    CKS(st_gemv_multi_cuda_shaped(jj, 3, dt, E, x, 1, &sh, st));
+                                    CKS(st_gemv_multi_cuda_shaped(jj, 3, dt, E, x, NULL, 1, &sh, st));
                                 } else {
-                                    CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, 1, yff, &sh, st));
+                                    CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, 1, yff, &sh, st));
                                 }
                             });
                             const double gbps = (which == 0 ? qkv_bytes : gu_bytes) / (us * 1e-6) / 1e9;
@@ -447,14 +716,14 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     /* lm_head (bf16), rotated over 2 copies */
-    {
+    if (do_float) {
         const size_t hb = wbytes(head, ST_DTYPE_BF16);
         uint8_t *hw;
         CK(cudaMalloc(&hw, hb * 2));
         fill(hw, ST_DTYPE_BF16, (int64_t)(hb * 2 / 2), 9, 0.05f, st);
         for (int i = -3; i < reps; i++) {
             CK(cudaEventRecord(e0, st));
-            for (int c = 0; c < 2; c++) CKS(st_gemv_cuda(hw + c * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, 1, y,
+            for (int c = 0; c < 2; c++) CKS(st_gemv_cuda(hw + c * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, NULL, 1, y,
                                                          prop.multiProcessorCount, st));
             CK(cudaEventRecord(e1, st));
             CK(cudaEventSynchronize(e1));
@@ -475,7 +744,7 @@ int main(int argc, char **argv) {
                     st_gemv_shape sh = hs;
                     sh.rows_per_warp = r; sh.k_split = k; sh.unroll = u;
                     const double sus = time_us(false, [&](int i) {
-                        CKS(st_gemv_cuda_shaped(hw + (size_t)(i & 1) * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, 1, y,
+                        CKS(st_gemv_cuda_shaped(hw + (size_t)(i & 1) * hb, ST_DTYPE_BF16, head.rows, head.cols, NULL, x, NULL, 1, y,
                                                 &sh, st));
                     });
                     printf(" r%dk%du%d %.1f%%", r, k, u, 100 * (hb / (sus * 1e-6) / 1e9) / copy_gbps);
@@ -495,19 +764,24 @@ int main(int argc, char **argv) {
         if (jf) fprintf(jf, ", {\"matrix\": \"decode_step_gemv_estimate\", \"dtype\": \"bf16\", \"us\": %.3f, "
                         "\"roofline_us\": %.3f, \"vs_roofline\": %.4f}", step_us, roof_us, roof_us / step_us);
     }
+    if (strcmp(quant, "none") != 0) {
+        struct qbench q = {st, e0, e1, smp, reps, copy_gbps, x, y, flush, flush_bytes, sms, jf, &first_json};
+        if (!bench_quant(q, quant)) wrong = true;
+    }
     if (jf) {
         fprintf(jf, "], \"layer_graph_vs_copy_bf16\": %.4f, \"fused_layer_graph_vs_copy_bf16\": %.4f, \"correct\": %s}\n",
                 layer_graph_ratio, fused_graph_ratio, wrong ? "false" : "true");
         fclose(jf);
     }
-    printf("\nbf16 7B layer (graph): 7 GEMVs %.1f%%, fused (4 launches) %.1f%% of the copy roofline (target >= %.0f%%)\n",
-           100 * layer_graph_ratio, 100 * fused_graph_ratio, 100 * min_ratio);
+    if (do_float)
+        printf("\nbf16 7B layer (graph): 7 GEMVs %.1f%%, fused (4 launches) %.1f%% of the copy roofline (target >= %.0f%%)\n",
+               100 * layer_graph_ratio, 100 * fused_graph_ratio, 100 * min_ratio);
     CK(cudaFree(x));
     CK(cudaFree(y));
     CK(cudaFree(flush));
     free(smp);
     if (wrong) { printf("RESULT: WRONG OUTPUT\n"); return 1; }
-    if (min_ratio > 0 && fused_graph_ratio < min_ratio) { printf("RESULT: below target\n"); return 3; }
+    if (do_float && min_ratio > 0 && fused_graph_ratio < min_ratio) { printf("RESULT: below target\n"); return 3; }
     printf("RESULT: ok\n");
     return 0;
 }

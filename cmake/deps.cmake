@@ -5,7 +5,7 @@ find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 
 set(_st_missing "")
-foreach(_mod hwloc yaml-0.1 jansson libpcre2-8 libutf8proc)
+foreach(_mod hwloc yaml-0.1 jansson libpcre2-8 libutf8proc libmicrohttpd)
   string(MAKE_C_IDENTIFIER ${_mod} _id)
   pkg_check_modules(ST_${_id} QUIET IMPORTED_TARGET ${_mod})
   if(ST_${_id}_FOUND)
@@ -16,11 +16,11 @@ foreach(_mod hwloc yaml-0.1 jansson libpcre2-8 libutf8proc)
 endforeach()
 if(_st_missing)
   message(FATAL_ERROR "strata: missing libraries: ${_st_missing}\n"
-    "hint: run tools/install-deps.sh (Debian/Ubuntu: libhwloc-dev libyaml-dev libjansson-dev libpcre2-dev libutf8proc-dev)")
+    "hint: run tools/install-deps.sh (Debian/Ubuntu: libhwloc-dev libyaml-dev libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev)")
 endif()
 add_library(ST::deps INTERFACE IMPORTED)
 target_link_libraries(ST::deps INTERFACE PkgConfig::ST_hwloc PkgConfig::ST_yaml_0_1
-  PkgConfig::ST_jansson PkgConfig::ST_libpcre2_8 PkgConfig::ST_libutf8proc)
+  PkgConfig::ST_jansson PkgConfig::ST_libpcre2_8 PkgConfig::ST_libutf8proc PkgConfig::ST_libmicrohttpd)
 set(ST_VERSIONS " hwloc=${ST_hwloc_VERSION}")
 
 # ---- CUDA -------------------------------------------------------------------

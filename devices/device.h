@@ -77,9 +77,12 @@ struct st_device_info {
 
 /* How two GPUs are connected. PCIE also covers pairs without P2P access (copies
  * are staged through host memory over PCIe). UNKNOWN: P2P works but NVML was not
- * available to tell NVLink from PCIe. */
-typedef enum st_link_kind { ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN } st_link_kind;
-/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown". Never NULL. */
+ * available to tell NVLink from PCIe. NETWORK: the devices are on different
+ * hosts (MPI ranks); activations cross the network (docs/multihost.md). */
+typedef enum st_link_kind {
+    ST_LINK_NONE = 0, ST_LINK_PCIE, ST_LINK_NVLINK, ST_LINK_SAME, ST_LINK_UNKNOWN, ST_LINK_NETWORK
+} st_link_kind;
+/* "none", "pcie", "nvlink", "same", "pcie/nvlink unknown", "network". Never NULL. */
 const char *st_link_kind_name(st_link_kind k);
 
 struct st_p2p {
@@ -167,6 +170,7 @@ struct st_backend_config {
     st_dtype kv_dtype;       /* F32, F16 or BF16 */
     int n_threads;           /* CPU: worker threads (0 = all cores of the device's NUMA node) */
     bool maxwell_path;       /* restrict to sm_52 code paths (real cc 5.x or emulate: tesla-m40) */
+    int64_t max_tokens;      /* most tokens one forward pass sends (prefill chunk or decode batch) */
 };
 
 /* A weight matrix resident on a device: (rows = out, cols = in) in its stored dtype. */
@@ -176,11 +180,13 @@ struct st_weight {
     int64_t rows, cols;
 };
 
-/* One layer's KV cache on a device: k and v are (n_ctx, n_head_kv, head_dim) in dtype. */
+/* One layer's KV cache on a device: k and v are (n_slots, n_ctx, n_head_kv,
+ * head_dim) in dtype: one plane of n_ctx rows per sequence (slot). */
 struct st_kv_layer {
     void *k, *v;
     st_dtype dtype;
     int64_t n_ctx, n_head_kv, head_dim;
+    int64_t n_slots;         /* sequences the cache holds (>= 1) */
 };
 
 struct st_rope_params {
@@ -235,8 +241,12 @@ static inline double st_sample_uniform(uint64_t seed, uint64_t n) {
 }
 
 /* All activations are fp32 device buffers laid out [n_tok][width].
- * `pos` is a device array of n_tok consecutive absolute positions; reading it on
- * the device (not the host) keeps a decode step capturable in a CUDA graph.
+ * The tokens of one call are either one sequence (a prefill chunk, or one
+ * decode token) or a batched decode step (one token from each of n_tok
+ * sequences). `pos` is a device array of the n_tok absolute positions (within
+ * each token's own sequence); `slot` (device, n_tok, or NULL for slot 0) says
+ * which sequence of the KV cache each token belongs to. Reading both on the
+ * device (not the host) keeps a decode step capturable in a CUDA graph.
  * Every entry returns ST_OK or an error naming the op and the device.
  * Optional entries may be NULL; the wrappers in orchestrator/ fall back. */
 struct st_device_ops {
@@ -261,17 +271,21 @@ struct st_device_ops {
     /* in place on x: (n_tok, n_heads, head_dim) */
     st_status (*rope)(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
                       const int32_t *pos, const struct st_rope_params *rp);
-    /* writes k, v (n_tok, n_head_kv, head_dim) at rows pos[t] of the cache */
+    /* writes k, v (n_tok, n_head_kv, head_dim) at rows pos[t] of sequence slot[t] of the cache */
     st_status (*kv_store)(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v,
-                          int64_t n_tok, const int32_t *pos);
-    /* causal GQA attention: token t sees cache rows 0..pos[t]; q, out (n_tok, n_head, head_dim) */
+                          int64_t n_tok, const int32_t *pos, const int32_t *slot);
+    /* causal GQA attention: token t sees rows 0..pos[t] of sequence slot[t]; q, out (n_tok, n_head,
+     * head_dim). n_seq is 1 (every token in sequence slot[0] at consecutive positions: a prefill
+     * chunk) or n_tok (a batched decode step: each token its own sequence). */
     st_status (*attention)(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok,
-                           int64_t n_head, const int32_t *pos, float scale, float *out);
+                           int64_t n_head, const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale,
+                           float *out);
     /* out[i] = silu(gate[i]) * up[i] */
     st_status (*swiglu)(st_backend *be, const float *gate, const float *up, int64_t n, float *out);
     /* x[i] += y[i] */
     st_status (*add)(st_backend *be, float *x, const float *y, int64_t n);
-    /* out_id[0] = argmax over logits (n_vocab), lowest id on ties */
+    /* out_id[0] = argmax over logits (n_vocab), lowest id on ties; -1 when any logit is NaN or
+     * infinite (such logits are an error, never a token) */
     st_status (*argmax)(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id);
 
     /* ---- optional entries (NULL when the backend has none) ---- */
@@ -299,7 +313,7 @@ struct st_device_ops {
                                float *out);
     /* out_id[0] = one token drawn from logits (n_vocab) under sp (see struct
      * st_sample_params); pos is the device int32 position being generated,
-     * which numbers the draw. Greedy when sp->temperature <= 0. */
+     * which numbers the draw. Greedy when sp->temperature <= 0. -1 when a logit is non-finite. */
     st_status (*sample)(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
                         const int32_t *pos, int32_t *out_id);
     /* Timing (`strata bench`): an event marks the point in the backend's
@@ -312,6 +326,14 @@ struct st_device_ops {
     void (*event_free)(st_backend *be, st_event *ev);      /* accepts NULL */
     st_status (*event_record)(st_backend *be, st_event *ev);
     st_status (*event_elapsed_ms)(st_backend *be, st_event *from, st_event *to, double *ms);
+    /* Pipelining several micro-batches (the scheduler): download_async
+     * enqueues a copy of device bytes into host memory from ST_BUF_STAGING
+     * (pinned) after the work issued so far and returns at once; event_sync
+     * waits on the host until an event recorded on this backend has passed,
+     * then reports what the kernels flagged (as sync does). Both or none;
+     * NULL: the engine uses download (which waits for everything issued). */
+    st_status (*download_async)(st_backend *be, void *dst_host, const void *src, size_t bytes);
+    st_status (*event_sync)(st_backend *be, st_event *ev);
 };
 
 /* ---- links between consecutive stages ------------------------------------ */
@@ -322,6 +344,7 @@ typedef enum st_link_type {
     ST_LINK_T_PEER,          /* cudaMemcpyPeerAsync */
     ST_LINK_T_NCCL,          /* ncclSend / ncclRecv */
     ST_LINK_T_HOST,          /* staged through pinned host memory; works for any pair */
+    ST_LINK_T_MPI,           /* across processes: MPI point-to-point through host memory (a CPU end) */
 } st_link_type;
 const char *st_link_type_name(st_link_type t);
 
@@ -334,14 +357,58 @@ st_status st_link_init(st_link_type type, st_backend *src, const struct st_devic
                        const struct st_device_info *src_dev, st_backend *dst,
                        const struct st_device_ops *dst_ops, const struct st_device_info *dst_dev,
                        size_t max_bytes, st_link **out);
+/* Moves bytes from src_ptr (on src) to dst_ptr (on dst). On an endpoint
+ * (below) it does this process's half: a send endpoint reads src_ptr (dst_ptr
+ * is ignored), a receive endpoint waits for the bytes and writes dst_ptr
+ * (src_ptr is ignored); both ends name the same byte count. */
 st_status st_link_send(st_link *l, const void *src_ptr, void *dst_ptr, size_t bytes);
 st_link_type st_link_get_type(const st_link *l);
 void st_link_free(st_link *l);
+
+/* ---- links between processes (MPI ranks, docs/multihost.md) ----------------
+ * When two consecutive stages live in two processes, the link is a pair of
+ * endpoints: a send endpoint beside the producing stage and a receive
+ * endpoint beside the consuming one, each made in its own process with the
+ * same peer description. Between two GPUs the pair is an NCCL communicator of
+ * two ranks (the unique id travels over MPI; needs NCCL); when either end is
+ * the CPU (or the transport asks for host), MPI point-to-point through host
+ * memory (a GPU end downloads or uploads around it). Sends do not wait for
+ * the receiver: MPI sends leave from a ring of n_bufs staging buffers, NCCL
+ * sends are queued on the stream. A receive waits for its bytes; a peer that
+ * stays silent past timeout_s seconds is ST_ERR_IO naming its rank, and so
+ * is a failed transfer. Messages of one link arrive in the order sent.
+ * Needs a build with MPI (ST_ERR_NOT_BUILT otherwise) and MPI initialised. */
+struct st_link_peer {
+    int rank;                    /* the other end's MPI rank (MPI_COMM_WORLD) */
+    int tag;                     /* this link's message tag, the same at both ends */
+    int setup_tag;               /* tag for setting up (the NCCL id), another than every data tag */
+    st_device_kind kind;         /* the other end's device */
+    int n_bufs;                  /* sends in flight at once (>= 1) */
+    double timeout_s;            /* watchdog of a receive; 0 = wait forever */
+    const char *where;           /* "rank 1 (host-b)" for messages */
+};
+/* type: AUTO (NCCL for two GPUs when built, else MPI), NCCL, HOST or MPI (MPI through host memory). */
+st_status st_link_init_send(st_link_type type, st_backend *src, const struct st_device_ops *src_ops,
+                            const struct st_device_info *src_dev, const struct st_link_peer *peer, size_t max_bytes,
+                            st_link **out);
+st_status st_link_init_recv(st_link_type type, st_backend *dst, const struct st_device_ops *dst_ops,
+                            const struct st_device_info *dst_dev, const struct st_link_peer *peer, size_t max_bytes,
+                            st_link **out);
 
 #ifdef STRATA_HAVE_CUDA
 /* CUDA link kinds (devices/cuda/): LOCAL, PEER, NCCL, and HOST between GPUs.
  * Called by st_link_init when both ends are CUDA backends. */
 st_status st_cuda_link_init(st_link_type type, st_backend *src, st_backend *dst, size_t max_bytes, st_link **out);
+#ifdef STRATA_HAVE_NCCL
+/* The NCCL side of a cross-process GPU link (devices/cuda/link_cuda.cu): a
+ * communicator of two ranks, the sender rank 0 and the receiver rank 1, from
+ * an id made by st_cuda_nccl_id on the sender (id_bytes = 128). Joining waits
+ * for the other process, at most timeout_s seconds (0: forever). */
+#define ST_NCCL_ID_BYTES 128
+st_status st_cuda_nccl_id(void *id);
+st_status st_cuda_link_init_nccl(bool send, st_backend *be, const void *id, double timeout_s, const char *where,
+                                 size_t max_bytes, st_link **out);
+#endif
 
 /* ---- GPU probe (devices/cuda/probe_cuda.cu), for `strata inventory --probe` ----
  * Each call creates its own CUDA backend(s), measures with device events
@@ -487,6 +554,9 @@ st_status st_cuda_mem_info(int ordinal, uint64_t *free_bytes, uint64_t *total_by
  * backend, median of reps (0 = 20) after a warm-up, bytes read + written per
  * second (GB/s): the copy roofline that `inventory --probe` reports too. */
 st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps);
+/* Host-to-device copy of `bytes` (0 = 256 MiB) from pinned memory, median of
+ * reps (0 = 10) after a warm-up, GB/s: the ceiling of weight loading. */
+st_status st_cuda_h2d_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps);
 #endif
 
 /* The backends built into this binary (CUDA only when compiled with it). */

@@ -16,6 +16,7 @@ const char *st_link_kind_name(st_link_kind k) {
     case ST_LINK_NVLINK: return "nvlink";
     case ST_LINK_SAME: return "same";
     case ST_LINK_UNKNOWN: return "pcie/nvlink unknown";
+    case ST_LINK_NETWORK: return "network";
     }
     return "none";
 }

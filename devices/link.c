@@ -13,6 +13,7 @@ const char *st_link_type_name(st_link_type t) {
     case ST_LINK_T_PEER: return "peer";
     case ST_LINK_T_NCCL: return "nccl";
     case ST_LINK_T_HOST: return "host";
+    case ST_LINK_T_MPI: return "mpi";
     }
     return "unknown";
 }
@@ -71,6 +72,11 @@ st_status st_link_init(st_link_type type, st_backend *src, const struct st_devic
         st_error_set(ST_ERR_CONFIG, "link %s -> %s: a local link joins two stages on one device",
                      src_dev->name, dst_dev->name);
         return st_error_hint("use link: host (or auto) between different devices");
+    }
+    if (type == ST_LINK_T_MPI) {
+        st_error_set(ST_ERR_CONFIG, "link %s -> %s: an MPI link joins stages of two processes", src_dev->name,
+                     dst_dev->name);
+        return st_error_hint("use link: host (or auto) between devices of one process");
     }
     if (type == ST_LINK_T_PEER || type == ST_LINK_T_NCCL) {
         st_error_set(ST_ERR_CONFIG, "link %s -> %s: a %s link needs a GPU at both ends", src_dev->name,

@@ -5,7 +5,9 @@
  * bandwidth roofline (weight bytes per token / a copy bandwidth measured in
  * the same run). docs/bench.md explains every figure. */
 #include "orchestrator/cli.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/session.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -17,25 +19,30 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata bench -m MODEL [--cpu] [options]\n"
-        "       strata bench -c deploy.yaml [options]\n\n"
+        "usage: strata bench [-m MODEL [--cpu] | -c deploy.yaml] [options]\n\n"
         "Builds the deployment's engine and measures it: prefill tok/s over a prompt of random valid\n"
         "token ids, batch-1 greedy decode tok/s (the choice made on the device), the time of every\n"
         "stage and link in a decode step, memory in use per device against the plan's estimate, and\n"
         "the bandwidth roofline (weight bytes per token over a copy bandwidth measured in this run).\n\n"
         "options:\n"
         "  -c, --config FILE      deployment config (docs/config.md)\n"
-        "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model)\n"
+        "  -m, --model PATH       GGUF file or Hugging Face directory (overrides the config's model;\n"
+        "                         without -m and -c: the bundled model, " ST_CLI_BUNDLED_MODEL ")\n"
         "  --cpu                  without -c: use the CPU even when GPUs are present\n"
-        "  --prompt-tokens N      prompt length for prefill (default 512)\n"
-        "  --decode-tokens N      greedy tokens decoded per run (default 128)\n"
-        "  --repeat R             measured runs; the median is reported (default 3)\n"
-        "  --ctx N                context (KV cache tokens); default the deployment's\n"
-        "  --threads N            CPU worker threads\n"
-        "  --seed S               seed of the random prompt (default 1)\n"
+        "  --prompt-tokens N      prompt length for prefill, 1..16777216 (default 512)\n"
+        "  --decode-tokens N      greedy tokens decoded per run, 0..16777216 (default 128)\n"
+        "  --repeat R             measured runs, 1..64; the median is reported (default 3)\n"
+        "  --ctx N                context (KV cache tokens), 1..16777216; default the deployment's\n"
+        "  --threads N            CPU worker threads, 0..4096 (0 = all cores)\n"
+        "  --seed S               seed of the random prompt, 0..2^63-1 (default 1)\n"
         "  --bw-bytes SIZE        array size of the bandwidth measurement (default: CPU 512 MiB or\n"
         "                         2 x last-level cache, GPU 256 MiB)\n"
         "  --profile FILE         probe profile for the plan (default: the saved one, if any)\n"
+        "  --probe                under mpirun: measure the network between ranks for the plan\n"
+        "                         (else the config's network:, docs/multihost.md)\n"
+        "  --concurrency LIST     serving throughput instead: for each count C (e.g. 1,4,16,64), C sequences\n"
+        "                         of --prompt-tokens random ids are prefilled, then decode --decode-tokens each\n"
+        "                         in batched steps; aggregate and per-sequence decode tok/s, time to first token\n"
         "  --json                 one JSON object instead of tables\n"
         "  -h, --help             this text\n\n"
         "exit codes: 0 ok, 1 runtime failure or invalid generated tokens, 2 usage or configuration\n");
@@ -109,6 +116,8 @@ struct bench {
     double *stage_decode_ms, *link_decode_ms;    /* (n_stages) means over the timed steps */
     double *stage_prefill_ms, *link_prefill_ms;  /* (n_stages) of the timed prefill */
     double timed_step_ms;                        /* host wall time of a timed step, mean */
+    double init_s, ttft_s;                       /* engine build (weights loaded); build + the first prompt's first token */
+    double *h2d_gbps;                            /* (n_stages) pinned host-to-device bandwidth of a GPU stage's device, 0 = n/a */
     double *tmp_stage, *tmp_link;                /* (n_stages) scratch */
     struct dev_bench *devs;                      /* (plan n_devices) */
 };
@@ -125,6 +134,7 @@ static void bench_free(struct bench *b) {
     free(b->link_prefill_ms);
     free(b->tmp_stage);
     free(b->tmp_link);
+    free(b->h2d_gbps);
     free(b->devs);
     st_engine_free(b->e);
     st_deploy_free(b->d);
@@ -200,6 +210,11 @@ static void read_mem(struct bench *b, bool after) {
     for (int i = 0; i < p->n_devices; i++) {
         struct dev_bench *db = &b->devs[i];
         if (!db->used) continue;
+        if (p->devices[i].rank != st_mpi_rank()) {   /* another host's memory is read there, not here */
+            db->mem_known = false;
+            snprintf(db->mem_note, sizeof db->mem_note, "n/a: on %s", st_mpi_where(p->devices[i].rank));
+            continue;
+        }
         struct st_device_mem_reading *r = after ? &db->after : &db->before;
         if (st_device_mem_read(&p->devices[i].info, r) != ST_OK) {
             db->mem_known = false;
@@ -224,6 +239,10 @@ static void measure_bandwidth(struct bench *b, int threads) {
         struct dev_bench *db = &b->devs[i];
         const struct st_device_info *info = &p->devices[i].info;
         if (!db->used) continue;
+        if (p->devices[i].rank != st_mpi_rank()) {
+            snprintf(db->bw_note, sizeof db->bw_note, "n/a: on %s", st_mpi_where(p->devices[i].rank));
+            continue;
+        }
         st_status s = ST_OK;
         if (info->kind == ST_DEVICE_CPU) {
             uint64_t bytes = b->bw_bytes;
@@ -348,6 +367,8 @@ static void print_json(const struct bench *b, double prefill, double decode) {
         json_object_set_new(l, "from_stage", json_integer(k));
         json_object_set_new(l, "to_stage", json_integer(k + 1));
         json_object_set_new(l, "type", json_string(st_link_type_name(st_engine_link_type(b->e, k))));
+        json_object_set_new(l, "from_rank", json_integer(st_engine_stage_rank(b->e, k)));
+        json_object_set_new(l, "to_rank", json_integer(st_engine_stage_rank(b->e, k + 1)));
         json_object_set_new(l, "decode_ms", json_real(b->link_decode_ms[k]));
         json_object_set_new(l, "prefill_ms", json_real(b->link_prefill_ms[k]));
         json_object_set_new(l, "plan_decode_ms", json_real(p->hops[k].decode_ms));
@@ -392,6 +413,22 @@ static void print_json(const struct bench *b, double prefill, double decode) {
     json_object_set_new(r, "roofline_tok_s", real_or_null(rf.known && rf.roofline_ms > 0, 1e3 / rf.roofline_ms));
     json_object_set_new(r, "fraction", real_or_null(rf.known && decode > 0, rf.roofline_ms * decode / 1e3));
     json_object_set_new(o, "roofline", r);
+    json_t *load = json_object(), *ls = json_array();
+    json_object_set_new(load, "engine_build_s", json_real(b->init_s));
+    json_object_set_new(load, "ttft_s", json_real(b->ttft_s));
+    for (int k = 0; k < b->n_stages; k++) {
+        uint64_t bytes = 0;
+        double secs = 0;
+        st_engine_load_stats(b->e, k, &bytes, &secs);
+        const double gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
+        json_array_append_new(ls, json_pack("{s:i, s:I, s:f, s:f, s:o, s:o}", "stage", k, "bytes", (json_int_t)bytes,
+                                            "seconds", secs, "gbps", gbps, "h2d_gbps",
+                                            real_or_null(b->h2d_gbps && b->h2d_gbps[k] > 0, b->h2d_gbps ? b->h2d_gbps[k] : 0),
+                                            "h2d_fraction", real_or_null(b->h2d_gbps && b->h2d_gbps[k] > 0,
+                                                                         b->h2d_gbps && b->h2d_gbps[k] > 0 ? gbps / b->h2d_gbps[k] : 0)));
+    }
+    json_object_set_new(load, "stages", ls);
+    json_object_set_new(o, "load", load);
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (text) puts(text);
     free(text);
@@ -442,9 +479,12 @@ static void print_table(const struct bench *b, double prefill, double decode) {
     }
     double lsum = 0;
     for (int k = 0; k + 1 < b->n_stages; k++) {
-        printf("  link  %d -> %d %-17s %27.3f %10.3f   (prefill %.3f ms)\n", k, k + 1,
+        const int ra = st_engine_stage_rank(b->e, k), rb = st_engine_stage_rank(b->e, k + 1);
+        char across[40] = "";
+        if (ra != rb) snprintf(across, sizeof across, ", rank %d -> %d", ra, rb);
+        printf("  link  %d -> %d %-17s %27.3f %10.3f   (prefill %.3f ms%s)\n", k, k + 1,
                st_link_type_name(st_engine_link_type(b->e, k)), b->link_decode_ms[k], p->hops[k].decode_ms,
-               b->link_prefill_ms[k]);
+               b->link_prefill_ms[k], across);
         lsum += b->link_decode_ms[k];
     }
     printf("  stages %.3f ms + links %.3f ms = %.3f ms of the %.3f ms step\n\n", ssum, lsum, ssum + lsum,
@@ -481,74 +521,263 @@ static void print_table(const struct bench *b, double prefill, double decode) {
     if (rf.known && rf.roofline_ms > 0)
         printf("  roofline %.3f ms = %.1f tok/s; measured %.1f tok/s = %.1f%% of it\n", rf.roofline_ms,
                1e3 / rf.roofline_ms, decode, 100.0 * rf.roofline_ms * decode / 1e3);
+    printf("\nloading (warm page cache): engine built in %.3f s; first token of the %lld-token prompt %.3f s after the start\n",
+           b->init_s, (long long)b->n_prompt, b->ttft_s);
+    for (int k = 0; k < b->n_stages; k++) {
+        uint64_t bytes = 0;
+        double secs = 0;
+        st_engine_load_stats(b->e, k, &bytes, &secs);
+        const double gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
+        printf("  stage %d %-24.24s %11s in %7.3f s = %6.2f GB/s", k, dev_label(p, p->stages[k].device),
+               st_format_bytes(bytes, a, sizeof a), secs, gbps);
+        if (b->h2d_gbps && b->h2d_gbps[k] > 0)
+            printf("  (host-to-device %.1f GB/s: %.0f%%)", b->h2d_gbps[k], 100.0 * gbps / b->h2d_gbps[k]);
+        printf("\n");
+    }
     if (!b->tokens_repeatable) printf("\nnote: the greedy tokens differed between runs (non-deterministic kernels?)\n");
+}
+
+/* ---- serving throughput (--concurrency) ---------------------------------------------- */
+
+struct conc_result {
+    int64_t c;                   /* sequences at once */
+    double prefill_s;            /* start to the last sequence's first token */
+    double decode_s;             /* from then to the last token */
+    double agg_tok_s;            /* tokens decoded after the prefill, all sequences, per second */
+    double ttft_mean_ms, ttft_max_ms;
+    int64_t steps;               /* engine decode steps */
+    bool ok;                     /* every sequence produced its tokens */
+};
+
+/* C sequences through the scheduler, as `strata serve` runs them: every
+ * prompt prefilled at once, then batched decode steps until each has its tokens. */
+static st_status run_concurrency(st_engine *e, int64_t C, int64_t n_prompt, int64_t n_decode, uint64_t seed,
+                                 struct conc_result *out) {
+    struct st_sched_params sp = {.prefill_budget = C * n_prompt};
+    st_sched *sch = NULL;
+    st_session **ss = st_calloc((size_t)C, sizeof *ss, "bench sessions");
+    int32_t *prompt = st_malloc((size_t)n_prompt * sizeof(int32_t), "bench prompt");
+    st_status s = ss && prompt ? st_sched_init(e, NULL, &sp, &sch) : ST_ERR_NOMEM;
+    struct st_gen_params gp;
+    st_gen_params_default(&gp);
+    gp.max_tokens = n_decode;
+    gp.ignore_eos = true;
+    const int64_t V = st_engine_n_vocab(e);
+    *out = (struct conc_result){.c = C, .ok = true};
+    double t0 = st_time_s();
+    for (int64_t i = 0; !s && i < C; i++) {
+        uint64_t rs = seed + (uint64_t)i * 7919;
+        for (int64_t k = 0; k < n_prompt; k++) prompt[k] = (int32_t)(next_rand(&rs) % (uint64_t)V);
+        if (!(s = st_session_open(sch, &ss[i]))) s = st_session_start(ss[i], prompt, n_prompt, &gp, NULL, NULL);
+    }
+    while (!s && st_sched_busy(sch)) s = st_sched_step(sch);
+    const double t_end = st_time_s();
+    double ttft_max = 0, ttft_sum = 0;
+    for (int64_t i = 0; !s && i < C; i++) {
+        struct st_session_stats st;
+        st_session_stats(ss[i], &st);
+        ttft_max = ST_MAX(ttft_max, st.ttft_s);
+        ttft_sum += st.ttft_s;
+        out->ok &= st.finish == ST_FINISH_LENGTH && st.generated_tokens == n_decode;
+    }
+    if (!s) {
+        struct st_sched_stats sst;
+        st_sched_stats(sch, &sst);
+        out->prefill_s = ttft_max;
+        out->decode_s = t_end - t0 - ttft_max;
+        out->agg_tok_s = out->decode_s > 0 ? (double)(C * (n_decode - 1)) / out->decode_s : 0;
+        out->ttft_mean_ms = 1e3 * ttft_sum / (double)C;
+        out->ttft_max_ms = 1e3 * ttft_max;
+        out->steps = sst.steps;
+    }
+    for (int64_t i = 0; ss && i < C; i++) st_session_close(ss[i]);
+    st_sched_free(sch);
+    free(ss);
+    free(prompt);
+    return s;
+}
+
+static int bench_concurrency(struct st_deploy_options *opt, const int64_t *list, int n_list, int64_t n_prompt,
+                             int64_t n_decode, uint64_t seed, bool json) {
+    st_deploy *d = NULL;
+    st_engine *e = NULL;
+    int64_t most = 1;
+    for (int i = 0; i < n_list; i++) most = ST_MAX(most, list[i]);
+    struct conc_result *res = st_calloc((size_t)n_list, sizeof *res, "bench results");
+    st_status s = res ? st_deploy_load(opt, &d) : ST_ERR_NOMEM;
+    if (s) goto done;
+    d->req.batch = most;   /* the plan sizes the KV cache for the most sequences */
+    if (!opt->context && d->req.context < n_prompt + n_decode) d->req.context = n_prompt + n_decode;
+    if ((s = st_deploy_plan(d))) goto done;
+    if (!st_deploy_runnable(d)) { s = st_deploy_engine(d, &e); if (!s) s = ST_ERR_INTERNAL; goto done; }
+    if (n_prompt + n_decode > d->plan->context) {
+        s = st_error_set(ST_ERR_USAGE, "bench: %lld prompt + %lld decode tokens do not fit the context of %lld",
+                         (long long)n_prompt, (long long)n_decode, (long long)d->plan->context);
+        st_error_hint("use --ctx %lld or fewer --prompt-tokens / --decode-tokens", (long long)(n_prompt + n_decode));
+        goto done;
+    }
+    if ((s = st_deploy_engine(d, &e))) goto done;
+    struct conc_result warm;
+    if ((s = run_concurrency(e, ST_MIN(most, 2), ST_MIN(n_prompt, 16), ST_MIN(n_decode, 4), seed, &warm))) goto done;
+    for (int i = 0; i < n_list; i++)
+        if ((s = run_concurrency(e, list[i], n_prompt, n_decode, seed, &res[i]))) goto done;
+    const st_plan *p = d->plan;
+    if (json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:s}", "model", d->model->path, "model_name",
+                              d->pm.name, "weights", d->pm.weights, "prompt_tokens", (json_int_t)n_prompt,
+                              "decode_tokens", (json_int_t)n_decode, "sequence_slots", (json_int_t)st_engine_n_seq(e),
+                              "micro_batches", st_engine_n_micro(e), "objective", st_plan_objective_name(p->objective));
+        json_object_set_new(o, "commit", json_string(st_build_commit()));
+        json_object_set_new(o, "stages", json_integer(p->n_stages));
+        json_t *arr = json_array();
+        for (int i = 0; i < n_list; i++) {
+            const struct conc_result *r = &res[i];
+            json_array_append_new(arr, json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:b}", "concurrency",
+                                                 (json_int_t)r->c, "prefill_s", r->prefill_s, "prefill_tok_s",
+                                                 r->prefill_s > 0 ? (double)(r->c * n_prompt) / r->prefill_s : 0.0,
+                                                 "decode_s", r->decode_s, "aggregate_decode_tok_s", r->agg_tok_s,
+                                                 "per_sequence_tok_s", r->agg_tok_s / (double)r->c, "ttft_mean_ms",
+                                                 r->ttft_mean_ms, "ttft_max_ms", r->ttft_max_ms, "decode_steps",
+                                                 (json_int_t)r->steps, "tokens_ok", r->ok));
+        }
+        json_object_set_new(o, "runs", arr);
+        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+        if (text) puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("strata bench --concurrency: %s (%s), %d stage%s, %lld sequence slots, %d micro-batch%s, %s objective\n"
+               "each sequence: %lld random prompt tokens, then %lld greedy tokens; all prompts prefilled first\n\n",
+               d->model->path, d->pm.weights, p->n_stages, p->n_stages == 1 ? "" : "s", (long long)st_engine_n_seq(e),
+               st_engine_n_micro(e), st_engine_n_micro(e) == 1 ? "" : "es", st_plan_objective_name(p->objective),
+               (long long)n_prompt, (long long)n_decode);
+        printf("  %6s %12s %14s %14s %14s %12s %12s %8s\n", "seqs", "prefill s", "prefill tok/s", "decode tok/s",
+               "per seq tok/s", "TTFT mean", "TTFT max", "steps");
+        for (int i = 0; i < n_list; i++) {
+            const struct conc_result *r = &res[i];
+            printf("  %6lld %12.3f %14.1f %14.1f %14.2f %10.1fms %10.1fms %8lld%s\n", (long long)r->c, r->prefill_s,
+                   r->prefill_s > 0 ? (double)(r->c * n_prompt) / r->prefill_s : 0.0, r->agg_tok_s,
+                   r->agg_tok_s / (double)r->c, r->ttft_mean_ms, r->ttft_max_ms, (long long)r->steps,
+                   r->ok ? "" : "  SHORT");
+        }
+        if (n_list > 1 && res[0].c == 1 && res[0].agg_tok_s > 0) {
+            printf("\n");
+            for (int i = 1; i < n_list; i++)
+                printf("  %lld sequences: %.2fx the single-sequence aggregate\n", (long long)res[i].c,
+                       res[i].agg_tok_s / res[0].agg_tok_s);
+        }
+    }
+    for (int i = 0; i < n_list && !s; i++) {
+        if (!res[i].ok) {
+            s = st_error_set(ST_ERR_DEVICE, "bench: a sequence at concurrency %lld ended short of its %lld tokens",
+                             (long long)res[i].c, (long long)n_decode);
+            st_error_hint("run the same deployment with 'strata generate' to see the error");
+        }
+    }
+done:
+    st_engine_free(e);
+    st_deploy_free(d);
+    free(res);
+    return s ? st_cli_report(s) : 0;
 }
 
 /* ---- the command ------------------------------------------------------------------ */
 
 int st_cmd_bench(int argc, char **argv) {
-    struct st_deploy_options opt = {0};
+    struct st_deploy_options opt = {.progress = true};
     struct bench b = {0};
     b.n_prompt = 512;
     b.n_decode = 128;
     b.repeat = 3;
     b.seed = 1;
-    bool json = false;
+    int64_t conc[32];
+    int n_conc = 0;
+    char bundled[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        bool has = i + 1 < argc;
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t v = 0;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!has) return st_cli_usage_error("bench", "%s needs a model path", a);
+            if (!val) return st_cli_usage_error("bench", "%s needs a model path", a);
             opt.model_path = argv[++i];
         } else if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
-            if (!has) return st_cli_usage_error("bench", "%s needs a file name", a);
+            if (!val) return st_cli_usage_error("bench", "%s needs a file name", a);
             opt.config_path = argv[++i];
         } else if (!strcmp(a, "--cpu")) {
             opt.cpu_only = true;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
+        } else if (!strcmp(a, "--probe")) {
+            opt.probe_network = true;
+        } else if (!strcmp(a, "--concurrency")) {
+            if (!val) return st_cli_usage_error("bench", "--concurrency needs a list of counts, e.g. 1,4,16,64");
+            const char *p = argv[++i];
+            n_conc = 0;
+            while (*p) {
+                char item[32];
+                size_t l = strcspn(p, ",");
+                snprintf(item, sizeof item, "%.*s", (int)ST_MIN(l, sizeof item - 1), p);
+                if (n_conc == (int)ST_ARRAY_LEN(conc) || !st_cli_parse_i64(item, 1, 4096, &conc[n_conc]))
+                    return st_cli_usage_error("bench", "--concurrency wants up to %zu counts from 1 to 4096 separated "
+                                              "by commas, got '%s'", ST_ARRAY_LEN(conc), argv[i]);
+                n_conc++;
+                p += l + (p[l] == ',');
+            }
         } else if (!strcmp(a, "--profile")) {
-            if (!has) return st_cli_usage_error("bench", "--profile needs a file name");
+            if (!val) return st_cli_usage_error("bench", "--profile needs a file name");
             opt.profile_path = argv[++i];
-        } else if (!strcmp(a, "--prompt-tokens") || !strcmp(a, "--decode-tokens") || !strcmp(a, "--repeat") ||
-                   !strcmp(a, "--ctx") || !strcmp(a, "--threads") || !strcmp(a, "--seed")) {
-            int64_t lo = !strcmp(a, "--decode-tokens") || !strcmp(a, "--seed") ? 0 : 1;
-            int64_t hi = !strcmp(a, "--repeat") ? 64 : (int64_t)1 << 40;
-            if (!has || !st_cli_parse_i64(argv[i + 1], lo, hi, &v))
-                return st_cli_usage_error("bench", "%s needs a whole number in [%lld, %lld]", a, (long long)lo,
-                                          (long long)hi);
+        } else if (!strcmp(a, "--prompt-tokens") || !strcmp(a, "--ctx")) {
+            if ((rc = st_cli_int("bench", a, val, 1, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &v)) >= 0) return rc;
             i++;
-            if (!strcmp(a, "--prompt-tokens")) b.n_prompt = v;
-            else if (!strcmp(a, "--decode-tokens")) b.n_decode = v;
-            else if (!strcmp(a, "--repeat")) b.repeat = v;
-            else if (!strcmp(a, "--ctx")) opt.context = v;
-            else if (!strcmp(a, "--threads")) opt.threads = (int)v;
-            else b.seed = (uint64_t)v;
+            if (!strcmp(a, "--ctx")) opt.context = v;
+            else b.n_prompt = v;
+        } else if (!strcmp(a, "--decode-tokens")) {
+            if ((rc = st_cli_int("bench", a, val, 0, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &v)) >= 0) return rc;
+            i++;
+            b.n_decode = v;
+        } else if (!strcmp(a, "--repeat")) {
+            if ((rc = st_cli_int("bench", a, val, 1, 64, "a count", NULL, &v)) >= 0) return rc;
+            i++;
+            b.repeat = v;
+        } else if (!strcmp(a, "--threads")) {
+            if ((rc = st_cli_int("bench", a, val, 0, ST_CONFIG_MAX_THREADS, "a thread count", "0 = all cores", &v)) >= 0)
+                return rc;
+            i++;
+            opt.threads = (int)v;
+        } else if (!strcmp(a, "--seed")) {
+            if ((rc = st_cli_int("bench", a, val, 0, INT64_MAX, "a seed", NULL, &v)) >= 0) return rc;
+            i++;
+            b.seed = (uint64_t)v;
         } else if (!strcmp(a, "--bw-bytes")) {
-            if (!has || st_parse_size(argv[i + 1], &b.bw_bytes) != ST_OK || b.bw_bytes < 4096)
-                return st_cli_usage_error("bench", "--bw-bytes needs a size of at least 4 KiB (e.g. 256MiB)");
+            if (!val || st_parse_size(val, &b.bw_bytes) != ST_OK || b.bw_bytes < 4096)
+                return st_cli_usage_error("bench", "--bw-bytes wants a size of at least 4 KiB (e.g. 256MiB)%s%s%s",
+                                          val ? ", got '" : "", val ? val : "", val ? "'" : "");
             i++;
         } else {
-            static const char *const known[] = {"--model", "--config", "--cpu", "--json", "--profile",
+            static const char *const known[] = {"--model", "--config", "--cpu", "--json", "--profile", "--concurrency",
                                                 "--prompt-tokens", "--decode-tokens", "--repeat", "--ctx",
-                                                "--threads", "--seed", "--bw-bytes", "--help"};
+                                                "--threads", "--seed", "--bw-bytes", "--probe", "--help"};
             const char *near = a[0] == '-' ? st_nearest_word(a, known, ST_ARRAY_LEN(known)) : NULL;
             if (near) return st_cli_usage_error("bench", "unknown option '%s' (did you mean '%s'?)", a, near);
-            return st_cli_usage_error("bench", "unknown option or missing value '%s'", a);
+            return st_cli_usage_error("bench", "unknown option '%s'", a);
         }
     }
-    if (!opt.config_path && !opt.model_path)
-        return st_cli_usage_error("bench", "no model: give -m MODEL or -c deploy.yaml");
+    bool json = st_cli_json();
+    st_status ms = ST_OK;
+    if (opt.model_path) ms = st_cli_model_exists(NULL, opt.model_path);
+    else if (!opt.config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) opt.model_path = bundled;
+    if (ms) return st_cli_report(ms);
+    if (st_mpi_rank() > 0) return st_deploy_follow(&opt);   /* under mpirun: rank 0 benches, the others follow */
+    if (n_conc) return bench_concurrency(&opt, conc, n_conc, b.n_prompt, b.n_decode, b.seed, json);
 
     st_status s = st_deploy_open(&opt, &b.d);
     if (s != ST_OK) {
-        if (b.d && b.d->plan && !b.d->plan->feasible) {
-            char saved[4096];
-            snprintf(saved, sizeof saved, "%s", st_last_error());
+        if (b.d && b.d->plan && !b.d->plan->feasible) {   /* the shortfall is printed once, with the plan */
             st_plan_print(stderr, b.d->plan, false);
-            st_error_set(s, "%s", saved);
+            st_error_set(s, "%s: %s does not fit these devices; the plan above says by how much and what would fit",
+                         b.d->cfg->source, b.d->plan->model.name);
         }
         goto done;
     }
@@ -571,7 +800,10 @@ int st_cmd_bench(int argc, char **argv) {
         b.devs[i].phys = i;
         for (int j = 0; j < i; j++) {
             const struct st_device_info *y = &p->devices[j].info;
-            if (x->kind == y->kind && x->index == y->index) { b.devs[i].phys = b.devs[j].phys; break; }
+            if (x->kind == y->kind && x->index == y->index && p->devices[i].rank == p->devices[j].rank) {
+                b.devs[i].phys = b.devs[j].phys;
+                break;
+            }
         }
     }
     for (int k = 0; k < p->n_stages; k++) {
@@ -582,7 +814,9 @@ int st_cmd_bench(int argc, char **argv) {
     }
 
     read_mem(&b, false);
+    const double t_init = st_time_s();
     if ((s = st_deploy_engine(b.d, &b.e)) != ST_OK) goto done;
+    b.init_s = st_time_s() - t_init;
     b.n_stages = st_engine_n_stages(b.e);
     b.n_vocab = st_engine_n_vocab(b.e);
     const size_t S = (size_t)b.n_stages;
@@ -610,7 +844,18 @@ int st_cmd_bench(int argc, char **argv) {
     /* warm-up: the same shapes once (lazy allocations, caches, clocks) */
     double ps, ds;
     if ((s = run_once(&b, &ps, &ds)) != ST_OK) goto done;
+    b.ttft_s = b.init_s + ps;
     read_mem(&b, true);
+    if (!(b.h2d_gbps = st_calloc(S, sizeof(double), "bench h2d"))) { s = ST_ERR_NOMEM; goto done; }
+    for (int k = 0; k < b.n_stages; k++) {
+        const struct st_device_info *info = &p->devices[p->stages[k].device].info;
+        (void)info;
+#ifdef STRATA_HAVE_CUDA
+        if (info->kind == ST_DEVICE_CUDA && st_cuda_h2d_bandwidth(info->index, 0, 5, &b.h2d_gbps[k]) != ST_OK)
+            ST_WARN("bench: host-to-device bandwidth of %s not measured: %s", p->devices[p->stages[k].device].select,
+                    st_last_error());
+#endif
+    }
     measure_bandwidth(&b, opt.threads);
 
     for (int64_t r = 0; r < b.repeat; r++) {

@@ -15,10 +15,12 @@
 #include "model/tokenizer.h"
 #include "orchestrator/cli.h"
 #include "orchestrator/config.h"
+#include "orchestrator/deploy.h"
 #include "orchestrator/engine.h"
 #include "planner/planner.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,25 +62,27 @@ static const char builtin_text[] =
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata calibrate -m MODEL [-f TEXT_FILE | --ids FILE] [--tokens N] [-o profile.yaml]\n"
-        "       strata calibrate -c deploy.yaml [...]      (the config's model)\n\n"
+        "usage: strata calibrate [-m MODEL | -c deploy.yaml] [-f TEXT_FILE | --ids FILE] [--tokens N]\n"
+        "                        [-o profile.yaml] [--json]\n\n"
         "Measures, layer by layer, whether fp16 activations are safe: runs the model on the CPU in fp32\n"
         "over calibration text, records the largest |x| entering each matmul and the share beyond fp16's\n"
         "range (65504), and the relative error of each layer's update when its matmul inputs and K/V are\n"
         "rounded to fp16. A layer is fp16-safe when max |x| <= --max-abs and the error <= --max-error.\n"
         "Give the profile to the planner with 'placement: {numerics: FILE}' (docs/numerics.md).\n\n"
         "options:\n"
-        "  -m, --model PATH     GGUF file or Hugging Face directory\n"
+        "  -m, --model PATH     GGUF file or Hugging Face directory (default without -c: the bundled\n"
+        "                       model, " ST_CLI_BUNDLED_MODEL ")\n"
         "  -c, --config FILE    deployment config: calibrate its model (always on the CPU)\n"
         "  -f, --file FILE      UTF-8 calibration text (default: a built-in mix of prose, code, numbers\n"
         "                       and scripts)\n"
         "  --ids FILE           token ids instead of text (integers separated by spaces, commas or\n"
         "                       newlines), for models without a tokenizer\n"
-        "  --tokens N           use at most N tokens (default %d)\n"
+        "  --tokens N           use at most N tokens, 1..1048576 (default %d)\n"
         "  -o, --output FILE    write the profile there and print a table; default: the YAML to stdout\n"
+        "  --json               print the profile as JSON (with -o too: the file stays YAML)\n"
         "  --max-abs X          largest safe |x| entering a matmul (default %.1f = 65504 / 8)\n"
         "  --max-error E        largest safe relative error of a layer's update (default %g)\n"
-        "  --threads N          CPU worker threads\n"
+        "  --threads N          CPU worker threads, 0..4096 (0 = all cores)\n"
         "  -h, --help           this text\n",
         DEFAULT_TOKENS, DEFAULT_MAX_ABS, DEFAULT_MAX_ERROR);
 }
@@ -225,7 +229,39 @@ static st_status read_ids(const char *path, int32_t **ids, int64_t *n_ids, int64
 
 /* ---- output ------------------------------------------------------------------------ */
 
-static void print_table(const struct st_numerics *nm, const char *out_path) {
+/* The profile as one JSON object (the YAML's keys; a non-finite error is null). */
+static st_status print_json(const struct st_numerics *nm) {
+    json_t *o = json_object(), *th = json_object(), *layers = json_array();
+    json_object_set_new(o, "version", json_integer(1));
+    json_object_set_new(o, "model", json_string(nm->model));
+    json_object_set_new(o, "model_path", json_string(nm->model_path));
+    json_object_set_new(o, "n_layer", json_integer(nm->n_layer));
+    json_object_set_new(o, "tokens", json_integer(nm->tokens));
+    json_object_set_new(o, "text", json_string(nm->text));
+    json_object_set_new(th, "max_abs_limit", json_real(nm->max_abs_limit));
+    json_object_set_new(th, "rel_error_limit", json_real(nm->rel_error_limit));
+    json_object_set_new(o, "thresholds", th);
+    for (int64_t l = 0; l < nm->n_layer; l++) {
+        const struct st_numerics_layer *L = &nm->layers[l];
+        json_t *e = json_object();
+        json_object_set_new(e, "layer", json_integer(l));
+        json_object_set_new(e, "fp16_safe", json_boolean(L->fp16_safe));
+        json_object_set_new(e, "max_abs", isfinite(L->max_abs) ? json_real(L->max_abs) : json_null());
+        json_object_set_new(e, "frac_above_fp16", json_real(L->frac_above_fp16));
+        json_object_set_new(e, "rel_error", isfinite(L->rel_error) ? json_real(L->rel_error) : json_null());
+        json_object_set_new(e, "worst", json_string(L->worst));
+        json_array_append_new(layers, e);
+    }
+    json_object_set_new(o, "layers", layers);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (!text) return st_error_set(ST_ERR_NOMEM, "out of memory writing JSON");
+    puts(text);
+    free(text);
+    return ST_OK;
+}
+
+static void print_table(const struct st_numerics *nm) {
     int n_safe = 0;
     printf("numerics profile of %s: %lld tokens (%s), layer safe when max |x| <= %.6g and error <= %.3g\n",
            nm->model_path, (long long)nm->tokens, nm->text, nm->max_abs_limit, nm->rel_error_limit);
@@ -236,7 +272,7 @@ static void print_table(const struct st_numerics *nm, const char *out_path) {
         printf("  %5lld  %-5s  %12.6g  %-7s  %13.4g%%  %11.3e\n", (long long)l, L->fp16_safe ? "safe" : "NO",
                L->max_abs, L->worst, 100.0 * L->frac_above_fp16, L->rel_error);
     }
-    printf("%d of %lld layers fp16-safe; profile written to %s\n", n_safe, (long long)nm->n_layer, out_path);
+    printf("%d of %lld layers fp16-safe\n", n_safe, (long long)nm->n_layer);
 }
 
 /* ---- the command --------------------------------------------------------------------- */
@@ -246,46 +282,50 @@ int st_cmd_calibrate(int argc, char **argv) {
     int64_t max_tokens = DEFAULT_TOKENS;
     double max_abs = DEFAULT_MAX_ABS, max_error = DEFAULT_MAX_ERROR;
     int threads = 0;
+    char bundled[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        bool has = i + 1 < argc;
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        if (!has && strcmp(a, "-h")) {
-            static const char *const flags[] = {"-m", "--model", "-c", "--config", "-f", "--file", "--ids", "--tokens",
-                                                "-o", "--output", "--max-abs", "--max-error", "--threads"};
-            for (size_t k = 0; k < ST_ARRAY_LEN(flags); k++)
-                if (!strcmp(a, flags[k])) return st_cli_usage_error("calibrate", "%s needs a value", a);
-        }
+        static const char *const flags[] = {"-m", "--model", "-c", "--config", "-f", "--file", "--ids", "-o", "--output"};
+        for (size_t k = 0; k < ST_ARRAY_LEN(flags); k++)
+            if (!v && !strcmp(a, flags[k])) return st_cli_usage_error("calibrate", "%s needs a value", a);
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model_path = argv[++i];
         else if (!strcmp(a, "-c") || !strcmp(a, "--config")) config_path = argv[++i];
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) text_path = argv[++i];
         else if (!strcmp(a, "--ids")) ids_path = argv[++i];
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out_path = argv[++i];
         else if (!strcmp(a, "--tokens")) {
-            if (!st_cli_parse_i64(argv[++i], 1, 1 << 20, &max_tokens))
-                return st_cli_usage_error("calibrate", "--tokens needs a whole number from 1 to 1048576");
-        } else if (!strcmp(a, "--max-abs") || !strcmp(a, "--max-error")) {
-            char *end;
-            double v = strtod(argv[++i], &end);
-            if (*end || !(v > 0) || !isfinite(v))
-                return st_cli_usage_error("calibrate", "%s needs a positive number", a);
-            if (!strcmp(a, "--max-abs")) max_abs = v;
-            else max_error = v;
+            if ((rc = st_cli_int("calibrate", a, v, 1, 1 << 20, "a token count", NULL, &max_tokens)) >= 0) return rc;
+            i++;
+        } else if (!strcmp(a, "--max-abs")) {
+            if ((rc = st_cli_real("calibrate", a, v, 0, true, INFINITY, false, NULL, &max_abs)) >= 0) return rc;
+            i++;
+        } else if (!strcmp(a, "--max-error")) {
+            if ((rc = st_cli_real("calibrate", a, v, 0, true, INFINITY, false, NULL, &max_error)) >= 0) return rc;
+            i++;
         } else if (!strcmp(a, "--threads")) {
-            int64_t v;
-            if (!st_cli_parse_i64(argv[++i], 1, 4096, &v))
-                return st_cli_usage_error("calibrate", "--threads needs a number from 1 to 4096");
-            threads = (int)v;
+            int64_t n;
+            if ((rc = st_cli_int("calibrate", a, v, 0, ST_CONFIG_MAX_THREADS, "a thread count", "0 = all cores", &n)) >= 0)
+                return rc;
+            threads = (int)n;
+            i++;
         } else {
             static const char *const known[] = {"--model", "--config", "--file", "--ids", "--tokens", "--output",
-                                                "--max-abs", "--max-error", "--threads", "--help"};
+                                                "--max-abs", "--max-error", "--threads", "--json", "--help"};
             const char *near = a[0] == '-' ? st_nearest_word(a, known, ST_ARRAY_LEN(known)) : NULL;
             if (near) return st_cli_usage_error("calibrate", "unknown option '%s' (did you mean '%s'?)", a, near);
             return st_cli_usage_error("calibrate", "unknown option '%s'", a);
         }
     }
-    if (!model_path && !config_path) return st_cli_usage_error("calibrate", "no model: give -m MODEL or -c deploy.yaml");
     if (text_path && ids_path) return st_cli_usage_error("calibrate", "give calibration text (-f) or ids (--ids), not both");
+    st_status ms = ST_OK;
+    if (model_path) ms = st_cli_model_exists(NULL, model_path);
+    else if (!config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) model_path = bundled;
+    if (ms) return st_cli_report(ms);
 
     struct st_deploy_config *cfg = NULL;
     st_model *m = NULL;
@@ -309,6 +349,7 @@ int st_cmd_calibrate(int argc, char **argv) {
             st_error_hint("calibrate a model file: 'model: {path: FILE}' or -m MODEL");
             goto done;
         }
+        if ((s = st_deploy_check_model_path(cfg))) goto done;
         model_path = cfg->model.path;
     }
     if ((s = st_model_open(model_path, &m))) goto done;
@@ -360,7 +401,7 @@ int st_cmd_calibrate(int argc, char **argv) {
     }
 
     snprintf(nm.model, sizeof nm.model, "%s", pm.name);
-    snprintf(nm.model_path, sizeof nm.model_path, "%s", model_path);
+    snprintf(nm.model_path, sizeof nm.model_path, "%.*s", (int)sizeof nm.model_path - 1, model_path);
     snprintf(nm.text, sizeof nm.text, "%s%s", ids_path ? "ids:" : "", source);
     nm.n_layer = c.n_layer;
     nm.tokens = c.n_tok;
@@ -379,7 +420,7 @@ int st_cmd_calibrate(int argc, char **argv) {
         L->fp16_safe = L->max_abs <= max_abs && L->rel_error <= max_error;
     }
     if (!out_path) {
-        s = st_numerics_write(stdout, &nm);
+        s = st_cli_json() ? print_json(&nm) : st_numerics_write(stdout, &nm);
         goto done;
     }
     out = fopen(out_path, "w");
@@ -391,7 +432,11 @@ int st_cmd_calibrate(int argc, char **argv) {
     s = st_numerics_write(out, &nm);
     if (fclose(out) != 0 && s == ST_OK) s = st_error_set(ST_ERR_IO, "%s: write failed: %s", out_path, strerror(errno));
     out = NULL;
-    if (s == ST_OK) print_table(&nm, out_path);
+    if (s == ST_OK) {
+        st_cli_wrote(out_path);
+        if (st_cli_json()) s = print_json(&nm);
+        else print_table(&nm);
+    }
 done:
     free(nm.layers);
     free(c.snap);

@@ -1,26 +1,29 @@
-/* strata detokenize -m MODEL_OR_TOKENIZER [IDS...] [--skip-special] [--lines]
+/* strata detokenize [-m MODEL_OR_TOKENIZER] [IDS...] [--skip-special] [--lines] [--json]
  * Token ids (arguments or stdin) to text. */
 #include "orchestrator/cli.h"
 #include "model/tokenizer.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata detokenize -m PATH [--skip-special] [--lines] [IDS...]\n\n"
+        "usage: strata detokenize [-m PATH] [--skip-special] [--lines] [--json] [IDS...]\n\n"
         "Prints the text of token ids, the same text as Hugging Face tokenizers'\n"
         "decode(ids). Bytes that do not form valid UTF-8 become U+FFFD.\n\n"
         "  -m, --model PATH  a tokenizer.json, a model directory holding one, or a GGUF file\n"
+        "                    (default: the bundled model, " ST_CLI_BUNDLED_MODEL ")\n"
         "  IDS               ids as arguments (\"9707 1879\", \"9707,1879\" or \"[9707, 1879]\");\n"
         "                    without them, ids are read from standard input\n"
         "  --lines           decode each input line on its own and end each with '\\n'\n"
         "                    (JSON arrays on separate lines, as 'tokenize --lines --json' prints,\n"
         "                    are always decoded one per line)\n"
         "  --skip-special    leave out special tokens (HF skip_special_tokens=True)\n"
+        "  --json            print the text as a JSON string (one per line with --lines)\n"
         "  -h, --help        this text\n\n"
         "Without --lines the text is printed exactly, with no newline added.\n"
-        "example: strata detokenize -m Qwen3-0.6B/ 9707 1879\n");
+        "example: strata detokenize 1192 258 2144 385    (the bundled model: \"In the beginning God\")\n");
 }
 
 struct ids { int32_t *v; int64_t n, cap; };
@@ -65,6 +68,7 @@ static st_status parse(const char *s, size_t len, const st_tokenizer_t *tok, con
 
 static st_status emit(const st_tokenizer_t *tok, const struct ids *d, unsigned flags, bool newline, char **buf,
                       size_t *cap) {
+    bool json = st_cli_json();
     size_t len = 0;
     st_tokenizer_decode(tok, d->v, d->n, flags, *buf, *cap, &len);
     if (len + 1 > *cap) {
@@ -74,6 +78,16 @@ static st_status emit(const st_tokenizer_t *tok, const struct ids *d, unsigned f
         *cap = len + 1;
         st_tokenizer_decode(tok, d->v, d->n, flags, *buf, *cap, &len);
     }
+    if (json) {
+        /* the decoded text is valid UTF-8 (ill-formed bytes became U+FFFD) */
+        json_t *str = json_stringn(*buf, len);
+        if (!str) return st_error_set(ST_ERR_NOMEM, "out of memory for the JSON text");
+        int rc = json_dumpf(str, stdout, JSON_ENCODE_ANY);
+        json_decref(str);
+        if (rc) return st_error_set(ST_ERR_IO, "writing standard output failed");
+        putchar('\n');
+        return ST_OK;
+    }
     fwrite(*buf, 1, len, stdout);
     if (newline) putchar('\n');
     return ST_OK;
@@ -81,6 +95,7 @@ static st_status emit(const st_tokenizer_t *tok, const struct ids *d, unsigned f
 
 int st_cmd_detokenize(int argc, char **argv) {
     const char *path = NULL;
+    char bundled[4096];
     bool lines = false;
     unsigned flags = 0;
     int n_id_args = 0;
@@ -88,6 +103,9 @@ int st_cmd_detokenize(int argc, char **argv) {
     if (!id_args) return st_cli_report(st_error_set(ST_ERR_NOMEM, "out of memory"));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); free(id_args); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); free(id_args); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (i + 1 >= argc) { free(id_args); return st_cli_usage_error("detokenize", "%s needs a path", a); }
@@ -98,9 +116,11 @@ int st_cmd_detokenize(int argc, char **argv) {
         else if (a[0] == '-' && a[1]) { free(id_args); return st_cli_usage_error("detokenize", "unknown option '%s'", a); }
         else id_args[n_id_args++] = argv[i];
     }
-    if (!path) { free(id_args); return st_cli_usage_error("detokenize", "name the tokenizer or model with -m PATH"); }
+    st_status s = path ? st_cli_model_exists("tokenizer", path) : st_cli_bundled_model(bundled, sizeof bundled);
+    if (s) { free(id_args); return st_cli_report(s); }
+    if (!path) path = bundled;
     st_tokenizer_t *tok = NULL;
-    st_status s = st_tokenizer_load_path(path, &tok);
+    s = st_tokenizer_load_path(path, &tok);
     if (s) { free(id_args); return st_cli_report(s); }
     struct ids d = {0};
     char *out = NULL, *in = NULL;

@@ -33,7 +33,7 @@ static void usage(FILE *f) {
         "  --probe-bytes SIZE  size of each of the 3 bandwidth arrays and of each GEMV weight\n"
         "                      (default max(512MiB, 2 x last-level cache)); e.g. 64MiB for a quick run\n"
         "  --reps N            best of N runs per measurement (default 5)\n"
-        "  --threads N         CPU threads for the probe (default: one per core)\n"
+        "  --threads N         CPU threads for the probe, 0..4096 (default 0 = one per core)\n"
         "  --profile FILE      show measured figures from an existing profile\n"
         "  -h, --help          this text\n",
         def[0] ? def : "(no home directory)");
@@ -401,7 +401,7 @@ static st_status print_yaml(FILE *f, json_t *root) {
 
 /* ---- probe results ---------------------------------------------------------- */
 
-static void print_probe(FILE *f, const st_inventory *inv, const st_profile *p, const char *path) {
+static void print_probe(FILE *f, const st_inventory *inv, const st_profile *p) {
     fprintf(f, "\n%sprobe%s (GB/s = 1e9 bytes/s; GEMV: weight bytes streamed per second, batch 1, fp32 vector)\n",
             st_color(f, "1"), st_color_reset(f));
     fprintf(f, "  %-7s %-9s %-9s %-9s %-9s %-9s %-9s %-8s %-20s %s\n", "device", "read", "copy", "triad",
@@ -443,21 +443,22 @@ static void print_probe(FILE *f, const st_inventory *inv, const st_profile *p, c
         fprintf(f, "  link %-7s -> %-7s %-5s %8.2f us %9.1f GB/s\n", sels[0], sels[1], st_link_type_name(l->type),
                 l->latency_us, l->bw_gbps);
     }
-    if (path) fprintf(f, "  profile written to %s\n", path);
 }
 
 /* ---- command ------------------------------------------------------------------ */
 
 int st_cmd_inventory(int argc, char **argv) {
-    bool json = false, yaml = false, probe = false;
+    bool yaml = false, probe = false;
     const char *out_path = NULL, *profile_path = NULL;
     struct st_probe_options popt = {0};
     char def_path[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--yaml")) yaml = true;
         else if (!strcmp(a, "--probe")) probe = true;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -472,14 +473,17 @@ int st_cmd_inventory(int argc, char **argv) {
             if (popt.bytes < (1u << 20)) return st_cli_usage_error("inventory", "--probe-bytes %s is below 1MiB", argv[i]);
         } else if (!strcmp(a, "--reps")) {
             int64_t v;
-            if (!has_val || !st_cli_parse_i64(argv[++i], 1, 1000, &v))
-                return st_cli_usage_error("inventory", "--reps needs a count from 1 to 1000");
+            if ((rc = st_cli_int("inventory", a, has_val ? argv[i + 1] : NULL, 1, 1000, "a count", NULL, &v)) >= 0)
+                return rc;
             popt.reps = (int)v;
+            i++;
         } else if (!strcmp(a, "--threads")) {
             int64_t v;
-            if (!has_val || !st_cli_parse_i64(argv[++i], 1, 1 << 16, &v))
-                return st_cli_usage_error("inventory", "--threads needs a count >= 1");
+            if ((rc = st_cli_int("inventory", a, has_val ? argv[i + 1] : NULL, 0, 4096, "a thread count",
+                                 "0 = one per core", &v)) >= 0)
+                return rc;
             popt.n_threads = (int)v;
+            i++;
         } else {
             static const char *const opts[] = {"--json", "--yaml", "--probe", "--output", "--profile",
                                                "--probe-bytes", "--reps", "--threads", "--help"};
@@ -488,6 +492,7 @@ int st_cmd_inventory(int argc, char **argv) {
             return st_cli_usage_error("inventory", "unknown option '%s'", a);
         }
     }
+    bool json = st_cli_json();
     if (json && yaml) return st_cli_usage_error("inventory", "--json and --yaml exclude each other");
     if (!probe && (out_path || popt.bytes || popt.reps || popt.n_threads))
         return st_cli_usage_error("inventory", "-o, --probe-bytes, --reps and --threads go with --probe");
@@ -521,6 +526,7 @@ int st_cmd_inventory(int argc, char **argv) {
         if (s != ST_OK) goto fail;
         s = st_profile_save(prof, out_path);
         if (s != ST_OK) goto fail;
+        st_cli_wrote(out_path);
         st_profile_apply(prof, inv->devices, inv->n_devices);
     }
 
@@ -537,12 +543,11 @@ int st_cmd_inventory(int argc, char **argv) {
             s = print_yaml(stdout, root);
             if (s != ST_OK) goto fail;
         }
-        if (probe) fprintf(stderr, "profile written to %s\n", out_path);
     } else {
         print_table(stdout, inv);
         print_tree(stdout, inv);
         print_p2p(stdout, inv);
-        if (prof) print_probe(stdout, inv, prof, probe ? out_path : NULL);
+        if (prof) print_probe(stdout, inv, prof);
     }
     goto done;
 fail:

@@ -1,4 +1,4 @@
-/* strata model FILE|DIR [--json] — describes a model: architecture,
+/* strata model [-m] FILE|DIR [--json] — describes a model: architecture,
  * hyper-parameters, parameter count, bytes per dtype, per layer, embedding and
  * output, tokenizer and chat template. Reads headers only. */
 #include "orchestrator/cli.h"
@@ -10,13 +10,15 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata model FILE|DIR [--json]\n\n"
+        "usage: strata model [-m] [FILE|DIR] [--json]\n\n"
         "Describes a model without loading its weights: architecture, hyper-parameters,\n"
         "parameter count, bytes per dtype, bytes per layer, embedding and output sizes,\n"
         "tokenizer and chat template.\n\n"
-        "  FILE|DIR   a GGUF file, or a Hugging Face directory (config.json + *.safetensors)\n"
-        "  --json     print one JSON object instead of text\n"
-        "  -h, --help this text\n");
+        "  -m, --model PATH  a GGUF file, or a Hugging Face directory (config.json + *.safetensors);\n"
+        "                    the path may also be given without -m. Without a path: the bundled\n"
+        "                    model (" ST_CLI_BUNDLED_MODEL ")\n"
+        "  --json            print one JSON object instead of text\n"
+        "  -h, --help        this text\n");
 }
 
 static const char *tok_name(st_tokenizer_source s) {
@@ -201,21 +203,35 @@ static void print_text(const st_model *m) {
 
 int st_cmd_model(int argc, char **argv) {
     const char *path = NULL;
-    bool json = false;
+    char bundled[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--json")) { json = true; continue; }
-        if (a[0] == '-' && a[1]) return st_cli_usage_error("model", "unknown option '%s'", a);
-        if (path) return st_cli_usage_error("model", "one model at a time (got '%s' and '%s')", path, a);
-        path = a;
+        const char *p = a;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (i + 1 >= argc) return st_cli_usage_error("model", "%s needs a model path", a);
+            p = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            return st_cli_usage_error("model", "unknown option '%s'", a);
+        }
+        if (path) return st_cli_usage_error("model", "one model at a time (got '%s' and '%s')", path, p);
+        path = p;
     }
-    if (!path) return st_cli_usage_error("model", "name a model: strata model FILE.gguf or strata model HF_DIR");
+    st_status s = ST_OK;
+    if (!path) {
+        if ((s = st_cli_bundled_model(bundled, sizeof bundled))) return st_cli_report(s);
+        path = bundled;
+    } else if ((s = st_cli_model_exists(NULL, path))) {
+        return st_cli_report(s);
+    }
     st_model *m = NULL;
-    st_status s = st_model_open(path, &m);
+    s = st_model_open(path, &m);
     if (s) return st_cli_report(s);
     int rc = 0;
-    if (json) rc = print_json(m);
+    if (st_cli_json()) rc = print_json(m);
     else print_text(m);
     st_model_free(m);
     return rc;

@@ -13,19 +13,19 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata perplexity -m MODEL -f FILE [--window N] [--max-windows N] [--json]\n"
-        "       strata perplexity -c deploy.yaml -f FILE [...]\n\n"
+        "usage: strata perplexity [-m MODEL | -c deploy.yaml] -f FILE [--window N] [--max-windows N] [--json]\n\n"
         "Perplexity of the model on a text file: the file is encoded as one string (no BOS/EOS, no\n"
         "special tokens), cut into non-overlapping windows of N tokens, each scored on its own at\n"
         "positions 1..N-1 in fp32 with double-precision sums; perplexity = exp(mean NLL).\n\n"
         "options:\n"
-        "  -m, --model PATH     GGUF file or Hugging Face directory\n"
+        "  -m, --model PATH     GGUF file or Hugging Face directory (default without -c: the bundled\n"
+        "                       model, " ST_CLI_BUNDLED_MODEL ")\n"
         "  -c, --config FILE    deployment config (devices, precision); -m overrides its model\n"
         "  -f, --file FILE      UTF-8 text to score\n"
-        "  --window N           tokens per window (default 512)\n"
-        "  --max-windows N      score only the first N windows (default all)\n"
+        "  --window N           tokens per window, 2..16777216 (default 512)\n"
+        "  --max-windows N      score only the first N windows (default 0 = all)\n"
         "  --cpu                without -c: run on the CPU even when GPUs are present\n"
-        "  --threads N          CPU worker threads\n"
+        "  --threads N          CPU worker threads, 0..4096 (0 = all cores)\n"
         "  --json               one JSON object instead of text\n"
         "  -h, --help           this text\n");
 }
@@ -47,32 +47,42 @@ static double window_nll(const float *logits, const int32_t *ids, int64_t n, int
 int st_cmd_perplexity(int argc, char **argv) {
     struct st_deploy_options opt = {0};
     const char *file = NULL;
+    char bundled[4096];
     int64_t window = 512, max_windows = 0;
-    bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        bool has = i + 1 < argc;
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t n;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has) opt.model_path = argv[++i];
-        else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has) opt.config_path = argv[++i];
-        else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has) file = argv[++i];
-        else if (!strcmp(a, "--window") && has) {
-            if (!st_cli_parse_i64(argv[++i], 2, 1 << 20, &window))
-                return st_cli_usage_error("perplexity", "--window wants a token count >= 2, got '%s'", argv[i]);
-        } else if (!strcmp(a, "--max-windows") && has) {
-            if (!st_cli_parse_i64(argv[++i], 0, INT64_MAX, &max_windows))
-                return st_cli_usage_error("perplexity", "--max-windows wants a count >= 0, got '%s'", argv[i]);
-        } else if (!strcmp(a, "--threads") && has) {
-            int64_t t;
-            if (!st_cli_parse_i64(argv[++i], 0, 4096, &t))
-                return st_cli_usage_error("perplexity", "--threads wants 0..4096, got '%s'", argv[i]);
-            opt.threads = (int)t;
+        bool value_opt = !strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-c") || !strcmp(a, "--config") ||
+                         !strcmp(a, "-f") || !strcmp(a, "--file");
+        if (value_opt && !v) return st_cli_usage_error("perplexity", "%s needs a value", a);
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) opt.model_path = argv[++i];
+        else if (!strcmp(a, "-c") || !strcmp(a, "--config")) opt.config_path = argv[++i];
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = argv[++i];
+        else if (!strcmp(a, "--window")) {
+            if ((rc = st_cli_int("perplexity", a, v, 2, ST_CONFIG_MAX_CONTEXT, "a token count", NULL, &window)) >= 0) return rc;
+            i++;
+        } else if (!strcmp(a, "--max-windows")) {
+            if ((rc = st_cli_int("perplexity", a, v, 0, INT64_MAX, "a count", "0 = all", &max_windows)) >= 0) return rc;
+            i++;
+        } else if (!strcmp(a, "--threads")) {
+            if ((rc = st_cli_int("perplexity", a, v, 0, 4096, "a thread count", "0 = all cores", &n)) >= 0) return rc;
+            opt.threads = (int)n;
+            i++;
         }
         else if (!strcmp(a, "--cpu")) opt.cpu_only = true;
-        else if (!strcmp(a, "--json")) json = true;
-        else return st_cli_usage_error("perplexity", "unknown option or missing value '%s'", a);
+        else return st_cli_usage_error("perplexity", "unknown option '%s'", a);
     }
+    bool json = st_cli_json();
     if (!file) return st_cli_usage_error("perplexity", "no text file given (-f FILE)");
+    st_status ms = ST_OK;
+    if (opt.model_path) ms = st_cli_model_exists(NULL, opt.model_path);
+    else if (!opt.config_path && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) opt.model_path = bundled;
+    if (ms) return st_cli_report(ms);
     opt.context = window;
 
     st_deploy *d = NULL;

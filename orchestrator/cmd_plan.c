@@ -4,6 +4,7 @@
 #include "orchestrator/cli.h"
 #include "orchestrator/config.h"
 #include "orchestrator/deploy.h"
+#include "orchestrator/mpi.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -12,24 +13,28 @@
 
 static void plan_usage(FILE *f) {
     fprintf(f,
-        "usage: strata plan -c FILE [--check] [--explain] [-o plan.yaml] [--format table|json] [--svg FILE]\n"
-        "       strata plan -m MODEL [--cpu] [--ctx N] [...]   (this machine's GPUs, else its CPU)\n\n"
+        "usage: strata plan -c FILE [--check] [--explain] [-o plan.yaml] [--json] [--svg FILE]\n"
+        "       strata plan [-m MODEL] [--cpu] [--ctx N] [...]   (this machine's GPUs, else its CPU)\n\n"
         "Places the model's layers on the devices of a deployment config: which layers on which\n"
         "device, the precision and attention kernel of every stage, memory per device and the\n"
         "predicted prefill/decode speed. Catalog devices ({catalog: NAME}) plan for hardware you\n"
         "do not have; nothing touches a GPU.\n\n"
         "options:\n"
         "  -c, --config FILE    deployment config (YAML; every key is in docs/config.md)\n"
-        "  -m, --model PATH     GGUF file or Hugging Face directory (overrides the config's model)\n"
+        "  -m, --model PATH     GGUF file or Hugging Face directory (overrides the config's model;\n"
+        "                       without -m and -c: the bundled model, " ST_CLI_BUNDLED_MODEL ")\n"
         "  --cpu                without -c: plan on the CPU even when GPUs are present\n"
-        "  --ctx N              context (KV cache tokens) instead of the config's\n"
+        "  --ctx N              context (KV cache tokens), 1..16777216, instead of the config's\n"
         "  --profile FILE       probe profile to use (default: the one 'strata inventory --probe' saved)\n"
+        "  --probe              under mpirun: measure the network between the ranks' hosts (else the\n"
+        "                       config's network: entry, or 10gbe; docs/multihost.md)\n"
         "  --check              every check that needs no device: the config, the model (headers),\n"
         "                       the numerics profile and manual stages against it; plans nothing\n"
         "  --explain            the reasons behind every choice (cut points, precision, attention, links)\n"
         "  -o, --output FILE    write the plan as YAML, to be fed back with 'strata generate --plan FILE'\n"
+        "  --json               print the plan as JSON (the same as --format json)\n"
         "  --format table|json  how the plan is printed (default table)\n"
-        "  --svg FILE           draw the plan (devices, layer ranges, memory bars) as SVG\n"
+        "  --svg FILE           draw the plan (devices, layer ranges, memory bars with a colour key) as SVG\n"
         "  -h, --help           this text\n\n"
         "When nothing fits, the plan says by how much and which changes would fit, each found by\n"
         "planning again (shorter context, a quantized file, one more device, CPU offload).\n"
@@ -135,15 +140,21 @@ static int plan_run(const struct st_deploy_options *opt, bool explain, const cha
     st_status s = st_deploy_open(opt, &d);
     if (!d) return st_cli_report(s);
     char saved[4096];
-    snprintf(saved, sizeof saved, "%s", st_last_error());
+    /* The shortfall and its suggestions are printed with the plan; the error line only says so. */
+    snprintf(saved, sizeof saved, "%s: %s does not fit these devices; the plan above says by how much and what would "
+             "fit", d->cfg->source, d->plan->model.name);
     bool json = format && !strcmp(format, "json");
     if (json) st_plan_write_json(stdout, d->plan);
     else st_plan_print(stdout, d->plan, explain);
     if (!json && d->profile_used[0]) printf("performance figures measured by the probe: %s\n", d->profile_used);
+    if (!json && d->network[0]) printf("network between ranks: %s\n", d->network);
     st_status w = ST_OK;
-    if (output && d->plan->feasible) w = write_file(output, d->plan, st_plan_write_yaml);
-    if (!w && svg) w = write_file(svg, d->plan, st_plan_write_svg);
+    if (output && !d->plan->feasible)
+        ST_WARN("plan: -o %s not written: a plan that does not fit cannot be run", output);
+    if (output && d->plan->feasible && !(w = write_file(output, d->plan, st_plan_write_yaml))) st_cli_wrote(output);
+    if (!w && svg && !(w = write_file(svg, d->plan, st_plan_write_svg))) st_cli_wrote(svg);
     st_deploy_free(d);
+    fflush(stdout);   /* the plan first, then the error line, also through a pipe */
     if (w) return st_cli_report(w);
     if (s) {
         st_error_set(s, "%s", saved);
@@ -156,9 +167,13 @@ int st_cmd_plan(int argc, char **argv) {
     const char *config = NULL, *output = NULL, *svg = NULL, *format = NULL;
     bool check = false, explain = false;
     struct st_deploy_options opt = {0};
+    char bundled[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_value = i + 1 < argc;
+        int rc, g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             plan_usage(stdout);
             return 0;
@@ -171,14 +186,17 @@ int st_cmd_plan(int argc, char **argv) {
         } else if (!strcmp(a, "--cpu")) {
             opt.cpu_only = true;
         } else if (!strcmp(a, "--ctx")) {
-            if (!has_value || !st_cli_parse_i64(argv[i + 1], 1, 1 << 24, &opt.context))
-                return st_cli_usage_error("plan", "--ctx needs a token count from 1 to 16777216");
+            if ((rc = st_cli_int("plan", a, has_value ? argv[i + 1] : NULL, 1, ST_CONFIG_MAX_CONTEXT, "a token count",
+                                 NULL, &opt.context)) >= 0)
+                return rc;
             i++;
         } else if (!strcmp(a, "--profile")) {
             if (!has_value) return st_cli_usage_error("plan", "--profile needs a file name");
             opt.profile_path = argv[++i];
         } else if (!strcmp(a, "--check")) {
             check = true;
+        } else if (!strcmp(a, "--probe")) {
+            opt.probe_network = true;
         } else if (!strcmp(a, "--explain")) {
             explain = true;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -197,12 +215,20 @@ int st_cmd_plan(int argc, char **argv) {
             return st_cli_usage_error("plan", "unknown option '%s'", a);
         }
     }
-    if (!config && !opt.model_path) return st_cli_usage_error("plan", "no deployment config given (-c FILE or -m MODEL)");
-    if (check && (explain || output || svg || format)) {
-        return st_cli_usage_error("plan", "--check validates only; --explain, -o, --format and --svg need a plan");
+    if (st_cli_json()) {
+        if (format && strcmp(format, "json")) return st_cli_usage_error("plan", "--json and --format %s disagree", format);
+        format = "json";
     }
+    if (check && (explain || output || svg || format)) {
+        return st_cli_usage_error("plan", "--check validates only; --explain, -o, --json and --svg need a plan");
+    }
+    st_status ms = ST_OK;
+    if (opt.model_path) ms = st_cli_model_exists(NULL, opt.model_path);
+    else if (!config && !check && !(ms = st_cli_bundled_model(bundled, sizeof bundled))) opt.model_path = bundled;
+    if (ms) return st_cli_report(ms);
     if (!check) {
         opt.config_path = config;
+        if (st_mpi_rank() > 0) return st_deploy_follow(&opt);   /* under mpirun: rank 0 plans and prints */
         return plan_run(&opt, explain, output, format, svg);
     }
     if (!config) return st_cli_usage_error("plan", "--check needs -c FILE");

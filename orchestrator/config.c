@@ -556,7 +556,7 @@ static st_status parse_label(struct cfg_ctx *c, yaml_node_t *n, const char *path
 
 static st_status parse_device(struct cfg_ctx *c, yaml_node_t *n, const char *path, struct st_config_device *d) {
     static const char *const keys[] = {"device", "catalog", "name", "max_memory", "reserve", "threads",
-                                       "emulate", "caps", "precision", "attention"};
+                                       "emulate", "caps", "precision", "attention", "rank"};
     st_status s;
     d->pos = node_pos(n);
     d->precision = ST_CONFIG_AUTO;
@@ -649,6 +649,11 @@ static st_status parse_device(struct cfg_ctx *c, yaml_node_t *n, const char *pat
         int i = 0;
         if ((s = get_enum(c, v, kp, attn_names, ST_ARRAY_LEN(attn_names), &i))) return s;
         d->attention = i - 1;
+    }
+    if ((v = map_get(c, n, "rank"))) {
+        path_key(kp, path, "rank");
+        if ((s = get_int32(c, v, kp, 0, ST_CONFIG_MAX_RANKS - 1, "rank: 1", &d->rank))) return s;
+        d->rank_pos = node_pos(v);
     }
     return ST_OK;
 }
@@ -1005,6 +1010,116 @@ static st_status parse_generation(struct cfg_ctx *c, yaml_node_t *n) {
     return ST_OK;
 }
 
+/* ---- network ---------------------------------------------------------------- */
+
+static const char *network_list(char *buf, size_t cap) {
+    buf[0] = 0;
+    for (int i = 0; i < st_plan_network_count(); i++) {
+        strncat(buf, st_plan_network_at(i)->name, cap - strlen(buf) - 1);
+        if (i + 1 < st_plan_network_count()) strncat(buf, ", ", cap - strlen(buf) - 1);
+    }
+    return buf;
+}
+
+static st_status network_preset(struct cfg_ctx *c, yaml_node_t *v, const char *path, struct st_config_network *net) {
+    st_status s = get_str_buf(c, v, path, "network: 10gbe", net->preset, sizeof net->preset);
+    if (s) return s;
+    const struct st_plan_network_preset *p = st_plan_network_find(net->preset);
+    if (!p) {
+        char list[256];
+        const char *names[32];
+        int n = 0;
+        for (int i = 0; i < st_plan_network_count() && n < 32; i++) names[n++] = st_plan_network_at(i)->name;
+        char low[sizeof net->preset];
+        for (size_t i = 0; i <= strlen(net->preset); i++) low[i] = (char)tolower((unsigned char)net->preset[i]);
+        cfg_err(c, v, path, "unknown network '%s'", net->preset);
+        const char *near = st_nearest_word(low, names, (size_t)n);
+        if (near) return cfg_hint("did you mean '%s'? presets: %s (docs/multihost.md)", near, network_list(list, sizeof list));
+        return cfg_hint("presets: %s, or give {bandwidth_gb_s: 1.2, latency_us: 30} (docs/multihost.md)",
+                        network_list(list, sizeof list));
+    }
+    snprintf(net->preset, sizeof net->preset, "%s", p->name);
+    net->bandwidth_gbps = p->bandwidth_gbps;
+    net->latency_us = p->latency_us;
+    return ST_OK;
+}
+
+/* `network: 10gbe`, or {preset: NAME, bandwidth_gb_s: X, latency_us: Y} where the figures override the preset's. */
+static st_status parse_network(struct cfg_ctx *c, yaml_node_t *n) {
+    static const char *const keys[] = {"preset", "bandwidth_gb_s", "latency_us"};
+    struct st_config_network *net = &c->cfg->network;
+    st_status s;
+    net->set = true;
+    net->pos = node_pos(n);
+    if (n->type == YAML_SCALAR_NODE) return network_preset(c, n, "network", net);
+    if ((s = want_map(c, n, "network", "network: {bandwidth_gb_s: 1.2, latency_us: 30}"))) return s;
+    if ((s = map_check(c, n, "network", keys, ST_ARRAY_LEN(keys)))) return s;
+    yaml_node_t *v;
+    if ((v = map_get(c, n, "preset")) && (s = network_preset(c, v, "network.preset", net))) return s;
+    double x;
+    if ((v = map_get(c, n, "bandwidth_gb_s"))) {
+        if ((s = get_float(c, v, "network.bandwidth_gb_s", "bandwidth_gb_s: 1.2", &x))) return s;
+        if (!(x > 0 && x <= 10000)) {
+            cfg_err(c, v, "network.bandwidth_gb_s", "%s is out of range: it must be in (0, 10000] GB/s", scalar(v));
+            return cfg_hint("GB/s are 10^9 bytes per second: a 10 Gbit/s link carries about 1.2");
+        }
+        net->bandwidth_gbps = x;
+    }
+    if ((v = map_get(c, n, "latency_us"))) {
+        if ((s = get_float(c, v, "network.latency_us", "latency_us: 30", &x))) return s;
+        if (!(x >= 0 && x <= 1e7)) {
+            cfg_err(c, v, "network.latency_us", "%s is out of range: it must be in 0..10000000 microseconds", scalar(v));
+            return cfg_hint("write the one-way latency of a small message, e.g. 'latency_us: 30'");
+        }
+        net->latency_us = x;
+    }
+    if (!net->preset[0] && (net->bandwidth_gbps <= 0 || !map_get(c, n, "latency_us"))) {
+        cfg_err(c, n, "network", "needs a preset, or both bandwidth_gb_s and latency_us");
+        return cfg_hint("e.g. 'network: 25gbe' or 'network: {bandwidth_gb_s: 1.2, latency_us: 30}'");
+    }
+    return ST_OK;
+}
+
+st_status st_config_check_ranks(const struct st_deploy_config *cfg, int n_ranks) {
+    int max_rank = 0;
+    for (int i = 0; i < cfg->n_devices; i++) max_rank = ST_MAX(max_rank, cfg->devices[i].rank);
+    for (int i = 0; i < cfg->n_devices; i++) {
+        const struct st_config_device *d = &cfg->devices[i];
+        struct st_config_pos pos = d->rank_pos.line ? d->rank_pos : d->pos;
+        if (n_ranks > 0 && d->rank >= n_ranks) {
+            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices[%d].rank: %s is on rank %d, but %d rank%s %s running "
+                         "(0..%d)", cfg->source, pos.line, pos.column, i, st_config_device_label(d), d->rank, n_ranks,
+                         n_ranks == 1 ? "" : "s", n_ranks == 1 ? "is" : "are", n_ranks - 1);
+            if (n_ranks == 1)
+                return cfg_hint("launch one process per rank: 'mpirun -np %d strata ...' (docs/multihost.md); without "
+                                "mpirun only rank 0 exists", max_rank + 1);
+            return cfg_hint("launch with 'mpirun -np %d', or give the device a rank from 0 to %d", max_rank + 1,
+                            n_ranks - 1);
+        }
+        if (n_ranks == 0 && d->rank > 0 && d->kind != ST_CONFIG_DEV_CATALOG) {
+            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices[%d].rank: %s is on rank %d, another process whose devices "
+                         "only 'mpirun' can show", cfg->source, pos.line, pos.column, i, st_config_device_label(d),
+                         d->rank);
+            return cfg_hint("launch one process per rank ('mpirun -np %d strata ...', docs/multihost.md), or write "
+                            "the other host's cards as {catalog: NAME} for a what-if plan", max_rank + 1);
+        }
+    }
+    /* ranks count 0, 1, 2, ... : a gap is a typo (or an idle process) */
+    for (int r = 1; r < max_rank; r++) {
+        bool used = false;
+        for (int i = 0; i < cfg->n_devices && !used; i++) used = cfg->devices[i].rank == r;
+        if (used) continue;
+        for (int i = 0; i < cfg->n_devices; i++) {
+            const struct st_config_device *d = &cfg->devices[i];
+            if (d->rank <= r) continue;
+            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices[%d].rank: %s is on rank %d, but no device is on rank %d",
+                         cfg->source, d->rank_pos.line, d->rank_pos.column, i, st_config_device_label(d), d->rank, r);
+            return cfg_hint("number the hosts 0, 1, 2, ... without gaps: every rank owns at least one device");
+        }
+    }
+    return ST_OK;
+}
+
 /* ---- top level ------------------------------------------------------------ */
 
 static void set_defaults(struct st_deploy_config *cfg) {
@@ -1029,7 +1144,7 @@ static void set_defaults(struct st_deploy_config *cfg) {
 }
 
 static st_status parse_root(struct cfg_ctx *c, yaml_node_t *root) {
-    static const char *const keys[] = {"version", "model", "devices", "placement", "transport",
+    static const char *const keys[] = {"version", "model", "devices", "placement", "transport", "network",
                                        "context", "batch", "prefill_chunk", "generation"};
     struct st_deploy_config *cfg = c->cfg;
     st_status s;
@@ -1068,6 +1183,7 @@ static st_status parse_root(struct cfg_ctx *c, yaml_node_t *root) {
         if ((s = get_enum(c, v, "transport", transport_names, ST_ARRAY_LEN(transport_names), &i))) return s;
         cfg->transport = (st_config_transport)i;
     }
+    if ((v = map_get(c, root, "network")) && (s = parse_network(c, v))) return s;
     if ((v = map_get(c, root, "context")) &&
         (s = get_int(c, v, "context", 1, ST_CONFIG_MAX_CONTEXT, "context: 4096", &cfg->context))) return s;
     if ((v = map_get(c, root, "batch")) &&

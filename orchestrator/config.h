@@ -53,6 +53,7 @@ extern "C" {
 #define ST_CONFIG_MAX_TEXT_BYTES (64 << 10) /* generation.system */
 #define ST_CONFIG_MAX_PATH      4096        /* model.path, placement.numerics */
 #define ST_CONFIG_MAX_BYTES     (1 << 20)   /* the file; nesting is at most ST_YAML_MAX_DEPTH (planner.h) */
+#define ST_CONFIG_MAX_RANKS     1024        /* `rank:` values 0 .. ST_CONFIG_MAX_RANKS - 1 */
 
 /* Where something was written in the YAML: 1-based; 0 when not from a file. */
 struct st_config_pos {
@@ -101,6 +102,9 @@ struct st_config_device {
     struct st_config_caps caps;  /* `caps:` overrides */
     int precision;               /* `precision:` ST_CONFIG_AUTO or an st_prec forced for this device */
     int attention;               /* `attention:` ST_CONFIG_AUTO or an st_attn_kind forced for this device */
+    int rank;                    /* `rank:` the MPI rank (process, usually one per host) that owns the
+                                    device; default 0. docs/multihost.md */
+    struct st_config_pos rank_pos;      /* where rank's value is written (0 when left out) */
     struct st_config_pos pos;    /* where the entry starts */
     struct st_config_pos selector_pos;  /* where the selector (or catalog name) is written */
     struct st_config_pos emulate_pos;   /* where emulate's value is written (when given) */
@@ -161,6 +165,17 @@ typedef enum st_config_chat {
     ST_CONFIG_CHAT_NONE,             /* the prompt is fed raw */
 } st_config_chat;
 
+/* `network:` how hosts of different ranks are connected, for the planner's
+ * hops between them (docs/multihost.md): a preset ("10gbe", "25gbe",
+ * "100gbe", "ib-edr", ...: st_plan_network_preset) and/or figures. */
+struct st_config_network {
+    bool set;                    /* the key was given */
+    char preset[24];             /* preset name as written, lower-cased; "" = figures only */
+    double bandwidth_gbps;       /* effective GB/s (1e9 bytes/s) one way */
+    double latency_us;           /* one small message, one way */
+    struct st_config_pos pos;    /* where the value is written */
+};
+
 /* `generation:` sampling as in llama.cpp (docs/config.md, reference §6.1). */
 struct st_config_generation {
     int64_t max_tokens;          /* tokens to generate, >= 1 */
@@ -189,6 +204,7 @@ struct st_deploy_config {
     int n_devices;
     struct st_config_placement placement;
     st_config_transport transport;   /* default AUTO */
+    struct st_config_network network;/* hosts of different ranks; unset = a probe or the default (10gbe) */
     int64_t context;                 /* tokens of KV cache per sequence; default 4096 */
     int64_t batch;                   /* sequences decoded together; default 1 */
     int64_t prefill_chunk;           /* prompt tokens per prefill step; default 512 */
@@ -212,6 +228,13 @@ st_status st_config_parse(const char *text, size_t len, const char *name,
  * public so that a caller holding a hand-built config can run the same check.
  * Errors name the file position of the entry. */
 st_status st_config_check_catalog(const struct st_deploy_config *cfg);
+
+/* Checks the devices' `rank:` against the ranks running: n_ranks >= 1 is the
+ * size of the MPI world (1 without mpirun), and a rank at or above it is an
+ * error at the rank's position; n_ranks 0 is a what-if plan without a
+ * launch, where only catalog devices may sit on ranks above 0. Either way the
+ * ranks used must count 0, 1, 2, ... without a gap. */
+st_status st_config_check_ranks(const struct st_deploy_config *cfg, int n_ranks);
 
 void st_config_free(struct st_deploy_config *cfg);   /* accepts NULL */
 

@@ -1,7 +1,10 @@
 /* Deployment: config → devices → plan → engine. */
 #include "orchestrator/deploy.h"
+#include "orchestrator/cli.h"
+#include "orchestrator/mpi.h"
 #include "orchestrator/sampler.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -61,7 +64,7 @@ static void apply_tri(bool *field, st_config_tri t) {
 
 /* Resolves one config entry into a planner device. */
 static st_status resolve_device(const struct st_deploy_config *cfg, const struct st_config_device *cd,
-                                const st_inventory *inv, struct st_plan_device *pd) {
+                                const st_inventory *inv, const char *where, struct st_plan_device *pd) {
     struct st_device_info info;
     memset(&info, 0, sizeof info);
     if (cd->kind == ST_CONFIG_DEV_CATALOG) {
@@ -75,14 +78,14 @@ static st_status resolve_device(const struct st_deploy_config *cfg, const struct
         int n_match;
         const struct st_device_info *d = find_cuda(inv, cd, &n_match);
         if (n_match > 1) {
-            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices: '%s' fits %d GPUs of this machine", cfg->source,
-                         cd->selector_pos.line, cd->selector_pos.column, cd->selector, n_match);
+            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices: '%s' fits %d GPUs of %s", cfg->source,
+                         cd->selector_pos.line, cd->selector_pos.column, cd->selector, n_match, where);
             return st_error_hint("write more of the UUID ('strata inventory' lists them) or use cuda:N");
         }
         if (!d) {
             int n_gpu = inv->n_devices - 1;
-            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices: '%s' is not on this machine (%d GPU%s visible%s%s)",
-                         cfg->source, cd->selector_pos.line, cd->selector_pos.column, cd->selector, n_gpu,
+            st_error_set(ST_ERR_CONFIG, "%s:%d:%d: devices: '%s' is not on %s (%d GPU%s visible%s%s)",
+                         cfg->source, cd->selector_pos.line, cd->selector_pos.column, cd->selector, where, n_gpu,
                          n_gpu == 1 ? "" : "s", inv->no_gpu_reason[0] ? ": " : "", inv->no_gpu_reason);
             return st_error_hint("'strata inventory' lists this machine's devices; for a dry run on hardware "
                                  "you do not have, write '{catalog: NAME}'");
@@ -115,6 +118,7 @@ static st_status resolve_device(const struct st_deploy_config *cfg, const struct
     pd->reserve_bytes = cd->reserve_bytes;
     pd->force_prec = cd->precision != ST_CONFIG_AUTO ? cd->precision : cfg->placement.precision;
     pd->force_attn = cd->attention != ST_CONFIG_AUTO ? cd->attention : cfg->placement.attention;
+    pd->rank = cd->rank;
     return ST_OK;
 }
 
@@ -137,8 +141,11 @@ static st_status apply_profile(st_deploy *d, const char *path, bool required) {
     int n = 0;
     for (int i = 0; i < d->n_devs; i++) {
         if (d->devs[i].info.kind == ST_DEVICE_CATALOG || d->devs[i].info.catalog[0]) continue;
+        if (d->devs[i].rank != st_mpi_rank()) continue;   /* another host: its rank applied its own profile */
         n += st_profile_apply(prof, &d->devs[i].info, 1);
     }
+    /* another rank's inventory goes to rank 0 with this host's measured figures */
+    if (st_mpi_rank() != 0) n += st_profile_apply(prof, d->inv->devices, d->inv->n_devices);
     if (n) snprintf(d->profile_used, sizeof d->profile_used, "%s", path);
     st_profile_free(prof);
     return ST_OK;
@@ -170,8 +177,13 @@ static st_status replay_plan(st_deploy *d, const char *path, int64_t context, st
     if (!r) { st_plan_free(saved); return ST_ERR_NOMEM; }
     for (int i = 0; i < saved->n_stages && !s; i++) {
         const struct st_plan_stage *ps = &saved->stages[i];
-        const char *sel = saved->devices[ps->device].select;
+        const char *sel = saved->devices[ps->device].select, *label = saved->devices[ps->device].label;
         int found = -1;
+        /* the entry with the same selector and label (a device listed twice, e.g. cuda:0 as
+         * "fast" and "exact", holds each stage on its own entry), else the first with the selector */
+        for (int k = 0; k < d->n_devs && found < 0; k++) {
+            if (!strcmp(d->devs[k].select, sel) && !strcmp(d->devs[k].label, label)) found = k;
+        }
         for (int k = 0; k < d->n_devs && found < 0; k++) {
             if (!strcmp(d->devs[k].select, sel)) found = k;
         }
@@ -207,54 +219,204 @@ static st_status replay_plan(st_deploy *d, const char *path, int64_t context, st
     return s;
 }
 
-st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
-    *out = NULL;
-    st_status s = ST_OK;
-    st_deploy *d = st_calloc(1, sizeof *d, "deployment");
-    if (!d) return ST_ERR_NOMEM;
+st_status st_deploy_check_model_path(const struct st_deploy_config *cfg) {
+    struct stat st;
+    if (!cfg->model.path || stat(cfg->model.path, &st) == 0) return ST_OK;
+    st_error_set(ST_ERR_CONFIG, "%s:%d:%d: model.path: '%s' %s", cfg->source, cfg->model.pos.line,
+                 cfg->model.pos.column, cfg->model.path, errno == ENOENT ? "does not exist" : strerror(errno));
+    return st_error_hint("a relative path is taken from the config file's directory; "
+                         "for a dry run without the file use 'preset:' instead of 'path:'");
+}
 
+/* What every rank tells rank 0 when the ranks load: its status and inventory. */
+struct rank_load {
+    int32_t status;
+    int32_t n_devices;
+    int32_t has_p2p;
+    uint32_t info_bytes;         /* sizeof(struct st_device_info): every rank runs the same build */
+    char version[160];
+    char no_gpu_reason[256];
+    char msg[4096];
+};   /* then n_devices struct st_device_info, then n_devices^2 struct st_p2p when has_p2p */
+
+static void build_version(char *buf, size_t cap) {
+    snprintf(buf, cap, "%s (commit %s; %s)", st_version_string(), st_build_commit(), st_build_options());
+}
+
+/* Every rank's status and inventory at rank 0; rank 0 then knows the devices of every rank. */
+static st_status gather_ranks(st_deploy *d, st_status local) {
+    const int n = st_mpi_size();
+    const st_inventory *inv = d ? d->inv : NULL;
+    const int nd = inv ? inv->n_devices : 0;
+    const bool p2p = inv && inv->p2p;
+    size_t bytes = sizeof(struct rank_load) + (size_t)nd * sizeof(struct st_device_info) +
+                   (p2p ? (size_t)nd * (size_t)nd * sizeof(struct st_p2p) : 0);
+    struct rank_load *mine = st_calloc(1, bytes, "inventory for rank 0");
+    if (!mine) return ST_ERR_NOMEM;   /* the others wait in the gather; mpirun ends them when this rank exits */
+    mine->status = (int32_t)local;
+    mine->n_devices = nd;
+    mine->has_p2p = p2p;
+    mine->info_bytes = (uint32_t)sizeof(struct st_device_info);
+    build_version(mine->version, sizeof mine->version);
+    if (inv) snprintf(mine->no_gpu_reason, sizeof mine->no_gpu_reason, "%s", inv->no_gpu_reason);
+    if (local) snprintf(mine->msg, sizeof mine->msg, "%s", st_last_error());
+    if (nd) memcpy(mine + 1, inv->devices, (size_t)nd * sizeof(struct st_device_info));
+    if (p2p) memcpy((char *)(mine + 1) + (size_t)nd * sizeof(struct st_device_info), inv->p2p,
+                    (size_t)nd * (size_t)nd * sizeof(struct st_p2p));
+    void **all = NULL;
+    size_t *sizes = NULL;
+    st_status s = st_mpi_gather(mine, bytes, &all, &sizes);
+    free(mine);
+    if (s || st_mpi_rank() != 0) return s ? s : local;
+    /* rank 0: its own failure first, then the first rank that failed */
+    s = local;
+    char version[160];
+    build_version(version, sizeof version);
+    for (int r = 1; r < n && !s; r++) {
+        const struct rank_load *rl = all[r];
+        if (sizes[r] < sizeof *rl) {
+            s = st_error_set(ST_ERR_INTERNAL, "%s sent a %zu-byte inventory", st_mpi_where(r), sizes[r]);
+        } else if (rl->status != ST_OK) {
+            char msg[sizeof rl->msg];
+            snprintf(msg, sizeof msg, "%s", rl->msg);
+            s = st_error_set((st_status)rl->status, "%s: %s", st_mpi_where(r), msg);
+        } else if (strcmp(rl->version, version) || rl->info_bytes != sizeof(struct st_device_info)) {
+            s = st_error_set(ST_ERR_CONFIG, "%s runs strata %s, rank 0 runs %s", st_mpi_where(r), rl->version, version);
+            st_error_hint("install the same strata build on every host (docs/multihost.md)");
+        }
+    }
+    if (!s) {
+        d->rank_inv = st_calloc((size_t)n, sizeof *d->rank_inv, "ranks' inventories");
+        if (!d->rank_inv) s = ST_ERR_NOMEM;
+    }
+    for (int r = 1; r < n && !s; r++) {
+        const struct rank_load *rl = all[r];
+        const size_t need = sizeof *rl + (size_t)rl->n_devices * sizeof(struct st_device_info) +
+                            (rl->has_p2p ? (size_t)rl->n_devices * (size_t)rl->n_devices * sizeof(struct st_p2p) : 0);
+        st_inventory *ri = st_calloc(1, sizeof *ri, "a rank's inventory");
+        if (!ri || sizes[r] != need || rl->n_devices < 1) {
+            free(ri);
+            s = ri ? st_error_set(ST_ERR_INTERNAL, "%s sent an inventory of %zu bytes, expected %zu", st_mpi_where(r),
+                                  sizes[r], need)
+                   : ST_ERR_NOMEM;
+            break;
+        }
+        d->rank_inv[r] = ri;
+        ri->n_devices = rl->n_devices;
+        ri->devices = st_malloc((size_t)rl->n_devices * sizeof *ri->devices, "a rank's devices");
+        if (rl->has_p2p) ri->p2p = st_malloc((size_t)rl->n_devices * (size_t)rl->n_devices * sizeof *ri->p2p, "P2P");
+        if (!ri->devices || (rl->has_p2p && !ri->p2p)) { s = ST_ERR_NOMEM; break; }
+        memcpy(ri->devices, rl + 1, (size_t)rl->n_devices * sizeof *ri->devices);
+        if (ri->p2p) memcpy(ri->p2p, (const char *)(rl + 1) + (size_t)rl->n_devices * sizeof *ri->devices,
+                            (size_t)rl->n_devices * (size_t)rl->n_devices * sizeof *ri->p2p);
+        snprintf(ri->no_gpu_reason, sizeof ri->no_gpu_reason, "%s", rl->no_gpu_reason);
+        snprintf(ri->host, sizeof ri->host, "%s", st_mpi_host(r));
+    }
+    for (int r = 0; r < n; r++) free(all[r]);
+    free(all);
+    free(sizes);
+    return s;
+}
+
+/* The link between two devices: P2P facts of one rank's inventory, or the network between two ranks. */
+static struct st_plan_link pair_link(const st_deploy *d, int a, int b) {
+    const struct st_plan_device *da = &d->devs[a], *db = &d->devs[b];
+    if (da->rank != db->rank) {
+        double bw = d->cfg->network.set ? d->cfg->network.bandwidth_gbps : 0, lat = d->cfg->network.latency_us;
+        if (d->net_bw_gbps && da->rank < d->n_ranks && db->rank < d->n_ranks) {
+            bw = d->net_bw_gbps[da->rank * d->n_ranks + db->rank];
+            lat = d->net_lat_us[da->rank * d->n_ranks + db->rank];
+        }
+        if (!(bw > 0)) {
+            const struct st_plan_network_preset *np = st_plan_network_find(ST_PLAN_NETWORK_DEFAULT);
+            bw = np->bandwidth_gbps;
+            lat = np->latency_us;
+        }
+        return st_plan_link_network(da, db, bw, lat);
+    }
+    const st_inventory *inv = da->rank == 0 || !d->rank_inv ? d->inv : d->rank_inv[da->rank];
+    const struct st_p2p *p2p = NULL;
+    const struct st_device_info *ia = &da->info, *ib = &db->info;
+    if (inv && ia->kind == ST_DEVICE_CUDA && ib->kind == ST_DEVICE_CUDA && inv->p2p)
+        p2p = &inv->p2p[(ia->index + 1) * inv->n_devices + (ib->index + 1)];
+    return st_plan_link_default(da, db, p2p);
+}
+
+/* Everything but the plan, in this process: config, model, this rank's devices. */
+static st_status load_local(const struct st_deploy_options *opt, st_deploy *d) {
+    st_status s = ST_OK;
+    const int me = st_mpi_rank();
     if (!opt->config_path && !opt->model_path) {
         s = st_error_set(ST_ERR_USAGE, "no model: give -m MODEL or -c deploy.yaml");
         st_error_hint("e.g. 'strata generate -m models/tiny-kjv -p \"In the beginning\"'");
-        goto fail;
+        return s;
     }
-    if ((s = st_inventory_init(&d->inv))) goto fail;
+    if ((s = st_inventory_init(&d->inv))) return s;
     if (opt->config_path) {
-        if ((s = st_config_load(opt->config_path, &d->cfg))) goto fail;
+        if ((s = st_config_load(opt->config_path, &d->cfg))) return s;
     } else if ((s = default_config(opt, d->inv, &d->cfg))) {
-        goto fail;
+        return s;
     }
     const struct st_deploy_config *cfg = d->cfg;
+    /* ranks: under mpirun every rank must exist; without it, only what-if (catalog) devices sit elsewhere */
+    if ((s = st_config_check_ranks(cfg, st_mpi_launched() ? st_mpi_size() : 0))) return s;
 
     const char *model_path = opt->model_path ? opt->model_path : cfg->model.path;
     if (model_path) {
-        if ((s = st_model_open(model_path, &d->model))) goto fail;
-        if ((s = st_plan_model_from_model(d->model, &d->pm))) goto fail;
+        struct stat st;
+        if (opt->model_path && stat(opt->model_path, &st) != 0) {   /* exit code 2, as for a config's model.path */
+            s = st_error_set(ST_ERR_USAGE, "model '%s' does not exist", opt->model_path);
+            return st_error_hint("-m takes a GGUF file or a Hugging Face model directory (config.json + *.safetensors)");
+        }
+        if (!opt->model_path && (s = st_deploy_check_model_path(cfg))) return s;
+        if ((s = st_model_open(model_path, &d->model))) return s;
+        if ((s = st_plan_model_from_model(d->model, &d->pm))) return s;
     } else if ((s = st_plan_model_from_preset(cfg->model.preset, cfg->model.quant, &d->pm))) {
-        st_error_prefix("%s:%d:%d: model.preset", cfg->source, cfg->model.pos.line, cfg->model.pos.column);
-        goto fail;
+        return st_error_prefix("%s:%d:%d: model.preset", cfg->source, cfg->model.pos.line, cfg->model.pos.column);
     }
 
     d->n_devs = cfg->n_devices;
     d->devs = st_calloc((size_t)d->n_devs, sizeof *d->devs, "plan devices");
     d->links = st_calloc((size_t)d->n_devs * (size_t)d->n_devs, sizeof *d->links, "plan links");
-    if (!d->devs || !d->links) { s = ST_ERR_NOMEM; goto fail; }
+    if (!d->devs || !d->links) return ST_ERR_NOMEM;
+    const char *here = st_mpi_size() > 1 ? st_mpi_where(me) : "this machine";
     for (int i = 0; i < d->n_devs; i++) {
-        if ((s = resolve_device(cfg, &cfg->devices[i], d->inv, &d->devs[i]))) goto fail;
+        const struct st_config_device *cd = &cfg->devices[i];
+        d->devs[i].rank = cd->rank;
+        if (cd->rank != me && cd->kind != ST_CONFIG_DEV_CATALOG) continue;   /* resolved by rank 0 after the gather */
+        if ((s = resolve_device(cfg, cd, d->inv, here, &d->devs[i]))) return s;
         if (d->devs[i].is_cpu && opt->threads > 0) d->devs[i].info.threads = opt->threads;
     }
-    if ((s = apply_profile(d, opt->profile_path, opt->profile_path != NULL))) goto fail;
+    return apply_profile(d, opt->profile_path, opt->profile_path != NULL);
+}
 
-    /* Links: P2P facts from the inventory for two real GPUs. */
-    for (int a = 0; a < d->n_devs; a++) {
-        for (int b = 0; b < d->n_devs; b++) {
-            const struct st_p2p *p2p = NULL;
-            const struct st_device_info *ia = &d->devs[a].info, *ib = &d->devs[b].info;
-            if (ia->kind == ST_DEVICE_CUDA && ib->kind == ST_DEVICE_CUDA && d->inv->p2p) {
-                p2p = &d->inv->p2p[(ia->index + 1) * d->inv->n_devices + (ib->index + 1)];
-            }
-            d->links[a * d->n_devs + b] = st_plan_link_default(&d->devs[a], &d->devs[b], p2p);
-        }
+/* Rank 0: the other ranks' devices from their inventories. */
+static st_status resolve_remote(const struct st_deploy_options *opt, st_deploy *d) {
+    const struct st_deploy_config *cfg = d->cfg;
+    for (int i = 0; i < d->n_devs; i++) {
+        const struct st_config_device *cd = &cfg->devices[i];
+        if (cd->rank == 0 || cd->kind == ST_CONFIG_DEV_CATALOG) continue;
+        st_status s = resolve_device(cfg, cd, d->rank_inv[cd->rank], st_mpi_where(cd->rank), &d->devs[i]);
+        if (s) return s;
+        if (d->devs[i].is_cpu && opt->threads > 0) d->devs[i].info.threads = opt->threads;
+    }
+    return ST_OK;
+}
+
+/* Rank 0: links, the request, a saved or manual placement. */
+static st_status load_finish(const struct st_deploy_options *opt, st_deploy *d) {
+    const struct st_deploy_config *cfg = d->cfg;
+    st_status s;
+    for (int a = 0; a < d->n_devs; a++)
+        for (int b = 0; b < d->n_devs; b++) d->links[a * d->n_devs + b] = pair_link(d, a, b);
+    bool multi = false;
+    for (int i = 0; i < d->n_devs; i++) multi |= d->devs[i].rank != d->devs[0].rank;
+    if (multi) {
+        if (d->net_bw_gbps) snprintf(d->network, sizeof d->network, "measured between the ranks (--probe)");
+        else if (cfg->network.set && cfg->network.preset[0])
+            snprintf(d->network, sizeof d->network, "%s (the config's network:)", cfg->network.preset);
+        else if (cfg->network.set) snprintf(d->network, sizeof d->network, "the config's network: figures");
+        else snprintf(d->network, sizeof d->network, "%s (assumed: the config has no network:)", ST_PLAN_NETWORK_DEFAULT);
     }
 
     st_plan_request_defaults(&d->req);
@@ -268,11 +430,9 @@ st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
                                                                                   : ST_PLAN_LATENCY;
     if (cfg->placement.numerics) {
         /* fp16 activations only where the numerics profile (strata calibrate) says they are safe */
-        if ((s = st_numerics_load(cfg->placement.numerics, d->pm.n_layer, &d->fp16_safe))) {
-            st_error_prefix("%s:%d:%d: placement.numerics", cfg->source, cfg->placement.numerics_pos.line,
-                            cfg->placement.numerics_pos.column);
-            goto fail;
-        }
+        if ((s = st_numerics_load(cfg->placement.numerics, d->pm.n_layer, &d->fp16_safe)))
+            return st_error_prefix("%s:%d:%d: placement.numerics", cfg->source, cfg->placement.numerics_pos.line,
+                                   cfg->placement.numerics_pos.column);
         d->req.fp16_safe = d->fp16_safe;
         d->req.numerics_source = cfg->placement.numerics;
     }
@@ -282,10 +442,10 @@ st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
     snprintf(d->host_cpu.select, sizeof d->host_cpu.select, "cpu");
     d->req.offload_cpu = &d->host_cpu;
     if (opt->plan_path) {
-        if ((s = replay_plan(d, opt->plan_path, opt->context, &d->ranges))) goto fail;
+        if ((s = replay_plan(d, opt->plan_path, opt->context, &d->ranges))) return s;
     } else if (cfg->placement.strategy == ST_CONFIG_STRATEGY_MANUAL) {
         d->ranges = st_calloc((size_t)cfg->placement.n_manual, sizeof *d->ranges, "manual placement");
-        if (!d->ranges) { s = ST_ERR_NOMEM; goto fail; }
+        if (!d->ranges) return ST_ERR_NOMEM;
         for (int i = 0; i < cfg->placement.n_manual; i++) {
             d->ranges[i].device = cfg->placement.manual[i].device;
             d->ranges[i].first = cfg->placement.manual[i].first_layer;
@@ -295,12 +455,41 @@ st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
         d->req.n_manual = cfg->placement.n_manual;
     }
     d->context_fixed = opt->context > 0 || opt->config_path != NULL;
+    d->progress = opt->progress;
+    return ST_OK;
+}
+
+st_status st_deploy_load(const struct st_deploy_options *opt, st_deploy **out) {
+    *out = NULL;
+    const int n = st_mpi_size(), me = st_mpi_rank();
+    st_status s = ST_OK;
+    if (n > 1 && me == 0 && (s = st_mpi_tell_all(ST_MPI_MSG_LOAD, 0))) return s;
+    st_deploy *d = st_calloc(1, sizeof *d, "deployment");
+    if (!d) {
+        if (n > 1) (void)st_mpi_agree(gather_ranks(NULL, ST_ERR_NOMEM));   /* the others wait for this rank's part */
+        return ST_ERR_NOMEM;
+    }
+    d->n_ranks = n;
+    s = load_local(opt, d);
+    if (n > 1) {
+        s = st_mpi_agree(gather_ranks(d, s));   /* rank 0's verdict on every rank's part, everywhere */
+        if (!s && opt->probe_network) s = st_mpi_agree(st_mpi_probe_links(&d->net_lat_us, &d->net_bw_gbps));
+        if (me != 0) {   /* the other ranks plan nothing: rank 0 sends the plan */
+            if (s) { st_deploy_free(d); return s; }
+            *out = d;
+            return ST_OK;
+        }
+        if (!s) s = resolve_remote(opt, d);
+    } else if (!s && opt->probe_network) {
+        ST_WARN("--probe measures the network between ranks: without mpirun there is none to measure");
+    }
+    if (!s) s = load_finish(opt, d);
+    if (s) {
+        st_deploy_free(d);
+        return s;
+    }
     *out = d;
     return ST_OK;
-
-fail:
-    st_deploy_free(d);
-    return s;
 }
 
 st_status st_deploy_plan(st_deploy *d) {
@@ -324,6 +513,10 @@ st_status st_deploy_open(const struct st_deploy_options *opt, st_deploy **out) {
 
 void st_deploy_free(st_deploy *d) {
     if (!d) return;
+    for (int r = 1; d->rank_inv && r < d->n_ranks; r++) st_inventory_free(d->rank_inv[r]);
+    free(d->rank_inv);
+    free(d->net_lat_us);
+    free(d->net_bw_gbps);
     st_plan_free(d->plan);
     free(d->ranges);
     free(d->fp16_safe);
@@ -356,7 +549,56 @@ static st_link_type link_type(const struct st_deploy_config *cfg, const struct s
     }
 }
 
+/* Rank 0: the plan to every rank, as the YAML a plan file holds. */
+static st_status send_plan(const st_plan *p) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return st_error_set(ST_ERR_NOMEM, "plan for the other ranks");
+    int32_t kind = ST_MPI_MSG_PLAN;
+    fwrite(&kind, sizeof kind, 1, f);
+    st_status s = st_plan_write_yaml(f, p);
+    if (fclose(f) && !s) s = st_error_set(ST_ERR_NOMEM, "plan for the other ranks");
+    for (int r = 1; r < st_mpi_size() && !s; r++) s = st_mpi_send(r, ST_MPI_TAG_CTRL, text, len);
+    free(text);
+    return s;
+}
+
+static st_status build_engine(const st_deploy *d, st_engine **out);
+
+/* Between ranks: NCCL for two GPUs unless the config says host (MPI through host memory). */
+static st_link_type cross_link_type(const struct st_deploy_config *cfg) {
+    switch (cfg->transport) {
+    case ST_CONFIG_TRANSPORT_NCCL: return ST_LINK_T_NCCL;
+    case ST_CONFIG_TRANSPORT_HOST: return ST_LINK_T_MPI;
+    default: return ST_LINK_T_AUTO;
+    }
+}
+
 st_status st_deploy_engine(const st_deploy *d, st_engine **out) {
+    *out = NULL;
+    if (st_mpi_size() <= 1) return build_engine(d, out);
+    /* every rank builds its part; then all agree, and only then join the links between them */
+    st_status s = ST_OK;
+    if (st_mpi_rank() == 0 && d->plan && d->plan->feasible && (s = send_plan(d->plan))) {
+        st_mpi_abort(s);
+        return s;
+    }
+    if (st_mpi_rank() == 0 && (!d->plan || !d->plan->feasible)) return build_engine(d, out);   /* nothing sent: says why */
+    s = build_engine(d, out);
+    if ((s = st_mpi_agree(s))) {
+        st_engine_free(*out);
+        *out = NULL;
+        return s;
+    }
+    if ((s = st_engine_connect(*out))) {   /* the peer may wait in its half of a link: this ends every rank */
+        st_mpi_abort(s);
+        return s;
+    }
+    return ST_OK;
+}
+
+static st_status build_engine(const st_deploy *d, st_engine **out) {
     *out = NULL;
     const st_plan *p = d->plan;
     if (!p || !p->feasible) return st_error_set(ST_ERR_CONFIG, "the deployment has no feasible plan");
@@ -371,6 +613,10 @@ st_status st_deploy_engine(const st_deploy *d, st_engine **out) {
     for (int i = 0; i < p->n_stages; i++) {
         const struct st_plan_stage *ps = &p->stages[i];
         const struct st_plan_device *pd = &p->devices[ps->device];
+        /* this rank's own devices as it resolved them (NUMA node, cpuset: what the plan file does not carry) */
+        if (pd->rank == st_mpi_rank() && p->n_devices == d->n_devs && pd->info.kind != ST_DEVICE_CATALOG &&
+            d->devs[ps->device].info.kind == pd->info.kind && d->devs[ps->device].info.index == pd->info.index)
+            pd = &d->devs[ps->device];
         if (pd->info.kind == ST_DEVICE_CATALOG) {
             s = st_error_set(ST_ERR_CONFIG, "%s: stage %d is on catalog device '%s', which is not on this machine",
                              d->cfg->source, i, pd->label);
@@ -396,16 +642,69 @@ st_status st_deploy_engine(const st_deploy *d, st_engine **out) {
         st[i].last_layer = ps->last;
         st[i].has_embedding = ps->has_embedding;
         st[i].has_output = ps->has_output;
+        st[i].rank = pd->rank;
         st[i].link_to_next = ST_LINK_T_AUTO;
         if (i + 1 < p->n_stages) {
-            st[i].link_to_next = link_type(d->cfg, &pd->info, &p->devices[p->stages[i + 1].device].info);
+            const struct st_plan_device *nx = &p->devices[p->stages[i + 1].device];
+            st[i].link_to_next = nx->rank != pd->rank ? cross_link_type(d->cfg)
+                                                      : link_type(d->cfg, &pd->info, &nx->info);
         }
     }
-    struct st_engine_params ep = {.n_ctx = p->context, .max_batch_tokens = p->prefill_chunk};
+    /* the plan's batch is the sequences held at once; with the throughput
+     * objective, micro-batches keep every stage of a pipeline busy */
+    const int64_t n_seq = p->batch > 0 ? p->batch : 1;
+    const int n_micro = p->objective == ST_PLAN_THROUGHPUT && p->n_stages > 1 ? (int)ST_MIN(ST_MIN(p->n_stages, n_seq), 8) : 1;
+    struct st_engine_params ep = {.n_ctx = p->context, .max_batch_tokens = p->prefill_chunk, .n_seq = n_seq,
+                                  .n_micro = n_micro, .rank = st_mpi_rank(),
+                                  .progress = d->progress ? st_cli_load_progress : NULL};
     s = st_engine_init(d->model, st, p->n_stages, &ep, out);
 done:
     free(st);
     return s;
+}
+
+int st_deploy_follow(const struct st_deploy_options *opt) {
+    if (st_mpi_rank() == 0) return 0;
+    st_deploy *d = NULL;
+    for (;;) {
+        void *msg = NULL;
+        size_t len = 0;
+        st_status s = st_mpi_recv_alloc(0, ST_MPI_TAG_CTRL, true, &msg, &len);
+        if (s) {
+            st_deploy_free(d);
+            st_mpi_abort(s);
+            return st_status_exit_code(s);
+        }
+        int32_t kind = 0, arg = 0;
+        if (len >= sizeof kind) memcpy(&kind, msg, sizeof kind);
+        if (len >= 2 * sizeof arg) memcpy(&arg, (char *)msg + sizeof kind, sizeof arg);
+        if (kind == ST_MPI_MSG_STOP) {
+            free(msg);
+            st_deploy_free(d);
+            return arg;
+        }
+        if (kind == ST_MPI_MSG_LOAD) {
+            st_deploy_free(d);
+            d = NULL;
+            (void)st_deploy_load(opt, &d);   /* a failure travels to rank 0 in the gather */
+        } else if (kind == ST_MPI_MSG_PLAN && !d) {
+            st_error_set(ST_ERR_INTERNAL, "a plan came before the deployment loaded");
+            (void)st_mpi_agree(ST_ERR_INTERNAL);
+        } else if (kind == ST_MPI_MSG_PLAN) {
+            st_plan_free(d->plan);
+            d->plan = NULL;
+            st_engine *e = NULL;
+            s = st_plan_parse_yaml((char *)msg + sizeof kind, len - sizeof kind, "(the plan from rank 0)", &d->plan);
+            if (s) {   /* every rank still joins the agreement, which carries this failure to rank 0 */
+                (void)st_mpi_agree(s);
+            } else if (!st_deploy_engine(d, &e)) {
+                st_engine_follow(e);
+            }
+            st_engine_free(e);
+        }
+        /* anything else (QUIT of an engine that never started) needs nothing */
+        free(msg);
+    }
 }
 
 void st_deploy_sampler_params(const st_deploy *d, struct st_sampler_params *out) {
@@ -420,4 +719,16 @@ void st_deploy_sampler_params(const st_deploy *d, struct st_sampler_params *out)
     out->presence_penalty = g->presence_penalty;
     out->penalty_last_n = g->repeat_last_n;
     out->seed = g->has_seed ? g->seed : (uint64_t)(st_time_s() * 1e9);
+}
+
+st_chat_kind st_deploy_chat_kind(const st_deploy *d) {
+    st_chat_kind detected = d->model ? st_chat_detect(d->model->chat_template) : ST_CHAT_NONE;
+    switch (d->cfg->generation.chat_template) {
+    case ST_CONFIG_CHAT_NONE: return ST_CHAT_NONE;
+    case ST_CONFIG_CHAT_CHATML:
+        return detected >= ST_CHAT_CHATML && detected <= ST_CHAT_QWEN3 ? detected : ST_CHAT_CHATML;
+    case ST_CONFIG_CHAT_LLAMA3:
+        return detected == ST_CHAT_LLAMA31 ? detected : ST_CHAT_LLAMA3;
+    default: return detected;
+    }
 }

@@ -6,10 +6,22 @@
  * A stage is a device (ops + st_device_info + st_backend_config) holding a
  * contiguous range of layers, the token embedding on the first stage and the
  * final norm + lm_head on the last. Each stage owns its weights (imported with
- * import_host: zero copy on the CPU), its KV cache (n_ctx tokens) and one
- * workspace sized for max_batch_tokens; consecutive stages are joined by links
- * carrying fp32 activations [n_tok][n_embd]. Everything is allocated in
- * st_engine_init ("plan, reserve, run"): prefill and decode allocate nothing.
+ * import_host: zero copy on the CPU), its KV cache (n_seq sequences, or
+ * "slots", of n_ctx tokens each) and one workspace sized for the largest pass
+ * (a prefill chunk or a decode step of every sequence); consecutive stages are
+ * joined by links carrying fp32 activations [n_tok][n_embd]. Everything is
+ * allocated in st_engine_init ("plan, reserve, run"): prefill and decode
+ * allocate nothing.
+ *
+ * Sequences: slot 0 is what the single-sequence calls (st_engine_prefill,
+ * _decode, _reset, ...) use. The scheduler (orchestrator/session.h) prefills
+ * any slot with st_engine_seq_prefill and decodes many slots at once with
+ * st_engine_step_begin/_end: one batched forward of one token per sequence
+ * (GEMM over the batch, attention of each token over its own sequence).
+ * Several such steps ("micro-batches", up to n_micro) may be in flight at
+ * once, so with several stages on several devices every stage works on a
+ * different micro-batch: begin issues the step without waiting, end waits for
+ * its ids.
  *
  * Math (formats.md §4.3): x = embed(id); per layer: h = rmsnorm(x); q,k,v =
  * h W^T (+b); Qwen3 per-head q/k rmsnorm; RoPE (NEOX or NORM by
@@ -20,7 +32,9 @@
  *
  * Errors: every function returns st_status and sets st_last_error(); a
  * failure inside prefill/decode leaves n_past unchanged when it happens before
- * any KV row was written, and otherwise at the positions before the call. */
+ * any KV row was written, and otherwise at the positions before the call.
+ * Non-finite logits are an error, never a token: the message names the stage
+ * and the first layer whose output holds a NaN or an infinity. */
 #ifndef STRATA_ENGINE_H
 #define STRATA_ENGINE_H
 
@@ -43,24 +57,56 @@ struct st_engine_stage_desc {
     bool has_embedding;                  /* must be true exactly on the first stage */
     bool has_output;                     /* final norm + lm_head: exactly the last stage */
     st_link_type link_to_next;           /* link to the next stage (AUTO: local or host) */
+    int rank;                            /* MPI rank (process) that runs the stage (orchestrator/mpi.h) */
 };
 
 struct st_engine_params {
-    int64_t n_ctx;               /* KV cache length in tokens (every stage) */
+    int64_t n_ctx;               /* KV cache length in tokens per sequence (every stage) */
     int64_t max_batch_tokens;    /* prefill chunk: tokens per pass (>= 1) */
+    int64_t n_seq;               /* sequences (KV slots) held at once; 0 = 1 */
+    int n_micro;                 /* decode micro-batches in flight at once; 0 = 1 */
+    /* Weight loading progress, or NULL: called after each tensor a stage
+     * imports, with the stage, its device's name, and its bytes loaded so far
+     * of its total (the tensors it holds). */
+    void (*progress)(void *user, int stage, const char *device, uint64_t done, uint64_t total);
+    void *progress_user;
+    int rank;                    /* this process's MPI rank: stages of other ranks are remote (0 in one process) */
 };
 
 /* Builds every stage (backend init, weight import, KV cache, workspace) and
  * the links. The model must outlive the engine. Checks that the stages cover
  * layers 0..n_layer-1 in order, that the first has the embedding and the last
- * the output; errors name the stage and hint at the fix. */
+ * the output; errors name the stage and hint at the fix.
+ *
+ * Several processes (docs/multihost.md): a stage whose rank is not
+ * params->rank is remote: no backend, no weights, nothing allocated for it
+ * (its desc still names its backend, which answers st_engine_can_sample).
+ * Every rank builds the engine from the same plan; st_engine_init makes the
+ * local stages and the links between them, st_engine_connect then the
+ * endpoints of the links that cross to another rank (collective: every rank
+ * calls it in the same order after every rank's init succeeded). Rank 0
+ * drives: each pass it starts sends a header to the other ranks, which run
+ * st_engine_follow; the last stage's picks and logits come back to rank 0,
+ * and so does every rank's status: a stage that fails on another rank is the
+ * pass's error, "rank R (host): stage S ...". A transfer that fails (a lost
+ * rank, a watchdog timeout) ends every rank (st_mpi_abort). */
 st_status st_engine_init(const st_model *m, const struct st_engine_stage_desc *stages, int n_stages,
                          const struct st_engine_params *params, st_engine **out);
 /* One stage holding the whole model on one device. */
 st_status st_engine_init_single(const st_model *m, const struct st_device_ops *ops,
                                 const struct st_device_info *info, const struct st_backend_config *cfg,
                                 const struct st_engine_params *params, st_engine **out);
-void st_engine_free(st_engine *e);   /* accepts NULL */
+void st_engine_free(st_engine *e);   /* accepts NULL; rank 0 tells the followers the engine is gone */
+
+/* The endpoints of the links between this rank's stages and other ranks'
+ * (NCCL communicators are joined here). A no-op in one process. */
+st_status st_engine_connect(st_engine *e);
+/* On a rank other than 0: runs the passes rank 0 starts until it frees its
+ * engine. Returns ST_OK then; a failure to talk to rank 0 ends the run. */
+st_status st_engine_follow(st_engine *e);
+/* True when stage i runs in this process. */
+bool st_engine_stage_local(const st_engine *e, int i);
+int st_engine_stage_rank(const st_engine *e, int i);
 
 /* Appends n tokens at positions n_past .. n_past+n-1, in chunks of
  * max_batch_tokens. logits_out (host, may be NULL) receives the logits of the
@@ -75,6 +121,53 @@ st_status st_engine_decode(st_engine *e, int32_t id, float *logits_out);
 /* One token, then the greedy next token computed on the device. */
 st_status st_engine_decode_greedy(st_engine *e, int32_t id, int32_t *next_id);
 
+/* ---- many sequences (the scheduler) ---------------------------------------- */
+
+/* How the next token of a row is chosen on the last stage's device. */
+typedef enum st_engine_pick {
+    ST_PICK_GREEDY = 0,          /* argmax (lowest id on ties) */
+    ST_PICK_SAMPLE,              /* the backend's sample op with `sp` (needs st_engine_can_sample) */
+    ST_PICK_LOGITS,              /* no choice: the row's logits come back to the host */
+} st_engine_pick;
+
+struct st_engine_row {
+    int32_t slot;                /* sequence, 0 .. n_seq - 1 */
+    int32_t id;                  /* token fed at position st_engine_seq_len(slot) (step_begin) */
+    st_engine_pick pick;
+    struct st_sample_params sp;  /* ST_PICK_SAMPLE */
+};
+
+int64_t st_engine_n_seq(const st_engine *e);
+int st_engine_n_micro(const st_engine *e);
+/* True when the last stage's backend can draw under sp on the device
+ * (ST_PICK_SAMPLE): it has the sample op, and top_p < 1 comes with 1 <= top_k
+ * <= ST_SAMPLE_TOPK_MAX (devices/device.h). sp NULL: whether it samples at all. */
+bool st_engine_can_sample(const st_engine *e, const struct st_sample_params *sp);
+/* Tokens in the KV cache of a sequence; 0 for a slot outside [0, n_seq). */
+int64_t st_engine_seq_len(const st_engine *e, int slot);
+/* Keeps the first n tokens of a sequence (0 <= n <= its length). */
+st_status st_engine_seq_rewind(st_engine *e, int slot, int64_t n);
+
+/* Appends n tokens to sequence `slot` in prefill chunks and chooses the next
+ * token after the last one as `pick` says (row->slot and row->id are ignored):
+ * *next_id for GREEDY/SAMPLE, the last row's logits into logits_out (host,
+ * n_vocab) for LOGITS (logits_out may be NULL otherwise). pick NULL: no
+ * choice (a part of a prompt). Waits for the result. */
+st_status st_engine_seq_prefill(st_engine *e, int slot, const int32_t *ids, int64_t n,
+                                const struct st_engine_row *pick, int32_t *next_id, float *logits_out);
+
+/* Issues one decode step of micro-batch mb (0 .. n_micro - 1): rows[i].id at
+ * the end of sequence rows[i].slot, every row a different slot, 1 <= n <=
+ * n_seq. Returns without waiting; every sequence's length grows by one. A
+ * micro-batch must be ended before it begins again. */
+st_status st_engine_step_begin(st_engine *e, int mb, const struct st_engine_row *rows, int n);
+/* Waits for micro-batch mb: next_ids[i] (n of its begin) holds row i's token
+ * for GREEDY/SAMPLE rows; for LOGITS rows, logits[i] (may be NULL when no row
+ * asks) points to n_vocab floats that stay valid until mb begins again (other
+ * entries NULL). busy_ms (may be NULL, n_stages) receives each stage's device
+ * time for the step (from its first to its last op). */
+st_status st_engine_step_end(st_engine *e, int mb, int32_t *next_ids, const float **logits, double *busy_ms);
+
 /* Forgets the sequence (n_past = 0); the KV memory is kept and overwritten. */
 void st_engine_reset(st_engine *e);
 /* Keeps only the first n_past tokens of the sequence (0 <= n_past <= current),
@@ -87,6 +180,10 @@ int st_engine_n_stages(const st_engine *e);
 /* Weight bytes a decode step reads on one stage (every matrix once, the
  * lm_head included, one embedding row excluded): for bandwidth reports. */
 uint64_t st_engine_stage_weight_bytes(const st_engine *e, int stage);
+
+/* Bytes of weights stage `stage` imported and the wall time of building it
+ * (allocations, weights, KV cache, workspace; the last byte on the device). */
+st_status st_engine_load_stats(const st_engine *e, int stage, uint64_t *bytes, double *seconds);
 
 /* The kind of the link from stage i to stage i + 1 (AUTO resolved), or AUTO when there is none. */
 st_link_type st_engine_link_type(const st_engine *e, int i);

@@ -2,16 +2,10 @@
  * main() parses the global flags and hands over to a subcommand. */
 #include "base/base.h"
 #include "orchestrator/cli.h"
+#include "orchestrator/mpi.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef STRATA_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
-#ifdef STRATA_HAVE_NCCL
-#include <nccl.h>
-#endif
 
 struct st_command {
     const char *name;
@@ -23,6 +17,7 @@ static const struct st_command commands[] = {
     {"inventory",  st_cmd_inventory,  "GPUs, CPUs, NUMA nodes, PCIe/NVLink and P2P of this machine (--probe measures)"},
     {"plan",       st_cmd_plan,       "place layers, precision and attention per device; dry runs for catalog hardware"},
     {"generate",   st_cmd_generate,   "generate text (or token ids) across the planned devices"},
+    {"serve",      st_cmd_serve,      "OpenAI-compatible HTTP API, many sequences in flight"},
     {"bench",      st_cmd_bench,      "measure prefill/decode tok/s, per stage and per link"},
     {"calibrate",  st_cmd_calibrate,  "measure which layers are numerically safe in fp16 (numerics profile)"},
     {"model",      st_cmd_model,      "describe a model file: architecture, parameters, bytes per dtype and layer"},
@@ -33,71 +28,63 @@ static const struct st_command commands[] = {
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: strata [-v|-q] [--version] <command> [options]\n\n"
+        "usage: strata [-v|-q] [--json] [--version] <command> [options]\n\n"
         "commands:\n");
     for (size_t i = 0; i < ST_ARRAY_LEN(commands); i++) {
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(f,
-        "\nglobal options:\n"
+        "\nglobal options (before or after the command):\n"
         "  -v, --verbose   more log output (repeat for debug)\n"
         "  -q, --quiet     errors only\n"
+        "  --json          data as JSON, for every command that prints data (not generate)\n"
         "  --version       version, git commit, build options, CUDA/NCCL/MPI versions\n"
         "  -h, --help      this text; 'strata <command> --help' for a command\n"
+        "\nmodel: every command that takes one reads -m MODEL (a GGUF file or a Hugging Face\n"
+        "directory) or -c deploy.yaml; with neither it uses the bundled model (" ST_CLI_BUNDLED_MODEL "),\n"
+        "found next to the binary, in <prefix>/share/strata or in the source tree\n"
         "\nexit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n"
         "colour: only on a terminal; NO_COLOR=1 turns it off\n");
 }
 
-static void version(void) {
-    printf("strata %s (commit %s)\n", st_version_string(), st_build_commit());
-    printf("build: %s\n", st_build_options());
-#ifdef STRATA_HAVE_CUDA
-    int rt = 0, drv = 0;
-    cudaRuntimeGetVersion(&rt);
-    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
-    printf("cuda runtime %d.%d, driver %s\n", rt / 1000, (rt % 1000) / 10,
-           drv ? "present" : "absent");
-    if (drv) printf("cuda driver api %d.%d\n", drv / 1000, (drv % 1000) / 10);
-#else
-    printf("cuda: not built (CPU-only build)\n");
-#endif
-#ifdef STRATA_HAVE_NCCL
-    int nv = 0;
-    ncclGetVersion(&nv);
-    printf("nccl %d.%d.%d\n", nv / 10000, (nv / 100) % 100, nv % 100);
-#else
-    printf("nccl: not built\n");
-#endif
-#ifdef STRATA_HAVE_MPI
-    printf("mpi: built\n");
-#else
-    printf("mpi: not built\n");
-#endif
-}
+static int run(int argc, char **argv);
 
 int main(int argc, char **argv) {
-    int verbosity = 0;
+    /* under mpirun every rank runs this same command line (docs/multihost.md) */
+    st_status s = st_mpi_init(&argc, &argv);
+    if (s) return st_cli_report(s);
+    int rc = run(argc, argv);
+    fflush(stdout);
+    st_mpi_finalize(rc);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbosity++;
-        else if (!strcmp(a, "-vv")) verbosity += 2;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) verbosity = -1;
-        else if (!strcmp(a, "--version")) { version(); return 0; }
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else {
-            st_error_set(ST_ERR_USAGE, "unknown option '%s'", a);
-            st_error_hint("see 'strata --help'");
-            return st_cli_report(ST_ERR_USAGE);
-        }
+        int g = st_cli_global(a);
+        if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
+        if (g == ST_CLI_GLOBAL_TAKEN) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        st_error_set(ST_ERR_USAGE, "unknown option '%s'", a);
+        st_error_hint("see 'strata --help'");
+        return st_cli_report(ST_ERR_USAGE);
     }
-    st_log_set_level(verbosity < 0 ? ST_LOG_ERROR : verbosity == 0 ? ST_LOG_WARN
-                     : verbosity == 1 ? ST_LOG_INFO : ST_LOG_DEBUG);
     if (i >= argc) { usage(stderr); return 2; }
     const char *name = argv[i];
     if (!strcmp(name, "help")) { usage(stdout); return 0; }
     for (size_t c = 0; c < ST_ARRAY_LEN(commands); c++) {
-        if (!strcmp(name, commands[c].name)) return commands[c].run(argc - i, argv + i);
+        if (strcmp(name, commands[c].name)) continue;
+        /* these build a deployment in one process only; the rest run on each rank by itself */
+        if (st_mpi_size() > 1 && (!strcmp(name, "calibrate") || !strcmp(name, "perplexity"))) {
+            if (st_mpi_rank() > 0) return 2;
+            st_error_set(ST_ERR_USAGE, "strata %s runs in one process, but mpirun started %d ranks", name,
+                         st_mpi_size());
+            st_error_hint("run it without mpirun; generate, bench, serve and plan run across ranks (docs/multihost.md)");
+            return st_cli_report(ST_ERR_USAGE);
+        }
+        return commands[c].run(argc - i, argv + i);
     }
     const char *names[ST_ARRAY_LEN(commands)];
     for (size_t c = 0; c < ST_ARRAY_LEN(commands); c++) names[c] = commands[c].name;

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- devices ------------------------------------------------------------ */
 
@@ -38,20 +39,72 @@ uint64_t st_plan_device_usable(const struct st_plan_device *d) {
     return base > take ? base - take : 0;
 }
 
+struct pl_eff pl_eff_of(const struct st_plan_device *d) {
+    int cc = d->info.caps.cc_major * 10 + d->info.caps.cc_minor;
+    struct pl_eff e = pl_eff_table[0];             /* the CPU row */
+    if (!d->is_cpu) {
+        e = pl_eff_table[1];                       /* older than Maxwell: the oldest generation's row */
+        for (int i = 1; i < PL_N_EFF; i++)
+            if (pl_eff_table[i].cc_min > 0 && pl_eff_table[i].cc_min <= cc) e = pl_eff_table[i];
+    }
+    if (!d->info.catalog[0]) return e;
+    for (int i = 0; i < PL_N_EFF; i++) {
+        const struct pl_eff *c = &pl_eff_table[i];
+        if (c->cc_min >= 0 || strcmp(c->key, d->info.catalog) != 0) continue;
+        if (c->copy > 0) e.copy = c->copy;
+        for (int k = 0; k < PL_N_WC; k++) if (c->gemv[k] > 0) e.gemv[k] = c->gemv[k];
+        if (c->kv > 0) e.kv = c->kv;
+        if (c->kernel_us > 0) e.kernel_us = c->kernel_us;
+        if (c->stage_us > 0) e.stage_us = c->stage_us;
+        if (c->sgemm > 0) e.sgemm = c->sgemm;
+        if (c->tensor > 0) e.tensor = c->tensor;
+        if (c->attn > 0) e.attn = c->attn;
+    }
+    return e;
+}
+
+enum pl_wclass pl_wclass_of(double bytes, double elems) {
+    if (elems <= 0) return PL_WC_F16;
+    double bits = 8.0 * bytes / elems;
+    return bits >= 24.0 ? PL_WC_F32 : bits >= 12.0 ? PL_WC_F16 : bits >= 7.5 ? PL_WC_Q8 : PL_WC_Q4;
+}
+
+const char *pl_wclass_name(enum pl_wclass c) {
+    static const char *const n[PL_N_WC] = {"f32", "f16/bf16", "q8_0", "4-6 bit"};
+    return (unsigned)c < PL_N_WC ? n[c] : "?";
+}
+
 void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, struct pl_rates *r) {
     const struct st_perf *pf = &d->info.perf;
-    bool cpu = d->is_cpu;
+    struct pl_eff e = pl_eff_of(d);
     memset(r, 0, sizeof *r);
-    r->bw_gbps = pf->mem_bw_gbps * (pf->measured ? 1.0 : (cpu ? PL_EFF_BW_CPU : PL_EFF_BW_GPU));
+    r->row = e.key;
+    /* a probe measured the copy itself; the catalog gives the datasheet figure */
+    r->bw_gbps = pf->mem_bw_gbps * (pf->measured ? 1.0 : e.copy);
     if (r->bw_gbps <= 0) r->bw_gbps = 1.0;      /* unknown: a figure that makes the device unattractive */
-    r->weight_bw_gbps = r->bw_gbps;
-    double e32 = cpu ? PL_EFF_FP32_CPU : PL_EFF_FP32_GPU;
+    for (int k = 0; k < PL_N_WC; k++) r->gemv_gbps[k] = r->bw_gbps * e.gemv[k];
+    /* probed GEMV rates (weight bytes/s through the backend's own matmul) win for the float classes */
+    if (pf->gemv_gbps[ST_PREC_F32] > 0) r->gemv_gbps[PL_WC_F32] = pf->gemv_gbps[ST_PREC_F32];
+    double g16 = m && m->matrix_dtype == ST_DTYPE_F16 ? pf->gemv_gbps[ST_PREC_F16]
+               : m && m->matrix_dtype == ST_DTYPE_BF16 ? pf->gemv_gbps[ST_PREC_BF16]
+               : ST_MIN(pf->gemv_gbps[ST_PREC_F16] > 0 ? pf->gemv_gbps[ST_PREC_F16] : INFINITY,
+                        pf->gemv_gbps[ST_PREC_BF16] > 0 ? pf->gemv_gbps[ST_PREC_BF16] : INFINITY);
+    if (g16 > 0 && isfinite(g16)) r->gemv_gbps[PL_WC_F16] = g16;
+    r->kv_gbps = r->bw_gbps * e.kv;
+    /* a probed GEMM rate is the rate at prefill sizes already */
+    double e32 = pf->measured ? 1.0 : e.sgemm, etc = pf->measured ? 1.0 : e.tensor;
     r->fp32_tflops = pf->fp32_tflops > 0 ? pf->fp32_tflops * e32 : 0.05;
     r->prec_tflops[ST_PREC_F32] = r->fp32_tflops;
-    r->prec_tflops[ST_PREC_F16] = pf->fp16_tflops > 0 && d->info.caps.tensor_cores
-                                      ? pf->fp16_tflops * PL_EFF_TENSOR_GPU : r->fp32_tflops;
-    r->prec_tflops[ST_PREC_BF16] = pf->bf16_tflops > 0 ? pf->bf16_tflops * PL_EFF_TENSOR_GPU : r->fp32_tflops;
-    r->launch_us = pf->launch_us > 0 ? pf->launch_us : (cpu ? PL_LAUNCH_US_CPU : PL_LAUNCH_US_GPU);
+    r->prec_tflops[ST_PREC_F16] = pf->fp16_tflops > 0 && d->info.caps.tensor_cores && etc > 0
+                                      ? pf->fp16_tflops * etc : r->fp32_tflops;
+    r->prec_tflops[ST_PREC_BF16] = pf->bf16_tflops > 0 && etc > 0 ? pf->bf16_tflops * etc : r->fp32_tflops;
+    for (int p = 0; p < PL_N_PREC; p++)
+        r->attn_tflops[p] = p == ST_PREC_F32 || e.tensor <= 0 ? r->fp32_tflops
+                                                              : r->prec_tflops[p] * e.attn / e.tensor;
+    r->launch_us = pf->launch_us > 0 ? pf->launch_us : e.kernel_us;
+    r->stage_us = e.stage_us;
+    r->cpu = d->is_cpu;
+    r->dp4a = !d->is_cpu && (d->info.caps.cc_major * 10 + d->info.caps.cc_minor) >= 61;
 }
 
 void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *req, st_prec p, struct pl_mode *out) {
@@ -69,12 +122,18 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
     }
     if (p == ST_PREC_BF16 && !c->bf16) {
         out->allowed = false;
-        snprintf(out->why_not, sizeof out->why_not, "no bf16 (cc %d.%d < 8.0)", c->cc_major, c->cc_minor);
+        if (d->is_cpu)   /* the CPU's reasons speak of the CPU, not of a compute capability */
+            snprintf(out->why_not, sizeof out->why_not, "the CPU backend multiplies in fp32 (bf16 weights are widened)");
+        else
+            snprintf(out->why_not, sizeof out->why_not, "no bf16 (cc %d.%d < 8.0)", c->cc_major, c->cc_minor);
         return;
     }
     if (p == ST_PREC_F16 && !(c->fp16_arith && c->fp32_accum_fp16)) {
         out->allowed = false;
-        if (!c->fp16_arith)
+        if (d->is_cpu)
+            snprintf(out->why_not, sizeof out->why_not, "the CPU backend has no fp16 arithmetic (f16 weights are "
+                     "widened to fp32)");
+        else if (!c->fp16_arith)
             snprintf(out->why_not, sizeof out->why_not, "no fast fp16 arithmetic (cc %d.%d)", c->cc_major, c->cc_minor);
         else
             snprintf(out->why_not, sizeof out->why_not, "no fp16 GEMM with fp32 accumulation (cc %d.%d < 7.0)",
@@ -92,7 +151,10 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
     bool flash_ok = c->flash_attn && p != ST_PREC_F32 && !d->is_cpu;
     if (fa == ST_ATTN_FLASH && !flash_ok) {
         out->allowed = false;
-        if (!c->flash_attn)
+        if (d->is_cpu)
+            snprintf(out->why_not, sizeof out->why_not, "flash attention is forced but is a GPU kernel (cc >= 8.0); "
+                     "the CPU runs eager attention");
+        else if (!c->flash_attn)
             snprintf(out->why_not, sizeof out->why_not, "flash attention is forced but needs cc >= 8.0 (has %d.%d)",
                      c->cc_major, c->cc_minor);
         else
@@ -117,45 +179,79 @@ static double act_elems(const struct st_plan_model *m) {
     return 6.0 * m->n_embd + 3.0 * m->n_ff + 2.0 * (m->n_head + 2 * m->n_head_kv) * m->head_dim;
 }
 
-static int kernels_per_layer(const struct st_plan_model *m, st_attn_kind a) {
-    /* norm, q, k, v, rope q, rope k, kv store, attention, o, add, norm, gate, up, swiglu, down, add */
-    int k = 16;
+static enum pl_wclass layer_class(const struct st_plan_model *m, int64_t l) {
+    return pl_wclass_of((double)m->layer_bytes[l], m->layer_flops[l] / 2.0);
+}
+
+/* Kernels of one block's decode step. GPU (kernels/cuda, one CUDA graph per
+ * stage): rmsnorm, q/k/v in one grouped GEMV (biases fused), rope q, rope k,
+ * kv store, attention, o GEMV, add, rmsnorm, gate/up GEMV with SwiGLU fused,
+ * down GEMV, add = 13; q/k norms +2; eager attention is scores + softmax + PV
+ * (+1 over flash's tile + merge); quantized weights with dp4a quantize x once
+ * per GEMV group (+4). CPU: every op separate (q, k, v, gate, up, swiglu): 16,
+ * +2 q/k norms, +2 eager. */
+static int kernels_per_layer(const struct st_plan_model *m, const struct pl_rates *r, enum pl_wclass wc,
+                             st_attn_kind a) {
+    bool cpu = r->cpu;
+    int k = cpu ? 16 : 13;
     if (m->qk_norm) k += 2;
-    k += a == ST_ATTN_EAGER ? 2 : 1;   /* scores + softmax + PV vs flash + split-KV combine */
+    if (a == ST_ATTN_EAGER) k += cpu ? 2 : 1;
+    if (r->dp4a && (wc == PL_WC_Q8 || wc == PL_WC_Q4)) k += 4;
     return k;
 }
 
+/* Decode: the kernels of a step run one after another, so their times add:
+ * the GEMVs stream the weights (or compute, for large batches), attention
+ * streams the KV cache, the small kernels cost a fixed time each. */
 double pl_layer_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                           const struct pl_rates *r, const struct pl_mode *md, int64_t l, const char **bound) {
     double B = (double)req->batch, n = (double)pl_decode_at(req);
     double kvb = (double)st_dtype_block_bytes(md->kv);
     double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
     double w = (double)m->layer_bytes[l];
-    double other = B * (n + 1) * kv_e * kvb + B * act_elems(m) * 8.0;
-    if (md->attn == ST_ATTN_EAGER) other += 2.0 * B * (double)m->n_head * n * 4.0;
-    double mem_ms = (w / r->weight_bw_gbps + other / r->bw_gbps) * 1e-6;
-    double flops = B * (m->layer_flops[l] + 4.0 * (double)m->n_head * (double)m->head_dim * n);
-    double rate = req->batch <= PL_GEMV_MAX_BATCH ? r->fp32_tflops : r->prec_tflops[md->prec];
-    double comp_ms = flops / (rate * 1e9);
-    double launch_ms = kernels_per_layer(m, md->attn) * r->launch_us * 1e-3;
-    if (bound) *bound = launch_ms > ST_MAX(mem_ms, comp_ms) ? "launches" : mem_ms >= comp_ms ? "bandwidth" : "compute";
-    return ST_MAX(mem_ms, comp_ms) + launch_ms;
+    enum pl_wclass wc = layer_class(m, l);
+    bool gemv = req->batch <= PL_GEMV_MAX_BATCH;
+    /* matmuls: weights streamed once per step; fp32 FMAs on the GEMV path */
+    double w_ms = (gemv ? w / r->gemv_gbps[wc] : w / r->bw_gbps) * 1e-6;
+    double c_ms = B * m->layer_flops[l] / ((gemv ? r->fp32_tflops : r->prec_tflops[md->prec]) * 1e9);
+    double mm_ms = ST_MAX(w_ms, c_ms);
+    /* attention over n keys: the KV cache, and for eager the fp32 scores written and read back */
+    double kv_ms = B * (n + 1) * kv_e * kvb / r->kv_gbps * 1e-6;
+    if (md->attn == ST_ATTN_EAGER) kv_ms += 2.0 * B * (double)m->n_head * n * 4.0 / r->bw_gbps * 1e-6;
+    double at_ms = ST_MAX(kv_ms, B * 4.0 * (double)m->n_head * (double)m->head_dim * n / (r->fp32_tflops * 1e9));
+    double act_ms = B * act_elems(m) * 8.0 / r->bw_gbps * 1e-6;
+    double launch_ms = kernels_per_layer(m, r, wc, md->attn) * r->launch_us * 1e-3;
+    if (bound) *bound = launch_ms > mm_ms + at_ms ? "launches" : w_ms >= c_ms || at_ms > mm_ms ? "bandwidth"
+                                                                                              : "compute";
+    return mm_ms + at_ms + act_ms + launch_ms;
 }
 
+/* Prefill of one chunk of C tokens (attention over n = prompt / 2 keys on
+ * average): the GEMMs (compute-bound at chunk sizes, or the weight read), the
+ * dequantisation of weights not stored in the compute dtype (GPU: one matrix
+ * at a time into scratch, written and read), attention, the activations that
+ * the elementwise kernels stream, and the fixed cost per kernel. */
 double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                            const struct pl_rates *r, st_prec p, const struct pl_mode *md, int64_t l) {
     double C = (double)req->prefill_chunk, n = (double)pl_prompt(req) / 2.0;
     double kvb = (double)st_dtype_block_bytes(md->kv);
     double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
-    double bytes = (double)m->layer_bytes[l] + C * kv_e * kvb + C * act_elems(m) * 8.0;
-    if (md->attn == ST_ATTN_FLASH) bytes += ceil(C / 64.0) * n * kv_e * kvb;
-    else bytes += n * kv_e * kvb + 2.0 * (double)m->n_head * C * n * 4.0;
-    double mem_ms = bytes / r->bw_gbps * 1e-6;
-    double mm = C * m->layer_flops[l];
-    double at = 4.0 * (double)m->n_head * (double)m->head_dim * C * n;
-    double comp_ms = mm / (r->prec_tflops[p] * 1e9) +
-                     at / ((md->attn == ST_ATTN_FLASH ? r->prec_tflops[p] : r->fp32_tflops) * 1e9);
-    return ST_MAX(mem_ms, comp_ms) + kernels_per_layer(m, md->attn) * r->launch_us * 1e-3;
+    double w = (double)m->layer_bytes[l], elems = m->layer_flops[l] / 2.0;
+    double mm_ms = ST_MAX(w / r->bw_gbps * 1e-6, C * m->layer_flops[l] / (r->prec_tflops[p] * 1e9));
+    st_dtype compute = p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
+    double dq_ms = 0;
+    if (!r->cpu && m->matrix_dtype != compute)
+        dq_ms = 2.0 * elems * (double)st_dtype_block_bytes(compute) / r->bw_gbps * 1e-6;
+    double at_flops = 4.0 * (double)m->n_head * (double)m->head_dim * C * n;
+    double at_ms;
+    if (md->attn == ST_ATTN_FLASH)      /* K/V re-read once per 64-query tile */
+        at_ms = at_flops / (r->attn_tflops[p] * 1e9) + ceil(C / 64.0) * n * kv_e * kvb / r->bw_gbps * 1e-6;
+    else                                /* fp32 scores of every head written and read back */
+        at_ms = at_flops / (r->fp32_tflops * 1e9) +
+                (n * kv_e * kvb + 2.0 * 2.0 * (double)m->n_head * C * n * 4.0) / r->bw_gbps * 1e-6;
+    double act_ms = C * act_elems(m) * 8.0 / r->bw_gbps * 1e-6;
+    return mm_ms + dq_ms + at_ms + act_ms +
+           kernels_per_layer(m, r, layer_class(m, l), md->attn) * r->launch_us * 1e-3;
 }
 
 uint64_t pl_layer_mem(const struct st_plan_model *m, const struct st_plan_request *req, const struct pl_mode *md,
@@ -163,14 +259,18 @@ uint64_t pl_layer_mem(const struct st_plan_model *m, const struct st_plan_reques
     return m->layer_bytes[l] + st_plan_kv_bytes(m, md->kv, 1, req->context, req->batch);
 }
 
-/* embedding lookup on the first stage; final norm, lm_head GEMV and argmax on the last */
+/* Per stage: its fixed cost (graph launch, events); the embedding gather on
+ * the first stage; final norm, lm_head GEMV and argmax on the last. */
 double pl_fixed_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                           const struct pl_rates *r, bool first, bool last) {
-    double B = (double)req->batch, t = 0;
+    double B = (double)req->batch, t = r->stage_us * 1e-3;
     if (first) t += (B * (double)m->embd_bytes / (double)m->n_vocab) / r->bw_gbps * 1e-6 + r->launch_us * 1e-3;
     if (last) {
-        double bytes = (double)(m->output_norm_bytes + m->lm_head_bytes) + B * (double)m->n_vocab * 4.0;
-        double mem_ms = bytes / r->weight_bw_gbps * 1e-6;
+        double w = (double)(m->output_norm_bytes + m->lm_head_bytes);
+        enum pl_wclass wc = pl_wclass_of((double)m->lm_head_bytes, (double)m->n_vocab * (double)m->n_embd);
+        bool gemv = req->batch <= PL_GEMV_MAX_BATCH;
+        double mem_ms = (gemv ? w / r->gemv_gbps[wc] : w / r->bw_gbps) * 1e-6 +
+                        B * (double)m->n_vocab * 4.0 / r->bw_gbps * 1e-6;
         double comp_ms = B * m->output_flops / (r->fp32_tflops * 1e9);
         t += ST_MAX(mem_ms, comp_ms) + 3 * r->launch_us * 1e-3;
     }
@@ -181,10 +281,10 @@ double pl_fixed_prefill_ms(const struct st_plan_model *m, const struct st_plan_r
                            const struct pl_rates *r, bool first, bool last) {
     struct st_plan_request one = *req;
     one.batch = 1;                      /* a prefill computes the logits of its last token only */
-    double t = 0;
+    double t = r->stage_us * 1e-3;
     if (first) t += ((double)req->prefill_chunk * (double)m->embd_bytes / (double)m->n_vocab) / r->bw_gbps * 1e-6 +
                     r->launch_us * 1e-3;
-    if (last) t += pl_fixed_decode_ms(m, &one, r, false, true);
+    if (last) t += pl_fixed_decode_ms(m, &one, r, false, true) - r->stage_us * 1e-3;
     return t;
 }
 
@@ -221,6 +321,7 @@ const char *pl_link_name(st_link_kind k) {
     case ST_LINK_PCIE: return "pcie";
     case ST_LINK_NVLINK: return "nvlink";
     case ST_LINK_SAME: return "same";
+    case ST_LINK_NETWORK: return "network";
     default: return "unknown";
     }
 }
@@ -269,6 +370,45 @@ struct st_plan_link st_plan_link_default(const struct st_plan_device *a, const s
 void st_plan_links_default(const struct st_plan_device *devs, int n, struct st_plan_link *out) {
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++) out[a * n + b] = st_plan_link_default(&devs[a], &devs[b], NULL);
+}
+
+/* Effective figures: TCP carries about 94% of the Ethernet line rate, RDMA
+ * about 96% of InfiniBand's data rate; latencies are typical one-way
+ * small-message times (kernel TCP stack; verbs for InfiniBand). */
+static const struct st_plan_network_preset networks[] = {
+    {"1gbe", "1 Gbit/s Ethernet (TCP)", 0.1175, 60.0},
+    {"10gbe", "10 Gbit/s Ethernet (TCP)", 1.175, 30.0},
+    {"25gbe", "25 Gbit/s Ethernet (TCP)", 2.94, 20.0},
+    {"40gbe", "40 Gbit/s Ethernet (TCP)", 4.7, 15.0},
+    {"100gbe", "100 Gbit/s Ethernet (TCP)", 11.75, 10.0},
+    {"ib-edr", "100 Gbit/s InfiniBand EDR (RDMA)", 12.0, 2.0},
+    {"ib-hdr", "200 Gbit/s InfiniBand HDR (RDMA)", 24.0, 2.0},
+    {"ib-ndr", "400 Gbit/s InfiniBand NDR (RDMA)", 48.0, 2.0},
+};
+
+int st_plan_network_count(void) { return (int)ST_ARRAY_LEN(networks); }
+
+const struct st_plan_network_preset *st_plan_network_at(int i) {
+    return i >= 0 && i < (int)ST_ARRAY_LEN(networks) ? &networks[i] : NULL;
+}
+
+const struct st_plan_network_preset *st_plan_network_find(const char *name) {
+    for (size_t i = 0; name && i < ST_ARRAY_LEN(networks); i++)
+        if (!strcasecmp(name, networks[i].name)) return &networks[i];
+    return NULL;
+}
+
+struct st_plan_link st_plan_link_network(const struct st_plan_device *a, const struct st_plan_device *b,
+                                         double bandwidth_gbps, double latency_us) {
+    struct st_plan_link l = {.kind = ST_LINK_NETWORK, .latency_us = latency_us, .bandwidth_gbps = bandwidth_gbps};
+    const struct st_plan_device *ends[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        if (ends[i]->is_cpu) continue;
+        l.via_host = true;      /* a GPU end copies through host memory (NCCL over sockets stages too) */
+        l.latency_us += 15.0;
+        l.bandwidth_gbps = ST_MIN(l.bandwidth_gbps, pcie_gbps(ends[i]->info.pcie_gen, ends[i]->info.pcie_width));
+    }
+    return l;
 }
 
 double pl_hop_ms(const struct st_plan_model *m, const struct st_plan_request *req, const struct st_plan_link *l,

@@ -34,9 +34,9 @@ st_status st_plan_write_json(FILE *f, const st_plan *p) {
     for (int i = 0; i < p->n_devices; i++) {
         const struct st_plan_device *d = &p->devices[i];
         const struct st_caps *c = &d->info.caps;
-        json_array_append_new(devs, json_pack("{s:s, s:s, s:s, s:s, s:[i,i], s:{s:b,s:b,s:b,s:b,s:b}, s:I, s:I, "
+        json_array_append_new(devs, json_pack("{s:s, s:s, s:i, s:s, s:s, s:[i,i], s:{s:b,s:b,s:b,s:b,s:b}, s:I, s:I, "
             "s:{s:f,s:f,s:f,s:f,s:b}}",
-            "select", d->select, "label", d->label, "name", d->info.name, "catalog", d->info.catalog,
+            "select", d->select, "label", d->label, "rank", d->rank, "name", d->info.name, "catalog", d->info.catalog,
             "cc", c->cc_major, c->cc_minor, "caps", "fp16_arith", c->fp16_arith, "fp32_accum_fp16", c->fp32_accum_fp16,
             "bf16", c->bf16, "tensor_cores", c->tensor_cores, "flash_attn", c->flash_attn,
             "memory_bytes", (json_int_t)d->info.mem_total_bytes, "usable_bytes", (json_int_t)st_plan_device_usable(d),

@@ -37,6 +37,8 @@ static const struct st_plan_preset presets[] = {
      "huggingface.co/Qwen/Qwen3-14B/blob/main/config.json"},
     {"qwen3-32b", ST_ARCH_QWEN3, 64, 5120, 25600, 64, 8, 128, 151936, 40960, false, false, true,
      "huggingface.co/Qwen/Qwen3-32B/blob/main/config.json"},
+    {"llama-2-7b", ST_ARCH_LLAMA, 32, 4096, 11008, 32, 32, 128, 32000, 4096, false, false, false,
+     "huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json"},
     {"llama-3.1-8b", ST_ARCH_LLAMA, 32, 4096, 14336, 32, 8, 128, 128256, 131072, false, false, false,
      "huggingface.co/meta-llama/Llama-3.1-8B-Instruct/blob/main/config.json"},
     {"llama-3.1-70b", ST_ARCH_LLAMA, 80, 8192, 28672, 64, 8, 128, 128256, 131072, false, false, false,
@@ -205,8 +207,8 @@ st_status st_plan_model_from_preset(const char *preset, const char *quant, struc
         const char *near = preset ? st_nearest_word(preset, names, ST_ARRAY_LEN(names)) : NULL;
         st_error_set(ST_ERR_CONFIG, "model preset '%s' is not known", preset ? preset : "(null)");
         if (near) return st_error_hint("did you mean '%s'? configs/presets.yaml lists the presets", near);
-        return st_error_hint("presets: qwen2.5-0.5b ... qwen2.5-72b, qwen3-0.6b ... qwen3-32b, llama-3.1-8b, "
-                             "llama-3.1-70b (configs/presets.yaml)");
+        return st_error_hint("presets: qwen2.5-0.5b ... qwen2.5-72b, qwen3-0.6b ... qwen3-32b, llama-2-7b, "
+                             "llama-3.1-8b, llama-3.1-70b, llama-3.3-70b (configs/presets.yaml)");
     }
     if (!quant || !quant[0]) quant = "bf16";
     enum mix mix;

@@ -149,6 +149,9 @@ static void perf_reasons(st_plan *p, const struct st_plan_request *req) {
                   p->n_stages, (long long)p->batch);
 }
 
+static bool replan(const struct st_plan_model *m, const struct st_plan_device *devs, int n, const struct st_plan_link *links,
+                   const struct st_plan_request *req, double *tok_s, uint64_t *missing);
+
 static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
     const struct st_plan_model *m = &p->model;
     for (int s = 0; s < p->n_stages; s++) {
@@ -228,28 +231,69 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
                  one.bound);
     }
     if (line[0]) pl_reason(p, "decode time of one layer: %s", line);
+    /* the fastest layer among the devices that hold stages, to say why another stays idle */
+    int64_t mid = m->n_layer > 2 ? m->n_layer / 2 : 0;
+    double used_ms = 0;
+    int used_dev = -1;
+    for (int s = 0; s < p->n_stages; s++) {
+        struct st_plan_stage one;
+        int d = p->stages[s].device;
+        if (st_plan_stage_eval(m, &p->devices[d], req, mid, mid, &one, NULL, 0) &&
+            (used_dev < 0 || one.decode_ms < used_ms)) {
+            used_ms = one.decode_ms;
+            used_dev = d;
+        }
+    }
     for (int d = 0; d < p->n_devices; d++) {
         bool used = false;
         for (int s = 0; s < p->n_stages; s++) used |= p->stages[s].device == d;
         if (used) continue;
         struct st_plan_stage one;
         char why[320];
-        int64_t mid = m->n_layer > 2 ? m->n_layer / 2 : 0;
         if (!st_plan_stage_eval(m, &p->devices[d], req, mid, mid, &one, why, sizeof why))
             pl_reason(p, "device %s unused: it cannot hold a single layer (%s)", p->devices[d].label, why);
         else if (p->manual)
             pl_reason(p, "device %s unused: the manual placement does not name it", p->devices[d].label);
+        else if (used_dev >= 0 && one.decode_ms >= used_ms && p->objective == ST_PLAN_LATENCY)
+            pl_reason(p, "device %s unused: a layer takes %.3f ms there and %.3f ms on %s, so every layer moved there "
+                      "would make each decode step slower, and the hop between them adds latency too; for one stream "
+                      "(objective latency) leaving %s idle is the fastest plan. With objective: throughput the cards "
+                      "work on different batches at once and both may carry layers", p->devices[d].label,
+                      one.decode_ms, used_ms, p->devices[used_dev].label, p->devices[d].label);
+        else if (used_dev >= 0 && one.decode_ms >= used_ms)
+            pl_reason(p, "device %s unused: a layer takes %.3f ms there and %.3f ms on %s; a stage there would be the "
+                      "slowest of the pipeline", p->devices[d].label, one.decode_ms, used_ms,
+                      p->devices[used_dev].label);
         else
-            pl_reason(p, "device %s unused: every plan that includes it is slower under the %s objective (one layer "
-                      "there takes %.3f ms; each hop adds latency)", p->devices[d].label,
-                      st_plan_objective_name(p->objective), one.decode_ms);
+            pl_reason(p, "device %s unused: its layers are faster (%.3f ms each) but every plan that includes it is "
+                      "slower under the %s objective: the hops, the embedding or the output head cost more than its "
+                      "layers save", p->devices[d].label, one.decode_ms, st_plan_objective_name(p->objective));
+    }
+    /* a pipeline against the best single device: why spreading over several pays */
+    if (p->objective == ST_PLAN_THROUGHPUT && p->n_stages > 1 && !p->manual) {
+        double best = 0;
+        int best_dev = -1;
+        for (int d = 0; d < p->n_devices; d++) {
+            struct st_plan_link self = st_plan_link_default(&p->devices[d], &p->devices[d], NULL);
+            double t;
+            if (replan(m, &p->devices[d], 1, &self, req, &t, NULL) && t > best) { best = t; best_dev = d; }
+        }
+        if (best_dev >= 0)
+            pl_reason(p, "spreading pays: with the pipeline full every stage works on another batch and the slowest "
+                      "stage sets the pace, %.1f tok/s; the best single device, %s alone, would give %.1f tok/s "
+                      "(%.2fx)", p->decode_tok_s, p->devices[best_dev].label, best, p->decode_tok_s / best);
+        else
+            pl_reason(p, "spreading is needed: no single device holds the model with this context and batch");
     }
     for (int h = 0; h < p->n_hops; h++) {
         const struct st_plan_hop *hp = &p->hops[h];
         char a[24];
-        pl_reason(p, "hop %d->%d (%s -> %s): %s%s, %.1f GB/s, %.0f us latency: %s per decode step (%.4f ms), "
+        const int ra = p->devices[p->stages[h].device].rank, rb = p->devices[p->stages[h + 1].device].rank;
+        char across[96] = "";
+        if (ra != rb) snprintf(across, sizeof across, " from rank %d to rank %d over the network", ra, rb);
+        pl_reason(p, "hop %d->%d (%s -> %s)%s: %s%s, %.2f GB/s, %.0f us latency: %s per decode step (%.4f ms), "
                   "%s per prefill chunk (%.3f ms); the residual stream crosses in fp32", h, h + 1,
-                  p->devices[p->stages[h].device].label, p->devices[p->stages[h + 1].device].label,
+                  p->devices[p->stages[h].device].label, p->devices[p->stages[h + 1].device].label, across,
                   pl_link_name(hp->link.kind), hp->link.via_host ? " via host" : "", hp->link.bandwidth_gbps,
                   hp->link.latency_us, fmtb(hp->decode_bytes, a), hp->decode_ms, fmtb(hp->prefill_bytes, (char[24]){0}),
                   hp->prefill_ms);
@@ -299,6 +343,43 @@ static struct st_plan_suggestion *suggest_one_more(st_plan *p, const struct st_p
     free(devs);
     free(links);
     return g;
+}
+
+/* Why an added device does not make the model fit: how many layers it could
+ * hold on its own (a middle range: no embedding, no head) and what a layer
+ * costs there; appended to the suggestion's text. */
+static void capacity_note(const st_plan *p, const struct st_plan_device *dv, const struct st_plan_request *req,
+                          char *buf, size_t cap) {
+    buf[0] = 0;
+    const struct st_plan_model *m = &p->model;
+    int64_t first = m->n_layer > 2 ? 1 : 0, last_ok = first - 1;
+    int64_t end = m->n_layer > 2 ? m->n_layer - 2 : m->n_layer - 1;
+    struct st_plan_stage st, best;
+    char why[320] = "";
+    memset(&best, 0, sizeof best);
+    for (int64_t l = first; l <= end; l++) {
+        if (!st_plan_stage_eval(m, dv, req, first, l, &st, last_ok < first ? why : NULL, sizeof why)) break;
+        best = st;
+        last_ok = l;
+    }
+    int64_t k = last_ok - first + 1;
+    char a[24], b[24];
+    if (k <= 0) snprintf(buf, cap, ": it cannot hold one layer (%s)", why);
+    else snprintf(buf, cap, ": at most %lld of %lld layers fit it (%s KV %s a layer, workspace %s), too few",
+                  (long long)k, (long long)m->n_layer, st_dtype_name(best.kv_dtype),
+                  fmtb(best.mem.kv / (uint64_t)k, a), fmtb(best.mem.workspace, b));
+}
+
+/* what + note in a suggestion's text; a short form of what when both do not fit. */
+static void with_note(struct st_plan_suggestion *g, const char *short_what, const char *note) {
+    size_t a = strlen(g->what), b = strlen(note), cap = sizeof g->what;
+    if (a + b >= cap) {
+        a = strlen(short_what);
+        memmove(g->what, short_what, a);
+    }
+    if (a + b >= cap) b = cap - 1 - a;
+    memcpy(g->what + a, note, b);
+    g->what[a + b] = 0;
 }
 
 static void suggest(st_plan *p, const struct st_plan_request *req) {
@@ -385,9 +466,15 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
         int best = 0;
         for (int d = 1; d < p->n_devices; d++)
             if (st_plan_device_usable(&p->devices[d]) > st_plan_device_usable(&p->devices[best])) best = d;
-        if ((g = suggest_one_more(p, &p->devices[best], req)))
+        if ((g = suggest_one_more(p, &p->devices[best], req))) {
             snprintf(g->what, sizeof g->what, "one more %s (%s usable)", p->devices[best].label,
                      fmtb(st_plan_device_usable(&p->devices[best]), (char[24]){0}));
+            if (!g->fits && !g->bytes_short) {
+                char note[160];
+                capacity_note(p, &p->devices[best], req, note, sizeof note);
+                with_note(g, "one more", note);
+            }
+        }
     }
     /* CPU offload */
     bool have_cpu = false;
@@ -407,10 +494,16 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
             ci.mem_total_bytes = ci.mem_free_bytes = 64ull << 30;
             st_plan_device_init(&cpu, &ci);
         }
-        if ((g = suggest_one_more(p, &cpu, req)))
+        if ((g = suggest_one_more(p, &cpu, req))) {
             snprintf(g->what, sizeof g->what, "CPU offload to %s (%s usable%s)", cpu.info.name,
                      fmtb(st_plan_device_usable(&cpu), (char[24]){0}),
                      assumed ? ", an assumed host: 64 GiB free, 25 GB/s" : "");
+            if (!g->fits && !g->bytes_short) {
+                char note[160];
+                capacity_note(p, &cpu, req, note, sizeof note);
+                with_note(g, "CPU offload", note);
+            }
+        }
     }
 }
 

@@ -4,29 +4,92 @@
 
 #include "planner/planner.h"
 
-/* Efficiency factors applied to catalog (peak) figures; docs/planner.md
- * explains each. A probe profile's measured bandwidth replaces PL_EFF_BW. */
-#define PL_EFF_BW_GPU      0.75   /* decode GEMV streams weights at 75% of peak */
-#define PL_EFF_BW_CPU      0.70
-#define PL_EFF_FP32_GPU    0.70   /* SGEMM on CUDA cores */
-#define PL_EFF_TENSOR_GPU  0.50   /* fp16/bf16 tensor-core GEMM incl. dequantisation */
-#define PL_EFF_FP32_CPU    0.50
-#define PL_LAUNCH_US_GPU   4.0    /* per kernel in a captured decode step */
-#define PL_LAUNCH_US_CPU   2.0    /* per op: thread-pool fork/join */
+/* ---- the cost model's calibration: one table -------------------------------
+ *
+ * Catalog (peak) figures become effective ones through the rows below;
+ * docs/planner.md §Cost model says where each number comes from and
+ * bench/measured.yaml holds the measurements they are checked against
+ * (tests/planner/test_measured.c: every prediction within 10%). Re-calibrating
+ * after a kernel change = editing a row here and adding the new measurement
+ * to bench/measured.yaml.
+ *
+ * A device takes the generation row of its compute capability (the CPU row
+ * for the CPU), then a card row with its catalog key overrides the fields it
+ * sets (non-zero). A probe profile replaces what it measured: copy bandwidth,
+ * GEMV rates per dtype, GEMM rates, launch cost. */
+
+/* Stored weights as a decode GEMV sees them, by bits per weight. */
+enum pl_wclass {
+    PL_WC_F32 = 0,               /* fp32: one FMA per 4 bytes */
+    PL_WC_F16,                   /* f16 / bf16: widened in registers */
+    PL_WC_Q8,                    /* q8_0 (8.5 bits): int8 + a scale per 32 */
+    PL_WC_Q4,                    /* 4 to 6.6 bits (q4_0 ... q5_1, iq4_nl, q4_k ... q6_k): unpack, then dp4a
+                                    (cc >= 6.1) or an fp32 dequantise-and-FMA (Maxwell, CPU) */
+    PL_N_WC
+};
+
+struct pl_eff {
+    const char *key;             /* generation ("hopper"), "cpu", or a catalog key for a card row */
+    int cc_min;                  /* generation rows: lowest 10 * major + minor they cover; -1 card row; 0 CPU */
+    double copy;                 /* copy bandwidth (bytes read + written) / datasheet bandwidth */
+    double gemv[PL_N_WC];        /* batch-1 GEMV, weight bytes per second / copy bandwidth, per class */
+    double kv;                   /* decode attention reading the KV cache / copy bandwidth */
+    double kernel_us;            /* per kernel of a decode step: launch gap + a small kernel's run (GPU: the
+                                    step is one CUDA graph per stage); CPU: fork/join of one op */
+    double stage_us;             /* per stage and step: graph launch, events, the stage's host work */
+    double sgemm;                /* fp32 GEMM at prefill sizes / fp32 peak */
+    double tensor;               /* f16/bf16 tensor-core GEMM at prefill sizes / tensor peak */
+    double attn;                 /* flash attention's two matmuls / the same tensor rate */
+};
+
+/* The table. Generation rows in order of cc_min; card rows after them.
+ * Measured (docs/planner.md §Calibration): the hopper row's copy, gemv f32/f16,
+ * kernel, stage and tensor figures (H100, bench/measured.yaml) and the h200
+ * card row's copy. The other rows copy Hopper's kernel factors (the same
+ * kernels run everywhere) and assume their memory's copy efficiency and a
+ * small kernel's cost at their clocks: defaults until a card of that
+ * generation is measured. */
+static const struct pl_eff pl_eff_table[] = {
+    /*  key     cc_min  copy   gemv: f32   f16   q8    q4    kv   kernel stage sgemm tensor attn */
+    {"cpu",        0, 0.70,  {1.00, 0.90, 0.80, 0.70}, 1.00, 2.0, 10.0, 0.50, 0.00, 0.00},
+    {"maxwell",   50, 0.80,  {1.00, 0.94, 0.75, 0.75}, 0.50, 4.0, 45.0, 0.70, 0.00, 0.00},
+    {"pascal",    60, 0.80,  {1.00, 0.94, 0.85, 0.85}, 0.50, 3.5, 45.0, 0.75, 0.00, 0.00},
+    {"volta",     70, 0.87,  {1.00, 0.94, 0.85, 0.85}, 0.50, 3.0, 45.0, 0.75, 0.57, 0.40},
+    {"turing",    75, 0.80,  {1.00, 0.94, 0.85, 0.85}, 0.50, 3.0, 45.0, 0.75, 0.57, 0.40},
+    {"ampere",    80, 0.87,  {1.00, 0.94, 0.85, 0.85}, 0.50, 2.5, 45.0, 0.75, 0.57, 0.40},
+    {"ada",       89, 0.87,  {1.00, 0.94, 0.85, 0.85}, 0.50, 2.2, 45.0, 0.75, 0.57, 0.40},
+    {"hopper",    90, 0.873, {1.00, 0.94, 0.85, 0.85}, 0.50, 2.1, 45.0, 0.75, 0.57, 0.40},
+    /* cards whose memory reaches another fraction of its datasheet bandwidth than their generation's row */
+    {"h200",      -1, 0.84,  {0, 0, 0, 0}, 0, 0, 0, 0, 0, 0},
+};
+#define PL_N_EFF ((int)(sizeof pl_eff_table / sizeof pl_eff_table[0]))
+
 #define PL_OVERHEAD_GPU    (512ull << 20)
 #define PL_OVERHEAD_CPU    (256ull << 20)
 #define PL_GEMV_MAX_BATCH  8      /* decode batches up to this use the fp32 GEMV path */
 
 #define PL_N_PREC 3
 
-/* Effective rates of one device. */
+/* Effective rates of one device (GB/s, TFLOPS, microseconds). */
 struct pl_rates {
-    double bw_gbps;              /* KV, activations */
-    double weight_bw_gbps;       /* streaming the stored weights (a probed GEMV rate when known) */
+    const char *row;             /* the generation row used ("hopper"), for reasons */
+    double bw_gbps;              /* copy bandwidth: activations, scores, weights of prefill GEMMs */
+    double gemv_gbps[PL_N_WC];   /* decode GEMV streaming each weight class (a probed GEMV rate when known) */
+    double kv_gbps;              /* decode attention reading the KV cache */
     double fp32_tflops;
     double prec_tflops[PL_N_PREC];  /* matmul rate at each stage precision */
-    double launch_us;
+    double attn_tflops[PL_N_PREC];  /* flash attention's matmuls at each precision */
+    double launch_us;            /* per kernel */
+    double stage_us;             /* per stage and step */
+    bool cpu;
+    bool dp4a;                   /* quantized GEMVs quantize x to int8 first (cc >= 6.1): one more kernel each */
 };
+
+/* The row a device uses, merged (generation row, then its card row). */
+struct pl_eff pl_eff_of(const struct st_plan_device *d);
+/* Weight class of bytes holding elems weights (bits per weight). */
+enum pl_wclass pl_wclass_of(double bytes, double elems);
+const char *pl_wclass_name(enum pl_wclass c);
 
 /* What a device can do at precision p under the request. */
 struct pl_mode {

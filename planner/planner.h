@@ -89,6 +89,8 @@ struct st_plan_device {
     int force_prec;              /* -1 = choose, else an st_prec the stage must use */
     int force_attn;              /* -1 = choose, else an st_attn_kind */
     bool is_cpu;
+    int rank;                    /* MPI rank (host) that owns the device; 0 in one process. Hops between
+                                    devices of different ranks cross the network (st_plan_link_network) */
 };
 
 /* Fills d from info with the documented defaults (docs/planner.md): runtime
@@ -114,6 +116,31 @@ struct st_plan_link st_plan_link_default(const struct st_plan_device *a, const s
                                          const struct st_p2p *p2p);
 /* Fills an n x n matrix (row-major, out[a * n + b]) with st_plan_link_default without P2P facts. */
 void st_plan_links_default(const struct st_plan_device *devs, int n, struct st_plan_link *out);
+
+/* ---- networks between hosts (devices of different MPI ranks) ---------------
+ * A hop between ranks moves the fp32 residual over the network: a GPU end
+ * first copies it to host memory (and the receiving GPU back), which adds
+ * PCIe latency; NCCL between two GPUs and MPI for a CPU end both see the
+ * network's bandwidth. Presets are effective figures (about 94% of the line
+ * rate for TCP, 96% for InfiniBand) and typical one-way small-message latency;
+ * docs/multihost.md lists them with their sources. */
+struct st_plan_network_preset {
+    const char *name;            /* "10gbe", "ib-edr", ... */
+    const char *what;            /* "10 Gbit/s Ethernet (TCP)" */
+    double bandwidth_gbps;       /* effective GB/s (1e9 bytes/s), one way */
+    double latency_us;           /* one small message, one way */
+};
+/* The preset named (case-insensitive; "10GbE" == "10gbe"), or NULL. */
+const struct st_plan_network_preset *st_plan_network_find(const char *name);
+int st_plan_network_count(void);
+const struct st_plan_network_preset *st_plan_network_at(int i);   /* NULL when out of range */
+#define ST_PLAN_NETWORK_DEFAULT "10gbe"   /* assumed when the config has no network: and nothing was probed */
+/* The link between a (rank ra) and b (rank rb) on different hosts over a
+ * network of that bandwidth and latency: kind NETWORK, via_host when an end
+ * is a GPU (its PCIe copy's latency is added; the bandwidth is the lower of
+ * the network's and the PCIe link's). */
+struct st_plan_link st_plan_link_network(const struct st_plan_device *a, const struct st_plan_device *b,
+                                         double bandwidth_gbps, double latency_us);
 
 /* ---- the request ------------------------------------------------------- */
 

@@ -40,16 +40,21 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
         }
         return;
     }
-    fprintf(f, "\n%s%-5s %-20s %-12s %-5s %-6s %11s %11s %11s %11s / %-11s%s\n", st_color(f, "1"), "stage", "device",
-            "layers", "prec", "attn", "weights", "KV", "workspace", "total", "usable", st_color_reset(f));
+    bool ranks = false;   /* several hosts: a rank column */
+    for (int i = 0; i < p->n_devices; i++) ranks |= p->devices[i].rank != 0;
+    fprintf(f, "\n%s%-5s %-20s %s%-12s %-5s %-6s %11s %11s %11s %11s / %-11s%s\n", st_color(f, "1"), "stage", "device",
+            ranks ? "rank " : "", "layers", "prec", "attn", "weights", "KV", "workspace", "total", "usable",
+            st_color_reset(f));
     for (int s = 0; s < p->n_stages; s++) {
         const struct st_plan_stage *st = &p->stages[s];
         char layers[32];
         snprintf(layers, sizeof layers, "%lld-%lld%s%s", (long long)st->first, (long long)st->last,
                  st->has_embedding ? " E" : "", st->has_output ? " O" : "");
         double pct = st->mem.usable ? 100.0 * (double)st->mem.total / (double)st->mem.usable : 0;
-        fprintf(f, "%-5d %-20s %-12s %-5s %-6s %11s %11s %11s %11s / %-11s (%.0f%%)\n", s,
-                p->devices[st->device].label, layers, st_prec_name(st->prec), st_attn_name(st->attn),
+        char rk[16] = "";
+        if (ranks) snprintf(rk, sizeof rk, "%-4d ", p->devices[st->device].rank);
+        fprintf(f, "%-5d %-20s %s%-12s %-5s %-6s %11s %11s %11s %11s / %-11s (%.0f%%)\n", s,
+                p->devices[st->device].label, rk, layers, st_prec_name(st->prec), st_attn_name(st->attn),
                 B(st->mem.weights, a), B(st->mem.kv, b), B(st->mem.workspace, c), B(st->mem.total, d),
                 B(st->mem.usable, e), pct);
     }
@@ -59,10 +64,13 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
         fprintf(f, "\n%slinks%s\n", st_color(f, "1"), st_color_reset(f));
         for (int h = 0; h < p->n_hops; h++) {
             const struct st_plan_hop *hp = &p->hops[h];
-            fprintf(f, "  %d -> %d  %-6s%-9s %7.1f GB/s %5.0f us   %10s/step %8.4f ms   %10s/chunk %8.3f ms\n", h,
+            int ra = p->devices[p->stages[h].device].rank, rb = p->devices[p->stages[h + 1].device].rank;
+            char across[32] = "";
+            if (ra != rb) snprintf(across, sizeof across, "   rank %d -> %d", ra, rb);
+            fprintf(f, "  %d -> %d  %-7s%-9s %7.2f GB/s %5.0f us   %10s/step %8.4f ms   %10s/chunk %8.3f ms%s\n", h,
                     h + 1, pl_link_name(hp->link.kind), hp->link.via_host ? " via host" : "",
                     hp->link.bandwidth_gbps, hp->link.latency_us, B(hp->decode_bytes, a), hp->decode_ms,
-                    B(hp->prefill_bytes, b), hp->prefill_ms);
+                    B(hp->prefill_bytes, b), hp->prefill_ms, across);
         }
     }
     fprintf(f, "\n%spredicted%s: decode %.1f tok/s (%.2f ms per step at %lld tokens of context%s), prefill %.0f "

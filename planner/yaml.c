@@ -65,7 +65,7 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
         fprintf(f, "  - select: "); pl_yaml_quote(f, d->select);
         fprintf(f, "\n    label: "); pl_yaml_quote(f, d->label);
         fprintf(f, "\n    name: "); pl_yaml_quote(f, in->name);
-        fprintf(f, "\n    kind: %s\n    index: %d\n    uuid: ", kind_name(in->kind), in->index);
+        fprintf(f, "\n    kind: %s\n    rank: %d\n    index: %d\n    uuid: ", kind_name(in->kind), d->rank, in->index);
         pl_yaml_quote(f, in->uuid);
         fprintf(f, "\n    catalog: "); pl_yaml_quote(f, in->catalog);
         fprintf(f, "\n    cc: [%d, %d]\n", c->cc_major, c->cc_minor);
@@ -248,9 +248,9 @@ static st_status enum_of(struct pl_yaml *r, yaml_node_t *map, const char *key, c
 
 static st_status read_link(struct pl_yaml *r, yaml_node_t *n, const char *path, struct st_plan_link *l) {
     static const char *const keys[] = {"kind", "via_host", "latency_us", "bandwidth_gbps", NULL};
-    const char *kinds[5];
-    for (int k = 0; k < 5; k++) kinds[k] = pl_link_name((st_link_kind)k);   /* 4: "unknown" */
-    int nk = 5;
+    const char *kinds[6];
+    for (int k = 0; k < 6; k++) kinds[k] = pl_link_name((st_link_kind)k);   /* 4: "unknown", 5: "network" */
+    int nk = 6;
     st_status s;
     if ((s = rd_keys(r, n, path, keys))) return s;
     int k = 0;
@@ -319,7 +319,7 @@ static st_status read_model(struct pl_yaml *r, yaml_node_t *n, struct st_plan_mo
 }
 
 static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_device *d) {
-    static const char *const keys[] = {"select", "label", "name", "kind", "index", "uuid", "catalog", "cc", "caps",
+    static const char *const keys[] = {"select", "label", "name", "kind", "rank", "index", "uuid", "catalog", "cc", "caps",
         "sm_count", "threads", "pcie", "memory_bytes", "free_bytes", "max_memory_bytes", "reserve_bytes",
         "overhead_bytes", "usable_bytes", "perf", "precision", "attention", NULL};
     static const char *const kinds[] = {"cpu", "cuda", "catalog"};
@@ -340,6 +340,12 @@ static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_d
     in->kind = (st_device_kind)k;
     d->is_cpu = in->kind == ST_DEVICE_CPU;
     int64_t v;
+    if (pl_yaml_get(r, n, "rank")) {   /* plans written before multi-host runs have none: rank 0 */
+        I64(n, "rank", v, "device");
+        if (v < 0 || v > 65535)
+            return pl_yaml_err(r, pl_yaml_get(r, n, "rank"), "devices[].rank", "%lld is not an MPI rank", (long long)v);
+        d->rank = (int)v;
+    }
     I64(n, "index", v, "device"); in->index = (int)v;
     I64(n, "sm_count", v, "device"); in->sm_count = (int)v;
     I64(n, "threads", v, "device"); in->threads = (int)v;

@@ -8,7 +8,8 @@
 set -euo pipefail
 
 build_pkgs=(build-essential cmake ninja-build pkg-config git
-            libhwloc-dev libyaml-dev libjansson-dev libpcre2-dev libutf8proc-dev)
+            libhwloc-dev libyaml-dev libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev
+            libopenmpi-dev openmpi-bin)
 test_pkgs=(python3 python3-pip python3-venv librsvg2-bin)
 
 pkgs=("${build_pkgs[@]}")

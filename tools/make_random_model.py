@@ -14,8 +14,9 @@ Shapes:
               into writing the files. No tokenizer: the tests use --tokens.
   tiny-4l     Qwen2ForCausalLM, hidden 64, intermediate 128, 4 layers, 4 heads,
               2 KV heads, vocab 256, untied, f32 (~0.7 MB): the smallest model
-              that four one-layer stages can hold. Committed as
-              tests/gpu/models/tiny-4l (this script with the default seed).
+              that four one-layer stages can hold; with --seed 21
+              the base of tests/gpu/models/tiny-4l (sharpened by
+              tools/fixtures/make_peaked.py).
 
 Weights: embedding N(0, 0.5^2), lm_head and every projection N(0, 1/in),
 q/k/v biases N(0, 0.2^2), norm weights U(0.8, 1.2), like

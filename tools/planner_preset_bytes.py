@@ -80,7 +80,8 @@ def main():
     cases = [('qwen2.5-0.5b', 'q4_k_m'), ('qwen2.5-0.5b', 'bf16'), ('qwen2.5-7b', 'f16'), ('qwen2.5-7b', 'q4_k_m'),
              ('qwen2.5-7b', 'q8_0'), ('qwen2.5-32b', 'q4_k_m'), ('qwen2.5-72b', 'q4_k_m'), ('qwen2.5-72b', 'bf16'),
              ('qwen3-0.6b', 'q6_k'), ('qwen3-8b', 'q5_k_m'), ('llama-3.1-8b', 'q4_k_m'), ('llama-3.1-8b', 'q4_0'),
-             ('llama-3.1-70b', 'q4_k_m')]
+             ('llama-3.1-70b', 'q4_k_m'), ('llama-2-7b', 'q4_0'), ('llama-2-7b', 'f16'),
+             ('llama-2-7b', 'q8_0')]
     out = []
     for name, mix in cases:
         r = model_bytes(presets[name], mix)

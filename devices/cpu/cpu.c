@@ -6,6 +6,7 @@
 #include "kernels/cpu/kernels_cpu.h"
 
 #include <stdatomic.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -143,8 +144,8 @@ struct job {
     enum job_op op;
     int64_t n_units;              /* split evenly over the threads */
     /* arguments (a superset; each op reads its own) */
-    const void *w; st_dtype dt; int64_t rows, cols, n, n_tok, n_head, n_head_kv, head_dim, n_ctx;
-    const float *bias, *cx, *cy; float *x, *y; const int32_t *ids, *pos;
+    const void *w; st_dtype dt; int64_t rows, cols, n, n_tok, n_head, n_head_kv, head_dim, n_ctx, n_slots;
+    const float *bias, *cx, *cy; float *x, *y; const int32_t *ids, *pos, *slot;
     float eps, scale, theta; st_rope_layout layout; const float *ff;
     const void *kc, *vc;
     /* first failure on any thread */
@@ -166,8 +167,8 @@ static void job_task(void *arg, int chunk, int n_chunks) {
         s = st_cpu_rope_part(j->x, j->n_tok, j->n_head, j->head_dim, j->pos, j->theta, j->layout, j->ff, b, e);
         break;
     case JOB_ATTN:
-        s = st_cpu_attention_part(j->kc, j->vc, j->dt, j->n_ctx, j->n_head_kv, j->head_dim, j->cx, j->n_tok,
-                                  j->n_head, j->pos, j->scale, j->y, b, e);
+        s = st_cpu_attention_part(j->kc, j->vc, j->dt, j->n_slots, j->n_ctx, j->n_head_kv, j->head_dim, j->cx,
+                                  j->n_tok, j->n_head, j->pos, j->slot, j->scale, j->y, b, e);
         break;
     case JOB_SWIGLU: st_cpu_swiglu_part(j->cx, j->cy, j->y, b, e); break;
     case JOB_ADD: st_cpu_add_part(j->x, j->cy, b, e); break;
@@ -220,17 +221,21 @@ static st_status cpu_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_hea
 }
 
 static st_status cpu_kv_store(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v,
-                              int64_t n_tok, const int32_t *pos) {
-    if (st_cpu_kv_store(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v, n_tok, pos) != ST_OK)
+                              int64_t n_tok, const int32_t *pos, const int32_t *slot) {
+    if (st_cpu_kv_store(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v, n_tok, pos,
+                        slot) != ST_OK)
         return st_error_prefix("%s", be->info.name);
     return ST_OK;
 }
 
 static st_status cpu_attention(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok,
-                               int64_t n_head, const int32_t *pos, float scale, float *out) {
+                               int64_t n_head, const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale,
+                               float *out) {
+    (void)n_seq;   /* every (token, head) pair is one task either way */
     struct job j = {.op = JOB_ATTN, .n_units = n_tok * n_head, .kc = kv->k, .vc = kv->v, .dt = kv->dtype,
-                    .n_ctx = kv->n_ctx, .n_head_kv = kv->n_head_kv, .head_dim = kv->head_dim, .cx = q,
-                    .n_tok = n_tok, .n_head = n_head, .pos = pos, .scale = scale, .y = out};
+                    .n_slots = kv->n_slots, .n_ctx = kv->n_ctx, .n_head_kv = kv->n_head_kv,
+                    .head_dim = kv->head_dim, .cx = q, .n_tok = n_tok, .n_head = n_head, .pos = pos, .slot = slot,
+                    .scale = scale, .y = out};
     int64_t keys = n_tok > 0 ? (int64_t)pos[n_tok - 1] + 1 : 0;
     return run_job(be, &j, n_tok * n_head * kv->head_dim * ST_MAX(keys, 1) * 4);
 }
@@ -246,6 +251,10 @@ static st_status cpu_add(st_backend *be, float *x, const float *y, int64_t n) {
 }
 
 static st_status cpu_argmax(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id) {
+    (void)be;
+    for (int64_t i = 0; i < n_vocab; i++) {
+        if (!isfinite(logits[i])) { *out_id = -1; return ST_OK; }   /* never a token: the engine reports it */
+    }
     *out_id = st_cpu_argmax(logits, n_vocab);
     return ST_OK;
 }
@@ -277,6 +286,17 @@ static st_status cpu_event_elapsed_ms(st_backend *be, st_event *from, st_event *
     return ST_OK;
 }
 
+/* Every op has completed when it returns: an async download is a copy, an event has passed. */
+static st_status cpu_download_async(st_backend *be, void *dst_host, const void *src, size_t bytes) {
+    return cpu_download(be, dst_host, src, bytes);
+}
+
+static st_status cpu_event_sync(st_backend *be, st_event *ev) {
+    (void)be;
+    (void)ev;
+    return ST_OK;
+}
+
 static const struct st_device_ops cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -303,6 +323,8 @@ static const struct st_device_ops cpu_ops = {
     .event_free = cpu_event_free,
     .event_record = cpu_event_record,
     .event_elapsed_ms = cpu_event_elapsed_ms,
+    .download_async = cpu_download_async,
+    .event_sync = cpu_event_sync,
 };
 
 const struct st_device_ops *st_device_ops_cpu(void) { return &cpu_ops; }

@@ -4,12 +4,19 @@
  *
  * Precision per stage (DESIGN.md):
  *  - sm52_only (a real cc 5.x card, or cfg.maxwell_path to emulate one): fp32
- *    math over the stored weights (GEMV, SIMT GEMM, fp32 cuBLAS), eager
- *    attention, nothing beyond sm_52.
- *  - otherwise: decode GEMVs widen weights in registers (fp32 activations);
- *    prefill GEMMs feed cuBLAS bf16 (f16) inputs when matmul_prec names the
- *    weights' own dtype and the card has tensor cores for it, fp32 otherwise;
- *    flash attention when cfg.attention asks for it (cc >= 8.0). */
+ *    math over the stored weights (GEMV, SIMT GEMM, fp32 cuBLAS; quantized
+ *    weights widened to fp32 in registers, or dequantized to fp32 tiles for
+ *    cuBLAS), eager attention, nothing beyond sm_52.
+ *  - otherwise: decode GEMVs widen float weights in registers (fp32
+ *    activations); quantized weights use integer dot products over x
+ *    quantized to 8 bits per 32 (cc >= 6.1; error bound in
+ *    kernels/cuda/quant.cuh). Prefill GEMMs feed cuBLAS bf16 (f16) inputs when
+ *    matmul_prec names the weights' own dtype — or the weights are quantized,
+ *    dequantized tile by tile — and the card has tensor cores for it, fp32
+ *    otherwise; flash attention when cfg.attention asks for it (cc >= 8.0).
+ *
+ * No op allocates: the scratch is sized at init from cfg.max_tokens
+ * (st_cuda_scratch_bytes) and the GEMMs cut their work to fit it. */
 #include "devices/cuda/cuda-impl.h"
 #include "kernels/cuda/add.cuh"
 #include "kernels/cuda/attn_eager.cuh"
@@ -17,17 +24,22 @@
 #include "kernels/cuda/embed.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/gemv.cuh"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/kv_store.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/sample.cuh"
 #include "kernels/cuda/swiglu.cuh"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)
-#define SCRATCH_INIT_BYTES ((size_t)16 << 20)
+#define SCRATCH_MIN_BYTES ((size_t)16 << 20)   /* split-KV partials and the quantized x of decode steps */
+#define SCRATCH_DEFAULT_TOKENS 512             /* cfg.max_tokens 0: the default prefill chunk */
+#define SWIGLU_ROWS 4096                       /* up-projection rows matmul_swiglu keeps per pass */
 
 static const char *use_name(st_buf_use u) {
     switch (u) {
@@ -63,6 +75,10 @@ static void backend_free(st_backend *be) {
     if (be->cublas_ws) ST_CUDA_IGNORE(cudaFree(be->cublas_ws));
     if (be->scratch) ST_CUDA_IGNORE(cudaFree(be->scratch));
     if (be->flags) ST_CUDA_IGNORE(cudaFreeHost((void *)be->flags));
+    for (int i = 0; i < 2; i++) {
+        if (be->load_stage[i]) ST_CUDA_IGNORE(cudaFreeHost(be->load_stage[i]));
+        if (be->load_done[i]) ST_CUDA_IGNORE(cudaEventDestroy(be->load_done[i]));
+    }
     if (be->stream) ST_CUDA_IGNORE(cudaStreamDestroy(be->stream));
     cudaGetLastError();
     free(be);
@@ -114,8 +130,23 @@ extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_b
     be->cublas_ws_bytes = CUBLAS_WS_BYTES;
     ST_CUDA_CHECK_GOTO(cudaMalloc(&be->cublas_ws, be->cublas_ws_bytes), st, fail);
     ST_CUBLAS_CHECK_GOTO(cublasSetWorkspace(be->cublas, be->cublas_ws, be->cublas_ws_bytes), st, fail);
-    be->scratch_bytes = SCRATCH_INIT_BYTES;
-    ST_CUDA_CHECK_GOTO(cudaMalloc(&be->scratch, be->scratch_bytes), st, fail);
+    be->scratch_bytes = st_cuda_scratch_bytes(cfg->max_tokens);
+    {
+        const cudaError_t e = cudaMalloc(&be->scratch, be->scratch_bytes);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            size_t fr = 0, tot = 0;
+            ST_CUDA_IGNORE(cudaMemGetInfo(&fr, &tot));
+            char a[32], f[32];
+            st = st_error_set(e == cudaErrorMemoryAllocation ? ST_ERR_DEVICE_OOM : ST_ERR_DEVICE,
+                              "%s: out of memory allocating %s of scratch for %lld-token passes (%s free): %s", be->label,
+                              st_format_bytes(be->scratch_bytes, a, sizeof a), (long long)cfg->max_tokens,
+                              st_format_bytes(fr, f, sizeof f), cudaGetErrorString(e));
+            st_error_hint("use a smaller prefill chunk or fewer layers on this device");
+            be->scratch = NULL;
+            goto fail;
+        }
+    }
     ST_CUDA_CHECK_GOTO(cudaHostAlloc((void **)&be->flags, 4 * sizeof(int), cudaHostAllocMapped | cudaHostAllocPortable), st, fail);
     memset((void *)be->flags, 0, 4 * sizeof(int));
     ST_CUDA_CHECK_GOTO(cudaHostGetDevicePointer((void **)&be->flags_dev, (void *)be->flags, 0), st, fail);
@@ -132,6 +163,16 @@ static st_status backend_init(const struct st_device_info *dev, const struct st_
         return st_error_set(ST_ERR_INTERNAL, "CUDA backend asked to drive %s, which is not a CUDA device", dev->name);
     }
     return st_cuda_backend_init_ordinal(dev->index, cfg, out);
+}
+
+extern "C" size_t st_cuda_scratch_bytes(int64_t max_tokens) {
+    const int64_t T = max_tokens > 0 ? max_tokens : SCRATCH_DEFAULT_TOKENS;
+    size_t b = SCRATCH_MIN_BYTES;
+    if (T > ST_GEMV_MAX_TOK) {
+        const size_t gemm = st_gemm_ws_bytes(T) + (((size_t)T * SWIGLU_ROWS * sizeof(float) + 255) & ~(size_t)255);
+        if (gemm > b) b = gemm;
+    }
+    return b;
 }
 
 extern "C" st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes) {
@@ -251,12 +292,69 @@ static st_status be_sync(st_backend *be) {
     return check_flags(be);
 }
 
+/* Copies n bytes with up to `threads` threads (the page cache is read faster in parallel). */
+struct copy_part { uint8_t *dst; const uint8_t *src; size_t n; };
+static void *copy_run(void *arg) {
+    struct copy_part *p = (struct copy_part *)arg;
+    memcpy(p->dst, p->src, p->n);
+    return NULL;
+}
+static void parallel_copy(void *dst, const void *src, size_t n) {
+    enum { MAX_THREADS = 8, MIN_PART = 4 << 20 };
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = (int)ST_MIN((long)MAX_THREADS, ST_MAX(1L, cpus / 2));
+    t = (int)ST_MIN((size_t)t, ST_MAX((size_t)1, n / MIN_PART));
+    struct copy_part parts[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    const size_t per = (n + (size_t)t - 1) / (size_t)t;
+    for (int i = 0; i < t; i++) {
+        size_t at = (size_t)i * per, len = at < n ? ST_MIN(per, n - at) : 0;
+        parts[i] = (struct copy_part){(uint8_t *)dst + at, (const uint8_t *)src + at, len};
+        if (i > 0 && len) started[i] = pthread_create(&tid[i], NULL, copy_run, &parts[i]) == 0;
+    }
+    copy_run(&parts[0]);
+    for (int i = 1; i < t; i++) {
+        if (started[i]) pthread_join(tid[i], NULL);
+        else if (parts[i].n) copy_run(&parts[i]);   /* no thread: this one copies it */
+    }
+}
+
+/* Weights from the (mmap'ed) model file: large tensors go through two pinned
+ * staging buffers, filled by several threads while the other one's DMA runs,
+ * so loading runs near the host-to-device bandwidth instead of a pageable
+ * copy's. Small ones are a plain upload. */
 static st_status be_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
     st_status s = be_alloc(be, bytes, use, out);
     if (s != ST_OK) return s;
-    s = be_upload(be, *out, host_ptr, bytes);
-    if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
-    return s;
+    if (bytes < ((size_t)4 << 20)) {
+        s = be_upload(be, *out, host_ptr, bytes);
+        if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
+        return s;
+    }
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    for (int i = 0; i < 2 && !be->load_stage[0]; i++) {
+        if (!be->load_stage[i] && cudaHostAlloc(&be->load_stage[i], ST_CUDA_LOAD_CHUNK, cudaHostAllocPortable) != cudaSuccess) {
+            cudaGetLastError();
+            be->load_stage[i] = NULL;
+        }
+        if (be->load_stage[i] && !be->load_done[i]) ST_CUDA_CHECK(cudaEventCreateWithFlags(&be->load_done[i], cudaEventDisableTiming));
+    }
+    if (!be->load_stage[0] || !be->load_stage[1]) {   /* no pinned memory to spare: the pageable path */
+        s = be_upload(be, *out, host_ptr, bytes);
+        if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
+        return s;
+    }
+    for (size_t off = 0; off < bytes; off += ST_CUDA_LOAD_CHUNK) {
+        const size_t n = ST_MIN(ST_CUDA_LOAD_CHUNK, bytes - off);
+        const int k = be->load_next;
+        be->load_next ^= 1;
+        ST_CUDA_CHECK(cudaEventSynchronize(be->load_done[k]));   /* its last DMA has read it */
+        parallel_copy(be->load_stage[k], (const uint8_t *)host_ptr + off, n);
+        ST_CUDA_CHECK(cudaMemcpyAsync((uint8_t *)*out + off, be->load_stage[k], n, cudaMemcpyHostToDevice, be->stream));
+        ST_CUDA_CHECK(cudaEventRecord(be->load_done[k], be->stream));
+    }
+    return ST_OK;
 }
 
 /* ---- kernels --------------------------------------------------------------- */
@@ -274,60 +372,116 @@ static st_status be_rmsnorm(st_backend *be, const float *x, const float *w, int6
     return ST_OK;
 }
 
-static st_status be_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
-                           float *y) {
-    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
-    if (n_tok <= ST_GEMV_MAX_TOK) {
-        OP(be, "matmul", st_gemv_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, n_tok, y, be->sm_count, be->stream));
-        return ST_OK;
+/* Quantized weights on the integer path: sm_61+ (dp4a), never the Maxwell path. */
+static bool gemv_int8(const st_backend *be) {
+    return !be->sm52_only && (be->cc_major > 6 || (be->cc_major == 6 && be->cc_minor >= 1));
+}
+
+/* x quantized for the integer GEMV into the scratch (from offset 0), or NULL
+ * where the GEMV multiplies fp32 x (float weights, the Maxwell path). */
+static st_status decode_xq(st_backend *be, bool any_quant, const float *x, int64_t cols, int64_t n_tok, const void **xq,
+                           size_t *used) {
+    *xq = NULL;
+    *used = 0;
+    if (!any_quant || !gemv_int8(be)) return ST_OK;
+    const size_t b = st_gemv_xq_bytes(n_tok, cols);
+    if (!b || b > be->scratch_bytes) return ST_OK;   /* the fp32 path needs no scratch */
+    st_status s = st_gemv_quantize_x_cuda(x, n_tok, cols, be->scratch, be->stream);
+    if (s != ST_OK) return s;
+    *xq = be->scratch;
+    *used = (b + 255) & ~(size_t)255;
+    return ST_OK;
+}
+
+/* The inputs of prefill GEMMs over quantized weights: the stage's 16-bit
+ * precision where tensor cores take it, else fp32 (exact dequantized values). */
+static st_dtype quant_compute(const st_backend *be) {
+    if (!be->sm52_only) {
+        if (be->cfg.matmul_prec == ST_PREC_BF16 && be->gemm_bf16) return ST_DTYPE_BF16;
+        if (be->cfg.matmul_prec == ST_PREC_F16 && be->gemm_f16) return ST_DTYPE_F16;
     }
+    return ST_DTYPE_F32;
+}
+
+/* y (n_tok, rows r0 .. r0 + rn - 1 of w; row stride ldy) = x W^T (+ bias
+ * rows), any token count, in the scratch region ws. */
+static st_status gemm_rows(st_backend *be, const struct st_weight *w, int64_t r0, int64_t rn, const float *bias,
+                           const float *x, int64_t n_tok, float *y, int64_t ldy, const struct st_gemm_ws *ws) {
+    const void *wp = (const uint8_t *)w->data + (size_t)r0 * st_dtype_row_bytes(w->dtype, w->cols);
+    const float *b = bias ? bias + r0 : NULL;
+    if (st_q_is_quant(w->dtype))
+        return st_gemm_quant_cuda(be->cublas, wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, quant_compute(be), ws,
+                                  be->stream);
     bool cublas = w->dtype == ST_DTYPE_F32;
     if (!be->sm52_only) {
         if (w->dtype == ST_DTYPE_BF16 && be->cfg.matmul_prec == ST_PREC_BF16 && be->gemm_bf16) cublas = true;
         if (w->dtype == ST_DTYPE_F16 && be->cfg.matmul_prec == ST_PREC_F16 && be->gemm_f16) cublas = true;
     }
-    if (!cublas) {
-        OP(be, "matmul", st_gemm_simt_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, n_tok, y, be->stream));
+    if (!cublas) return st_gemm_simt_cuda(wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, be->stream);
+    return st_gemm_cublas_cuda(be->cublas, wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, ws, be->stream);
+}
+
+static st_status be_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
+                           float *y) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (n_tok <= ST_GEMV_MAX_TOK) {
+        const void *xq;
+        size_t used;
+        OP(be, "matmul", decode_xq(be, st_q_is_quant(w->dtype), x, w->cols, n_tok, &xq, &used));
+        OP(be, "matmul", st_gemv_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, xq, n_tok, y, be->sm_count, be->stream));
         return ST_OK;
     }
-    if (w->dtype != ST_DTYPE_F32) OP(be, "matmul", st_cuda_scratch_reserve(be, (size_t)(n_tok * w->cols) * 2));
-    OP(be, "matmul", st_gemm_cublas_cuda(be->cublas, w->data, w->dtype, w->rows, w->cols, bias, x, n_tok, y, be->scratch,
-                                         be->stream));
+    const struct st_gemm_ws ws = {be->scratch, be->scratch_bytes};
+    OP(be, "matmul", gemm_rows(be, w, 0, w->rows, bias, x, n_tok, y, w->rows, &ws));
     return ST_OK;
 }
 
 static_assert(ST_MATMUL_MULTI_MAX <= ST_GEMV_MAX_JOBS, "matmul_multi groups must fit one grouped GEMV launch");
 
-/* Decode: one grouped GEMV launch. Several tokens past the GEMV's reach (or
- * mixed dtypes): matmul per job. */
+/* Decode: one grouped GEMV launch per weight dtype (one in all for a uniform
+ * file; Q4_K_M's q/k and v are two), x quantized once for all of them.
+ * Several tokens past the GEMV's reach: matmul per job. */
 static st_status be_matmul_multi(st_backend *be, const struct st_matmul_job *jobs, int n_jobs, const float *x, int64_t n_tok) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (n_jobs < 1 || n_jobs > ST_MATMUL_MULTI_MAX)
         return st_error_set(ST_ERR_INTERNAL, "%s matmul_multi: %d matrices (1 to %d)", be->label, n_jobs, ST_MATMUL_MULTI_MAX);
     const struct st_weight *w0 = jobs[0].w;
-    bool grouped = n_tok <= ST_GEMV_MAX_TOK;
+    bool any_quant = false;
     for (int i = 0; i < n_jobs; i++) {
         if (jobs[i].w->cols != w0->cols)
             return st_error_set(ST_ERR_INTERNAL, "%s matmul_multi: matrix %d has %lld columns, matrix 0 has %lld", be->label,
                                 i, (long long)jobs[i].w->cols, (long long)w0->cols);
-        if (jobs[i].w->dtype != w0->dtype) grouped = false;
+        any_quant = any_quant || st_q_is_quant(jobs[i].w->dtype);
     }
-    if (!grouped) {
+    if (n_tok > ST_GEMV_MAX_TOK) {
         for (int i = 0; i < n_jobs; i++) {
             const st_status s = be_matmul(be, jobs[i].w, jobs[i].bias, x, n_tok, jobs[i].y);
             if (s != ST_OK) return s;
         }
         return ST_OK;
     }
-    struct st_gemv_job g[ST_GEMV_MAX_JOBS];
-    for (int i = 0; i < n_jobs; i++) g[i] = (struct st_gemv_job){jobs[i].w->data, jobs[i].bias, jobs[i].y, jobs[i].w->rows};
-    OP(be, "matmul_multi", st_gemv_multi_cuda(g, n_jobs, w0->dtype, w0->cols, x, n_tok, be->sm_count, be->stream));
+    const void *xq;
+    size_t used;
+    OP(be, "matmul_multi", decode_xq(be, any_quant, x, w0->cols, n_tok, &xq, &used));
+    bool done[ST_MATMUL_MULTI_MAX] = {false};
+    for (int i = 0; i < n_jobs; i++) {
+        if (done[i]) continue;
+        struct st_gemv_job g[ST_GEMV_MAX_JOBS];
+        int n = 0;
+        for (int k = i; k < n_jobs; k++) {
+            if (done[k] || jobs[k].w->dtype != jobs[i].w->dtype) continue;
+            g[n++] = (struct st_gemv_job){jobs[k].w->data, jobs[k].bias, jobs[k].y, jobs[k].w->rows};
+            done[k] = true;
+        }
+        OP(be, "matmul_multi", st_gemv_multi_cuda(g, n, jobs[i].w->dtype, w0->cols, x, xq, n_tok, be->sm_count, be->stream));
+    }
     return ST_OK;
 }
 
-/* Decode: one GEMV launch over gate and up rows with the SwiGLU epilogue.
- * Prefill: the two GEMMs (up into the workspace, after the region be_matmul
- * converts x into) and swiglu. */
+/* Decode: one GEMV launch over gate and up rows with the SwiGLU epilogue
+ * (gate and up of different dtypes: two launches, up into the scratch, and a
+ * SwiGLU pass). Prefill: gate and up GEMMs over blocks of rows, up into the
+ * scratch's last part, the SwiGLU epilogue per block. */
 static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, const float *gate_bias,
                                   const struct st_weight *up, const float *up_bias, const float *x, int64_t n_tok,
                                   float *out) {
@@ -335,18 +489,55 @@ static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, 
     if (gate->rows != up->rows || gate->cols != up->cols)
         return st_error_set(ST_ERR_INTERNAL, "%s matmul_swiglu: gate is %lld x %lld, up is %lld x %lld", be->label,
                             (long long)gate->rows, (long long)gate->cols, (long long)up->rows, (long long)up->cols);
-    if (n_tok <= ST_GEMV_MAX_TOK && gate->dtype == up->dtype) {
-        OP(be, "matmul_swiglu", st_gemv_swiglu_cuda(gate->data, gate_bias, up->data, up_bias, gate->dtype, gate->rows,
-                                                    gate->cols, x, n_tok, out, be->sm_count, be->stream));
+    const int64_t rows = gate->rows, cols = gate->cols;
+    if (n_tok <= 0 || rows <= 0) return ST_OK;
+    if (n_tok <= ST_GEMV_MAX_TOK) {
+        const void *xq;
+        size_t used;
+        OP(be, "matmul_swiglu",
+           decode_xq(be, st_q_is_quant(gate->dtype) || st_q_is_quant(up->dtype), x, cols, n_tok, &xq, &used));
+        if (gate->dtype == up->dtype) {
+            OP(be, "matmul_swiglu", st_gemv_swiglu_cuda(gate->data, gate_bias, up->data, up_bias, gate->dtype, rows, cols,
+                                                        x, xq, n_tok, out, be->sm_count, be->stream));
+            return ST_OK;
+        }
+        const size_t ub = (size_t)(n_tok * rows) * sizeof(float);
+        if (used + ub > be->scratch_bytes)
+            return st_error_set(ST_ERR_INTERNAL, "%s matmul_swiglu: %lld up rows do not fit the %zu-byte scratch", be->label,
+                                (long long)rows, be->scratch_bytes);
+        float *u = (float *)((uint8_t *)be->scratch + used);
+        OP(be, "matmul_swiglu", st_gemv_cuda(gate->data, gate->dtype, rows, cols, NULL, x, xq, n_tok, out, be->sm_count,
+                                             be->stream));
+        OP(be, "matmul_swiglu", st_gemv_cuda(up->data, up->dtype, rows, cols, NULL, x, xq, n_tok, u, be->sm_count,
+                                             be->stream));
+        OP(be, "matmul_swiglu", st_swiglu_rows_cuda(out, rows, u, rows, gate_bias, up_bias, n_tok, rows, be->stream));
         return ST_OK;
     }
-    const size_t conv = ((size_t)(n_tok * gate->cols) * 2 + 255) & ~(size_t)255;
-    OP(be, "matmul_swiglu", st_cuda_scratch_reserve(be, conv + (size_t)(n_tok * up->rows) * sizeof(float)));
-    float *u = (float *)((uint8_t *)be->scratch + conv);
-    st_status s = be_matmul(be, gate, gate_bias, x, n_tok, out);
-    if (s == ST_OK) s = be_matmul(be, up, up_bias, x, n_tok, u);
-    if (s != ST_OK) return s;
-    OP(be, "matmul_swiglu", st_swiglu_cuda(out, u, n_tok * gate->rows, out, be->stream));
+    /* the scratch: [GEMM work | up rows]; the GEMM keeps what it needs for one pass when it can */
+    const size_t gemm_want = st_gemm_ws_bytes(n_tok);
+    size_t u_bytes = be->scratch_bytes > gemm_want + (size_t)n_tok * 4 * 256 ? be->scratch_bytes - gemm_want
+                                                                             : be->scratch_bytes / 2;
+    u_bytes &= ~(size_t)255;
+    int64_t tc = n_tok, ru = (int64_t)(u_bytes / ((size_t)n_tok * sizeof(float)));
+    if (ru < ST_MIN(rows, (int64_t)256)) {
+        /* too many tokens for a useful block of rows: fewer tokens per pass */
+        ru = ST_MIN(rows, (int64_t)256);
+        tc = (int64_t)ST_MAX((size_t)1, u_bytes / ((size_t)ru * sizeof(float)));
+    }
+    if (ru > rows) ru = rows;
+    const struct st_gemm_ws ws = {be->scratch, be->scratch_bytes - u_bytes};
+    float *u = (float *)((uint8_t *)be->scratch + ws.bytes);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += tc) {
+        const int64_t tn = ST_MIN(tc, n_tok - t0);
+        for (int64_t r0 = 0; r0 < rows; r0 += ru) {
+            const int64_t rn = ST_MIN(ru, rows - r0);
+            float *o = out + t0 * rows + r0;
+            OP(be, "matmul_swiglu", gemm_rows(be, gate, r0, rn, NULL, x + t0 * cols, tn, o, rows, &ws));
+            OP(be, "matmul_swiglu", gemm_rows(be, up, r0, rn, NULL, x + t0 * cols, tn, u, rn, &ws));
+            OP(be, "matmul_swiglu", st_swiglu_rows_cuda(o, rows, u, rn, gate_bias ? gate_bias + r0 : NULL,
+                                                        up_bias ? up_bias + r0 : NULL, tn, rn, be->stream));
+        }
+    }
     return ST_OK;
 }
 
@@ -358,26 +549,29 @@ static st_status be_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_head
 }
 
 static st_status be_kv_store(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v, int64_t n_tok,
-                             const int32_t *pos) {
+                             const int32_t *pos, const int32_t *slot) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
-    OP(be, "kv_store", st_kv_store_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v, n_tok, pos,
-                                        be->flags_dev + 1, be->stream));
+    OP(be, "kv_store", st_kv_store_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v,
+                                        n_tok, pos, slot, be->flags_dev + 1, be->stream));
     return ST_OK;
 }
 
 static st_status be_attention(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok, int64_t n_head,
-                              const int32_t *pos, float scale, float *out) {
+                              const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale, float *out) {
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (be->flash && st_attn_flash_supported(kv->head_dim, kv->dtype)) {
-        /* decode: split-KV partials live in the scratch buffer (reserved at init, never grown here) */
-        const size_t part_bytes = n_tok <= ST_GEMV_MAX_TOK ? be->scratch_bytes : 0;
-        OP(be, "attention", st_attn_flash_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, q, n_tok,
-                                               n_head, pos, scale, out, part_bytes ? (float *)be->scratch : NULL,
-                                               part_bytes, be->sm_count, be->cc_major, be->stream));
+        /* decode (one token, or a batched step of one token per sequence): split-KV
+         * partials live in the scratch buffer (reserved at init, never grown here) */
+        const bool decode = n_tok <= ST_GEMV_MAX_TOK || n_seq > 1;
+        const size_t part_bytes = decode ? be->scratch_bytes : 0;
+        OP(be, "attention", st_attn_flash_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv,
+                                               kv->head_dim, q, n_tok, n_head, pos, slot, n_seq, scale, out,
+                                               part_bytes ? (float *)be->scratch : NULL, part_bytes, be->sm_count,
+                                               be->cc_major, be->stream));
         return ST_OK;
     }
-    OP(be, "attention", st_attn_eager_cuda(kv->k, kv->v, kv->dtype, kv->n_ctx, kv->n_head_kv, kv->head_dim, q, n_tok, n_head,
-                                           pos, scale, out, be->stream));
+    OP(be, "attention", st_attn_eager_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv, kv->head_dim, q,
+                                           n_tok, n_head, pos, slot, scale, out, be->stream));
     return ST_OK;
 }
 
@@ -494,6 +688,20 @@ static st_status be_event_elapsed_ms(st_backend *be, st_event *from, st_event *t
     return check_flags(be);
 }
 
+/* ---- pipelining -------------------------------------------------------------- */
+
+static st_status be_download_async(st_backend *be, void *dst_host, const void *src, size_t bytes) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (bytes) ST_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, be->stream));
+    return ST_OK;
+}
+
+static st_status be_event_sync(st_backend *be, st_event *ev) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    ST_CUDA_CHECK(cudaEventSynchronize(ev->ev));
+    return check_flags(be);
+}
+
 static const struct st_device_ops cuda_ops = {
     .name = "cuda",
     .init = backend_init,
@@ -523,6 +731,8 @@ static const struct st_device_ops cuda_ops = {
     .event_free = be_event_free,
     .event_record = be_event_record,
     .event_elapsed_ms = be_event_elapsed_ms,
+    .download_async = be_download_async,
+    .event_sync = be_event_sync,
 };
 
 extern "C" const struct st_device_ops *st_device_ops_cuda(void) { return &cuda_ops; }

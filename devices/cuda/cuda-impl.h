@@ -29,7 +29,10 @@ struct st_backend {
     cublasHandle_t cublas;
     void *cublas_ws;             /* cuBLAS workspace (cublas_ws_bytes), set once so graphs capture */
     size_t cublas_ws_bytes;
-    void *scratch;               /* GEMM input conversions, attention partials (scratch_bytes) */
+    void *scratch;               /* sized at init from cfg.max_tokens (st_cuda_scratch_bytes), never grown
+                                    by an op: decode: x quantized for the integer GEMV, split-KV attention
+                                    partials; prefill: x converted and dequantized weight tiles (GEMM),
+                                    the up-projection rows of matmul_swiglu */
     size_t scratch_bytes;
     volatile int *flags;         /* mapped pinned host ints the kernels write on bad input:
                                     [0] embed: token index + 1 of an id outside the vocabulary
@@ -41,11 +44,24 @@ struct st_backend {
     struct st_cuda_alloc *allocs;  /* (n_allocs) live buffers, for dealloc and accounting */
     int n_allocs, cap_allocs;
     size_t used_bytes[4];        /* live bytes per st_buf_use */
+    /* weight loading: two pinned staging buffers the host fills (several
+     * threads copying from the mmap'ed file) while the other one's DMA runs */
+    void *load_stage[2];         /* (ST_CUDA_LOAD_CHUNK) each, pinned; allocated at the first large import */
+    cudaEvent_t load_done[2];    /* the DMA out of load_stage[i] has finished */
+    int load_next;
 };
+
+#define ST_CUDA_LOAD_CHUNK ((size_t)64 << 20)
 
 /* Creates a backend for a CUDA ordinal (what ops->init does with dev->index). */
 st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out);
-/* Grows the scratch buffer to at least `bytes` (not while capturing). */
+/* The scratch a stage of at most max_tokens tokens per forward pass gets
+ * (0: a 512-token prefill chunk): max(16 MiB, for more than ST_GEMV_MAX_TOK
+ * tokens the GEMM's x conversion and weight tile, st_gemm_ws_bytes(T), plus
+ * T x 4096 fp32 up-projection rows of matmul_swiglu). */
+size_t st_cuda_scratch_bytes(int64_t max_tokens);
+/* Grows the scratch buffer to at least `bytes`, outside any forward pass (the
+ * probe's setup; not while capturing). The ops never call it. */
 st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes);
 
 #ifdef __cplusplus

@@ -201,3 +201,124 @@ fail:
     link_destroy(&c->base);
     return st_error_prefix("%s link %s -> %s", st_link_type_name(type), src->label, dst->label);
 }
+
+/* ---- NCCL across processes: one endpoint of a two-rank communicator ------------------ */
+#ifdef STRATA_HAVE_NCCL
+
+#include <time.h>
+
+struct nccl_end {
+    struct st_link base;         /* first member */
+    st_backend *be;
+    bool send;                   /* rank 0 of the pair sends, rank 1 receives */
+    ncclComm_t comm;
+    double timeout_s;
+    char where[96];
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A non-blocking communicator's call may return ncclInProgress: poll its
+ * state until done, a failure (the other process went away) or the timeout. */
+static st_status nccl_settle(struct nccl_end *n, ncclResult_t r, const char *what) {
+    const double t0 = now_s();
+    while (r == ncclInProgress) {
+        if (n->timeout_s > 0 && now_s() - t0 > n->timeout_s) {
+            st_error_set(ST_ERR_IO, "nccl link %s %s: no progress within %.0f s", what, n->where, n->timeout_s);
+            return st_error_hint("the other rank is stuck or gone, or NCCL cannot reach it: check "
+                                 "NCCL_SOCKET_IFNAME (docs/multihost.md)");
+        }
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+        ncclCommGetAsyncError(n->comm, &r);
+    }
+    if (r != ncclSuccess) {
+        st_error_set(ST_ERR_IO, "nccl link %s %s: %s", what, n->where, ncclGetErrorString(r));
+        return st_error_hint("the other rank or the network failed; NCCL_DEBUG=WARN tells more");
+    }
+    return ST_OK;
+}
+
+static st_status nccl_end_send(struct st_link *l, const void *src_ptr, void *dst_ptr, size_t bytes) {
+    struct nccl_end *n = (struct nccl_end *)l;
+    st_status s = check_size(l, bytes);
+    if (s != ST_OK) return s;
+    if (!bytes) return ST_OK;
+    /* an earlier operation that failed in the background (the peer died) is reported here */
+    ncclResult_t async = ncclSuccess;
+    ncclCommGetAsyncError(n->comm, &async);
+    if ((s = nccl_settle(n, async, n->send ? "to" : "from"))) return s;
+    ST_CUDA_CHECK(cudaSetDevice(n->be->ordinal));
+    ncclResult_t r = n->send ? ncclSend(src_ptr, bytes, ncclChar, 1, n->comm, n->be->stream)
+                             : ncclRecv(dst_ptr, bytes, ncclChar, 0, n->comm, n->be->stream);
+    return nccl_settle(n, r, n->send ? "send to" : "receive from");
+}
+
+static void nccl_end_destroy(struct st_link *l) {
+    struct nccl_end *n = (struct nccl_end *)l;
+    if (n->comm) {
+        ST_CUDA_IGNORE(cudaSetDevice(n->be->ordinal));
+        ST_CUDA_IGNORE(cudaStreamSynchronize(n->be->stream));
+        ncclCommAbort(n->comm);   /* does not wait for the other process */
+    }
+    cudaGetLastError();
+    free(n);
+}
+
+extern "C" st_status st_cuda_nccl_id(void *id) {
+    ncclUniqueId u;
+    ST_NCCL_CHECK(ncclGetUniqueId(&u));
+    static_assert(sizeof u <= ST_NCCL_ID_BYTES, "an NCCL id fits ST_NCCL_ID_BYTES");
+    memset(id, 0, ST_NCCL_ID_BYTES);
+    memcpy(id, &u, sizeof u);
+    return ST_OK;
+}
+
+extern "C" st_status st_cuda_link_init_nccl(bool send, st_backend *be, const void *id, double timeout_s,
+                                            const char *where, size_t max_bytes, st_link **out) {
+    *out = NULL;
+    struct nccl_end *n = (struct nccl_end *)st_calloc(1, sizeof *n, "NCCL link");
+    if (!n) return ST_ERR_NOMEM;
+    n->base.type = ST_LINK_T_NCCL;
+    n->base.max_bytes = max_bytes;
+    n->base.send = nccl_end_send;
+    n->base.destroy = nccl_end_destroy;
+    n->be = be;
+    n->send = send;
+    n->timeout_s = timeout_s;
+    snprintf(n->where, sizeof n->where, "%s", where ? where : "another rank");
+    ncclUniqueId u;
+    memcpy(&u, id, sizeof u);
+    st_status s = ST_OK;
+    ST_CUDA_CHECK_GOTO(cudaSetDevice(be->ordinal), s, fail);
+    {
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+        /* non-blocking: a peer that never joins is a timeout, not a hang */
+        ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+        cfg.blocking = 0;
+        ncclResult_t r = ncclCommInitRankConfig(&n->comm, 2, u, send ? 0 : 1, &cfg);
+#else
+        /* NCCL before 2.14 joins blocking; a peer that fails to join ends every rank (st_mpi_abort) */
+        ncclResult_t r = ncclCommInitRank(&n->comm, 2, u, send ? 0 : 1);
+#endif
+        if (r != ncclSuccess && r != ncclInProgress) {
+            s = st_error_set(ST_ERR_IO, "nccl link %s %s: joining failed: %s", send ? "to" : "from", n->where,
+                             ncclGetErrorString(r));
+            st_error_hint("NCCL cannot reach the other host: set NCCL_SOCKET_IFNAME to the interface both hosts "
+                          "share (docs/multihost.md), NCCL_DEBUG=WARN tells more");
+            goto fail;
+        }
+        if (r == ncclInProgress && (s = nccl_settle(n, r, send ? "setup to" : "setup from"))) goto fail;
+    }
+    *out = &n->base;
+    return ST_OK;
+fail:
+    nccl_end_destroy(&n->base);
+    return s;
+}
+
+#endif /* STRATA_HAVE_NCCL */

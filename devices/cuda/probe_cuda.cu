@@ -97,7 +97,7 @@ extern "C" st_status st_cuda_mem_info(int ordinal, uint64_t *free_bytes, uint64_
 }
 
 extern "C" st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps) {
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
     st_backend *be = NULL;
     struct timer tm = {NULL, NULL};
     double *samples = NULL;
@@ -121,7 +121,7 @@ done:
 extern "C" st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps, struct st_perf *perf,
                                           struct st_cuda_probe_result *res) {
     const struct st_device_ops *ops = st_device_ops_cuda();
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
     struct st_cuda_probe_result r;
     memset(&r, 0, sizeof r);
     st_backend *be = NULL;
@@ -231,7 +231,7 @@ done:
 extern "C" st_status st_cuda_probe_link(int src_ordinal, int dst_ordinal, st_link_type type, uint64_t bytes, int reps,
                                         struct st_cuda_link_probe *out) {
     const struct st_device_ops *ops = st_device_ops_cuda();
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
     st_backend *src = NULL, *dst = NULL;
     st_link *l = NULL;
     void *a = NULL, *b = NULL;
@@ -280,4 +280,45 @@ done:
     if (dst) { ops->dealloc(dst, b); ops->free(dst); }
     free(samples);
     return st;
+}
+
+extern "C" st_status st_cuda_h2d_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps) {
+    void *host = NULL, *dev = NULL;
+    cudaStream_t stream = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    double *samples = NULL;
+    st_status st = ST_OK;
+    if (!bytes) bytes = 256ull << 20;
+    if (reps <= 0) reps = 10;
+    *gbps = 0;
+    ST_CUDA_CHECK(cudaSetDevice(ordinal));
+    samples = (double *)calloc((size_t)reps, sizeof *samples);
+    if (!samples) return st_error_set(ST_ERR_NOMEM, "h2d bandwidth: out of host memory");
+    ST_CUDA_CHECK_GOTO(cudaHostAlloc(&host, bytes, cudaHostAllocPortable), st, done);
+    memset(host, 0x5a, bytes);
+    ST_CUDA_CHECK_GOTO(cudaMalloc(&dev, bytes), st, done);
+    ST_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), st, done);
+    ST_CUDA_CHECK_GOTO(cudaEventCreate(&a), st, done);
+    ST_CUDA_CHECK_GOTO(cudaEventCreate(&b), st, done);
+    ST_CUDA_CHECK_GOTO(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream), st, done);   /* warm-up */
+    for (int r = 0; r < reps; r++) {
+        float ms = 0;
+        ST_CUDA_CHECK_GOTO(cudaEventRecord(a, stream), st, done);
+        ST_CUDA_CHECK_GOTO(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream), st, done);
+        ST_CUDA_CHECK_GOTO(cudaEventRecord(b, stream), st, done);
+        ST_CUDA_CHECK_GOTO(cudaEventSynchronize(b), st, done);
+        ST_CUDA_CHECK_GOTO(cudaEventElapsedTime(&ms, a, b), st, done);
+        samples[r] = ms;
+    }
+    *gbps = (double)bytes / (median(samples, reps) * 1e-3) / 1e9;
+done:
+    ST_CUDA_IGNORE(cudaSetDevice(ordinal));
+    if (a) ST_CUDA_IGNORE(cudaEventDestroy(a));
+    if (b) ST_CUDA_IGNORE(cudaEventDestroy(b));
+    if (stream) ST_CUDA_IGNORE(cudaStreamDestroy(stream));
+    if (dev) ST_CUDA_IGNORE(cudaFree(dev));
+    if (host) ST_CUDA_IGNORE(cudaFreeHost(host));
+    cudaGetLastError();
+    free(samples);
+    return st != ST_OK ? st_error_prefix("host-to-device bandwidth cuda:%d", ordinal) : ST_OK;
 }

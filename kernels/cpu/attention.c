@@ -68,9 +68,9 @@ static TGT void tile_values_avx2(float *acc, const uint8_t *vbase, size_t row_by
 }
 #endif
 
-st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
-                                int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
-                                int64_t n_head, const int32_t *pos, float scale, float *out,
+st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_slots,
+                                int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                                int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out,
                                 int64_t task0, int64_t task1) {
     if (head_dim <= 0 || head_dim > ATT_MAX_DIM || n_head_kv <= 0 || n_head % n_head_kv) {
         return st_error_set(ST_ERR_UNSUPPORTED,
@@ -92,6 +92,14 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
                          (long long)p, (long long)n_ctx);
             return st_error_hint("start a new sequence or run with a larger context (--ctx)");
         }
+        const int64_t sl = slot ? slot[t] : 0;
+        if (sl < 0 || sl >= n_slots) {
+            st_error_set(ST_ERR_USAGE, "attention: sequence slot %lld is outside the %lld slots of the KV cache",
+                         (long long)sl, (long long)n_slots);
+            return st_error_hint("this is a scheduler bug; please report it");
+        }
+        const uint8_t *kc = (const uint8_t *)k_cache + (size_t)(sl * n_ctx) * row_bytes;
+        const uint8_t *vc = (const uint8_t *)v_cache + (size_t)(sl * n_ctx) * row_bytes;
         const float *qv = q + (t * n_head + h) * head_dim;
         float m = -INFINITY, l = 0.0f;
         memset(acc, 0, (size_t)head_dim * sizeof(float));
@@ -101,12 +109,12 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
             float mt = -INFINITY;
             if (simd) {
 #if defined(__x86_64__) || defined(__i386__)
-                mt = tile_scores_avx2(qv, (const uint8_t *)k_cache + (size_t)j0 * row_bytes + goff, row_bytes, kv_dtype,
+                mt = tile_scores_avx2(qv, kc + (size_t)j0 * row_bytes + goff, row_bytes, kv_dtype,
                                       head_dim, nj, scale, s);
 #endif
             } else {
                 for (int64_t jj = 0; jj < nj; jj++) {
-                    const float *kr = kv_row(k_cache, kv_dtype, row_bytes, j0 + jj, g, head_dim, kbuf);
+                    const float *kr = kv_row(kc, kv_dtype, row_bytes, j0 + jj, g, head_dim, kbuf);
                     s[jj] = dot8(qv, kr, head_dim) * scale;
                     if (s[jj] > mt) mt = s[jj];
                 }
@@ -124,12 +132,12 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
             }
             if (simd) {
 #if defined(__x86_64__) || defined(__i386__)
-                tile_values_avx2(acc, (const uint8_t *)v_cache + (size_t)j0 * row_bytes + goff, row_bytes, kv_dtype,
+                tile_values_avx2(acc, vc + (size_t)j0 * row_bytes + goff, row_bytes, kv_dtype,
                                  head_dim, nj, s);
 #endif
             } else {
                 for (int64_t jj = 0; jj < nj; jj++) {
-                    const float *vr = kv_row(v_cache, kv_dtype, row_bytes, j0 + jj, g, head_dim, kbuf);
+                    const float *vr = kv_row(vc, kv_dtype, row_bytes, j0 + jj, g, head_dim, kbuf);
                     for (int64_t i = 0; i < head_dim; i++) acc[i] += s[jj] * vr[i];
                 }
             }
@@ -140,9 +148,9 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
     return ST_OK;
 }
 
-st_status st_cpu_attention(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
-                           int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok, int64_t n_head,
-                           const int32_t *pos, float scale, float *out) {
-    return st_cpu_attention_part(k_cache, v_cache, kv_dtype, n_ctx, n_head_kv, head_dim, q, n_tok, n_head, pos,
-                                 scale, out, 0, n_tok * n_head);
+st_status st_cpu_attention(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_slots,
+                           int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                           int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out) {
+    return st_cpu_attention_part(k_cache, v_cache, kv_dtype, n_slots, n_ctx, n_head_kv, head_dim, q, n_tok, n_head,
+                                 pos, slot, scale, out, 0, n_tok * n_head);
 }

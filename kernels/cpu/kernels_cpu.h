@@ -66,27 +66,33 @@ st_status st_cpu_rope_part(float *x, int64_t n_tok, int64_t n_heads, int64_t hea
                            float theta, st_rope_layout layout, const float *freq_factors,
                            int64_t t0, int64_t t1);
 
-/* Writes k and v (n_tok, n_head_kv, head_dim) into row pos[t] of the caches
- * k_cache / v_cache (n_ctx, n_head_kv, head_dim) in kv_dtype (F32, F16 or
- * BF16; round to nearest even). ST_ERR_USAGE when a position is outside
- * [0, n_ctx) (the message says the context is full), ST_ERR_UNSUPPORTED for
- * another dtype. */
-st_status st_cpu_kv_store(void *k_cache, void *v_cache, st_dtype kv_dtype, int64_t n_ctx, int64_t n_head_kv,
-                          int64_t head_dim, const float *k, const float *v, int64_t n_tok, const int32_t *pos);
+/* Writes k and v (n_tok, n_head_kv, head_dim) into row pos[t] of sequence
+ * slot[t] of the caches k_cache / v_cache (n_slots, n_ctx, n_head_kv,
+ * head_dim) in kv_dtype (F32, F16 or BF16; round to nearest even). slot may be
+ * NULL: every token in slot 0. ST_ERR_USAGE when a position is outside
+ * [0, n_ctx) (the message says the context is full) or a slot outside
+ * [0, n_slots), ST_ERR_UNSUPPORTED for another dtype. */
+st_status st_cpu_kv_store(void *k_cache, void *v_cache, st_dtype kv_dtype, int64_t n_slots, int64_t n_ctx,
+                          int64_t n_head_kv, int64_t head_dim, const float *k, const float *v, int64_t n_tok,
+                          const int32_t *pos, const int32_t *slot);
 
 /* Causal GQA attention. q, out: (n_tok, n_head, head_dim). Query head h reads
- * kv head h / (n_head / n_head_kv); token t sees cache rows 0..pos[t].
+ * kv head h / (n_head / n_head_kv); token t sees rows 0..pos[t] of sequence
+ * slot[t] of the caches (n_slots, n_ctx, n_head_kv, head_dim); slot may be
+ * NULL (slot 0 for every token). Tokens of different slots may share a call
+ * (a batched decode step): each sees only its own sequence.
  * score = (q . k) * scale in fp32; softmax in fp32, evaluated tile by tile
  * (256 keys) with a running max, so no scratch beyond the stack is needed.
  * ST_ERR_UNSUPPORTED when head_dim > 1024 or n_head is not a multiple of
- * n_head_kv; ST_ERR_USAGE when a position is outside [0, n_ctx).
- * Unit of the part range: (token, head) pairs, index t * n_head + h. */
-st_status st_cpu_attention(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
-                           int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok, int64_t n_head,
-                           const int32_t *pos, float scale, float *out);
-st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
-                                int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
-                                int64_t n_head, const int32_t *pos, float scale, float *out,
+ * n_head_kv; ST_ERR_USAGE when a position is outside [0, n_ctx) or a slot
+ * outside [0, n_slots). Unit of the part range: (token, head) pairs, index
+ * t * n_head + h. */
+st_status st_cpu_attention(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_slots,
+                           int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                           int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out);
+st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_slots,
+                                int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                                int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out,
                                 int64_t task0, int64_t task1);
 
 /* out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; out may alias gate or up. Unit: elements. */

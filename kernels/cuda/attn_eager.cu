@@ -9,9 +9,9 @@ constexpr int THREADS = 128, CHUNK = 1024, DMAX_PER_THREAD = 8;
 
 template <int DT>
 __global__ void __launch_bounds__(THREADS)
-attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int64_t n_ctx, int n_head_kv, int D,
-                  const float *__restrict__ q, int n_head, const int32_t *__restrict__ pos, float scale,
-                  float *__restrict__ out) {
+attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int64_t n_slots, int64_t n_ctx,
+                  int n_head_kv, int D, const float *__restrict__ q, int n_head, const int32_t *__restrict__ pos,
+                  const int32_t *__restrict__ slot, float scale, float *__restrict__ out) {
     __shared__ float qs[1024];
     __shared__ float sc[CHUNK];
     __shared__ float red[32];
@@ -22,10 +22,12 @@ attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
     const int64_t row_stride = (int64_t)n_head_kv * D;
     float *o = out + (t * n_head + h) * D;
     const int32_t p = pos[t];
-    if (p < 0 || p >= n_ctx) {
+    const int32_t sl = slot ? slot[t] : 0;
+    if (p < 0 || p >= n_ctx || sl < 0 || sl >= n_slots) {
         for (int d = threadIdx.x; d < D; d += THREADS) o[d] = __int_as_float(0x7fc00000);
         return;
     }
+    const int64_t sbase = (int64_t)sl * n_ctx * row_stride;   /* this sequence's plane */
     for (int d = threadIdx.x; d < D; d += THREADS) qs[d] = q[(t * n_head + h) * D + d];
     __syncthreads();
 
@@ -37,7 +39,7 @@ attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
     for (int64_t c0 = 0; c0 < n_keys; c0 += CHUNK) {
         const int n = (int)(n_keys - c0 < CHUNK ? n_keys - c0 : CHUNK);
         for (int j = warp; j < n; j += THREADS / 32) {
-            const int64_t base = (c0 + j) * row_stride + (int64_t)g * D;
+            const int64_t base = sbase + (c0 + j) * row_stride + (int64_t)g * D;
             float s = 0.0f;
             for (int d = lane; d < D; d += 32) s = fmaf(qs[d], st_elem<DT>::load(kc, base + d), s);
             s = st_warp_sum(s);
@@ -63,7 +65,7 @@ attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
             const int d = threadIdx.x + i * THREADS;
             if (d >= D) break;
             float a = acc[i] * corr;
-            for (int j = 0; j < n; j++) a = fmaf(sc[j], st_elem<DT>::load(vc, (c0 + j) * row_stride + (int64_t)g * D + d), a);
+            for (int j = 0; j < n; j++) a = fmaf(sc[j], st_elem<DT>::load(vc, sbase + (c0 + j) * row_stride + (int64_t)g * D + d), a);
             acc[i] = a;
         }
         __syncthreads();
@@ -78,9 +80,10 @@ attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
 
 } // namespace
 
-st_status st_attn_eager_cuda(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
-                             int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok, int64_t n_head,
-                             const int32_t *pos, float scale, float *out, cudaStream_t stream) {
+st_status st_attn_eager_cuda(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_slots,
+                             int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                             int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out,
+                             cudaStream_t stream) {
     if (n_tok <= 0 || n_head <= 0) return ST_OK;
     if (head_dim <= 0 || head_dim > THREADS * DMAX_PER_THREAD)
         return st_error_set(ST_ERR_UNSUPPORTED, "attention: head_dim %lld (at most %d)", (long long)head_dim,
@@ -93,16 +96,16 @@ st_status st_attn_eager_cuda(const void *k_cache, const void *v_cache, st_dtype 
     dim3 grid((unsigned)n_head, (unsigned)n_tok);
     switch (kv_dtype) {
     case ST_DTYPE_F32:
-        attn_eager_kernel<ST_DTYPE_F32><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_ctx, (int)n_head_kv, (int)head_dim, q,
-                                                                      (int)n_head, pos, scale, out);
+        attn_eager_kernel<ST_DTYPE_F32><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+                                                                      q, (int)n_head, pos, slot, scale, out);
         break;
     case ST_DTYPE_F16:
-        attn_eager_kernel<ST_DTYPE_F16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_ctx, (int)n_head_kv, (int)head_dim, q,
-                                                                      (int)n_head, pos, scale, out);
+        attn_eager_kernel<ST_DTYPE_F16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+                                                                      q, (int)n_head, pos, slot, scale, out);
         break;
     case ST_DTYPE_BF16:
-        attn_eager_kernel<ST_DTYPE_BF16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_ctx, (int)n_head_kv, (int)head_dim, q,
-                                                                       (int)n_head, pos, scale, out);
+        attn_eager_kernel<ST_DTYPE_BF16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+                                                                       q, (int)n_head, pos, slot, scale, out);
         break;
     default:
         return st_error_set(ST_ERR_UNSUPPORTED, "attention: KV cache dtype %s (F32, F16 or BF16 only)", st_dtype_name(kv_dtype));

@@ -45,15 +45,15 @@ template <> struct mma16<true> {    /* f16 */
 /* Copies KT keys x D of a cache into shared memory as 16-bit MMA inputs.
  * Rows at or past k_end are zero. */
 template <int D, int KVDT, bool F16>
-__device__ __forceinline__ void load_tile(uint16_t (*dst)[D + 8], const void *cache, int64_t row_stride, int g,
-                                          int64_t kt, int64_t k_end, int tid, int nthreads) {
+__device__ __forceinline__ void load_tile(uint16_t (*dst)[D + 8], const void *cache, int64_t base, int64_t row_stride,
+                                          int g, int64_t kt, int64_t k_end, int tid, int nthreads) {
     constexpr int V8 = D / 8;    /* 8-element vectors per key */
     for (int idx = tid; idx < KT * V8; idx += nthreads) {
         const int key = idx / V8, c8 = idx % V8;
         const int64_t j = kt + key;
         uint4 val = make_uint4(0, 0, 0, 0);
         if (j < k_end) {
-            const int64_t off = j * row_stride + (int64_t)g * D + c8 * 8;
+            const int64_t off = base + j * row_stride + (int64_t)g * D + c8 * 8;
             if (KVDT == ST_DTYPE_F32) {
                 const float4 *p = (const float4 *)((const float *)cache + off);
                 const float4 a = p[0], b = p[1];
@@ -69,9 +69,10 @@ __device__ __forceinline__ void load_tile(uint16_t (*dst)[D + 8], const void *ca
 
 template <int D, int NW, int KVDT>
 __global__ void __launch_bounds__(NW * 32)
-attn_flash_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int64_t n_ctx, int n_head_kv,
-                  const float *__restrict__ q, int64_t n_tok, int n_head, const int32_t *__restrict__ pos,
-                  float scale_log2, float *__restrict__ out, float *__restrict__ part, int64_t split_len) {
+attn_flash_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int64_t n_slots, int64_t n_ctx,
+                  int n_head_kv, const float *__restrict__ q, int64_t n_tok, int n_head, const int32_t *__restrict__ pos,
+                  const int32_t *__restrict__ slot, bool per_tok, float scale_log2, float *__restrict__ out,
+                  float *__restrict__ part, int64_t split_len) {
     constexpr bool F16 = KVDT == ST_DTYPE_F16;
     constexpr int ROWS = 16 * NW;
     __shared__ __align__(16) uint16_t Ks[KT][D + 8];
@@ -83,17 +84,22 @@ attn_flash_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
     const int gid = lane >> 2, tig = lane & 3;
     const int g = blockIdx.y, split = blockIdx.z;
     const int G = n_head / n_head_kv;
-    const int64_t rows_total = n_tok * G;
-    const int64_t row0 = (int64_t)blockIdx.x * ROWS;
+    /* One sequence: blocks tile all n_tok * G rows. A batched decode step
+     * (per_tok): block x holds token x's G rows (G <= ROWS), from its own slot. */
+    const int64_t row0 = per_tok ? (int64_t)blockIdx.x * G : (int64_t)blockIdx.x * ROWS;
+    const int64_t rows_total = per_tok ? row0 + G : n_tok * G;
     const int64_t row_stride = (int64_t)n_head_kv * D;
+    const int32_t sl = slot ? slot[per_tok ? blockIdx.x : 0] : 0;
+    const bool bad_slot = sl < 0 || sl >= n_slots;
+    const int64_t sbase = bad_slot ? 0 : (int64_t)sl * n_ctx * row_stride;   /* the sequence's plane */
 
-    /* per-row causal limit: last visible key; -1 padding row; -2 bad position */
+    /* per-row causal limit: last visible key; -1 padding row; -2 bad position or slot */
     for (int i = tid; i < ROWS; i += NW * 32) {
         const int64_t r = row0 + i;
         int lim = -1;
         if (r < rows_total) {
             const int32_t p = pos[r / G];
-            lim = (p < 0 || p >= n_ctx) ? -2 : p;
+            lim = (p < 0 || p >= n_ctx || bad_slot) ? -2 : p;
         }
         lim_s[i] = lim;
     }
@@ -134,8 +140,8 @@ attn_flash_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
 
     for (int64_t kt = k_begin; kt < k_end; kt += KT) {
         __syncthreads();
-        load_tile<D, KVDT, F16>(Ks, kc, row_stride, g, kt, k_end, tid, NW * 32);
-        load_tile<D, KVDT, F16>(Vs, vc, row_stride, g, kt, k_end, tid, NW * 32);
+        load_tile<D, KVDT, F16>(Ks, kc, sbase, row_stride, g, kt, k_end, tid, NW * 32);
+        load_tile<D, KVDT, F16>(Vs, vc, sbase, row_stride, g, kt, k_end, tid, NW * 32);
         __syncthreads();
 
         float s[KT / 8][4];
@@ -260,24 +266,24 @@ __global__ void attn_flash_merge_kernel(const float *__restrict__ part, int n_sp
 }
 
 template <int D, int NW>
-st_status launch(const void *kc, const void *vc, st_dtype kv_dtype, int64_t n_ctx, int64_t n_head_kv, const float *q,
-                 int64_t n_tok, int64_t n_head, const int32_t *pos, float scale_log2, float *out, float *part,
-                 int n_splits, int64_t split_len, cudaStream_t stream) {
+st_status launch(const void *kc, const void *vc, st_dtype kv_dtype, int64_t n_slots, int64_t n_ctx, int64_t n_head_kv,
+                 const float *q, int64_t n_tok, int64_t n_head, const int32_t *pos, const int32_t *slot, bool per_tok,
+                 float scale_log2, float *out, float *part, int n_splits, int64_t split_len, cudaStream_t stream) {
     const int64_t G = n_head / n_head_kv;
-    const int64_t row_blocks = (n_tok * G + 16 * NW - 1) / (16 * NW);
+    const int64_t row_blocks = per_tok ? n_tok : (n_tok * G + 16 * NW - 1) / (16 * NW);
     if (row_blocks > INT32_MAX || n_head_kv > 65535)
         return st_error_set(ST_ERR_UNSUPPORTED, "attention: %lld tokens x %lld heads in one call", (long long)n_tok, (long long)n_head);
     dim3 grid((unsigned)row_blocks, (unsigned)n_head_kv, (unsigned)n_splits);
     float *p = n_splits > 1 ? part : nullptr;
     switch (kv_dtype) {
     case ST_DTYPE_F32:
-        attn_flash_kernel<D, NW, ST_DTYPE_F32><<<grid, NW * 32, 0, stream>>>(kc, vc, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, scale_log2, out, p, split_len);
+        attn_flash_kernel<D, NW, ST_DTYPE_F32><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     case ST_DTYPE_F16:
-        attn_flash_kernel<D, NW, ST_DTYPE_F16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, scale_log2, out, p, split_len);
+        attn_flash_kernel<D, NW, ST_DTYPE_F16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     default:
-        attn_flash_kernel<D, NW, ST_DTYPE_BF16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, scale_log2, out, p, split_len);
+        attn_flash_kernel<D, NW, ST_DTYPE_BF16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     }
     ST_CUDA_LAUNCH_CHECK();
@@ -301,10 +307,11 @@ size_t st_attn_flash_part_bytes(int64_t n_tok, int64_t n_head, int64_t head_dim,
     return (size_t)n_splits * (size_t)(n_tok * n_head) * (size_t)(head_dim + 2) * sizeof(float);
 }
 
-st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_ctx,
-                             int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok, int64_t n_head,
-                             const int32_t *pos, float scale, float *out, float *part, size_t part_bytes,
-                             int sm_count, int cc_major, cudaStream_t stream) {
+st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype kv_dtype, int64_t n_slots,
+                             int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, const float *q, int64_t n_tok,
+                             int64_t n_head, const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale,
+                             float *out, float *part, size_t part_bytes, int sm_count, int cc_major,
+                             cudaStream_t stream) {
     if (n_tok <= 0 || n_head <= 0) return ST_OK;
     if (cc_major < 8)
         return st_error_set(ST_ERR_UNSUPPORTED, "flash attention needs compute capability 8.0 or newer (device has %d.x)", cc_major);
@@ -316,10 +323,17 @@ st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype 
                             (long long)n_head, (long long)n_head_kv);
     if (!st_is_aligned(q, 16) || !st_is_aligned(out, 16) || !st_is_aligned(k_cache, 16) || !st_is_aligned(v_cache, 16))
         return st_error_set(ST_ERR_INTERNAL, "flash attention: q, out and the caches must be 16-byte aligned");
+    if (n_seq != 1 && n_seq != n_tok)
+        return st_error_set(ST_ERR_INTERNAL, "flash attention: %lld sequences among %lld tokens (1 or one per token)",
+                            (long long)n_seq, (long long)n_tok);
     const int64_t G = n_head / n_head_kv;
-    const int64_t rows = n_tok * G;
+    const bool per_tok = n_seq > 1;
+    if (per_tok && G > 64)
+        return st_error_set(ST_ERR_UNSUPPORTED, "flash attention: %lld query heads per kv head in a batched step (at most 64)",
+                            (long long)G);
+    const int64_t rows = per_tok ? G : n_tok * G;
     const int nw = rows <= 16 ? 1 : 4;
-    const int64_t ctas = (rows + 16 * nw - 1) / (16 * nw) * n_head_kv;
+    const int64_t ctas = (per_tok ? n_tok : (rows + 16 * nw - 1) / (16 * nw)) * n_head_kv;
     /* split the keys until the grid covers the GPU twice, within `part` (at
      * least 256 keys per split measured slower on an H100 at 512-640 tokens:
      * 146 vs 156 tok/s on a 7B, the single warp per split is latency-bound) */
@@ -332,8 +346,8 @@ st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype 
     split_len = (split_len + KT - 1) / KT * KT;
     const float sl2 = scale * LOG2E;
     if (head_dim == 64)
-        return nw == 1 ? launch<64, 1>(k_cache, v_cache, kv_dtype, n_ctx, n_head_kv, q, n_tok, n_head, pos, sl2, out, part, n_splits, split_len, stream)
-                       : launch<64, 4>(k_cache, v_cache, kv_dtype, n_ctx, n_head_kv, q, n_tok, n_head, pos, sl2, out, part, n_splits, split_len, stream);
-    return nw == 1 ? launch<128, 1>(k_cache, v_cache, kv_dtype, n_ctx, n_head_kv, q, n_tok, n_head, pos, sl2, out, part, n_splits, split_len, stream)
-                   : launch<128, 4>(k_cache, v_cache, kv_dtype, n_ctx, n_head_kv, q, n_tok, n_head, pos, sl2, out, part, n_splits, split_len, stream);
+        return nw == 1 ? launch<64, 1>(k_cache, v_cache, kv_dtype, n_slots, n_ctx, n_head_kv, q, n_tok, n_head, pos, slot, per_tok, sl2, out, part, n_splits, split_len, stream)
+                       : launch<64, 4>(k_cache, v_cache, kv_dtype, n_slots, n_ctx, n_head_kv, q, n_tok, n_head, pos, slot, per_tok, sl2, out, part, n_splits, split_len, stream);
+    return nw == 1 ? launch<128, 1>(k_cache, v_cache, kv_dtype, n_slots, n_ctx, n_head_kv, q, n_tok, n_head, pos, slot, per_tok, sl2, out, part, n_splits, split_len, stream)
+                   : launch<128, 4>(k_cache, v_cache, kv_dtype, n_slots, n_ctx, n_head_kv, q, n_tok, n_head, pos, slot, per_tok, sl2, out, part, n_splits, split_len, stream);
 }

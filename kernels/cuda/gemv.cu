@@ -10,6 +10,8 @@
  * warp groups alternate gate row r / up row r, and the epilogue writes
  * silu(gate) * up). The shape rule is st_gemv_pick below. */
 #include "kernels/cuda/gemv.cuh"
+#include "kernels/cuda/gemv_quant.cuh"
+#include "kernels/cuda/quant.cuh"
 
 #include <atomic>
 #include <string.h>
@@ -361,9 +363,8 @@ struct st_gemv_shape st_gemv_pick(int64_t rows, int64_t nvec, int64_t n_tok, boo
 int ve_of(st_dtype dt) { return dt == ST_DTYPE_F32 ? 4 : 8; }
 
 st_status check_dtype(st_dtype dtype) {
-    if (dtype == ST_DTYPE_F32 || dtype == ST_DTYPE_F16 || dtype == ST_DTYPE_BF16) return ST_OK;
-    st_error_set(ST_ERR_UNSUPPORTED, "matmul: %s weights are not supported by the CUDA backend", st_dtype_name(dtype));
-    return st_error_hint("use an F16/BF16/F32 model file (safetensors or an unquantized GGUF) for GPU stages");
+    if (dtype == ST_DTYPE_F32 || dtype == ST_DTYPE_F16 || dtype == ST_DTYPE_BF16 || st_q_is_quant(dtype)) return ST_OK;
+    return st_error_set(ST_ERR_INTERNAL, "matmul: dtype code %d is not a strata element type", (int)dtype);
 }
 
 st_status check_tok(int64_t n_tok) {
@@ -410,21 +411,23 @@ bool vec_ok(const void *const *ws, int n, st_dtype dt, int64_t cols, const float
 
 struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *x,
                                         int64_t n_tok, int sm_count) {
+    if (st_q_is_quant(dtype)) return st_gemvq_pick(&w, 1, dtype, rows, cols, n_tok, false, sm_count);
     struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, false, sm_count);
     s.vectorized = vec_ok(&w, 1, dtype, cols, x);
     return s;
 }
 
 st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
-                       int64_t n_tok, float *y, int sm_count, cudaStream_t stream) {
+                       const void *xq, int64_t n_tok, float *y, int sm_count, cudaStream_t stream) {
     const struct st_gemv_shape s = st_gemv_cuda_shape(w, dtype, rows, cols, x, n_tok, sm_count);
-    return st_gemv_cuda_shaped(w, dtype, rows, cols, bias, x, n_tok, y, &s, stream);
+    return st_gemv_cuda_shaped(w, dtype, rows, cols, bias, x, xq, n_tok, y, &s, stream);
 }
 
 st_status st_gemv_cuda_shaped(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
-                              int64_t n_tok, float *y, const struct st_gemv_shape *shape, cudaStream_t stream) {
+                              const void *xq, int64_t n_tok, float *y, const struct st_gemv_shape *shape,
+                              cudaStream_t stream) {
     const struct st_gemv_job job = {w, bias, y, rows};
-    return st_gemv_multi_cuda_shaped(&job, 1, dtype, cols, x, n_tok, shape, stream);
+    return st_gemv_multi_cuda_shaped(&job, 1, dtype, cols, x, xq, n_tok, shape, stream);
 }
 
 /* ---- a group of matrices over one x ------------------------------------------ */
@@ -438,26 +441,29 @@ struct st_gemv_shape st_gemv_multi_cuda_shape(const struct st_gemv_job *jobs, in
         rows += jobs[i].rows;
         ws[i] = jobs[i].w;
     }
+    if (st_q_is_quant(dtype)) return st_gemvq_pick(ws, n, dtype, rows, cols, n_tok, false, sm_count);
     struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, false, sm_count);
     s.vectorized = vec_ok(ws, n, dtype, cols, x);
     return s;
 }
 
 st_status st_gemv_multi_cuda(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols, const float *x,
-                             int64_t n_tok, int sm_count, cudaStream_t stream) {
+                             const void *xq, int64_t n_tok, int sm_count, cudaStream_t stream) {
     if (n_jobs < 1 || n_jobs > MAXJ)
         return st_error_set(ST_ERR_INTERNAL, "gemv: %d matrices in one group (1 to %d)", n_jobs, MAXJ);
     const struct st_gemv_shape s = st_gemv_multi_cuda_shape(jobs, n_jobs, dtype, cols, x, n_tok, sm_count);
-    return st_gemv_multi_cuda_shaped(jobs, n_jobs, dtype, cols, x, n_tok, &s, stream);
+    return st_gemv_multi_cuda_shaped(jobs, n_jobs, dtype, cols, x, xq, n_tok, &s, stream);
 }
 
 st_status st_gemv_multi_cuda_shaped(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols,
-                                    const float *x, int64_t n_tok, const struct st_gemv_shape *shape, cudaStream_t stream) {
+                                    const float *x, const void *xq, int64_t n_tok, const struct st_gemv_shape *shape,
+                                    cudaStream_t stream) {
     if (n_jobs < 1 || n_jobs > MAXJ)
         return st_error_set(ST_ERR_INTERNAL, "gemv: %d matrices in one group (1 to %d)", n_jobs, MAXJ);
     if (n_tok <= 0) return ST_OK;
     st_status st;
     if ((st = check_tok(n_tok)) != ST_OK || (st = check_dtype(dtype)) != ST_OK) return st;
+    if (st_q_is_quant(dtype)) return st_gemvq_launch(jobs, n_jobs, false, dtype, cols, x, xq, n_tok, shape, stream);
     const void *ws[MAXJ] = {NULL, NULL, NULL, NULL};
     for (int i = 0; i < n_jobs; i++) ws[i] = jobs[i].w;
     const bool vec = vec_ok(ws, n_jobs, dtype, cols, x);
@@ -492,24 +498,29 @@ st_status st_gemv_multi_cuda_shaped(const struct st_gemv_job *jobs, int n_jobs, 
 struct st_gemv_shape st_gemv_swiglu_cuda_shape(const void *wg, const void *wu, st_dtype dtype, int64_t rows, int64_t cols,
                                                const float *x, int64_t n_tok, int sm_count) {
     const void *ws[2] = {wg, wu};
+    if (st_q_is_quant(dtype)) return st_gemvq_pick(ws, 2, dtype, rows, cols, n_tok, true, sm_count);
     struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, true, sm_count);
     s.vectorized = vec_ok(ws, 2, dtype, cols, x);
     return s;
 }
 
 st_status st_gemv_swiglu_cuda(const void *wg, const float *bg, const void *wu, const float *bu, st_dtype dtype,
-                              int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *out, int sm_count,
-                              cudaStream_t stream) {
+                              int64_t rows, int64_t cols, const float *x, const void *xq, int64_t n_tok, float *out,
+                              int sm_count, cudaStream_t stream) {
     const struct st_gemv_shape s = st_gemv_swiglu_cuda_shape(wg, wu, dtype, rows, cols, x, n_tok, sm_count);
-    return st_gemv_swiglu_cuda_shaped(wg, bg, wu, bu, dtype, rows, cols, x, n_tok, out, &s, stream);
+    return st_gemv_swiglu_cuda_shaped(wg, bg, wu, bu, dtype, rows, cols, x, xq, n_tok, out, &s, stream);
 }
 
 st_status st_gemv_swiglu_cuda_shaped(const void *wg, const float *bg, const void *wu, const float *bu, st_dtype dtype,
-                                     int64_t rows, int64_t cols, const float *x, int64_t n_tok, float *out,
-                                     const struct st_gemv_shape *shape, cudaStream_t stream) {
+                                     int64_t rows, int64_t cols, const float *x, const void *xq, int64_t n_tok,
+                                     float *out, const struct st_gemv_shape *shape, cudaStream_t stream) {
     if (rows <= 0 || n_tok <= 0) return ST_OK;
     st_status st;
     if ((st = check_tok(n_tok)) != ST_OK || (st = check_dtype(dtype)) != ST_OK) return st;
+    if (st_q_is_quant(dtype)) {
+        const struct st_gemv_job pair[2] = {{wg, bg, out, rows}, {wu, bu, out, rows}};
+        return st_gemvq_launch(pair, 2, true, dtype, cols, x, xq, n_tok, shape, stream);
+    }
     const void *ws[2] = {wg, wu};
     if (shape->vectorized && !vec_ok(ws, 2, dtype, cols, x))
         return st_error_set(ST_ERR_INTERNAL, "gemv: vectorized shape asked for unaligned data or %lld columns", (long long)cols);

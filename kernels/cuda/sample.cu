@@ -4,6 +4,8 @@
  * lowest id), sorts them bitonically by (logit desc, id asc) and draws. */
 #include "kernels/cuda/sample.cuh"
 
+#include <float.h>
+
 namespace {
 
 constexpr int THREADS = 1024;
@@ -53,12 +55,15 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *__restrict
     __shared__ int si[32];
     float bv = -INFINITY;
     int bi = INT32_MAX;
+    int bad = 0;
     for (int i = threadIdx.x; i < n; i += THREADS) {
         const float v = logits[i];
+        bad |= !(fabsf(v) <= FLT_MAX);                    /* NaN or an infinity */
         if (better(v, i, bv, bi)) { bv = v; bi = i; }   /* NaN compares false: never taken */
     }
+    bad = __syncthreads_or(bad);
     block_argmax(bv, bi, sv, si);
-    if (threadIdx.x == 0) out_id[0] = bi == INT32_MAX ? 0 : bi;
+    if (threadIdx.x == 0) out_id[0] = bad ? -1 : bi == INT32_MAX ? 0 : bi;
 }
 
 /* Inclusive block scan of doubles (THREADS values), result per thread. */
@@ -98,13 +103,16 @@ sample_kernel(const float *__restrict__ logits, int n, float temperature, int to
     const double u = uniform(seed, (uint64_t)(int64_t)pos[0]);
     const float inv_t = 1.0f / temperature;
 
-    /* maximum logit (the softmax reference) */
+    /* maximum logit (the softmax reference); a non-finite logit is no token (-1) */
     float bv = -INFINITY;
     int bi = INT32_MAX;
+    int bad = 0;
     for (int i = tid; i < n; i += THREADS) {
         const float v = logits[i];
+        bad |= !(fabsf(v) <= FLT_MAX);
         if (better(v, i, bv, bi)) { bv = v; bi = i; }
     }
+    if (__syncthreads_or(bad)) { if (tid == 0) out_id[0] = -1; return; }
     block_argmax(bv, bi, sv, si);
     if (tid == 0) { sv[0] = bv; si[0] = bi; }
     __syncthreads();

@@ -1,10 +1,10 @@
 # strata bench: JSON fields, stage/link times adding up, weight bytes and tokens
 # checked independently (tests/bench/test_bench.c); usage and config errors.
 st_add_test(bench_cli SOURCES bench/test_bench.c LABELS bench)
-st_add_cli_test(bench_cli_help RC 0 LABELS bench EXPECT "usage: strata bench -m MODEL|||--prompt-tokens N|||--decode-tokens N"
+st_add_cli_test(bench_cli_help RC 0 LABELS bench EXPECT "usage: strata bench [-m MODEL [--cpu] | -c deploy.yaml] [options]|||--prompt-tokens N|||--decode-tokens N"
   ARGS "bench --help")
-st_add_cli_test(bench_cli_nomodel RC 2 LABELS bench EXPECT "bench: no model: give -m MODEL or -c deploy.yaml" ARGS "bench")
-st_add_cli_test(bench_cli_badcount RC 2 LABELS bench EXPECT "--prompt-tokens needs a whole number"
+st_add_cli_test(bench_cli_nomodel RC 2 LABELS bench EXPECT "model 'no/such/model' does not exist|||hint:" ARGS "bench -m no/such/model")
+st_add_cli_test(bench_cli_badcount RC 2 LABELS bench EXPECT "--prompt-tokens wants a token count from 1 to 16777216, got '0'"
   ARGS "bench -m models/tiny-kjv --prompt-tokens 0")
 st_add_cli_test(bench_cli_typo RC 2 LABELS bench EXPECT "unknown option '--prompt-token' (did you mean '--prompt-tokens'?)"
   ARGS "bench -m models/tiny-kjv --prompt-token 5")

@@ -270,7 +270,7 @@ static void test_errors(void) {
                  "objective, precision, attention, manual, numerics (docs/config.md)");
     EXPECT_ERROR("t.yaml", "version: 1\nwibble: 3\n",
                  "t.yaml:2:1: unknown key 'wibble'\nhint: valid keys at the top level: version, model, devices, "
-                 "placement, transport, context, batch, prefill_chunk, generation (docs/config.md)");
+                 "placement, transport, network, context, batch, prefill_chunk, generation (docs/config.md)");
 
     /* wrong types */
     EXPECT_ERROR("t.yaml", HEAD "devices: [cpu]\ncontext: [4096]\n",
@@ -415,8 +415,8 @@ static void test_errors(void) {
     EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: gpt-4}\ndevices: [cpu]\n",
                  "t.yaml:2:17: model.preset: unknown preset 'gpt-4'\n"
                  "hint: presets: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen2.5-7b, qwen2.5-14b, qwen2.5-32b, "
-                 "qwen2.5-72b, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3-14b, qwen3-32b, llama-3.1-8b, "
-                 "llama-3.1-70b, llama-3.3-70b (configs/presets.yaml); for a real model use 'path:'");
+                 "qwen2.5-72b, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3-14b, qwen3-32b, llama-2-7b, "
+                 "llama-3.1-8b, llama-3.1-70b, llama-3.3-70b (configs/presets.yaml); for a real model use 'path:'");
     EXPECT_ERROR("t.yaml", "version: 1\nmodel: {preset: qwen2.5-7b}\n",
                  "t.yaml:1:1: devices: missing\n"
                  "hint: add e.g. 'devices: [cuda:0, cpu]' ('strata inventory' lists this machine's)");
@@ -541,19 +541,24 @@ static void test_examples(void) {
     CHECK_MSG(n_loaded >= 8, "only %d example configs found", n_loaded);
 }
 
-/* Every ```yaml block in docs/config.md that starts with 'version:' is a
- * config that loads, so the documentation cannot drift from the parser. */
+/* Every ```yaml block in docs/config.md that starts with 'version:' (after
+ * any comment lines; "```yaml FILE" blocks show a file verbatim) is a config
+ * that loads, so the documentation cannot drift from the parser. */
 static void test_doc_examples(void) {
     char *doc = NULL;
     st_status s = st_read_file("docs/config.md", &doc, NULL);
     CHECK_MSG(s == ST_OK, "%s", st_last_error());
     if (s) return;
     int n = 0;
-    for (char *p = strstr(doc, "```yaml\n"); p; p = strstr(p, "```yaml\n")) {
-        p += 8;
+    for (char *p = strstr(doc, "```yaml"); p; p = strstr(p, "```yaml")) {
+        p = strchr(p, '\n');
+        if (!p) break;
+        p++;
         char *end = strstr(p, "```");
         if (!end) break;
-        if (!strncmp(p, "version:", 8)) {
+        const char *v = p;
+        while (v < end && *v == '#' && strchr(v, '\n')) v = strchr(v, '\n') + 1;   /* a file's header comment */
+        if (!strncmp(v, "version:", 8)) {
             struct st_deploy_config *c = NULL;
             s = st_config_parse(p, (size_t)(end - p), "docs/config.md", &c);
             CHECK_MSG(s == ST_OK, "docs/config.md example %d: %s", n, st_last_error());

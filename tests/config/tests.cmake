@@ -53,7 +53,7 @@ st_add_cli_test(config_cli_plan_help RC 0 LABELS config
   EXPECT "usage: strata plan -c FILE|||--check|||--explain|||-o, --output FILE|||--format table|json|||--svg FILE")
 st_add_cli_test(config_cli_plan_no_config RC 2 LABELS config
   ARGS "plan --check"
-  EXPECT "error: plan: no deployment config given (-c FILE or -m MODEL)|||hint: see 'strata plan --help'")
+  EXPECT "error: plan: --check needs -c FILE|||hint: see 'strata plan --help'")
 st_add_cli_test(config_cli_plan_bad_option RC 2 LABELS config
   ARGS "plan -c tests/config/good-whatif.yaml --chek"
   EXPECT "error: plan: unknown option '--chek'")

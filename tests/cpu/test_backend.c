@@ -37,7 +37,7 @@ static void run_ops(st_backend *be, const struct st_device_ops *o, struct output
     CHECK_OK(o->rmsnorm(be, x, nw, T, cols, 1e-5f, r->norm));
 
     /* attention over a cache filled by kv_store, positions 57..63 */
-    struct st_kv_layer kv = {.dtype = ST_DTYPE_F16, .n_ctx = n_ctx, .n_head_kv = Hkv, .head_dim = D};
+    struct st_kv_layer kv = {.dtype = ST_DTYPE_F16, .n_ctx = n_ctx, .n_head_kv = Hkv, .head_dim = D, .n_slots = 1};
     size_t kvb = st_dtype_row_bytes(ST_DTYPE_F16, Hkv * D) * n_ctx;
     CHECK_OK(o->alloc(be, kvb, ST_BUF_KV, &kv.k));
     CHECK_OK(o->alloc(be, kvb, ST_BUF_KV, &kv.v));
@@ -45,13 +45,13 @@ static void run_ops(st_backend *be, const struct st_device_ops *o, struct output
     for (int64_t i = 0; i < n_ctx * Hkv * D; i++) { k[i] = rng_f(); v[i] = rng_f(); }
     int32_t pos[64];
     for (int i = 0; i < 64; i++) pos[i] = i;
-    CHECK_OK(o->kv_store(be, &kv, k, v, n_ctx, pos));
+    CHECK_OK(o->kv_store(be, &kv, k, v, n_ctx, pos, NULL));
     r->rope = malloc(sizeof(float) * T * H * D);
     for (int64_t i = 0; i < T * H * D; i++) r->rope[i] = rng_f();
     struct st_rope_params rp = {.theta = 1e6f, .layout = ST_ROPE_NEOX, .freq_factors = NULL};
     CHECK_OK(o->rope(be, r->rope, T, H, D, pos + 57, &rp));
     r->att = malloc(sizeof(float) * T * H * D);
-    CHECK_OK(o->attention(be, &kv, r->rope, T, H, pos + 57, 0.17f, r->att));
+    CHECK_OK(o->attention(be, &kv, r->rope, T, H, pos + 57, NULL, 1, 0.17f, r->att));
 
     const int64_t n = 40000;
     float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);

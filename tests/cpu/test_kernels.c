@@ -197,12 +197,12 @@ static void test_attention_dtype(st_dtype kvt, int64_t D) {
     for (int i = 0; i < n_ctx; i++) all[i] = i;
     for (int64_t i = 0; i < n_ctx * Hkv * D; i++) { kr[i] = 2.0f * rng_f(); vr[i] = rng_f(); }
     for (int64_t i = 0; i < T * H * D; i++) q[i] = rng_f();
-    CHECK_OK(st_cpu_kv_store(kc, vc, kvt, n_ctx, Hkv, D, kr, vr, n_ctx, all));
+    CHECK_OK(st_cpu_kv_store(kc, vc, kvt, 1, n_ctx, Hkv, D, kr, vr, n_ctx, all, NULL));
     /* the reference reads what the cache holds (rounded to its dtype) */
     CHECK_OK(st_dtype_to_f32(kvt, kc, kr, n_ctx * Hkv * D));
     CHECK_OK(st_dtype_to_f32(kvt, vc, vr, n_ctx * Hkv * D));
     const float scale = 1.0f / sqrtf((float)D);
-    CHECK_OK(st_cpu_attention(kc, vc, kvt, n_ctx, Hkv, D, q, T, H, pos, scale, out));
+    CHECK_OK(st_cpu_attention(kc, vc, kvt, 1, n_ctx, Hkv, D, q, T, H, pos, NULL, scale, out));
     double worst = 0;
     double *sc = malloc(sizeof(double) * (size_t)n_ctx);
     for (int64_t t = 0; t < T; t++)
@@ -228,13 +228,17 @@ static void test_attention_dtype(st_dtype kvt, int64_t D) {
     float one[6 * 40] = {0};
     bool same = true;
     for (int64_t t = 0; t < T; t++) {
-        CHECK_OK(st_cpu_attention(kc, vc, kvt, n_ctx, Hkv, D, q + t * H * D, 1, H, &pos[t], scale, one));
+        CHECK_OK(st_cpu_attention(kc, vc, kvt, 1, n_ctx, Hkv, D, q + t * H * D, 1, H, &pos[t], NULL, scale, one));
         if (memcmp(one, out + t * H * D, sizeof(float) * (size_t)(H * D))) same = false;
     }
     CHECK(same);
     int32_t bad = 600;
-    CHECK_ERR(st_cpu_attention(kc, vc, kvt, n_ctx, Hkv, D, q, 1, H, &bad, scale, out), ST_ERR_USAGE, "outside the KV cache");
-    CHECK_ERR(st_cpu_kv_store(kc, vc, kvt, n_ctx, Hkv, D, kr, vr, 1, &bad), ST_ERR_USAGE, "the context is full");
+    CHECK_ERR(st_cpu_attention(kc, vc, kvt, 1, n_ctx, Hkv, D, q, 1, H, &bad, NULL, scale, out), ST_ERR_USAGE, "outside the KV cache");
+    CHECK_ERR(st_cpu_kv_store(kc, vc, kvt, 1, n_ctx, Hkv, D, kr, vr, 1, &bad, NULL), ST_ERR_USAGE, "the context is full");
+    int32_t p0 = 0, slot1 = 1;
+    CHECK_ERR(st_cpu_attention(kc, vc, kvt, 1, n_ctx, Hkv, D, q, 1, H, &p0, &slot1, scale, out), ST_ERR_USAGE,
+              "slot 1 is outside the 1 slots");
+    CHECK_ERR(st_cpu_kv_store(kc, vc, kvt, 1, n_ctx, Hkv, D, kr, vr, 1, &p0, &slot1), ST_ERR_USAGE, "slot 1 is outside");
     free(sc); free(kc); free(vc); free(kr); free(vr); free(q); free(out);
 }
 
@@ -242,11 +246,69 @@ static void test_kv_store(void) {
     float k[2 * 8], v[2 * 8], kc[4 * 8] = {0}, vc[4 * 8] = {0};
     for (int i = 0; i < 16; i++) { k[i] = (float)i; v[i] = (float)-i; }
     int32_t pos[2] = {3, 1};
-    CHECK_OK(st_cpu_kv_store(kc, vc, ST_DTYPE_F32, 4, 2, 4, k, v, 2, pos));
+    CHECK_OK(st_cpu_kv_store(kc, vc, ST_DTYPE_F32, 1, 4, 2, 4, k, v, 2, pos, NULL));
     CHECK(!memcmp(kc + 3 * 8, k, 32) && !memcmp(kc + 1 * 8, k + 8, 32));
     CHECK(!memcmp(vc + 3 * 8, v, 32) && !memcmp(vc + 1 * 8, v + 8, 32));
     CHECK(kc[0] == 0 && kc[2 * 8] == 0);
-    CHECK_ERR(st_cpu_kv_store(kc, vc, ST_DTYPE_Q8_0, 4, 2, 4, k, v, 2, pos), ST_ERR_UNSUPPORTED, "q8_0");
+    CHECK_ERR(st_cpu_kv_store(kc, vc, ST_DTYPE_Q8_0, 1, 4, 2, 4, k, v, 2, pos, NULL), ST_ERR_UNSUPPORTED, "q8_0");
+    /* slots: token t goes to plane slot[t] (3 planes of 4 rows) */
+    float kc3[3 * 4 * 8] = {0}, vc3[3 * 4 * 8] = {0};
+    int32_t slot[2] = {2, 0};
+    CHECK_OK(st_cpu_kv_store(kc3, vc3, ST_DTYPE_F32, 3, 4, 2, 4, k, v, 2, pos, slot));
+    CHECK(!memcmp(kc3 + (2 * 4 + 3) * 8, k, 32) && !memcmp(kc3 + (0 * 4 + 1) * 8, k + 8, 32));
+    CHECK(!memcmp(vc3 + (2 * 4 + 3) * 8, v, 32) && !memcmp(vc3 + (0 * 4 + 1) * 8, v + 8, 32));
+    CHECK(kc3[(1 * 4 + 3) * 8] == 0 && kc3[(2 * 4 + 1) * 8] == 0);
+}
+
+/* A batched decode step: tokens of different sequences in one call, each over
+ * its own plane of the cache, against one call per sequence (same bits) and a
+ * brute-force double reference over that sequence's rows only. */
+static void test_attention_slots(st_dtype kvt) {
+    const int64_t n_slots = 4, n_ctx = 300, Hkv = 2, H = 4, D = 16, T = 4;
+    const size_t rb = st_dtype_row_bytes(kvt, Hkv * D);
+    uint8_t *kc = calloc((size_t)(n_slots * n_ctx), rb), *vc = calloc((size_t)(n_slots * n_ctx), rb);
+    float *kr = malloc(sizeof(float) * (size_t)(n_ctx * Hkv * D)), *vr = malloc(sizeof(float) * (size_t)(n_ctx * Hkv * D));
+    int32_t all[300], slot_of[300];
+    for (int i = 0; i < n_ctx; i++) all[i] = i;
+    for (int sl = 0; sl < n_slots; sl++) {   /* every plane different */
+        for (int64_t i = 0; i < n_ctx * Hkv * D; i++) { kr[i] = 2.0f * rng_f(); vr[i] = rng_f(); }
+        for (int i = 0; i < n_ctx; i++) slot_of[i] = sl;
+        CHECK_OK(st_cpu_kv_store(kc, vc, kvt, n_slots, n_ctx, Hkv, D, kr, vr, n_ctx, all, slot_of));
+    }
+    float *q = malloc(sizeof(float) * (size_t)(T * H * D)), *out = malloc(sizeof(float) * (size_t)(T * H * D));
+    float one[4 * 16];
+    for (int64_t i = 0; i < T * H * D; i++) q[i] = rng_f();
+    int32_t pos[4] = {299, 0, 130, 257}, slot[4] = {3, 1, 0, 2};
+    const float scale = 0.25f;
+    CHECK_OK(st_cpu_attention(kc, vc, kvt, n_slots, n_ctx, Hkv, D, q, T, H, pos, slot, scale, out));
+    float *kf = malloc(sizeof(float) * (size_t)(n_ctx * Hkv * D)), *vf = malloc(sizeof(float) * (size_t)(n_ctx * Hkv * D));
+    double *sc = malloc(sizeof(double) * (size_t)n_ctx), worst = 0;
+    bool same = true;
+    for (int64_t t = 0; t < T; t++) {
+        CHECK_OK(st_cpu_attention(kc, vc, kvt, n_slots, n_ctx, Hkv, D, q + t * H * D, 1, H, &pos[t], &slot[t], scale, one));
+        if (memcmp(one, out + t * H * D, sizeof one)) same = false;
+        CHECK_OK(st_dtype_to_f32(kvt, kc + (size_t)(slot[t] * n_ctx) * rb, kf, n_ctx * Hkv * D));
+        CHECK_OK(st_dtype_to_f32(kvt, vc + (size_t)(slot[t] * n_ctx) * rb, vf, n_ctx * Hkv * D));
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t g = h / (H / Hkv);
+            double mx = -1e300, sum = 0;
+            for (int64_t j = 0; j <= pos[t]; j++) {
+                double d = 0;
+                for (int64_t i = 0; i < D; i++) d += (double)q[(t * H + h) * D + i] * kf[(j * Hkv + g) * D + i];
+                sc[j] = d * scale;
+                mx = fmax(mx, sc[j]);
+            }
+            for (int64_t j = 0; j <= pos[t]; j++) { sc[j] = exp(sc[j] - mx); sum += sc[j]; }
+            for (int64_t i = 0; i < D; i++) {
+                double o = 0;
+                for (int64_t j = 0; j <= pos[t]; j++) o += sc[j] / sum * vf[(j * Hkv + g) * D + i];
+                worst = fmax(worst, fabs(out[(t * H + h) * D + i] - o));
+            }
+        }
+    }
+    CHECK_MSG(same, "attention over slots (kv %s): a batched call differs from per-sequence calls", st_dtype_name(kvt));
+    CHECK_MSG(worst < 2e-6, "attention over slots (kv %s): worst abs error %.3g", st_dtype_name(kvt), worst);
+    free(sc); free(kf); free(vf); free(kc); free(vc); free(kr); free(vr); free(q); free(out);
 }
 
 static void test_embed(void) {
@@ -300,6 +362,8 @@ int main(void) {
     }
     st_cpu_kernels_force_portable(false);
     test_kv_store();
+    test_attention_slots(ST_DTYPE_F32);
+    test_attention_slots(ST_DTYPE_BF16);
     test_embed();
     test_small_ops();
     return st_test_finish("cpu_kernels");

@@ -13,21 +13,26 @@ st_add_cli_test(generate_cli_qwen3_gguf RC 0 LABELS engine golden
 st_add_cli_test(generate_cli_llama_f16 RC 0 LABELS engine golden
   EXPECT "357,104,336,208,218,225,170,31,162,225,266,105,293,257,353,149"
   ARGS "generate -m tests/fixtures/models/llama-tiny/llama-tiny-f16.gguf --tokens 343,331,313,327,26,310,360,100,64,29,306,362 --kv-dtype f16")
-st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate (-m MODEL | -c deploy.yaml)|||--logits FILE|||--chat|||--raw " ARGS "generate --help")
+st_add_cli_test(generate_cli_help RC 0 LABELS engine EXPECT "usage: strata generate [-m MODEL | -c deploy.yaml]|||--logits FILE|||--chat|||--raw " ARGS "generate --help")
 st_add_cli_test(generate_cli_no_prompt RC 2 LABELS engine EXPECT "give a prompt: -p TEXT, --chat, or --tokens 1,2,3"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf")
 st_add_cli_test(generate_cli_logits_text RC 2 LABELS engine EXPECT "--logits goes with --tokens"
   ARGS "generate -m models/tiny-kjv -p hello --logits x.npy")
-st_add_cli_test(generate_cli_nomodel RC 2 LABELS engine EXPECT "name a model with -m|||hint: see 'strata generate --help'" ARGS "generate --tokens 1,2")
+st_add_cli_test(generate_cli_nomodel RC 2 LABELS engine EXPECT "model 'no/such/model' does not exist|||hint:" ARGS "generate -m no/such/model --tokens 1,2")
 st_add_cli_test(generate_cli_badlist RC 2 LABELS engine
   EXPECT "--tokens: item 2 at character 2 is not a token id: 'x'|||hint: write the ids"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,x,3")
 st_add_cli_test(generate_cli_badid RC 2 LABELS engine
   EXPECT "token id 251 (input position 1) is outside the vocabulary"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,251")
-st_add_cli_test(generate_cli_ctx RC 2 LABELS engine
-  EXPECT "need a context of 18, the plan has 8|||hint: raise --ctx"
+# past a fixed context: the output stops when it is full and says so (exit 0);
+# 3 prompt tokens + 6 new ones = the 8-token cache and the one token it predicts
+st_add_cli_test(generate_cli_ctx RC 0 LABELS engine
+  EXPECT "139,139,139,139,139,139\n|||stopped: the context of 8 tokens is full|||hint: raise --ctx"
   ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 8")
+st_add_cli_test(generate_cli_ctx_prompt RC 2 LABELS engine
+  EXPECT "the prompt (3 tokens) does not fit the context of 2 tokens|||hint: raise --ctx"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2,3 -n 16 --ctx 2")
 st_add_cli_test(generate_cli_typo RC 2 LABELS engine EXPECT "unknown option '--thread' (did you mean '--threads'?)"
   ARGS "generate -m x --thread 2")
 st_add_cli_test(generate_cli_logits_dir RC 1 LABELS engine EXPECT "cannot create the logits file"
@@ -37,3 +42,33 @@ st_add_test(engine_graph_errors SOURCES engine/test_graph_errors.c LABELS engine
 add_test(NAME engine_logits_same_ids COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/engine/logits_same_ids.sh $<TARGET_FILE:strata>
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(engine_logits_same_ids PROPERTIES LABELS engine)
+
+# Quantized weights. The CUDA kernels' per-block math (kernels/cuda/quant.cuh)
+# on the host: bit-identical dequantization and the dot-product bounds (built
+# with the CUDA backend; nvcc compiles the helpers for the CPU, no GPU needed).
+if(ST_HAVE_CUDA)
+  st_add_test(engine_quant_math SOURCES engine/test_quant_math.cu LABELS engine quant)
+endif()
+# The CPU engine on GGUF files of every quantized type (and the Q4_K_M mix)
+# against gguf-py's dequantization and a float64 forward pass: same greedy
+# ids, logits within 1e-4; and tools/quantize.py's blocks read back exactly by
+# gguf-py.
+add_test(NAME engine_quant_fixtures
+         COMMAND ${STRATA_PYTHON} tests/engine/quant_fixtures.py --strata $<TARGET_FILE:strata>
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+add_test(NAME tools_quantize_selftest COMMAND ${STRATA_PYTHON} tools/quantize.py --selftest
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(engine_quant_fixtures tools_quantize_selftest PROPERTIES LABELS "engine;quant")
+# tests/gpu/quant_tolerances.json is what tests/gpu/quant_bound.py derives now
+add_test(NAME engine_quant_tolerances
+         COMMAND ${STRATA_PYTHON} tests/gpu/quant_bound.py --check tests/gpu/quant_tolerances.json
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+# tests/gpu/e2e_quant.sh without a GPU (every cuda:N on the CPU): its deployments,
+# the CPU references and check_e2e.py's verdicts, on the q4_k_m fixture
+add_test(NAME engine_quant_e2e_script
+         COMMAND ${CMAKE_COMMAND} -E env E2E_FAKE_GPU=1 E2E_QTYPES=q4_k_m E2E_QPARTS=fixtures,whatif
+                 E2E_STRATA=$<TARGET_FILE:strata> PYTHON=${STRATA_PYTHON}
+                 STRATA_GPU_BUILD=${CMAKE_CURRENT_BINARY_DIR}/e2e_quant_fake OUT=${CMAKE_CURRENT_BINARY_DIR}/e2e_quant_fake
+                 bash tests/gpu/e2e_quant.sh
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(engine_quant_tolerances engine_quant_e2e_script PROPERTIES LABELS "engine;quant")

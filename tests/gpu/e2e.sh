@@ -7,14 +7,17 @@
 #   tests/gpu/e2e.sh                      # E2E_PARTS=fixtures,big,sanitizer by default
 #
 # Parts (E2E_PARTS, comma separated, in this order):
-#   fixtures   the fixture models (tests/fixtures/models: qwen2-tiny, qwen3-tiny,
-#              llama-tiny; f32 and f16 GGUF, HF directory) and tests/gpu/models/tiny-4l
-#              through the deployments in tests/gpu/deploy/fx-*.yaml: 1 GPU bf16;
-#              1 GPU emulating a Tesla M40; GPU 0 bf16 + GPU 1 as an M40 (2 and 3
-#              stages); GPU + CPU stages; 4 logical stages over 2 GPUs; the
-#              multi-GPU ones with transport peer, nccl and host. Each run's greedy
-#              ids and --logits are compared with `strata generate --cpu`
-#              (tests/gpu/check_e2e.py compare; tolerances in tests/gpu/README.md).
+#   fixtures   the peaked e2e models (tests/gpu/models: qwen2-peaked, qwen3-peaked,
+#              llama-peaked, tiny-4l; f32 and f16 GGUF, HF directory; made by
+#              tools/fixtures/make_peaked.py) through the deployments in
+#              tests/gpu/deploy/fx-*.yaml: 1 GPU bf16; 1 GPU emulating a Tesla M40;
+#              GPU 0 bf16 + GPU 1 as an M40 (2 and 3 stages); GPU + CPU stages; 4
+#              logical stages over 2 GPUs; the multi-GPU ones with transport peer,
+#              nccl and host; and a saved fp32 plan replayed (generate --plan) on a
+#              deployment whose planner picks bf16. Each run's greedy ids and
+#              --logits are compared with `strata generate --cpu`, teacher-forced
+#              after a flipped id (tests/gpu/check_e2e.py compare; tolerances in
+#              tests/gpu/README.md).
 #   big        a Qwen2.5-7B-shaped random bf16 model (tools/make_random_model.py,
 #              < 2 min): `strata plan` on 2 GPUs, `strata bench --json` on the
 #              planner's plan and on a forced 2-stage split (per-device memory vs
@@ -34,10 +37,13 @@
 #                     (emulate/precision lines dropped), so the whole fixture matrix,
 #                     the YAML rewriting and the checks run on the CPU
 #   E2E_QUICK=1       fixtures: the F32 GGUF files only
+#   E2E_MODELS        fixtures: these models only (comma separated; default all four)
+#   E2E_TRANSPORTS    the multi-GPU cases' transports (default "peer nccl host")
 #   E2E_BIG_DIR       where the 7B model is written (default /tmp/strata-e2e/qwen2.5-7b-random);
 #   E2E_BIG_REUSE=1   keep a model already there
 #   E2E_TOL_FP32, E2E_TOL_BF16   tolerances (default 1e-4 and 2.5e-2, max|d| / max|ref| per row)
-#   E2E_STRICT_TIES=1 a near-tie greedy flip in a bf16 run fails instead of being reported
+#   E2E_STRICT_TIES=1 a near-tie greedy flip fails instead of being reported as TIE (on the
+#                     peaked models a bf16 flip is never a near tie: it fails anyway)
 #
 # Exit status: 1 when any correctness check failed (a missed speed target is PERF
 # and does not change it), 0 otherwise. The summary table is printed last.
@@ -59,7 +65,10 @@ results=$out/results.jsonl
 summary=$out/summary.txt
 : > "$log"
 : > "$results"
-chk() { "$py" "$root/tests/gpu/check_e2e.py" "$@" --results "$results" "${strict[@]}" >> "$log" 2>&1; }
+chk() {  # chk SUBCOMMAND ARGS... (a compare's rerun command comes last, after --)
+  local sub=$1; shift
+  "$py" "$root/tests/gpu/check_e2e.py" "$sub" --results "$results" "${strict[@]}" "$@" >> "$log" 2>&1
+}
 record() {  # record PART CASE STATUS DETAIL
   chk record --part "$1" --case "$2" --status "$3" --detail "$4"
   printf '%-4s  %-9s %s  %s\n' "$3" "$1" "$2" "$4"
@@ -156,7 +165,7 @@ cpu_ref() {  # cpu_ref KEY FILE PROMPT [REFERENCE_JSON]: the CPU engine's ids an
   # the reference must be deterministic: a second CPU run gives the same ids and logits bit for bit
   run "cpu $key again" 120 "$d.2.out" "$strata" generate -m "$file" --cpu --tokens "$prompt" -n $N --logits "$d.2.npy"
   chk compare --part fixtures --case "cpu $key twice" --ref-npy "$d.npy" --ref-stdout "$d.out" --got-npy "$d.2.npy" \
-    --got-stdout "$d.2.out" --n-prompt "$(echo "$prompt" | tr ',' '\n' | grep -c .)" --tol-class fp32 --tol 0 --model "$key"
+    --got-stdout "$d.2.out" --prompt "$prompt" --tol-class fp32 --tol 0 --model "$key"
   return 0
 }
 
@@ -179,35 +188,71 @@ gpu_case() {  # gpu_case CASE CFG TRANSPORT KEY FILE PROMPT [REFERENCE_JSON]
   fi
   local extra=()
   [ -n "$rj" ] && extra=(--reference-json "$rj")
+  # a flipped id is followed by reruns from the CPU's ids (teacher forcing), so every row is compared
   chk compare --part fixtures --case "$case" --ref-npy "$ref.npy" --ref-stdout "$ref.out" --got-npy "$d.npy" \
-    --got-stdout "$d.out" --n-prompt "$(echo "$prompt" | tr ',' '\n' | grep -c .)" --plan "$d.plan.json" \
-    --model "$key" --transport "$tr" "${tol_args[@]}" "${extra[@]}"
+    --got-stdout "$d.out" --prompt "$prompt" --plan "$d.plan.json" --require-peaked \
+    --model "$key" --transport "$tr" "${tol_args[@]}" "${extra[@]}" \
+    -- "$strata" generate -c "$work/deploy/$tag.yaml" -m "$file"
+  show_last
+}
+
+# A saved plan that the planner would not choose now (fp32 matmuls and eager
+# attention forced, two stages on one GPU) replayed with generate --plan on a
+# deployment whose planner picks bf16: the stage table must be the plan's and
+# the logits within the fp32 tolerance, which a bf16 run (~1e-2) cannot meet.
+replay_case() {  # replay_case KEY FILE PROMPT
+  local key=$1 file=$2 prompt=$3
+  local d=$work/runs/replay-${key//\//-} src=$work/deploy/replay-src.yaml dst=$work/deploy/replay-dst.yaml
+  local ref=$work/runs/cpu-${key//\//-}
+  mkcfg "$root/tests/gpu/deploy/fx-replay-fp32.yaml" "$src" "" "$root/$file"
+  mkcfg "$root/tests/gpu/deploy/fx-1gpu-auto.yaml" "$dst" "" "$root/$file"
+  if ! run "replay plan" 60 "$d.plan.out" "$strata" plan -c "$src" -m "$file" -o "$d.plan.yaml"; then
+    record fixtures "replay fp32 plan" FAIL "strata plan -o failed: $(first_error "$d.plan.out.err")"
+    return
+  fi
+  run "replay auto" 60 "$d.auto.json" "$strata" plan -c "$dst" -m "$file" --format json
+  local now; now=$("$py" -c 'import json,sys; t=open(sys.argv[1]).read(); p=json.loads(t[t.index("{"):t.rindex("}")+1]); print(" ".join(s["precision"] for s in p["stages"]))' "$d.auto.json" 2>> "$log")
+  if [ "$fake" != 1 ] && [[ " $now " != *" bf16 "* ]]; then
+    record fixtures "replay fp32 plan" FAIL "the planner picks '$now' on $dst, not bf16: replaying an fp32 plan proves nothing here"
+    return
+  fi
+  if ! run "replay gen" 120 "$d.out" "$strata" -v generate -c "$dst" -m "$file" --plan "$d.plan.yaml" \
+       --tokens "$prompt" -n $N --logits "$d.npy"; then
+    record fixtures "replay fp32 plan" FAIL "generate --plan failed: $(first_error "$d.out.err")"
+    return
+  fi
+  local stages; stages=$(grep -E '^[0-9]+ ' "$d.out.err" | sed -E 's/^([0-9]+) +([^ ]+) +([0-9]+-[0-9]+)( [EO])* +([a-z0-9]+) +([a-z]+) .*/\3:\5\/\6/' | tr '\n' ' ')
+  if [ "$stages" != "0-0:f32/eager 1-1:f32/eager " ]; then
+    record fixtures "replay fp32 plan" FAIL "generate --plan ran stages '$stages', the plan has '0-0:f32/eager 1-1:f32/eager' (planner now: $now)"
+    return
+  fi
+  chk compare --part fixtures --case "replay fp32 plan on a bf16 deployment (planner now: $now)" --ref-npy "$ref.npy" \
+    --ref-stdout "$ref.out" --got-npy "$d.npy" --got-stdout "$d.out" --prompt "$prompt" --tol-class fp32 --model "$key" \
+    -- "$strata" generate -c "$dst" -m "$file" --plan "$d.plan.yaml"
   show_last
 }
 
 if has_part fixtures; then
   echo "-- (a) fixture models vs the CPU engine" | tee -a "$log"
-  fx=tests/fixtures/models
+  fx=tests/gpu/models
   declare -A PROMPT=() FILES=() RJ=()
-  for m in qwen2-tiny qwen3-tiny llama-tiny; do
+  models=",${E2E_MODELS:-qwen2-peaked,qwen3-peaked,llama-peaked,tiny-4l},"
+  for m in qwen2-peaked qwen3-peaked llama-peaked tiny-4l; do
     PROMPT[$m]=$(ref_tokens "$fx/$m/reference.json")
     RJ[$m]=$fx/$m/reference.json
     if [ "${E2E_QUICK:-0}" = 1 ]; then FILES[$m]="f32"; else FILES[$m]="f32 f16 hf"; fi
+    [[ $models == *",$m,"* ]] || FILES[$m]=""
   done
-  PROMPT[tiny-4l]=$(ref_tokens tests/gpu/models/tiny-4l/reference.json)
-  RJ[tiny-4l]=tests/gpu/models/tiny-4l/reference.json
-  FILES[tiny-4l]="hf"
   path_of() {  # path_of MODEL KIND
-    case $1/$2 in
-      tiny-4l/hf) echo tests/gpu/models/tiny-4l ;;
-      */hf) echo "$fx/$1/hf" ;;
+    case $2 in
+      hf) echo "$fx/$1/hf" ;;
       *) echo "$fx/$1/$1-$2.gguf" ;;
     esac
   }
   rj_of() {  # reference.json when the weights are F32 (greedy ids must match transformers)
     [ "$2" = f16 ] || echo "${RJ[$1]}"
   }
-  for m in qwen2-tiny qwen3-tiny llama-tiny tiny-4l; do
+  for m in qwen2-peaked qwen3-peaked llama-peaked tiny-4l; do
     for k in ${FILES[$m]}; do
       cpu_ref "$m/$k" "$(path_of "$m" "$k")" "${PROMPT[$m]}" "$(rj_of "$m" "$k")"
     done
@@ -215,30 +260,33 @@ if has_part fixtures; then
   show_last --part fixtures
 
   if [ "$ngpu" -ge 1 ]; then
-    for m in qwen2-tiny qwen3-tiny llama-tiny tiny-4l; do
+    for m in qwen2-peaked qwen3-peaked llama-peaked tiny-4l; do
       for k in ${FILES[$m]}; do
         f=$(path_of "$m" "$k")
         gpu_case "1gpu-bf16 $m/$k" fx-1gpu-bf16.yaml "" "$m/$k" "$f" "${PROMPT[$m]}" "$(rj_of "$m" "$k")"
         gpu_case "1gpu-m40 $m/$k" fx-1gpu-m40.yaml "" "$m/$k" "$f" "${PROMPT[$m]}" "$(rj_of "$m" "$k")"
       done
     done
-    for m in qwen2-tiny llama-tiny qwen3-tiny; do
+    for m in qwen2-peaked llama-peaked qwen3-peaked; do
+      [ -n "${FILES[$m]}" ] || continue
       cfg="fx-gpu-cpu.yaml"
-      [ $m = qwen3-tiny ] && cfg="fx-gpu-cpu-3l.yaml"
+      [ $m = qwen3-peaked ] && cfg="fx-gpu-cpu-3l.yaml"
       gpu_case "gpu+cpu $m/f32 host" $cfg host "$m/f32" "$(path_of $m f32)" "${PROMPT[$m]}" "${RJ[$m]}"
     done
+    [ -n "${FILES[qwen2-peaked]}" ] && replay_case qwen2-peaked/f32 "$(path_of qwen2-peaked f32)" "${PROMPT[qwen2-peaked]}"
   else
     record fixtures "1-GPU cases" SKIP "no GPU visible"
   fi
   if [ "$ngpu" -ge 2 ]; then
-    for tr in peer nccl host; do
-      for m in qwen2-tiny llama-tiny qwen3-tiny; do
+    for tr in ${E2E_TRANSPORTS:-peer nccl host}; do
+      for m in qwen2-peaked llama-peaked qwen3-peaked; do
+        [ -n "${FILES[$m]}" ] || continue
         cfg="fx-2gpu-m40.yaml"
-        [ $m = qwen3-tiny ] && cfg="fx-2gpu-m40-3l.yaml"
+        [ $m = qwen3-peaked ] && cfg="fx-2gpu-m40-3l.yaml"
         gpu_case "2gpu-m40 $m/f32 $tr" $cfg $tr "$m/f32" "$(path_of $m f32)" "${PROMPT[$m]}" "${RJ[$m]}"
       done
-      gpu_case "4stage-2gpu tiny-4l $tr" fx-4stage-2gpu.yaml $tr tiny-4l/hf tests/gpu/models/tiny-4l \
-        "${PROMPT[tiny-4l]}" "${RJ[tiny-4l]}"
+      [ -n "${FILES[tiny-4l]}" ] && gpu_case "4stage-2gpu tiny-4l $tr" fx-4stage-2gpu.yaml $tr tiny-4l/f32 \
+        "$(path_of tiny-4l f32)" "${PROMPT[tiny-4l]}" "${RJ[tiny-4l]}"
     done
   else
     record fixtures "2-GPU cases" SKIP "needs 2 GPUs, $ngpu visible: 2gpu-m40 (2 and 3 stages) and 4stage-2gpu, peer/nccl/host"
@@ -313,8 +361,11 @@ if has_part big || has_part bigcheck; then
     run "bigcheck cpu" 600 "$work/runs/big-cpu.out" "$strata" generate -m "$big" --cpu --tokens $p7 -n 4 --logits "$work/runs/big-cpu.npy"
     run "bigcheck gpu" 300 "$work/runs/big-gpu.out" "$strata" generate -c "$work/deploy/big-2gpu-split.yaml" --tokens $p7 -n 4 --logits "$work/runs/big-gpu.npy"
     run "bigcheck plan" 120 "$work/runs/big-split.plan.json" "$strata" plan -c "$work/deploy/big-2gpu-split.yaml" --format json
+    # a random 7B model is not peaked: a near-tie flip is reported as TIE (with its gap), and
+    # every later row is still compared teacher-forced
     chk compare --part big --case "7B split 2gpu vs cpu" --ref-npy "$work/runs/big-cpu.npy" --ref-stdout "$work/runs/big-cpu.out" \
-      --got-npy "$work/runs/big-gpu.npy" --got-stdout "$work/runs/big-gpu.out" --n-prompt 8 --plan "$work/runs/big-split.plan.json" "${tol_args[@]}"
+      --got-npy "$work/runs/big-gpu.npy" --got-stdout "$work/runs/big-gpu.out" --prompt $p7 --plan "$work/runs/big-split.plan.json" \
+      "${tol_args[@]}" -- "$strata" generate -c "$work/deploy/big-2gpu-split.yaml"
     show_last
   fi
 fi
@@ -324,9 +375,9 @@ if has_part sanitizer; then
   echo "-- (c) compute-sanitizer memcheck" | tee -a "$log"
   san_case() {  # san_case CASE CFG TRANSPORT
     local case=$1 cfg=$2 tr=$3
-    local m=qwen2-tiny
-    local file=tests/fixtures/models/$m/$m-f32.gguf prompt
-    prompt=$(ref_tokens tests/fixtures/models/$m/reference.json)
+    local m=qwen2-peaked
+    local file=tests/gpu/models/$m/$m-f32.gguf prompt
+    prompt=$(ref_tokens tests/gpu/models/$m/reference.json)
     local tag
     tag=san-$(basename "$cfg" .yaml)-$tr
     mkcfg "$root/tests/gpu/deploy/$cfg" "$work/deploy/$tag.yaml" "$tr" "$root/$file"
@@ -336,7 +387,7 @@ if has_part sanitizer; then
     local errs; errs=$(grep -ohE 'ERROR SUMMARY: [0-9]+ error' "$work/runs/$tag.out" "$work/runs/$tag.out.err" | tail -1)
     local ids; ids=$(grep -E '^[0-9]+(,[0-9]+)*$' "$work/runs/$tag.out" | tail -1)
     local want; want=$("$py" -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy_tokens"][:4])))' \
-      tests/fixtures/models/$m/reference.json)
+      tests/gpu/models/$m/reference.json)
     if [ $rc -eq 0 ] && [ "$ids" = "$want" ]; then
       record sanitizer "$case" PASS "memcheck: ${errs:-no summary line}; ids $ids as the CPU"
     else

@@ -5,11 +5,23 @@
  *   f16      matmul_prec F16, flash attention (cc >= 8.0; eager below)
  *   maxwell  maxwell_path = true: fp32 math, eager attention, sm_52 code only
  * Tolerance is ||gpu - cpu|| / ||cpu|| (double): 1e-5 where the GPU computes
- * in fp32 over the same inputs, 5e-3 where bf16 enters the tensor cores,
- * 2e-3 where fp16 does (fp32 accumulation everywhere). Outputs are poisoned
+ * in fp32 over the same inputs, 5e-3 where bf16 enters the tensor cores
+ * (6e-3 for flash attention, which rounds Q, K, V and P), 2e-3 where fp16
+ * does (fp32 accumulation everywhere); tests/gpu/kernel_bound.py derives them. Outputs are poisoned
  * with NaN before every run; a NaN or an unwritten element never passes.
  * matmul_multi and matmul_swiglu (the grouped decode GEMVs) against the CPU
  * backend's matmul (and swiglu) per matrix, also captured in a graph.
+ * Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K):
+ * matmul (GEMV and GEMM, odd row counts, one and two column tiles),
+ * matmul_multi (uniform and mixed dtypes) and matmul_swiglu (same and mixed
+ * gate/up dtypes) on all three configurations, and a decode layer of a
+ * Q4_K_M-like mix captured in a graph and replayed. Tolerances: the Maxwell
+ * path (and every GEMV without dp4a) is fp32: 1e-5. The dp4a GEMV (cc >= 6.1,
+ * not Maxwell) quantizes x to 8 bits per 32 elements: every output must lie
+ * within sum_i |A_ri| d_b(i) / 2 of the CPU's (A: the weights without their
+ * min term, d_b: max |x| of x's 32-element block / 127; kernels/cuda/quant.cuh)
+ * plus 1e-5 sum |w x|. GEMMs on tensor cores round the dequantized weights and
+ * x to bf16 (5e-3) or f16 (2e-3).
  * Also: argmax ties and NaN, seeded sampling against a brute-force host
  * implementation of the contract in devices/device.h, graph capture/replay
  * with positions read on the device, import_host, out-of-memory and bad-input
@@ -67,6 +79,7 @@ struct gpu {
     struct st_backend_config cfg;
     int cc_major;
     bool flash;          /* attention runs the tensor-core kernel */
+    int cc_minor;
 };
 
 static const struct st_device_ops *cpu_ops;
@@ -342,10 +355,11 @@ static void test_matmul_grouped(struct gpu *g) {
         CHECK_ERR(g->ops->matmul_multi(g->be, jobs + 1, 0, dx, 1), ST_ERR_INTERNAL, "matrices");
         CHECK_ERR(g->ops->matmul_multi(g->be, jobs, ST_MATMUL_MULTI_MAX + 1, dx, 1), ST_ERR_INTERNAL, "matrices");
         CHECK_ERR(g->ops->matmul_swiglu(g->be, &a, NULL, &shorter, NULL, dx, 1, dy), ST_ERR_INTERNAL, "gate is 64 x 256");
-        struct st_weight q = {dw, ST_DTYPE_Q8_0, 64, C};
+        /* a row length that is not a whole number of blocks */
+        struct st_weight q = {dw, ST_DTYPE_Q4_K, 8, 200};
         struct st_matmul_job qj[1] = {{&q, NULL, dy}};
-        CHECK_ERR(g->ops->matmul_multi(g->be, qj, 1, dx, 1), ST_ERR_UNSUPPORTED, "q8_0");
-        CHECK_ERR(g->ops->matmul_swiglu(g->be, &q, NULL, &q, NULL, dx, 1, dy), ST_ERR_UNSUPPORTED, "q8_0");
+        CHECK_ERR(g->ops->matmul_multi(g->be, qj, 1, dx, 1), ST_ERR_INTERNAL, "200 columns of q4_k");
+        CHECK_ERR(g->ops->matmul_swiglu(g->be, &q, NULL, &q, NULL, dx, 1, dy), ST_ERR_INTERNAL, "200 columns of q4_k");
         CHECK_OK(g->ops->sync(g->be));
         gfree(g, dw); gfree(g, dx); gfree(g, dy);
         free(w);
@@ -402,6 +416,341 @@ static void test_matmul_grouped_graph(struct gpu *g) {
     free(q); free(k); free(ff); free(rq); free(rk); free(rg); free(ru); free(rff);
 }
 
+/* ---- quantized weights ------------------------------------------------------------ */
+
+static const st_dtype qtypes[] = {ST_DTYPE_Q8_0, ST_DTYPE_Q4_0, ST_DTYPE_Q4_1, ST_DTYPE_Q5_0, ST_DTYPE_Q5_1,
+                                  ST_DTYPE_IQ4_NL, ST_DTYPE_Q4_K, ST_DTYPE_Q5_K, ST_DTYPE_Q6_K};
+
+/* A quantized matrix on host and device, with what the checks need. */
+struct qmat {
+    st_dtype t;
+    int64_t R, C;
+    void *h;             /* blocks */
+    float *w;            /* (R, C) dequantized (st_dtype_to_f32) */
+    float *a;            /* (R, C) the same without the min term: what multiplies quantized x */
+    void *d;             /* device copy of h */
+};
+
+static void qmat_make(struct gpu *g, struct qmat *m, st_dtype t, int64_t R, int64_t C) {
+    m->t = t; m->R = R; m->C = C;
+    m->h = rand_dtype(t, R * C, 0.05f);
+    const size_t bytes = st_dtype_row_bytes(t, R * C), bb = st_dtype_block_bytes(t);
+    m->w = malloc(sizeof(float) * (size_t)(R * C));
+    m->a = malloc(sizeof(float) * (size_t)(R * C));
+    CHECK_OK(st_dtype_to_f32(t, m->h, m->w, R * C));
+    uint8_t *z = malloc(bytes);
+    memcpy(z, m->h, bytes);
+    if (t == ST_DTYPE_Q4_1 || t == ST_DTYPE_Q5_1 || t == ST_DTYPE_Q4_K || t == ST_DTYPE_Q5_K)
+        for (size_t b = 0; b < bytes / bb; b++) z[b * bb + 2] = z[b * bb + 3] = 0;   /* m / dmin */
+    CHECK_OK(st_dtype_to_f32(t, z, m->a, R * C));
+    free(z);
+    m->d = gput(g, m->h, bytes);
+}
+static void qmat_drop(struct gpu *g, struct qmat *m) {
+    gfree(g, m->d);
+    free(m->h); free(m->w); free(m->a);
+}
+
+/* true where the stage's decode GEMV takes the integer (dp4a) path */
+static bool q_int8(const struct gpu *g, int64_t n_tok) {
+    return n_tok <= 8 && !g->cfg.maxwell_path && (g->cc_major > 6 || (g->cc_major == 6 && g->cc_minor >= 1));
+}
+/* the tensor-core GEMM tolerance, 0 where the product is fp32 (compared at 1e-5) */
+static double q_gemm_tol(const struct gpu *g, int64_t n_tok) {
+    if (n_tok <= 8 || g->cfg.maxwell_path) return 0;
+    if (g->cfg.matmul_prec == ST_PREC_BF16 && g->cc_major >= 8) return 5e-3;
+    if (g->cfg.matmul_prec == ST_PREC_F16 && g->cc_major >= 7) return 2e-3;
+    return 0;
+}
+
+/* lim[t][r]: how far the integer path may be from the exact product */
+static void q_bound(const struct qmat *m, const float *x, int64_t T, float *lim) {
+    const int64_t R = m->R, C = m->C, nb = C / 32;
+    double *dh = malloc(sizeof(double) * (size_t)nb);
+    for (int64_t t = 0; t < T; t++) {
+        const float *xt = x + t * C;
+        for (int64_t b = 0; b < nb; b++) {
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xt[32 * b + i]));
+            dh[b] = (double)amax / 127.0 * 0.50005;
+        }
+        for (int64_t r = 0; r < R; r++) {
+            const float *ar = m->a + r * C, *wr = m->w + r * C;
+            double s = 0, sw = 0;
+            for (int64_t b = 0; b < nb; b++) {
+                double sa = 0;
+                for (int i = 0; i < 32; i++) {
+                    sa += fabs((double)ar[32 * b + i]);
+                    sw += fabs((double)wr[32 * b + i] * xt[32 * b + i]);
+                }
+                s += sa * dh[b];
+            }
+            lim[t * R + r] = (float)(s + 1e-5 * sw + 1e-30);
+        }
+    }
+    free(dh);
+}
+
+/* every |out - ref| <= lim (no NaN) */
+static void expect_within(struct gpu *g, const char *what, const float *out, const float *ref, const float *lim, int64_t n) {
+    int64_t bad = 0, first = -1;
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = fabs((double)out[i] - (double)ref[i]);
+        if (isnan(out[i]) || d > lim[i]) { if (first < 0) first = i; bad++; }
+        else if (d / lim[i] > worst) worst = d / lim[i];
+    }
+    const bool ok = bad == 0 && n > 0;
+    n_cases++;
+    if (!ok) n_failed_cases++;
+    printf("%s %-8s %-52s worst |d|/bound %.2f%s\n", ok ? "ok  " : "FAIL", g->name, what, worst, bad ? " OUT OF BOUND" : "");
+    if (bad) printf("     %lld outputs outside, first %lld: got %.6g want %.6g bound %.3g\n", (long long)bad, (long long)first,
+                    out[first], ref[first], lim[first]);
+    CHECK_MSG(ok, "%s %s: %lld outputs outside the bound", g->name, what, (long long)bad);
+}
+
+/* the check that applies to a product of m over x on this configuration */
+static void q_expect(struct gpu *g, const char *what, const struct qmat *m, const float *x, int64_t T, const float *out,
+                     const float *ref) {
+    const int64_t n = T * m->R;
+    if (q_int8(g, T)) {
+        float *lim = malloc(sizeof(float) * (size_t)n);
+        q_bound(m, x, T, lim);
+        expect_within(g, what, out, ref, lim, n);
+        free(lim);
+        return;
+    }
+    const double tol = q_gemm_tol(g, T);
+    expect_close(g, what, out, ref, n, tol > 0 ? tol : 1e-5);
+}
+
+static void test_matmul_quant(struct gpu *g) {
+    /* rows, cols, tokens: odd rows, one to many windows, the multi-token
+     * GEMV, GEMMs with one and two column tiles (9216 > 8192), 32-element-only widths */
+    const int64_t shapes[][3] = {{129, 256, 1},  {1001, 768, 1}, {513, 3584, 1}, {77, 1024, 3}, {300, 512, 2},
+                                 {255, 2048, 8}, {33, 18944, 1}, {96, 256, 9},   {257, 4096, 37}, {700, 1536, 64},
+                                 {65, 9216, 12}, {17, 96, 1},    {40, 160, 10},  {31, 32, 5}};
+    for (size_t k = 0; k < ST_ARRAY_LEN(shapes); k++) {
+        const int64_t R = shapes[k][0], C = shapes[k][1], T = shapes[k][2];
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(qtypes); ti++) {
+            const st_dtype t = qtypes[ti];
+            if (C % st_dtype_block_elems(t)) continue;
+            const bool with_bias = (k + ti) % 2 == 0;
+            struct qmat m;
+            qmat_make(g, &m, t, R, C);
+            float *x = rand_f32(T * C, 1.0f), *b = with_bias ? rand_f32(R, 1.0f) : NULL;
+            if (k % 3 == 1) for (int64_t i = 0; i < T * C; i += 7) x[i] *= 30.0f;   /* outliers widen the x blocks */
+            float *ref = malloc(sizeof(float) * T * R), *out = malloc(sizeof(float) * T * R);
+            struct st_weight wc = {m.h, t, R, C};
+            CHECK_OK(cpu_ops->matmul(cpu_be, &wc, b, x, T, ref));
+            float *dx = gput(g, x, sizeof(float) * T * C), *db = b ? gput(g, b, sizeof(float) * R) : NULL;
+            float *dy = gpoison(g, (size_t)(T * R + GUARD));
+            struct st_weight wg = {m.d, t, R, C};
+            CHECK_OK(g->ops->matmul(g->be, &wg, db, dx, T, dy));
+            gget(g, out, dy, sizeof(float) * T * R);
+            char what[96];
+            snprintf(what, sizeof what, "matmul %s %lldx%lld t=%lld%s%s", st_dtype_name(t), (long long)R, (long long)C,
+                     (long long)T, b ? " +bias" : "", q_int8(g, T) ? " dp4a" : "");
+            q_expect(g, what, &m, x, T, out, ref);
+            if (!guard_intact(g, dy, T * R)) {
+                snprintf(what, sizeof what, "matmul %s %lldx%lld t=%lld: guard", st_dtype_name(t), (long long)R,
+                         (long long)C, (long long)T);
+                expect_equal_i(g, what, 0, 1);
+            }
+            gfree(g, dx); gfree(g, db); gfree(g, dy);
+            free(x); free(b); free(ref); free(out);
+            qmat_drop(g, &m);
+        }
+    }
+}
+
+/* matmul_multi over quantized jobs of one or several dtypes, and matmul_swiglu
+ * with gate and up of one or two dtypes, decode (GEMV) and prefill (GEMM). */
+static void test_matmul_quant_grouped(struct gpu *g) {
+    struct mcase { int64_t C, T; int n; st_dtype t[4]; int64_t R[4]; };
+    const struct mcase cases[] = {
+        {3584, 1, 3, {ST_DTYPE_Q4_K, ST_DTYPE_Q4_K, ST_DTYPE_Q6_K}, {3584, 512, 512}},   /* Q4_K_M q/k/v */
+        {1024, 1, 4, {ST_DTYPE_Q8_0, ST_DTYPE_Q4_0, ST_DTYPE_IQ4_NL, ST_DTYPE_Q5_1}, {129, 77, 300, 33}},
+        {2048, 5, 2, {ST_DTYPE_Q5_K, ST_DTYPE_Q5_K}, {513, 65}},
+        {512, 8, 3, {ST_DTYPE_Q4_1, ST_DTYPE_Q5_0, ST_DTYPE_Q4_1}, {96, 31, 255}},
+        {768, 1, 2, {ST_DTYPE_Q6_K, ST_DTYPE_Q8_0}, {1001, 3}},
+        {1024, 20, 3, {ST_DTYPE_Q4_K, ST_DTYPE_Q4_K, ST_DTYPE_Q6_K}, {256, 64, 64}},   /* prefill */
+    };
+    for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
+        const struct mcase *c = &cases[ci];
+        const int64_t C = c->C, T = c->T;
+        float *x = rand_f32(T * C, 1.0f), *dx = gput(g, x, sizeof(float) * T * C);
+        struct qmat m[4];
+        float *b[4], *db[4], *dy[4], *ref[4], *out[4];
+        struct st_weight wg[4];
+        struct st_matmul_job jobs[4];
+        for (int i = 0; i < c->n; i++) {
+            qmat_make(g, &m[i], c->t[i], c->R[i], C);
+            b[i] = i != 1 ? rand_f32(c->R[i], 1.0f) : NULL;
+            db[i] = b[i] ? gput(g, b[i], sizeof(float) * c->R[i]) : NULL;
+            dy[i] = gpoison(g, (size_t)(T * c->R[i] + GUARD));
+            ref[i] = malloc(sizeof(float) * T * c->R[i]);
+            out[i] = malloc(sizeof(float) * T * c->R[i]);
+            struct st_weight wc = {m[i].h, c->t[i], c->R[i], C};
+            CHECK_OK(cpu_ops->matmul(cpu_be, &wc, b[i], x, T, ref[i]));
+            wg[i] = (struct st_weight){m[i].d, c->t[i], c->R[i], C};
+            jobs[i] = (struct st_matmul_job){&wg[i], db[i], dy[i]};
+        }
+        CHECK_OK(g->ops->matmul_multi(g->be, jobs, c->n, dx, T));
+        bool guards = true;
+        for (int i = 0; i < c->n; i++) {
+            gget(g, out[i], dy[i], sizeof(float) * T * c->R[i]);
+            guards = guards && guard_intact(g, dy[i], T * c->R[i]);
+            char what[96];
+            snprintf(what, sizeof what, "matmul_multi %s %d/%d: %lldx%lld t=%lld%s", st_dtype_name(c->t[i]), i + 1, c->n,
+                     (long long)c->R[i], (long long)C, (long long)T, b[i] ? " +bias" : "");
+            q_expect(g, what, &m[i], x, T, out[i], ref[i]);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "matmul_multi quant case %zu: guards intact", ci);
+        expect_equal_i(g, what, guards, 1);
+        for (int i = 0; i < c->n; i++) {
+            qmat_drop(g, &m[i]);
+            gfree(g, db[i]); gfree(g, dy[i]);
+            free(b[i]); free(ref[i]); free(out[i]);
+        }
+        gfree(g, dx);
+        free(x);
+    }
+
+    /* gate/up: every type with itself, and the mixes of Q4_K_M-like files */
+    struct scase { st_dtype tg, tu; int64_t F, C, T; };
+    struct scase sc[ST_ARRAY_LEN(qtypes) + 3];
+    int n_sc = 0;
+    for (size_t ti = 0; ti < ST_ARRAY_LEN(qtypes); ti++)
+        sc[n_sc++] = (struct scase){qtypes[ti], qtypes[ti], ti % 2 ? 777 : 1000, ti % 3 ? 1024 : 2048, ti % 4 == 3 ? 4 : 1};
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q4_K, ST_DTYPE_Q6_K, 513, 1024, 1};
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q8_0, ST_DTYPE_Q4_K, 300, 512, 6};
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q4_K, ST_DTYPE_Q4_K, 1500, 1024, 24};   /* prefill */
+    for (int si = 0; si < n_sc; si++) {
+        const struct scase *c = &sc[si];
+        const int64_t F = c->F, C = c->C, T = c->T;
+        struct qmat mg, mu;
+        qmat_make(g, &mg, c->tg, F, C);
+        qmat_make(g, &mu, c->tu, F, C);
+        float *x = rand_f32(T * C, 1.0f), *bg = si % 2 ? rand_f32(F, 1.0f) : NULL, *bu = rand_f32(F, 1.0f);
+        float *gr = malloc(sizeof(float) * T * F), *ur = malloc(sizeof(float) * T * F), *sref = malloc(sizeof(float) * T * F);
+        float *out = malloc(sizeof(float) * T * F);
+        struct st_weight gc = {mg.h, c->tg, F, C}, uc = {mu.h, c->tu, F, C};
+        CHECK_OK(cpu_ops->matmul(cpu_be, &gc, bg, x, T, gr));
+        CHECK_OK(cpu_ops->matmul(cpu_be, &uc, bu, x, T, ur));
+        CHECK_OK(cpu_ops->swiglu(cpu_be, gr, ur, T * F, sref));
+        float *dx = gput(g, x, sizeof(float) * T * C), *dbg = bg ? gput(g, bg, sizeof(float) * F) : NULL;
+        float *dbu = gput(g, bu, sizeof(float) * F), *dout = gpoison(g, (size_t)(T * F + GUARD));
+        struct st_weight gw = {mg.d, c->tg, F, C}, uw = {mu.d, c->tu, F, C};
+        CHECK_OK(g->ops->matmul_swiglu(g->be, &gw, dbg, &uw, dbu, dx, T, dout));
+        gget(g, out, dout, sizeof(float) * T * F);
+        char what[96];
+        snprintf(what, sizeof what, "matmul_swiglu %s/%s %lldx%lld t=%lld", st_dtype_name(c->tg), st_dtype_name(c->tu),
+                 (long long)F, (long long)C, (long long)T);
+        if (q_int8(g, T)) {
+            /* silu(g) u moves by at most 1.1 |u| dg + |silu(g)| du + 1.1 dg du (silu' <= 1.1) */
+            float *lg = malloc(sizeof(float) * T * F), *lu = malloc(sizeof(float) * T * F);
+            q_bound(&mg, x, T, lg);
+            q_bound(&mu, x, T, lu);
+            for (int64_t i = 0; i < T * F; i++) {
+                const double gv = gr[i], sg = gv / (1 + exp(-gv));
+                lg[i] = (float)(1.1 * fabs(ur[i]) * lg[i] + fabs(sg) * lu[i] + 1.1 * (double)lg[i] * lu[i] + 1e-5 * fabs(sref[i]));
+            }
+            expect_within(g, what, out, sref, lg, T * F);
+            free(lg); free(lu);
+        } else {
+            const double tol = q_gemm_tol(g, T);
+            expect_close(g, what, out, sref, T * F, tol > 0 ? 2 * tol : 1e-5);
+        }
+        snprintf(what, sizeof what, "matmul_swiglu %s/%s t=%lld: guard intact", st_dtype_name(c->tg), st_dtype_name(c->tu),
+                 (long long)T);
+        expect_equal_i(g, what, guard_intact(g, dout, T * F), 1);
+        gfree(g, dx); gfree(g, dbg); gfree(g, dbu); gfree(g, dout);
+        free(x); free(bg); free(bu); free(gr); free(ur); free(sref); free(out);
+        qmat_drop(g, &mg);
+        qmat_drop(g, &mu);
+    }
+}
+
+/* A Q4_K_M-like decode layer (q/k Q4_K, v Q6_K grouped; gate/up Q4_K fused;
+ * down Q6_K) captured in a graph, replayed on new input: the quantized x and
+ * every job table travel with the captured launches. */
+static void test_matmul_quant_graph(struct gpu *g) {
+    const int64_t C = 1024, Rq = 1024, Rkv = 256, F = 2816;
+    struct qmat q, k, v, gt, up, dn;
+    qmat_make(g, &q, ST_DTYPE_Q4_K, Rq, C);
+    qmat_make(g, &k, ST_DTYPE_Q4_K, Rkv, C);
+    qmat_make(g, &v, ST_DTYPE_Q6_K, Rkv, C);
+    qmat_make(g, &gt, ST_DTYPE_Q4_K, F, C);
+    qmat_make(g, &up, ST_DTYPE_Q4_K, F, C);
+    qmat_make(g, &dn, ST_DTYPE_Q6_K, C, F);
+    float *bq = rand_f32(Rq, 1.0f);
+    float *dbq = gput(g, bq, sizeof(float) * Rq), *dx = gput(g, NULL, sizeof(float) * C), *dff_in = gput(g, NULL, sizeof(float) * F);
+    float *dq = gpoison(g, (size_t)Rq), *dk = gpoison(g, (size_t)Rkv), *dv = gpoison(g, (size_t)Rkv);
+    float *dff = gpoison(g, (size_t)F), *ddn = gpoison(g, (size_t)C);
+    struct st_weight wq = {q.d, q.t, Rq, C}, wk = {k.d, k.t, Rkv, C}, wv = {v.d, v.t, Rkv, C};
+    struct st_weight wgt = {gt.d, gt.t, F, C}, wup = {up.d, up.t, F, C}, wdn = {dn.d, dn.t, C, F};
+    const struct st_matmul_job jobs[3] = {{&wq, dbq, dq}, {&wk, NULL, dk}, {&wv, NULL, dv}};
+    CHECK_OK(g->ops->capture_begin(g->be));
+    CHECK_OK(g->ops->matmul_multi(g->be, jobs, 3, dx, 1));
+    CHECK_OK(g->ops->matmul_swiglu(g->be, &wgt, NULL, &wup, NULL, dx, 1, dff));
+    CHECK_OK(g->ops->matmul(g->be, &wdn, NULL, dff_in, 1, ddn));
+    CHECK_OK(g->ops->capture_end(g->be));
+    const struct qmat *mats[6] = {&q, &k, &v, &gt, &up, &dn};
+    for (int step = 0; step < 2; step++) {
+        float *x = rand_f32(C, 1.0f), *xf = rand_f32(F, 2.0f);
+        CHECK_OK(g->ops->upload(g->be, dx, x, sizeof(float) * C));
+        CHECK_OK(g->ops->upload(g->be, dff_in, xf, sizeof(float) * F));
+        CHECK_OK(g->ops->replay(g->be));
+        float *outs[4] = {dq, dk, dv, ddn};
+        const int idx[4] = {0, 1, 2, 5};
+        for (int i = 0; i < 4; i++) {
+            const struct qmat *m = mats[idx[i]];
+            const float *xi = i == 3 ? xf : x;
+            float *got = malloc(sizeof(float) * m->R), *ref = malloc(sizeof(float) * m->R);
+            gget(g, got, outs[i], sizeof(float) * m->R);
+            struct st_weight wc = {m->h, m->t, m->R, m->C};
+            CHECK_OK(cpu_ops->matmul(cpu_be, &wc, i == 0 ? bq : NULL, xi, 1, ref));
+            char what[96];
+            snprintf(what, sizeof what, "graph replay %d: %s %s %lldx%lld", step, i == 3 ? "matmul" : "matmul_multi",
+                     st_dtype_name(m->t), (long long)m->R, (long long)m->C);
+            q_expect(g, what, m, xi, 1, got, ref);
+            free(got); free(ref);
+        }
+        /* gate/up: compared after SwiGLU with the same composition bound */
+        {
+            float *got = malloc(sizeof(float) * F), *gr = malloc(sizeof(float) * F), *ur = malloc(sizeof(float) * F);
+            float *sref = malloc(sizeof(float) * F);
+            gget(g, got, dff, sizeof(float) * F);
+            struct st_weight gc = {gt.h, gt.t, F, C}, uc = {up.h, up.t, F, C};
+            CHECK_OK(cpu_ops->matmul(cpu_be, &gc, NULL, x, 1, gr));
+            CHECK_OK(cpu_ops->matmul(cpu_be, &uc, NULL, x, 1, ur));
+            CHECK_OK(cpu_ops->swiglu(cpu_be, gr, ur, F, sref));
+            char what[96];
+            snprintf(what, sizeof what, "graph replay %d: matmul_swiglu q4_k", step);
+            if (q_int8(g, 1)) {
+                float *lg = malloc(sizeof(float) * F), *lu = malloc(sizeof(float) * F);
+                q_bound(&gt, x, 1, lg);
+                q_bound(&up, x, 1, lu);
+                for (int64_t i = 0; i < F; i++) {
+                    const double gv = gr[i], sg = gv / (1 + exp(-gv));
+                    lg[i] = (float)(1.1 * fabs(ur[i]) * lg[i] + fabs(sg) * lu[i] + 1.1 * (double)lg[i] * lu[i] + 1e-5 * fabs(sref[i]));
+                }
+                expect_within(g, what, got, sref, lg, F);
+                free(lg); free(lu);
+            } else {
+                expect_close(g, what, got, sref, F, 1e-5);
+            }
+            free(got); free(gr); free(ur); free(sref);
+        }
+        free(x); free(xf);
+    }
+    for (int i = 0; i < 6; i++) qmat_drop(g, (struct qmat *)mats[i]);
+    gfree(g, dbq); gfree(g, dx); gfree(g, dff_in); gfree(g, dq); gfree(g, dk); gfree(g, dv); gfree(g, dff); gfree(g, ddn);
+    free(bq);
+}
+
 static void test_rope(struct gpu *g) {
     const int64_t T = 5, H = 4, dims[] = {128, 64, 80};
     for (size_t di = 0; di < ST_ARRAY_LEN(dims); di++) {
@@ -438,12 +787,16 @@ static void test_rope(struct gpu *g) {
 /* fills both caches identically with random values in dtype */
 struct kv_pair { struct st_kv_layer cpu, gpu; void *hk, *hv; size_t bytes; };
 
+static void kv_make_slots(struct gpu *g, struct kv_pair *p, st_dtype t, int64_t n_slots, int64_t n_ctx, int64_t Hkv,
+                          int64_t D) {
+    p->bytes = st_dtype_row_bytes(t, n_slots * n_ctx * Hkv * D);
+    p->hk = rand_dtype(t, n_slots * n_ctx * Hkv * D, 1.0f);
+    p->hv = rand_dtype(t, n_slots * n_ctx * Hkv * D, 1.0f);
+    p->cpu = (struct st_kv_layer){p->hk, p->hv, t, n_ctx, Hkv, D, n_slots};
+    p->gpu = (struct st_kv_layer){gput(g, p->hk, p->bytes), gput(g, p->hv, p->bytes), t, n_ctx, Hkv, D, n_slots};
+}
 static void kv_make(struct gpu *g, struct kv_pair *p, st_dtype t, int64_t n_ctx, int64_t Hkv, int64_t D) {
-    p->bytes = st_dtype_row_bytes(t, n_ctx * Hkv * D);
-    p->hk = rand_dtype(t, n_ctx * Hkv * D, 1.0f);
-    p->hv = rand_dtype(t, n_ctx * Hkv * D, 1.0f);
-    p->cpu = (struct st_kv_layer){p->hk, p->hv, t, n_ctx, Hkv, D};
-    p->gpu = (struct st_kv_layer){gput(g, p->hk, p->bytes), gput(g, p->hv, p->bytes), t, n_ctx, Hkv, D};
+    kv_make_slots(g, p, t, 1, n_ctx, Hkv, D);
 }
 static void kv_drop(struct gpu *g, struct kv_pair *p) {
     gfree(g, p->gpu.k); gfree(g, p->gpu.v);
@@ -458,10 +811,10 @@ static void test_kv_store(struct gpu *g) {
         kv_make(g, &p, types[ti], n_ctx, Hkv, D);
         float *k = rand_f32(T * Hkv * D, 3.0f), *v = rand_f32(T * Hkv * D, 3.0f);
         int32_t pos[3] = {5, 6, 63};
-        CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos));
+        CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos, NULL));
         float *dk = gput(g, k, sizeof(float) * T * Hkv * D), *dv = gput(g, v, sizeof(float) * T * Hkv * D);
         int32_t *dpos = gput(g, pos, sizeof pos);
-        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos));
+        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos, NULL));
         uint8_t *hk = malloc(p.bytes), *hv = malloc(p.bytes);
         gget(g, hk, p.gpu.k, p.bytes);
         gget(g, hv, p.gpu.v, p.bytes);
@@ -472,11 +825,69 @@ static void test_kv_store(struct gpu *g) {
         /* a position past the cache: skipped, reported at the next sync */
         int32_t bad[1] = {64};
         CHECK_OK(g->ops->upload(g->be, dpos, bad, sizeof bad));
-        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, 1, dpos));
+        CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, 1, dpos, NULL));
         CHECK_ERR(g->ops->sync(g->be), ST_ERR_USAGE, "context is full");
         gfree(g, dk); gfree(g, dv); gfree(g, dpos);
         free(k); free(v); free(hk); free(hv);
         kv_drop(g, &p);
+    }
+}
+
+/* A batched decode step: T tokens, each of its own sequence (slot) of a
+ * cache of n_slots planes, in one call (n_seq = T) against the CPU backend;
+ * kv_store with slots writes the same bytes. */
+static void test_attention_slots(struct gpu *g) {
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};
+    /* n_slots, n_ctx, Hkv, H, D, n_tok */
+    const int64_t cases[][6] = {{4, 300, 2, 8, 128, 4}, {16, 600, 4, 28, 128, 16}, {8, 200, 8, 64, 64, 8},
+                                {64, 64, 2, 14, 64, 64}, {5, 130, 1, 4, 80, 3},    {33, 96, 4, 32, 128, 33}};
+    for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
+        const int64_t NS = cases[ci][0], n_ctx = cases[ci][1], Hkv = cases[ci][2], H = cases[ci][3], D = cases[ci][4];
+        const int64_t T = cases[ci][5];
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+            const st_dtype t = types[ti];
+            struct kv_pair p;
+            kv_make_slots(g, &p, t, NS, n_ctx, Hkv, D);
+            float *q = rand_f32(T * H * D, 2.0f);
+            int32_t *pos = malloc(sizeof(int32_t) * T), *slot = malloc(sizeof(int32_t) * T);
+            for (int64_t i = 0; i < T; i++) {
+                slot[i] = (int32_t)((i * 7 + 3) % NS);   /* distinct while T <= NS and gcd(7, NS) = 1 */
+                pos[i] = (int32_t)((i * 37 + 11) % n_ctx);
+            }
+            bool distinct = true;
+            for (int64_t i = 0; i < T; i++)
+                for (int64_t j = 0; j < i; j++) distinct &= slot[i] != slot[j];
+            if (!distinct) for (int64_t i = 0; i < T; i++) slot[i] = (int32_t)i;
+            const float scale = 1.0f / sqrtf((float)D);
+            float *ref = malloc(sizeof(float) * T * H * D), *out = malloc(sizeof(float) * T * H * D);
+            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, slot, T, scale, ref));
+            float *dq = gput(g, q, sizeof(float) * T * H * D);
+            int32_t *dpos = gput(g, pos, sizeof(int32_t) * T), *dslot = gput(g, slot, sizeof(int32_t) * T);
+            float *dout = gpoison(g, (size_t)(T * H * D));
+            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, dslot, T, scale, dout));
+            gget(g, out, dout, sizeof(float) * T * H * D);
+            const bool flash = g->flash && (D == 64 || D == 128);
+            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 6e-3;   /* as test_attention: kernel_bound.py */
+            char what[128];
+            snprintf(what, sizeof what, "attention %s %s slots=%lld ctx=%lld H=%lld/%lld D=%lld t=%lld (batched)",
+                     flash ? "flash" : "eager", st_dtype_name(t), (long long)NS, (long long)n_ctx, (long long)H,
+                     (long long)Hkv, (long long)D, (long long)T);
+            expect_close(g, what, out, ref, T * H * D, tol);
+            /* kv_store into the slots: the same bytes as the CPU's */
+            float *k = rand_f32(T * Hkv * D, 3.0f), *v = rand_f32(T * Hkv * D, 3.0f);
+            CHECK_OK(cpu_ops->kv_store(cpu_be, &p.cpu, k, v, T, pos, slot));
+            float *dk = gput(g, k, sizeof(float) * T * Hkv * D), *dv = gput(g, v, sizeof(float) * T * Hkv * D);
+            CHECK_OK(g->ops->kv_store(g->be, &p.gpu, dk, dv, T, dpos, dslot));
+            uint8_t *hk = malloc(p.bytes), *hv = malloc(p.bytes);
+            gget(g, hk, p.gpu.k, p.bytes);
+            gget(g, hv, p.gpu.v, p.bytes);
+            snprintf(what, sizeof what, "kv_store %s into %lld slots: caches bit-identical", st_dtype_name(t), (long long)NS);
+            expect_equal_i(g, what, memcmp(hk, p.hk, p.bytes) == 0 && memcmp(hv, p.hv, p.bytes) == 0, 1);
+            gfree(g, dk); gfree(g, dv); free(k); free(v); free(hk); free(hv);
+            gfree(g, dq); gfree(g, dpos); gfree(g, dslot); gfree(g, dout);
+            free(q); free(pos); free(slot); free(ref); free(out);
+            kv_drop(g, &p);
+        }
     }
 }
 
@@ -498,14 +909,14 @@ static void test_attention(struct gpu *g) {
             for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)(last - (T - 1) + i);
             const float scale = 1.0f / sqrtf((float)D);
             float *ref = malloc(sizeof(float) * T * H * D), *out = malloc(sizeof(float) * T * H * D);
-            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, scale, ref));
+            CHECK_OK(cpu_ops->attention(cpu_be, &p.cpu, q, T, H, pos, NULL, 1, scale, ref));
             float *dq = gput(g, q, sizeof(float) * T * H * D);
             int32_t *dpos = gput(g, pos, sizeof(int32_t) * T);
             float *dout = gpoison(g, (size_t)(T * H * D));
-            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, scale, dout));
+            CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, NULL, 1, scale, dout));
             gget(g, out, dout, sizeof(float) * T * H * D);
             const bool flash = g->flash && (D == 64 || D == 128);
-            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 5e-3;
+            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 6e-3;   /* tests/gpu/kernel_bound.py */
             char what[96];
             snprintf(what, sizeof what, "attention %s %s ctx=%lld H=%lld/%lld D=%lld t=%lld", flash ? "flash" : "eager",
                      st_dtype_name(t), (long long)n_ctx, (long long)H, (long long)Hkv, (long long)D, (long long)T);
@@ -549,7 +960,7 @@ static void test_argmax(struct gpu *g) {
     for (int trial = 0; trial < 4; trial++) {
         float *l = rand_f32(V, 10.0f);
         if (trial == 1) { l[70000] = 50.0f; l[12] = 50.0f; }          /* tie: lowest id wins */
-        if (trial == 2) { l[0] = NAN; l[5] = NAN; l[V - 1] = 60.0f; } /* NaN never wins */
+        if (trial == 2) { l[0] = NAN; l[5] = NAN; l[V - 1] = 60.0f; } /* non-finite: no token (-1) */
         if (trial == 3) { for (int64_t i = 0; i < V; i++) l[i] = -INFINITY; l[V / 2] = -1e30f; }
         int32_t want = 0, got = -1;
         CHECK_OK(cpu_ops->argmax(cpu_be, l, V, &want));
@@ -560,6 +971,7 @@ static void test_argmax(struct gpu *g) {
         char what[96];
         snprintf(what, sizeof what, "argmax V=%lld case %d", (long long)V, trial);
         expect_equal_i(g, what, got, want);
+        if (trial >= 2) expect_equal_i(g, "argmax of non-finite logits is -1", got, -1);
         gfree(g, dl); gfree(g, did);
         free(l);
     }
@@ -749,17 +1161,21 @@ int main(int argc, char **argv) {
     printf("seed %llu (rerun with --seed %llu)\n", (unsigned long long)seed, (unsigned long long)seed);
 
     cpu_ops = st_device_ops_cpu();
-    struct st_backend_config ccfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    struct st_backend_config ccfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
     if (cpu_ops->init(NULL, &ccfg, &cpu_be) != ST_OK) { fprintf(stderr, "cpu backend: %s\n", st_last_error()); return 1; }
 
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, ordinal);
     printf("device cuda:%d %s cc %d.%d, %d SMs\n", ordinal, prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     const bool ampere = prop.major >= 8;
+    /* max_tokens 64: the scratch of a 64-token stage; the 24- and 37-token
+     * GEMMs fit it in one pass, the 64-token ones as the batched decode sends them */
     struct gpu gpus[3] = {
-        {"bf16", NULL, NULL, {ST_PREC_BF16, ampere ? ST_ATTN_FLASH : ST_ATTN_EAGER, ST_DTYPE_BF16, 0, false}, prop.major, ampere},
-        {"f16", NULL, NULL, {ST_PREC_F16, ampere ? ST_ATTN_FLASH : ST_ATTN_EAGER, ST_DTYPE_F16, 0, false}, prop.major, ampere},
-        {"maxwell", NULL, NULL, {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, true}, prop.major, false},
+        {"bf16", NULL, NULL, {ST_PREC_BF16, ampere ? ST_ATTN_FLASH : ST_ATTN_EAGER, ST_DTYPE_BF16, 0, false, 64}, prop.major,
+         ampere, prop.minor},
+        {"f16", NULL, NULL, {ST_PREC_F16, ampere ? ST_ATTN_FLASH : ST_ATTN_EAGER, ST_DTYPE_F16, 0, false, 64}, prop.major,
+         ampere, prop.minor},
+        {"maxwell", NULL, NULL, {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, true, 64}, prop.major, false, prop.minor},
     };
     struct st_device_info dev;
     memset(&dev, 0, sizeof dev);
@@ -780,20 +1196,24 @@ int main(int argc, char **argv) {
         test_rmsnorm(g);
         test_matmul(g);
         test_matmul_grouped(g);
+        test_matmul_quant(g);
+        test_matmul_quant_grouped(g);
         test_rope(g);
         test_kv_store(g);
         test_attention(g);
+        test_attention_slots(g);
         test_elementwise(g);
         test_argmax(g);
         test_sample(g);
         test_graph(g);
         test_matmul_grouped_graph(g);
+        test_matmul_quant_graph(g);
         test_memory(g);
         g->ops->free(g->be);
     }
     /* flash attention refused where it cannot run */
     {
-        struct st_backend_config bad = {ST_PREC_F32, ST_ATTN_FLASH, ST_DTYPE_F32, 0, true};
+        struct st_backend_config bad = {ST_PREC_F32, ST_ATTN_FLASH, ST_DTYPE_F32, 0, true, 0};
         st_backend *b = NULL;
         CHECK_ERR(st_device_ops_cuda()->init(&dev, &bad, &b), ST_ERR_CONFIG, "flash attention needs compute capability 8.0");
     }

@@ -4,7 +4,11 @@
  * the src stage rewrites its buffer right after every send and the dst stage
  * accumulates what arrives, so a missing event (copy before the producer
  * finished, producer overwriting before the copy read, consumer before the
- * copy landed) changes the final sums. Exit 77 when no GPU is visible. */
+ * copy landed) changes the final sums. A kind that cannot run here (peer and
+ * nccl on one GPU, nccl in a build without NCCL) prints a SKIP line with the
+ * reason, and the last lines say which kinds ran and which were skipped, so a
+ * summary never claims a link that was not exercised. Exit 77 when no GPU is
+ * visible. */
 #include "check.h"
 #include "devices/device.h"
 #include "devices/link-impl.h"
@@ -19,13 +23,26 @@
 #define BUSY 30              /* extra adds on src before each send: make the producer slow */
 
 static const struct st_device_ops *ops;
+static char ran[512], skipped[512];     /* "a, b, c": the exchanges run and skipped */
+
+static void note(char *list, size_t cap, const char *what) {
+    size_t n = strlen(list);
+    snprintf(list + n, cap - n, "%s%s", n ? ", " : "", what);
+}
+
+static void skip(const char *name, const char *why) {
+    char what[128];
+    printf("SKIP %-34s %s\n", name, why);
+    snprintf(what, sizeof what, "%s (%s)", name, why);
+    note(skipped, sizeof skipped, what);
+}
 
 static st_status make_backend(int ordinal, st_backend **out) {
     struct st_device_info dev;
     memset(&dev, 0, sizeof dev);
     dev.kind = ST_DEVICE_CUDA;
     dev.index = ordinal;
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
     return ops->init(&dev, &cfg, out);
 }
 
@@ -67,6 +84,7 @@ static void exchange(const char *name, st_link_type type, st_backend *a, st_back
     for (int i = 0; i < N; i++) bad += h[i] != (float)want;
     printf("%s %-34s %d of %d elements wrong (want %.0f, got %.0f at 0)\n", bad ? "FAIL" : "ok  ", name, bad, N, want,
            (double)h[0]);
+    note(ran, sizeof ran, name);
     CHECK_MSG(bad == 0, "%s: %d elements wrong", name, bad);
     /* capacity is enforced */
     CHECK_ERR(st_link_send(l, src, dst, sizeof(float) * N + 4), ST_ERR_INTERNAL, "capacity");
@@ -108,12 +126,18 @@ int main(int argc, char **argv) {
             exchange("host cuda:0 -> cuda:1", ST_LINK_T_HOST, a, c);
 #ifdef STRATA_HAVE_NCCL
             exchange("nccl cuda:0 -> cuda:1", ST_LINK_T_NCCL, a, c);
+#else
+            skip("nccl cuda:0 -> cuda:1", "strata built without NCCL");
 #endif
             CHECK_ERR(st_cuda_link_init(ST_LINK_T_LOCAL, a, c, 64, &l), ST_ERR_CONFIG, "local link joins two stages on one GPU");
         }
     } else {
-        printf("one GPU: peer and nccl links need two (skipped)\n");
+        const char *two[] = {"peer cuda:0 -> cuda:1", "peer cuda:1 -> cuda:0", "host cuda:0 -> cuda:1",
+                             "nccl cuda:0 -> cuda:1"};
+        for (size_t i = 0; i < ST_ARRAY_LEN(two); i++) skip(two[i], "one GPU visible, needs two");
     }
+    printf("links ran: %s\n", ran[0] ? ran : "none");
+    printf("links skipped: %s\n", skipped[0] ? skipped : "none");
     ops->free(c);
     ops->free(b);
     ops->free(a);

@@ -7,6 +7,7 @@
 #include "planner/planner.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <string.h>
 
 static struct st_plan_device big_device(void) {
@@ -85,6 +86,16 @@ static void check_presets_against_reference(void) {
     CHECK_OK(st_plan_model_from_preset("qwen2.5-7b", "f32", &m));
     CHECK(m.total_bytes == 7615616512ull * 4);
     st_plan_model_free(&m);
+    /* llama-bench prints each file's size: "llama 7B F16 12.55 GiB", "Q8_0 6.67 GiB", "Q4_0 3.56 GiB"
+     * (llama.cpp PR #4766 tables, the files the docs/planner.md comparison uses) */
+    const char *q[] = {"f16", "q8_0", "q4_0"};
+    const double want[] = {12.55, 6.67, 3.56};
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(st_plan_model_from_preset("llama-2-7b", q[i], &m));
+        gib = (double)m.total_bytes / 1073741824.0;
+        CHECK_MSG(fabs(gib - want[i]) < 0.005, "llama-2-7b %s: %.4f GiB, llama-bench %.2f", q[i], gib, want[i]);
+        st_plan_model_free(&m);
+    }
 }
 
 static void check_fixture_models(void) {

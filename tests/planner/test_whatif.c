@@ -138,10 +138,92 @@ static void check_h100(void) {
             ci.mem_total_bytes = ci.mem_free_bytes = 64ull << 30;
             st_plan_device_init(&d3[2], &ci);
             CHECK(g->fits == fits(&sc.m, d3, 3, &sc.r));
+            /* a "no" says why: how many layers the CPU could take */
+            if (!g->fits) CHECK_MSG(strstr(g->what, "): at most ") && strstr(g->what, " of 80 layers fit it ("),
+                                    "%s", g->what);
         }
     }
     CHECK(saw_ctx && saw_batch && saw_quant && saw_dev && saw_cpu);
     CHECK(n_fit >= 3);
+    done(&sc);
+}
+
+/* The reason that contains needle, or NULL. */
+static const char *reason_with(const st_plan *p, const char *needle) {
+    for (int i = 0; p && i < p->n_reasons; i++)
+        if (strstr(p->reasons[i], needle)) return p->reasons[i];
+    return NULL;
+}
+
+/* Why mixing pays (README): the F16 7B stays on the M40 for one stream and the
+ * reasons say why; the 14B Q4_K_M with the throughput objective puts layers on
+ * both cards and decodes faster than the M40 alone, planned independently. */
+static void check_mixing(void) {
+    struct scenario sc;
+    load("configs/what-if-m40-3050ti-f16.yaml", &sc);
+    const char *r = reason_with(sc.p, "device laptop unused:");
+    CHECK_MSG(r && strstr(r, "on m40") && strstr(r, "leaving laptop idle is the fastest plan") &&
+              strstr(r, "objective: throughput"), "%s", r ? r : "(no reason for the unused laptop)");
+    done(&sc);
+
+    load("configs/what-if-m40-3050ti-14b-q4km.yaml", &sc);
+    CHECK(sc.s == ST_OK && sc.p && sc.p->n_stages == 2 && sc.p->objective == ST_PLAN_THROUGHPUT);
+    if (sc.s == ST_OK && sc.p && sc.p->n_stages == 2) {
+        int a = stage_on(sc.p, "m40"), b = stage_on(sc.p, "laptop");
+        CHECK(a >= 0 && b >= 0);
+        if (a >= 0 && b >= 0) {
+            CHECK(sc.p->stages[a].prec == ST_PREC_F32 && sc.p->stages[a].attn == ST_ATTN_EAGER);
+            CHECK(sc.p->stages[b].prec == ST_PREC_BF16 && sc.p->stages[b].attn == ST_ATTN_FLASH);
+        }
+        /* the M40 alone, planned on its own: slower than the pair */
+        st_plan *alone = NULL;
+        CHECK_OK(st_plan_make(&sc.m, &sc.d[0], 1, NULL, &sc.r, &alone));
+        CHECK(alone && alone->feasible && sc.p->decode_tok_s > 1.3 * alone->decode_tok_s);
+        r = reason_with(sc.p, "spreading pays:");
+        char want[64];
+        if (alone) snprintf(want, sizeof want, "m40 alone, would give %.1f tok/s", alone->decode_tok_s);
+        CHECK_MSG(r && alone && strstr(r, want), "%s (want '%s')", r ? r : "(no 'spreading pays' reason)", want);
+        st_plan_free(alone);
+        /* one stream: the M40 alone wins, as for the F16 7B */
+        st_plan *lat = NULL;
+        sc.r.objective = ST_PLAN_LATENCY;
+        CHECK_OK(st_plan_make(&sc.m, sc.d, 2, NULL, &sc.r, &lat));
+        CHECK(lat && lat->n_stages == 1 && !strcmp(lat->devices[lat->stages[0].device].label, "m40"));
+        st_plan_free(lat);
+    }
+    done(&sc);
+
+    /* a CPU offload that does not fit says how many layers the CPU could take, and that count is right */
+    load("configs/what-if-2xh100-qwen72b-bf16.yaml", &sc);
+    st_plan_free(sc.p);
+    sc.p = NULL;
+    struct st_plan_device cpu;
+    cpu_device(&cpu);
+    struct st_device_info ci = cpu.info;   /* enough memory in total (2 x 79.5 + 23.75 > 175.6 GiB) ... */
+    ci.mem_total_bytes = ci.mem_free_bytes = 24ull << 30;
+    st_plan_device_init(&cpu, &ci);        /* ... but f32 KV and eager scores leave room for a few layers */
+    sc.r.offload_cpu = &cpu;
+    CHECK_ERR(st_plan_make(&sc.m, sc.d, 2, NULL, &sc.r, &sc.p), ST_ERR_CONFIG, "needs");
+    const struct st_plan_suggestion *off = NULL;
+    for (int i = 0; sc.p && i < sc.p->shortfall.n_suggestions; i++)
+        if (!strncmp(sc.p->shortfall.suggestions[i].what, "CPU offload", 11)) off = &sc.p->shortfall.suggestions[i];
+    long long k = -1, of = -1;
+    const char *at = off ? strstr(off->what, ": at most ") : NULL;
+    CHECK_MSG(off && !off->fits && at && sscanf(at, ": at most %lld of %lld layers fit it (", &k, &of) == 2 && of == 80,
+              "%s", off ? off->what : "(no CPU offload suggestion)");
+    if (k > 0) {
+        struct st_plan_stage st;
+        CHECK(st_plan_stage_eval(&sc.m, &cpu, &sc.r, 1, k, &st, NULL, 0));
+        CHECK(!st_plan_stage_eval(&sc.m, &cpu, &sc.r, 1, k + 1, &st, NULL, 0));
+    }
+    sc.r.offload_cpu = NULL;
+    done(&sc);
+
+    /* the CPU's reasons speak of the CPU, not of a compute capability */
+    load("configs/what-if-cpu-qwen0.5b.yaml", &sc);
+    for (int i = 0; sc.p && i < sc.p->n_reasons; i++) CHECK_MSG(!strstr(sc.p->reasons[i], "cc 0.0"), "%s", sc.p->reasons[i]);
+    r = reason_with(sc.p, "bf16 not used:");
+    CHECK_MSG(r && strstr(r, "the CPU backend multiplies in fp32"), "%s", r ? r : "(no bf16 reason)");
     done(&sc);
 }
 
@@ -235,5 +317,6 @@ int main(void) {
 
     check_h100();
     check_manual();
+    check_mixing();
     return st_test_finish("planner_whatif");
 }

@@ -5,3 +5,10 @@ st_add_test(planner_partition_brute SOURCES planner/test_partition.c LABELS plan
 st_add_test(planner_m40_3050ti SOURCES planner/test_m40.c LABELS planner)
 st_add_test(planner_io SOURCES planner/test_io.c LABELS planner)
 st_add_test(planner_whatif SOURCES planner/test_whatif.c LABELS planner)
+st_add_test(planner_measured SOURCES planner/test_measured.c LABELS planner)
+# docs/planner.md's table of predictions beside llama.cpp's published figures
+# is what the cost model gives now (PyYAML comes with gguf in the test venv).
+add_test(NAME planner_llamacpp_table
+  COMMAND ${STRATA_PYTHON} tools/planner_vs_llamacpp.py $<TARGET_FILE:strata> --check docs/planner.md
+  WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(planner_llamacpp_table PROPERTIES LABELS planner)

@@ -2,25 +2,22 @@
 st_add_test(tokenizer_parity SOURCES tokenizer/test_tokenizer_parity.c LABELS tokenizer)
 st_add_test(tokenizer_unit SOURCES tokenizer/test_tokenizer_unit.c LABELS tokenizer)
 # The committed expectations still equal what HF tokenizers computes today.
-add_test(NAME tokenizer_hf_recheck COMMAND ${STRATA_PYTHON} tests/tokenizer/gen_corpus.py --check
-         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-set_tests_properties(tokenizer_hf_recheck PROPERTIES LABELS tokenizer)
+st_add_py_test(tokenizer_hf_recheck SCRIPT tests/tokenizer/gen_corpus.py ARGS --check LABELS tokenizer)
 # GGUF vocabularies: written at test time from tokenizer.json with gguf-py.
-add_test(NAME tokenizer_gguf_fixtures
-         COMMAND ${STRATA_PYTHON} tests/tokenizer/make_vocab_gguf.py ${CMAKE_BINARY_DIR}/tokenizer-fixtures
-         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-set_tests_properties(tokenizer_gguf_fixtures PROPERTIES LABELS tokenizer FIXTURES_SETUP tok_gguf)
+st_add_py_test(tokenizer_gguf_fixtures SCRIPT tests/tokenizer/make_vocab_gguf.py ARGS ${CMAKE_BINARY_DIR}/tokenizer-fixtures
+               LABELS tokenizer)
+set_tests_properties(tokenizer_gguf_fixtures PROPERTIES FIXTURES_SETUP tok_gguf)
 st_add_test(tokenizer_gguf SOURCES tokenizer/test_tokenizer_gguf.c LABELS tokenizer
             ARGS ${CMAKE_BINARY_DIR}/tokenizer-fixtures)
 set_tests_properties(tokenizer_gguf PROPERTIES FIXTURES_REQUIRED tok_gguf)
 # Chat templates against jinja2 renderings (committed; re-rendered by the recheck).
 st_add_test(tokenizer_chat SOURCES tokenizer/test_chat.c LABELS tokenizer)
-add_test(NAME tokenizer_chat_recheck COMMAND ${STRATA_PYTHON} tests/tokenizer/gen_chat.py --check
-         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-set_tests_properties(tokenizer_chat_recheck PROPERTIES LABELS tokenizer)
+st_add_py_test(tokenizer_chat_recheck SCRIPT tests/tokenizer/gen_chat.py ARGS --check LABELS tokenizer)
 # Sampler: filters vs hand-computed distributions, chain order, penalties, PRNG, fixed seeds.
 st_add_test(sampler SOURCES tokenizer/test_sampler.c LABELS tokenizer)
-# strata tokenize / detokenize (expected outputs from HF tokenizers, tests/tokenizer/cli/)
+# strata tokenize / detokenize (expected outputs from HF tokenizers, tests/tokenizer/cli/,
+# written by tests/tokenizer/gen_cli.py; the recheck recomputes them with HF tokenizers)
+st_add_py_test(tokenizer_cli_recheck SCRIPT tests/tokenizer/gen_cli.py ARGS --check LABELS tokenizer)
 function(st_tok_pipe_test name rc input want args)
   add_test(NAME ${name}
     COMMAND ${CMAKE_COMMAND} -DSTRATA=$<TARGET_FILE:strata> -DRC=${rc} -DINPUT=${PROJECT_SOURCE_DIR}/${input}
@@ -41,13 +38,13 @@ st_tok_pipe_test(detokenize_cli_json_lines 0 tests/tokenizer/cli/lines.json test
 st_tok_pipe_test(tokenize_cli_gguf 0 tests/tokenizer/cli/input.txt tests/tokenizer/cli/ids.txt
                  "tokenize -m ${CMAKE_BINARY_DIR}/tokenizer-fixtures/qwen3-vocab.gguf")
 set_tests_properties(tokenize_cli_gguf PROPERTIES FIXTURES_REQUIRED tok_gguf)
-st_add_cli_test(tokenize_cli_help RC 0 LABELS tokenizer EXPECT "usage: strata tokenize -m PATH|||--no-special" ARGS "tokenize --help")
-st_add_cli_test(detokenize_cli_help RC 0 LABELS tokenizer EXPECT "usage: strata detokenize -m PATH|||--skip-special" ARGS "detokenize --help")
+st_add_cli_test(tokenize_cli_help RC 0 LABELS tokenizer EXPECT "usage: strata tokenize [-m PATH]|||--no-special" ARGS "tokenize --help")
+st_add_cli_test(detokenize_cli_help RC 0 LABELS tokenizer EXPECT "usage: strata detokenize [-m PATH]|||--skip-special" ARGS "detokenize --help")
 st_add_cli_test(tokenize_cli_no_model RC 2 LABELS tokenizer
-  EXPECT "error: tokenize: name the tokenizer or model with -m PATH|||hint: see 'strata tokenize --help'" ARGS "tokenize")
+  EXPECT "error: tokenizer 'no/such/dir' does not exist|||hint: give a tokenizer.json" ARGS "tokenize -m no/such/dir")
 st_add_cli_test(tokenize_cli_bad_option RC 2 LABELS tokenizer EXPECT "unknown option '--jsn'" ARGS "tokenize -m x --jsn")
-st_add_cli_test(tokenize_cli_missing RC 1 LABELS tokenizer
-  EXPECT "no/such/tokenizer.json: No such file or directory|||hint: give a tokenizer.json" ARGS "tokenize -m no/such/tokenizer.json")
+st_add_cli_test(tokenize_cli_missing RC 2 LABELS tokenizer
+  EXPECT "tokenizer 'no/such/tokenizer.json' does not exist|||hint: give a tokenizer.json" ARGS "tokenize -m no/such/tokenizer.json")
 st_add_cli_test(tokenize_cli_not_json RC 1 LABELS tokenizer
   EXPECT "CMakeLists.txt:1:1: expected '{'|||hint: the file is not valid tokenizer.json" ARGS "tokenize -m CMakeLists.txt")
 st_add_cli_test(detokenize_cli_range RC 2 LABELS tokenizer

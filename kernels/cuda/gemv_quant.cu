@@ -1,0 +1,370 @@
+/* Decode GEMV over quantized weights (see gemv_quant.cuh for the scheme). */
+#include "kernels/cuda/gemv_quant.cuh"
+#include "kernels/cuda/quant.cuh"
+
+#include <string.h>
+
+namespace {
+
+constexpr int WARPS = 8;
+constexpr int MAXJ = ST_GEMV_MAX_JOBS;
+constexpr int WU = 2;   /* units per lane per window */
+
+struct gemvq_args {
+    const uint8_t *w[MAXJ];
+    const float *bias[MAXJ];
+    float *y[MAXJ];
+    int64_t rows[MAXJ];
+    unsigned begin[MAXJ];
+    const float *x;
+    const uint8_t *xq;
+    int64_t cols;
+    int n_jobs, n_tok, ks;
+};
+
+template <typename T> __device__ __forceinline__ T pick(const T (&a)[MAXJ], int j) {
+    T v = a[0];
+#pragma unroll
+    for (int i = 1; i < MAXJ; i++)
+        if (j == i) v = a[i];
+    return v;
+}
+
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* The 16 bytes at p (16-aligned) with a streaming load, except at the ends
+ * of a matrix that is not 16-byte aligned ([begin, end), both 2-aligned):
+ * there only the halves inside are read, the rest is zero. */
+__device__ __forceinline__ uint4 ld_window(const uint8_t *p, const uint8_t *begin, const uint8_t *end) {
+    if (p >= begin && p + 16 <= end) return __ldcs((const uint4 *)p);
+    uint32_t v[4] = {0, 0, 0, 0};
+    const uint16_t *h = (const uint16_t *)p;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        if (p + 2 * i >= begin && p + 2 * i < end) v[i >> 1] |= (uint32_t)h[i] << (16 * (i & 1));
+    return make_uint4(v[0], v[1], v[2], v[3]);
+}
+
+/* at most 64 registers for one token (4 blocks, 32 warps per SM), 128 for more */
+template <int DT, int A, int NT, bool I8, bool PAIR>
+__global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 4 : 2) gemvq_kernel(const gemvq_args a) {
+    using Tr = st_qt<DT>;
+    constexpr int UPB = Tr::QK / 32;
+    constexpr int WB = 32 * WU / UPB;                   /* blocks per window */
+    constexpr int WCH = (WB * Tr::BB + 15) / 16 + 1;    /* 16-byte chunks covering a window at any offset */
+    constexpr int LR = (WCH + 31) / 32;                 /* loads per lane per window */
+    __shared__ uint4 sm[WARPS][WCH + 1];                /* + 1: the reader's slack */
+    __shared__ float red[WARPS][NT];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int ks_warps = a.ks;
+    const int groups = WARPS / ks_warps;
+    const int group = warp / ks_warps, ks = warp % ks_warps;
+    const int64_t cols = a.cols;
+    const int n_tok = a.n_tok;
+
+    int j = 0;
+    if (!PAIR) {
+#pragma unroll
+        for (int i = 1; i < MAXJ; i++)
+            if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
+    }
+    const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
+    const uint8_t *wb;
+    int64_t r;
+    if (PAIR) {
+        r = (int64_t)blockIdx.x * (groups >> 1) + (group >> 1);
+        wb = (group & 1) ? a.w[1] : a.w[0];
+    } else {
+        r = (int64_t)(blockIdx.x - pick(a.begin, j)) * groups + group;
+        wb = pick(a.w, j);
+    }
+    const int64_t nblk = cols / Tr::QK;
+    const size_t row_bytes = (size_t)nblk * Tr::BB;
+    const uint8_t *end = wb + (size_t)rows * row_bytes;
+    const uint8_t *rowp = wb + (size_t)(r < rows ? r : rows - 1) * row_bytes;   /* extra rows compute, never store */
+    const int64_t nwin = (nblk + WB - 1) / WB;
+    const size_t xq_row = st_q8x_row_bytes(cols);
+
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+
+    uint4 pre[LR];
+#pragma unroll
+    for (int i = 0; i < LR; i++) pre[i] = make_uint4(0, 0, 0, 0);
+    auto load = [&](int64_t win) {
+        const uint8_t *gs = rowp + (size_t)win * WB * Tr::BB;
+        const uint8_t *g16 = (const uint8_t *)((uintptr_t)gs & ~(uintptr_t)15);
+        const int64_t nb = nblk - win * WB < WB ? nblk - win * WB : WB;
+        const int nch = (int)(((gs - g16) + nb * Tr::BB + 15) >> 4);
+#pragma unroll
+        for (int i = 0; i < LR; i++) {
+            const int c = lane + 32 * i;
+            if (c < nch) pre[i] = ld_window(g16 + 16 * c, wb, end);
+        }
+    };
+
+    if (ks < nwin) load(ks);
+    for (int64_t win = ks; win < nwin; win += ks_warps) {
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < LR; i++) {
+            const int c = lane + 32 * i;
+            if (c < WCH) sm[warp][c] = pre[i];
+        }
+        __syncwarp();
+        if (win + ks_warps < nwin) load(win + ks_warps);
+        const int64_t b0 = win * WB;
+        const int nb = (int)(nblk - b0 < WB ? nblk - b0 : WB);
+        const uint8_t *sb = (const uint8_t *)&sm[warp][0] + ((uintptr_t)(rowp + (size_t)b0 * Tr::BB) & 15);
+#pragma unroll
+        for (int uu = 0; uu < WU; uu++) {
+            const int u = lane + 32 * uu;
+            if (u >= nb * UPB) break;
+            const int blk = u / UPB, ui = u % UPB;
+            st_q_unit q;
+            Tr::template unit<A, true>(sb + blk * Tr::BB, ui, q);
+            const int64_t e0 = (b0 + blk) * Tr::QK;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t >= n_tok) break;
+                if (I8) {
+                    const uint8_t *xr = a.xq + (size_t)t * xq_row;
+                    acc[t] += st_q_dot_i8<Tr>(q, (const int8_t *)xr + e0,
+                                              (const struct st_q8x_meta *)(xr + cols) + (e0 >> 5));
+                } else {
+                    acc[t] += st_q_dot_f32<Tr>(q, a.x + (int64_t)t * cols + e0);
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = st_warp_sum(acc[t]);
+
+    if (PAIR) {
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < NT; t++) red[warp][t] = acc[t];
+        }
+        __syncthreads();
+        if (ks != 0 || (group & 1)) return;
+        const float *bg = a.bias[0], *bu = a.bias[1];
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float g = 0.0f, u = 0.0f;
+            for (int k = 0; k < ks_warps; k++) {
+                g += red[warp + k][t];
+                u += red[warp + ks_warps + k][t];
+            }
+            if (lane == t && r < rows && t < n_tok)
+                a.y[0][(int64_t)t * rows + r] = silu_mul(g + (bg ? bg[r] : 0.0f), u + (bu ? bu[r] : 0.0f));
+        }
+        return;
+    }
+    if (ks_warps > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < NT; t++) red[warp][t] = acc[t];
+        }
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float s = 0.0f;
+            for (int k = 0; k < ks_warps; k++) s += red[warp + k][t];
+            acc[t] = s;
+        }
+    }
+    const float *bias = pick(a.bias, j);
+    float *y = pick(a.y, j);
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        if (lane == t && r < rows && t < n_tok) y[(int64_t)t * rows + r] = acc[t] + (bias ? bias[r] : 0.0f);
+}
+
+/* x (n_tok, cols) fp32 -> st_q8x: one warp per 32-element block. */
+__global__ void __launch_bounds__(256) quantize_x_kernel(const float *__restrict__ x, int64_t n_tok, int64_t cols,
+                                                         uint8_t *__restrict__ xq) {
+    const int lane = threadIdx.x & 31;
+    const int64_t nb = cols / 32;
+    const size_t row = st_q8x_row_bytes(cols);
+    for (int64_t b = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5); b < n_tok * nb; b += (int64_t)gridDim.x * WARPS) {
+        const int64_t t = b / nb, k = b % nb;
+        const float v = x[t * cols + k * 32 + lane];
+        const float amax = st_warp_max(fabsf(v));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const float qf = rintf(__fmul_rn(v, id));
+        const int q = qf > 127.0f ? 127 : qf < -127.0f ? -127 : (int)qf;
+        uint8_t *xr = xq + (size_t)t * row;
+        xr[k * 32 + lane] = (uint8_t)(int8_t)q;
+        /* halves: lanes 0..15 and 16..31 */
+        float s = v;
+        int qs = q;
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) {
+            s += __shfl_xor_sync(0xffffffffu, s, o);
+            qs += __shfl_xor_sync(0xffffffffu, qs, o);
+        }
+        const float s1 = __shfl_sync(0xffffffffu, s, 16);
+        const int q1 = __shfl_sync(0xffffffffu, qs, 16);
+        if (lane == 0) {
+            struct st_q8x_meta m;
+            m.d = amax / 127.0f;
+            m.s0 = s;
+            m.s1 = s1;
+            m.q01 = (int)((uint32_t)(qs & 0xffff) | (uint32_t)q1 << 16);
+            ((struct st_q8x_meta *)(xr + cols))[k] = m;
+        }
+    }
+}
+
+template <int DT, int A, int NT, bool I8, bool PAIR>
+st_status launch(const gemvq_args &a, unsigned blocks, cudaStream_t stream) {
+    gemvq_kernel<DT, A, NT, I8, PAIR><<<blocks, WARPS * 32, 0, stream>>>(a);
+    ST_CUDA_LAUNCH_CHECK();
+    return ST_OK;
+}
+
+template <int DT, int A, bool I8, bool PAIR>
+st_status by_nt(const gemvq_args &a, unsigned blocks, cudaStream_t stream) {
+    if (a.n_tok == 1) return launch<DT, A, 1, I8, PAIR>(a, blocks, stream);
+    if (a.n_tok <= 4) return launch<DT, A, 4, I8, PAIR>(a, blocks, stream);
+    return launch<DT, A, 8, I8, PAIR>(a, blocks, stream);
+}
+
+template <int DT, int A>
+st_status by_mode(const gemvq_args &a, unsigned blocks, bool pair, cudaStream_t stream) {
+    const bool i8 = a.xq != NULL;
+    if (pair) return i8 ? by_nt<DT, A, true, true>(a, blocks, stream) : by_nt<DT, A, false, true>(a, blocks, stream);
+    return i8 ? by_nt<DT, A, true, false>(a, blocks, stream) : by_nt<DT, A, false, false>(a, blocks, stream);
+}
+
+/* the aligned reader where the type has one and the data allow it */
+template <int DT>
+st_status by_align(const gemvq_args &a, unsigned blocks, bool pair, bool aligned, cudaStream_t stream) {
+    constexpr int AL = st_qt<DT>::ALIGN;
+    if (AL > 2 && aligned) return by_mode<DT, AL>(a, blocks, pair, stream);
+    return by_mode<DT, 2>(a, blocks, pair, stream);
+}
+
+int qk_of(st_dtype t) { return (int)st_dtype_block_elems(t); }
+
+int align_of(st_dtype t) {
+    switch (t) {
+    case ST_DTYPE_Q4_1: return st_qt<ST_DTYPE_Q4_1>::ALIGN;
+    case ST_DTYPE_Q5_1: return st_qt<ST_DTYPE_Q5_1>::ALIGN;
+    case ST_DTYPE_Q4_K: return st_qt<ST_DTYPE_Q4_K>::ALIGN;
+    case ST_DTYPE_Q5_K: return st_qt<ST_DTYPE_Q5_K>::ALIGN;
+    default: return 2;
+    }
+}
+
+} // namespace
+
+struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
+                                   int64_t n_tok, bool pair, int sm_count) {
+    const int sms = sm_count > 0 ? sm_count : 80;
+    struct st_gemv_shape s = {1, 1, 1, WARPS * 32, true};
+    const int al = align_of(dtype);
+    const size_t rb = st_dtype_row_bytes(dtype, cols);
+    for (int i = 0; i < n_w; i++)
+        if (!st_is_aligned(ws[i], (size_t)al)) s.vectorized = false;
+    if (rb % (size_t)al) s.vectorized = false;
+    /* windows of 64 units per row; split a row across warps while the launch
+     * has fewer than 64 warps per SM and every warp keeps at least one window */
+    const int64_t nwin = (cols / 32 + 32 * WU - 1) / (32 * WU);
+    const int kmax = pair ? WARPS / 2 : WARPS;
+    const int64_t warps_per_row = pair ? 2 : 1;
+    while (s.k_split < kmax && (int64_t)s.k_split * 2 <= nwin && rows * warps_per_row * s.k_split < (int64_t)sms * 64)
+        s.k_split *= 2;
+    (void)n_tok;
+    return s;
+}
+
+st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair, st_dtype dtype, int64_t cols,
+                          const float *x, const void *xq, int64_t n_tok, const struct st_gemv_shape *shape,
+                          cudaStream_t stream) {
+    if (!st_q_is_quant(dtype)) return st_error_set(ST_ERR_INTERNAL, "gemv: %s is not a quantized type", st_dtype_name(dtype));
+    if (cols <= 0 || cols % qk_of(dtype))
+        return st_error_set(ST_ERR_INTERNAL, "gemv: %lld columns of %s (a multiple of %d)", (long long)cols,
+                            st_dtype_name(dtype), qk_of(dtype));
+    if (!st_is_aligned(x, 16) || (xq && !st_is_aligned(xq, 16)))
+        return st_error_set(ST_ERR_INTERNAL, "gemv: activations of a %s matmul must be 16-byte aligned", st_dtype_name(dtype));
+    const int al = align_of(dtype);
+    bool aligned = shape->vectorized;
+    for (int i = 0; i < (pair ? 2 : n_jobs); i++) {
+        if (!st_is_aligned(jobs[i].w, 2))
+            return st_error_set(ST_ERR_INTERNAL, "gemv: %s weights at an odd address", st_dtype_name(dtype));
+        if (!st_is_aligned(jobs[i].w, (size_t)al)) aligned = false;
+    }
+    if (st_dtype_row_bytes(dtype, cols) % (size_t)al) aligned = false;
+
+    gemvq_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.xq = (const uint8_t *)xq;
+    a.cols = cols;
+    a.n_tok = (int)n_tok;
+    int ks = shape->k_split;
+    if (ks != 1 && ks != 2 && ks != 4 && ks != 8) ks = 1;
+    if (pair && ks > WARPS / 2) ks = WARPS / 2;
+    a.ks = ks;
+    int64_t total = 0;
+    if (pair) {
+        a.w[0] = (const uint8_t *)jobs[0].w;
+        a.w[1] = (const uint8_t *)jobs[1].w;
+        a.bias[0] = jobs[0].bias;
+        a.bias[1] = jobs[1].bias;
+        a.y[0] = jobs[0].y;
+        a.rows[0] = jobs[0].rows;
+        a.n_jobs = 1;
+        const int64_t per_block = WARPS / (2 * ks);
+        total = (jobs[0].rows + per_block - 1) / per_block;
+    } else {
+        const int64_t per_block = WARPS / ks;
+        for (int i = 0; i < MAXJ; i++) {
+            a.begin[i] = (unsigned)total;
+            if (i >= n_jobs) continue;
+            a.w[i] = (const uint8_t *)jobs[i].w;
+            a.bias[i] = jobs[i].bias;
+            a.y[i] = jobs[i].y;
+            a.rows[i] = jobs[i].rows > 0 ? jobs[i].rows : 0;
+            total += (a.rows[i] + per_block - 1) / per_block;
+        }
+        a.n_jobs = n_jobs;
+    }
+    if (total > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld blocks", (long long)total);
+    if (total == 0) return ST_OK;
+    const unsigned blocks = (unsigned)total;
+    switch (dtype) {
+    case ST_DTYPE_Q8_0: return by_align<ST_DTYPE_Q8_0>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q4_0: return by_align<ST_DTYPE_Q4_0>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q4_1: return by_align<ST_DTYPE_Q4_1>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q5_0: return by_align<ST_DTYPE_Q5_0>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q5_1: return by_align<ST_DTYPE_Q5_1>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_IQ4_NL: return by_align<ST_DTYPE_IQ4_NL>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q4_K: return by_align<ST_DTYPE_Q4_K>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q5_K: return by_align<ST_DTYPE_Q5_K>(a, blocks, pair, aligned, stream);
+    case ST_DTYPE_Q6_K: return by_align<ST_DTYPE_Q6_K>(a, blocks, pair, aligned, stream);
+    default: return st_error_set(ST_ERR_INTERNAL, "gemv: no kernel for %s", st_dtype_name(dtype));
+    }
+}
+
+size_t st_gemv_xq_bytes(int64_t n_tok, int64_t cols) {
+    if (n_tok <= 0 || cols <= 0 || cols % 32) return 0;
+    return (size_t)n_tok * st_q8x_row_bytes(cols);
+}
+
+st_status st_gemv_quantize_x_cuda(const float *x, int64_t n_tok, int64_t cols, void *xq, cudaStream_t stream) {
+    if (n_tok <= 0) return ST_OK;
+    if (cols <= 0 || cols % 32)
+        return st_error_set(ST_ERR_INTERNAL, "gemv: quantizing x of %lld columns (a multiple of 32)", (long long)cols);
+    if (!st_is_aligned(xq, 16)) return st_error_set(ST_ERR_INTERNAL, "gemv: quantized x buffer not 16-byte aligned");
+    const int64_t nb = n_tok * (cols / 32);
+    const unsigned blocks = st_cuda_blocks(nb, WARPS, 4096);
+    quantize_x_kernel<<<blocks, WARPS * 32, 0, stream>>>(x, n_tok, cols, (uint8_t *)xq);
+    ST_CUDA_LAUNCH_CHECK();
+    return ST_OK;
+}

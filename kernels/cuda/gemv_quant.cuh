@@ -1,0 +1,32 @@
+/* kernels/cuda/gemv_quant.cuh — the decode GEMV for quantized weights (Q8_0,
+ * Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K), behind the entries of
+ * kernels/cuda/gemv.cuh (which dispatch here on the dtype). Internal to
+ * kernels/cuda.
+ *
+ * A warp owns a row (KS warps split its columns) and streams it in windows of
+ * 64 32-weight units: the window's bytes come in with 16-byte loads (any block
+ * alignment, coalesced), go through the warp's slice of shared memory, and
+ * every lane decodes up to two units (kernels/cuda/quant.cuh) while the next
+ * window's loads are in flight. Two variants:
+ *   xq == NULL: fp32 x, weights widened in registers, fp32 accumulation (the
+ *               Maxwell path; any GPU from sm_52);
+ *   xq set:     x quantized by st_gemv_quantize_x_cuda, integer dot products
+ *               (dp4a on sm_61+), scales in fp32 (error bound in quant.cuh).
+ * Same job table, PAIR (gate/up + SwiGLU) and graph-capture rules as the
+ * float kernel: everything by value, no allocation, no host sync. */
+#ifndef STRATA_KERNELS_CUDA_GEMV_QUANT_CUH
+#define STRATA_KERNELS_CUDA_GEMV_QUANT_CUH
+#include "kernels/cuda/gemv.cuh"
+
+/* The shape the quantized kernel runs: k_split (1, 2, 4, 8; at most 4 for
+ * pairs) warps per row; vectorized = every block is ALIGN-aligned (16-byte
+ * loads of K-quant fields), else the 2-byte-aligned reader. */
+struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
+                                   int64_t n_tok, bool pair, int sm_count);
+
+/* One launch over n_jobs matrices (pair: jobs[0] gate, jobs[1] up, one output
+ * jobs[0].y). cols must be a multiple of the block size. */
+st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair, st_dtype dtype, int64_t cols,
+                          const float *x, const void *xq, int64_t n_tok, const struct st_gemv_shape *shape,
+                          cudaStream_t stream);
+#endif
