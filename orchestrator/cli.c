@@ -1,5 +1,6 @@
 /* Shared CLI pieces: error reporting, global options, numbers, the bundled model. */
 #include "cli.h"
+#include "orchestrator/mpi.h"
 
 #include <errno.h>
 #include <limits.h>
