@@ -5,6 +5,7 @@
  * reports FILE:LINE:COL, the key path and a hint. libyaml's document loader
  * keeps a start mark for every node, which gives the positions. */
 #include "config.h"
+#include "orchestrator/session.h"
 #include "planner/planner.h"
 
 #include <ctype.h>
@@ -15,6 +16,10 @@
 #include <yaml.h>
 
 #define PATH_MAX_LEN 256
+
+/* a config holds no more stop strings than one generation takes */
+_Static_assert(ST_CONFIG_MAX_STOP == ST_GEN_MAX_STOP && ST_CONFIG_MAX_STOP_BYTES == ST_GEN_STOP_MAX_BYTES,
+               "generation.stop limits differ from the session's");
 
 struct cfg_ctx {
     yaml_document_t *doc;

@@ -57,19 +57,19 @@ static void test_config(void) {
     CHECK_OK(parse_cfg(b.p, b.n));
     while (b.n <= ST_CONFIG_MAX_BYTES) add(&b, "# padding\n");
     CHECK_ERR(parse_cfg(b.p, b.n), ST_ERR_CONFIG, "bytes), more than the 1.00 MiB limit for this file");
-    /* stop strings: 64 of up to 1024 bytes */
-    for (int n = 64; n <= 65; n++) {
+    /* stop strings: 16 of up to 256 bytes (what a generation takes, orchestrator/session.h) */
+    for (int n = 16; n <= 17; n++) {
         b.n = 0;
         add(&b, HEAD "generation:\n  stop:\n");
         for (int i = 0; i < n; i++) add(&b, "    - \"s%d\"\n", i);
-        if (n == 64) CHECK_OK(parse_cfg(b.p, b.n));
-        else CHECK_ERR(parse_cfg(b.p, b.n), ST_ERR_CONFIG, "lim.yaml:6:5: generation.stop: 65 stop strings is more than the 64 strata accepts");
+        if (n == 16) CHECK_OK(parse_cfg(b.p, b.n));
+        else CHECK_ERR(parse_cfg(b.p, b.n), ST_ERR_CONFIG, "lim.yaml:6:5: generation.stop: 17 stop strings is more than the 16 strata accepts");
     }
-    for (int len = 1024; len <= 1025; len++) {
+    for (int len = 256; len <= 257; len++) {
         b.n = 0;
         add(&b, HEAD "generation: {stop: \"%0*d\"}\n", len, 7);
-        if (len == 1024) CHECK_OK(parse_cfg(b.p, b.n));
-        else CHECK_ERR(parse_cfg(b.p, b.n), ST_ERR_CONFIG, "generation.stop: the string is 1025 bytes, more than the 1024 this key accepts");
+        if (len == 256) CHECK_OK(parse_cfg(b.p, b.n));
+        else CHECK_ERR(parse_cfg(b.p, b.n), ST_ERR_CONFIG, "generation.stop: the string is 257 bytes, more than the 256 this key accepts");
     }
     b.n = 0;
     add(&b, HEAD "generation: {system: \"%0*d\"}\n", 65537, 1);
