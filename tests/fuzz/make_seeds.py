@@ -336,6 +336,40 @@ def chat_seeds():
         put("chat", name, SEP.join(parts))
 
 
+def serve_seeds():
+    """Request bodies for fuzz_serve_request: byte 0 = endpoint (bit 0: chat) and template (bits 1-3)."""
+    chatml, none, qwen3, llama31 = 1 << 1, 0, 4 << 1, 6 << 1
+    msgs = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Who made the heaven?"}]
+    bodies = {
+        "chat-min": (1 | chatml, {"messages": [{"role": "user", "content": "Hi"}]}),
+        "chat-all": (1 | chatml, {"model": "tiny-kjv", "messages": msgs, "max_tokens": 24, "temperature": 0.7,
+                                  "top_p": 0.9, "top_k": 40, "min_p": 0.05, "presence_penalty": 0.5,
+                                  "frequency_penalty": -0.5, "repeat_penalty": 1.1, "seed": 7, "n": 1,
+                                  "stop": ["\n\n", "END"], "stream": True,
+                                  "stream_options": {"include_usage": True}, "ignore_eos": False,
+                                  "return_token_ids": True, "logprobs": False, "tools": []}),
+        "chat-parts": (1 | qwen3, {"messages": [{"role": "developer", "content": None},
+                                                {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                             {"type": "text", "text": "b"}]},
+                                                {"role": "assistant", "content": "<think>\nx\n</think>\n\ny"}],
+                                   "chat_template_kwargs": {"enable_thinking": False},
+                                   "max_completion_tokens": 5}),
+        "chat-none": (1 | none, {"messages": msgs, "stop": "\n"}),
+        "chat-llama": (1 | llama31, {"messages": msgs, "model": "other"}),
+        "chat-badrole": (1 | chatml, {"messages": [{"role": "robot", "content": "beep"}]}),
+        "chat-long": (1 | chatml, {"messages": [{"role": "user", "content": "In the beginning " * 100}]}),
+        "completion-text": (0, {"prompt": "In the beginning", "max_tokens": 8, "echo": True, "seed": -1}),
+        "completion-ids": (0, {"prompt": [1192, 258, 2144, 385], "echo": True, "temperature": 0}),
+        "completion-list": (0, {"prompt": ["In the beginning"], "suffix": None, "top_logprobs": None}),
+        "completion-bad": (0, {"prompt": [[1, 2]], "temperature": "hot", "top_p": 0, "n": 2}),
+    }
+    for name, (b0, body) in bodies.items():
+        put("serve_request", name, bytes([b0]) + json.dumps(body, ensure_ascii=False).encode())
+    put("serve_request", "not-json", bytes([1]) + b"{\"messages\": [\xff\xfe")
+    put("serve_request", "not-object", bytes([0]) + b"[1, 2, 3]")
+    put("serve_request", "utf8-role", bytes([1 | chatml]) + ('{"messages": [{"role": "' + "\u00e9" * 300 + '", "content": "x"}]}').encode())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--strata", help="the strata binary (for the plan_yaml seeds)")
@@ -349,6 +383,7 @@ def main():
         copy_configs()
         numerics_seeds()
         chat_seeds()
+        serve_seeds()
         if a.strata:
             plan_seeds(os.path.abspath(a.strata), tmp)
     for t in sorted(os.listdir(CORPUS)):

@@ -3,9 +3,7 @@
 # (ctest -L fuzz): with gcc here, under ASan/UBSan in the sanitizer variant.
 # With -DSTRATA_FUZZ=ON and clang, the same files also become libFuzzer
 # binaries fuzz_<name> (tools/fuzz.sh builds and runs them).
-# The server's request bodies get a target (fuzz_serve_request.c) once
-# `strata serve` exists: add its name here and a corpus under tests/fuzz/corpus/.
-set(ST_FUZZ_TARGETS gguf hf_dir tokenizer_json tokenize deploy_yaml plan_yaml numerics chat)
+set(ST_FUZZ_TARGETS gguf hf_dir tokenizer_json tokenize deploy_yaml plan_yaml numerics chat serve_request)
 set(_fz ${CMAKE_CURRENT_SOURCE_DIR}/fuzz)
 
 foreach(_t ${ST_FUZZ_TARGETS})
