@@ -92,13 +92,56 @@ const char *st_nearest_word(const char *word, const char *const *candidates, siz
 
 /* Reads a whole file into a NUL-terminated malloc'ed buffer. */
 st_status st_read_file(const char *path, char **out_data, size_t *out_len);
+/* The same, refusing (ST_ERR_FORMAT, naming both sizes) a file larger than
+ * max_bytes before anything is allocated. */
+st_status st_read_file_limit(const char *path, size_t max_bytes, char **out_data, size_t *out_len);
 
 /* Monotonic clock in seconds. */
 double st_time_s(void);
 
-/* Checked allocation helpers: on failure they set ST_ERR_NOMEM naming `what`. */
+/* Checked allocation helpers: on failure they set ST_ERR_NOMEM naming `what`
+ * and the size. Every host allocation of the library goes through them (the
+ * fault switch below counts and fails them). st_realloc leaves p untouched
+ * on failure. Free with free(). */
 void *st_malloc(size_t bytes, const char *what);
 void *st_calloc(size_t n, size_t size, const char *what);
+void *st_realloc(void *p, size_t bytes, const char *what);
+char *st_strdup(const char *s, const char *what);
+char *st_strndup(const char *s, size_t n, const char *what);   /* at most n bytes of s, NUL-terminated */
+
+/* ---- injected faults (tests only; docs/faults.md) ----------------------- */
+
+/* Events that a test can make fail. Every library site of that kind asks
+ * st_fault_hit() first: host allocations (st_malloc and friends), file reads
+ * (st_read_file, model mappings, JSON files), device buffer allocations
+ * (each backend's alloc) and link transfers (st_link_send). */
+typedef enum st_fault_kind {
+    ST_FAULT_ALLOC = 0,
+    ST_FAULT_READ,
+    ST_FAULT_DEV_ALLOC,
+    ST_FAULT_LINK,
+    ST_FAULT_KINDS
+} st_fault_kind;
+
+/* "alloc", "read", "dev_alloc", "link". */
+const char *st_fault_kind_name(st_fault_kind k);
+
+/* Counts one event of kind k and returns true when it must fail: when
+ * STRATA_FAULT=KIND:N names this kind and this is its Nth event (1-based)
+ * since the process started or st_fault_set() was last called. Without
+ * STRATA_FAULT it only counts. Thread-safe. When it fails an event from the
+ * environment it says so on stderr, naming what (the allocation's purpose,
+ * the file; may be NULL): "strata: STRATA_FAULT=alloc:57 fails here (what)",
+ * so a test can tell a failure that was handled from one that was ignored.
+ * STRATA_FAULT=count prints the counts at exit ("strata: fault sites: alloc
+ * N, read N, dev_alloc N, link N"). */
+bool st_fault_hit(st_fault_kind k, const char *what);
+
+/* For in-process tests: fail the nth event of k from now on (n 0 = none) and
+ * reset every count. Overrides STRATA_FAULT. */
+void st_fault_set(st_fault_kind k, int64_t n);
+/* Events of kind k counted since the start or the last st_fault_set(). */
+int64_t st_fault_count(st_fault_kind k);
 
 /* Overflow-checked size arithmetic: false on overflow. */
 static inline bool st_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {

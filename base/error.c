@@ -74,7 +74,13 @@ st_status st_error_prefix(const char *fmt, ...) {
     va_end(ap);
     char old[ST_ERROR_MAX];
     memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+    size_t pl = strlen(prefix), ol = strlen(old);   /* both fit g_msg; the join is cut at its end */
+    if (pl > sizeof g_msg - 3) pl = sizeof g_msg - 3;
+    memcpy(g_msg, prefix, pl);
+    memcpy(g_msg + pl, ": ", 2);
+    if (ol > sizeof g_msg - pl - 3) ol = sizeof g_msg - pl - 3;
+    memcpy(g_msg + pl + 2, old, ol);
+    g_msg[pl + 2 + ol] = 0;
     return g_status;
 }
 

@@ -93,12 +93,12 @@ const char *st_nearest_word(const char *word, const char *const *candidates, siz
     return best;
 }
 
-st_status st_read_file(const char *path, char **out_data, size_t *out_len) {
+st_status st_read_file_limit(const char *path, size_t max_bytes, char **out_data, size_t *out_len) {
     *out_data = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
         st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        return st_error_hint("check the path; relative paths are taken from the current directory");
+        return st_error_hint("check the path and its permissions");
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -106,18 +106,35 @@ st_status st_read_file(const char *path, char **out_data, size_t *out_len) {
         return st_error_set(ST_ERR_IO, "%s: not a regular file", path);
     }
     size_t len = (size_t)st.st_size;
+    if (len > max_bytes) {
+        fclose(f);
+        char a[32], b[32];
+        st_error_set(ST_ERR_FORMAT, "%s: the file is %s (%zu bytes), more than the %s this reader accepts", path,
+                     st_format_bytes(len, a, sizeof a), len, st_format_bytes(max_bytes, b, sizeof b));
+        return st_error_hint("is this the right file? strata's limits are listed in docs/limits.md");
+    }
     char *data = st_malloc(len + 1, path);
     if (!data) { fclose(f); return ST_ERR_NOMEM; }
-    if (len && fread(data, 1, len, f) != len) {
+    if (st_fault_hit(ST_FAULT_READ, path)) {
         free(data);
         fclose(f);
-        return st_error_set(ST_ERR_IO, "%s: short read", path);
+        return st_error_set(ST_ERR_IO, "%s: read failed: %s (injected by STRATA_FAULT)", path, strerror(EIO));
+    }
+    if (len && fread(data, 1, len, f) != len) {
+        int e = ferror(f) ? errno : 0;
+        free(data);
+        fclose(f);
+        return st_error_set(ST_ERR_IO, "%s: short read%s%s", path, e ? ": " : "", e ? strerror(e) : "");
     }
     fclose(f);
     data[len] = 0;
     *out_data = data;
     if (out_len) *out_len = len;
     return ST_OK;
+}
+
+st_status st_read_file(const char *path, char **out_data, size_t *out_len) {
+    return st_read_file_limit(path, SIZE_MAX - 1, out_data, out_len);
 }
 
 double st_time_s(void) {
@@ -127,7 +144,7 @@ double st_time_s(void) {
 }
 
 void *st_malloc(size_t bytes, const char *what) {
-    void *p = malloc(bytes ? bytes : 1);
+    void *p = st_fault_hit(ST_FAULT_ALLOC, what) ? NULL : malloc(bytes ? bytes : 1);
     if (!p) {
         char b[32];
         st_error_set(ST_ERR_NOMEM, "out of host memory allocating %s for %s",
@@ -137,9 +154,30 @@ void *st_malloc(size_t bytes, const char *what) {
 }
 
 void *st_calloc(size_t n, size_t size, const char *what) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
+    void *p = st_fault_hit(ST_FAULT_ALLOC, what) ? NULL : calloc(n ? n : 1, size ? size : 1);
     if (!p) {
         st_error_set(ST_ERR_NOMEM, "out of host memory allocating %zu x %zu bytes for %s", n, size, what);
     }
     return p;
 }
+
+void *st_realloc(void *old, size_t bytes, const char *what) {
+    void *p = st_fault_hit(ST_FAULT_ALLOC, what) ? NULL : realloc(old, bytes ? bytes : 1);
+    if (!p) {
+        char b[32];
+        st_error_set(ST_ERR_NOMEM, "out of host memory growing %s to %s", what, st_format_bytes(bytes, b, sizeof b));
+    }
+    return p;
+}
+
+static char *copy_str(const char *s, size_t len, const char *what) {
+    char *p = st_malloc(len + 1, what);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = 0;
+    }
+    return p;
+}
+
+char *st_strndup(const char *s, size_t n, const char *what) { return copy_str(s, strnlen(s, n), what); }
+char *st_strdup(const char *s, const char *what) { return copy_str(s, strlen(s), what); }

@@ -102,6 +102,10 @@ st_status st_link_init(st_link_type type, st_backend *src, const struct st_devic
 }
 
 st_status st_link_send(st_link *l, const void *src_ptr, void *dst_ptr, size_t bytes) {
+    if (st_fault_hit(ST_FAULT_LINK, st_link_type_name(l->type))) {
+        return st_error_set(ST_ERR_DEVICE, "%s link: sending %zu bytes failed (injected by STRATA_FAULT)",
+                            st_link_type_name(l->type), bytes);
+    }
     return l->send(l, src_ptr, dst_ptr, bytes);
 }
 

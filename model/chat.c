@@ -52,7 +52,7 @@ static void put(struct obuf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t c = b->cap ? b->cap : 256;
         while (c < b->n + n + 1) c *= 2;
-        char *p = realloc(b->p, c);
+        char *p = st_realloc(b->p, c, "the chat prompt");
         if (!p) { b->oom = true; return; }
         b->p = p;
         b->cap = c;

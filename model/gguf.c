@@ -43,6 +43,11 @@ static st_status rd_fail(const struct rd *r, uint64_t at, const char *what) {
     return st_error_hint("the file is truncated or not a GGUF file; download or convert it again");
 }
 
+static st_status rd_fail_limit(const struct rd *r, uint64_t at, const char *what) {
+    st_error_set(ST_ERR_FORMAT, "%s: byte offset %llu: %s", r->path, (unsigned long long)at, what);
+    return st_error_hint("real models stay far below this limit (docs/limits.md); the file is corrupt");
+}
+
 static st_status rd_need(const struct rd *r, uint64_t n, const char *what) {
     if (n > rd_left(r)) {
         char buf[256];
@@ -339,8 +344,8 @@ st_status st_gguf_parse(const char *path, const void *map, uint64_t size, struct
     st_status s = ST_OK;
     struct st_gguf *g = st_calloc(1, sizeof *g, "GGUF header");
     if (!g) return ST_ERR_NOMEM;
-    g->path = strdup(path);
-    if (!g->path) { s = st_error_set(ST_ERR_NOMEM, "out of memory copying a path"); goto fail; }
+    g->path = st_strdup(path, "a path");
+    if (!g->path) { s = ST_ERR_NOMEM; goto fail; }
     g->base = map;
     g->size = size;
     struct rd r = {.path = path, .p = map, .size = size, .pos = 0};
@@ -378,6 +383,20 @@ st_status st_gguf_parse(const char *path, const void *map, uint64_t size, struct
         snprintf(buf, sizeof buf, "tensor count %llu cannot fit in the %llu bytes that follow",
                  (unsigned long long)n_tensors, (unsigned long long)rd_left(&r));
         s = rd_fail(&r, 8, buf);
+        goto fail;
+    }
+    if (n_kv > ST_MODEL_MAX_KV) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "metadata count %llu is more than the %d records strata reads",
+                 (unsigned long long)n_kv, ST_MODEL_MAX_KV);
+        s = rd_fail_limit(&r, 16, buf);
+        goto fail;
+    }
+    if (n_tensors > ST_MODEL_MAX_TENSORS) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "tensor count %llu is more than the %d tensors strata reads",
+                 (unsigned long long)n_tensors, ST_MODEL_MAX_TENSORS);
+        s = rd_fail_limit(&r, 8, buf);
         goto fail;
     }
     g->kv = st_calloc(n_kv ? n_kv : 1, sizeof *g->kv, "GGUF metadata");
@@ -669,19 +688,32 @@ st_status st_model_load_gguf(st_model *m) {
     hp->n_head_kv = hp->n_head;
     if ((s = get_int_opt(g, key, &hp->n_head_kv, &found))) return s;
     snprintf(key, sizeof key, "%s.attention.key_length", arch);
-    hp->head_dim = hp->n_head ? hp->n_embd / hp->n_head : 0;
+    hp->head_dim = hp->n_embd / hp->n_head;
     if ((s = get_int_opt(g, key, &hp->head_dim, &found))) return s;
+    if (!found && (hp->n_embd % hp->n_head || hp->head_dim % 2)) {
+        st_error_set(ST_ERR_FORMAT, "%s: without %s the head dimension is %s.embedding_length %lld / "
+                     "%s.attention.head_count %lld, which is not a whole even number", g->path, key, arch,
+                     (long long)hp->n_embd, arch, (long long)hp->n_head);
+        return st_error_hint("one of the two counts is corrupt; convert the model again");
+    }
     snprintf(key, sizeof key, "%s.context_length", arch);
     hp->n_ctx_train = 0;
     if ((s = get_int_opt(g, key, &hp->n_ctx_train, &found))) return s;
     double v;
+    char where[400];
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
-    if ((s = st_gguf_get_float(g, key, &v))) return s;
+    snprintf(where, sizeof where, "%s: metadata key '%s'", g->path, key);
+    if ((s = st_gguf_get_float(g, key, &v)) ||
+        (s = st_model_hp_float(where, v, ST_MODEL_MIN_RMS_EPS, false, ST_MODEL_MAX_RMS_EPS, "GGUF metadata")))
+        return s;
     hp->rms_eps = (float)v;
     snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    snprintf(where, sizeof where, "%s: metadata key '%s'", g->path, key);
     hp->rope_theta = 10000.0f;
     if (st_gguf_find(g, key) >= 0) {
-        if ((s = st_gguf_get_float(g, key, &v))) return s;
+        if ((s = st_gguf_get_float(g, key, &v)) ||
+            (s = st_model_hp_float(where, v, 1.0, true, ST_MODEL_MAX_ROPE_THETA, "GGUF metadata")))
+            return s;
         hp->rope_theta = (float)v;
     }
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
@@ -698,8 +730,11 @@ st_status st_model_load_gguf(st_model *m) {
         }
     }
     snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+    snprintf(where, sizeof where, "%s: metadata key '%s'", g->path, key);
     if (st_gguf_find(g, key) >= 0) {
-        if ((s = st_gguf_get_float(g, key, &v))) return s;
+        if ((s = st_gguf_get_float(g, key, &v)) ||
+            (s = st_model_hp_float(where, v, 0, true, ST_MODEL_MAX_ROPE_FACTOR, "GGUF metadata")))
+            return s;
         hp->rope_factor = (float)v;
     }
     snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
@@ -732,8 +767,8 @@ st_status st_model_load_gguf(st_model *m) {
     if (st_gguf_find(g, "tokenizer.chat_template") >= 0) {
         struct st_gguf_str ct;
         if ((s = st_gguf_get_str(g, "tokenizer.chat_template", &ct))) return s;
-        m->chat_template = strndup(ct.ptr, ct.len);
-        if (!m->chat_template) return st_error_set(ST_ERR_NOMEM, "out of memory copying the chat template");
+        m->chat_template = st_strndup(ct.ptr, ct.len, "the chat template");
+        if (!m->chat_template) return ST_ERR_NOMEM;
     }
     return ST_OK;
 }

@@ -27,11 +27,14 @@ static bool is_file(const char *path) {
 
 static st_status json_open(const char *path, json_t **out) {
     json_error_t e;
-    *out = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
+    char *text = NULL;
+    size_t len = 0;
+    *out = NULL;
+    st_status s = st_read_file_limit(path, ST_MODEL_MAX_JSON_BYTES, &text, &len);
+    if (s) return s;
+    *out = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+    free(text);
     if (!*out) {
-        if (!is_file(path)) {
-            return st_error_set(ST_ERR_IO, "%s: cannot read the file", path);
-        }
         st_error_set(ST_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", path, e.line, e.column, e.text);
         return st_error_hint("fix the JSON syntax at that line and column");
     }
@@ -118,7 +121,9 @@ static st_status cfg_rope(const struct cfg *c, struct st_hparams *hp) {
         if ((s = cfg_num(c, c->root, "rope_theta", 10000.0, false, &theta))) return s;
     }
     if (json_is_object(rs)) src = rs;
-    if (!(theta > 0)) return cfg_bad(c, "rope_theta", "a positive number");
+    char field[600];
+    snprintf(field, sizeof field, "%s: field 'rope_theta'", c->path);
+    if ((s = st_model_hp_float(field, theta, 1.0, true, ST_MODEL_MAX_ROPE_THETA, "config.json"))) return s;
     hp->rope_theta = (float)theta;
     hp->rope_scaling = ST_ROPE_SCALING_NONE;
     if (!src) return ST_OK;
@@ -129,7 +134,8 @@ static st_status cfg_rope(const struct cfg *c, struct st_hparams *hp) {
     if (!strcmp(type, "default")) return ST_OK;
     double f;
     if ((s = cfg_num(c, src, "factor", 0, true, &f))) return st_error_prefix("%s", where);
-    if (!(f > 0)) return cfg_bad(c, "rope_scaling.factor", "a positive number");
+    snprintf(field, sizeof field, "%s: field '%s.factor'", c->path, where);
+    if ((s = st_model_hp_float(field, f, 0, true, ST_MODEL_MAX_ROPE_FACTOR, "config.json"))) return s;
     hp->rope_factor = (float)f;
     if (!strcmp(type, "linear")) {
         hp->rope_scaling = ST_ROPE_SCALING_LINEAR;
@@ -199,11 +205,21 @@ static st_status read_config(st_model *m, const char *dir) {
     if ((s = cfg_int(&c, c.root, "vocab_size", -1, &hp->n_vocab))) goto done;
     if ((s = cfg_int(&c, c.root, "num_key_value_heads", hp->n_head, &hp->n_head_kv))) goto done;
     if ((s = cfg_int(&c, c.root, "head_dim", hp->n_embd / hp->n_head, &hp->head_dim))) goto done;
+    json_t *hd = json_object_get(c.root, "head_dim");
+    if ((!hd || json_is_null(hd)) && (hp->n_embd % hp->n_head || hp->head_dim % 2)) {
+        s = st_error_set(ST_ERR_FORMAT, "%s: without 'head_dim' the head dimension is hidden_size %lld / "
+                         "num_attention_heads %lld, which is not a whole even number", path, (long long)hp->n_embd,
+                         (long long)hp->n_head);
+        st_error_hint("one of the two is wrong; compare config.json with the model's original on the Hub");
+        goto done;
+    }
     int64_t def_ctx = hp->arch == ST_ARCH_LLAMA ? 2048 : 32768;
     if ((s = cfg_int(&c, c.root, "max_position_embeddings", def_ctx, &hp->n_ctx_train))) goto done;
     double eps;
     if ((s = cfg_num(&c, c.root, "rms_norm_eps", 1e-6, false, &eps))) goto done;
-    if (!(eps > 0)) { s = cfg_bad(&c, "rms_norm_eps", "a positive number"); goto done; }
+    char where[600];
+    snprintf(where, sizeof where, "%s: field 'rms_norm_eps'", path);
+    if ((s = st_model_hp_float(where, eps, ST_MODEL_MIN_RMS_EPS, false, ST_MODEL_MAX_RMS_EPS, "config.json"))) goto done;
     hp->rms_eps = (float)eps;
     if ((s = cfg_rope(&c, hp))) goto done;
     if ((s = cfg_bool(&c, "tie_word_embeddings", false, &hp->tied_embeddings))) goto done;
@@ -244,6 +260,12 @@ static st_status read_index(st_model *m, const char *dir, const char *index_path
     if (!json_is_object(wm) || json_object_size(wm) == 0) {
         s = st_error_set(ST_ERR_FORMAT, "%s: \"weight_map\" is missing or empty", index_path);
         st_error_hint("the index maps each tensor name to its shard file; download it again");
+        goto done;
+    }
+    if (json_object_size(wm) > ST_MODEL_MAX_TENSORS) {
+        s = st_error_set(ST_ERR_FORMAT, "%s: weight_map lists %zu tensors, more than the %d strata reads", index_path,
+                         json_object_size(wm), ST_MODEL_MAX_TENSORS);
+        st_error_hint("is this a language model? strata's limits are in docs/limits.md");
         goto done;
     }
     const char *name;
@@ -312,15 +334,15 @@ static st_status read_chat_template(st_model *m, const char *dir) {
     if ((s = json_open(path, &root))) goto done;
     json_t *ct = json_object_get(root, "chat_template");
     if (json_is_string(ct)) {
-        m->chat_template = strdup(json_string_value(ct));
+        if (!(m->chat_template = st_strdup(json_string_value(ct), "the chat template"))) s = ST_ERR_NOMEM;
     } else if (json_is_array(ct)) {
         /* [{"name": "default", "template": "..."}, ...] */
         size_t i;
         json_t *e;
         json_array_foreach(ct, i, e) {
             json_t *n = json_object_get(e, "name"), *t = json_object_get(e, "template");
-            if (json_is_string(n) && json_is_string(t) && !strcmp(json_string_value(n), "default")) {
-                m->chat_template = strdup(json_string_value(t));
+            if (json_is_string(n) && json_is_string(t) && !strcmp(json_string_value(n), "default") && !m->chat_template) {
+                if (!(m->chat_template = st_strdup(json_string_value(t), "the chat template"))) s = ST_ERR_NOMEM;
             }
         }
     }

@@ -63,6 +63,12 @@ st_status st_model_load_hf(st_model *m);
  * its tensors. */
 st_status st_safetensors_read(st_model *m, int file);
 
+/* ST_OK when v is finite and in [lo, hi] ((lo, hi] with lo_open); else
+ * ST_ERR_FORMAT "<where> = v is not a finite number in [lo, hi]" with a hint
+ * naming src ("GGUF metadata", "config.json"). The readers check the value as
+ * the file holds it, before it is narrowed to float. */
+st_status st_model_hp_float(const char *where, double v, double lo, bool lo_open, double hi, const char *src);
+
 /* dtype tables used by readers */
 st_status st_dtype_from_ggml(uint32_t code, st_dtype *out, const char **known_name);
 

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -54,15 +55,19 @@ static void role_name(const st_model *m, int64_t layer, int role, bool global, c
 /* ---- files and tensor table ------------------------------------------------ */
 
 st_status st_model_map_file(st_model *m, const char *path, int *idx) {
-    struct st_model_file *nf = realloc(m->files, sizeof *m->files * (size_t)(m->n_files + 1));
-    if (!nf) return st_error_set(ST_ERR_NOMEM, "out of memory for the file table");
+    if (m->n_files >= ST_MODEL_MAX_FILES) {
+        st_error_set(ST_ERR_FORMAT, "%s: the model is spread over more than %d files", m->path, ST_MODEL_MAX_FILES);
+        return st_error_hint("strata reads at most %d safetensors shards (docs/limits.md)", ST_MODEL_MAX_FILES);
+    }
+    struct st_model_file *nf = st_realloc(m->files, sizeof *m->files * (size_t)(m->n_files + 1), "the file table");
+    if (!nf) return ST_ERR_NOMEM;
     m->files = nf;
     struct st_model_file *f = &m->files[m->n_files];
     memset(f, 0, sizeof *f);
-    f->path = strdup(path);
-    if (!f->path) return st_error_set(ST_ERR_NOMEM, "out of memory copying a path");
+    f->path = st_strdup(path, "a path");
+    if (!f->path) return ST_ERR_NOMEM;
     m->n_files++;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = st_fault_hit(ST_FAULT_READ, path) ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         return st_error_hint("check the path and its permissions");
@@ -92,9 +97,15 @@ st_status st_model_map_file(st_model *m, const char *path, int *idx) {
 st_status st_model_add_tensor(st_model *m, const struct st_tensor *t) {
     /* capacity is 16 up to 16 tensors, then the next power of two */
     int64_t n = m->n_tensors;
+    if (n >= ST_MODEL_MAX_TENSORS) {
+        st_error_set(ST_ERR_FORMAT, "%s: tensor '%s': the model holds more than %d tensors", m->files[t->file].path,
+                     t->name, ST_MODEL_MAX_TENSORS);
+        return st_error_hint("strata reads at most %d tensors (docs/limits.md); is this a language model?",
+                             ST_MODEL_MAX_TENSORS);
+    }
     if (n == 0 || (n >= 16 && (n & (n - 1)) == 0)) {
-        struct st_tensor *nt = realloc(m->tensors, sizeof *nt * (size_t)(n ? 2 * n : 16));
-        if (!nt) return st_error_set(ST_ERR_NOMEM, "out of memory for the tensor table");
+        struct st_tensor *nt = st_realloc(m->tensors, sizeof *nt * (size_t)(n ? 2 * n : 16), "the tensor table");
+        if (!nt) return ST_ERR_NOMEM;
         m->tensors = nt;
     }
     m->tensors[n] = *t;
@@ -254,27 +265,103 @@ static st_status missing(const st_model *m, int64_t layer, int role, bool global
     return st_error_hint("the file is incomplete or is not a %s model; download or convert it again", st_arch_name(m->hp.arch));
 }
 
+/* Where each hyper-parameter is written: the GGUF key (after "<arch>.") and
+ * the config.json field, so that messages name what the user can look up. */
+enum hp_field { HP_EMBD, HP_FF, HP_LAYER, HP_HEAD, HP_HEAD_KV, HP_HEAD_DIM, HP_CTX, HP_EPS, HP_THETA, HP_FACTOR,
+                HP_ORIG_CTX, HP_VOCAB };
+static const char *const hp_gguf_key[] = {
+    "embedding_length", "feed_forward_length", "block_count", "attention.head_count", "attention.head_count_kv",
+    "attention.key_length", "context_length", "attention.layer_norm_rms_epsilon", "rope.freq_base",
+    "rope.scaling.factor", "rope.scaling.original_context_length", NULL};
+static const char *const hp_hf_key[] = {
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling.factor",
+    "rope_scaling.original_max_position_embeddings", "vocab_size"};
+
+static const char *hp_key(const st_model *m, enum hp_field f, char *buf, size_t n) {
+    if (m->format == ST_MODEL_HF_DIR) snprintf(buf, n, "%s", hp_hf_key[f]);
+    else if (f == HP_VOCAB) snprintf(buf, n, "token_embd.weight rows");
+    else snprintf(buf, n, "%s.%s", st_arch_name(m->hp.arch), hp_gguf_key[f]);
+    return buf;
+}
+
+/* "<file>: <metadata key | config.json field> '<key>' = " for messages. */
+static void hp_where(const st_model *m, enum hp_field f, char *buf, size_t n) {
+    char k[96];
+    hp_key(m, f, k, sizeof k);
+    if (m->format == ST_MODEL_HF_DIR) snprintf(buf, n, "%s/config.json: field '%s'", m->path, k);
+    else if (f == HP_VOCAB) snprintf(buf, n, "%s: %s", m->path, k);
+    else snprintf(buf, n, "%s: metadata key '%s'", m->path, k);
+}
+
+static st_status hp_int_range(const st_model *m, enum hp_field f, int64_t v, int64_t lo, int64_t hi) {
+    if (v >= lo && v <= hi) return ST_OK;
+    char w[640];
+    hp_where(m, f, w, sizeof w);
+    st_error_set(ST_ERR_FORMAT, "%s = %lld is out of range: it must be in %lld..%lld", w, (long long)v,
+                 (long long)lo, (long long)hi);
+    return st_error_hint("the %s is corrupt or not a %s model's; strata's limits are in docs/limits.md",
+                         m->format == ST_MODEL_GGUF ? "GGUF metadata" : "config.json", st_arch_name(m->hp.arch));
+}
+
+st_status st_model_hp_float(const char *where, double v, double lo, bool lo_open, double hi, const char *src) {
+    if (isfinite(v) && (lo_open ? v > lo : v >= lo) && v <= hi) return ST_OK;
+    st_error_set(ST_ERR_FORMAT, "%s = %g is not a finite number in %s%g, %g]", where, v, lo_open ? "(" : "[", lo, hi);
+    return st_error_hint("a model with this value computes garbage (NaN or all-zero logits); the %s is corrupt", src);
+}
+
+/* lo_open: the bound itself is refused. */
+static st_status hp_float_range(const st_model *m, enum hp_field f, double v, double lo, bool lo_open, double hi) {
+    char w[640];
+    hp_where(m, f, w, sizeof w);
+    return st_model_hp_float(w, v, lo, lo_open, hi, m->format == ST_MODEL_GGUF ? "GGUF metadata" : "config.json");
+}
+
 static st_status check_hparams(st_model *m) {
     struct st_hparams *hp = &m->hp;
     const char *src = m->format == ST_MODEL_GGUF ? "GGUF metadata" : "config.json";
+    char ka[96], kb[96];
+    st_status s;
+    if ((s = hp_int_range(m, HP_LAYER, hp->n_layer, 1, ST_MODEL_MAX_LAYERS)) ||
+        (s = hp_int_range(m, HP_EMBD, hp->n_embd, 1, ST_MODEL_MAX_EMBD)) ||
+        (s = hp_int_range(m, HP_FF, hp->n_ff, 1, ST_MODEL_MAX_FF)) ||
+        (s = hp_int_range(m, HP_HEAD, hp->n_head, 1, ST_MODEL_MAX_HEADS)) ||
+        (s = hp_int_range(m, HP_HEAD_KV, hp->n_head_kv, 1, ST_MODEL_MAX_HEADS)) ||
+        (s = hp_int_range(m, HP_HEAD_DIM, hp->head_dim, 1, ST_MODEL_MAX_HEAD_DIM)))
+        return s;
+    /* 0 means "not given" in a GGUF file; given, it must be a real length */
+    if (hp->n_ctx_train != 0 || m->format == ST_MODEL_HF_DIR) {
+        if ((s = hp_int_range(m, HP_CTX, hp->n_ctx_train, 1, ST_MODEL_MAX_CONTEXT))) return s;
+    } else if (m->gguf) {
+        char key[96];
+        if (st_gguf_find(m->gguf, hp_key(m, HP_CTX, key, sizeof key)) >= 0 &&
+            (s = hp_int_range(m, HP_CTX, hp->n_ctx_train, 1, ST_MODEL_MAX_CONTEXT))) return s;
+    }
+    if (m->format == ST_MODEL_HF_DIR && (s = hp_int_range(m, HP_VOCAB, hp->n_vocab, 1, ST_MODEL_MAX_VOCAB))) return s;
     if (hp->n_layer * 9 > m->n_tensors) {
-        st_error_set(ST_ERR_FORMAT, "%s: the %s says %lld layers but the weights hold only %lld tensors", m->path, src,
-                     (long long)hp->n_layer, (long long)m->n_tensors);
+        st_error_set(ST_ERR_FORMAT, "%s: the %s says %lld layers (%s) but the weights hold only %lld tensors", m->path,
+                     src, (long long)hp->n_layer, hp_key(m, HP_LAYER, ka, sizeof ka), (long long)m->n_tensors);
         return st_error_hint("each layer needs at least 9 tensors; fix the layer count or download the full model");
     }
-    if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv) {
-        st_error_set(ST_ERR_FORMAT, "%s: head count %lld is not a multiple of the KV head count %lld", m->path,
-                     (long long)hp->n_head, (long long)hp->n_head_kv);
-        return st_error_hint("fix num_key_value_heads / head_count_kv in the %s", src);
+    if (hp->n_head % hp->n_head_kv) {
+        st_error_set(ST_ERR_FORMAT, "%s: head count %lld (%s) is not a multiple of the KV head count %lld (%s)",
+                     m->path, (long long)hp->n_head, hp_key(m, HP_HEAD, ka, sizeof ka), (long long)hp->n_head_kv,
+                     hp_key(m, HP_HEAD_KV, kb, sizeof kb));
+        return st_error_hint("fix %s in the %s", kb, src);
     }
-    if (hp->head_dim <= 0 || hp->head_dim % 2) {
-        st_error_set(ST_ERR_FORMAT, "%s: head dimension %lld is not a positive even number", m->path, (long long)hp->head_dim);
-        return st_error_hint("RoPE rotates pairs of dimensions; fix head_dim / attention.key_length in the %s", src);
+    if (hp->head_dim % 2) {
+        st_error_set(ST_ERR_FORMAT, "%s: head dimension %lld (%s) is odd", m->path, (long long)hp->head_dim,
+                     hp_key(m, HP_HEAD_DIM, ka, sizeof ka));
+        return st_error_hint("RoPE rotates pairs of dimensions; fix %s in the %s", ka, src);
     }
-    if (!(hp->rms_eps > 0) || !(hp->rope_theta > 0)) {
-        st_error_set(ST_ERR_FORMAT, "%s: rms epsilon %g and RoPE theta %g must be positive", m->path, hp->rms_eps, hp->rope_theta);
-        return st_error_hint("fix the %s", src);
-    }
+    if ((s = hp_float_range(m, HP_EPS, hp->rms_eps, ST_MODEL_MIN_RMS_EPS, false, ST_MODEL_MAX_RMS_EPS)) ||
+        (s = hp_float_range(m, HP_THETA, hp->rope_theta, 1.0, true, ST_MODEL_MAX_ROPE_THETA)))
+        return s;
+    /* the factor is 0 when not given (GGUF llama3 keeps its factors in rope_freqs.weight) */
+    if ((hp->rope_factor != 0 || hp->rope_scaling == ST_ROPE_SCALING_LINEAR) &&
+        (s = hp_float_range(m, HP_FACTOR, hp->rope_factor, 0, true, ST_MODEL_MAX_ROPE_FACTOR)))
+        return s;
+    if ((s = hp_int_range(m, HP_ORIG_CTX, hp->rope_orig_ctx, 0, ST_MODEL_MAX_CONTEXT))) return s;
     return ST_OK;
 }
 
@@ -288,6 +375,7 @@ static st_status validate(st_model *m) {
     if (G[ST_T_TOK_EMBD] < 0) return missing(m, 0, ST_T_TOK_EMBD, true);
     if (gguf) {
         hp->n_vocab = m->tensors[G[ST_T_TOK_EMBD]].ne[1];
+        if ((s = hp_int_range(m, HP_VOCAB, hp->n_vocab, 1, ST_MODEL_MAX_VOCAB))) return s;
         hp->tied_embeddings = G[ST_T_OUTPUT] < 0;
         const int32_t *l0 = m->layer_tensors;
         if (hp->n_layer > 0) {
@@ -327,6 +415,17 @@ static st_status validate(st_model *m) {
             st_error_set(ST_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' has dtype %s; it must be f32", m->path,
                          st_dtype_name(m->tensors[G[ST_T_ROPE_FREQS]].dtype));
             return st_error_hint("convert the model again with a current llama.cpp");
+        }
+        /* theta_i is divided by each factor: 0, inf or NaN would turn RoPE into garbage */
+        const struct st_tensor *rf = &m->tensors[G[ST_T_ROPE_FREQS]];
+        for (int64_t i = 0; i < rf->ne[0]; i++) {
+            float f;
+            memcpy(&f, (const uint8_t *)rf->data + 4 * i, 4);
+            if (!isfinite(f) || !(f > 0) || f > ST_MODEL_MAX_ROPE_FACTOR) {
+                st_error_set(ST_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' element %lld is %g; each RoPE frequency "
+                             "factor must be a finite number in (0, %g]", m->path, (long long)i, f, ST_MODEL_MAX_ROPE_FACTOR);
+                return st_error_hint("the file is corrupt; convert the model again with a current llama.cpp");
+            }
         }
     }
 
@@ -398,14 +497,14 @@ st_status st_model_open(const char *path, st_model **out) {
     }
     st_model *m = st_calloc(1, sizeof *m, "model");
     if (!m) return ST_ERR_NOMEM;
-    m->path = strdup(path);
-    if (!m->path) { s = st_error_set(ST_ERR_NOMEM, "out of memory copying a path"); goto fail; }
+    m->path = st_strdup(path, "a path");
+    if (!m->path) { s = ST_ERR_NOMEM; goto fail; }
     if (S_ISDIR(st.st_mode)) {
         m->format = ST_MODEL_HF_DIR;
         if ((s = st_model_load_hf(m))) goto fail;
     } else {
         unsigned char magic[8] = {0};
-        FILE *f = fopen(path, "rb");
+        FILE *f = st_fault_hit(ST_FAULT_READ, path) ? (errno = EIO, NULL) : fopen(path, "rb");
         if (!f) {
             s = st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
             goto fail;

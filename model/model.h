@@ -16,6 +16,29 @@
 extern "C" {
 #endif
 
+/* ---- limits (docs/limits.md) ------------------------------------------- */
+
+/* What a model file may declare. A value outside these bounds is refused as
+ * ST_ERR_FORMAT naming the key and the limit, before anything it would size
+ * is allocated; real models stay far inside them. */
+#define ST_MODEL_MAX_LAYERS     4096
+#define ST_MODEL_MAX_EMBD       (1 << 18)     /* hidden size */
+#define ST_MODEL_MAX_FF         (1 << 20)     /* MLP width */
+#define ST_MODEL_MAX_HEADS      4096          /* query heads (and KV heads) */
+#define ST_MODEL_MAX_HEAD_DIM   4096
+#define ST_MODEL_MAX_VOCAB      (1 << 21)     /* token ids, also for tokenizers */
+#define ST_MODEL_MAX_CONTEXT    (1 << 24)     /* trained context, tokens */
+#define ST_MODEL_MAX_TENSORS    65536
+#define ST_MODEL_MAX_FILES      1024          /* safetensors shards */
+#define ST_MODEL_MAX_KV         65536         /* GGUF metadata records */
+#define ST_MODEL_MAX_JSON_BYTES (64u << 20)   /* config.json, tokenizer_config.json, index */
+/* Hyper-parameters that are finite but absurd make garbage, not an error, at
+ * run time; they are refused at load. */
+#define ST_MODEL_MIN_RMS_EPS    1e-12
+#define ST_MODEL_MAX_RMS_EPS    0.1
+#define ST_MODEL_MAX_ROPE_THETA 1e12          /* and > 1 */
+#define ST_MODEL_MAX_ROPE_FACTOR 1024.0       /* and > 0 */
+
 /* ---- element types ---------------------------------------------------- */
 typedef enum st_dtype {
     ST_DTYPE_F32 = 0,

@@ -128,7 +128,8 @@ st_status st_tok_add_merge(st_tokenizer_t *t, const char *left, size_t left_len,
 st_status st_tok_set_regex(st_tokenizer_t *t, const char *pattern, const char *where);
 /* Finishes: added-token index, byte tables, stop ids (known texts). */
 st_status st_tok_finish(st_tokenizer_t *t);
-void st_tok_add_stop_internal(st_tokenizer_t *t, int32_t id);
+/* Adds id to the stop ids (ids outside the vocabulary are skipped); ST_ERR_NOMEM only. */
+st_status st_tok_add_stop_internal(st_tokenizer_t *t, int32_t id);
 int32_t st_tok_lookup(const st_tokenizer_t *t, const char *key, size_t len);
 
 /* Regexes by GGUF tokenizer.ggml.pre name (NULL for unknown) */

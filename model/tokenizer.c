@@ -164,14 +164,17 @@ st_status st_tok_new(st_tokenizer_kind kind, int64_t n_vocab, size_t arena_hint,
                      st_tokenizer_t **out) {
     maps_init();
     *out = NULL;
-    if (n_vocab <= 0 || n_vocab > (int64_t)INT32_MAX / 2)
-        return st_error_set(ST_ERR_FORMAT, "%s: vocabulary size %lld is out of range", src_path, (long long)n_vocab);
+    if (n_vocab <= 0 || n_vocab > ST_MODEL_MAX_VOCAB) {
+        st_error_set(ST_ERR_FORMAT, "%s: vocabulary size %lld is out of range: ids must be below %d", src_path,
+                     (long long)n_vocab, ST_MODEL_MAX_VOCAB);
+        return st_error_hint("strata's limits are in docs/limits.md; is this the right file?");
+    }
     st_tokenizer_t *t = st_calloc(1, sizeof *t, "tokenizer");
     if (!t) return ST_ERR_NOMEM;
     t->kind = kind;
     t->n_vocab = n_vocab;
     t->bos_id = t->eos_id = t->unk_id = -1;
-    t->src_path = strdup(src_path ? src_path : "");
+    t->src_path = st_strdup(src_path ? src_path : "", "a path");
     t->tok = st_calloc((size_t)n_vocab, sizeof *t->tok, "tokenizer vocabulary");
     t->arena_cap = arena_hint < 4096 ? 4096 : arena_hint;
     t->arena = st_malloc(t->arena_cap, "tokenizer strings");
@@ -186,8 +189,8 @@ static st_status arena_put(st_tokenizer_t *t, const char *s, size_t n, uint32_t 
         size_t cap = t->arena_cap * 2;
         while (t->arena_len + n + 1 > cap) cap *= 2;
         if (cap > UINT32_MAX) return st_error_set(ST_ERR_FORMAT, "%s: vocabulary strings exceed 4 GiB", t->src_path);
-        char *a = realloc(t->arena, cap);
-        if (!a) return st_error_set(ST_ERR_NOMEM, "out of memory growing tokenizer strings to %zu bytes", cap);
+        char *a = st_realloc(t->arena, cap, "the tokenizer's strings");
+        if (!a) return ST_ERR_NOMEM;
         t->arena = a;
         t->arena_cap = cap;
     }
@@ -359,61 +362,84 @@ st_status st_tok_add_merge(st_tokenizer_t *t, const char *left, size_t left_len,
  * White_Space set that Oniguruma uses (PCRE2's \s also matches U+180E). */
 #define ST_WS_SET "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
-static st_status translate_regex(const char *in, char **out, const char *where) {
+/* omap[k] = the input offset that output byte k came from (for error positions). */
+static st_status translate_regex(const char *in, char **out, size_t **omap, const char *where) {
     size_t n = strlen(in);
-    size_t cap = n * 16 + 64;
-    char *o = st_malloc(cap, "regex");
-    if (!o) return ST_ERR_NOMEM;
+    static const size_t ws_len = sizeof ST_WS_SET - 1;
+    /* the longest expansion: \S -> [^SET] (ws_len + 3 bytes for 2 input bytes) */
+    size_t cap = n / 2 * (ws_len + 3) + n + 1;
+    char *o = st_malloc(cap, "the pre-tokenizer regex");
+    size_t *map = o ? st_malloc(cap * sizeof *map, "the pre-tokenizer regex") : NULL;
+    if (!map) { free(o); return ST_ERR_NOMEM; }
     size_t k = 0;
     bool in_class = false;
     size_t class_start = 0;
+#define EMIT(str, len, from) do { memcpy(o + k, (str), (len)); for (size_t _j = 0; _j < (len); _j++) map[k + _j] = (from); k += (len); } while (0)
     for (size_t i = 0; i < n; i++) {
         char c = in[i];
         if (c == '\\' && i + 1 < n) {
             char d = in[i + 1];
             if (d == 's') {
-                k += (size_t)sprintf(o + k, in_class ? "%s" : "[%s]", ST_WS_SET);
+                if (!in_class) EMIT("[", 1, i);
+                EMIT(ST_WS_SET, ws_len, i);
+                if (!in_class) EMIT("]", 1, i);
             } else if (d == 'S') {
                 if (in_class) {
                     free(o);
-                    st_error_set(ST_ERR_UNSUPPORTED, "%s: the pre-tokenizer regex uses \\S inside a character class", where);
+                    free(map);
+                    st_error_set(ST_ERR_UNSUPPORTED, "%s: \\S inside a character class at offset %zu of the "
+                                 "pre-tokenizer regex '%.200s%s'", where, i, in, n > 200 ? "..." : "");
                     return st_error_hint("strata translates \\s for exact Unicode parity and cannot nest a negated class");
                 }
-                k += (size_t)sprintf(o + k, "[^%s]", ST_WS_SET);
+                EMIT("[^", 2, i);
+                EMIT(ST_WS_SET, ws_len, i);
+                EMIT("]", 1, i);
             } else {
-                o[k++] = c;
-                o[k++] = d;
+                EMIT(in + i, 2, i);
             }
             i++;
             continue;
         }
         if (!in_class && c == '[') {
             in_class = true;
-            o[k++] = c;
+            EMIT(in + i, 1, i);
             class_start = i + 1;
-            if (i + 1 < n && in[i + 1] == '^') { o[k++] = '^'; i++; class_start = i + 1; }
+            if (i + 1 < n && in[i + 1] == '^') { EMIT(in + i + 1, 1, i + 1); i++; class_start = i + 1; }
             continue;
         }
         if (in_class && c == ']' && i != class_start) in_class = false;
-        o[k++] = c;
+        EMIT(in + i, 1, i);
     }
+#undef EMIT
     o[k] = 0;
+    map[k] = n;
     *out = o;
+    *omap = map;
     return ST_OK;
 }
 
 st_status st_tok_set_regex(st_tokenizer_t *t, const char *pattern, const char *where) {
     char *pat = NULL;
-    st_status s = translate_regex(pattern, &pat, where);
+    size_t *map = NULL;
+    size_t n = strlen(pattern);
+    if (n > ST_TOK_MAX_REGEX_BYTES) {
+        st_error_set(ST_ERR_FORMAT, "%s: the pre-tokenizer regex is %zu bytes, more than the %d strata compiles", where,
+                     n, ST_TOK_MAX_REGEX_BYTES);
+        return st_error_hint("real pre-tokenizer regexes are a few hundred bytes; is the file corrupt?");
+    }
+    st_status s = translate_regex(pattern, &pat, &map, where);
     if (s) return s;
     int err = 0;
     PCRE2_SIZE eoff = 0;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &eoff, NULL);
+    size_t at = map[eoff <= strlen(pat) ? eoff : strlen(pat)];
     free(pat);
+    free(map);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        st_error_set(ST_ERR_UNSUPPORTED, "%s: the pre-tokenizer regex does not compile: %s", where, (char *)msg);
+        st_error_set(ST_ERR_UNSUPPORTED, "%s: the pre-tokenizer regex does not compile at offset %zu: %s\n"
+                     "  pattern: '%.200s%s'", where, at, (char *)msg, pattern, n > 200 ? "..." : "");
         return st_error_hint("strata runs the regex with PCRE2; Oniguruma-only syntax is not supported");
     }
     if (t->re) pcre2_code_free(t->re);
@@ -429,19 +455,20 @@ st_status st_tok_set_regex(st_tokenizer_t *t, const char *pattern, const char *w
     return ST_OK;
 }
 
-void st_tok_add_stop_internal(st_tokenizer_t *t, int32_t id) {
-    if (id < 0 || id >= t->n_vocab || !(t->tok[id].attr & ST_TA_PRESENT)) return;
-    for (int64_t i = 0; i < t->n_stop; i++) if (t->stop_ids[i] == id) return;
+st_status st_tok_add_stop_internal(st_tokenizer_t *t, int32_t id) {
+    if (id < 0 || id >= t->n_vocab || !(t->tok[id].attr & ST_TA_PRESENT)) return ST_OK;
+    for (int64_t i = 0; i < t->n_stop; i++) if (t->stop_ids[i] == id) return ST_OK;
     if (t->n_stop == t->cap_stop) {
         int64_t cap = t->cap_stop ? t->cap_stop * 2 : 8;
-        int32_t *p = realloc(t->stop_ids, (size_t)cap * sizeof *p);
-        if (!p) return;
+        int32_t *p = st_realloc(t->stop_ids, (size_t)cap * sizeof *p, "stop token ids");
+        if (!p) return ST_ERR_NOMEM;
         t->stop_ids = p;
         t->cap_stop = cap;
     }
     int64_t i = t->n_stop++;
     while (i > 0 && t->stop_ids[i - 1] > id) { t->stop_ids[i] = t->stop_ids[i - 1]; i--; }
     t->stop_ids[i] = id;
+    return ST_OK;
 }
 
 static int cmp_added(const void *a, const void *b, void *tok) {
@@ -486,9 +513,10 @@ st_status st_tok_finish(st_tokenizer_t *t) {
     }
     static const char *const eog[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>",
                                       "<|eom_id|>", "<|end|>", "<end_of_turn>"};
-    for (size_t i = 0; i < ST_ARRAY_LEN(eog); i++) st_tok_add_stop_internal(t, st_tokenizer_find(t, eog[i], strlen(eog[i])));
-    if (t->eos_id >= 0) st_tok_add_stop_internal(t, t->eos_id);
-    return ST_OK;
+    st_status s = ST_OK;
+    for (size_t i = 0; i < ST_ARRAY_LEN(eog) && !s; i++) s = st_tok_add_stop_internal(t, st_tokenizer_find(t, eog[i], strlen(eog[i])));
+    if (!s && t->eos_id >= 0) s = st_tok_add_stop_internal(t, t->eos_id);
+    return s;
 }
 
 void st_tokenizer_free(st_tokenizer_t *t) {
@@ -524,8 +552,8 @@ static st_status grow(void **p, size_t *cap, size_t need, size_t elem, const cha
     if (need <= *cap) return ST_OK;
     size_t c = *cap ? *cap : 256;
     while (c < need) c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return st_error_set(ST_ERR_NOMEM, "out of memory for the tokenizer's %s (%zu bytes)", what, c * elem);
+    void *q = st_realloc(*p, c * elem, what);
+    if (!q) return ST_ERR_NOMEM;
     *p = q;
     *cap = c;
     return ST_OK;
@@ -644,8 +672,9 @@ static st_status bpe_word(st_tokenizer_t *t, const uint8_t *w, size_t n) {
     if (n > ST_WCACHE_MAX_KEY) return bpe_word_uncached(t, w, n);
     if (!t->wc) {
         const size_t slots = 1u << 15, arena = 1u << 20;
-        t->wc = calloc(slots, sizeof *t->wc);
-        t->wc_arena = malloc(arena);
+        /* the cache only saves time: without memory for it, encode without it */
+        t->wc = st_calloc(slots, sizeof *t->wc, "the pre-token cache");
+        t->wc_arena = t->wc ? st_malloc(arena, "the pre-token cache") : NULL;
         if (!t->wc || !t->wc_arena) {
             free(t->wc);
             free(t->wc_arena);
@@ -1002,8 +1031,8 @@ st_status st_tokenizer_encode_alloc(st_tokenizer_t *t, const char *text, size_t 
     if (need > *cap) {
         int64_t c = *cap ? *cap : 64;
         while (c < need) c *= 2;
-        int32_t *p = realloc(*ids, (size_t)c * sizeof *p);
-        if (!p) return st_error_set(ST_ERR_NOMEM, "out of memory for %lld token ids", (long long)c);
+        int32_t *p = st_realloc(*ids, (size_t)c * sizeof *p, "token ids");
+        if (!p) return ST_ERR_NOMEM;
         *ids = p;
         *cap = c;
     }
@@ -1227,9 +1256,5 @@ st_status st_tokenizer_add_stop(st_tokenizer_t *t, int32_t id) {
         st_error_set(ST_ERR_CONFIG, "stop token id %d is outside the vocabulary (0..%lld)", id, (long long)t->n_vocab - 1);
         return st_error_hint("use 'strata tokenize' to look up the id of a token");
     }
-    int64_t before = t->n_stop;
-    st_tok_add_stop_internal(t, id);
-    if (t->n_stop == before && !st_tokenizer_is_stop(t, id))
-        return st_error_set(ST_ERR_NOMEM, "out of memory adding a stop token");
-    return ST_OK;
+    return st_tok_add_stop_internal(t, id);
 }

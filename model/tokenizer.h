@@ -34,6 +34,15 @@ extern "C" {
 
 typedef struct st_tokenizer st_tokenizer_t;
 
+/* Limits on what a tokenizer file may hold (docs/limits.md); larger is
+ * ST_ERR_FORMAT naming the file, the entry and the limit. Token ids are below
+ * ST_MODEL_MAX_VOCAB. */
+#define ST_TOK_MAX_JSON_BYTES   (512u << 20)  /* tokenizer.json */
+#define ST_TOK_MAX_TOKEN_BYTES  65536         /* one vocabulary string, merge side or added token */
+#define ST_TOK_MAX_MERGES       (1 << 23)
+#define ST_TOK_MAX_REGEX_BYTES  65536         /* the pre-tokenizer regex */
+#define ST_TOK_MAX_SPECIALS     64            /* ids a post-processor adds around the text */
+
 typedef enum st_tokenizer_kind {
     ST_TOKENIZER_BPE = 0,   /* byte-level BPE (tokenizer.json, GGUF "gpt2") */
     ST_TOKENIZER_SPM,       /* SentencePiece-style BPE with scores (GGUF "llama") */

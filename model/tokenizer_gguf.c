@@ -104,8 +104,10 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
     uint64_t n = 0, n_types = 0, n_scores = 0;
     if ((s = st_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n))) return s;
     if (et != ST_GGUF_STRING) return st_gguf_arr_str(g, "tokenizer.ggml.tokens", 0, &str);   /* names the type mismatch */
-    if (n == 0 || n > INT32_MAX / 2) {
-        return st_error_set(ST_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu entries", path, (unsigned long long)n);
+    if (n == 0 || n > ST_MODEL_MAX_VOCAB) {
+        st_error_set(ST_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu entries; a vocabulary has 1 to %d", path,
+                     (unsigned long long)n, ST_MODEL_MAX_VOCAB);
+        return st_error_hint("strata's limits are in docs/limits.md; is the file corrupt?");
     }
     bool have_types = has_key(g, "tokenizer.ggml.token_type");
     if (have_types && (s = st_gguf_get_arr(g, "tokenizer.ggml.token_type", NULL, &n_types))) return s;
@@ -140,7 +142,12 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
         case GGUF_TT_BYTE: attr = ST_TA_BYTE; break;
         default: attr = ST_TA_NORMAL; break;
         }
-        if (str.len > UINT32_MAX / 4) { s = st_error_set(ST_ERR_FORMAT, "%s: token %llu is too long", path, (unsigned long long)i); goto fail; }
+        if (str.len > ST_TOK_MAX_TOKEN_BYTES) {
+            s = st_error_set(ST_ERR_FORMAT, "%s: tokenizer.ggml.tokens[%llu] is %llu bytes, more than the %d a token may have",
+                             path, (unsigned long long)i, (unsigned long long)str.len, ST_TOK_MAX_TOKEN_BYTES);
+            st_error_hint("strata's limits are in docs/limits.md; is the file corrupt?");
+            goto fail;
+        }
         if (!spm) {
             s = st_tok_set_bytelevel(t, (int32_t)i, str.ptr, str.len, attr);
         } else {
@@ -157,8 +164,8 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
                 /* "▁" decodes to a space */
                 if (str.len > tmp_cap) {
                     tmp_cap = str.len * 2 + 16;
-                    char *p = realloc(tmp, tmp_cap);
-                    if (!p) { s = st_error_set(ST_ERR_NOMEM, "out of memory reading the vocabulary"); goto fail; }
+                    char *p = st_realloc(tmp, tmp_cap, "a vocabulary entry");
+                    if (!p) { s = ST_ERR_NOMEM; goto fail; }
                     tmp = p;
                 }
                 size_t k = 0;
@@ -189,14 +196,14 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
     t->eos_id = eos >= 0 && eos < (int64_t)n ? (int32_t)eos : -1;
     if (unk >= 0 && unk < (int64_t)n) t->unk_id = (int32_t)unk;
     if (add_bos && t->bos_id >= 0) {
-        t->prefix_ids = malloc(sizeof(int32_t));
-        if (!t->prefix_ids) { s = st_error_set(ST_ERR_NOMEM, "out of memory"); goto fail; }
+        t->prefix_ids = st_malloc(sizeof(int32_t), "the BOS id");
+        if (!t->prefix_ids) { s = ST_ERR_NOMEM; goto fail; }
         t->prefix_ids[0] = t->bos_id;
         t->n_prefix = 1;
     }
     if (add_eos && t->eos_id >= 0) {
-        t->suffix_ids = malloc(sizeof(int32_t));
-        if (!t->suffix_ids) { s = st_error_set(ST_ERR_NOMEM, "out of memory"); goto fail; }
+        t->suffix_ids = st_malloc(sizeof(int32_t), "the EOS id");
+        if (!t->suffix_ids) { s = ST_ERR_NOMEM; goto fail; }
         t->suffix_ids[0] = t->eos_id;
         t->n_suffix = 1;
     }
@@ -216,6 +223,12 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
             s = st_error_hint("convert the model again with a current llama.cpp");
             goto fail;
         }
+        if (nm > ST_TOK_MAX_MERGES) {
+            st_error_set(ST_ERR_FORMAT, "%s: tokenizer.ggml.merges has %llu entries, more than the %d strata reads", path,
+                         (unsigned long long)nm, ST_TOK_MAX_MERGES);
+            s = st_error_hint("strata's limits are in docs/limits.md; is the file corrupt?");
+            goto fail;
+        }
         if ((s = st_tok_reserve_merges(t, (int64_t)nm))) goto fail;
         for (uint64_t i = 0; i < nm; i++) {
             if ((s = st_gguf_arr_str(g, "tokenizer.ggml.merges", i, &str))) goto fail;
@@ -227,12 +240,18 @@ st_status st_tokenizer_load_gguf_meta(const struct st_gguf *g, const char *path,
                 s = st_error_hint("the merges array is corrupt; convert the model again");
                 goto fail;
             }
+            if (str.len > 2 * (uint64_t)ST_TOK_MAX_TOKEN_BYTES) {
+                st_error_set(ST_ERR_FORMAT, "%s: tokenizer.ggml.merges[%llu] is %llu bytes, longer than two tokens may be",
+                             path, (unsigned long long)i, (unsigned long long)str.len);
+                s = st_error_hint("strata's limits are in docs/limits.md; is the file corrupt?");
+                goto fail;
+            }
             if ((s = st_tok_add_merge(t, str.ptr, sp, str.ptr + sp + 1, str.len - sp - 1, (int64_t)i, path))) goto fail;
         }
     }
     if ((s = st_tok_finish(t))) goto fail;
-    if (eot >= 0) st_tok_add_stop_internal(t, (int32_t)eot);
-    if (eom >= 0) st_tok_add_stop_internal(t, (int32_t)eom);
+    if (eot >= 0 && eot < (int64_t)n && (s = st_tok_add_stop_internal(t, (int32_t)eot))) goto fail;
+    if (eom >= 0 && eom < (int64_t)n && (s = st_tok_add_stop_internal(t, (int32_t)eom))) goto fail;
     free(tmp);
     *out = t;
     return ST_OK;
@@ -278,8 +297,8 @@ st_status st_tokenizer_load_path(const char *path, st_tokenizer_t **out) {
         }
         return st_tokenizer_load_json(p, out);
     }
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return st_error_set(ST_ERR_IO, "%s: %s", path, strerror(errno));
+    int fd = st_fault_hit(ST_FAULT_READ, path) ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return st_error_set(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     char magic[4] = {0};
     ssize_t got = read(fd, magic, 4);
     if (got != 4 || memcmp(magic, "GGUF", 4) != 0) {

@@ -28,11 +28,28 @@ static void line_col(const char *base, const char *at, int *line, int *col) {
     *col = c;
 }
 
-static st_status jp_fail(struct jp *j, const char *at, const char *what) {
+static st_status jp_fail_hint(struct jp *j, const char *at, const char *what, const char *hint) {
     int l, c;
     line_col(j->base, at, &l, &c);
     st_error_set(ST_ERR_FORMAT, "%s:%d:%d: %s", j->path, l, c, what);
-    return st_error_hint("the file is not valid tokenizer.json; re-download it or check it with 'python3 -m json.tool'");
+    return st_error_hint("%s", hint);
+}
+
+static st_status jp_fail(struct jp *j, const char *at, const char *what) {
+    return jp_fail_hint(j, at, what, "the file is not valid tokenizer.json; re-download it or check it with "
+                        "'python3 -m json.tool'");
+}
+
+static st_status duplicate(struct jp *j, const char *at, const char *parent, const char *key) {
+    char m[200];
+    snprintf(m, sizeof m, "duplicate key '%s%.100s'", parent, key);
+    return jp_fail_hint(j, at, m, "a key may appear once per object (Hugging Face refuses this file too); keep one of the two");
+}
+
+static st_status too_long(struct jp *j, const char *at, const char *what, size_t len) {
+    char m[200];
+    snprintf(m, sizeof m, "%s is %zu bytes, more than the %d a token may have", what, len, ST_TOK_MAX_TOKEN_BYTES);
+    return jp_fail_hint(j, at, m, "strata's limits are in docs/limits.md; is the file corrupt?");
 }
 
 static inline void ws(struct jp *j) {
@@ -56,8 +73,8 @@ static st_status sb_reserve(struct sbuf *b, size_t extra) {
     if (b->len + extra <= b->cap) return ST_OK;
     size_t c = b->cap ? b->cap : 1024;
     while (c < b->len + extra) c *= 2;
-    char *d = realloc(b->d, c);
-    if (!d) return st_error_set(ST_ERR_NOMEM, "out of memory reading tokenizer.json (%zu bytes)", c);
+    char *d = st_realloc(b->d, c, "tokenizer.json strings");
+    if (!d) return ST_ERR_NOMEM;
     b->d = d;
     b->cap = c;
     return ST_OK;
@@ -232,16 +249,24 @@ static st_status parse_vocab(struct load *L) {
     if (j->p < j->end && *j->p == '}') { j->p++; return ST_OK; }
     for (;;) {
         size_t off = L->vstr.len;
+        ws(j);
+        const char *kat = j->p;
         if ((s = jp_str(j, &L->vstr))) return s;
+        if (L->vstr.len - off > ST_TOK_MAX_TOKEN_BYTES) return too_long(j, kat, "model.vocab entry", L->vstr.len - off);
         if ((s = expect(j, ':'))) return s;
         int64_t id = 0;
+        ws(j);
         const char *at = j->p;
         if ((s = jp_int(j, &id))) return s;
-        if (id < 0 || id >= INT32_MAX / 2) return jp_fail(j, at, "token id out of range");
+        if (id < 0 || id >= ST_MODEL_MAX_VOCAB) {
+            char m[128];
+            snprintf(m, sizeof m, "token id %lld is out of range: ids are 0..%d", (long long)id, ST_MODEL_MAX_VOCAB - 1);
+            return jp_fail(j, at, m);
+        }
         if (L->nv == L->capv) {
-            L->capv = L->capv ? L->capv * 2 : 1 << 16;
-            struct vocab_rec *p = realloc(L->v, L->capv * sizeof *p);
-            if (!p) return st_error_set(ST_ERR_NOMEM, "out of memory reading the vocabulary");
+            L->capv = L->capv ? L->capv * 2 : 1024;
+            struct vocab_rec *p = st_realloc(L->v, L->capv * sizeof *p, "the vocabulary");
+            if (!p) return ST_ERR_NOMEM;
             L->v = p;
         }
         L->v[L->nv++] = (struct vocab_rec){(uint32_t)off, (uint32_t)(L->vstr.len - off), (int32_t)id};
@@ -285,10 +310,17 @@ static st_status parse_merges(struct load *L) {
             r.roff = off + sp + 1;
             r.rlen = len - sp - 1;
         }
+        if (r.llen > ST_TOK_MAX_TOKEN_BYTES || r.rlen > ST_TOK_MAX_TOKEN_BYTES)
+            return too_long(j, at, "model.merges entry", ST_MAX(r.llen, r.rlen));
+        if (L->nm >= ST_TOK_MAX_MERGES) {
+            char m[128];
+            snprintf(m, sizeof m, "model.merges has more than the %d merges strata reads", ST_TOK_MAX_MERGES);
+            return jp_fail(j, at, m);
+        }
         if (L->nm == L->capm) {
-            L->capm = L->capm ? L->capm * 2 : 1 << 16;
-            struct merge_rec *p = realloc(L->m, L->capm * sizeof *p);
-            if (!p) return st_error_set(ST_ERR_NOMEM, "out of memory reading the merges");
+            L->capm = L->capm ? L->capm * 2 : 1024;
+            struct merge_rec *p = st_realloc(L->m, L->capm * sizeof *p, "the merges");
+            if (!p) return ST_ERR_NOMEM;
             L->m = p;
         }
         L->m[L->nm++] = r;
@@ -305,21 +337,28 @@ static st_status parse_model(struct load *L) {
     struct sbuf key = {0};
     L->have_model = true;
     L->model_rest = json_object();
+    if (!L->model_rest) return st_error_set(ST_ERR_NOMEM, "out of host memory reading %s", j->path);
     if ((s = expect(j, '{'))) goto done;
     ws(j);
     if (j->p < j->end && *j->p == '}') { j->p++; goto done; }
     for (;;) {
         key.len = 0;
+        ws(j);
+        const char *kat = j->p;
         if ((s = jp_str(j, &key))) goto done;
         if ((s = sb_reserve(&key, 1))) goto done;
         key.d[key.len] = 0;
         if ((s = expect(j, ':'))) goto done;
+        bool dup = !strcmp(key.d, "vocab") ? L->have_vocab
+                 : !strcmp(key.d, "merges") ? L->have_merges : json_object_get(L->model_rest, key.d) != NULL;
+        if (dup) { s = duplicate(j, kat, "model.", key.d); goto done; }
         if (!strcmp(key.d, "vocab")) { L->have_vocab = true; s = parse_vocab(L); }
         else if (!strcmp(key.d, "merges")) { L->have_merges = true; s = parse_merges(L); }
         else {
             json_t *v = NULL;
             s = jp_json(j, &v);
-            if (!s) json_object_set_new(L->model_rest, key.d, v);
+            if (!s && json_object_set_new(L->model_rest, key.d, v))
+                s = st_error_set(ST_ERR_NOMEM, "out of host memory reading %s", j->path);
         }
         if (s) goto done;
         ws(j);
@@ -342,6 +381,8 @@ static st_status parse_top(struct load *L) {
     if (j->p < j->end && *j->p == '}') { j->p++; goto done; }
     for (;;) {
         key.len = 0;
+        ws(j);
+        const char *kat = j->p;
         if ((s = jp_str(j, &key))) goto done;
         if ((s = sb_reserve(&key, 1))) goto done;
         key.d[key.len] = 0;
@@ -351,8 +392,12 @@ static st_status parse_top(struct load *L) {
                       : !strcmp(key.d, "pre_tokenizer") ? &L->pre
                       : !strcmp(key.d, "post_processor") ? &L->post
                       : !strcmp(key.d, "decoder") ? &L->decoder : NULL;
-        if (!strcmp(key.d, "model")) s = parse_model(L);
-        else if (slot) { json_decref(*slot); *slot = NULL; s = jp_json(j, slot); }
+        bool is_model = !strcmp(key.d, "model");
+        /* Hugging Face (serde) refuses a member given twice; reading both would
+         * merge two vocabularies (and leaked the first model's members) */
+        if ((is_model && L->have_model) || (slot && *slot)) { s = duplicate(j, kat, "", key.d); goto done; }
+        if (is_model) s = parse_model(L);
+        else if (slot) s = jp_json(j, slot);
         else s = jp_skip(j, 0);
         if (s) goto done;
         ws(j);
@@ -398,15 +443,19 @@ static st_status apply_normalizer(st_tokenizer_t *t, json_t *n, const char *path
     return unsupported(path, "normalizer", ty ? ty : "(no type)");
 }
 
-static st_status apply_pre(st_tokenizer_t *t, json_t *p, const char *path, bool *bytelevel) {
+/* key: where p sits in the file ("pre_tokenizer.pretokenizers[1]"), for messages. */
+static st_status apply_pre(st_tokenizer_t *t, json_t *p, const char *path, const char *key, bool *bytelevel) {
     if (!p || json_is_null(p)) return ST_OK;
     const char *ty = jstr(p, "type");
     st_status s;
+    char where[600];
     if (ty && !strcmp(ty, "Sequence")) {
         json_t *arr = json_object_get(p, "pretokenizers"), *e;
         size_t i;
         json_array_foreach(arr, i, e) {
-            if ((s = apply_pre(t, e, path, bytelevel))) return s;
+            char sub[400];
+            snprintf(sub, sizeof sub, "%.300s.pretokenizers[%zu]", key, i);
+            if ((s = apply_pre(t, e, path, sub, bytelevel))) return s;
         }
         return ST_OK;
     }
@@ -415,7 +464,8 @@ static st_status apply_pre(st_tokenizer_t *t, json_t *p, const char *path, bool 
         json_t *ur = json_object_get(p, "use_regex");
         if (!ur || json_is_true(ur)) {
             if (t->re) return unsupported(path, "pre_tokenizer", "with two regex splits");
-            if ((s = st_tok_set_regex(t, st_tok_regex_gpt2, path))) return s;
+            snprintf(where, sizeof where, "%s: %s (ByteLevel use_regex)", path, key);
+            if ((s = st_tok_set_regex(t, st_tok_regex_gpt2, where))) return s;
         }
         *bytelevel = true;
         return ST_OK;
@@ -428,9 +478,29 @@ static st_status apply_pre(st_tokenizer_t *t, json_t *p, const char *path, bool 
         if (!beh || strcmp(beh, "Isolated")) return unsupported(path, "pre_tokenizer Split behavior", beh ? beh : "(none)");
         if (jtrue(p, "invert")) return unsupported(path, "pre_tokenizer Split", "with invert=true");
         if (t->re) return unsupported(path, "pre_tokenizer", "with two regex splits");
-        return st_tok_set_regex(t, rx, path);
+        if (strlen(rx) != json_string_length(json_object_get(pat, "Regex")))
+            return unsupported(path, "pre_tokenizer Split", "regex holding a NUL character");
+        snprintf(where, sizeof where, "%s: %s.pattern.Regex", path, key);
+        return st_tok_set_regex(t, rx, where);
     }
     return unsupported(path, "pre_tokenizer", ty ? ty : "(no type)");
+}
+
+static st_status add_special_id(st_tokenizer_t *t, int32_t **ids, int *n, int64_t id, const char *name, const char *path) {
+    if (id < 0 || id >= t->n_vocab || !(t->tok[id].attr & ST_TA_PRESENT)) {
+        st_error_set(ST_ERR_FORMAT, "%s: post_processor special token '%.100s' has id %lld, which is not in the vocabulary",
+                     path, name, (long long)id);
+        return st_error_hint("the post_processor and the vocabulary do not belong together; re-export the tokenizer");
+    }
+    if (*n >= ST_TOK_MAX_SPECIALS) {
+        st_error_set(ST_ERR_FORMAT, "%s: post_processor adds more than %d special tokens", path, ST_TOK_MAX_SPECIALS);
+        return st_error_hint("real templates add one or two (BOS, EOS); is the file corrupt?");
+    }
+    int32_t *p = st_realloc(*ids, (size_t)(*n + 1) * sizeof *p, "special token ids");
+    if (!p) return ST_ERR_NOMEM;
+    *ids = p;
+    p[(*n)++] = (int32_t)id;
+    return ST_OK;
 }
 
 static st_status ids_of_special(st_tokenizer_t *t, json_t *specials, const char *name, int32_t **ids, int *n,
@@ -441,18 +511,12 @@ static st_status ids_of_special(st_tokenizer_t *t, json_t *specials, const char 
         /* fall back to the token's own id */
         int32_t id = st_tokenizer_find(t, name, strlen(name));
         if (id < 0) return unsupported(path, "post_processor special token", name);
-        int32_t *p = realloc(*ids, (size_t)(*n + 1) * sizeof *p);
-        if (!p) return ST_ERR_NOMEM;
-        *ids = p;
-        p[(*n)++] = id;
-        return ST_OK;
+        return add_special_id(t, ids, n, id, name, path);
     }
     size_t i;
     json_array_foreach(arr, i, e) {
-        int32_t *p = realloc(*ids, (size_t)(*n + 1) * sizeof *p);
-        if (!p) return ST_ERR_NOMEM;
-        *ids = p;
-        p[(*n)++] = (int32_t)json_integer_value(e);
+        st_status s = add_special_id(t, ids, n, json_is_integer(e) ? json_integer_value(e) : -1, name, path);
+        if (s) return s;
     }
     return ST_OK;
 }
@@ -496,14 +560,26 @@ static st_status apply_decoder(json_t *d, const char *path) {
     return unsupported(path, "decoder", ty ? ty : "(no type)");
 }
 
-/* tokenizer_config.json / generation_config.json / config.json next to the file */
-static json_t *load_sibling(const char *dir, const char *name) {
+/* tokenizer_config.json / generation_config.json / config.json next to the
+ * file: absent is fine; present but unreadable or not JSON is an error (the
+ * stop tokens would silently differ). */
+static st_status load_sibling(const char *dir, const char *name, json_t **out) {
+    *out = NULL;
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, name);
+    if (access(p, F_OK) != 0) return ST_OK;
+    char *text = NULL;
+    size_t len = 0;
+    st_status s = st_read_file_limit(p, ST_MODEL_MAX_JSON_BYTES, &text, &len);
+    if (s) return s;
     json_error_t e;
-    json_t *j = json_load_file(p, 0, &e);
-    if (!j && errno != ENOENT && access(p, F_OK) == 0) ST_WARN("%s:%d:%d: %s (ignored)", p, e.line, e.column, e.text);
-    return j;
+    *out = json_loadb(text, len, 0, &e);
+    free(text);
+    if (!*out) {
+        st_error_set(ST_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", p, e.line, e.column, e.text);
+        return st_error_hint("the tokenizer reads BOS/EOS and stop tokens from it; fix or remove the file");
+    }
+    return ST_OK;
 }
 
 static int32_t token_ref(st_tokenizer_t *t, json_t *v) {
@@ -512,36 +588,47 @@ static int32_t token_ref(st_tokenizer_t *t, json_t *v) {
     return st_tokenizer_find(t, json_string_value(v), json_string_length(v));
 }
 
-static void read_siblings(st_tokenizer_t *t, const char *dir) {
-    json_t *tc = load_sibling(dir, "tokenizer_config.json");
-    json_t *gc = load_sibling(dir, "generation_config.json");
-    json_t *cc = load_sibling(dir, "config.json");
+/* an id from JSON, or -1 when it is not one of the vocabulary's */
+static int32_t json_id(const st_tokenizer_t *t, json_t *v) {
+    if (!json_is_integer(v)) return -1;
+    json_int_t x = json_integer_value(v);
+    return x >= 0 && x < t->n_vocab ? (int32_t)x : -1;
+}
+
+static st_status read_siblings(st_tokenizer_t *t, const char *dir) {
+    json_t *tc = NULL, *gc = NULL, *cc = NULL;
+    st_status s;
+    if ((s = load_sibling(dir, "tokenizer_config.json", &tc)) || (s = load_sibling(dir, "generation_config.json", &gc)) ||
+        (s = load_sibling(dir, "config.json", &cc)))
+        goto done;
     if (tc) {
         t->bos_id = token_ref(t, json_object_get(tc, "bos_token"));
         t->eos_id = token_ref(t, json_object_get(tc, "eos_token"));
     }
     json_t *srcs[2] = {gc, cc};
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2 && !s; k++) {
         if (!srcs[k]) continue;
         json_t *e = json_object_get(srcs[k], "eos_token_id"), *x;
         if (json_is_integer(e)) {
-            if (t->eos_id < 0 && !tc) t->eos_id = (int32_t)json_integer_value(e);
-            st_tok_add_stop_internal(t, (int32_t)json_integer_value(e));
+            if (t->eos_id < 0 && !tc) t->eos_id = json_id(t, e);
+            s = st_tok_add_stop_internal(t, json_id(t, e));
         } else if (json_is_array(e)) {
             size_t i;
             json_array_foreach(e, i, x) {
                 if (!json_is_integer(x)) continue;
-                if (t->eos_id < 0 && !tc && i == 0) t->eos_id = (int32_t)json_integer_value(x);
-                st_tok_add_stop_internal(t, (int32_t)json_integer_value(x));
+                if (t->eos_id < 0 && !tc && i == 0) t->eos_id = json_id(t, x);
+                if ((s = st_tok_add_stop_internal(t, json_id(t, x)))) break;
             }
         }
         json_t *b = json_object_get(srcs[k], "bos_token_id");
-        if (!tc && t->bos_id < 0 && json_is_integer(b)) t->bos_id = (int32_t)json_integer_value(b);
+        if (!tc && t->bos_id < 0 && json_is_integer(b)) t->bos_id = json_id(t, b);
     }
-    if (t->eos_id >= 0) st_tok_add_stop_internal(t, t->eos_id);
+    if (!s && t->eos_id >= 0) s = st_tok_add_stop_internal(t, t->eos_id);
+done:
     json_decref(tc);
     json_decref(gc);
     json_decref(cc);
+    return s;
 }
 
 st_status st_tokenizer_load_json(const char *path_in, st_tokenizer_t **out) {
@@ -562,7 +649,7 @@ st_status st_tokenizer_load_json(const char *path_in, st_tokenizer_t **out) {
     size_t len = 0;
     st_tokenizer_t *t = NULL;
     struct load L = {0};
-    if ((s = st_read_file(path, &data, &len))) {
+    if ((s = st_read_file_limit(path, ST_TOK_MAX_JSON_BYTES, &data, &len))) {
         st_error_hint("give a tokenizer.json, a model directory holding one, or a GGUF file");
         return s;
     }
@@ -588,11 +675,18 @@ st_status st_tokenizer_load_json(const char *path_in, st_tokenizer_t **out) {
     size_t ai;
     json_array_foreach(L.added, ai, e) {
         json_t *id = json_object_get(e, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX / 2 ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= ST_MODEL_MAX_VOCAB ||
             !jstr(e, "content")) {
-            st_error_set(ST_ERR_FORMAT, "%s: added_tokens[%zu] lacks a valid id or content", path, ai);
+            st_error_set(ST_ERR_FORMAT, "%s: added_tokens[%zu] lacks a valid id (0..%d) or content", path, ai,
+                         ST_MODEL_MAX_VOCAB - 1);
             st_error_hint("each added token needs an integer \"id\" and a string \"content\"");
             s = ST_ERR_FORMAT;
+            goto cleanup;
+        }
+        if (json_string_length(json_object_get(e, "content")) > ST_TOK_MAX_TOKEN_BYTES) {
+            st_error_set(ST_ERR_FORMAT, "%s: added_tokens[%zu] content is %zu bytes, more than the %d a token may have",
+                         path, ai, json_string_length(json_object_get(e, "content")), ST_TOK_MAX_TOKEN_BYTES);
+            s = st_error_hint("strata's limits are in docs/limits.md; is the file corrupt?");
             goto cleanup;
         }
         n_vocab = ST_MAX(n_vocab, (int64_t)json_integer_value(id) + 1);
@@ -623,7 +717,7 @@ st_status st_tokenizer_load_json(const char *path_in, st_tokenizer_t **out) {
     }
     bool bytelevel = false;
     if ((s = apply_normalizer(t, L.normalizer, path))) goto cleanup;
-    if ((s = apply_pre(t, L.pre, path, &bytelevel))) goto cleanup;
+    if ((s = apply_pre(t, L.pre, path, "pre_tokenizer", &bytelevel))) goto cleanup;
     if (!bytelevel) { s = unsupported(path, "pre_tokenizer", "without ByteLevel"); goto cleanup; }
     if ((s = apply_decoder(L.decoder, path))) goto cleanup;
     t->ignore_merges = jtrue(L.model_rest, "ignore_merges");
@@ -641,7 +735,7 @@ st_status st_tokenizer_load_json(const char *path_in, st_tokenizer_t **out) {
     }
     if ((s = apply_post(t, L.post, path))) goto cleanup;
     if ((s = st_tok_finish(t))) goto cleanup;
-    read_siblings(t, dir);
+    if ((s = read_siblings(t, dir))) goto cleanup;
     *out = t;
     t = NULL;
 cleanup:

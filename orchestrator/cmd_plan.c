@@ -1,6 +1,6 @@
 /* strata plan — reads a deployment config (or a model and this machine's
  * devices), places layers, precision and attention per device, and prints,
- * writes or draws the plan. --check validates the config only. */
+ * writes or draws the plan. --check runs every check that needs no device. */
 #include "orchestrator/cli.h"
 #include "orchestrator/config.h"
 #include "orchestrator/deploy.h"
@@ -28,7 +28,8 @@ static void plan_usage(FILE *f) {
         "  --profile FILE       probe profile to use (default: the one 'strata inventory --probe' saved)\n"
         "  --probe              under mpirun: measure the network between the ranks' hosts (else the\n"
         "                       config's network: entry, or 10gbe; docs/multihost.md)\n"
-        "  --check              validate the config and the model path, print a summary, plan nothing\n"
+        "  --check              every check that needs no device: the config, the model (headers),\n"
+        "                       the numerics profile and manual stages against it; plans nothing\n"
         "  --explain            the reasons behind every choice (cut points, precision, attention, links)\n"
         "  -o, --output FILE    write the plan as YAML, to be fed back with 'strata generate --plan FILE'\n"
         "  --json               print the plan as JSON (the same as --format json)\n"
@@ -52,7 +53,57 @@ static st_status check_model_path(const struct st_deploy_config *cfg) {
                          "for a dry run without the file use 'preset:' instead of 'path:'");
 }
 
-static void print_summary(const struct st_deploy_config *cfg) {
+/* --check: every check `plan` makes that needs no device, each error at the
+ * config position it is about. The model is opened (headers only) or the
+ * preset looked up; the numerics profile is read and matched to the model's
+ * layer count; manual stages must end at the model's last layer; a probe
+ * profile given with --profile must load. *n_layer receives the layer count. */
+static st_status check_offline(const struct st_deploy_config *cfg, const struct st_deploy_options *opt, int64_t *n_layer) {
+    st_status s;
+    struct st_plan_model pm;
+    memset(&pm, 0, sizeof pm);
+    const char *path = opt->model_path ? opt->model_path : cfg->model.path;
+    if (path) {
+        if (!opt->model_path && (s = check_model_path(cfg))) return s;
+        st_model *m = NULL;
+        if ((s = st_model_open(path, &m)) == ST_OK) s = st_plan_model_from_model(m, &pm);
+        st_model_free(m);
+        if (s) {
+            if (!opt->model_path) st_error_prefix("%s:%d:%d: model.path", cfg->source, cfg->model.pos.line, cfg->model.pos.column);
+            return s;
+        }
+    } else if ((s = st_plan_model_from_preset(cfg->model.preset, cfg->model.quant, &pm))) {
+        return st_error_prefix("%s:%d:%d: model.preset", cfg->source, cfg->model.pos.line, cfg->model.pos.column);
+    }
+    *n_layer = pm.n_layer;
+    st_plan_model_free(&pm);
+    const struct st_config_placement *pl = &cfg->placement;
+    if (pl->numerics) {
+        bool *safe = NULL;
+        s = st_numerics_load(pl->numerics, *n_layer, &safe);
+        free(safe);
+        if (s) return st_error_prefix("%s:%d:%d: placement.numerics", cfg->source, pl->numerics_pos.line, pl->numerics_pos.column);
+    }
+    for (int i = 0; i < pl->n_manual; i++) {
+        const struct st_config_stage *st = &pl->manual[i];
+        bool last = i + 1 == pl->n_manual;
+        if (st->last_layer < *n_layer && (!last || st->last_layer == *n_layer - 1)) continue;
+        st_error_set(ST_ERR_CONFIG, "%s:%d:%d: placement.manual[%d]: layers %lld-%lld %s; the model has %lld layers (0-%lld)",
+                     cfg->source, st->pos.line, st->pos.column, i, (long long)st->first_layer, (long long)st->last_layer,
+                     st->last_layer >= *n_layer ? "go past its last layer" : "end before its last layer",
+                     (long long)*n_layer, (long long)*n_layer - 1);
+        return st_error_hint("the stages cover every layer once, in order: the last one ends at layer %lld",
+                             (long long)*n_layer - 1);
+    }
+    if (opt->profile_path) {
+        st_profile *prof = NULL;
+        if ((s = st_profile_load(opt->profile_path, &prof))) return s;
+        st_profile_free(prof);
+    }
+    return ST_OK;
+}
+
+static void print_summary(const struct st_deploy_config *cfg, const char *model_path, int64_t n_layer) {
     printf("%s: ok — %d device%s (", cfg->source, cfg->n_devices, cfg->n_devices == 1 ? "" : "s");
     for (int i = 0; i < cfg->n_devices; i++) {
         const struct st_config_device *d = &cfg->devices[i];
@@ -61,8 +112,9 @@ static void print_summary(const struct st_deploy_config *cfg) {
         if (d->emulate[0]) printf(" as %s", d->emulate);
     }
     printf("), model ");
-    if (cfg->model.path) printf("%s", cfg->model.path);
+    if (model_path) printf("%s", model_path);
     else printf("preset %s%s%s", cfg->model.preset, cfg->model.quant[0] ? " " : "", cfg->model.quant);
+    printf(" (%lld layers)", (long long)n_layer);
     printf(", placement %s", st_config_strategy_name(cfg->placement.strategy));
     if (cfg->placement.strategy == ST_CONFIG_STRATEGY_MANUAL) {
         printf(" (%d stage%s)", cfg->placement.n_manual, cfg->placement.n_manual == 1 ? "" : "s");
@@ -182,13 +234,14 @@ int st_cmd_plan(int argc, char **argv) {
     if (!config) return st_cli_usage_error("plan", "--check needs -c FILE");
 
     struct st_deploy_config *cfg = NULL;
+    int64_t n_layer = 0;
     st_status s = st_config_load(config, &cfg);
-    if (s == ST_OK) s = check_model_path(cfg);
+    if (s == ST_OK) s = check_offline(cfg, &opt, &n_layer);
     if (s != ST_OK) {
         st_config_free(cfg);
         return st_cli_report(s);
     }
-    print_summary(cfg);
+    print_summary(cfg, opt.model_path ? opt.model_path : cfg->model.path, n_layer);
     st_config_free(cfg);
     return 0;
 }

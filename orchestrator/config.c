@@ -5,6 +5,7 @@
  * reports FILE:LINE:COL, the key path and a hint. libyaml's document loader
  * keeps a start mark for every node, which gives the positions. */
 #include "config.h"
+#include "orchestrator/session.h"
 #include "planner/planner.h"
 
 #include <ctype.h>
@@ -15,6 +16,10 @@
 #include <yaml.h>
 
 #define PATH_MAX_LEN 256
+
+/* a config holds no more stop strings than one generation takes */
+_Static_assert(ST_CONFIG_MAX_STOP == ST_GEN_MAX_STOP && ST_CONFIG_MAX_STOP_BYTES == ST_GEN_STOP_MAX_BYTES,
+               "generation.stop limits differ from the session's");
 
 struct cfg_ctx {
     yaml_document_t *doc;
@@ -304,13 +309,17 @@ static st_status get_str_buf(struct cfg_ctx *c, yaml_node_t *n, const char *path
     return ST_OK;
 }
 
-static st_status get_str_dup(struct cfg_ctx *c, yaml_node_t *n, const char *path, const char *example, char **out) {
+static st_status get_str_dup(struct cfg_ctx *c, yaml_node_t *n, const char *path, const char *example, size_t max_len,
+                             char **out) {
     const char *s = NULL;
     st_status st = get_str(c, n, path, example, true, &s);
     if (st) return st;
-    *out = strdup(s);
-    if (!*out) return st_error_set(ST_ERR_NOMEM, "out of host memory reading %s", path);
-    return ST_OK;
+    if (strlen(s) > max_len) {
+        cfg_err(c, n, path, "the string is %zu bytes, more than the %zu this key accepts", strlen(s), max_len);
+        return cfg_hint("shorten it (docs/limits.md lists the limits)");
+    }
+    *out = st_strdup(s, path);
+    return *out ? ST_OK : ST_ERR_NOMEM;
 }
 
 /* One of names[] (exact), index into *out. */
@@ -376,7 +385,7 @@ static char *path_from_config(const struct cfg_ctx *c, const char *p) {
     dir_of(c->file, dir, sizeof dir);
     if (p[0] == '/') dir[0] = 0;
     size_t len = strlen(dir) + strlen(p) + 1;
-    char *out = malloc(len);
+    char *out = st_malloc(len, "a path");
     if (out) snprintf(out, len, "%s%s", dir, p);
     return out;
 }
@@ -403,15 +412,20 @@ static st_status parse_model(struct cfg_ctx *c, yaml_node_t *n) {
             cfg_err(c, path, "model.path", "is empty");
             return cfg_hint("name a GGUF file or a Hugging Face model directory");
         }
+        if (strlen(p) >= ST_CONFIG_MAX_PATH) {
+            cfg_err(c, path, "model.path", "the path is %zu bytes, more than the %d a path may have", strlen(p),
+                    ST_CONFIG_MAX_PATH - 1);
+            return cfg_hint("name a GGUF file or a Hugging Face model directory");
+        }
         m->path = path_from_config(c, p);
-        if (!m->path) return st_error_set(ST_ERR_NOMEM, "out of host memory reading model.path");
+        if (!m->path) return ST_ERR_NOMEM;
         m->pos = node_pos(path);
         if (quant) {
             cfg_err(c, quant, "model.quant", "applies only to a preset");
             return cfg_hint("a model file's dtypes come from the file; remove quant or use preset");
         }
     } else {
-        if ((s = get_str_dup(c, preset, "model.preset", "preset: qwen2.5-7b", &m->preset))) return s;
+        if ((s = get_str_dup(c, preset, "model.preset", "preset: qwen2.5-7b", 255, &m->preset))) return s;
         m->pos = node_pos(preset);
         /* the planner's preset table is the list of names (configs/presets.yaml) */
         int n_presets = st_plan_preset_count();
@@ -797,6 +811,10 @@ static st_status parse_manual(struct cfg_ctx *c, yaml_node_t *n) {
         cfg_err(c, n, "placement.manual", "the list is empty");
         return cfg_hint("list one {device, layers} entry per stage, e.g. '%s'", example);
     }
+    if (count > ST_CONFIG_MAX_STAGES) {
+        cfg_err(c, n, "placement.manual", "%d stages is more than the %d strata runs", count, ST_CONFIG_MAX_STAGES);
+        return cfg_hint("merge neighbouring ranges on the same device");
+    }
     pl->manual = st_calloc((size_t)count, sizeof *pl->manual, "config manual placement");
     if (!pl->manual) return ST_ERR_NOMEM;
     for (int i = 0; i < count; i++) {
@@ -876,8 +894,13 @@ static st_status parse_placement(struct cfg_ctx *c, yaml_node_t *n) {
             cfg_err(c, v, "placement.numerics", "is empty");
             return cfg_hint("name the file 'strata calibrate -o FILE' wrote, or remove the key");
         }
+        if (strlen(p) >= ST_CONFIG_MAX_PATH) {
+            cfg_err(c, v, "placement.numerics", "the path is %zu bytes, more than the %d a path may have", strlen(p),
+                    ST_CONFIG_MAX_PATH - 1);
+            return cfg_hint("name the file 'strata calibrate -o FILE' wrote");
+        }
         pl->numerics = path_from_config(c, p);
-        if (!pl->numerics) return st_error_set(ST_ERR_NOMEM, "out of host memory reading placement.numerics");
+        if (!pl->numerics) return ST_ERR_NOMEM;
         pl->numerics_pos = node_pos(v);
     }
     if (manual) return parse_manual(c, manual);
@@ -962,6 +985,10 @@ static st_status parse_generation(struct cfg_ctx *c, yaml_node_t *n) {
             items = v->data.sequence.items.start;
             count = (int)(v->data.sequence.items.top - items);
         }
+        if (count > ST_CONFIG_MAX_STOP) {
+            cfg_err(c, v, "generation.stop", "%d stop strings is more than the %d strata accepts", count, ST_CONFIG_MAX_STOP);
+            return cfg_hint("keep the ones that matter; the model's end-of-turn tokens always stop generation");
+        }
         g->stop = st_calloc((size_t)(count ? count : 1), sizeof *g->stop, "config stop strings");
         if (!g->stop) return ST_ERR_NOMEM;
         for (int i = 0; i < count; i++) {
@@ -969,7 +996,7 @@ static st_status parse_generation(struct cfg_ctx *c, yaml_node_t *n) {
             char kp[PATH_MAX_LEN];
             if (items) path_index(kp, "generation.stop", i);
             else snprintf(kp, sizeof kp, "generation.stop");
-            if ((s = get_str_dup(c, item, kp, "stop: [\"\\n\\n\", \"User:\"]", &g->stop[i]))) return s;
+            if ((s = get_str_dup(c, item, kp, "stop: [\"\\n\\n\", \"User:\"]", ST_CONFIG_MAX_STOP_BYTES, &g->stop[i]))) return s;
             g->n_stop = i + 1;
             if (!g->stop[i][0]) {
                 cfg_err(c, item, kp, "an empty stop string would stop at once");
@@ -983,7 +1010,8 @@ static st_status parse_generation(struct cfg_ctx *c, yaml_node_t *n) {
         g->chat_template = (st_config_chat)i;
     }
     if ((v = map_get(c, n, "system")) &&
-        (s = get_str_dup(c, v, "generation.system", "system: \"You are a helpful assistant.\"", &g->system))) return s;
+        (s = get_str_dup(c, v, "generation.system", "system: \"You are a helpful assistant.\"", ST_CONFIG_MAX_TEXT_BYTES,
+                         &g->system))) return s;
     return ST_OK;
 }
 
@@ -1250,9 +1278,11 @@ st_status st_config_parse(const char *text, size_t len, const char *name, struct
     struct st_deploy_config *cfg = st_calloc(1, sizeof *cfg, "deployment config");
     if (!cfg) return ST_ERR_NOMEM;
     set_defaults(cfg);
-    cfg->source = strdup(name);
-    if (!cfg->source) { s = st_error_set(ST_ERR_NOMEM, "out of host memory reading %s", name); goto fail_cfg; }
+    cfg->source = st_strdup(name, "the config's name");
+    if (!cfg->source) { s = ST_ERR_NOMEM; goto fail_cfg; }
     struct cfg_ctx c = {.doc = &doc, .file = cfg->source, .cfg = cfg};
+    if ((s = st_yaml_check_limits(name, text, len, ST_CONFIG_MAX_BYTES,
+                                  "a deployment config is a short YAML file (docs/config.md, docs/limits.md)"))) goto fail_cfg;
 
     if (!yaml_parser_initialize(&parser)) { s = st_error_set(ST_ERR_NOMEM, "out of host memory parsing %s", name); goto fail_cfg; }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
@@ -1302,7 +1332,7 @@ st_status st_config_load(const char *path, struct st_deploy_config **out) {
                         "and every key is in docs/config.md");
     }
     fclose(f);
-    if (st_read_file(path, &text, &len) != ST_OK) {
+    if (st_read_file_limit(path, ST_CONFIG_MAX_BYTES, &text, &len) != ST_OK) {
         if (st_last_status() == ST_ERR_NOMEM) return ST_ERR_NOMEM;
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", st_last_error());

@@ -47,6 +47,12 @@ extern "C" {
 #define ST_CONFIG_MAX_BATCH     4096        /* sequences */
 #define ST_CONFIG_MAX_THREADS   4096
 #define ST_CONFIG_MAX_DEVICES   64
+#define ST_CONFIG_MAX_STAGES    64          /* placement.manual entries */
+#define ST_CONFIG_MAX_STOP      16          /* generation.stop strings (= ST_GEN_MAX_STOP, session.h) */
+#define ST_CONFIG_MAX_STOP_BYTES 256        /* one stop string (= ST_GEN_STOP_MAX_BYTES) */
+#define ST_CONFIG_MAX_TEXT_BYTES (64 << 10) /* generation.system */
+#define ST_CONFIG_MAX_PATH      4096        /* model.path, placement.numerics */
+#define ST_CONFIG_MAX_BYTES     (1 << 20)   /* the file; nesting is at most ST_YAML_MAX_DEPTH (planner.h) */
 #define ST_CONFIG_MAX_RANKS     1024        /* `rank:` values 0 .. ST_CONFIG_MAX_RANKS - 1 */
 
 /* Where something was written in the YAML: 1-based; 0 when not from a file. */

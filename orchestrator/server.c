@@ -19,7 +19,6 @@
 
 #define WAIT_MS 100                 /* how often waiting threads look for a vanished client */
 #define STREAM_BLOCK (16 * 1024)
-#define CHAT_MAX_MESSAGES 4096
 
 enum endpoint { EP_CHAT = 0, EP_COMPLETION, EP_MODELS, EP_HEALTH, EP_METRICS, EP_OTHER, EP_COUNT };
 static const char *const ep_names[EP_COUNT] = {"chat_completions", "completions", "models", "health", "metrics", "other"};
@@ -31,15 +30,9 @@ struct server;
 struct req {
     struct server *srv;
     enum endpoint ep;
-    bool stream, include_usage, echo;
-    bool return_ids;                /* extension "return_token_ids": the reply's ids in the answer */
-    int32_t *reply_ids;             /* with return_ids: (reply_n) */
+    struct st_server_request q;     /* what the body asks for (st_server_request_read) */
+    int32_t *reply_ids;             /* with q.return_ids: (reply_n) */
     int64_t reply_n;
-    int32_t *ids;                   /* the prompt */
-    int64_t n_ids;
-    struct st_gen_params gp;
-    char *stops[ST_GEN_MAX_STOP];   /* owned copies behind gp.stop */
-    char *echo_text;                /* completions with echo: the prompt text */
     char id[48];
     long long created;
     double t0;
@@ -71,6 +64,7 @@ struct server {
     st_sched *sched;
     st_chat_kind chat_kind;
     int64_t n_ctx, n_slots;
+    struct st_server_request_ctx rx; /* what reading a request needs */
     struct MHD_Daemon *mhd;
     pthread_mutex_t mu;             /* everything below, and the requests' shared fields */
     pthread_cond_t cv_engine;       /* new work for the engine thread */
@@ -173,29 +167,12 @@ static json_t *error_object(unsigned status, const char *message, const char *pa
     return json_pack("{s:o}", "error", e);
 }
 
-/* A bad field: the message names it, the status is 400. */
-struct bad { char msg[512]; char param[64]; unsigned status; char code[32]; };
-
-static bool bad_set(struct bad *b, unsigned status, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static bool bad_set(struct bad *b, unsigned status, const char *param, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b->msg, sizeof b->msg, fmt, ap);
-    va_end(ap);
-    snprintf(b->param, sizeof b->param, "%s", param ? param : "");
-    b->status = status;
-    return false;
-}
-
 /* ---- requests --------------------------------------------------------------------- */
 
 static void req_free(struct req *r) {
     if (!r) return;
-    for (int i = 0; i < ST_GEN_MAX_STOP; i++) free(r->stops[i]);
-    free(r->ids);
+    st_server_request_clear(&r->q);
     free(r->reply_ids);
-    free(r->echo_text);
     free(r->out);
     free(r->pend);
     free(r);
@@ -204,273 +181,6 @@ static void req_free(struct req *r) {
 /* Drops one reference (under s->mu); the last one frees the request. */
 static void req_release(struct req *r) {
     if (--r->refs == 0) req_free(r);
-}
-
-/* Optional number field within [lo, hi]; false with b set on a wrong type or range. */
-static bool get_num(json_t *body, const char *key, double lo, double hi, bool have_lo_open, double *out, bool *given,
-                    struct bad *b) {
-    json_t *v = json_object_get(body, key);
-    *given = false;
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_number(v)) return bad_set(b, 400, key, "'%s' must be a number", key);
-    double x = json_number_value(v);
-    if (!isfinite(x) || x < lo || x > hi || (have_lo_open && x <= lo))
-        return bad_set(b, 400, key, "'%s' is %g; it must be %s %g and at most %g", key, x,
-                       have_lo_open ? "above" : "at least", lo, hi);
-    *out = x;
-    *given = true;
-    return true;
-}
-
-static bool get_int(json_t *body, const char *key, long long lo, long long hi, long long *out, bool *given,
-                    struct bad *b) {
-    json_t *v = json_object_get(body, key);
-    *given = false;
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_integer(v)) return bad_set(b, 400, key, "'%s' must be an integer", key);
-    long long x = json_integer_value(v);
-    if (x < lo || x > hi) return bad_set(b, 400, key, "'%s' is %lld; it must be between %lld and %lld", key, x, lo, hi);
-    *out = x;
-    *given = true;
-    return true;
-}
-
-static bool get_bool(json_t *body, const char *key, bool *out, struct bad *b) {
-    json_t *v = json_object_get(body, key);
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_boolean(v)) return bad_set(b, 400, key, "'%s' must be true or false", key);
-    *out = json_is_true(v);
-    return true;
-}
-
-/* The settings every completion takes. */
-static bool parse_common(struct server *s, json_t *body, struct req *r, struct bad *b) {
-    json_t *m = json_object_get(body, "model");
-    if (m && !json_is_null(m)) {
-        if (!json_is_string(m)) return bad_set(b, 400, "model", "'model' must be a string");
-        if (strcmp(json_string_value(m), s->o->model_name)) {
-            bad_set(b, 404, "model", "the model '%s' does not exist; this server runs '%s'", json_string_value(m),
-                    s->o->model_name);
-            snprintf(b->code, sizeof b->code, "model_not_found");
-            return false;
-        }
-    }
-    long long n = 1;
-    bool given;
-    if (!get_int(body, "n", 1, 1, &n, &given, b)) {
-        snprintf(b->msg, sizeof b->msg, "'n' must be 1: this server returns one choice per request");
-        return false;
-    }
-    if (!get_bool(body, "stream", &r->stream, b)) return false;
-    /* extensions (as vLLM): ignore the model's end-of-text, return the reply's token ids */
-    if (!get_bool(body, "ignore_eos", &r->gp.ignore_eos, b)) return false;
-    if (!get_bool(body, "return_token_ids", &r->return_ids, b)) return false;
-    json_t *so = json_object_get(body, "stream_options");
-    if (so && !json_is_null(so)) {
-        if (!json_is_object(so)) return bad_set(b, 400, "stream_options", "'stream_options' must be an object");
-        if (!get_bool(so, "include_usage", &r->include_usage, b)) {
-            snprintf(b->param, sizeof b->param, "stream_options.include_usage");
-            return false;
-        }
-    }
-    json_t *lp = json_object_get(body, "logprobs");
-    if (lp && !json_is_null(lp) && !json_is_false(lp) && !(json_is_integer(lp) && json_integer_value(lp) == 0))
-        return bad_set(b, 400, "logprobs", "'logprobs' is not supported by this server");
-    json_t *tl = json_object_get(body, "top_logprobs");
-    if (tl && !json_is_null(tl)) return bad_set(b, 400, "top_logprobs", "'top_logprobs' is not supported by this server");
-    json_t *tools = json_object_get(body, "tools");
-    if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
-        return bad_set(b, 400, "tools", "'tools' (function calling) is not supported by this server");
-
-    struct st_sampler_params *sp = &r->gp.sp;
-    st_deploy_sampler_params(s->d, sp);
-    double x;
-    long long i;
-    if (!get_num(body, "temperature", 0.0, 2.0, false, &x, &given, b)) return false;
-    if (given) sp->temperature = (float)x;
-    if (!get_num(body, "top_p", 0.0, 1.0, true, &x, &given, b)) return false;
-    if (given) sp->top_p = (float)x;
-    if (!get_int(body, "top_k", 0, INT32_MAX, &i, &given, b)) return false;
-    if (given) sp->top_k = i;
-    if (!get_num(body, "min_p", 0.0, 1.0, false, &x, &given, b)) return false;
-    if (given) sp->min_p = (float)x;
-    if (!get_num(body, "presence_penalty", -2.0, 2.0, false, &x, &given, b)) return false;
-    if (given) sp->presence_penalty = (float)x;
-    if (!get_num(body, "frequency_penalty", -2.0, 2.0, false, &x, &given, b)) return false;
-    if (given) sp->frequency_penalty = (float)x;
-    if (!get_num(body, "repeat_penalty", 0.0, 10.0, true, &x, &given, b)) return false;
-    if (given) sp->repeat_penalty = (float)x;
-    if (!get_int(body, "seed", INT64_MIN, INT64_MAX, &i, &given, b)) return false;
-    if (given) sp->seed = (uint64_t)i;
-    long long mt = 0;
-    bool mt_given = false;
-    if (!get_int(body, "max_completion_tokens", 1, 1LL << 31, &mt, &mt_given, b)) return false;
-    if (!mt_given && !get_int(body, "max_tokens", 1, 1LL << 31, &mt, &mt_given, b)) return false;
-    r->gp.max_tokens = mt_given ? mt : s->o->default_max_tokens;
-    json_t *stop = json_object_get(body, "stop");
-    if (stop && !json_is_null(stop)) {
-        json_t *one[1] = {stop};
-        size_t n_stop = json_is_array(stop) ? json_array_size(stop) : 1;
-        if (!json_is_string(stop) && !json_is_array(stop))
-            return bad_set(b, 400, "stop", "'stop' must be a string or an array of strings");
-        if (n_stop > ST_GEN_MAX_STOP) return bad_set(b, 400, "stop", "'stop' has %zu strings (at most %d)", n_stop, ST_GEN_MAX_STOP);
-        for (size_t k = 0; k < n_stop; k++) {
-            json_t *v = json_is_array(stop) ? json_array_get(stop, k) : one[0];
-            if (!json_is_string(v)) return bad_set(b, 400, "stop", "'stop[%zu]' must be a string", k);
-            size_t len = json_string_length(v);
-            if (len == 0 || len > ST_GEN_STOP_MAX_BYTES)
-                return bad_set(b, 400, "stop", "'stop[%zu]' is %zu bytes (1 to %d)", k, len, ST_GEN_STOP_MAX_BYTES);
-            r->stops[k] = strdup(json_string_value(v));
-            if (!r->stops[k]) return bad_set(b, 500, NULL, "out of memory");
-            r->gp.stop[r->gp.n_stop++] = r->stops[k];
-        }
-    }
-    return true;
-}
-
-/* Tokenizes text (the tokenizer is not reentrant). */
-static bool encode(struct server *s, const char *text, size_t len, unsigned flags, struct req *r, struct bad *b) {
-    int64_t cap = 0;
-    pthread_mutex_lock(&s->tok_mu);
-    st_status rc = st_tokenizer_encode_alloc(s->tok, text, len, flags, &r->ids, &r->n_ids, &cap);
-    pthread_mutex_unlock(&s->tok_mu);
-    if (rc) return bad_set(b, 400, NULL, "the prompt cannot be tokenized: %s", st_last_error());
-    return true;
-}
-
-/* A message's content: a string, or an array of {"type": "text", "text": ...} parts. */
-static bool message_text(json_t *content, size_t k, char **out, struct bad *b) {
-    char param[64];
-    snprintf(param, sizeof param, "messages[%zu].content", k);
-    if (json_is_string(content)) {
-        *out = strndup(json_string_value(content), json_string_length(content));
-        return *out ? true : bad_set(b, 500, NULL, "out of memory");
-    }
-    if (json_is_null(content)) {
-        *out = strdup("");
-        return *out ? true : bad_set(b, 500, NULL, "out of memory");
-    }
-    if (!json_is_array(content)) return bad_set(b, 400, param, "'%s' must be a string or an array of text parts", param);
-    size_t total = 0, i;
-    json_t *part;
-    json_array_foreach(content, i, part) {
-        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-        if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") || !json_is_string(text))
-            return bad_set(b, 400, param, "'%s[%zu]' must be {\"type\": \"text\", \"text\": ...} (images and audio are "
-                           "not supported)", param, i);
-        total += json_string_length(text);
-    }
-    char *t = malloc(total + 1);
-    if (!t) return bad_set(b, 500, NULL, "out of memory");
-    size_t at = 0;
-    json_array_foreach(content, i, part) {
-        json_t *text = json_object_get(part, "text");
-        memcpy(t + at, json_string_value(text), json_string_length(text));
-        at += json_string_length(text);
-    }
-    t[at] = 0;
-    *out = t;
-    return true;
-}
-
-static bool parse_chat(struct server *s, json_t *body, struct req *r, struct bad *b) {
-    json_t *msgs = json_object_get(body, "messages");
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
-        return bad_set(b, 400, "messages", "'messages' must be a non-empty array of {\"role\", \"content\"}");
-    size_t n = json_array_size(msgs);
-    if (n > CHAT_MAX_MESSAGES) return bad_set(b, 400, "messages", "'messages' has %zu entries (at most %d)", n, CHAT_MAX_MESSAGES);
-    bool thinking = true;
-    json_t *kw = json_object_get(body, "chat_template_kwargs");
-    if (kw && json_is_object(kw) && !get_bool(kw, "enable_thinking", &thinking, b)) return false;
-    struct st_chat_msg *m = calloc(n, sizeof *m);
-    char **texts = calloc(n, sizeof *texts);
-    bool ok = m && texts;
-    if (!ok) bad_set(b, 500, NULL, "out of memory");
-    for (size_t k = 0; ok && k < n; k++) {
-        json_t *msg = json_array_get(msgs, k);
-        json_t *role = json_object_get(msg, "role");
-        if (!json_is_object(msg) || !json_is_string(role)) {
-            char p[48];
-            snprintf(p, sizeof p, "messages[%zu].role", k);
-            ok = bad_set(b, 400, p, "'messages[%zu]' must be an object with a string 'role'", k);
-            break;
-        }
-        const char *rv = json_string_value(role);
-        if (strcmp(rv, "system") && strcmp(rv, "user") && strcmp(rv, "assistant") && strcmp(rv, "developer")) {
-            char p[48];
-            snprintf(p, sizeof p, "messages[%zu].role", k);
-            ok = bad_set(b, 400, p, "'messages[%zu].role' is '%s'; it must be system, developer, user or assistant", k, rv);
-            break;
-        }
-        if (!(ok = message_text(json_object_get(msg, "content"), k, &texts[k], b))) break;
-        m[k] = (struct st_chat_msg){.role = strcmp(rv, "developer") ? rv : "system", .content = texts[k]};
-    }
-    char *text = NULL;
-    size_t len = 0;
-    if (ok) {
-        if (s->chat_kind == ST_CHAT_NONE) {
-            /* no template: the messages' texts, one per line */
-            size_t total = 1;
-            for (size_t k = 0; k < n; k++) total += strlen(texts[k]) + 1;
-            text = malloc(total);
-            if (!text) ok = bad_set(b, 500, NULL, "out of memory");
-            for (size_t k = 0; ok && k < n; k++) {
-                size_t l = strlen(texts[k]);
-                memcpy(text + len, texts[k], l);
-                len += l;
-                if (k + 1 < n) text[len++] = '\n';
-            }
-            if (text) text[len] = 0;
-        } else if (st_chat_render(s->chat_kind, m, n, true, thinking, &text, &len)) {
-            ok = bad_set(b, 400, "messages", "%s", st_last_error());
-        }
-    }
-    if (ok) ok = encode(s, text, len, s->chat_kind == ST_CHAT_NONE ? ST_TOK_DEFAULT : ST_TOK_PARSE_SPECIAL, r, b);
-    free(text);
-    for (size_t k = 0; texts && k < n; k++) free(texts[k]);
-    free(texts);
-    free(m);
-    return ok;
-}
-
-static bool parse_completion(struct server *s, json_t *body, struct req *r, struct bad *b) {
-    json_t *p = json_object_get(body, "prompt");
-    if (!get_bool(body, "echo", &r->echo, b)) return false;
-    json_t *suffix = json_object_get(body, "suffix");
-    if (suffix && !json_is_null(suffix)) return bad_set(b, 400, "suffix", "'suffix' is not supported by this server");
-    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0))) p = json_array_get(p, 0);
-    if (json_is_string(p)) {
-        if (!encode(s, json_string_value(p), json_string_length(p), ST_TOK_DEFAULT, r, b)) return false;
-        if (r->echo && !(r->echo_text = strndup(json_string_value(p), json_string_length(p))))
-            return bad_set(b, 500, NULL, "out of memory");
-        return true;
-    }
-    if (json_is_array(p) && json_array_size(p) > 0 && json_is_integer(json_array_get(p, 0))) {
-        size_t n = json_array_size(p), i;
-        json_t *v;
-        r->ids = malloc(n * sizeof *r->ids);
-        if (!r->ids) return bad_set(b, 500, NULL, "out of memory");
-        json_array_foreach(p, i, v) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= st_engine_n_vocab(s->e))
-                return bad_set(b, 400, "prompt", "'prompt[%zu]' must be a token id in [0, %lld)", i,
-                               (long long)st_engine_n_vocab(s->e));
-            r->ids[i] = (int32_t)json_integer_value(v);
-        }
-        r->n_ids = (int64_t)n;
-        if (r->echo) {
-            size_t len = 0;
-            pthread_mutex_lock(&s->tok_mu);
-            st_status rc = st_tokenizer_decode(s->tok, r->ids, r->n_ids, ST_DETOK_SKIP_SPECIAL, NULL, 0, &len);
-            if (!rc && (r->echo_text = malloc(len + 1)))
-                rc = st_tokenizer_decode(s->tok, r->ids, r->n_ids, ST_DETOK_SKIP_SPECIAL, r->echo_text, len + 1, &len);
-            pthread_mutex_unlock(&s->tok_mu);
-            if (rc || !r->echo_text) return bad_set(b, 400, "prompt", "the prompt's ids cannot be decoded for 'echo'");
-        }
-        return true;
-    }
-    if (json_is_array(p) && json_array_size(p) > 1)
-        return bad_set(b, 400, "prompt", "'prompt' with several prompts is not supported: send one request per prompt");
-    return bad_set(b, 400, "prompt", "'prompt' must be a string or an array of token ids");
 }
 
 /* ---- the engine side --------------------------------------------------------------- */
@@ -499,7 +209,7 @@ static void on_event(void *user, st_session *ss, const struct st_gen_event *ev) 
         r->reused_tokens = st.reused_tokens;
         s->completion_tokens += r->completion_tokens;   /* counted before the answer can leave */
         s->reused_tokens += r->reused_tokens;
-        if (r->return_ids && st.generated_tokens > 0) {
+        if (r->q.return_ids && st.generated_tokens > 0) {
             int64_t n = 0;
             const int32_t *t = st_session_tokens(ss, &n);
             if ((r->reply_ids = malloc((size_t)st.generated_tokens * sizeof(int32_t)))) {
@@ -543,11 +253,11 @@ static void admit(struct server *s) {
         }
         st_session *ss = NULL;
         /* the slot that still holds the longest part of this prompt (a chat client resends the conversation) */
-        if (st_session_open_for(s->sched, r->ids, r->n_ids, &ss) != ST_OK) break;   /* every slot is taken */
+        if (st_session_open_for(s->sched, r->q.ids, r->q.n_ids, &ss) != ST_OK) break;   /* every slot is taken */
         s->queue_head = r->next;
         if (!s->queue_head) s->queue_tail = NULL;
         s->queued--;
-        st_status rc = st_session_start(ss, r->ids, r->n_ids, &r->gp, on_event, r);
+        st_status rc = st_session_start(ss, r->q.ids, r->q.n_ids, &r->q.gp, on_event, r);
         if (rc) {
             req_fail(s, r, rc, st_last_error());
             st_session_close(ss);
@@ -555,8 +265,8 @@ static void admit(struct server *s) {
             continue;
         }
         r->ss = ss;
-        r->prompt_tokens = r->n_ids;
-        s->prompt_tokens += r->n_ids;
+        r->prompt_tokens = r->q.n_ids;
+        s->prompt_tokens += r->q.n_ids;
         s->running[st_session_slot(ss)] = r;
     }
 }
@@ -623,17 +333,17 @@ static json_t *full_response(struct server *s, const struct req *r) {
         choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs", "finish_reason",
                            finish_reason(r->finish));
     } else {
-        size_t el = r->echo_text ? strlen(r->echo_text) : 0;
+        size_t el = r->q.echo_text ? strlen(r->q.echo_text) : 0;
         char *all = malloc(el + r->out_len + 1);
         if (all) {
-            memcpy(all, r->echo_text ? r->echo_text : "", el);
+            memcpy(all, r->q.echo_text ? r->q.echo_text : "", el);
             memcpy(all + el, r->out ? r->out : "", r->out_len);
         }
         choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", json_text(all, all ? el + r->out_len : 0),
                            "logprobs", "finish_reason", finish_reason(r->finish));
         free(all);
     }
-    if (r->return_ids) {
+    if (r->q.return_ids) {
         json_t *ids = json_array();
         for (int64_t i = 0; i < r->reply_n; i++) json_array_append_new(ids, json_integer(r->reply_ids[i]));
         json_object_set_new(choice, "token_ids", ids);
@@ -659,7 +369,7 @@ static json_t *chunk(struct server *s, const struct req *r, const char *text, si
     json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", r->id, "object",
                           r->ep == EP_CHAT ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)r->created, "model", s->o->model_name, "choices", c);
-    if (r->include_usage) json_object_set_new(j, "usage", json_null());
+    if (r->q.include_usage) json_object_set_new(j, "usage", json_null());
     return j;
 }
 
@@ -704,7 +414,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         bool ok = true;
         if (r->phase == 0) {
             if (r->ep == EP_CHAT) ok = pend_event(r, chunk(s, r, NULL, 0, true, NULL), NULL);
-            if (r->echo_text) ok = ok && pend_event(r, chunk(s, r, r->echo_text, strlen(r->echo_text), false, NULL), NULL);
+            if (r->q.echo_text) ok = ok && pend_event(r, chunk(s, r, r->q.echo_text, strlen(r->q.echo_text), false, NULL), NULL);
             r->phase = 1;
         }
         if (ok && r->sent < r->out_len) {
@@ -716,7 +426,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
                 ok = pend_event(r, error_object(500, r->err, NULL, st_status_name(r->err_status)), NULL);
             } else {
                 ok = pend_event(r, chunk(s, r, NULL, 0, false, finish_reason(r->finish)), NULL);
-                if (ok && r->include_usage) {
+                if (ok && r->q.include_usage) {
                     json_t *u = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", r->id, "object",
                                           r->ep == EP_CHAT ? "chat.completion.chunk" : "text_completion", "created",
                                           (json_int_t)r->created, "model", s->o->model_name, "choices", "usage",
@@ -886,41 +596,18 @@ static void make_id(struct req *r) {
 
 static enum MHD_Result handle_completion(struct server *s, struct MHD_Connection *c, struct conn *cs,
                                          const char *url) {
-    json_error_t je;
-    json_t *body = json_loadb(cs->body ? cs->body : "", cs->len, 0, &je);
-    if (!body) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "the request body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
-                 je.column);
-        return reply_error(s, c, cs->ep, "POST", url, cs->t0, 400, NULL, NULL, msg);
-    }
-    if (!json_is_object(body)) {
-        json_decref(body);
-        return reply_error(s, c, cs->ep, "POST", url, cs->t0, 400, NULL, NULL, "the request body must be a JSON object");
-    }
-    struct req *r = calloc(1, sizeof *r);
-    if (!r) { json_decref(body); return MHD_NO; }
+    struct req *r = st_calloc(1, sizeof *r, "a request");
+    if (!r) return reply_error(s, c, cs->ep, "POST", url, cs->t0, 500, NULL, NULL, st_last_error());
     r->srv = s;
     r->ep = cs->ep;
     r->refs = 1;
     r->t0 = cs->t0;
     r->fd = -1;
     r->created = (long long)time(NULL);
-    st_gen_params_default(&r->gp);
     make_id(r);
     peer_of(c, r->peer, sizeof r->peer);
-    struct bad b = {.status = 400};
-    bool ok = parse_common(s, body, r, &b) &&
-              (cs->ep == EP_CHAT ? parse_chat(s, body, r, &b) : parse_completion(s, body, r, &b));
-    json_decref(body);
-    if (ok && r->n_ids == 0) ok = bad_set(&b, 400, cs->ep == EP_CHAT ? "messages" : "prompt", "the prompt is empty");
-    if (ok && r->n_ids > s->n_ctx) {
-        ok = bad_set(&b, 400, cs->ep == EP_CHAT ? "messages" : "prompt",
-                     "this model's context is %lld tokens, but the prompt has %lld tokens", (long long)s->n_ctx,
-                     (long long)r->n_ids);
-        snprintf(b.code, sizeof b.code, "context_length_exceeded");
-    }
-    if (!ok) {
+    struct st_server_request_error b;
+    if (st_server_request_read(&s->rx, cs->ep == EP_CHAT, cs->body, cs->len, &r->q, &b) != 200) {
         enum MHD_Result rc = reply_error(s, c, cs->ep, "POST", url, cs->t0, b.status, b.param[0] ? b.param : NULL,
                                          b.code[0] ? b.code : NULL, b.msg);
         req_free(r);
@@ -954,7 +641,7 @@ static enum MHD_Result handle_completion(struct server *s, struct MHD_Connection
         return reply_error(s, c, cs->ep, "POST", url, cs->t0, refuse, NULL, refuse == 429 ? "queue_full" : NULL, msg);
     }
 
-    if (r->stream) {
+    if (r->q.stream) {
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_reader, r,
                                                                       stream_free);
         if (!resp) {
@@ -1101,6 +788,10 @@ st_status st_server_run(const st_deploy *d, st_engine *e, st_tokenizer_t *tok, c
     s.n_ctx = st_engine_n_ctx(e);
     s.n_slots = st_engine_n_seq(e);
     s.chat_kind = st_deploy_chat_kind(d);
+    s.rx = (struct st_server_request_ctx){.model_name = o->model_name, .default_max_tokens = o->default_max_tokens,
+                                          .tok = tok, .tok_mu = &s.tok_mu, .chat_kind = s.chat_kind,
+                                          .n_vocab = st_engine_n_vocab(e), .n_ctx = s.n_ctx};
+    st_deploy_sampler_params(d, &s.rx.sampler);
     st_status rc = ST_OK;
     pthread_mutex_init(&s.mu, NULL);
     pthread_mutex_init(&s.tok_mu, NULL);

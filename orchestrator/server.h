@@ -34,6 +34,9 @@
 #include "model/tokenizer.h"
 #include "orchestrator/deploy.h"
 #include "orchestrator/engine.h"
+#include "orchestrator/session.h"
+
+#include <pthread.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,6 +54,48 @@ struct st_server_options {
     const char *port_file;       /* when not NULL: the port listened on is written there */
     bool quiet;                  /* no line per request on stderr */
 };
+
+/* ---- reading a completion request (the server's own code, callable without
+ * a socket or an engine: tests/fuzz/fuzz_serve_request.c) ------------------- */
+
+/* What reading a request needs from the server. */
+struct st_server_request_ctx {
+    const char *model_name;              /* "model" must be this (or absent) */
+    struct st_sampler_params sampler;    /* the deployment's sampling, which fields override */
+    int64_t default_max_tokens;          /* without max_tokens (0 = no limit) */
+    st_tokenizer_t *tok;                 /* encodes prompts, decodes ids for echo */
+    pthread_mutex_t *tok_mu;             /* held around the tokenizer; NULL: none */
+    st_chat_kind chat_kind;              /* ST_CHAT_NONE: messages joined by newlines */
+    int64_t n_vocab;                     /* token ids in prompts must be below it */
+    int64_t n_ctx;                       /* longer prompts are refused */
+};
+
+/* A completion request as read from its body. */
+struct st_server_request {
+    bool stream, include_usage, echo;
+    bool return_ids;                     /* extension "return_token_ids" */
+    int32_t *ids;                        /* the prompt, tokenized (n_ids, 1..n_ctx) */
+    int64_t n_ids;
+    struct st_gen_params gp;             /* sampling, max_tokens, stop strings, ignore_eos */
+    char *stops[ST_GEN_MAX_STOP];        /* owned copies behind gp.stop */
+    char *echo_text;                     /* completions with echo: the prompt text */
+};
+
+/* Why a request was refused: an OpenAI error object's fields. */
+struct st_server_request_error {
+    char msg[512];
+    char param[64];                      /* the field at fault, "" when none */
+    unsigned status;                     /* HTTP: 400 bad field or JSON, 404 unknown model, 500 out of memory */
+    char code[32];                       /* "" or e.g. "context_length_exceeded", "model_not_found" */
+};
+
+/* Reads a POST /v1/chat/completions (chat) or /v1/completions body of len
+ * bytes (any bytes). Returns 200 with *req filled (release it with
+ * st_server_request_clear), or the HTTP status with *err filled and *req
+ * empty. */
+unsigned st_server_request_read(const struct st_server_request_ctx *ctx, bool chat, const char *body, size_t len,
+                                struct st_server_request *req, struct st_server_request_error *err);
+void st_server_request_clear(struct st_server_request *req);
 
 /* Serves until SIGINT or SIGTERM (then ST_OK). The deployment, engine and
  * tokenizer must outlive the call. Errors: the address cannot be bound

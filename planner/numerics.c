@@ -112,7 +112,10 @@ static st_status get_str(struct pl_yaml *r, yaml_node_t *map, const char *key, c
     yaml_node_t *n;
     st_status s = pl_yaml_scalar(r, map, key, path, &n);
     if (s) return s;
-    snprintf(out, cap, "%s", (const char *)n->data.scalar.value);
+    const char *v = (const char *)n->data.scalar.value;
+    if (strlen(v) >= cap)
+        return pl_yaml_err(r, n, path, "%s: '%.40s...' is longer than the %zu characters it may have", key, v, cap - 1);
+    snprintf(out, cap, "%s", v);
     return ST_OK;
 }
 
@@ -176,46 +179,57 @@ static st_status read_doc(struct pl_yaml *r, struct st_numerics *n) {
     return ST_OK;
 }
 
-st_status st_numerics_read(const char *path, struct st_numerics **out) {
+#define NUMERICS_HINT "numerics profiles are written by 'strata calibrate -o FILE'; run it again rather than editing"
+
+st_status st_numerics_parse(const char *text, size_t len, const char *name, struct st_numerics **out) {
     *out = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    st_status s = st_read_file(path, &text, &len);
-    if (s != ST_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", st_last_error());
-        st_error_set(ST_ERR_CONFIG, "numerics profile: %s", msg);
-        return st_error_hint("write one with 'strata calibrate -m MODEL -o FILE'");
-    }
+    st_status s = st_yaml_check_limits(name, text, len, ST_YAML_MAX_PLAN_BYTES, NUMERICS_HINT);
+    if (s) return s;
     struct st_numerics *n = st_calloc(1, sizeof *n, "numerics profile");
-    if (!n) { free(text); return ST_ERR_NOMEM; }
+    if (!n) return ST_ERR_NOMEM;
     yaml_parser_t parser;
-    struct pl_yaml r = {
-        .path = path,
-        .hint = "numerics profiles are written by 'strata calibrate -o FILE'; run it again rather than editing"};
+    struct pl_yaml r = {.path = name, .hint = NUMERICS_HINT};
     if (!yaml_parser_initialize(&parser)) {
-        free(text);
         free(n);
-        return st_error_set(ST_ERR_NOMEM, "numerics profile: libyaml init");
+        return st_error_set(ST_ERR_NOMEM, "%s: out of host memory parsing YAML", name);
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &r.doc)) {
-        s = pl_yaml_syntax_err(&r, &parser);
+        s = parser.error == YAML_MEMORY_ERROR ? st_error_set(ST_ERR_NOMEM, "%s: out of host memory parsing YAML", name)
+                                              : pl_yaml_syntax_err(&r, &parser);
         yaml_parser_delete(&parser);
-        free(text);
         free(n);
         return s;
     }
     s = read_doc(&r, n);
     yaml_document_delete(&r.doc);
     yaml_parser_delete(&parser);
-    free(text);
     if (s != ST_OK) {
         st_numerics_free(n);
         return s;
     }
     *out = n;
     return ST_OK;
+}
+
+st_status st_numerics_read(const char *path, struct st_numerics **out) {
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    st_status s = st_read_file_limit(path, ST_YAML_MAX_PLAN_BYTES, &text, &len);
+    if (s != ST_OK) {
+        if (s == ST_ERR_NOMEM) return s;
+        /* the reader's own hint is about the path; what helps here is how to make the file */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", st_last_error());
+        char *hint = strstr(msg, "\nhint: ");
+        if (hint) *hint = 0;
+        st_error_set(ST_ERR_CONFIG, "numerics profile: %s", msg);
+        return st_error_hint("write one with 'strata calibrate -m MODEL -o FILE'");
+    }
+    s = st_numerics_parse(text, len, path, out);
+    free(text);
+    return s;
 }
 
 void st_numerics_free(struct st_numerics *n) {

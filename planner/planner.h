@@ -290,11 +290,25 @@ struct st_numerics {
 st_status st_numerics_write(FILE *f, const struct st_numerics *n);
 /* Reads a profile. Errors are ST_ERR_CONFIG "FILE:LINE:COLUMN: key: what" with a hint. */
 st_status st_numerics_read(const char *path, struct st_numerics **out);
+/* The same on text in memory (len bytes; name is used in messages). */
+st_status st_numerics_parse(const char *text, size_t len, const char *name, struct st_numerics **out);
 void st_numerics_free(struct st_numerics *n);   /* accepts NULL */
 /* Reads a profile for a model of n_layer layers into a new array of n_layer
  * flags (the planner's req.fp16_safe; free() it). A profile written for
  * another layer count is ST_ERR_CONFIG naming both counts. */
 st_status st_numerics_load(const char *path, int64_t n_layer, bool **fp16_safe);
+
+/* ---- YAML limits (docs/limits.md) ------------------------------------- */
+
+/* Every YAML file strata reads (deployment config, plan, numerics profile) is
+ * held to a size and a nesting depth before libyaml builds its document. */
+#define ST_YAML_MAX_DEPTH 64                  /* nested mappings and lists */
+#define ST_YAML_MAX_PLAN_BYTES (16u << 20)    /* plan files and numerics profiles */
+
+/* ST_ERR_CONFIG "path: the file is N bytes, more than the M-byte limit" or
+ * "path:line:column: nesting is deeper than 64 levels", each with hint; ST_OK
+ * otherwise (syntax errors are left to the loader, which names them). */
+st_status st_yaml_check_limits(const char *path, const char *text, size_t len, size_t max_bytes, const char *hint);
 
 /* ---- output ------------------------------------------------------------ */
 
@@ -308,7 +322,7 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p);
 /* Reads a plan written by st_plan_write_yaml. Errors are ST_ERR_CONFIG
  * "FILE:LINE:COLUMN: key: what" with a hint. */
 st_status st_plan_read_yaml(const char *path, st_plan **out);
-/* The same on text in memory (len bytes); name labels the messages. */
+/* The same on text in memory (len bytes; name is used in messages). */
 st_status st_plan_parse_yaml(const char *text, size_t len, const char *name, st_plan **out);
 st_status st_plan_write_json(FILE *f, const st_plan *p);
 /* A drawing: layers coloured by device, a memory bar per device, the links. */

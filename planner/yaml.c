@@ -140,6 +140,9 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
 
 /* ---- reader --------------------------------------------------------------- */
 
+#define PL_MAX_REASONS 4096     /* a plan writes a few per device and stage */
+#define PL_REASON_MAX 640       /* pl_reason's buffer (planner/plan.c) */
+
 /* every key of map must be in keys (NULL-terminated) */
 static st_status rd_keys(struct pl_yaml *r, yaml_node_t *map, const char *path, const char *const *keys) {
     if (!map || map->type != YAML_MAPPING_NODE) return pl_yaml_err(r, map, path, "expected a mapping");
@@ -221,6 +224,8 @@ static st_status need(struct pl_yaml *r, yaml_node_t *map, const char *key, cons
     if ((s = need(r, map, key, path, &_n)) || (s = scalar_bool(r, _n, path "." key, &(dst)))) return s; } while (0)
 #define STR(map, key, dst, path) do { const char *_v; \
     if ((s = rd_scalar(r, map, key, path, &_v))) return s; \
+    if (strlen(_v) >= sizeof(dst)) return pl_yaml_err(r, pl_yaml_get(r, map, key), path "." key, \
+        "'%.40s...' is longer than the %zu characters this field holds", _v, sizeof(dst) - 1); \
     snprintf((dst), sizeof(dst), "%s", _v); } while (0)
 
 static int seq_len(yaml_node_t *n) {
@@ -438,6 +443,9 @@ static st_status read_stage(struct pl_yaml *r, yaml_node_t *n, const st_plan *p,
     DBL(n, "prefill_ms", st->prefill_ms, "stage");
     const char *bd;
     if ((s = rd_scalar(r, n, "bound", "stages[]", &bd))) return s;
+    if (strlen(bd) >= sizeof st->bound)
+        return pl_yaml_err(r, pl_yaml_get(r, n, "bound"), "stages[].bound", "'%.40s' is longer than %zu characters", bd,
+                           sizeof st->bound - 1);
     snprintf(st->bound, sizeof st->bound, "%s", strcmp(bd, "none") ? bd : "");
     return ST_OK;
 }
@@ -533,9 +541,13 @@ static st_status read_plan(struct pl_yaml *r, st_plan *p) {
     yaml_node_t *rs = pl_yaml_get(r, root, "reasons");
     int nr = seq_len(rs);
     if (nr < 0) return pl_yaml_err(r, rs ? rs : root, "reasons", "expected a list of strings");
+    if (nr > PL_MAX_REASONS) return pl_yaml_err(r, rs, "reasons", "%d reasons is more than the %d a plan holds", nr, PL_MAX_REASONS);
     for (int i = 0; i < nr; i++) {
         yaml_node_t *x = seq_at(r, rs, i);
         if (x->type != YAML_SCALAR_NODE) return pl_yaml_err(r, x, "reasons[]", "expected a string");
+        if (x->data.scalar.length >= PL_REASON_MAX)
+            return pl_yaml_err(r, x, "reasons[]", "a reason of %zu characters is longer than the %d a plan writes",
+                               x->data.scalar.length, PL_REASON_MAX - 1);
         pl_reason(p, "%s", (const char *)x->data.scalar.value);
     }
     if ((s = need(r, root, "shortfall", "(top level)", &n))) return s;
@@ -562,20 +574,22 @@ static st_status read_plan(struct pl_yaml *r, st_plan *p) {
     return ST_OK;
 }
 
+#define PLAN_HINT "plan files are written by 'strata plan -o FILE'; write it again rather than editing it"
+
 st_status st_plan_parse_yaml(const char *text, size_t len, const char *name, st_plan **out) {
     *out = NULL;
+    st_status s = st_yaml_check_limits(name, text, len, ST_YAML_MAX_PLAN_BYTES, PLAN_HINT);
+    if (s) return s;
     yaml_parser_t parser;
-    struct pl_yaml r = {
-        .path = name,
-        .hint = "plan files are written by 'strata plan -o FILE'; write it again rather than editing it"};
-    if (!yaml_parser_initialize(&parser)) return st_error_set(ST_ERR_NOMEM, "plan: libyaml init");
+    struct pl_yaml r = {.path = name, .hint = PLAN_HINT};
+    if (!yaml_parser_initialize(&parser)) return st_error_set(ST_ERR_NOMEM, "%s: out of host memory parsing YAML", name);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &r.doc)) {
-        pl_yaml_syntax_err(&r, &parser);
+        s = parser.error == YAML_MEMORY_ERROR ? st_error_set(ST_ERR_NOMEM, "%s: out of host memory parsing YAML", name)
+                                              : pl_yaml_syntax_err(&r, &parser);
         yaml_parser_delete(&parser);
-        return ST_ERR_CONFIG;
+        return s;
     }
-    st_status s;
     st_plan *p = st_calloc(1, sizeof *p, "plan");
     if (!p) s = ST_ERR_NOMEM;
     else s = read_plan(&r, p);
@@ -590,11 +604,15 @@ st_status st_plan_read_yaml(const char *path, st_plan **out) {
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    st_status s = st_read_file(path, &text, &len);
+    st_status s = st_read_file_limit(path, ST_YAML_MAX_PLAN_BYTES, &text, &len);
     if (s != ST_OK) {
+        if (s == ST_ERR_NOMEM) return s;
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", st_last_error());   /* the message buffer is reused by st_error_set */
-        return st_error_set(ST_ERR_CONFIG, "plan file: %s", msg);
+        char *hint = strstr(msg, "\nhint: ");
+        if (hint) *hint = 0;
+        st_error_set(ST_ERR_CONFIG, "plan file: %s", msg);
+        return st_error_hint("%s", hint ? hint + 7 : PLAN_HINT);
     }
     s = st_plan_parse_yaml(text, len, path, out);
     free(text);

@@ -1,4 +1,5 @@
 /* YAML helpers shared by the plan file and the numerics profile (planner/yaml-impl.h). */
+#include "planner/planner.h"
 #include "planner/yaml-impl.h"
 
 #include <stdarg.h>
@@ -49,4 +50,39 @@ st_status pl_yaml_scalar(struct pl_yaml *r, yaml_node_t *map, const char *key, c
     if (!*out) return pl_yaml_err(r, map, path, "missing key '%s'", key);
     if ((*out)->type != YAML_SCALAR_NODE) return pl_yaml_err(r, *out, path, "'%s' must be a scalar", key);
     return ST_OK;
+}
+
+st_status st_yaml_check_limits(const char *path, const char *text, size_t len, size_t max_bytes, const char *hint) {
+    if (len > max_bytes) {
+        char a[32], b[32];
+        st_error_set(ST_ERR_CONFIG, "%s: the file is %s (%zu bytes), more than the %s limit for this file", path,
+                     st_format_bytes(len, a, sizeof a), len, st_format_bytes(max_bytes, b, sizeof b));
+        return st_error_hint("%s", hint);
+    }
+    /* depth from the event stream: aliases are events, not copies, so a file
+     * that refers to itself cannot make this walk long */
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return st_error_set(ST_ERR_NOMEM, "%s: out of host memory parsing YAML", path);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    st_status s = ST_OK;
+    int depth = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev)) break;   /* the loader reports it with its position */
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_MAPPING_START_EVENT || t == YAML_SEQUENCE_START_EVENT) {
+            if (++depth > ST_YAML_MAX_DEPTH) {
+                st_error_set(ST_ERR_CONFIG, "%s:%zu:%zu: nesting is deeper than %d levels of mappings and lists",
+                             path, ev.start_mark.line + 1, ev.start_mark.column + 1, ST_YAML_MAX_DEPTH);
+                st_error_hint("%s", hint);
+                s = ST_ERR_CONFIG;
+            }
+        } else if (t == YAML_MAPPING_END_EVENT || t == YAML_SEQUENCE_END_EVENT) {
+            depth--;
+        }
+        yaml_event_delete(&ev);
+        if (s || t == YAML_STREAM_END_EVENT) break;
+    }
+    yaml_parser_delete(&parser);
+    return s;
 }

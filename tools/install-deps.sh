@@ -4,6 +4,7 @@
 # dpkg queries. As a non-root user it prints the command to run instead.
 #   tools/install-deps.sh          build + test dependencies
 #   tools/install-deps.sh --build  build dependencies only
+#   tools/install-deps.sh --fuzz   clang and libFuzzer (tools/fuzz.sh; CI)
 set -euo pipefail
 
 build_pkgs=(build-essential cmake ninja-build pkg-config git
@@ -14,6 +15,11 @@ test_pkgs=(python3 python3-pip python3-venv librsvg2-bin
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-}" = "--build" ] || pkgs+=("${test_pkgs[@]}")
+if [ "${1:-}" = "--fuzz" ]; then
+  pkgs=(clang)
+  # libFuzzer's runtime has its own package on Debian 12 and Ubuntu 24.04 (older releases ship it with clang)
+  if apt-cache show libclang-rt-dev >/dev/null 2>&1; then pkgs+=(libclang-rt-dev); fi
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,7 +7,10 @@
 #      is found: compiled, not run, on machines without a GPU);
 #   3. builds and tests again with -DSTRATA_CUDA=OFF (skipped when step 2 had no CUDA);
 #   4. builds and tests the CPU code under AddressSanitizer + UndefinedBehaviorSanitizer;
-#   5. in CI (CI=true) or with STRATA_COMPAT=1: the Maxwell/Pascal compile check —
+#   5. in CI (CI=true) or with STRATA_FUZZ_CI=1: the whole project and the fuzz targets
+#      built with clang, each target run for STRATA_FUZZ_SECONDS (default 15) on its corpus
+#      (tools/fuzz.sh; installs clang);
+#   6. in CI (CI=true) or with STRATA_COMPAT=1: the Maxwell/Pascal compile check —
 #      every CUDA source built for sm_52 and sm_61 with CUDA 11.8 (tests/compat/,
 #      installs Debian's nvidia-cuda-toolkit and g++-11 the first time, ~4 min).
 # Exits non-zero on any failure; in CI also when a test that should run was
@@ -65,11 +68,18 @@ if [ "${STRATA_TEST_QUICK:-0}" = 1 ]; then exit 0; fi
 if build-test-default/strata --version | grep -q 'cuda=ON'; then
   run_variant cpu -DSTRATA_CUDA=OFF
 fi
-# Debian's hwloc PCI plugin (Open MPI's packages depend on it) leaks inside
-# libpciaccess, which hwloc unloads before the leak check: LeakSanitizer can
-# only report it as "unknown module", so the ASan run leaves that plugin out.
-export HWLOC_PLUGINS_BLACKLIST=hwloc_pci
-run_variant asan -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Debian's hwloc PCI plugin (libhwloc-plugins; Open MPI's packages depend on it) leaks inside
+# libpciaccess, which hwloc unloads before the leak check: LeakSanitizer can only report it as
+# "unknown module" (or its tracer crashes). A CPU-only build has no PCI device to place, so the
+# ASan run does not load that plugin at all (HWLOC_PLUGINS_BLACKLIST, hwloc >= 2.0).
+HWLOC_PLUGINS_BLACKLIST=${HWLOC_PLUGINS_BLACKLIST:-hwloc_pci} \
+  run_variant asan -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "${CI:-}" = true ] || [ "${STRATA_FUZZ_CI:-0}" = 1 ]; then
+  echo "==== test: fuzz targets (clang, libFuzzer + ASan/UBSan, ${STRATA_FUZZ_SECONDS:-15} s each)"
+  if [ "$(id -u)" -eq 0 ]; then bash tools/install-deps.sh --fuzz; else sudo bash tools/install-deps.sh --fuzz; fi
+  bash tools/fuzz.sh build   # every target, and the whole project with clang (any compiler)
+  bash tools/fuzz.sh all "${STRATA_FUZZ_SECONDS:-15}"
+fi
 if [ "${CI:-}" = true ] || [ "${STRATA_COMPAT:-0}" = 1 ]; then
   echo "==== test: Maxwell/Pascal compile check (CUDA 11.8, sm_52 + sm_61)"
   if [ "$(id -u)" -eq 0 ]; then bash tests/compat/install-cuda118.sh; else sudo bash tests/compat/install-cuda118.sh; fi

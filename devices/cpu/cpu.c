@@ -119,14 +119,16 @@ static st_status cpu_alloc(st_backend *be, size_t bytes, st_buf_use use, void **
     if (bytes == 0) bytes = 64;
     if (be->n_allocs == be->cap_allocs) {
         size_t cap = be->cap_allocs ? 2 * be->cap_allocs : 32;
-        struct cpu_alloc *a = realloc(be->allocs, cap * sizeof *a);
-        if (!a) return st_error_set(ST_ERR_NOMEM, "cpu: out of memory for the allocation table");
+        struct cpu_alloc *a = st_realloc(be->allocs, cap * sizeof *a, "the CPU allocation table");
+        if (!a) return ST_ERR_NOMEM;
         be->allocs = a;
         be->cap_allocs = cap;
     }
     void *p = NULL;
     bool mapped = bytes >= BIG_ALLOC_BYTES;
-    if (mapped) {
+    if (st_fault_hit(ST_FAULT_DEV_ALLOC, buf_use_name(use))) {     /* STRATA_FAULT=dev_alloc:N: as if memory ran out */
+        p = NULL;
+    } else if (mapped) {
         p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) p = NULL;
     } else if (posix_memalign(&p, 64, bytes) == 0) {

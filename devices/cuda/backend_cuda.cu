@@ -216,7 +216,9 @@ static st_status be_alloc(st_backend *be, size_t bytes, st_buf_use use, void **o
     }
     void *p = NULL;
     const size_t asked = bytes ? bytes : 1;
-    cudaError_t e = use == ST_BUF_STAGING ? cudaHostAlloc(&p, asked, cudaHostAllocPortable) : cudaMalloc(&p, asked);
+    /* STRATA_FAULT=dev_alloc:N (tests/gpu/faults.sh) fails it as an out-of-memory would */
+    cudaError_t e = st_fault_hit(ST_FAULT_DEV_ALLOC, use_name(use)) ? cudaErrorMemoryAllocation
+                  : use == ST_BUF_STAGING ? cudaHostAlloc(&p, asked, cudaHostAllocPortable) : cudaMalloc(&p, asked);
     if (e != cudaSuccess) {
         cudaGetLastError();   /* allocation failures are not sticky: the device stays usable */
         char a[32], f[32], t[32];

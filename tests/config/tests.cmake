@@ -36,13 +36,13 @@ st_add_cli_test(config_cli_model_missing RC 2 LABELS config
 # Valid configs
 st_add_cli_test(config_cli_ok_whatif RC 0 LABELS config
   ARGS "plan -c tests/config/good-whatif.yaml --check"
-  EXPECT "tests/config/good-whatif.yaml: ok|||2 devices (m40=catalog:tesla-m40, laptop=catalog:rtx-3050-ti-laptop), model preset qwen2.5-7b q4_k_m, placement auto, objective throughput, context 8192, batch 1")
+  EXPECT "tests/config/good-whatif.yaml: ok|||2 devices (m40=catalog:tesla-m40, laptop=catalog:rtx-3050-ti-laptop), model preset qwen2.5-7b q4_k_m (28 layers), placement auto, objective throughput, context 8192, batch 1")
 st_add_cli_test(config_cli_ok_manual RC 0 LABELS config
   ARGS "plan --check -c tests/config/good-manual.yaml"
-  EXPECT "2 devices (new=cuda:0, old=cuda:1 as tesla-m40), model preset qwen2.5-0.5b, placement manual (2 stages), objective latency, context 4096")
+  EXPECT "2 devices (new=cuda:0, old=cuda:1 as tesla-m40), model preset qwen2.5-0.5b (24 layers), placement manual (2 stages), objective latency, context 4096")
 st_add_cli_test(config_cli_ok_relative RC 0 LABELS config
   ARGS "plan -c tests/config/sub/relative.yaml --check"
-  EXPECT "1 device (cpu), model tests/config/sub/../sub,")
+  EXPECT "1 device (cpu), model tests/config/sub/../../fixtures/models/qwen2-tiny/hf (2 layers),")
 st_add_cli_test(config_cli_ok_example_whatif RC 0 LABELS config
   ARGS "plan -c configs/examples/whatif-m40-3050ti.yaml --check"
   EXPECT "configs/examples/whatif-m40-3050ti.yaml: ok")
@@ -63,3 +63,25 @@ st_add_cli_test(config_cli_plan_runs RC 0 LABELS config
 st_add_cli_test(config_cli_unknown_catalog RC 2 LABELS config
   ARGS "plan -c tests/config/bad-catalog.yaml --check"
   EXPECT "error: tests/config/bad-catalog.yaml:6:15: devices[1].catalog: unknown catalog card 'rtx-3050ti-laptop'|||hint: did you mean 'rtx-3050-ti-laptop'?")
+
+# --check runs every check that needs no device, each error at its config position
+st_add_cli_test(config_cli_check_not_model RC 1 LABELS config
+  ARGS "plan -c tests/config/bad-not-model.yaml --check"
+  EXPECT "error: tests/config/bad-not-model.yaml:3:15: model.path: tests/config/sub: no config.json in this directory|||hint: a Hugging Face model directory holds config.json")
+st_add_cli_test(config_cli_check_numerics_missing RC 2 LABELS config
+  ARGS "plan -c tests/config/bad-numerics-missing.yaml --check"
+  EXPECT "error: tests/config/bad-numerics-missing.yaml:5:13: placement.numerics: numerics profile: tests/config/no-such-numerics.yaml: cannot open: No such file or directory|||hint: write one with 'strata calibrate")
+st_add_cli_test(config_cli_check_numerics_layers RC 2 LABELS config
+  ARGS "plan -c tests/config/bad-numerics-layers.yaml --check"
+  EXPECT "error: tests/config/bad-numerics-layers.yaml:5:23: placement.numerics: tests/config/../calibrate/tiny-kjv-numerics.yaml: the numerics profile is for 4 layers (model 'tiny-kjv'), the model has 24")
+st_add_cli_test(config_cli_check_manual_short RC 2 LABELS config
+  ARGS "plan -c tests/config/bad-manual-short.yaml --check"
+  EXPECT "error: tests/config/bad-manual-short.yaml:8:7: placement.manual[1]: layers 12-20 end before its last layer; the model has 24 layers (0-23)|||hint: the stages cover every layer once")
+st_add_cli_test(config_cli_check_manual_long RC 2 LABELS config
+  ARGS "plan -c tests/config/bad-manual-long.yaml --check"
+  EXPECT "error: tests/config/bad-manual-long.yaml:8:7: placement.manual[1]: layers 12-30 go past its last layer; the model has 24 layers (0-23)")
+st_add_cli_test(config_cli_check_bad_profile RC 1 LABELS config
+  ARGS "plan -c tests/config/good-whatif.yaml --check --profile tests/config/no-such-profile.yaml"
+  EXPECT "error: tests/config/no-such-profile.yaml: cannot open: No such file or directory")
+# limits: size, depth, counts and lengths (docs/limits.md)
+st_add_test(config_limits SOURCES config/test_config_limits.c LABELS config)

@@ -71,7 +71,8 @@ static void gguf_cases(void) {
     CHECK(up1 != NULL);
     int64_t ki = st_gguf_find(g, "qwen2.attention.head_count");
     int64_t kb = st_gguf_find(g, "qwen2.block_count");
-    CHECK(ki >= 0 && kb >= 0);
+    int64_t kkv = st_gguf_find(g, "qwen2.attention.head_count_kv");
+    CHECK(ki >= 0 && kb >= 0 && kkv >= 0);
 
     FAIL("trunc-header.gguf", orig, 100, ST_ERR_FORMAT, "byte offset 16: metadata count 12 cannot fit in the 76 bytes", NULL);
     FAIL("trunc-ti.gguf", orig, (size_t)g->ti[10].info_off + 5, ST_ERR_FORMAT, "tensor name needs 8 bytes but only 5 remain", NULL);
@@ -118,12 +119,16 @@ static void gguf_cases(void) {
     memcpy(b, orig, n); put32(b + g->kv[ki].val_off, 8);
     FAIL("shape.gguf", b, n, ST_ERR_FORMAT, "tensor 'blk.0.attn_k.weight' (key projection) has shape [64, 32], expected [64, 16]",
          "n_head_kv 2 x head_dim 8");
-    memcpy(b, orig, n); put32(b + g->kv[ki].val_off, 3);
-    FAIL("gqa.gguf", b, n, ST_ERR_FORMAT, "head count 3 is not a multiple of the KV head count 2", NULL);
+    memcpy(b, orig, n); put32(b + g->kv[kkv].val_off, 3);
+    FAIL("gqa.gguf", b, n, ST_ERR_FORMAT, "head count 4 (qwen2.attention.head_count) is not a multiple of the KV head count 3 "
+         "(qwen2.attention.head_count_kv)", "fix qwen2.attention.head_count_kv in the GGUF metadata");
     memcpy(b, orig, n); put32(b + g->kv[kb].val_off, 1);
     FAIL("layers1.gguf", b, n, ST_ERR_FORMAT, "tensor 'blk.1.attn_norm.weight' belongs to layer 1 but the model has 1 layers", NULL);
+    memcpy(b, orig, n); put32(b + g->kv[kb].val_off, 100);
+    FAIL("layersmany.gguf", b, n, ST_ERR_FORMAT, "says 100 layers (qwen2.block_count) but the weights hold only 26 tensors", NULL);
     memcpy(b, orig, n); put32(b + g->kv[kb].val_off, 1000000);
-    FAIL("layersbig.gguf", b, n, ST_ERR_FORMAT, "says 1000000 layers but the weights hold only 26 tensors", NULL);
+    FAIL("layersbig.gguf", b, n, ST_ERR_FORMAT, "metadata key 'qwen2.block_count' = 1000000 is out of range: it must be in 1..4096",
+         "docs/limits.md");
     memcpy(b, orig, n); put32(b + g->kv[kb].val_off - 4, ST_GGUF_STRING);
     FAIL("kvtype2.gguf", b, n, ST_ERR_FORMAT, "byte offset", NULL);
     memcpy(b, orig, n); put32(b + 4, 1);
@@ -201,7 +206,7 @@ static void gguf_built_cases(void) {
 
     /* many records: duplicate detection must not be quadratic */
     {
-        size_t nk = 200000, cap = 24 + nk * 32;
+        size_t nk = ST_MODEL_MAX_KV, cap = 24 + nk * 32;
         uint8_t *big = malloc(cap);
         size_t o = 0;
         memcpy(big, "GGUF", 4); put32(big + 4, 3); put64(big + 8, 0); put64(big + 16, nk); o = 24;
@@ -460,7 +465,8 @@ static void hf_cases(void) {
     hf_rm(dir);
     hf_copy("hf-cfg", dir, sizeof dir);
     edit_config(dir, "num_key_value_heads", json_integer(3));
-    DIRFAIL(dir, ST_ERR_FORMAT, "head count 4 is not a multiple of the KV head count 3", "num_key_value_heads");
+    DIRFAIL(dir, ST_ERR_FORMAT, "head count 4 (num_attention_heads) is not a multiple of the KV head count 3 (num_key_value_heads)",
+            "fix num_key_value_heads in the config.json");
     hf_rm(dir);
     hf_copy("hf-cfg", dir, sizeof dir);
     edit_config(dir, "num_key_value_heads", json_null());   /* null → H: shapes no longer match */

@@ -20,3 +20,4 @@ st_add_cli_test(model_cli_safetensors_file RC 2 LABELS model
   EXPECT "a .safetensors file alone does not describe a model|||pass the directory"
   ARGS "model tests/fixtures/models/qwen2-tiny/hf/model.safetensors")
 st_add_test(model_bad SOURCES model/test_model_bad.c LABELS model)
+st_add_test(model_hparams SOURCES model/test_model_hparams.c LABELS model)

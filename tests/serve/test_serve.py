@@ -231,6 +231,12 @@ def test_errors(srv):
     err(400, {"messages": msgs, "stop": [1]}, param="stop", what="stop of the wrong type")
     err(400, {"messages": "hi"}, param="messages", what="messages of the wrong type")
     err(400, {"messages": [{"role": "wizard", "content": "x"}]}, param="messages[0].role", what="an unknown role")
+    # the message quotes the client's bytes and is cut to 512 bytes: never inside a character (jansson
+    # refuses invalid UTF-8, and the client got no answer at all)
+    j, _ = err(400, {"messages": [{"role": "x" + "\u00e9" * 300, "content": "x"}]}, param="messages[0].role",
+               what="a long unknown role")
+    check(j["error"]["message"].endswith("\u00e9"), "a long unknown role: cut at a character")
+    err(404, {"model": "\u20ac" * 200, "messages": msgs}, param="model", what="a long unknown model")
     err(400, {"prompt": {"a": 1}}, param="prompt", path="/v1/completions", what="prompt of the wrong type")
     err(400, {"prompt": [1, 99999]}, param="prompt", path="/v1/completions", what="a token id outside the vocabulary")
     j, _ = err(400, {"prompt": "And " * 3000}, param="prompt", path="/v1/completions", what="a prompt over the context")

@@ -52,3 +52,5 @@ st_add_cli_test(detokenize_cli_range RC 2 LABELS tokenizer
 st_add_cli_test(detokenize_cli_junk RC 2 LABELS tokenizer
   EXPECT "argument 1, byte 5: 'x' is not part of a token id" ARGS "detokenize -m ${_q3} 9707x")
 st_add_cli_test(detokenize_cli_args RC 0 LABELS tokenizer EXPECT "Hello world!" ARGS "detokenize -m ${_q3} 9707,1879 [0]")
+# Malformed and hostile tokenizer files: positions, limits, no leak (tests/fuzz keeps finding them)
+st_add_test(tokenizer_bad SOURCES tokenizer/test_tokenizer_bad.c LABELS tokenizer)
