@@ -371,9 +371,9 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
         st_error_set(ST_ERR_CONFIG, "stage on %s: KV cache dtype %s is not supported", s->d.info.name, st_dtype_name(kvt));
         return st_error_hint("use f32, f16, bf16 or q8_0 for the KV cache");
     }
-    if (kvt == ST_DTYPE_Q8_0 && D % 32) {
-        st_error_set(ST_ERR_CONFIG, "stage on %s: a q8_0 KV cache needs head_dim a multiple of 32 (the model has %lld)",
-                     s->d.info.name, (long long)D);
+    if (kvt == ST_DTYPE_Q8_0 && (Hkv * D) % 32) {
+        st_error_set(ST_ERR_CONFIG, "stage on %s: a q8_0 KV cache needs rows of a multiple of 32 values (the model "
+                     "has %lld kv heads x head_dim %lld)", s->d.info.name, (long long)Hkv, (long long)D);
         return st_error_hint("use f16 or bf16 for the KV cache of this model ('kv_dtype: f16')");
     }
     if (s->n_layers > 0) {

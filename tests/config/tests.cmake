@@ -63,3 +63,4 @@ st_add_cli_test(config_cli_plan_runs RC 0 LABELS config
 st_add_cli_test(config_cli_unknown_catalog RC 2 LABELS config
   ARGS "plan -c tests/config/bad-catalog.yaml --check"
   EXPECT "error: tests/config/bad-catalog.yaml:6:15: devices[1].catalog: unknown catalog card 'rtx-3050ti-laptop'|||hint: did you mean 'rtx-3050-ti-laptop'?")
+st_add_test(config_kv SOURCES config/test_config_kv.c LABELS config)
