@@ -13,8 +13,10 @@
 #include "check.h"
 #include "planner/planner.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void catalog(struct st_plan_device *d, const char *name, const char *label) {
     struct st_device_info in;
@@ -69,6 +71,20 @@ static void test_bytes(void) {
         CHECK(s->kv_dtype == ST_DTYPE_Q8_0);
         CHECK(s->mem.kv == 28ull * 8192 * 3 * 2 * 544);
         CHECK(s->mem.total == s->mem.weights + s->mem.kv + s->mem.workspace);
+        /* a saved plan keeps the type (deploy's replay forces it again) */
+        char path[] = "/tmp/strata-kvq8-XXXXXX";
+        int fd = mkstemp(path);
+        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        CHECK(f != NULL);
+        if (f) {
+            CHECK_OK(st_plan_write_yaml(f, p));
+            fclose(f);
+            st_plan *back = NULL;
+            CHECK_OK(st_plan_read_yaml(path, &back));
+            CHECK(back && back->stages[0].kv_dtype == ST_DTYPE_Q8_0 && back->stages[0].mem.kv == s->mem.kv);
+            st_plan_free(back);
+            remove(path);
+        }
     }
     st_plan_free(p);
     /* a device's own type wins over the request's */
