@@ -47,7 +47,7 @@ struct gen_opts {
     bool thinking;           /* Qwen3: enable_thinking */
     bool stats;
     int64_t n_new;           /* -1 = config's max_tokens (text) or 16 (ids) */
-    int kv_dtype;            /* -1 = plan's */
+    int kv_dtype;            /* -1 = the config's kv_dtype (auto: the planner's choice) */
     const char *stop[16]; int n_stop;
     /* sampling overrides: NAN / -1 = from the config */
     float temp, top_p, min_p, repeat_penalty, freq_penalty, presence_penalty;
@@ -99,8 +99,8 @@ static void usage(FILE *f) {
         "  --ctx N                context (KV cache tokens), 1..16777216 (default: the config's, at most\n"
         "                         the trained context, grown to fit prompt + N)\n"
         "  --batch N              prefill chunk in tokens, 1..16777216\n"
-        "  --kv-dtype T           KV cache type on every stage: f32, f16 or bf16 (default: the plan's;\n"
-        "                         the plan's memory figures assume its own choice)\n"
+        "  --kv-dtype T           KV cache type on every stage: auto, f32, f16, bf16 or q8_0 (default: the\n"
+        "                         config's kv_dtype, else auto: the planner's choice); the plan is made with it\n"
         "  -h, --help             this text\n\n"
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n");
 }
@@ -179,7 +179,9 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
             if (!strcmp(v, "f32")) o->kv_dtype = ST_DTYPE_F32;
             else if (!strcmp(v, "f16")) o->kv_dtype = ST_DTYPE_F16;
             else if (!strcmp(v, "bf16")) o->kv_dtype = ST_DTYPE_BF16;
-            else return st_cli_usage_error("generate", "--kv-dtype wants f32, f16 or bf16, got '%s'", v);
+            else if (!strcmp(v, "q8_0")) o->kv_dtype = ST_DTYPE_Q8_0;
+            else if (!strcmp(v, "auto")) o->kv_dtype = -2;
+            else return st_cli_usage_error("generate", "--kv-dtype wants auto, f32, f16, bf16 or q8_0, got '%s'", v);
         } else if (!strcmp(a, "--top-k")) {
             rc = st_cli_int("generate", a, v, 0, INT32_MAX, "a whole number", "0 = off", &o->top_k);
         } else if (!strcmp(a, "--repeat-last-n")) {
@@ -851,15 +853,15 @@ int st_cmd_generate(int argc, char **argv) {
         /* else: the output stops when the context is full, and says so */
     }
     g.d->req.batch = 1;   /* one sequence: the plan's KV memory is what runs */
+    if (o.kv_dtype != -1) {   /* --kv-dtype: every stage's cache, planned with it (auto: the planner picks) */
+        const int kv = o.kv_dtype == -2 ? -1 : o.kv_dtype;
+        g.d->req.force_kv = kv;
+        for (int i = 0; i < g.d->n_devs; i++) g.d->devs[i].force_kv = kv;
+    }
     if ((s = st_deploy_plan(g.d))) goto done;
     if (!st_deploy_runnable(g.d)) {
         s = st_deploy_engine(g.d, &g.e);   /* says which device cannot run */
         goto done;
-    }
-    /* The KV type is a run-time choice the planner does not take as input; the
-     * plan's memory figures keep its own (the help says so). */
-    if (o.kv_dtype >= 0) {
-        for (int i = 0; i < g.d->plan->n_stages; i++) g.d->plan->stages[i].kv_dtype = (st_dtype)o.kv_dtype;
     }
     if (st_log_get_level() >= ST_LOG_INFO) st_plan_print(stderr, g.d->plan, false);
     if ((s = st_deploy_engine(g.d, &g.e))) goto done;

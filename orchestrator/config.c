@@ -36,6 +36,8 @@ static const char *const chat_names[] = {"auto", "chatml", "llama3", "none"};
 /* index 0 is "auto" (ST_CONFIG_AUTO); index i+1 is st_prec / st_attn_kind i */
 static const char *const prec_names[] = {"auto", "fp32", "fp16", "bf16"};
 static const char *const attn_names[] = {"auto", "eager", "flash"};
+/* index 0 "auto" (ST_CONFIG_AUTO); index i+1 is st_dtype i (F32, F16, BF16, Q8_0) */
+static const char *const kv_names[] = {"auto", "f32", "f16", "bf16", "q8_0"};
 const char *st_config_objective_name(st_config_objective o) {
     return (unsigned)o < ST_ARRAY_LEN(objective_names) ? objective_names[o] : "?";
 }
@@ -53,6 +55,9 @@ const char *st_config_prec_name(int prec) {
 }
 const char *st_config_attn_name(int attn) {
     return (attn >= -1 && attn + 1 < (int)ST_ARRAY_LEN(attn_names)) ? attn_names[attn + 1] : "?";
+}
+const char *st_config_kv_name(int kv) {
+    return (kv >= -1 && kv + 1 < (int)ST_ARRAY_LEN(kv_names)) ? kv_names[kv + 1] : "?";
 }
 const char *st_config_device_kind_name(st_config_device_kind k) {
     switch (k) {
@@ -561,11 +566,12 @@ static st_status parse_label(struct cfg_ctx *c, yaml_node_t *n, const char *path
 
 static st_status parse_device(struct cfg_ctx *c, yaml_node_t *n, const char *path, struct st_config_device *d) {
     static const char *const keys[] = {"device", "catalog", "name", "max_memory", "reserve", "threads",
-                                       "emulate", "caps", "precision", "attention", "rank"};
+                                       "emulate", "caps", "precision", "attention", "kv_dtype", "rank"};
     st_status s;
     d->pos = node_pos(n);
     d->precision = ST_CONFIG_AUTO;
     d->attention = ST_CONFIG_AUTO;
+    d->kv_dtype = ST_CONFIG_AUTO;
     if (n->type == YAML_SCALAR_NODE) return parse_selector(c, n, path, d);
     if (n->type != YAML_MAPPING_NODE) {
         char b[96];
@@ -654,6 +660,12 @@ static st_status parse_device(struct cfg_ctx *c, yaml_node_t *n, const char *pat
         int i = 0;
         if ((s = get_enum(c, v, kp, attn_names, ST_ARRAY_LEN(attn_names), &i))) return s;
         d->attention = i - 1;
+    }
+    if ((v = map_get(c, n, "kv_dtype"))) {
+        path_key(kp, path, "kv_dtype");
+        int i = 0;
+        if ((s = get_enum(c, v, kp, kv_names, ST_ARRAY_LEN(kv_names), &i))) return s;
+        d->kv_dtype = i - 1;
     }
     if ((v = map_get(c, n, "rank"))) {
         path_key(kp, path, "rank");
@@ -853,7 +865,7 @@ static st_status parse_manual(struct cfg_ctx *c, yaml_node_t *n) {
 }
 
 static st_status parse_placement(struct cfg_ctx *c, yaml_node_t *n) {
-    static const char *const keys[] = {"strategy", "objective", "precision", "attention", "manual", "numerics"};
+    static const char *const keys[] = {"strategy", "objective", "precision", "attention", "kv_dtype", "manual", "numerics"};
     struct st_config_placement *pl = &c->cfg->placement;
     st_status s;
     if ((s = want_map(c, n, "placement", "placement: {objective: latency}"))) return s;
@@ -877,6 +889,10 @@ static st_status parse_placement(struct cfg_ctx *c, yaml_node_t *n) {
     if ((v = map_get(c, n, "attention"))) {
         if ((s = get_enum(c, v, "placement.attention", attn_names, ST_ARRAY_LEN(attn_names), &i))) return s;
         pl->attention = i - 1;
+    }
+    if ((v = map_get(c, n, "kv_dtype"))) {
+        if ((s = get_enum(c, v, "placement.kv_dtype", kv_names, ST_ARRAY_LEN(kv_names), &i))) return s;
+        pl->kv_dtype = i - 1;
     }
     if (pl->strategy == ST_CONFIG_STRATEGY_MANUAL && !manual) {
         cfg_err(c, strategy, "placement.strategy", "manual placement needs placement.manual");
@@ -1133,6 +1149,7 @@ static void set_defaults(struct st_deploy_config *cfg) {
     cfg->placement.objective = ST_CONFIG_OBJECTIVE_LATENCY;
     cfg->placement.precision = ST_CONFIG_AUTO;
     cfg->placement.attention = ST_CONFIG_AUTO;
+    cfg->placement.kv_dtype = ST_CONFIG_AUTO;
     cfg->transport = ST_CONFIG_TRANSPORT_AUTO;
     cfg->context = ST_CONFIG_DEFAULT_CONTEXT;
     cfg->batch = ST_CONFIG_DEFAULT_BATCH;

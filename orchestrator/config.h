@@ -102,6 +102,8 @@ struct st_config_device {
     struct st_config_caps caps;  /* `caps:` overrides */
     int precision;               /* `precision:` ST_CONFIG_AUTO or an st_prec forced for this device */
     int attention;               /* `attention:` ST_CONFIG_AUTO or an st_attn_kind forced for this device */
+    int kv_dtype;                /* `kv_dtype:` ST_CONFIG_AUTO or the st_dtype of this device's KV caches
+                                    (F32, F16, BF16, Q8_0) */
     int rank;                    /* `rank:` the MPI rank (process, usually one per host) that owns the
                                     device; default 0. docs/multihost.md */
     struct st_config_pos rank_pos;      /* where rank's value is written (0 when left out) */
@@ -143,6 +145,8 @@ struct st_config_placement {
     st_config_objective objective;   /* default LATENCY */
     int precision;                   /* ST_CONFIG_AUTO or an st_prec for every device without its own */
     int attention;                   /* ST_CONFIG_AUTO or an st_attn_kind, likewise */
+    int kv_dtype;                    /* ST_CONFIG_AUTO (the planner picks per stage: the precision's float type,
+                                        q8_0 only where that does not fit) or an st_dtype, likewise */
     struct st_config_stage *manual;  /* (n_manual) ranges in layer order, contiguous from layer 0;
                                         that they end at the model's last layer is the planner's check */
     int n_manual;
@@ -244,6 +248,7 @@ const char *st_config_transport_name(st_config_transport t);
 const char *st_config_strategy_name(st_config_strategy s);
 const char *st_config_prec_name(int prec);     /* ST_CONFIG_AUTO or an st_prec */
 const char *st_config_attn_name(int attn);     /* ST_CONFIG_AUTO or an st_attn_kind */
+const char *st_config_kv_name(int kv);         /* ST_CONFIG_AUTO or an st_dtype: "auto", "f32", ..., "q8_0" */
 const char *st_config_chat_name(st_config_chat c);
 const char *st_config_device_kind_name(st_config_device_kind k);
 

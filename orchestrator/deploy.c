@@ -118,6 +118,7 @@ static st_status resolve_device(const struct st_deploy_config *cfg, const struct
     pd->reserve_bytes = cd->reserve_bytes;
     pd->force_prec = cd->precision != ST_CONFIG_AUTO ? cd->precision : cfg->placement.precision;
     pd->force_attn = cd->attention != ST_CONFIG_AUTO ? cd->attention : cfg->placement.attention;
+    pd->force_kv = cd->kv_dtype != ST_CONFIG_AUTO ? cd->kv_dtype : cfg->placement.kv_dtype;
     pd->rank = cd->rank;
     return ST_OK;
 }
@@ -194,14 +195,16 @@ static st_status replay_plan(st_deploy *d, const char *path, int64_t context, st
         }
         struct st_plan_device *dev = &d->devs[found];
         if ((dev->force_prec >= 0 && dev->force_prec != (int)ps->prec) ||
-            (dev->force_attn >= 0 && dev->force_attn != (int)ps->attn)) {
-            s = st_error_set(ST_ERR_CONFIG, "%s: device '%s' holds stages with different precision or attention, "
-                             "or the deployment forces another", path, sel);
+            (dev->force_attn >= 0 && dev->force_attn != (int)ps->attn) ||
+            (dev->force_kv >= 0 && dev->force_kv != (int)ps->kv_dtype)) {
+            s = st_error_set(ST_ERR_CONFIG, "%s: device '%s' holds stages with different precision, attention or KV "
+                             "cache type, or the deployment forces another", path, sel);
             st_error_hint("plan again with 'strata plan -o FILE'");
             break;
         }
         dev->force_prec = (int)ps->prec;
         dev->force_attn = (int)ps->attn;
+        dev->force_kv = (int)ps->kv_dtype;   /* the saved plan's cache type, q8_0 included */
         r[i] = (struct st_plan_range){.device = found, .first = ps->first, .last = ps->last};
     }
     if (!s) {
@@ -442,6 +445,7 @@ static st_status load_finish(const struct st_deploy_options *opt, st_deploy *d) 
     }
     d->req.force_prec = cfg->placement.precision;
     d->req.force_attn = cfg->placement.attention;
+    d->req.force_kv = cfg->placement.kv_dtype;
     st_plan_device_init(&d->host_cpu, &d->inv->devices[0]);
     snprintf(d->host_cpu.select, sizeof d->host_cpu.select, "cpu");
     d->req.offload_cpu = &d->host_cpu;

@@ -367,9 +367,14 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
 
     /* KV cache: one allocation for the stage's layers, a plane of n_ctx rows per sequence */
     st_dtype kvt = s->d.cfg.kv_dtype;
-    if (kvt != ST_DTYPE_F32 && kvt != ST_DTYPE_F16 && kvt != ST_DTYPE_BF16) {
+    if (kvt != ST_DTYPE_F32 && kvt != ST_DTYPE_F16 && kvt != ST_DTYPE_BF16 && kvt != ST_DTYPE_Q8_0) {
         st_error_set(ST_ERR_CONFIG, "stage on %s: KV cache dtype %s is not supported", s->d.info.name, st_dtype_name(kvt));
-        return st_error_hint("use f32, f16 or bf16 for the KV cache");
+        return st_error_hint("use f32, f16, bf16 or q8_0 for the KV cache");
+    }
+    if (kvt == ST_DTYPE_Q8_0 && (Hkv * D) % 32) {
+        st_error_set(ST_ERR_CONFIG, "stage on %s: a q8_0 KV cache needs rows of a multiple of 32 values (the model "
+                     "has %lld kv heads x head_dim %lld)", s->d.info.name, (long long)Hkv, (long long)D);
+        return st_error_hint("use f16 or bf16 for the KV cache of this model ('kv_dtype: f16')");
     }
     if (s->n_layers > 0) {
         size_t plane = align64(st_dtype_row_bytes(kvt, Hkv * D) * (size_t)e->n_ctx * (size_t)e->n_seq);

@@ -13,6 +13,7 @@ void st_plan_device_init(struct st_plan_device *d, const struct st_device_info *
     d->info = *info;
     d->force_prec = -1;
     d->force_attn = -1;
+    d->force_kv = -1;
     d->is_cpu = info->kind == ST_DEVICE_CPU;
     d->overhead_bytes = d->is_cpu ? PL_OVERHEAD_CPU : PL_OVERHEAD_GPU;
     switch (info->kind) {
@@ -113,7 +114,9 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
     out->prec = p;
     int fp = d->force_prec >= 0 ? d->force_prec : req->force_prec;
     int fa = d->force_attn >= 0 ? d->force_attn : req->force_attn;
-    out->kv = p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
+    int fk = d->force_kv >= 0 ? d->force_kv : req->force_kv;
+    out->kv = fk >= 0 ? (st_dtype)fk : p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
+    out->kv_auto = fk < 0;
     out->allowed = true;
     if (fp >= 0 && fp != (int)p) {
         out->allowed = false;
@@ -164,6 +167,10 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
     out->attn = fa == ST_ATTN_EAGER ? ST_ATTN_EAGER : flash_ok ? ST_ATTN_FLASH : ST_ATTN_EAGER;
 }
 
+double pl_kv_value_bytes(st_dtype kv) {
+    return (double)st_dtype_block_bytes(kv) / (double)st_dtype_block_elems(kv);
+}
+
 /* ---- per-layer costs ---------------------------------------------------- */
 
 int64_t pl_decode_at(const struct st_plan_request *req) {
@@ -206,7 +213,7 @@ static int kernels_per_layer(const struct st_plan_model *m, const struct pl_rate
 double pl_layer_decode_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                           const struct pl_rates *r, const struct pl_mode *md, int64_t l, const char **bound) {
     double B = (double)req->batch, n = (double)pl_decode_at(req);
-    double kvb = (double)st_dtype_block_bytes(md->kv);
+    double kvb = pl_kv_value_bytes(md->kv);
     double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
     double w = (double)m->layer_bytes[l];
     enum pl_wclass wc = layer_class(m, l);
@@ -234,7 +241,7 @@ double pl_layer_decode_ms(const struct st_plan_model *m, const struct st_plan_re
 double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                            const struct pl_rates *r, st_prec p, const struct pl_mode *md, int64_t l) {
     double C = (double)req->prefill_chunk, n = (double)pl_prompt(req) / 2.0;
-    double kvb = (double)st_dtype_block_bytes(md->kv);
+    double kvb = pl_kv_value_bytes(md->kv);
     double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
     double w = (double)m->layer_bytes[l], elems = m->layer_flops[l] / 2.0;
     double mm_ms = ST_MAX(w / r->bw_gbps * 1e-6, C * m->layer_flops[l] / (r->prec_tflops[p] * 1e9));
@@ -432,6 +439,7 @@ void st_plan_request_defaults(struct st_plan_request *r) {
     r->objective = ST_PLAN_LATENCY;
     r->force_prec = -1;
     r->force_attn = -1;
+    r->force_kv = -1;
 }
 
 const char *st_plan_objective_name(st_plan_objective o) {
@@ -452,11 +460,21 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
     bool found = false;
     struct st_plan_stage best = {0};
     char why_buf[320] = "", caps_buf[320] = "";
-    for (int k = 0; k < PL_N_PREC; k++) {
+    /* each precision with its float cache; with q8_0 only where that does not fit (kv_q8_fallback),
+     * and a q8_0 candidate wins only when no float one fits at all */
+    bool found_q8 = false;
+    struct st_plan_stage best_q8 = {0};
+    for (int k2 = 0; k2 < 2 * PL_N_PREC; k2++) {
+        const int k = k2 / 2;
         st_prec p = pref_order[k];
         struct pl_mode md;
         pl_mode_of(dev, req, p, &md);
-        if (!md.allowed) {
+        const bool q8 = k2 % 2 == 1;
+        if (q8) {
+            if (!md.allowed || !req->kv_q8_fallback || !md.kv_auto || !st_plan_kv_q8_ok(m)) continue;
+            md.kv = ST_DTYPE_Q8_0;
+        }
+        if (!md.allowed && !q8) {
             size_t n = strlen(caps_buf);
             snprintf(caps_buf + n, sizeof caps_buf - n, "%s%s: %s", n ? "; " : "", st_prec_name(p), md.why_not);
             continue;
@@ -465,6 +483,7 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
             bool safe = true;
             for (int64_t l = first; l <= last; l++) safe &= req->fp16_safe[l];
             if (!safe) {
+                if (q8) continue;
                 size_t n = strlen(caps_buf);
                 snprintf(caps_buf + n, sizeof caps_buf - n, "%sf16: layers not all fp16-safe", n ? "; " : "");
                 continue;
@@ -501,11 +520,12 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
         if (s.mem.total > usable) {
             char a[24], b[24];
             if (!why_buf[0])
-                snprintf(why_buf, sizeof why_buf, "needs %s in %s, usable %s",
-                         st_format_bytes(s.mem.total, a, sizeof a), st_prec_name(p),
+                snprintf(why_buf, sizeof why_buf, "needs %s in %s (KV %s), usable %s",
+                         st_format_bytes(s.mem.total, a, sizeof a), st_prec_name(p), st_dtype_name(md.kv),
                          st_format_bytes(usable, b, sizeof b));
             continue;
         }
+        if (!q8 && md.kv_auto) k2++;    /* its float cache fits: never q8_0 for this precision */
         /* fastest decode; on a tie faster prefill, then less memory, then the preference order */
         bool better = !found;
         if (found) {
@@ -517,8 +537,13 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
                 else if (s.prefill_ms <= best.prefill_ms + epp && s.mem.total < best.mem.total) better = true;
             }
         }
+        if (q8) {
+            if (!found_q8 || s.decode_ms < best_q8.decode_ms) { best_q8 = s; found_q8 = true; }
+            continue;
+        }
         if (better) { best = s; found = true; }
     }
+    if (!found && found_q8) { best = best_q8; found = true; }
     if (!found) {
         if (why && why_len) snprintf(why, why_len, "%s", why_buf[0] ? why_buf : caps_buf);
         return false;

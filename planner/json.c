@@ -67,6 +67,10 @@ st_status st_plan_write_json(FILE *f, const st_plan *p) {
         json_object_set_new(root, "predicted", json_pack("{s:f, s:f, s:f, s:f, s:s}", "decode_ms", p->decode_ms,
             "decode_tok_s", p->decode_tok_s, "prefill_tok_s", p->prefill_tok_s, "bottleneck_ms", p->bottleneck_ms,
             "bottleneck", p->bottleneck));
+    if (p->kv_reach.known)
+        json_object_set_new(root, "kv_reach", json_pack("{s:I, s:I, s:I, s:I}", "batch", (json_int_t)p->batch,
+            "f16_context", (json_int_t)p->kv_reach.f16_ctx, "q8_0_context", (json_int_t)p->kv_reach.q8_ctx,
+            "limit", (json_int_t)p->kv_reach.limit));
     json_t *rs = json_array();
     for (int i = 0; i < p->n_reasons; i++) json_array_append_new(rs, json_string(p->reasons[i]));
     json_object_set_new(root, "reasons", rs);

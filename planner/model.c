@@ -55,10 +55,16 @@ const struct st_plan_preset *st_plan_preset_at(int i) {
     return i >= 0 && i < st_plan_preset_count() ? &presets[i] : NULL;
 }
 
+bool st_plan_kv_q8_ok(const struct st_plan_model *m) {
+    return m->n_head_kv > 0 && m->head_dim > 0 && (m->n_head_kv * m->head_dim) % 32 == 0;
+}
+
 uint64_t st_plan_kv_bytes(const struct st_plan_model *m, st_dtype kv, int64_t n_layers, int64_t context,
                           int64_t batch) {
-    return (uint64_t)n_layers * (uint64_t)context * (uint64_t)batch * 2u * (uint64_t)m->n_head_kv *
-           (uint64_t)m->head_dim * st_dtype_block_bytes(kv);
+    /* a row of n_head_kv x head_dim values: 34 bytes per 32 in Q8_0 (whole blocks: st_plan_kv_q8_ok) */
+    const uint64_t row = kv == ST_DTYPE_Q8_0 ? (uint64_t)st_dtype_row_bytes(kv, m->n_head_kv * m->head_dim)
+                                             : (uint64_t)m->n_head_kv * (uint64_t)m->head_dim * st_dtype_block_bytes(kv);
+    return (uint64_t)n_layers * (uint64_t)context * (uint64_t)batch * 2u * row;
 }
 
 /* ---- quant mixes ------------------------------------------------------ */

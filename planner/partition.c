@@ -41,11 +41,12 @@ struct pl_cls {
     int *members;                /* device indices, ascending */
     uint64_t usable;
     int n_modes;
-    struct pl_mode modes[PL_N_PREC];
-    double *pt[PL_N_PREC];       /* (L+1) prefix sums of layer decode ms */
-    uint64_t *pm[PL_N_PREC];     /* (L+1) prefix sums of layer bytes (weights + KV) */
-    double ft[PL_N_PREC][2][2];  /* fixed decode ms [first][last] */
-    uint64_t fm[PL_N_PREC][2][2];/* fixed bytes [first][last]: embedding/output weights + workspace */
+    struct pl_mode modes[PL_N_MODE];   /* a precision with its float KV cache, and with q8_0 where the
+                                          request lets a short stage fall back to it */
+    double *pt[PL_N_MODE];       /* (L+1) prefix sums of layer decode ms */
+    uint64_t *pm[PL_N_MODE];     /* (L+1) prefix sums of layer bytes (weights + KV) */
+    double ft[PL_N_MODE][2][2];  /* fixed decode ms [first][last] */
+    uint64_t fm[PL_N_MODE][2][2];/* fixed bytes [first][last]: embedding/output weights + workspace */
 };
 
 struct pl_ctx {
@@ -61,7 +62,7 @@ struct pl_ctx {
     double *V;
     int32_t *par_i;              /* start layer of the last stage */
     int8_t *par_c;               /* class of the previous stage, -1 for the first */
-    int8_t *par_p;               /* precision of the last stage */
+    int8_t *par_p;               /* mode of the last stage */
     /* scratch (L) */
     double *A;
     int64_t *jmax;
@@ -91,7 +92,7 @@ static bool dev_eq(const struct st_plan_device *a, const struct st_plan_device *
     const struct st_caps *x = &a->info.caps, *y = &b->info.caps;
     const struct st_perf *p = &a->info.perf, *q = &b->info.perf;
     return a->is_cpu == b->is_cpu && st_plan_device_usable(a) == st_plan_device_usable(b) &&
-           a->force_prec == b->force_prec && a->force_attn == b->force_attn &&
+           a->force_prec == b->force_prec && a->force_attn == b->force_attn && a->force_kv == b->force_kv &&
            x->fp16_arith == y->fp16_arith && x->fp32_accum_fp16 == y->fp32_accum_fp16 && x->bf16 == y->bf16 &&
            x->tensor_cores == y->tensor_cores && x->flash_attn == y->flash_attn &&
            p->mem_bw_gbps == q->mem_bw_gbps && p->fp32_tflops == q->fp32_tflops &&
@@ -118,7 +119,7 @@ static void ctx_free(struct pl_ctx *c) {
     if (c->cls) {
         for (int k = 0; k < c->C; k++) {
             free(c->cls[k].members);
-            for (int p = 0; p < PL_N_PREC; p++) { free(c->cls[k].pt[p]); free(c->cls[k].pm[p]); }
+            for (int p = 0; p < PL_N_MODE; p++) { free(c->cls[k].pt[p]); free(c->cls[k].pm[p]); }
         }
     }
     free(c->cls); free(c->hop); free(c->safe_end); free(c->stride);
@@ -179,10 +180,14 @@ static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const
         struct pl_rates r;
         pl_rates_of(d, m, &r);
         K->usable = st_plan_device_usable(d);
-        for (int pi = 0; pi < PL_N_PREC; pi++) {
+        for (int mi = 0; mi < PL_N_MODE; mi++) {
             struct pl_mode md;
-            pl_mode_of(d, req, (st_prec)pi, &md);
+            pl_mode_of(d, req, (st_prec)(mi / 2), &md);
             if (!md.allowed) continue;
+            if (mi % 2) {               /* the same precision with a q8_0 cache */
+                if (!req->kv_q8_fallback || !md.kv_auto) continue;
+                md.kv = ST_DTYPE_Q8_0;
+            }
             int j = K->n_modes++;
             K->modes[j] = md;
             K->pt[j] = st_calloc((size_t)L + 1, sizeof(double), "planner: prefix times");
@@ -195,7 +200,7 @@ static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const
             for (int f = 0; f < 2; f++)
                 for (int t = 0; t < 2; t++) {
                     K->ft[j][f][t] = pl_fixed_decode_ms(m, req, &r, f, t);
-                    K->fm[j][f][t] = pl_fixed_weights(m, f, t) + pl_workspace(m, req, d, (st_prec)pi, &md, f, t);
+                    K->fm[j][f][t] = pl_fixed_weights(m, f, t) + pl_workspace(m, req, d, md.prec, &md, f, t);
                 }
         }
         /* drop a precision that another one beats everywhere: no slower on every layer and every fixed part,

@@ -59,6 +59,28 @@ static st_status check_request(const struct st_plan_model *m, int n_dev, const s
     return ST_OK;
 }
 
+static bool kv_type_ok(int t) {
+    return t < 0 || t == ST_DTYPE_F32 || t == ST_DTYPE_F16 || t == ST_DTYPE_BF16 || t == ST_DTYPE_Q8_0;
+}
+
+/* A forced KV type the runtime has, and a q8_0 cache only where the rows are whole blocks. */
+static st_status check_kv(const struct st_plan_model *m, const struct st_plan_device *devs, int n_dev,
+                          const struct st_plan_request *r) {
+    for (int i = -1; i < n_dev; i++) {
+        int fk = i < 0 ? r->force_kv : devs[i].force_kv >= 0 ? devs[i].force_kv : r->force_kv;
+        if (!kv_type_ok(fk))
+            return st_error_set(ST_ERR_INTERNAL, "planner: forced KV cache dtype %d out of range", fk);
+        if (fk == ST_DTYPE_Q8_0 && !st_plan_kv_q8_ok(m)) {
+            st_error_set(ST_ERR_CONFIG, "plan: kv_dtype q8_0%s%s: %s has KV rows of %lld values (%lld kv heads x "
+                         "head_dim %lld), not whole 32-value q8_0 blocks", i < 0 ? "" : " on ",
+                         i < 0 ? "" : devs[i].label, m->name, (long long)(m->n_head_kv * m->head_dim),
+                         (long long)m->n_head_kv, (long long)m->head_dim);
+            return st_error_hint("use kv_dtype: f16 (or auto) for this model");
+        }
+    }
+    return ST_OK;
+}
+
 /* Predictions, hops and the bottleneck from the stages. */
 static void finish_totals(st_plan *p) {
     const struct st_plan_model *m = &p->model;
@@ -178,17 +200,33 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
         const char *wname = m->matrix_dtype < ST_DTYPE_COUNT ? st_dtype_name(m->matrix_dtype) : m->weights;
         if (st->prec == ST_PREC_F32)
             pl_reason(p, "stage %d (%s) precision f32: matmuls in fp32 over the stored %s weights (widened in "
-                      "registers), fp32 accumulation, KV cache f32; %s", s, dv->label, wname, alts);
+                      "registers), fp32 accumulation, KV cache %s; %s", s, dv->label, wname, st_dtype_name(st->kv_dtype), alts);
         else if (st->prec == ST_PREC_BF16)
             pl_reason(p, "stage %d (%s) precision bf16: prefill GEMM inputs bf16 on tensor cores (fp32 range), fp32 "
-                      "accumulation, decode GEMVs fp32 over the stored %s weights, KV cache bf16; %s", s, dv->label,
-                      wname, alts);
+                      "accumulation, decode GEMVs fp32 over the stored %s weights, KV cache %s; %s", s, dv->label,
+                      wname, st_dtype_name(st->kv_dtype), alts);
         else
-            pl_reason(p, "stage %d (%s) precision f16: %s, fp32 accumulation, KV cache f16; %s", s, dv->label,
+            pl_reason(p, "stage %d (%s) precision f16: %s, fp32 accumulation, KV cache %s; %s", s, dv->label,
                       (dv->force_prec == ST_PREC_F16 || req->force_prec == ST_PREC_F16)
                           ? "forced by the deployment"
                           : "every layer of the stage is marked fp16-safe by the numerics profile",
-                      alts);
+                      st_dtype_name(st->kv_dtype), alts);
+        /* KV cache type */
+        {
+            struct pl_mode md;
+            pl_mode_of(dv, req, st->prec, &md);
+            if (!md.kv_auto)
+                pl_reason(p, "stage %d (%s) KV cache %s: set by kv_dtype (%s)", s, dv->label, st_dtype_name(st->kv_dtype),
+                          dv->force_kv >= 0 ? "on the device" : "for every stage");
+            else if (st->kv_dtype == ST_DTYPE_Q8_0) {
+                uint64_t fkv = st_plan_kv_bytes(m, md.kv, st->last - st->first + 1, p->context, p->batch);
+                pl_reason(p, "stage %d (%s) KV cache q8_0 (kv_dtype: auto): the %s cache of %s would need %s in all, "
+                          "%s usable; q8_0 (34 bytes per 32 values) holds it in %s. K and V are rounded to 8 bits "
+                          "per value with a scale per 32 (docs/numerics.md)", s, dv->label, st_dtype_name(md.kv),
+                          fmtb(fkv, a), fmtb(st->mem.total - st->mem.kv + fkv, b), fmtb(st->mem.usable, (char[24]){0}),
+                          fmtb(st->mem.kv, (char[24]){0}));
+            }
+        }
         /* attention */
         if (st->attn == ST_ATTN_FLASH)
             pl_reason(p, "stage %d (%s) attention flash: tensor-core kernel (cc >= 8.0), online softmax, no score "
@@ -382,6 +420,43 @@ static void with_note(struct st_plan_suggestion *g, const char *short_what, cons
     g->what[a + b] = 0;
 }
 
+/* The longest context, in steps of 256 tokens up to limit, that fits with every device's KV cache forced
+ * to kv (planned again, auto placement); 0 when not even 256 tokens fit. */
+static int64_t longest_context(const st_plan *p, const struct st_plan_request *req, st_dtype kv, int64_t limit) {
+    struct st_plan_device *devs = calloc((size_t)p->n_devices, sizeof *devs);
+    if (!devs) return 0;
+    memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
+    for (int d = 0; d < p->n_devices; d++) devs[d].force_kv = kv;
+    struct st_plan_request r = *req;
+    r.force_kv = kv;
+    r.context = limit;
+    int64_t best = 0;
+    if (replan(&p->model, devs, p->n_devices, p->links, &r, NULL, NULL)) {
+        best = limit;
+    } else {
+        int64_t lo = 0, hi = (limit + 255) / 256;     /* in units of 256; hi * 256 >= limit does not fit */
+        while (hi - lo > 1) {
+            int64_t mid = (lo + hi) / 2;
+            r.context = mid * 256;
+            if (replan(&p->model, devs, p->n_devices, p->links, &r, NULL, NULL)) lo = mid;
+            else hi = mid;
+        }
+        best = lo * 256;
+    }
+    free(devs);
+    return best;
+}
+
+/* How much longer a context a q8_0 cache buys than an f16 one (issue 11): both searched. */
+static void kv_reach(st_plan *p, const struct st_plan_request *req) {
+    struct st_plan_kv_reach *k = &p->kv_reach;
+    if (!st_plan_kv_q8_ok(&p->model)) return;
+    k->limit = (int64_t)1 << 20;    /* past the trained context too: the line says where that is */
+    k->f16_ctx = longest_context(p, req, ST_DTYPE_F16, k->limit);
+    k->q8_ctx = longest_context(p, req, ST_DTYPE_Q8_0, k->limit);
+    k->known = true;
+}
+
 static void suggest(st_plan *p, const struct st_plan_request *req) {
     struct st_plan_shortfall *sf = &p->shortfall;
     const struct st_plan_model *m = &p->model;
@@ -430,6 +505,28 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
         g->decode_tok_s = ts;
         if (lo > 0) snprintf(g->what, sizeof g->what, "batch %lld (instead of %lld)", (long long)lo, (long long)req->batch);
         else snprintf(g->what, sizeof g->what, "a smaller batch: even 1 sequence does not fit");
+    }
+    /* a q8_0 KV cache, where the caches are held at a float type (kv_dtype) */
+    bool forced_float = req->force_kv >= 0 && req->force_kv != ST_DTYPE_Q8_0;
+    for (int d = 0; d < p->n_devices; d++)
+        forced_float |= p->devices[d].force_kv >= 0 && p->devices[d].force_kv != ST_DTYPE_Q8_0;
+    if (forced_float && st_plan_kv_q8_ok(m) && sf->n_suggestions < 8) {
+        struct st_plan_device *devs = calloc((size_t)p->n_devices, sizeof *devs);
+        if (devs) {
+            memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
+            for (int d = 0; d < p->n_devices; d++) devs[d].force_kv = ST_DTYPE_Q8_0;
+            struct st_plan_request r = *req;
+            r.force_kv = ST_DTYPE_Q8_0;
+            g = &sf->suggestions[sf->n_suggestions++];
+            double t;
+            g->fits = replan(m, devs, p->n_devices, p->links, &r, &t, &g->bytes_short);
+            g->decode_tok_s = g->fits ? t : 0;
+            snprintf(g->what, sizeof g->what, "a q8_0 KV cache (kv_dtype: q8_0, %s instead of %s)",
+                     fmtb(st_plan_kv_bytes(m, ST_DTYPE_Q8_0, m->n_layer, req->context, req->batch), (char[24]){0}),
+                     fmtb(st_plan_kv_bytes(m, req->force_kv >= 0 ? (st_dtype)req->force_kv : ST_DTYPE_BF16, m->n_layer,
+                                           req->context, req->batch), (char[24]){0}));
+            free(devs);
+        }
     }
     /* a quantized file */
     static const char *const quants[] = {"q8_0", "q6_k", "q5_k_m", "q4_k_m"};
@@ -520,7 +617,8 @@ static void shortfall(st_plan *p, const struct st_plan_request *req) {
             struct pl_mode md;
             pl_mode_of(&p->devices[d], req, (st_prec)q, &md);
             if (!md.allowed) continue;
-            if (st_dtype_block_bytes(md.kv) < st_dtype_block_bytes(kv)) kv = md.kv;
+            st_dtype k = md.kv_auto && req->kv_q8_fallback ? ST_DTYPE_Q8_0 : md.kv;
+            if (pl_kv_value_bytes(k) < pl_kv_value_bytes(kv)) kv = k;
             uint64_t w = pl_workspace(m, req, &p->devices[d], (st_prec)q, &md, true, true);
             if (w < ws) ws = w;
         }
@@ -584,6 +682,12 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     *out = NULL;
     st_status s = check_request(model, n_dev, req);
     if (s != ST_OK) return s;
+    if ((s = check_kv(model, devs, n_dev, req)) != ST_OK) return s;
+    /* kv_dtype auto: a stage whose float cache does not fit may take q8_0 (st_plan_stage_eval
+     * prefers any float mode that fits); the partition tries float caches first */
+    struct st_plan_request eff = *req;
+    eff.kv_q8_fallback = st_plan_kv_q8_ok(model);
+    req = &eff;
     st_plan *p = st_calloc(1, sizeof *p, "plan");
     if (!p) return ST_ERR_NOMEM;
     if ((s = st_plan_model_copy(model, &p->model)) != ST_OK) { free(p); return s; }
@@ -699,7 +803,11 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
         }
     } else {
         double best = 0;
-        n_st = pl_partition(m, p->devices, n_dev, p->links, req, ranges, &best);
+        struct st_plan_request float_only = eff;
+        float_only.kv_q8_fallback = false;
+        n_st = pl_partition(m, p->devices, n_dev, p->links, &float_only, ranges, &best);
+        if (n_st == 0 && eff.kv_q8_fallback)     /* short: let q8_0 caches in where they are chosen */
+            n_st = pl_partition(m, p->devices, n_dev, p->links, &eff, ranges, &best);
         if (n_st < 0) { st_plan_free(p); return st_last_status() != ST_OK ? st_last_status() : ST_ERR_INTERNAL; }
         for (int i = 0; i < n_st; i++) {
             char why[320];
@@ -712,6 +820,7 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
         }
     }
     p->n_stages = n_st;
+    if (!req->no_suggestions) kv_reach(p, req);
     if (n_st == 0) {
         p->feasible = false;
         shortfall(p, req);

@@ -69,6 +69,7 @@ static const struct pl_eff pl_eff_table[] = {
 #define PL_GEMV_MAX_BATCH  8      /* decode batches up to this use the fp32 GEMV path */
 
 #define PL_N_PREC 3
+#define PL_N_MODE (2 * PL_N_PREC)   /* partition modes: each precision with its float or a q8_0 KV cache */
 
 /* Effective rates of one device (GB/s, TFLOPS, microseconds). */
 struct pl_rates {
@@ -97,11 +98,14 @@ struct pl_mode {
     bool allowed;                /* caps and forced settings permit p */
     bool need_safe;              /* p == F16 chosen by the planner: every layer must be fp16-safe */
     st_attn_kind attn;
-    st_dtype kv;
+    st_dtype kv;                 /* the KV cache: forced (kv_dtype:), else the precision's float type */
+    bool kv_auto;                /* kv_dtype: auto: q8_0 may replace kv when the stage is short */
     char why_not[160];           /* when !allowed */
 };
 
 void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, struct pl_rates *r);
+/* Bytes per KV cache value (Q8_0: 34 / 32). */
+double pl_kv_value_bytes(st_dtype kv);
 void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *req, st_prec p, struct pl_mode *out);
 
 /* Per-layer and per-stage pieces; all times in ms, memory in bytes. */

@@ -72,7 +72,10 @@ const struct st_plan_preset *st_plan_preset_at(int i);   /* NULL when out of ran
 /* The stored formats presets accept, NULL-terminated. */
 extern const char *const st_plan_quants[];
 
-/* KV cache bytes: layers x context x batch x 2 (K and V) x n_head_kv x head_dim x dtype. */
+/* True when the model's KV rows (n_head_kv x head_dim values) are whole Q8_0 blocks of 32. */
+bool st_plan_kv_q8_ok(const struct st_plan_model *m);
+/* KV cache bytes: layers x context x batch x 2 (K and V) x the bytes of a row of
+ * n_head_kv x head_dim values in dtype (Q8_0: 34 bytes per 32 values). */
 uint64_t st_plan_kv_bytes(const struct st_plan_model *m, st_dtype kv, int64_t n_layers, int64_t context,
                           int64_t batch);
 
@@ -88,6 +91,8 @@ struct st_plan_device {
     uint64_t overhead_bytes;     /* runtime: CUDA context and modules, cuBLAS workspace; CPU: process */
     int force_prec;              /* -1 = choose, else an st_prec the stage must use */
     int force_attn;              /* -1 = choose, else an st_attn_kind */
+    int force_kv;                /* -1 = choose (kv_dtype: auto), else the st_dtype of its KV caches:
+                                    F32, F16, BF16 or Q8_0 */
     bool is_cpu;
     int rank;                    /* MPI rank (host) that owns the device; 0 in one process. Hops between
                                     devices of different ranks cross the network (st_plan_link_network) */
@@ -161,6 +166,9 @@ struct st_plan_request {
     st_plan_objective objective;
     int force_prec;              /* -1 or an st_prec for every stage (a device's own force wins) */
     int force_attn;              /* -1 or an st_attn_kind for every stage */
+    int force_kv;                /* -1 or the KV cache st_dtype of every stage (a device's own force wins) */
+    bool kv_q8_fallback;         /* set by st_plan_make itself: a stage on a device whose KV type is
+                                    chosen may take q8_0 when its float cache does not fit */
     const struct st_plan_range *manual;  /* manual placement in layer order, or NULL for auto */
     int n_manual;
     const bool *fp16_safe;       /* numerics profile: (n_layer) true where fp16 activations are safe; NULL = none */
@@ -175,7 +183,8 @@ void st_plan_request_defaults(struct st_plan_request *r);
 
 struct st_plan_mem {
     uint64_t weights;            /* stored tensors of the stage, exact */
-    uint64_t kv;                 /* KV cache: layers x context x batch x 2 x n_head_kv x head_dim x dtype */
+    uint64_t kv;                 /* KV cache: layers x context x batch x 2 x row of n_head_kv x head_dim
+                                    values in kv_dtype (Q8_0: 34 bytes per 32) */
     uint64_t workspace;          /* activations of a prefill chunk, eager scores, dequant scratch,
                                     logits (last stage), link buffers */
     uint64_t total;              /* weights + kv + workspace */
@@ -189,7 +198,7 @@ struct st_plan_stage {
     bool has_embedding, has_output;
     st_prec prec;                /* matmul inputs of prefill GEMMs; accumulation is always fp32 */
     st_attn_kind attn;
-    st_dtype kv_dtype;           /* F32, F16 or BF16 */
+    st_dtype kv_dtype;           /* F32, F16, BF16 or Q8_0 */
     struct st_plan_mem mem;
     double decode_ms;            /* one decode step (all `batch` sequences) through this stage */
     double prefill_ms;           /* one prefill chunk through this stage */
@@ -219,6 +228,20 @@ struct st_plan_shortfall {
     int n_suggestions;
 };
 
+/* The longest context (in steps of 256 tokens, the batch and devices of the
+ * plan, every device's cache of that type; found by planning again) that fits
+ * with a float cache and with a q8_0 cache, so `plan` can say how much longer
+ * a context q8_0 buys. 0 = not even 256 tokens fit; searched up to `limit`
+ * (1M tokens, past the model's trained context: `plan` says where that is):
+ * a value equal to it means "at least". */
+struct st_plan_kv_reach {
+    bool known;                  /* computed (not for plans made while searching, nor for a model whose
+                                    KV rows are not whole 32-value blocks) */
+    int64_t f16_ctx;             /* longest context with an f16 cache on every stage */
+    int64_t q8_ctx;              /* longest context with a q8_0 cache on every stage */
+    int64_t limit;
+};
+
 typedef struct st_plan {
     struct st_plan_model model;  /* copy (owned) */
     struct st_plan_device *devices; int n_devices;       /* copies of the inputs (owned) */
@@ -236,6 +259,7 @@ typedef struct st_plan {
     char bottleneck[160];        /* which one and why */
     char **reasons; int n_reasons;                       /* the reason for every choice */
     struct st_plan_shortfall shortfall;                  /* when !feasible */
+    struct st_plan_kv_reach kv_reach;                    /* longest contexts per KV cache type */
 } st_plan;
 
 /* Plans model on devs. links is an n_dev x n_dev matrix or NULL (defaults).

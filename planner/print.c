@@ -23,6 +23,26 @@ static void print_shortfall(FILE *f, const st_plan *p) {
     }
 }
 
+/* "KV cache reach: ..." — how long a context an f16 and a q8_0 cache allow here. */
+static void print_kv_reach(FILE *f, const st_plan *p) {
+    const struct st_plan_kv_reach *k = &p->kv_reach;
+    if (!k->known) return;
+    char a[48], b[48];
+    if (k->f16_ctx >= k->limit) snprintf(a, sizeof a, "all %lld tokens", (long long)k->limit);
+    else snprintf(a, sizeof a, "%lld tokens", (long long)k->f16_ctx);
+    if (k->q8_ctx >= k->limit) snprintf(b, sizeof b, "all %lld tokens", (long long)k->limit);
+    else snprintf(b, sizeof b, "%lld tokens", (long long)k->q8_ctx);
+    fprintf(f, "%skv cache reach%s: longest context at batch %lld with an f16 cache %s, with a q8_0 cache %s", st_color(f, "1"),
+            st_color_reset(f), (long long)p->batch, a, b);
+    if (k->q8_ctx > k->f16_ctx && k->f16_ctx > 0)
+        fprintf(f, " (+%lld, %.2fx)", (long long)(k->q8_ctx - k->f16_ctx), (double)k->q8_ctx / (double)k->f16_ctx);
+    else if (k->q8_ctx > k->f16_ctx)
+        fprintf(f, " (+%lld)", (long long)(k->q8_ctx - k->f16_ctx));
+    if (p->model.n_ctx_train > 0 && (k->q8_ctx > p->model.n_ctx_train || k->f16_ctx > p->model.n_ctx_train))
+        fprintf(f, "; the model was trained for %lld", (long long)p->model.n_ctx_train);
+    fputc('\n', f);
+}
+
 void st_plan_print(FILE *f, const st_plan *p, bool explain) {
     const struct st_plan_model *m = &p->model;
     char a[24], b[24], c[24], d[24], e[24];
@@ -32,6 +52,8 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
             (long long)p->batch, st_plan_objective_name(p->objective), p->manual ? " (manual placement)" : "");
     if (!p->feasible) {
         print_shortfall(f, p);
+        if (p->kv_reach.known) fputc('\n', f);
+        print_kv_reach(f, p);
         if (explain) {
             fprintf(f, "\ndevices:\n");
             for (int i = 0; i < p->n_devices; i++)
@@ -42,8 +64,8 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
     }
     bool ranks = false;   /* several hosts: a rank column */
     for (int i = 0; i < p->n_devices; i++) ranks |= p->devices[i].rank != 0;
-    fprintf(f, "\n%s%-5s %-20s %s%-12s %-5s %-6s %11s %11s %11s %11s / %-11s%s\n", st_color(f, "1"), "stage", "device",
-            ranks ? "rank " : "", "layers", "prec", "attn", "weights", "KV", "workspace", "total", "usable",
+    fprintf(f, "\n%s%-5s %-20s %s%-12s %-5s %-6s %-5s %11s %11s %11s %11s / %-11s%s\n", st_color(f, "1"), "stage",
+            "device", ranks ? "rank " : "", "layers", "prec", "attn", "kv", "weights", "KV", "workspace", "total", "usable",
             st_color_reset(f));
     for (int s = 0; s < p->n_stages; s++) {
         const struct st_plan_stage *st = &p->stages[s];
@@ -53,12 +75,13 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
         double pct = st->mem.usable ? 100.0 * (double)st->mem.total / (double)st->mem.usable : 0;
         char rk[16] = "";
         if (ranks) snprintf(rk, sizeof rk, "%-4d ", p->devices[st->device].rank);
-        fprintf(f, "%-5d %-20s %s%-12s %-5s %-6s %11s %11s %11s %11s / %-11s (%.0f%%)\n", s,
+        fprintf(f, "%-5d %-20s %s%-12s %-5s %-6s %-5s %11s %11s %11s %11s / %-11s (%.0f%%)\n", s,
                 p->devices[st->device].label, rk, layers, st_prec_name(st->prec), st_attn_name(st->attn),
+                st_dtype_name(st->kv_dtype),
                 B(st->mem.weights, a), B(st->mem.kv, b), B(st->mem.workspace, c), B(st->mem.total, d),
                 B(st->mem.usable, e), pct);
     }
-    fprintf(f, "      (E: embedding, O: final norm + lm_head; KV cache per stage in its precision; usable = memory "
+    fprintf(f, "      (E: embedding, O: final norm + lm_head; kv: the stage's KV cache type; usable = memory "
             "- runtime overhead - reserve)\n");
     if (p->n_hops) {
         fprintf(f, "\n%slinks%s\n", st_color(f, "1"), st_color_reset(f));
@@ -83,6 +106,7 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
         const struct st_plan_stage *st = &p->stages[s];
         fprintf(f, "  stage %d: decode %.2f ms, prefill %.2f ms per chunk\n", s, st->decode_ms, st->prefill_ms);
     }
+    print_kv_reach(f, p);
     if (explain) {
         fprintf(f, "\n%swhy%s\n", st_color(f, "1"), st_color_reset(f));
         for (int i = 0; i < p->n_reasons; i++) fprintf(f, "  - %s\n", p->reasons[i]);

@@ -423,9 +423,9 @@ static st_status read_stage(struct pl_yaml *r, yaml_node_t *n, const st_plan *p,
     st->prec = (st_prec)v;
     if ((s = enum_of(r, n, "attention", "stages[].attention", attns, 2, -2, &v))) return s;
     st->attn = (st_attn_kind)v;
-    static const char *const kvs[] = {"f32", "f16", "bf16"};
-    if ((s = enum_of(r, n, "kv_dtype", "stages[].kv_dtype", kvs, 3, -2, &v))) return s;
-    st->kv_dtype = (st_dtype)v;     /* ST_DTYPE_F32, F16, BF16 are 0, 1, 2 */
+    static const char *const kvs[] = {"f32", "f16", "bf16", "q8_0"};
+    if ((s = enum_of(r, n, "kv_dtype", "stages[].kv_dtype", kvs, 4, -2, &v))) return s;
+    st->kv_dtype = (st_dtype)v;     /* ST_DTYPE_F32, F16, BF16, Q8_0 are 0, 1, 2, 3 */
     yaml_node_t *mem;
     if ((s = need(r, n, "memory", "stages[]", &mem))) return s;
     static const char *const mk[] = {"weights", "kv", "workspace", "total", "usable", "overhead", "reserve", NULL};

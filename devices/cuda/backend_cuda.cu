@@ -118,8 +118,9 @@ extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_b
         }
         be->flash = true;
     }
-    if (cfg->kv_dtype != ST_DTYPE_F32 && cfg->kv_dtype != ST_DTYPE_F16 && cfg->kv_dtype != ST_DTYPE_BF16) {
-        st = st_error_set(ST_ERR_CONFIG, "%s: KV cache dtype %s (F32, F16 or BF16)", be->label, st_dtype_name(cfg->kv_dtype));
+    if (cfg->kv_dtype != ST_DTYPE_F32 && cfg->kv_dtype != ST_DTYPE_F16 && cfg->kv_dtype != ST_DTYPE_BF16 &&
+        cfg->kv_dtype != ST_DTYPE_Q8_0) {
+        st = st_error_set(ST_ERR_CONFIG, "%s: KV cache dtype %s (F32, F16, BF16 or Q8_0)", be->label, st_dtype_name(cfg->kv_dtype));
         goto fail;
     }
     ST_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking), st, fail);

@@ -1,4 +1,6 @@
 /* attention: causal GQA over the KV cache, fp32 scores and softmax.
+ * A Q8_0 cache (blocks of 32: fp16 scale + 32 int8) is widened to fp32 in
+ * registers, k = q * d; its error bound is derived in docs/numerics.md.
  * Keys are visited in tiles of ATT_TILE: the tile's scores are materialised,
  * then folded into a running max / sum / output (the same result as one
  * softmax over all scores up to rounding, with no scratch beyond the stack). */
@@ -12,6 +14,14 @@
 
 static inline const float *kv_row(const void *cache, st_dtype dt, size_t row_bytes, int64_t j, int64_t g,
                                    int64_t head_dim, float *buf) {
+    if (dt == ST_DTYPE_Q8_0) {   /* the blocks tile the whole row: head g may start inside one */
+        const uint8_t *r = (const uint8_t *)cache + (size_t)j * row_bytes;
+        for (int64_t i = 0, e = g * head_dim; i < head_dim; i++, e++) {
+            const uint8_t *b = r + (size_t)(e / 32) * 34;
+            buf[i] = (float)(int8_t)b[2 + e % 32] * st_f16_to_f32((uint16_t)(b[0] | (b[1] << 8)));
+        }
+        return buf;
+    }
     const uint8_t *p = (const uint8_t *)cache + (size_t)j * row_bytes + st_dtype_row_bytes(dt, g * head_dim);
     if (dt == ST_DTYPE_F32) return (const float *)p;
     st_dtype_to_f32(dt, p, buf, head_dim);
@@ -29,26 +39,33 @@ static inline float dot8(const float *a, const float *b, int64_t n) {
 }
 
 /* AVX2 + FMA + F16C versions of the two inner loops (head_dim % 8 == 0): the
- * same 8-lane structure as dot8, the key/value row widened in registers. */
+ * same 8-lane structure as dot8, the key/value row widened in registers.
+ * ld8 reads elements i..i+7 of a cache row (i % 8 == 0: one Q8_0 block). */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
 static inline TGT __m256 ld8(st_dtype dt, const uint8_t *p, int64_t i) {
     if (dt == ST_DTYPE_F32) return _mm256_loadu_ps((const float *)p + i);
+    if (dt == ST_DTYPE_Q8_0) {   /* 8 values of block i / 32: int8 -> fp32, times the block's fp16 scale */
+        const uint8_t *b = p + (size_t)(i / 32) * 34;
+        __m128i q = _mm_loadl_epi64((const __m128i *)(b + 2 + i % 32));
+        __m256 d = _mm256_cvtph_ps(_mm_set1_epi16((short)(b[0] | (b[1] << 8))));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+    }
     __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * i));
     if (dt == ST_DTYPE_F16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
 /* scores s[jj] = (q . k_j) * scale for the tile; returns the tile max */
-static TGT float tile_scores_avx2(const float *qv, const uint8_t *kbase, size_t row_bytes, st_dtype dt,
+static TGT float tile_scores_avx2(const float *qv, const uint8_t *kbase, int64_t e0, size_t row_bytes, st_dtype dt,
                                   int64_t head_dim, int64_t nj, float scale, float *s) {
     float mt = -INFINITY;
     for (int64_t jj = 0; jj < nj; jj++) {
         const uint8_t *kr = kbase + (size_t)jj * row_bytes;
         __m256 a = _mm256_setzero_ps();
-        for (int64_t i = 0; i < head_dim; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), ld8(dt, kr, i), a);
+        for (int64_t i = 0; i < head_dim; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), ld8(dt, kr, e0 + i), a);
         float l[8];
         _mm256_storeu_ps(l, a);
         s[jj] = (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) * scale;
@@ -57,12 +74,12 @@ static TGT float tile_scores_avx2(const float *qv, const uint8_t *kbase, size_t 
     return mt;
 }
 
-static TGT void tile_values_avx2(float *acc, const uint8_t *vbase, size_t row_bytes, st_dtype dt, int64_t head_dim,
-                                 int64_t nj, const float *e) {
+static TGT void tile_values_avx2(float *acc, const uint8_t *vbase, int64_t e0, size_t row_bytes, st_dtype dt,
+                                 int64_t head_dim, int64_t nj, const float *e) {
     for (int64_t i = 0; i < head_dim; i += 8) {
         __m256 a = _mm256_loadu_ps(acc + i);
         for (int64_t jj = 0; jj < nj; jj++)
-            a = _mm256_fmadd_ps(_mm256_set1_ps(e[jj]), ld8(dt, vbase + (size_t)jj * row_bytes, i), a);
+            a = _mm256_fmadd_ps(_mm256_set1_ps(e[jj]), ld8(dt, vbase + (size_t)jj * row_bytes, e0 + i), a);
         _mm256_storeu_ps(acc + i, a);
     }
 }
@@ -78,8 +95,11 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
                             "(heads must be a multiple of kv heads, dim at most %d)",
                             (long long)n_head, (long long)n_head_kv, (long long)head_dim, ATT_MAX_DIM);
     }
-    if (kv_dtype != ST_DTYPE_F32 && kv_dtype != ST_DTYPE_F16 && kv_dtype != ST_DTYPE_BF16)
+    if (!st_cpu_kv_dtype_ok(kv_dtype))
         return st_error_set(ST_ERR_UNSUPPORTED, "attention: KV cache dtype %s is not supported", st_dtype_name(kv_dtype));
+    if (kv_dtype == ST_DTYPE_Q8_0 && (n_head_kv * head_dim) % 32)
+        return st_error_set(ST_ERR_UNSUPPORTED, "attention: a q8_0 KV cache needs rows of a multiple of 32 values "
+                            "(%lld kv heads x head_dim %lld)", (long long)n_head_kv, (long long)head_dim);
     const int64_t group = n_head / n_head_kv;
     const bool simd = head_dim % 8 == 0 && strcmp(st_cpu_kernels_simd(), "portable") != 0;
     const size_t row_bytes = st_dtype_row_bytes(kv_dtype, n_head_kv * head_dim);
@@ -105,11 +125,11 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
         memset(acc, 0, (size_t)head_dim * sizeof(float));
         for (int64_t j0 = 0; j0 <= p; j0 += ATT_TILE) {
             const int64_t nj = ST_MIN(ATT_TILE, p + 1 - j0);
-            const size_t goff = st_dtype_row_bytes(kv_dtype, g * head_dim);
+            const int64_t e0 = g * head_dim;   /* the head's first element in the row */
             float mt = -INFINITY;
             if (simd) {
 #if defined(__x86_64__) || defined(__i386__)
-                mt = tile_scores_avx2(qv, kc + (size_t)j0 * row_bytes + goff, row_bytes, kv_dtype,
+                mt = tile_scores_avx2(qv, kc + (size_t)j0 * row_bytes, e0, row_bytes, kv_dtype,
                                       head_dim, nj, scale, s);
 #endif
             } else {
@@ -132,7 +152,7 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
             }
             if (simd) {
 #if defined(__x86_64__) || defined(__i386__)
-                tile_values_avx2(acc, vc + (size_t)j0 * row_bytes + goff, row_bytes, kv_dtype,
+                tile_values_avx2(acc, vc + (size_t)j0 * row_bytes, e0, row_bytes, kv_dtype,
                                  head_dim, nj, s);
 #endif
             } else {

@@ -147,10 +147,18 @@ st_status st_cpu_rope_part(float *x, int64_t n_tok, int64_t n_heads, int64_t hea
 
 /* Writes k and v (n_tok, n_head_kv, head_dim) into row pos[t] of sequence
  * slot[t] of the caches k_cache / v_cache (n_slots, n_ctx, n_head_kv,
- * head_dim) in kv_dtype (F32, F16 or BF16; round to nearest even). slot may be
- * NULL: every token in slot 0. ST_ERR_USAGE when a position is outside
- * [0, n_ctx) (the message says the context is full) or a slot outside
- * [0, n_slots), ST_ERR_UNSUPPORTED for another dtype. */
+ * head_dim) in kv_dtype (F32, F16 or BF16: round to nearest even; Q8_0: GGUF
+ * blocks of 32 values, an fp16 scale d = max|x| / 127 and 32 int8 round(x / d),
+ * 34 bytes, as ggml's reference quantizer writes them; the blocks tile the
+ * row of n_head_kv * head_dim values, which must be a multiple of 32, so with
+ * head_dim 16 one block holds two heads). slot may be NULL: every token in
+ * slot 0. ST_ERR_USAGE when a position is outside [0, n_ctx) (the message
+ * says the context is full) or a slot outside [0, n_slots),
+ * ST_ERR_UNSUPPORTED for another dtype or a Q8_0 row not a multiple of 32. */
+/* True for the KV cache dtypes the CPU kernels read and write: F32, F16, BF16, Q8_0. */
+static inline bool st_cpu_kv_dtype_ok(st_dtype t) {
+    return t == ST_DTYPE_F32 || t == ST_DTYPE_F16 || t == ST_DTYPE_BF16 || t == ST_DTYPE_Q8_0;
+}
 st_status st_cpu_kv_store(void *k_cache, void *v_cache, st_dtype kv_dtype, int64_t n_slots, int64_t n_ctx,
                           int64_t n_head_kv, int64_t head_dim, const float *k, const float *v, int64_t n_tok,
                           const int32_t *pos, const int32_t *slot);
@@ -160,6 +168,8 @@ st_status st_cpu_kv_store(void *k_cache, void *v_cache, st_dtype kv_dtype, int64
  * slot[t] of the caches (n_slots, n_ctx, n_head_kv, head_dim); slot may be
  * NULL (slot 0 for every token). Tokens of different slots may share a call
  * (a batched decode step): each sees only its own sequence.
+ * The cache is F32, F16, BF16 or Q8_0 (each row widened to fp32 in registers:
+ * k = q_int8 * d; every product and sum is fp32).
  * score = (q . k) * scale in fp32; softmax in fp32, evaluated tile by tile
  * (256 keys) with a running max, so no scratch beyond the stack is needed.
  * ST_ERR_UNSUPPORTED when head_dim > 1024 or n_head is not a multiple of

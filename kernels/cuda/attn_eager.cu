@@ -107,8 +107,15 @@ st_status st_attn_eager_cuda(const void *k_cache, const void *v_cache, st_dtype 
         attn_eager_kernel<ST_DTYPE_BF16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
                                                                        q, (int)n_head, pos, slot, scale, out);
         break;
+    case ST_DTYPE_Q8_0:
+        if ((n_head_kv * head_dim) % 32)
+            return st_error_set(ST_ERR_UNSUPPORTED, "attention: a q8_0 KV cache needs rows of a multiple of 32 values "
+                                "(%lld kv heads x head_dim %lld)", (long long)n_head_kv, (long long)head_dim);
+        attn_eager_kernel<ST_DTYPE_Q8_0><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+                                                                       q, (int)n_head, pos, slot, scale, out);
+        break;
     default:
-        return st_error_set(ST_ERR_UNSUPPORTED, "attention: KV cache dtype %s (F32, F16 or BF16 only)", st_dtype_name(kv_dtype));
+        return st_error_set(ST_ERR_UNSUPPORTED, "attention: KV cache dtype %s (F32, F16, BF16 or Q8_0 only)", st_dtype_name(kv_dtype));
     }
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;

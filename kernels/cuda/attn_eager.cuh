@@ -1,7 +1,9 @@
 /* kernels/cuda/attn_eager.cuh — causal GQA attention with the scores
  * materialised in fp32 (any architecture from sm_52; the Maxwell path).
  * q, out: (n_tok, n_head, head_dim) fp32; the caches (n_slots, n_ctx,
- * n_head_kv, head_dim) in F32, F16 or BF16. Query head h reads kv head h /
+ * n_head_kv, head_dim) in F32, F16, BF16 or Q8_0 (each element widened to
+ * fp32 as it is read: q * d, the fp16 scale from its bits; rows of a multiple
+ * of 32 values). Query head h reads kv head h /
  * (n_head / n_head_kv); token t sees rows 0..pos[t] of sequence slot[t] (pos
  * and slot on the device; slot NULL = slot 0). Every (head, token) is its own
  * block, so tokens of different sequences may share a call.

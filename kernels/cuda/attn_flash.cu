@@ -54,7 +54,19 @@ __device__ __forceinline__ void load_tile(uint16_t (*dst)[D + 8], const void *ca
         uint4 val = make_uint4(0, 0, 0, 0);
         if (j < k_end) {
             const int64_t off = base + j * row_stride + (int64_t)g * D + c8 * 8;
-            if (KVDT == ST_DTYPE_F32) {
+            if (KVDT == ST_DTYPE_Q8_0) {
+                /* 8 values of one block (off % 8 == 0): int8 * d in fp32, then rounded to the MMA type */
+                const uint8_t *b = (const uint8_t *)cache + (off >> 5) * 34;
+                const float d = st_q8_0_scale(b);
+                const uint16_t *q2 = (const uint16_t *)(b + 2 + (off & 31));   /* 2-byte aligned */
+                uint32_t w[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const uint16_t pr = q2[e];
+                    w[e] = mma16<F16>::pack((float)(int8_t)(pr & 0xff) * d, (float)(int8_t)(pr >> 8) * d);
+                }
+                val = make_uint4(w[0], w[1], w[2], w[3]);
+            } else if (KVDT == ST_DTYPE_F32) {
                 const float4 *p = (const float4 *)((const float *)cache + off);
                 const float4 a = p[0], b = p[1];
                 val.x = mma16<F16>::pack(a.x, a.y); val.y = mma16<F16>::pack(a.z, a.w);
@@ -306,6 +318,9 @@ st_status launch(const void *kc, const void *vc, st_dtype kv_dtype, int64_t n_sl
     case ST_DTYPE_F16:
         attn_flash_kernel<D, NW, ST_DTYPE_F16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
+    case ST_DTYPE_Q8_0:
+        attn_flash_kernel<D, NW, ST_DTYPE_Q8_0><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
+        break;
     default:
         attn_flash_kernel<D, NW, ST_DTYPE_BF16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
@@ -324,7 +339,8 @@ st_status launch(const void *kc, const void *vc, st_dtype kv_dtype, int64_t n_sl
 
 bool st_attn_flash_supported(int64_t head_dim, st_dtype kv_dtype) {
     return (head_dim == 64 || head_dim == 128) &&
-           (kv_dtype == ST_DTYPE_F32 || kv_dtype == ST_DTYPE_F16 || kv_dtype == ST_DTYPE_BF16);
+           (kv_dtype == ST_DTYPE_F32 || kv_dtype == ST_DTYPE_F16 || kv_dtype == ST_DTYPE_BF16 ||
+            kv_dtype == ST_DTYPE_Q8_0);
 }
 
 size_t st_attn_flash_part_bytes(int64_t n_tok, int64_t n_head, int64_t head_dim, int n_splits) {
@@ -340,7 +356,7 @@ st_status st_attn_flash_cuda(const void *k_cache, const void *v_cache, st_dtype 
     if (cc_major < 8)
         return st_error_set(ST_ERR_UNSUPPORTED, "flash attention needs compute capability 8.0 or newer (device has %d.x)", cc_major);
     if (!st_attn_flash_supported(head_dim, kv_dtype))
-        return st_error_set(ST_ERR_UNSUPPORTED, "flash attention: head_dim %lld with a %s cache (64 or 128; F32/F16/BF16)",
+        return st_error_set(ST_ERR_UNSUPPORTED, "flash attention: head_dim %lld with a %s cache (64 or 128; F32/F16/BF16/Q8_0)",
                             (long long)head_dim, st_dtype_name(kv_dtype));
     if (n_head_kv <= 0 || n_head % n_head_kv)
         return st_error_set(ST_ERR_UNSUPPORTED, "attention: %lld query heads is not a multiple of %lld kv heads",

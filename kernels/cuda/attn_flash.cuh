@@ -2,7 +2,7 @@
  * (mma.sync m16n8k16, cc >= 8.0): tiled online softmax, never materialising
  * the score matrix. Same contract as st_attn_eager_cuda (q, out (n_tok,
  * n_head, head_dim) fp32; caches (n_slots, n_ctx, n_head_kv, head_dim)
- * F32/F16/BF16; token t sees rows 0..pos[t] of sequence slot[t]), and n_seq
+ * F32/F16/BF16/Q8_0; token t sees rows 0..pos[t] of sequence slot[t]), and n_seq
  * says how the tokens are grouped: 1 = one sequence (slot[0]; query rows of
  * several tokens share tiles: prefill), n_tok = a batched decode step (each
  * token's GQA group is its own tile, reading its own sequence; at most 64
@@ -10,7 +10,9 @@
  *
  * Precision: scores, softmax statistics and the output accumulate in fp32;
  * q, k, v and the probabilities enter the tensor cores as bf16 (f16 when the
- * cache is F16). The query rows of one kv head (tokens x the heads sharing it)
+ * cache is F16; a Q8_0 cache is widened to q * d in fp32 while its tile is
+ * copied to shared memory, then rounded to bf16, whose range holds any
+ * q * d). The query rows of one kv head (tokens x the heads sharing it)
  * are packed into 16-row MMA tiles, so a decode step of one token fills a tile
  * with its GQA group.
  *

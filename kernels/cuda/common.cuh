@@ -44,7 +44,7 @@ static __device__ __forceinline__ float2 st_f16x2_to_f32(uint32_t w) {
     return make_float2(st_f16_bits_to_f32((uint16_t)(w & 0xffffu)), st_f16_bits_to_f32((uint16_t)(w >> 16)));
 }
 
-/* Element i of a F32/F16/BF16 array as fp32. */
+/* Element i of a F32/F16/BF16 (and, below, Q8_0) array as fp32. */
 template <int DT> struct st_elem;
 template <> struct st_elem<ST_DTYPE_F32> {
     typedef float T;
@@ -64,6 +64,20 @@ template <> struct st_elem<ST_DTYPE_BF16> {
         return st_bf16_bits_to_f32(((const uint16_t *)p)[i]);
     }
     static __device__ __forceinline__ void store(void *p, int64_t i, float v) { ((uint16_t *)p)[i] = st_f32_to_bf16_bits(v); }
+};
+
+/* Element i of a Q8_0 array (GGUF blocks of 32: fp16 scale d, then 32 int8 q;
+ * 34 bytes) as q * d in fp32. The scale is converted from its bit pattern
+ * (__half2float: every architecture from sm_52, no fp16 arithmetic). Loads
+ * only: a store needs the whole block (kernels/cuda/kv_store.cu). */
+static __device__ __forceinline__ float st_q8_0_scale(const uint8_t *blk) {
+    return st_f16_bits_to_f32(*(const uint16_t *)blk);   /* 34-byte blocks: the scale is 2-byte aligned */
+}
+template <> struct st_elem<ST_DTYPE_Q8_0> {
+    static __device__ __forceinline__ float load(const void *p, int64_t i) {
+        const uint8_t *b = (const uint8_t *)p + (i >> 5) * 34;
+        return (float)(int8_t)b[2 + (i & 31)] * st_q8_0_scale(b);
+    }
 };
 
 /* ---- reductions ------------------------------------------------------------ */

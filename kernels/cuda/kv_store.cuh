@@ -1,7 +1,9 @@
 /* kernels/cuda/kv_store.cuh — writes k and v (n_tok, n_head_kv, head_dim) fp32
  * into rows pos[t] of sequence slot[t] of the caches (n_slots, n_ctx,
  * n_head_kv, head_dim) in F32, F16 or BF16 (round to nearest even, as
- * model/dtype.c); slot NULL = slot 0. A position outside [0, n_ctx) or a slot
+ * model/dtype.c) or Q8_0 (GGUF blocks tiling the row of n_head_kv x head_dim
+ * values, which must be a multiple of 32; the same bytes as the CPU's
+ * st_cpu_kv_store); slot NULL = slot 0. A position outside [0, n_ctx) or a slot
  * outside [0, n_slots) is skipped and recorded in *bad_pos (device int, may be
  * NULL) as token index + 1 (may be host-mapped memory): the host learns it at
  * its next sync. */

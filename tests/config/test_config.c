@@ -267,7 +267,7 @@ static void test_errors(void) {
     /* unknown key with nothing near: the valid keys are listed */
     EXPECT_ERROR("t.yaml", HEAD "devices: [cpu]\nplacement: {zzzzzzzzzzzz: 1}\n",
                  "t.yaml:4:13: placement: unknown key 'zzzzzzzzzzzz'\nhint: valid keys under placement: strategy, "
-                 "objective, precision, attention, manual, numerics (docs/config.md)");
+                 "objective, precision, attention, kv_dtype, manual, numerics (docs/config.md)");
     EXPECT_ERROR("t.yaml", "version: 1\nwibble: 3\n",
                  "t.yaml:2:1: unknown key 'wibble'\nhint: valid keys at the top level: version, model, devices, "
                  "placement, transport, network, context, batch, prefill_chunk, generation (docs/config.md)");

@@ -85,3 +85,4 @@ st_add_cli_test(config_cli_check_bad_profile RC 1 LABELS config
   EXPECT "error: tests/config/no-such-profile.yaml: cannot open: No such file or directory")
 # limits: size, depth, counts and lengths (docs/limits.md)
 st_add_test(config_limits SOURCES config/test_config_limits.c LABELS config)
+st_add_test(config_kv SOURCES config/test_config_kv.c LABELS config)

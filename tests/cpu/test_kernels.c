@@ -155,7 +155,7 @@ static void test_kv_store(void) {
     CHECK(!memcmp(kc + 3 * 8, k, 32) && !memcmp(kc + 1 * 8, k + 8, 32));
     CHECK(!memcmp(vc + 3 * 8, v, 32) && !memcmp(vc + 1 * 8, v + 8, 32));
     CHECK(kc[0] == 0 && kc[2 * 8] == 0);
-    CHECK_ERR(st_cpu_kv_store(kc, vc, ST_DTYPE_Q8_0, 1, 4, 2, 4, k, v, 2, pos, NULL), ST_ERR_UNSUPPORTED, "q8_0");
+    CHECK_ERR(st_cpu_kv_store(kc, vc, ST_DTYPE_Q4_K, 1, 4, 2, 4, k, v, 2, pos, NULL), ST_ERR_UNSUPPORTED, "q4_k");
     /* slots: token t goes to plane slot[t] (3 planes of 4 rows) */
     float kc3[3 * 4 * 8] = {0}, vc3[3 * 4 * 8] = {0};
     int32_t slot[2] = {2, 0};

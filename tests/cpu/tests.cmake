@@ -26,3 +26,4 @@ add_test(NAME cpu_gpu_cpu_quant_dryrun
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(cpu_gpu_cpu_quant_dryrun PROPERTIES LABELS cpu
   ENVIRONMENT "GCQ_CONFIG=tests/cpu/cpu-cpu-quant.yaml;GCQ_EXPECT=cpu cpu;PYTHON=${STRATA_PYTHON}")
+st_add_test(cpu_kv_q8 SOURCES cpu/test_kv_q8.c LABELS cpu)

@@ -126,8 +126,8 @@ static void check_model(const char *path) {
                                            stage(1, L - 1, false, true, 1, ST_LINK_T_AUTO)};
     CHECK_ERR(st_engine_init(m, peer, 2, &p2, &e), ST_ERR_CONFIG, "needs a GPU at both ends");
     struct st_engine_stage_desc q8kv = stage(0, L - 1, true, true, 1, ST_LINK_T_AUTO);
-    q8kv.cfg.kv_dtype = ST_DTYPE_Q8_0;
-    CHECK_ERR(st_engine_init(m, &q8kv, 1, &p2, &e), ST_ERR_CONFIG, "KV cache dtype q8_0 is not supported");
+    q8kv.cfg.kv_dtype = ST_DTYPE_Q4_K;
+    CHECK_ERR(st_engine_init(m, &q8kv, 1, &p2, &e), ST_ERR_CONFIG, "KV cache dtype q4_k is not supported");
     struct st_engine_params p0 = {.n_ctx = 0, .max_batch_tokens = 4};
     CHECK_ERR(st_engine_init(m, &one, 1, &p0, &e), ST_ERR_USAGE, "must both be positive");
     CHECK(e == NULL);

@@ -77,3 +77,20 @@ add_test(NAME engine_quant_e2e_script
                  bash tests/gpu/e2e_quant.sh
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(engine_quant_tolerances engine_quant_e2e_script PROPERTIES LABELS "engine;quant")
+
+# A q8_0 KV cache (issue 11 item 4): the same greedy ids as transformers' (the
+# fixtures' reference ids, as above), planned with --kv-dtype q8_0 (its stage
+# table says q8_0); head_dim 16 (two heads per Q8_0 block) in both models.
+st_add_cli_test(generate_cli_kv_q8_qwen2 RC 0 LABELS engine golden
+  EXPECT "232,232,232,232,232,134,134,134,134,134,134,179,179,179,179,179"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 33,32,200,125,148,150,178,7,121,37,100,232 -n 16 --kv-dtype q8_0")
+st_add_cli_test(generate_cli_kv_q8_llama RC 0 LABELS engine golden
+  EXPECT "357,104,336,208,218,225,170,31,162,225,266,105,293,257,353,149|||0-1 E O      f32   eager  q8_0"
+  ARGS "-v generate -m tests/fixtures/models/llama-tiny/llama-tiny-f16.gguf --tokens 343,331,313,327,26,310,360,100,64,29,306,362 --kv-dtype q8_0")
+# rows of 24 values (1 kv head x 24) are not whole blocks: refused when planning
+st_add_cli_test(generate_cli_kv_q8_rows RC 2 LABELS engine
+  EXPECT "kv_dtype q8_0: qwen3-tiny-f32.gguf has KV rows of 24 values (1 kv heads x head_dim 24), not whole 32-value q8_0 blocks|||hint: use kv_dtype: f16 (or auto)"
+  ARGS "generate -m tests/fixtures/models/qwen3-tiny/qwen3-tiny-f32.gguf --tokens 1,2,3 --kv-dtype q8_0")
+st_add_cli_test(generate_cli_kv_bad RC 2 LABELS engine
+  EXPECT "--kv-dtype wants auto, f32, f16, bf16 or q8_0, got 'q4_0'"
+  ARGS "generate -m tests/fixtures/models/qwen2-tiny/hf --tokens 1,2 --kv-dtype q4_0")

@@ -6,7 +6,9 @@
  * of throughput cases (<= 5 devices, often repeated, links from negligible to
  * slower than a stage, so that either search of the partitioner runs) also
  * checks the tie-break: among the plans with the optimal bottleneck, the
- * lowest latency. */
+ * lowest latency. Cases that fit only when kv_dtype auto lets short stages
+ * take a q8_0 cache: a plan exists iff brute force with that fallback finds
+ * one, every stage fits and one holds q8_0. */
 #include "check.h"
 #include "planner/planner.h"
 
@@ -128,7 +130,7 @@ static void random_model(struct st_plan_model *m, int L) {
 }
 
 struct tally {
-    int cases, feasible, multi_stage, with_classes, throughput, hop_bound;
+    int cases, feasible, multi_stage, with_classes, throughput, hop_bound, q8_fallback;
     int64_t plans;
 };
 
@@ -191,8 +193,29 @@ static void one_case(int set, int it, struct tally *t) {
     st_status s = st_plan_make(&m, devs, n, links, &req, &p);
     t->cases++;
     if (b.best == INFINITY) {
-        CHECK_MSG(s == ST_ERR_CONFIG && p && !p->feasible, "set %d case %d: brute force finds nothing, planner says %s",
-                  set, it, st_status_name(s));
+        /* no plan with float KV caches: kv_dtype auto lets stages whose float cache does not fit take
+         * q8_0 (the model's rows are whole blocks); a plan exists iff brute force with that per-stage
+         * fallback finds one, and then every stage fits and some stage holds a q8_0 cache */
+        struct st_plan_request rq8 = req;
+        rq8.kv_q8_fallback = true;
+        struct bf b8 = {&m, devs, n, links, &rq8, INFINITY, 0, INFINITY, INFINITY};
+        int seq8[5];
+        bool used8[5] = {0};
+        search(&b8, 0, seq8, 0, used8, 0, 0, -1);
+        if (b8.best == INFINITY) {
+            CHECK_MSG(s == ST_ERR_CONFIG && p && !p->feasible, "set %d case %d: brute force finds nothing, planner says %s",
+                      set, it, st_status_name(s));
+        } else {
+            CHECK_MSG(s == ST_OK && p && p->feasible, "set %d case %d: brute force with q8_0 fallback %.6f, planner %s: %s",
+                      set, it, b8.best, st_status_name(s), st_last_error());
+            bool any_q8 = false;
+            for (int i = 0; s == ST_OK && p && i < p->n_stages; i++) {
+                any_q8 |= p->stages[i].kv_dtype == ST_DTYPE_Q8_0;
+                CHECK(p->stages[i].mem.total <= p->stages[i].mem.usable);
+            }
+            CHECK_MSG(s != ST_OK || any_q8, "set %d case %d: only a q8_0 fallback fits, the plan has none", set, it);
+            t->q8_fallback++;
+        }
     } else {
         CHECK_MSG(s == ST_OK && p && p->feasible, "set %d case %d: brute force %.6f, planner %s: %s", set, it, b.best,
                   st_status_name(s), st_last_error());
@@ -290,9 +313,11 @@ int main(void) {
     for (int it = 0; it < 20; it++) lone_layer_case();
     for (int s = 0; s < 2; s++)
         printf("%s: %d random cases (%d feasible, %d with several stages, %d throughput (%d with a hop >= the "
-               "optimum), %d with repeated devices), %lld complete plans enumerated by brute force\n",
+               "optimum), %d with repeated devices, %d fitting only with a q8_0 KV fallback), %lld complete plans "
+               "enumerated by brute force\n",
                s == 0 ? "mixed objectives" : "throughput, <= 5 devices", t[s].cases, t[s].feasible,
-               t[s].multi_stage, t[s].throughput, t[s].hop_bound, t[s].with_classes, (long long)t[s].plans);
+               t[s].multi_stage, t[s].throughput, t[s].hop_bound, t[s].with_classes, t[s].q8_fallback,
+               (long long)t[s].plans);
     CHECK(t[0].feasible >= 200);
     CHECK(t[0].multi_stage >= 50);
     CHECK(t[1].feasible >= 150);

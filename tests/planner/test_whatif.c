@@ -53,6 +53,7 @@ static void load(const char *path, struct scenario *sc) {
         sc->d[i].reserve_bytes = cd->reserve_bytes;
         sc->d[i].force_prec = cd->precision;
         sc->d[i].force_attn = cd->attention;
+        sc->d[i].force_kv = cd->kv_dtype;
     }
     st_plan_request_defaults(&sc->r);
     sc->r.context = cfg->context;
@@ -61,6 +62,7 @@ static void load(const char *path, struct scenario *sc) {
     sc->r.objective = cfg->placement.objective == ST_CONFIG_OBJECTIVE_THROUGHPUT ? ST_PLAN_THROUGHPUT : ST_PLAN_LATENCY;
     sc->r.force_prec = cfg->placement.precision;
     sc->r.force_attn = cfg->placement.attention;
+    sc->r.force_kv = cfg->placement.kv_dtype;
     st_config_free(cfg);
     sc->s = st_plan_make(&sc->m, sc->d, sc->n, NULL, &sc->r, &sc->p);
     if (sc->p && getenv("STRATA_PLAN_PRINT")) st_plan_print(stdout, sc->p, true);
@@ -202,6 +204,7 @@ static void check_mixing(void) {
     struct st_device_info ci = cpu.info;   /* enough memory in total (2 x 79.5 + 23.75 > 175.6 GiB) ... */
     ci.mem_total_bytes = ci.mem_free_bytes = 24ull << 30;
     st_plan_device_init(&cpu, &ci);        /* ... but f32 KV and eager scores leave room for a few layers */
+    cpu.force_kv = ST_DTYPE_F32;           /* (the config's bf16 cache would let the CPU take more) */
     sc.r.offload_cpu = &cpu;
     CHECK_ERR(st_plan_make(&sc.m, sc.d, 2, NULL, &sc.r, &sc.p), ST_ERR_CONFIG, "needs");
     const struct st_plan_suggestion *off = NULL;
