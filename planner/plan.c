@@ -171,8 +171,8 @@ static void perf_reasons(st_plan *p, const struct st_plan_request *req) {
                   p->n_stages, (long long)p->batch);
 }
 
-static bool replan(const struct st_plan_model *m, const struct st_plan_device *devs, int n, const struct st_plan_link *links,
-                   const struct st_plan_request *req, double *tok_s, uint64_t *missing);
+static bool replan(st_plan *owner, const struct st_plan_model *m, const struct st_plan_device *devs, int n,
+                   const struct st_plan_link *links, const struct st_plan_request *req, double *tok_s, uint64_t *missing);
 
 static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
     const struct st_plan_model *m = &p->model;
@@ -314,7 +314,7 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
         for (int d = 0; d < p->n_devices; d++) {
             struct st_plan_link self = st_plan_link_default(&p->devices[d], &p->devices[d], NULL);
             double t;
-            if (replan(m, &p->devices[d], 1, &self, req, &t, NULL) && t > best) { best = t; best_dev = d; }
+            if (replan(p, m, &p->devices[d], 1, &self, req, &t, NULL) && t > best) { best = t; best_dev = d; }
         }
         if (best_dev >= 0)
             pl_reason(p, "spreading pays: with the pipeline full every stage works on another batch and the slowest "
@@ -342,18 +342,23 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
 }
 
 /* Plans again with a changed input; returns true when it fits. */
-static bool replan(const struct st_plan_model *m, const struct st_plan_device *devs, int n, const struct st_plan_link *links,
-                   const struct st_plan_request *req, double *tok_s, uint64_t *missing) {
+static bool replan(st_plan *owner, const struct st_plan_model *m, const struct st_plan_device *devs, int n,
+                   const struct st_plan_link *links, const struct st_plan_request *req, double *tok_s, uint64_t *missing) {
     struct st_plan_request r = *req;
     r.no_suggestions = true;
     r.manual = NULL;
     r.n_manual = 0;
     st_plan *q = NULL;
+    if (owner->replan_status) return false;   /* an error already: st_plan_make reports it */
     st_status s = st_plan_make(m, devs, n, links, &r, &q);
     bool ok = s == ST_OK && q && q->feasible;
     if (tok_s) *tok_s = ok ? q->decode_tok_s : 0;
     if (missing) *missing = q && !ok ? q->shortfall.bytes_missing : 0;
     st_plan_free(q);
+    if (s != ST_OK && s != ST_ERR_CONFIG) {   /* out of memory and the like, not "does not fit": keep the message */
+        owner->replan_status = s;
+        return false;
+    }
     st_error_clear();
     return ok;
 }
@@ -375,7 +380,7 @@ static struct st_plan_suggestion *suggest_one_more(st_plan *p, const struct st_p
                                                           : st_plan_link_default(&devs[a], &devs[b], NULL);
         g = &p->shortfall.suggestions[p->shortfall.n_suggestions++];
         double t;
-        g->fits = replan(&p->model, devs, n, links, req, &t, &g->bytes_short);
+        g->fits = replan(p, &p->model, devs, n, links, req, &t, &g->bytes_short);
         g->decode_tok_s = g->fits ? t : 0;
     }
     free(devs);
@@ -422,23 +427,26 @@ static void with_note(struct st_plan_suggestion *g, const char *short_what, cons
 
 /* The longest context, in steps of 256 tokens up to limit, that fits with every device's KV cache forced
  * to kv (planned again, auto placement); 0 when not even 256 tokens fit. */
-static int64_t longest_context(const st_plan *p, const struct st_plan_request *req, st_dtype kv, int64_t limit) {
+static int64_t longest_context(st_plan *p, const struct st_plan_request *req, st_dtype kv, int64_t limit) {
     struct st_plan_device *devs = calloc((size_t)p->n_devices, sizeof *devs);
-    if (!devs) return 0;
+    if (!devs) {
+        if (!p->replan_status) p->replan_status = st_error_set(ST_ERR_NOMEM, "planner: the kv cache reach");
+        return 0;
+    }
     memcpy(devs, p->devices, (size_t)p->n_devices * sizeof *devs);
     for (int d = 0; d < p->n_devices; d++) devs[d].force_kv = kv;
     struct st_plan_request r = *req;
     r.force_kv = kv;
     r.context = limit;
     int64_t best = 0;
-    if (replan(&p->model, devs, p->n_devices, p->links, &r, NULL, NULL)) {
+    if (replan(p, &p->model, devs, p->n_devices, p->links, &r, NULL, NULL)) {
         best = limit;
     } else {
         int64_t lo = 0, hi = (limit + 255) / 256;     /* in units of 256; hi * 256 >= limit does not fit */
         while (hi - lo > 1) {
             int64_t mid = (lo + hi) / 2;
             r.context = mid * 256;
-            if (replan(&p->model, devs, p->n_devices, p->links, &r, NULL, NULL)) lo = mid;
+            if (replan(p, &p->model, devs, p->n_devices, p->links, &r, NULL, NULL)) lo = mid;
             else hi = mid;
         }
         best = lo * 256;
@@ -473,7 +481,7 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
             struct st_plan_request r = *req;
             r.context = mid * 256;
             double t;
-            if (replan(m, p->devices, p->n_devices, p->links, &r, &t, NULL)) { lo = mid; ts = t; }
+            if (replan(p, m, p->devices, p->n_devices, p->links, &r, &t, NULL)) { lo = mid; ts = t; }
             else hi = mid;
         }
         if (lo > 0) {
@@ -484,7 +492,7 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
         } else {
             struct st_plan_request r = *req;
             r.context = 256;
-            replan(m, p->devices, p->n_devices, p->links, &r, NULL, &g->bytes_short);
+            replan(p, m, p->devices, p->n_devices, p->links, &r, NULL, &g->bytes_short);
             snprintf(g->what, sizeof g->what, "a shorter context: even 256 tokens do not fit");
         }
     }
@@ -498,7 +506,7 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
             struct st_plan_request r = *req;
             r.batch = mid;
             double t;
-            if (replan(m, p->devices, p->n_devices, p->links, &r, &t, NULL)) { lo = mid; ts = t; }
+            if (replan(p, m, p->devices, p->n_devices, p->links, &r, &t, NULL)) { lo = mid; ts = t; }
             else hi = mid;
         }
         g->fits = lo > 0;
@@ -519,7 +527,7 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
             r.force_kv = ST_DTYPE_Q8_0;
             g = &sf->suggestions[sf->n_suggestions++];
             double t;
-            g->fits = replan(m, devs, p->n_devices, p->links, &r, &t, &g->bytes_short);
+            g->fits = replan(p, m, devs, p->n_devices, p->links, &r, &t, &g->bytes_short);
             g->decode_tok_s = g->fits ? t : 0;
             snprintf(g->what, sizeof g->what, "a q8_0 KV cache (kv_dtype: q8_0, %s instead of %s)",
                      fmtb(st_plan_kv_bytes(m, ST_DTYPE_Q8_0, m->n_layer, req->context, req->batch), (char[24]){0}),
@@ -540,7 +548,7 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
         double t;
         uint64_t miss = 0;
         tried = quants[i];
-        bool ok = replan(&q, p->devices, p->n_devices, p->links, req, &t, &miss);
+        bool ok = replan(p, &q, p->devices, p->n_devices, p->links, req, &t, &miss);
         char a[24];
         if (ok) {
             g = &sf->suggestions[sf->n_suggestions++];
@@ -821,9 +829,19 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     }
     p->n_stages = n_st;
     if (!req->no_suggestions) kv_reach(p, req);
+    if (p->replan_status) {
+        const st_status rs = p->replan_status;
+        st_plan_free(p);
+        return rs;
+    }
     if (n_st == 0) {
         p->feasible = false;
         shortfall(p, req);
+        if (p->replan_status) {
+            const st_status rs = p->replan_status;
+            st_plan_free(p);
+            return rs;
+        }
         st_error_set(ST_ERR_CONFIG, "plan: %s", p->shortfall.detail);
         const struct st_plan_suggestion *fit = NULL;
         for (int i = 0; i < p->shortfall.n_suggestions && !fit; i++)
@@ -838,6 +856,11 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     finish_totals(p);
     perf_reasons(p, req);
     stage_reasons(p, req);
+    if (p->replan_status) {
+        const st_status rs = p->replan_status;
+        st_plan_free(p);
+        return rs;
+    }
     *out = p;
     return ST_OK;
 }

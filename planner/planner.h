@@ -260,6 +260,8 @@ typedef struct st_plan {
     char **reasons; int n_reasons;                       /* the reason for every choice */
     struct st_plan_shortfall shortfall;                  /* when !feasible */
     struct st_plan_kv_reach kv_reach;                    /* longest contexts per KV cache type */
+    st_status replan_status;                             /* the first error (not a misfit) of a plan made again for
+                                                            reasons, suggestions or the kv reach: st_plan_make fails with it */
 } st_plan;
 
 /* Plans model on devs. links is an n_dev x n_dev matrix or NULL (defaults).
