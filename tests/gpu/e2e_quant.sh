@@ -56,31 +56,7 @@ results=$out/results.jsonl
 summary=$out/summary.txt
 : > "$log"
 : > "$results"
-chk() {  # chk SUBCOMMAND ARGS...: a checker that writes no verdict (a usage error, a crash) is a FAIL
-  local n0 rc part=checker case=$1 a prev=
-  n0=$(wc -l < "$results")
-  "$py" "$root/tests/gpu/check_e2e.py" "$1" --results "$results" "${@:2}" >> "$log" 2>&1
-  rc=$?
-  [ "$(wc -l < "$results")" -gt "$n0" ] && return $rc
-  for a in "$@"; do
-    [ "$a" = -- ] && break
-    [ "$prev" = --part ] && part=$a
-    [ "$prev" = --case ] && case=$a
-    prev=$a
-  done
-  "$py" "$root/tests/gpu/check_e2e.py" record --results "$results" --part "$part" --case "$case" --status FAIL \
-    --detail "check_e2e.py $1 wrote no verdict (rc $rc): see log.txt" >> "$log" 2>&1
-  printf '%-4s  %-9s %s  %s\n' FAIL "$part" "$case" "check_e2e.py $1 wrote no verdict (rc $rc)"
-  return 1
-}
-record() {  # record PART CASE STATUS DETAIL
-  chk record --part "$1" --case "$2" --status "$3" --detail "$4"
-  printf '%-4s  %-9s %s  %s\n' "$3" "$1" "$2" "$4"
-}
-show_last() { "$py" "$root/tests/gpu/check_e2e.py" last --results "$results" "$@"; }
-has_part() { [[ $parts == *",$1,"* ]]; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b - a}'; }
+. "$root/tests/gpu/e2e_lib.sh"   # chk, record, show_last, has_part, now, secs
 run() {  # run TAG TIMEOUT STDOUT_FILE cmd...: stdout to the file, stderr to FILE.err, both into the log
   local tag=$1 t=$2 so=$3; shift 3
   local t0; t0=$(now)
