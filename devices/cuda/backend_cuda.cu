@@ -106,6 +106,14 @@ extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_b
     be->cc_minor = prop.minor;
     be->sm_count = prop.multiProcessorCount;
     be->sm52_only = cfg->maxwell_path || prop.major < 6;
+    {
+        /* programmatic dependent launch: Hopper and newer, captured into graphs from CUDA 12.3 */
+        int drv = 0;
+        const char *env = getenv("STRATA_PDL");
+        if (cudaDriverGetVersion(&drv) != cudaSuccess) { cudaGetLastError(); drv = 0; }
+        st_cuda_pdl_set(ordinal, !be->sm52_only && prop.major >= 9 && drv >= 12030 && CUDART_VERSION >= 12030 &&
+                                     !(env && strcmp(env, "0") == 0));
+    }
     be->gemm_bf16 = !be->sm52_only && prop.major >= 8;
     be->gemm_f16 = !be->sm52_only && prop.major >= 7;
     if (cfg->attention == ST_ATTN_FLASH) {

@@ -16,6 +16,19 @@ extern "C" const char *st_cuda_device_label(char *buf, size_t len) {
     return buf;
 }
 
+#define PDL_MAX_DEVICES 64
+static volatile bool pdl_on[PDL_MAX_DEVICES];
+
+extern "C" void st_cuda_pdl_set(int ordinal, bool on) {
+    if (ordinal >= 0 && ordinal < PDL_MAX_DEVICES) pdl_on[ordinal] = on;
+}
+
+extern "C" bool st_cuda_pdl_on(void) {
+    int dev = -1;
+    if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return false; }
+    return dev >= 0 && dev < PDL_MAX_DEVICES && pdl_on[dev];
+}
+
 extern "C" st_status st_cuda_fail(cudaError_t e, const char *stmt, const char *file, int line) {
     char dev[300];
     const char *base = strrchr(file, '/');

@@ -36,6 +36,12 @@ st_status st_nccl_fail(ncclResult_t e, const char *stmt, const char *file, int l
 #endif
 /* "cuda:0 (NVIDIA H100 80GB HBM3)" for the current device, into buf. */
 const char *st_cuda_device_label(char *buf, size_t len);
+/* Programmatic dependent launch (kernels/cuda/common.cuh, st_launch) for the
+ * kernels launched on device `ordinal`: on only where the backend asks for it
+ * (compute capability 9.0 and up, a CUDA 12.3+ runtime and driver, not emulating
+ * an older card, STRATA_PDL not 0). st_cuda_pdl_on reads it for the current device. */
+void st_cuda_pdl_set(int ordinal, bool on);
+bool st_cuda_pdl_on(void);
 /* cuBLAS status name ("CUBLAS_STATUS_NOT_SUPPORTED"). */
 const char *st_cublas_status_name(cublasStatus_t e);
 

@@ -12,6 +12,8 @@ __global__ void __launch_bounds__(THREADS)
 attn_eager_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int64_t n_slots, int64_t n_ctx,
                   int n_head_kv, int D, const float *__restrict__ q, int n_head, const int32_t *__restrict__ pos,
                   const int32_t *__restrict__ slot, float scale, float *__restrict__ out) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     __shared__ float qs[1024];
     __shared__ float sc[CHUNK];
     __shared__ float red[32];
@@ -96,22 +98,22 @@ st_status st_attn_eager_cuda(const void *k_cache, const void *v_cache, st_dtype 
     dim3 grid((unsigned)n_head, (unsigned)n_tok);
     switch (kv_dtype) {
     case ST_DTYPE_F32:
-        attn_eager_kernel<ST_DTYPE_F32><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+        st_launch(attn_eager_kernel<ST_DTYPE_F32>, grid, THREADS, 0, stream, k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
                                                                       q, (int)n_head, pos, slot, scale, out);
         break;
     case ST_DTYPE_F16:
-        attn_eager_kernel<ST_DTYPE_F16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+        st_launch(attn_eager_kernel<ST_DTYPE_F16>, grid, THREADS, 0, stream, k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
                                                                       q, (int)n_head, pos, slot, scale, out);
         break;
     case ST_DTYPE_BF16:
-        attn_eager_kernel<ST_DTYPE_BF16><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+        st_launch(attn_eager_kernel<ST_DTYPE_BF16>, grid, THREADS, 0, stream, k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
                                                                        q, (int)n_head, pos, slot, scale, out);
         break;
     case ST_DTYPE_Q8_0:
         if ((n_head_kv * head_dim) % 32)
             return st_error_set(ST_ERR_UNSUPPORTED, "attention: a q8_0 KV cache needs rows of a multiple of 32 values "
                                 "(%lld kv heads x head_dim %lld)", (long long)n_head_kv, (long long)head_dim);
-        attn_eager_kernel<ST_DTYPE_Q8_0><<<grid, THREADS, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
+        st_launch(attn_eager_kernel<ST_DTYPE_Q8_0>, grid, THREADS, 0, stream, k_cache, v_cache, n_slots, n_ctx, (int)n_head_kv, (int)head_dim,
                                                                        q, (int)n_head, pos, slot, scale, out);
         break;
     default:

@@ -85,6 +85,8 @@ attn_flash_kernel(const void *__restrict__ kc, const void *__restrict__ vc, int6
                   int n_head_kv, const float *__restrict__ q, int64_t n_tok, int n_head, const int32_t *__restrict__ pos,
                   const int32_t *__restrict__ slot, bool per_tok, float scale_log2, float *__restrict__ out,
                   float *__restrict__ part, int64_t split_len) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     constexpr bool F16 = KVDT == ST_DTYPE_F16;
     constexpr int ROWS = 16 * NW;
     __shared__ __align__(16) uint16_t Ks[KT][D + 8];
@@ -271,6 +273,8 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float *tmp) 
 
 __global__ void attn_flash_merge_kernel(const float *__restrict__ part, int n_splits, int64_t nrow, int D,
                                         float *__restrict__ out) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     __shared__ float w[MAX_SPLITS];
     __shared__ float tmp[32];
     const int64_t r = blockIdx.x;
@@ -313,23 +317,23 @@ st_status launch(const void *kc, const void *vc, st_dtype kv_dtype, int64_t n_sl
     float *p = n_splits > 1 ? part : nullptr;
     switch (kv_dtype) {
     case ST_DTYPE_F32:
-        attn_flash_kernel<D, NW, ST_DTYPE_F32><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
+        st_launch(attn_flash_kernel<D, NW, ST_DTYPE_F32>, grid, NW * 32, 0, stream, kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     case ST_DTYPE_F16:
-        attn_flash_kernel<D, NW, ST_DTYPE_F16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
+        st_launch(attn_flash_kernel<D, NW, ST_DTYPE_F16>, grid, NW * 32, 0, stream, kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     case ST_DTYPE_Q8_0:
-        attn_flash_kernel<D, NW, ST_DTYPE_Q8_0><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
+        st_launch(attn_flash_kernel<D, NW, ST_DTYPE_Q8_0>, grid, NW * 32, 0, stream, kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     default:
-        attn_flash_kernel<D, NW, ST_DTYPE_BF16><<<grid, NW * 32, 0, stream>>>(kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
+        st_launch(attn_flash_kernel<D, NW, ST_DTYPE_BF16>, grid, NW * 32, 0, stream, kc, vc, n_slots, n_ctx, (int)n_head_kv, q, n_tok, (int)n_head, pos, slot, per_tok, scale_log2, out, p, split_len);
         break;
     }
     ST_CUDA_LAUNCH_CHECK();
     if (n_splits > 1) {
         const int64_t nrow = n_tok * n_head;
         if (nrow > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "attention: %lld rows", (long long)nrow);
-        attn_flash_merge_kernel<<<(unsigned)nrow, D, 0, stream>>>(part, n_splits, nrow, D, out);
+        st_launch(attn_flash_merge_kernel, (unsigned)nrow, D, 0, stream, part, n_splits, nrow, D, out);
         ST_CUDA_LAUNCH_CHECK();
     }
     return ST_OK;

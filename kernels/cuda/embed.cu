@@ -86,6 +86,8 @@ __device__ float deq_elem(st_dtype t, const uint8_t *b, int j) {
 __global__ void embed_kernel(const uint8_t *table, st_dtype dtype, int64_t n_vocab, int64_t n_embd,
                              size_t row_bytes, int64_t block_elems, size_t block_bytes,
                              const int32_t *ids, float *out, int *bad_id) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     const int64_t t = blockIdx.y;
     const int32_t id = ids[t];
     float *o = out + t * n_embd;
@@ -117,7 +119,7 @@ st_status st_embed_cuda(const void *table, st_dtype dtype, int64_t n_vocab, int6
         return st_error_set(ST_ERR_UNSUPPORTED, "embed: %lld tokens in one call (at most 65535)", (long long)n_tok);
     const int threads = 256;
     dim3 grid(st_cuda_blocks(n_embd, threads, 64), (unsigned)n_tok);
-    embed_kernel<<<grid, threads, 0, stream>>>((const uint8_t *)table, dtype, n_vocab, n_embd,
+    st_launch(embed_kernel, grid, threads, 0, stream, (const uint8_t *)table, dtype, n_vocab, n_embd,
                                                st_dtype_row_bytes(dtype, n_embd), st_dtype_block_elems(dtype),
                                                st_dtype_block_bytes(dtype), ids, out, bad_id);
     ST_CUDA_LAUNCH_CHECK();

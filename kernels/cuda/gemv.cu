@@ -117,14 +117,22 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[i][t] = 0.0f;
 
-    for (int64_t v0 = (int64_t)ks * 32 + lane; v0 < nvec; v0 += stride * U) {
-        uint4 q[U][R];
+    uint4 q[U][R];
+    auto load = [&](int64_t v0) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int64_t v = v0 + (int64_t)u * stride;
 #pragma unroll
             for (int i = 0; i < R; i++) q[u][i] = v < nvec ? ld_stream(wr[i] + v) : make_uint4(0, 0, 0, 0);
         }
+    };
+    /* the first weights are in flight before the wait: they overlap the previous kernel's tail */
+    const int64_t first = (int64_t)ks * 32 + lane;
+    load(first);
+    st_pdl_launch_next();
+    st_pdl_wait();
+    for (int64_t v0 = first; v0 < nvec; v0 += stride * U) {
+        if (v0 != first) load(v0);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int64_t v = v0 + (int64_t)u * stride;
@@ -220,6 +228,8 @@ __global__ void gemv_scalar_kernel(const void *__restrict__ w, const void *__res
                                    const float *__restrict__ x, int n_tok, float *y) {   /* bias may be y */
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+    st_pdl_launch_next();
+    st_pdl_wait();
     if (r >= rows) return;
     for (int t = 0; t < n_tok; t++) {
         float s = 0.0f, s2 = 0.0f;
@@ -243,7 +253,8 @@ st_status launch_scalar(const void *w, const void *w2, int64_t rows, int64_t col
                         const float *x, int n_tok, float *y, cudaStream_t stream) {
     const int64_t blocks = (rows + WARPS - 1) / WARPS;
     if (blocks > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld rows", (long long)rows);
-    gemv_scalar_kernel<DT, PAIR><<<(unsigned)blocks, WARPS * 32, 0, stream>>>(w, w2, rows, cols, bias, bias2, x, n_tok, y);
+    st_launch(gemv_scalar_kernel<DT, PAIR>, (unsigned)blocks, WARPS * 32, 0, stream, w, w2, rows, cols, bias, bias2, x,
+              n_tok, y);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
@@ -265,7 +276,7 @@ st_status scalar(st_dtype dt, bool pair, const void *w, const void *w2, int64_t 
 
 template <int DT, int NT, int R, int U, bool PAIR>
 st_status launch_vec(const gemv_args &a, unsigned blocks, cudaStream_t stream) {
-    gemv_vec_kernel<DT, NT, R, U, PAIR><<<blocks, WARPS * 32, 0, stream>>>(a);
+    st_launch(gemv_vec_kernel<DT, NT, R, U, PAIR>, blocks, WARPS * 32, 0, stream, a);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }

@@ -105,7 +105,9 @@ __global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 4 : 2) gemvq_kernel(cons
         }
     };
 
-    if (ks < nwin) load(ks);
+    if (ks < nwin) load(ks);   /* weights only: in flight before the wait, over the previous kernel's tail */
+    st_pdl_launch_next();
+    st_pdl_wait();
     for (int64_t win = ks; win < nwin; win += ks_warps) {
         __syncwarp();
 #pragma unroll
@@ -190,6 +192,8 @@ __global__ void __launch_bounds__(256) quantize_x_kernel(const float *__restrict
     const int lane = threadIdx.x & 31;
     const int64_t nb = cols / 32;
     const size_t row = st_q8x_row_bytes(cols);
+    st_pdl_launch_next();
+    st_pdl_wait();
     for (int64_t b = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5); b < n_tok * nb; b += (int64_t)gridDim.x * WARPS) {
         const int64_t t = b / nb, k = b % nb;
         const float v = x[t * cols + k * 32 + lane];
@@ -222,7 +226,7 @@ __global__ void __launch_bounds__(256) quantize_x_kernel(const float *__restrict
 
 template <int DT, int A, int NT, bool I8, bool PAIR>
 st_status launch(const gemvq_args &a, unsigned blocks, cudaStream_t stream) {
-    gemvq_kernel<DT, A, NT, I8, PAIR><<<blocks, WARPS * 32, 0, stream>>>(a);
+    st_launch(gemvq_kernel<DT, A, NT, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
@@ -364,7 +368,7 @@ st_status st_gemv_quantize_x_cuda(const float *x, int64_t n_tok, int64_t cols, v
     if (!st_is_aligned(xq, 16)) return st_error_set(ST_ERR_INTERNAL, "gemv: quantized x buffer not 16-byte aligned");
     const int64_t nb = n_tok * (cols / 32);
     const unsigned blocks = st_cuda_blocks(nb, WARPS, 4096);
-    quantize_x_kernel<<<blocks, WARPS * 32, 0, stream>>>(x, n_tok, cols, (uint8_t *)xq);
+    st_launch(quantize_x_kernel, blocks, WARPS * 32, 0, stream, x, n_tok, cols, (uint8_t *)xq);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }

@@ -6,6 +6,8 @@ namespace {
 template <int DT>
 __global__ void kv_store_kernel(void *kc, void *vc, int64_t n_slots, int64_t n_ctx, int64_t row, const float *k,
                                 const float *v, const int32_t *pos, const int32_t *slot, int *bad_pos) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     const int64_t t = blockIdx.y;
     const int32_t p = pos[t];
     const int32_t sl = slot ? slot[t] : 0;
@@ -28,6 +30,8 @@ __global__ void kv_store_kernel(void *kc, void *vc, int64_t n_slots, int64_t n_c
 __global__ void kv_store_q8_0_kernel(uint8_t *kc, uint8_t *vc, int64_t n_slots, int64_t n_ctx, int64_t row,
                                      const float *k, const float *v, const int32_t *pos, const int32_t *slot,
                                      int *bad_pos) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     const int64_t t = blockIdx.y;
     const int32_t p = pos[t];
     const int32_t sl = slot ? slot[t] : 0;
@@ -69,20 +73,20 @@ st_status st_kv_store_cuda(void *k_cache, void *v_cache, st_dtype kv_dtype, int6
                                 "(%lld kv heads x head_dim %lld)", (long long)n_head_kv, (long long)head_dim);
         const int64_t warps = 2 * (row / 32);     /* one per block of k and of v */
         dim3 qgrid(st_cuda_blocks(warps * 32, threads, 64), (unsigned)n_tok);
-        kv_store_q8_0_kernel<<<qgrid, threads, 0, stream>>>((uint8_t *)k_cache, (uint8_t *)v_cache, n_slots, n_ctx, row,
+        st_launch(kv_store_q8_0_kernel, qgrid, threads, 0, stream, (uint8_t *)k_cache, (uint8_t *)v_cache, n_slots, n_ctx, row,
                                                             k, v, pos, slot, bad_pos);
         ST_CUDA_LAUNCH_CHECK();
         return ST_OK;
     }
     switch (kv_dtype) {
     case ST_DTYPE_F32:
-        kv_store_kernel<ST_DTYPE_F32><<<grid, threads, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, row, k, v, pos, slot, bad_pos);
+        st_launch(kv_store_kernel<ST_DTYPE_F32>, grid, threads, 0, stream, k_cache, v_cache, n_slots, n_ctx, row, k, v, pos, slot, bad_pos);
         break;
     case ST_DTYPE_F16:
-        kv_store_kernel<ST_DTYPE_F16><<<grid, threads, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, row, k, v, pos, slot, bad_pos);
+        st_launch(kv_store_kernel<ST_DTYPE_F16>, grid, threads, 0, stream, k_cache, v_cache, n_slots, n_ctx, row, k, v, pos, slot, bad_pos);
         break;
     case ST_DTYPE_BF16:
-        kv_store_kernel<ST_DTYPE_BF16><<<grid, threads, 0, stream>>>(k_cache, v_cache, n_slots, n_ctx, row, k, v, pos, slot, bad_pos);
+        st_launch(kv_store_kernel<ST_DTYPE_BF16>, grid, threads, 0, stream, k_cache, v_cache, n_slots, n_ctx, row, k, v, pos, slot, bad_pos);
         break;
     default:
         return st_error_set(ST_ERR_UNSUPPORTED, "kv_store: KV cache dtype %s (F32, F16, BF16 or Q8_0 only)", st_dtype_name(kv_dtype));

@@ -6,6 +6,8 @@ namespace {
 __global__ void rmsnorm_warp_kernel(const float *x, const float *w, int64_t rows, int n, float eps, float *out) {
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
+    st_pdl_launch_next();
+    st_pdl_wait();
     if (r >= rows) return;
     const float *xr = x + r * n;
     float ss = 0.0f;
@@ -22,6 +24,8 @@ __global__ void rmsnorm_warp_kernel(const float *x, const float *w, int64_t rows
 __global__ void rmsnorm_block_kernel(const float *x, const float *w, int64_t n, float eps, float *out) {
     __shared__ float red[32];
     const float *xr = x + (int64_t)blockIdx.x * n;
+    st_pdl_launch_next();
+    st_pdl_wait();
     float ss = 0.0f;
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
@@ -36,6 +40,8 @@ __global__ void rmsnorm_block_kernel(const float *x, const float *w, int64_t n, 
 __global__ void rmsnorm_block4_kernel(const float4 *x, const float4 *w, int n4, float eps, float *out) {
     __shared__ float red[32];
     const float4 *xr = x + (int64_t)blockIdx.x * n4;
+    st_pdl_launch_next();
+    st_pdl_wait();
     float ss = 0.0f;
 #pragma unroll 2
     for (int i = threadIdx.x; i < n4; i += blockDim.x) {
@@ -59,7 +65,8 @@ st_status st_rmsnorm_cuda(const float *x, const float *w, int64_t rows, int64_t 
     if (rows <= 0 || n <= 0) return ST_OK;
     if (n <= 512) {
         const int warps = 8;
-        rmsnorm_warp_kernel<<<st_cuda_blocks(rows, warps, INT32_MAX), warps * 32, 0, stream>>>(x, w, rows, (int)n, eps, out);
+        st_launch(rmsnorm_warp_kernel, st_cuda_blocks(rows, warps, INT32_MAX), warps * 32, 0, stream, x, w, rows, (int)n,
+                  eps, out);
         ST_CUDA_LAUNCH_CHECK();
     } else {
         if (rows > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "rmsnorm: %lld rows in one call", (long long)rows);
@@ -68,10 +75,10 @@ st_status st_rmsnorm_cuda(const float *x, const float *w, int64_t rows, int64_t 
         const int64_t work = vec ? n / 4 : n;
         const int threads = work >= 768 ? 1024 : work >= 384 ? 512 : 256;
         if (vec) {
-            rmsnorm_block4_kernel<<<(unsigned)rows, threads, 0, stream>>>((const float4 *)x, (const float4 *)w,
-                                                                        (int)(n / 4), eps, out);
+            st_launch(rmsnorm_block4_kernel, (unsigned)rows, threads, 0, stream, (const float4 *)x, (const float4 *)w,
+                      (int)(n / 4), eps, out);
         } else {
-            rmsnorm_block_kernel<<<(unsigned)rows, threads, 0, stream>>>(x, w, n, eps, out);
+            st_launch(rmsnorm_block_kernel, (unsigned)rows, threads, 0, stream, x, w, n, eps, out);
         }
         ST_CUDA_LAUNCH_CHECK();
     }

@@ -9,15 +9,21 @@ __global__ void rope_kernel(float *x, int64_t n_heads, int head_dim, const int32
     __shared__ float cs[512], sn[512];
     const int half = head_dim / 2;
     const int64_t t = blockIdx.x;
-    const float p = (float)pos[t];
+    /* exactly kernels/cpu/rope.c (HF): inv_freq = 1 / theta^(2i/D) in fp32, where
+     * theta^e is correctly rounded (glibc powf; pow in double, then rounded,
+     * here); angle = pos * inv_freq in fp32; cos/sin of it in double, rounded.
+     * The inverse frequencies need no earlier kernel's output: computed before the wait. */
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        /* exactly kernels/cpu/rope.c (HF): inv_freq = 1 / theta^(2i/D) in fp32, where
-         * theta^e is correctly rounded (glibc powf; pow in double, then rounded,
-         * here); angle = pos * inv_freq in fp32; cos/sin of it in double, rounded. */
         const float e = (float)(2 * i) / (float)head_dim;
         float inv = 1.0f / (float)pow((double)theta, (double)e);
         if (freq_factors) inv = inv / freq_factors[i];
-        const float ang = __fmul_rn(p, inv);
+        cs[i] = inv;
+    }
+    st_pdl_launch_next();
+    st_pdl_wait();
+    const float p = (float)pos[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float ang = __fmul_rn(p, cs[i]);
         double s, c;
         sincos((double)ang, &s, &c);
         cs[i] = (float)c;
@@ -45,8 +51,8 @@ st_status st_rope_cuda(float *x, int64_t n_tok, int64_t n_heads, int64_t head_di
     if (head_dim <= 0 || head_dim % 2 || head_dim > 1024)
         return st_error_set(ST_ERR_UNSUPPORTED, "rope: head_dim %lld (must be even and at most 1024)", (long long)head_dim);
     if (n_tok > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "rope: %lld tokens in one call", (long long)n_tok);
-    rope_kernel<<<(unsigned)n_tok, 256, 0, stream>>>(x, n_heads, (int)head_dim, pos, theta, layout == ST_ROPE_NEOX,
-                                                     freq_factors);
+    st_launch(rope_kernel, (unsigned)n_tok, 256, 0, stream, x, n_heads, (int)head_dim, pos, theta,
+              (int)(layout == ST_ROPE_NEOX), freq_factors);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }

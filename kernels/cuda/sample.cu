@@ -52,6 +52,8 @@ __device__ void block_argmax(float &v, int &i, float *sv, int *si) {
 
 /* one block per row: row blockIdx.x of logits (rows of n) into out_id[blockIdx.x] */
 __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *__restrict__ logits, int n, int32_t *out_id) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     logits += (size_t)blockIdx.x * (size_t)n;
     out_id += blockIdx.x;
     __shared__ float sv[32];
@@ -94,6 +96,8 @@ __device__ double block_scan(double v, double *tmp) {
 __global__ void __launch_bounds__(THREADS)
 sample_kernel(const float *__restrict__ logits, int n, float temperature, int top_k, float top_p, float min_p,
               uint64_t seed, const int32_t *__restrict__ pos, int32_t *out_id) {
+    st_pdl_launch_next();
+    st_pdl_wait();
     __shared__ unsigned hist[256];
     __shared__ uint32_t prefix_s;
     __shared__ int remain_s, ncand_s;
@@ -271,7 +275,7 @@ sample_kernel(const float *__restrict__ logits, int n, float temperature, int to
 
 st_status st_argmax_cuda(const float *logits, int64_t n_vocab, int32_t *out_id, cudaStream_t stream) {
     if (n_vocab > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "argmax: %lld logits", (long long)n_vocab);
-    argmax_kernel<<<1, THREADS, 0, stream>>>(logits, (int)(n_vocab > 0 ? n_vocab : 0), out_id);
+    st_launch(argmax_kernel, 1, THREADS, 0, stream, logits, (int)(n_vocab > 0 ? n_vocab : 0), out_id);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
@@ -280,7 +284,7 @@ st_status st_argmax_rows_cuda(const float *logits, int64_t n_rows, int64_t n_voc
     if (n_vocab > INT32_MAX || n_rows > INT32_MAX)
         return st_error_set(ST_ERR_UNSUPPORTED, "argmax: %lld rows of %lld logits", (long long)n_rows, (long long)n_vocab);
     if (n_rows <= 0) return ST_OK;
-    argmax_kernel<<<(unsigned)n_rows, THREADS, 0, stream>>>(logits, (int)(n_vocab > 0 ? n_vocab : 0), out_ids);
+    st_launch(argmax_kernel, (unsigned)n_rows, THREADS, 0, stream, logits, (int)(n_vocab > 0 ? n_vocab : 0), out_ids);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
@@ -303,8 +307,8 @@ st_status st_sample_cuda(const float *logits, int64_t n_vocab, const struct st_s
         st_error_set(ST_ERR_UNSUPPORTED, "sample: top_k %d is above the GPU sampler's limit of %d", (int)sp->top_k, KMAX);
         return st_error_hint("use top_k <= %d, or top_k 0 (no truncation)", KMAX);
     }
-    sample_kernel<<<1, THREADS, 0, stream>>>(logits, (int)n_vocab, sp->temperature, top_k, sp->top_p, sp->min_p,
-                                             sp->seed, pos, out_id);
+    st_launch(sample_kernel, 1, THREADS, 0, stream, logits, (int)n_vocab, sp->temperature, top_k, sp->top_p,
+              sp->min_p, sp->seed, pos, out_id);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
