@@ -656,8 +656,8 @@ int main(int argc, char **argv) {
                 double best = 0, def_gbps = 0;
                 st_gemv_shape best_s = def;
                 printf("  %-14s", which == 0 ? "qkv grouped" : "gate/up+swiglu");
-                for (int r = 1; r <= (which == 0 ? 2 : 1); r++)
-                    for (int k = 1; k <= (which == 0 ? 8 : 4); k *= 2)
+                for (int r = 1; r <= 2; r++)   /* gate/up: r2 is the joint pair */
+                    for (int k = 1; k <= (which == 0 || r == 2 ? 8 : 4); k *= 2)
                         for (int u = 2; u <= 8; u *= 2) {
                             st_gemv_shape sh = def;
                             sh.rows_per_warp = r; sh.k_split = k; sh.unroll = u;
@@ -711,6 +711,58 @@ int main(int argc, char **argv) {
                 layer_bytes_bf16 = layer_bytes;
             }
             if (exec) CK(cudaGraphExecDestroy(exec));
+        }
+        if (dt == ST_DTYPE_BF16) {
+            /* several tokens (the GEMV path of batched decode steps of 2 to 8 sequences): the fused layer in
+             * a CUDA graph at the default shapes, and gate/up + SwiGLU by pair mode over its k-splits
+             * (r1: gate and up warp groups alternate; r2: joint, one group computes both rows over one x) */
+            float *ynq = y, *ynk = y + 8 * E, *ynv = y + 8 * (E + KV), *ynff = y + 8 * (E + 2 * KV);
+            for (int nt = 2; nt <= 8; nt *= 2) {
+                auto fused_nt = [&](const uint8_t *b) {
+                    const st_gemv_job qkv[3] = {{b + off[0], NULL, ynq, E}, {b + off[1], NULL, ynk, KV},
+                                                {b + off[2], NULL, ynv, KV}};
+                    CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, nt, sms, st));
+                    CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, NULL, nt, y, sms, st));
+                    CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, nt, ynff, sms, st));
+                    CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, NULL, nt, y, sms, st));
+                };
+                cudaGraph_t g;
+                cudaGraphExec_t exec;
+                CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+                for (int c = 0; c < n_copies; c++) fused_nt(wall + (size_t)c * layer_bytes);
+                CK(cudaStreamEndCapture(st, &g));
+                CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
+                CK(cudaGraphDestroy(g));
+                const double us = time_us(false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
+                CK(cudaGraphExecDestroy(exec));
+                const double gbps = layer_bytes / (us * 1e-6) / 1e9;
+                const st_gemv_shape def = st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt, F, E, x, nt, sms);
+                printf("%-10s %-5s %7s %7s %3d %9.2f %9.1f %6.1f%%  CUDA graph; gate/up default r%d k%d u%d, by mode:",
+                       "FUSED", st_dtype_name(dt), "4 lnch", "", nt, us, gbps, 100 * gbps / copy_gbps, def.rows_per_warp,
+                       def.k_split, def.unroll);
+                if (jf) fprintf(jf, ", {\"matrix\": \"fused_layer_graph\", \"dtype\": \"%s\", \"tokens\": %d, \"us\": %.3f, "
+                                "\"gbps\": %.2f, \"vs_copy\": %.4f}", st_dtype_name(dt), nt, us, gbps, gbps / copy_gbps);
+                const size_t gu_bytes = 2 * wbytes(layer[4], dt);
+                for (int r = 1; r <= 2; r++) {
+                    double best = 0;
+                    int best_k = 0;
+                    for (int k = 1; k <= (r == 1 ? 4 : 8); k *= 2) {
+                        st_gemv_shape sh = def;
+                        sh.rows_per_warp = r; sh.k_split = k;
+                        const double gus = time_us(true, [&](int i) {
+                            const uint8_t *b = wall + (size_t)((i + 3) % n_copies) * layer_bytes;
+                            CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, nt, ynff,
+                                                           &sh, st));
+                        });
+                        const double g2 = gu_bytes / (gus * 1e-6) / 1e9;
+                        if (g2 > best) { best = g2; best_k = k; }
+                    }
+                    printf(" r%d best k%d %.1f%%", r, best_k, 100 * best / copy_gbps);
+                    if (jf) fprintf(jf, ", {\"matrix\": \"gate_up_swiglu\", \"tokens\": %d, \"rows_per_warp\": %d, "
+                                    "\"best_k_split\": %d, \"best_gbps\": %.2f}", nt, r, best_k, best);
+                }
+                printf("\n");
+            }
         }
         CK(cudaFree(wall));
         printf("\n");

@@ -6,9 +6,12 @@
  *
  * One kernel serves three modes: a single matrix, a group of matrices over the
  * same x (a block finds its job in a small table passed by value: graph
- * capture records it with the launch), and gate/up pairs (PAIR: the block's
- * warp groups alternate gate row r / up row r, and the epilogue writes
- * silu(gate) * up). The shape rule is st_gemv_pick below. */
+ * capture records it with the launch), and gate/up pairs (PAIR, the epilogue
+ * writes silu(gate) * up): with R 1 the block's warp groups alternate gate row
+ * r / up row r and meet in shared memory; with R 2 ("joint") one warp group
+ * computes both gate row r and up row r, so the x it loads serves both (for
+ * several tokens x, not the weights, is most of what a lane loads). The shape
+ * rule is st_gemv_pick below. */
 #include "kernels/cuda/gemv.cuh"
 #include "kernels/cuda/gemv_quant.cuh"
 #include "kernels/cuda/quant.cuh"
@@ -76,7 +79,8 @@ template <int DT, int NT, int R, int U, bool PAIR>
 __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a) {
     constexpr int VE = wvec<DT>::VE;
     constexpr int ESZ = 16 / VE;
-    static_assert(!PAIR || R == 1, "gate/up pairs take one row per warp group");
+    static_assert(!PAIR || R <= 2, "gate/up pairs: R 1 alternates gate/up warp groups, R 2 is gate and up rows of one group");
+    constexpr bool JOINT = PAIR && R == 2;
     __shared__ float red[WARPS][R * NT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int ks_warps = a.ks;
@@ -97,7 +101,10 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a)
     const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
     const uint8_t *wb;
     int64_t r0;
-    if (PAIR) {
+    if (JOINT) {
+        r0 = (int64_t)blockIdx.x * groups + group;
+        wb = a.w[0];
+    } else if (PAIR) {
         r0 = (int64_t)blockIdx.x * (groups >> 1) + (group >> 1);
         wb = (group & 1) ? a.w[1] : a.w[0];
     } else {
@@ -108,6 +115,11 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a)
     const uint4 *wr[R];
 #pragma unroll
     for (int i = 0; i < R; i++) {
+        if (JOINT) {   /* gate row r0 (i 0) and up row r0 (i 1) */
+            const int64_t r = r0 < rows ? r0 : rows - 1;
+            wr[i] = (const uint4 *)((i ? a.w[1] : a.w[0]) + (size_t)r * (size_t)cols * ESZ);
+            continue;
+        }
         const int64_t r = r0 + i < rows ? r0 + i : rows - 1;   /* clamp: extra rows compute, never store */
         wr[i] = (const uint4 *)(wb + (size_t)r * (size_t)cols * ESZ);
     }
@@ -165,6 +177,33 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[i][t] = st_warp_sum(acc[i][t]);
 
+    if (JOINT) {
+        if (ks_warps > 1) {
+            if (lane == 0) {
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int t = 0; t < NT; t++) red[warp][i * NT + t] = acc[i][t];
+            }
+            __syncthreads();
+            if (ks != 0) return;
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    float v = 0.0f;
+                    for (int k = 0; k < ks_warps; k++) v += red[warp + k][i * NT + t];
+                    acc[i][t] = v;
+                }
+        }
+        const float *bg = a.bias[0], *bu = a.bias[1];
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            if (lane == t && r0 < rows && t < n_tok)
+                a.y[0][(int64_t)t * rows + r0] =
+                    silu_mul(acc[0][t] + (bg ? bg[r0] : 0.0f), acc[1][t] + (bu ? bu[r0] : 0.0f));
+        return;
+    }
     if (PAIR) {
         /* gate group g (even) and up group g + 1 meet in shared memory */
         if (lane == 0) {
@@ -295,7 +334,8 @@ st_status dispatch_nt(const gemv_args &a, unsigned blocks, int unroll, cudaStrea
 
 template <int DT>
 st_status dispatch(const gemv_args &a, unsigned blocks, const struct st_gemv_shape &s, bool pair, cudaStream_t stream) {
-    if (pair) return dispatch_nt<DT, 1, true>(a, blocks, s.unroll, stream);
+    if (pair) return s.rows_per_warp == 2 ? dispatch_nt<DT, 2, true>(a, blocks, s.unroll, stream)
+                                          : dispatch_nt<DT, 1, true>(a, blocks, s.unroll, stream);
     if (s.rows_per_warp == 2) return dispatch_nt<DT, 2, false>(a, blocks, s.unroll, stream);
     return dispatch_nt<DT, 1, false>(a, blocks, s.unroll, stream);
 }
@@ -331,7 +371,8 @@ int slots_per_sm() {
  *    split whose blocks all fit in one wave and fill at least half of it;
  *  - very tall matrices (lm_head, >= 6 waves of 16-row blocks): two whole rows
  *    per warp, four loads in flight (the fewest blocks; 103% of copy measured).
- * Several tokens: two rows per warp when there are enough rows, split until
+ * Several tokens: two rows per warp when there are enough rows (for gate/up
+ * pairs: the joint pair, gate and up row r in one warp group), split until
  * the launch has 16 warps per SM. */
 struct st_gemv_shape st_gemv_pick(int64_t rows, int64_t nvec, int64_t n_tok, bool pair, int sm_count) {
     const int sms = sm_count > 0 ? sm_count : 80;
@@ -340,9 +381,14 @@ struct st_gemv_shape st_gemv_pick(int64_t rows, int64_t nvec, int64_t n_tok, boo
     if (n_tok > 1) {
         s.unroll = n_tok <= 2 ? 4 : 2;
         const int64_t target_warps = (int64_t)sms * 16;
-        if (!pair && rows / 2 >= target_warps) s.rows_per_warp = 2;
-        while (s.k_split < kmax_mode && (rows / s.rows_per_warp) * s.k_split < target_warps &&
-               nvec >= (int64_t)s.k_split * 2 * 32 * 2)
+        int64_t groups = rows;   /* warp groups before the split */
+        if (pair) {
+            s.rows_per_warp = 2;
+        } else if (rows / 2 >= target_warps) {
+            s.rows_per_warp = 2;
+            groups = rows / 2;
+        }
+        while (s.k_split < WARPS && groups * s.k_split < target_warps && nvec >= (int64_t)s.k_split * 2 * 32 * 2)
             s.k_split *= 2;
         return s;
     }
@@ -387,15 +433,15 @@ st_status check_tok(int64_t n_tok) {
 st_status launch_group(gemv_args &a, st_dtype dtype, bool pair, const struct st_gemv_shape &shape, cudaStream_t stream) {
     struct st_gemv_shape s = shape;
     if (s.k_split != 1 && s.k_split != 2 && s.k_split != 4 && s.k_split != 8) s.k_split = 1;
-    if (pair) {
-        s.rows_per_warp = 1;
-        if (s.k_split > WARPS / 2) s.k_split = WARPS / 2;
-    } else if (s.rows_per_warp != 2) {
-        s.rows_per_warp = 1;
-    }
+    if (s.rows_per_warp != 2) s.rows_per_warp = 1;
+    const bool joint = pair && s.rows_per_warp == 2;
+    if (pair && !joint && s.k_split > WARPS / 2) s.k_split = WARPS / 2;
     a.ks = s.k_split;
     int64_t total = 0;
-    const int64_t per_block = pair ? WARPS / (2 * s.k_split) : (int64_t)(WARPS / s.k_split) * s.rows_per_warp;
+    /* rows per block: a pair's alternating groups hold half a row each, a joint group one row of each matrix */
+    const int64_t per_block = joint  ? WARPS / s.k_split
+                              : pair ? WARPS / (2 * s.k_split)
+                                     : (int64_t)(WARPS / s.k_split) * s.rows_per_warp;
     for (int j = 0; j < MAXJ; j++) {
         a.begin[j] = (unsigned)total;
         if (j < a.n_jobs) total += (a.rows[j] + per_block - 1) / per_block;
