@@ -17,7 +17,8 @@
 # (decode Q4_K_M >= 1.3x llama.cpp's tg128, Q8_0 >= 1.2x, BF16 >= 95% of the copy
 # roofline; pp512 >= llama.cpp's; two stages >= 98% of one; Maxwell >= 80% of
 # roofline; 16 sequences >= 8x one, >= 1.3x llama-batched-bench at 16 and 64; two
-# stages' aggregate >= 90% of one stage's).
+# stages' aggregate >= 90% of one stage's). Exit status (run, wait once finished,
+# report): 1 when a target is missed or its figure is missing, 0 when all are met.
 #
 # Built for short device calls: `start` launches every step in the background
 # (setsid; it outlives the call while the machine stays warm) and returns; `wait`
@@ -159,13 +160,15 @@ run_benches() {
   step llama-batched "$qc/llama-batched.jsonl" lbatched batched BF16
 }
 
-report() {
+report() {  # exit status 1 when a target is missed (gpu_compare_report.py)
   "$py" "$root/bench/gpu_compare_report.py" "$qc" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  local rc=$?
   if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/gpu_compare"
     cp "$qc/results.json" "$qc/table.txt" "$progress" "$OUT/gpu_compare/" 2>/dev/null
     tar -C "$qc" -czf "$OUT/gpu_compare/logs.tgz" logs $(cd "$qc" && ls *.json *.jsonl *.yaml 2>/dev/null) 2>/dev/null
   fi
+  return $rc
 }
 
 run_all() {
@@ -184,7 +187,9 @@ run_all() {
   step strata-build "$strata_marker" do_strata || return 1
   run_benches
   report | tee -a "$progress"
+  local rc=${PIPESTATUS[0]}
   say "finished"
+  return "$rc"
 }
 
 case "${1:-}" in
@@ -211,7 +216,10 @@ case "${1:-}" in
     if [ -f "$qc/pid" ] && kill -0 "$(cat "$qc/pid")" 2>/dev/null; then
       echo "still running after ${limit}s: call 'bench/gpu_compare.sh wait' again (the machine must stay warm)"
     else
-      [ -f "$qc/table.txt" ] && { report > /dev/null; cat "$qc/table.txt"; }
+      [ -f "$qc/table.txt" ] || exit 1
+      report > /dev/null; rc=$?
+      cat "$qc/table.txt"
+      exit "$rc"
     fi
     ;;
   status) cat "$progress" 2>/dev/null || echo "not started" ;;

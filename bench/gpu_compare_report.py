@@ -123,6 +123,11 @@ def render(rows, gpu, commit):
     return "\n".join(lines)
 
 
+def exit_code(rows):
+    """1 when a target is missed or its figure is missing (the script's exit status), else 0."""
+    return 1 if any(r["verdict"] in ("MISS", "missing") for r in rows) else 0
+
+
 def selftest():
     import tempfile
     d = tempfile.mkdtemp()
@@ -135,7 +140,9 @@ def selftest():
     ok = (rows["BF16 decode tg128 vs llama.cpp"]["verdict"] == "PASS"          # 1.18 >= 1.15
           and rows["BF16 prefill pp512 vs llama.cpp"]["verdict"] == "MISS"     # 1.2 < 1.3
           and rows["BF16 decode vs copy roofline"]["verdict"] == "PASS"
-          and rows["Q8_0 decode tg128 vs llama.cpp"]["verdict"] == "missing")
+          and rows["Q8_0 decode tg128 vs llama.cpp"]["verdict"] == "missing"
+          and exit_code(list(rows.values())) == 1
+          and exit_code([r for r in rows.values() if r["verdict"] == "PASS"]) == 0)
     print("selftest", "ok" if ok else "FAILED")
     return 0 if ok else 1
 
@@ -151,7 +158,7 @@ def main():
     json.dump({"gpu": gpu, "commit": commit, "rows": rows}, open(f"{qc}/results.json", "w"), indent=1)
     open(f"{qc}/table.txt", "w").write(text + "\n")
     print(text)
-    return 0
+    return exit_code(rows)
 
 
 if __name__ == "__main__":
