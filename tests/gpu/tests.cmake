@@ -24,6 +24,8 @@ foreach(_y fx-1gpu-bf16 fx-1gpu-auto fx-replay-fp32 fx-1gpu-m40 fx-2gpu-m40 fx-2
   st_add_cli_test(e2e_deploy_${_y} RC 0 EXPECT "${_y}.yaml: ok" ARGS "plan -c tests/gpu/deploy/${_y}.yaml --check")
 endforeach()
 st_add_py_test(e2e_checker SCRIPT tests/gpu/check_e2e.py ARGS selftest --strata $<TARGET_FILE:strata>)
+# bench/gpu_compare.sh's table and exit status (1 on a missed or missing target) from planted results
+st_add_py_test(gpu_compare_report SCRIPT bench/gpu_compare_report.py ARGS --selftest)
 
 # e2e.sh itself, without a GPU (E2E_FAKE_GPU=1: every cuda:N becomes the CPU),
 # over the F32 files of three e2e models (2, 3 and 4 layers), peer and host: the YAML rewriting, the plan replay case
