@@ -104,6 +104,18 @@ double sampled_rel(const float *dev_y, int64_t rows, const std::vector<double> &
     }
     return sqrt(num / den);
 }
+/* body(c) for c = 0 .. n - 1 captured on st as one CUDA graph, instantiated */
+template <typename F> cudaGraphExec_t capture_graph(cudaStream_t st, int n, F body) {
+    cudaGraph_t g;
+    cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int c = 0; c < n; c++) body(c);
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
+    CK(cudaGraphDestroy(g));
+    return exec;
+}
+
 std::vector<int64_t> sample_rows(int64_t rows) {
     std::vector<int64_t> v;
     for (int k = 0; k < 48; k++) v.push_back((int64_t)((k * 7919ull + 13) % (uint64_t)rows));
@@ -310,13 +322,7 @@ bool bench_quant(const qbench &q, const char *list) {
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, F, xq, st));
                 CKS(st_gemv_cuda(b + off[6], dt[6], E, F, NULL, q.x, xqp, 1, q.y, q.sms, st));
             };
-            cudaGraph_t g;
-            cudaGraphExec_t exec;
-            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-            for (int c = 0; c < n_copies; c++) fused_layer(wall + (size_t)c * layer_bytes);
-            CK(cudaStreamEndCapture(st, &g));
-            CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
-            CK(cudaGraphDestroy(g));
+            cudaGraphExec_t exec = capture_graph(st, n_copies, [&](int c) { fused_layer(wall + (size_t)c * layer_bytes); });
             const double us = qtime(q, false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
             CK(cudaGraphExecDestroy(exec));
             const double gbps = wsum / (us * 1e-6) / 1e9;
@@ -577,17 +583,12 @@ int main(int argc, char **argv) {
         /* the whole layer: 7 launches per layer copy, plain and as a graph */
         for (int graph = 0; graph < 2; graph++) {
             cudaGraphExec_t exec = NULL;
-            if (graph) {
-                cudaGraph_t g;
-                CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-                for (int c = 0; c < n_copies; c++)
+            if (graph)
+                exec = capture_graph(st, n_copies, [&](int c) {
                     for (int m = 0; m < n_layer_mats; m++)
                         CKS(st_gemv_cuda(wall + (size_t)c * layer_bytes + off[m], dt, layer[m].rows, layer[m].cols, NULL, x, NULL, 1,
                                          y, prop.multiProcessorCount, st));
-                CK(cudaStreamEndCapture(st, &g));
-                CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
-                CK(cudaGraphDestroy(g));
-            }
+                });
             for (int i = -3; i < reps; i++) {
                 CK(cudaEventRecord(e0, st));
                 if (graph) CK(cudaGraphLaunch(exec, st));
@@ -611,17 +612,18 @@ int main(int argc, char **argv) {
             if (graph && dt == ST_DTYPE_BF16) layer_graph_ratio = gbps / copy_gbps;
             if (exec) CK(cudaGraphExecDestroy(exec));
         }
-        /* the engine's decode layer: q/k/v grouped, o, gate/up + SwiGLU, down */
-        float *yq = y, *yk = y + E, *yv = y + E + KV, *yff = y + 2 * E + 2 * KV;
-        auto fused_layer = [&](const uint8_t *b) {
+        /* the engine's decode layer of nt tokens: q/k/v grouped, o, gate/up + SwiGLU, down (outputs with
+         * room for 8 tokens each) */
+        float *yq = y, *yk = y + 8 * E, *yv = y + 8 * (E + KV), *yff = y + 8 * (E + 2 * KV);
+        auto fused_layer = [&](const uint8_t *b, int nt) {
             const st_gemv_job qkv[3] = {{b + off[0], NULL, yq, E}, {b + off[1], NULL, yk, KV}, {b + off[2], NULL, yv, KV}};
-            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, 1, sms, st));
-            CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, NULL, 1, y, sms, st));
-            CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, 1, yff, sms, st));
-            CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, NULL, 1, y, sms, st));
+            CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, nt, sms, st));
+            CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, NULL, nt, y, sms, st));
+            CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, nt, yff, sms, st));
+            CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, NULL, nt, y, sms, st));
         };
         {   /* correctness of the grouped launches on sampled rows */
-            fill(y, ST_DTYPE_F32, 2 * E + 2 * KV + F, 77, 1.0f, st);
+            fill(y, ST_DTYPE_F32, 8 * (E + 2 * KV) + F, 77, 1.0f, st);
             const st_gemv_job qkv[3] = {{wall + off[0], NULL, yq, E}, {wall + off[1], NULL, yk, KV}, {wall + off[2], NULL, yv, KV}};
             CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, 1, sms, st));
             CKS(st_gemv_swiglu_cuda(wall + off[4], NULL, wall + off[5], NULL, dt, F, E, x, NULL, 1, yff, sms, st));
@@ -686,18 +688,11 @@ int main(int argc, char **argv) {
         }
         for (int graph = 0; graph < 2; graph++) {
             cudaGraphExec_t exec = NULL;
-            if (graph) {
-                cudaGraph_t g;
-                CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-                for (int c = 0; c < n_copies; c++) fused_layer(wall + (size_t)c * layer_bytes);
-                CK(cudaStreamEndCapture(st, &g));
-                CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
-                CK(cudaGraphDestroy(g));
-            }
+            if (graph) exec = capture_graph(st, n_copies, [&](int c) { fused_layer(wall + (size_t)c * layer_bytes, 1); });
             const double us = time_us(false, [&](int) {
                 if (graph) CK(cudaGraphLaunch(exec, st));
                 else
-                    for (int c = 0; c < n_copies; c++) fused_layer(wall + (size_t)c * layer_bytes);
+                    for (int c = 0; c < n_copies; c++) fused_layer(wall + (size_t)c * layer_bytes, 1);
             }) / n_copies;
             const double gbps = layer_bytes / (us * 1e-6) / 1e9;
             printf("%-10s %-5s %7s %7s %3d %9.2f %9.1f %6.1f%%  %s\n", "FUSED", st_dtype_name(dt), "4 lnch", "", 1, us, gbps,
@@ -716,23 +711,9 @@ int main(int argc, char **argv) {
             /* several tokens (the GEMV path of batched decode steps of 2 to 8 sequences): the fused layer in
              * a CUDA graph at the default shapes, and gate/up + SwiGLU by pair mode over its k-splits
              * (r1: gate and up warp groups alternate; r2: joint, one group computes both rows over one x) */
-            float *ynq = y, *ynk = y + 8 * E, *ynv = y + 8 * (E + KV), *ynff = y + 8 * (E + 2 * KV);
             for (int nt = 2; nt <= 8; nt *= 2) {
-                auto fused_nt = [&](const uint8_t *b) {
-                    const st_gemv_job qkv[3] = {{b + off[0], NULL, ynq, E}, {b + off[1], NULL, ynk, KV},
-                                                {b + off[2], NULL, ynv, KV}};
-                    CKS(st_gemv_multi_cuda(qkv, 3, dt, E, x, NULL, nt, sms, st));
-                    CKS(st_gemv_cuda(b + off[3], dt, E, E, NULL, x, NULL, nt, y, sms, st));
-                    CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, nt, ynff, sms, st));
-                    CKS(st_gemv_cuda(b + off[6], dt, E, F, NULL, x, NULL, nt, y, sms, st));
-                };
-                cudaGraph_t g;
-                cudaGraphExec_t exec;
-                CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-                for (int c = 0; c < n_copies; c++) fused_nt(wall + (size_t)c * layer_bytes);
-                CK(cudaStreamEndCapture(st, &g));
-                CK(cudaGraphInstantiateWithFlags(&exec, g, 0));
-                CK(cudaGraphDestroy(g));
+                cudaGraphExec_t exec =
+                    capture_graph(st, n_copies, [&](int c) { fused_layer(wall + (size_t)c * layer_bytes, nt); });
                 const double us = time_us(false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
                 CK(cudaGraphExecDestroy(exec));
                 const double gbps = layer_bytes / (us * 1e-6) / 1e9;
@@ -751,7 +732,7 @@ int main(int argc, char **argv) {
                         sh.rows_per_warp = r; sh.k_split = k;
                         const double gus = time_us(true, [&](int i) {
                             const uint8_t *b = wall + (size_t)((i + 3) % n_copies) * layer_bytes;
-                            CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, nt, ynff,
+                            CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt, F, E, x, NULL, nt, yff,
                                                            &sh, st));
                         });
                         const double g2 = gu_bytes / (gus * 1e-6) / 1e9;

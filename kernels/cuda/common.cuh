@@ -127,10 +127,11 @@ static inline bool st_is_aligned(const void *p, size_t a) { return ((uintptr_t)p
 
 /* ---- programmatic dependent launch (sm_90+) -----------------------------------
  * On a card where the backend turned it on (st_cuda_pdl_set), st_launch starts a
- * kernel outside a graph capture with programmatic stream serialization (captured
- * into a graph it cost a 7B bf16 decode step 6.0 ms instead of 5.67 on an H100,
- * while eager passes gained: prefill 3%, 16-sequence decode steps 4%): its blocks may be scheduled
- * while the kernel before it in the stream is still draining. Such a kernel must
+ * kernel outside a graph capture with programmatic stream serialization: its
+ * blocks may be scheduled while the kernel before it in the stream is still
+ * draining (captured into a graph it cost a 7B bf16 decode step 6.0 ms instead
+ * of 5.67 on an H100, while eager passes gained: prefill 3%, 16-sequence decode
+ * steps 4%; bench/gpu_gemv.md). Such a kernel must
  * call st_pdl_wait() before it reads anything an earlier kernel wrote or writes
  * anything an earlier kernel reads (the wait returns once every earlier kernel has
  * finished and its memory is visible); only index math and reads of weights may
