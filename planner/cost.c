@@ -14,13 +14,9 @@ void st_plan_device_init(struct st_plan_device *d, const struct st_device_info *
     d->force_prec = -1;
     d->force_attn = -1;
     d->force_kv = -1;
-    d->is_cpu = info->kind == ST_DEVICE_CPU;
+    d->is_cpu = st_device_host_memory(info);   /* its backend computes in host memory */
     d->overhead_bytes = d->is_cpu ? PL_OVERHEAD_CPU : PL_OVERHEAD_GPU;
-    switch (info->kind) {
-    case ST_DEVICE_CPU: snprintf(d->select, sizeof d->select, "cpu"); break;
-    case ST_DEVICE_CUDA: snprintf(d->select, sizeof d->select, "cuda:%d", info->index); break;
-    case ST_DEVICE_CATALOG: snprintf(d->select, sizeof d->select, "catalog:%s", info->catalog); break;
-    }
+    st_device_selector(info, d->select, sizeof d->select);
     if (info->catalog[0]) snprintf(d->label, sizeof d->label, "%s", info->catalog);
     else if (d->is_cpu) snprintf(d->label, sizeof d->label, "cpu");
     else snprintf(d->label, sizeof d->label, "%s", info->name[0] ? info->name : d->select);
