@@ -196,7 +196,7 @@ int pl_tensors_of(const struct st_plan_model *m, uint32_t dtypes, int64_t first,
             }
         }
     }
-    if (out && in_set(dtypes, m->lm_head_dtype)) {
+    if (out && in_set(dtypes, m->lm_head_dtype) && !(embd && m->tied_embeddings)) {   /* tied: counted once */
         if (!n++) {
             /* tied: the output head is the embedding table (a copy on the last stage) */
             st_model_role_name(m->names, 0, m->tied_embeddings ? ST_T_TOK_EMBD : ST_T_OUTPUT, true, nm, sizeof nm);

@@ -20,3 +20,5 @@ st_add_cli_test(planner_cli_kv_reach RC 0 LABELS planner
 st_add_cli_test(planner_cli_kv_reach_json RC 0 LABELS planner
   ARGS "plan -c configs/what-if-m40-3050ti-14b-q4km.yaml --json"
   EXPECT "\"kv_reach\": {|||\"f16_context\": |||\"q8_0_context\": |||\"kv_dtype\": \"f32\"")
+# the backends' weight types: no tensor on a device that cannot run its dtype, the plan-time error
+st_add_test(planner_weight_types SOURCES planner/test_weight_types.c LABELS planner)
