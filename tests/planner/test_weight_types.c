@@ -7,10 +7,13 @@
  * that would run. What a stage may hold is checked here from the model's own
  * dtype table, not through the planner's helpers; every assertion on a
  * restricted device is paired with the same plan unrestricted, where that
- * device does take such layers (so the restriction is what moved them). */
+ * device does take such layers (so the restriction is what moved them). The
+ * plan's JSON (parsed back with jansson) and YAML file carry the weight
+ * types; a plan file written before them reads as the backend's declaration. */
 #include "check.h"
 #include "planner/planner.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,7 +237,80 @@ static void unused_device(void) {
     st_plan_model_free(&m);
 }
 
+/* ["f32", "q8_0"] -> a set; 0 when not a list of names */
+static uint32_t json_set(json_t *a) {
+    uint32_t w = 0;
+    size_t i;
+    json_t *v;
+    if (!json_is_array(a)) return 0;
+    json_array_foreach(a, i, v) {
+        for (int t = 0; t < ST_DTYPE_COUNT; t++)
+            if (json_is_string(v) && !strcmp(json_string_value(v), st_dtype_name((st_dtype)t))) w |= B(t);
+    }
+    return w;
+}
+
+static void files(void) {
+    struct st_plan_model m;
+    CHECK_OK(st_plan_model_from_preset("qwen2.5-7b", "q4_k_m", &m));
+    struct st_plan_device d[2];
+    card(&d[0], "tesla-m40", "m40", B(ST_DTYPE_F32) | B(ST_DTYPE_F16) | B(ST_DTYPE_Q8_0));
+    card(&d[1], "rtx-3090", "r3090", 0);
+    struct st_plan_request r;
+    st_plan_request_defaults(&r);
+    st_plan *p = NULL;
+    CHECK_OK(st_plan_make(&m, d, 2, NULL, &r, &p));
+    if (!p) { st_plan_model_free(&m); return; }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    CHECK_OK(st_plan_write_json(f, p));
+    fclose(f);
+    json_error_t je;
+    json_t *root = json_loadb(text, len, 0, &je);
+    CHECK_MSG(root != NULL, "plan JSON: %s", je.text);
+    if (root) {
+        CHECK(json_set(json_object_get(json_object_get(root, "model"), "weight_dtypes")) ==
+              (B(ST_DTYPE_Q4_K) | B(ST_DTYPE_Q6_K)));
+        json_t *devs = json_object_get(root, "devices");
+        CHECK(json_set(json_object_get(json_object_get(json_array_get(devs, 0), "caps"), "weight_dtypes")) ==
+              (B(ST_DTYPE_F32) | B(ST_DTYPE_F16) | B(ST_DTYPE_Q8_0)));
+        CHECK(json_set(json_object_get(json_object_get(json_array_get(devs, 1), "caps"), "weight_dtypes")) ==
+              (1u << ST_DTYPE_COUNT) - 1);
+    }
+    json_decref(root);
+    free(text);
+    /* the plan file: written, read back, the same sets; a file without the key reads as the backend's */
+    text = NULL;
+    f = open_memstream(&text, &len);
+    CHECK_OK(st_plan_write_yaml(f, p));
+    fclose(f);
+    CHECK(strstr(text, "flash_attn: false, weight_dtypes: [f32, f16, q8_0]}") != NULL);
+    st_plan *q = NULL;
+    CHECK_OK(st_plan_parse_yaml(text, len, "p.yaml", &q));
+    if (q) {
+        CHECK(q->devices[0].info.caps.weight_dtypes == (B(ST_DTYPE_F32) | B(ST_DTYPE_F16) | B(ST_DTYPE_Q8_0)));
+        CHECK(q->devices[1].info.caps.weight_dtypes == (1u << ST_DTYPE_COUNT) - 1);
+    }
+    st_plan_free(q);
+    q = NULL;
+    char *old = strstr(text, ", weight_dtypes: [f32, f16, q8_0]");
+    if (old) memmove(old, old + 33, strlen(old + 33) + 1);   /* as plans written before weight types */
+    CHECK_OK(st_plan_parse_yaml(text, strlen(text), "p.yaml", &q));
+    if (q) CHECK(q->devices[0].info.caps.weight_dtypes == st_caps_from_cc(5, 2).weight_dtypes);
+    st_plan_free(q);
+    q = NULL;
+    char *w = strstr(text, "weight_dtypes: [f32, f16, bf16,");
+    if (w) memcpy(w + 16, "f33", 3);
+    CHECK_ERR(st_plan_parse_yaml(text, strlen(text), "p.yaml", &q), ST_ERR_CONFIG,
+              "devices[].caps.weight_dtypes: 'f33' is not a weight type");
+    free(text);
+    st_plan_free(p);
+    st_plan_model_free(&m);
+}
+
 int main(void) {
+    files();
     never_given();
     ends();
     no_capable_device();
