@@ -42,7 +42,8 @@ static st_status default_config(const struct st_deploy_options *opt, const st_in
 }
 
 /* The GPU a `cuda:N` or `cuda:GPU-...` entry names; *n_match counts the GPUs a
- * UUID prefix fits (more than one is ambiguous). */
+ * UUID prefix fits (more than one is ambiguous). The config's selector syntax
+ * names CUDA devices (orchestrator/config.c): a new backend adds its own form. */
 static const struct st_device_info *find_cuda(const st_inventory *inv, const struct st_config_device *cd,
                                               int *n_match) {
     const struct st_device_info *found = NULL;
