@@ -138,8 +138,8 @@ static st_status check_dtypes(const struct st_plan_model *m, const struct st_pla
                  st_dtype_name(t), others, devices);
     runnable_files(m, can, files, sizeof files);
     if (files[0])
-        return st_error_hint("use a %s file of the model (weight types these devices run), or add a device whose "
-                             "backend runs %s", files, miss);
+        return st_error_hint("use %s %s file of the model (weight types these devices run), or add a device whose "
+                             "backend runs %s", files[0] == 'F' ? "an" : "a", files, miss);
     return st_error_hint("add a device whose backend runs %s, or convert the model to weight types these devices "
                          "run", miss);
 }

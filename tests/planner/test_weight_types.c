@@ -187,7 +187,7 @@ static void no_capable_device(void) {
     card(&d[0], "tesla-m40", "m40", B(ST_DTYPE_F32) | B(ST_DTYPE_Q4_0));
     card(&d[1], "rtx-3050-ti-laptop", "laptop", B(ST_DTYPE_F32) | B(ST_DTYPE_Q4_0));
     CHECK_ERR(st_plan_make(&m, d, 2, NULL, &r, &p), ST_ERR_CONFIG,
-              "hint: use a F32 file of the model (weight types these devices run), or add a device whose backend "
+              "hint: use an F32 file of the model (weight types these devices run), or add a device whose backend "
               "runs q4_k, q6_k");
     st_plan_model_free(&m);
 }
