@@ -4,7 +4,8 @@
  *
  * The planner reads only the plain structs at the top of this header; the
  * orchestrator drives computation only through struct st_device_ops. A new
- * backend is one folder under devices/ plus its kernels. */
+ * backend is one folder under devices/ plus its kernels, and one entry in the
+ * backend registry (struct st_backend_reg at the end of this header). */
 #ifndef STRATA_DEVICE_H
 #define STRATA_DEVICE_H
 
@@ -15,11 +16,16 @@
 extern "C" {
 #endif
 
+/* Each real kind is the devices of one backend (st_backend_reg_find). */
 typedef enum st_device_kind {
     ST_DEVICE_CPU = 0,
     ST_DEVICE_CUDA,
     ST_DEVICE_CATALOG,       /* a hypothetical card from the catalog (dry runs only) */
 } st_device_kind;
+
+/* Stored weight dtypes as a set: bit t is st_dtype t (model/model.h). */
+#define ST_DTYPE_BIT(t) (1u << (unsigned)(t))
+#define ST_DTYPE_ALL ((1u << (unsigned)ST_DTYPE_COUNT) - 1u)   /* every dtype strata reads */
 
 /* Capabilities, derived from the compute capability (DESIGN.md) and
  * overridable in the deployment YAML. */
@@ -30,11 +36,19 @@ struct st_caps {
     bool bf16;               /* cc >= 8.0 */
     bool tensor_cores;       /* cc >= 7.0 */
     bool flash_attn;         /* strata's tensor-core flash kernel: cc >= 8.0 */
+    uint32_t weight_dtypes;  /* ST_DTYPE_BIT of each stored weight dtype the backend's matmul and embedding
+                                run on this device: its path's declaration (struct st_backend_path);
+                                0 = not stated (caps filled by hand), taken as ST_DTYPE_ALL */
 };
 
-/* Derives capabilities from a compute capability (major.minor). */
+/* Capabilities of a CUDA card of compute capability major.minor (devices/cuda/register.c:
+ * the path that cc runs gives weight_dtypes; also for catalog cards and builds without CUDA). */
 struct st_caps st_caps_from_cc(int cc_major, int cc_minor);
+/* Capabilities of the CPU backend (devices/cpu/register.c). */
 struct st_caps st_caps_cpu(void);
+/* The names of the dtypes in mask, in st_dtype order, joined by sep ("f32 f16 q8_0");
+ * "none" for 0. Writes into buf and returns it. */
+char *st_dtype_mask_text(uint32_t mask, const char *sep, char *buf, size_t buf_len);
 
 /* Performance figures: peak from the catalog or properties, effective from a probe. */
 struct st_perf {
@@ -169,7 +183,8 @@ struct st_backend_config {
     st_attn_kind attention;
     st_dtype kv_dtype;       /* F32, F16 or BF16 */
     int n_threads;           /* CPU: worker threads (0 = all cores of the device's NUMA node) */
-    bool maxwell_path;       /* restrict to sm_52 code paths (real cc 5.x or emulate: tesla-m40) */
+    bool maxwell_path;       /* restrict to sm_52 code paths; a CUDA device whose caps say cc < 6.0 (a real
+                                cc 5.x card, or emulate: tesla-m40) takes them anyway */
     int64_t max_tokens;      /* most tokens one forward pass sends (prefill chunk or decode batch) */
 };
 
@@ -565,9 +580,124 @@ st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *
 st_status st_cuda_h2d_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps);
 #endif
 
-/* The backends built into this binary (CUDA only when compiled with it). */
+/* The backends' ops tables (CUDA only when compiled with it); the registry below
+ * hands out the same pointers (st_backend_reg.ops). */
 const struct st_device_ops *st_device_ops_cpu(void);
 const struct st_device_ops *st_device_ops_cuda(void);   /* NULL in a CPU-only build */
+
+/* ---- the backend registry ---------------------------------------------------
+ *
+ * devices/<name>/ holds one backend and one registration entry,
+ * devices/<name>/register.c, compiled into every build: its name, the kind of
+ * device it runs, how it discovers devices, its ops table, the links and
+ * probes it provides and — as plain data — what it supports: per code path,
+ * the weight dtypes its matmul (and embedding) runs and which optional ops
+ * exist. devices/registry.c lists the entries. Inventory, deploy, links,
+ * probes and benchmarks look the backend of a device up here instead of
+ * branching on its kind; the planner sees plain data: caps.weight_dtypes and
+ * whether a device computes in host memory (st_plan_device.is_cpu).
+ *
+ * A backend that is not compiled in keeps its descriptive half (built =
+ * false, every hook NULL): a what-if plan for a catalog card still says what
+ * that card would run. Adding a backend (ROCm, Vulkan): its folder with a
+ * register.c, a value of st_device_kind, one line in devices/registry.c
+ * (docs/backends.md). */
+
+/* Optional operations of a backend path, as data: the st_device_ops entries
+ * that may be NULL, and kernels that only some paths have. */
+enum st_backend_op {
+    ST_BACKEND_OP_ARGMAX_ROWS = 1u << 0,    /* argmax_rows */
+    ST_BACKEND_OP_IMPORT_HOST = 1u << 1,    /* import_host */
+    ST_BACKEND_OP_GRAPHS = 1u << 2,         /* capture_begin, capture_end, replay */
+    ST_BACKEND_OP_MATMUL_MULTI = 1u << 3,   /* matmul_multi */
+    ST_BACKEND_OP_MATMUL_SWIGLU = 1u << 4,  /* matmul_swiglu */
+    ST_BACKEND_OP_SAMPLE = 1u << 5,         /* sample */
+    ST_BACKEND_OP_EVENTS = 1u << 6,         /* event_create, event_free, event_record, event_elapsed_ms */
+    ST_BACKEND_OP_PIPELINE = 1u << 7,       /* download_async, event_sync */
+    ST_BACKEND_OP_FLASH_ATTN = 1u << 8,     /* a flash-attention kernel (used where caps.flash_attn) */
+    ST_BACKEND_OP_KV_Q8 = 1u << 9,          /* a q8_0 KV cache */
+};
+#define ST_BACKEND_N_OPS 10
+/* "argmax_rows", "graphs", ..., for bit 1u << i; "?" for anything else. */
+const char *st_backend_op_name(uint32_t op);
+
+/* One code path of a backend. A device runs the last path whose cc_min is at
+ * most its compute capability (st_backend_reg_path). */
+struct st_backend_path {
+    const char *name;            /* "default", "maxwell" */
+    int cc_min;                  /* lowest 10 x major + minor it serves; 0 = every device */
+    uint32_t weight_dtypes;      /* ST_DTYPE_BIT of each stored weight dtype its matmul and embedding run */
+    uint32_t ops;                /* st_backend_op bits */
+    const char *what;            /* one line for listings: "fp32 math over the stored weights (sm_52)" */
+};
+
+struct st_backend_reg {
+    const char *name;            /* "cpu", "cuda": the selector's prefix, the kind's name in plan and profile files */
+    const char *title;           /* "CPU", "CUDA": in messages */
+    st_device_kind kind;         /* the devices it runs */
+    bool built;                  /* compiled into this binary: the hooks below are set */
+    bool host_memory;            /* its devices compute in host memory (st_device_host_memory) */
+    bool catalog_cards;          /* the GPU catalog's cards are devices of this backend (what-if planning) */
+    const char *not_built;       /* why a build lacks it: "strata was built without the CUDA backend (...)" */
+    const char *build_hint;      /* how to get a build with it: "rebuild with the CUDA toolkit installed ..." */
+    const char *mem_method;      /* how `strata bench` reads its memory in use: "process RSS" (host memory:
+                                    the resident set), "cudaMemGetInfo" (free memory before - after) */
+    const struct st_backend_path *paths; int n_paths;   /* ascending cc_min; paths[0].cc_min is 0 */
+    uint32_t link_types;         /* 1u << st_link_type of each kind of link it makes between two of its
+                                    devices (or two stages on one) */
+    /* Capabilities of one of its devices of that compute capability (0.0 where it has none);
+     * always set, also when !built. */
+    struct st_caps (*caps)(int cc_major, int cc_minor);
+
+    /* ---- hooks: NULL when !built; any may be NULL when the backend has none ---- */
+    const struct st_device_ops *(*ops)(void);
+    /* Lists its devices (CUDA_VISIBLE_DEVICES and the like apply): *devs a malloc'ed array of *n_devs
+     * (kind and index set; caps from caps()), *p2p a malloc'ed n x n matrix or NULL. No driver or no
+     * device: ST_OK with *n_devs 0 and why in reason. topo is the inventory's hwloc topology. */
+    st_status (*discover)(void *topo, struct st_device_info **devs, int *n_devs, struct st_p2p **p2p,
+                          char *reason, size_t reason_len);
+    /* `inventory --probe` of device dev of inv into out (devices/probe.c calls it). */
+    st_status (*probe)(const st_inventory *inv, int dev, const struct st_probe_options *opt,
+                       struct st_profile_device *out);
+    /* Measures the links of this backend between inv's devices a and b (both its own, a != b): appends
+     * one entry to p->links per kind that joins them (p->links has room for 3 per pair). */
+    st_status (*probe_pair)(const st_inventory *inv, int a, int b, const struct st_probe_options *opt,
+                            uint64_t bytes, st_profile *p);
+    /* st_device_mem_read for its devices. */
+    st_status (*mem_read)(const struct st_device_info *dev, struct st_device_mem_reading *out);
+    /* A link of type (LOCAL, PEER, NCCL, HOST; AUTO: its choice) between two of its backends. */
+    st_status (*link_init)(st_link_type type, st_backend *src, st_backend *dst, size_t max_bytes, st_link **out);
+    /* Streaming bandwidth for `strata bench`: bytes per array (0 = its default), n_threads (host
+     * backends; 0 = the device's), reps; copy (read + written per second, GB/s) and, where measured,
+     * a read-only rate (0 otherwise). */
+    st_status (*bandwidth)(const struct st_device_info *dev, int n_threads, uint64_t bytes, int reps,
+                           double *copy_gbps, double *read_gbps);
+    /* Pinned host-to-device copy rate (GB/s), the ceiling of weight loading. */
+    st_status (*h2d_bandwidth)(const struct st_device_info *dev, double *gbps);
+};
+
+/* The registry: every backend this source tree has, built or not, in a fixed order (cpu first). */
+int st_backend_reg_count(void);
+const struct st_backend_reg *st_backend_reg_at(int i);            /* NULL when out of range */
+const struct st_backend_reg *st_backend_reg_find(st_device_kind kind);   /* NULL for CATALOG */
+const struct st_backend_reg *st_backend_reg_by_name(const char *name);   /* NULL when unknown */
+/* The backend dev runs on; for a catalog card the backend whose cards the catalog lists (its data
+ * only: a catalog card is never run). NULL when none. */
+const struct st_backend_reg *st_backend_reg_of(const struct st_device_info *dev);
+/* The path a device of these capabilities runs (the last with cc_min <= its cc). */
+const struct st_backend_path *st_backend_reg_path(const struct st_backend_reg *b, const struct st_caps *caps);
+/* The device's path: st_backend_reg_path of its backend; NULL without a backend. */
+const struct st_backend_path *st_device_path(const struct st_device_info *dev);
+/* The ops table of dev's backend, or NULL with an error set (catalog card: ST_ERR_CONFIG; a backend
+ * this build lacks: ST_ERR_NOT_BUILT naming it, with a hint). */
+st_status st_device_ops_of(const struct st_device_info *dev, const struct st_device_ops **out);
+
+/* True when dev's backend computes in host memory (the CPU); false for GPUs and catalog cards. */
+bool st_device_host_memory(const struct st_device_info *dev);
+/* "cpu", "cuda", "catalog" (files and messages); "?" for anything else. Never NULL. */
+const char *st_device_kind_name(st_device_kind k);
+/* The kind of that name ("catalog" included); false when unknown. */
+bool st_device_kind_parse(const char *name, st_device_kind *out);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* The inventory of this machine: CPU topology from hwloc (packages, NUMA nodes,
- * cores, caches), the CPU as devices[0], then the CUDA devices and their P2P
- * matrix (devices/cuda/inventory_cuda.c, CUDA builds only). */
+ * cores, caches), the CPU as devices[0], then the devices every built backend
+ * discovers and their P2P matrix (the registry's discover hooks: CUDA's is
+ * devices/cuda/inventory_cuda.c). */
 #include "devices/inventory-impl.h"
 
 #include <ctype.h>
@@ -22,11 +23,11 @@ const char *st_link_kind_name(st_link_kind k) {
 }
 
 char *st_device_selector(const struct st_device_info *dev, char *buf, size_t buf_len) {
-    switch (dev->kind) {
-    case ST_DEVICE_CPU: snprintf(buf, buf_len, "cpu"); break;
-    case ST_DEVICE_CUDA: snprintf(buf, buf_len, "cuda:%d", dev->index); break;
-    case ST_DEVICE_CATALOG: snprintf(buf, buf_len, "catalog:%s", dev->catalog); break;
-    }
+    const struct st_backend_reg *b = st_backend_reg_find(dev->kind);
+    if (dev->kind == ST_DEVICE_CATALOG) snprintf(buf, buf_len, "catalog:%s", dev->catalog);
+    else if (!b) snprintf(buf, buf_len, "?");
+    else if (b->host_memory) snprintf(buf, buf_len, "%s", b->name);   /* the host as a whole: "cpu" */
+    else snprintf(buf, buf_len, "%s:%d", b->name, dev->index);
     return buf;
 }
 
@@ -217,12 +218,15 @@ static st_status fill_topology(st_inventory *inv, hwloc_topology_t topo) {
     /* devices[0]: the CPU as a whole */
     struct st_device_info *cpu = &inv->devices[0];
     memset(cpu, 0, sizeof *cpu);
-    cpu->kind = ST_DEVICE_CPU;
+    const struct st_backend_reg *host = NULL;   /* the backend that computes in host memory */
+    for (int k = 0; k < st_backend_reg_count() && !host; k++)
+        if (st_backend_reg_at(k)->host_memory) host = st_backend_reg_at(k);
+    cpu->kind = host->kind;
     cpu->index = 0;
     snprintf(cpu->name, sizeof cpu->name, "%s", n_pkg ? inv->packages[0].name : fallback);
     cpu->numa_node = n_numa == 1 ? inv->numa[0].os_index : -1;
     bitmap_list(root->cpuset, cpu->cpuset, sizeof cpu->cpuset);
-    cpu->caps = st_caps_cpu();
+    cpu->caps = host->caps(0, 0);
     cpu->sm_count = inv->n_cores;
     cpu->threads = inv->n_threads;
     cpu->mem_total_bytes = inv->host_mem_bytes;
@@ -244,32 +248,55 @@ static void note_visible_devices(char *reason, size_t len) {
              n ? "; also " : "");
 }
 
-static st_status add_gpus(st_inventory *inv, hwloc_topology_t topo) {
-#ifdef STRATA_HAVE_CUDA
-    struct st_device_info *gpus = NULL;
-    struct st_p2p *gp2p = NULL;
-    int n = 0;
-    st_status s = st_inventory_cuda_discover(topo, &gpus, &n, &gp2p, inv->no_gpu_reason, sizeof inv->no_gpu_reason);
-    if (s != ST_OK) return s;
-    if (n > 0) {
-        int nd = n + 1;
-        struct st_device_info *devs = realloc(inv->devices, (size_t)nd * sizeof *devs);
-        if (!devs) { free(gpus); free(gp2p); return st_error_set(ST_ERR_NOMEM, "out of host memory for the device list"); }
-        inv->devices = devs;
-        memcpy(devs + 1, gpus, (size_t)n * sizeof *gpus);
-        inv->n_devices = nd;
-        inv->p2p = st_calloc((size_t)nd * (size_t)nd, sizeof *inv->p2p, "P2P matrix");
-        if (!inv->p2p) { free(gpus); free(gp2p); return ST_ERR_NOMEM; }
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) inv->p2p[(size_t)(i + 1) * nd + (size_t)(j + 1)] = gp2p[(size_t)i * n + j];
+/* Appends n devices of one backend (and its n x n P2P matrix, or NULL) to the inventory. */
+static st_status append_devices(st_inventory *inv, const struct st_device_info *devs, int n, const struct st_p2p *m) {
+    int old = inv->n_devices, nd = old + n;
+    struct st_device_info *all = realloc(inv->devices, (size_t)nd * sizeof *all);
+    if (!all) return st_error_set(ST_ERR_NOMEM, "out of host memory for the device list");
+    inv->devices = all;
+    memcpy(all + old, devs, (size_t)n * sizeof *devs);
+    struct st_p2p *p2p = st_calloc((size_t)nd * (size_t)nd, sizeof *p2p, "P2P matrix");
+    if (!p2p) return ST_ERR_NOMEM;
+    for (int i = 0; i < old; i++)
+        for (int j = 0; j < old; j++) p2p[(size_t)i * nd + (size_t)j] = inv->p2p[(size_t)i * old + (size_t)j];
+    for (int i = 0; m && i < n; i++)
+        for (int j = 0; j < n; j++) p2p[(size_t)(old + i) * nd + (size_t)(old + j)] = m[(size_t)i * n + j];
+    free(inv->p2p);
+    inv->p2p = p2p;
+    inv->n_devices = nd;
+    return ST_OK;
+}
+
+/* Every built backend with a discover hook lists its devices after the CPU. */
+static st_status add_backends(st_inventory *inv, hwloc_topology_t topo) {
+    char missing[256] = "";
+    for (int k = 0; k < st_backend_reg_count(); k++) {
+        const struct st_backend_reg *b = st_backend_reg_at(k);
+        if (b->host_memory) continue;                    /* the CPU is devices[0] already */
+        if (!b->built || !b->discover) {
+            size_t n = strlen(missing);
+            snprintf(missing + n, sizeof missing - n, "%s%s", n ? "; " : "", b->not_built);
+            continue;
+        }
+        struct st_device_info *devs = NULL;
+        struct st_p2p *m = NULL;
+        int n = 0;
+        char reason[256] = "";
+        st_status s = b->discover(topo, &devs, &n, &m, reason, sizeof reason);
+        if (s == ST_OK && n > 0) {
+            s = append_devices(inv, devs, n, m);
+        }
+        if (s == ST_OK && n == 0 && reason[0]) {
+            size_t l = strlen(inv->no_gpu_reason);
+            snprintf(inv->no_gpu_reason + l, sizeof inv->no_gpu_reason - l, "%s%s", l ? "; " : "", reason);
+        }
+        free(devs);
+        free(m);
+        if (s != ST_OK) return s;
     }
-    free(gpus);
-    free(gp2p);
-#else
-    (void)topo;
-    snprintf(inv->no_gpu_reason, sizeof inv->no_gpu_reason,
-             "CPU-only build: strata was built without the CUDA backend (-DSTRATA_CUDA=OFF or no CUDA toolkit when it was configured)");
-#endif
+    if (inv->n_devices == 1 && !inv->no_gpu_reason[0] && missing[0])
+        snprintf(inv->no_gpu_reason, sizeof inv->no_gpu_reason, "CPU-only build: %s", missing);
+    if (inv->n_devices > 1) inv->no_gpu_reason[0] = 0;
     if (inv->n_devices == 1) note_visible_devices(inv->no_gpu_reason, sizeof inv->no_gpu_reason);
     return ST_OK;
 }
@@ -299,7 +326,7 @@ st_status st_inventory_init(st_inventory **out) {
     }
     s = fill_topology(inv, topo);
     if (s != ST_OK) goto fail_topo;
-    s = add_gpus(inv, topo);
+    s = add_backends(inv, topo);
     if (s != ST_OK) goto fail_topo;
     hwloc_topology_destroy(topo);
     *out = inv;

@@ -1,6 +1,7 @@
-/* Links between consecutive stages: LOCAL (both stages on one CPU: a copy)
+/* Links between consecutive stages: LOCAL (both stages in host memory: a copy)
  * and HOST (download into a host buffer, upload on the other side; any pair).
- * Both ends CUDA: every kind goes to st_cuda_link_init (devices/cuda/). */
+ * Both ends on one device backend (not host memory): every kind goes to that
+ * backend's link_init hook (CUDA: st_cuda_link_init, devices/cuda/). */
 #include "devices/link-impl.h"
 
 #include <stdlib.h>
@@ -53,22 +54,20 @@ st_status st_link_init(st_link_type type, st_backend *src, const struct st_devic
                        const struct st_device_ops *dst_ops, const struct st_device_info *dst_dev,
                        size_t max_bytes, st_link **out) {
     *out = NULL;
-    const bool src_cpu = src_dev->kind == ST_DEVICE_CPU, dst_cpu = dst_dev->kind == ST_DEVICE_CPU;
-    const bool src_cuda = src_dev->kind == ST_DEVICE_CUDA, dst_cuda = dst_dev->kind == ST_DEVICE_CUDA;
     if (src_dev->kind == ST_DEVICE_CATALOG || dst_dev->kind == ST_DEVICE_CATALOG) {
         st_error_set(ST_ERR_UNSUPPORTED, "link %s -> %s: a catalog device exists only for planning",
                      src_dev->name, dst_dev->name);
         return st_error_hint("run 'strata plan' for what-if hardware; 'generate' needs real devices");
     }
-    if (src_cuda && dst_cuda) {
-#ifdef STRATA_HAVE_CUDA
-        return st_cuda_link_init(type, src, dst, max_bytes, out);
-#else
-        return st_error_set(ST_ERR_NOT_BUILT, "link between CUDA devices: this build has no CUDA backend");
-#endif
+    const bool host = st_device_host_memory(src_dev) && st_device_host_memory(dst_dev);
+    const struct st_backend_reg *b = st_backend_reg_find(src_dev->kind);
+    if (!host && src_dev->kind == dst_dev->kind && b && !b->host_memory) {
+        if (b->link_init) return b->link_init(type, src, dst, max_bytes, out);
+        st_error_set(ST_ERR_NOT_BUILT, "link between %s devices: this build has no %s backend", b->title, b->title);
+        return st_error_hint("%s", b->build_hint);
     }
-    if (type == ST_LINK_T_AUTO) type = (src_cpu && dst_cpu) ? ST_LINK_T_LOCAL : ST_LINK_T_HOST;
-    if (type == ST_LINK_T_LOCAL && !(src_cpu && dst_cpu)) {
+    if (type == ST_LINK_T_AUTO) type = host ? ST_LINK_T_LOCAL : ST_LINK_T_HOST;
+    if (type == ST_LINK_T_LOCAL && !host) {
         st_error_set(ST_ERR_CONFIG, "link %s -> %s: a local link joins two stages on one device",
                      src_dev->name, dst_dev->name);
         return st_error_hint("use link: host (or auto) between different devices");

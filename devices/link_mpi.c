@@ -126,7 +126,7 @@ static st_status mpi_make(bool send, st_backend *be, const struct st_device_ops 
     m->send = send;
     m->be = be;
     m->ops = ops;
-    m->cpu = dev->kind == ST_DEVICE_CPU;
+    m->cpu = st_device_host_memory(dev);
     m->peer = *peer;
     if (m->peer.n_bufs < 1) m->peer.n_bufs = 1;
     snprintf(m->where, sizeof m->where, "%s", peer->where ? peer->where : "another rank");
@@ -151,13 +151,14 @@ static st_status mpi_make(bool send, st_backend *be, const struct st_device_ops 
 /* The transport a pair takes: NCCL between two GPUs when it is built and asked for (or AUTO). */
 static st_status pick(st_link_type type, const struct st_device_info *dev, const struct st_link_peer *peer,
                       bool *nccl) {
-    const bool gpus = dev->kind == ST_DEVICE_CUDA && peer->kind == ST_DEVICE_CUDA;
+    /* both ends on one device backend (GPUs); NCCL where that backend links its devices with it */
+    const struct st_backend_reg *b = st_backend_reg_find(dev->kind);
+    const bool gpus = dev->kind == peer->kind && b && !b->host_memory;
+    const bool has_nccl = gpus && (b->link_types & (1u << ST_LINK_T_NCCL));
     *nccl = false;
     switch (type) {
     case ST_LINK_T_AUTO:
-#ifdef STRATA_HAVE_NCCL
-        *nccl = gpus;
-#endif
+        *nccl = has_nccl;
         return ST_OK;
     case ST_LINK_T_HOST:
     case ST_LINK_T_MPI:
@@ -167,13 +168,12 @@ static st_status pick(st_link_type type, const struct st_device_info *dev, const
             st_error_set(ST_ERR_CONFIG, "link to/from %s: an NCCL link needs a GPU at both ends", peer->where);
             return st_error_hint("use transport: auto or host when a stage runs on the CPU");
         }
-#ifdef STRATA_HAVE_NCCL
-        *nccl = true;
-        return ST_OK;
-#else
+        if (has_nccl) {
+            *nccl = true;
+            return ST_OK;
+        }
         st_error_set(ST_ERR_NOT_BUILT, "link to/from %s: this build has no NCCL", peer->where);
         return st_error_hint("install NCCL (libnccl-dev) and rebuild, or use transport: host (MPI through host memory)");
-#endif
     default:
         st_error_set(ST_ERR_CONFIG, "link to/from %s: a %s link cannot join two processes", peer->where,
                      st_link_type_name(type));

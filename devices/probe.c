@@ -1,325 +1,33 @@
-/* `strata inventory --probe`: measures what the planner's cost model needs,
- * one function per device kind, and returns a profile (devices/profile.c).
- *
- * CPU: streaming bandwidth with the CPU backend's own bound thread pool (read,
- * STREAM copy and triad over arrays far larger than the last-level cache,
- * counting bytes read + written), batch-1 GEMV per weight dtype, a prefill GEMM
- * and the cost of one tiny op, all through the CPU backend's ops table. Best of N.
- * CUDA (CUDA builds): st_cuda_probe_device / st_cuda_probe_link of the CUDA
- * backend (devices/cuda/probe_cuda.cu), median of N with device events.
- * Links: every GPU pair for each kind that joins it (peer, nccl, host), and
- * CPU <-> each GPU through the host link of devices/link.c. */
+/* `strata inventory --probe`: measures what the planner's cost model needs and
+ * returns a profile (devices/profile.c). Each device is measured by its
+ * backend's probe hook (devices/<name>/register.c: the CPU's bandwidth, GEMV,
+ * GEMM and op cost in devices/cpu/probe_cpu.c; CUDA's with device events in
+ * devices/cuda/probe_cuda.cu). Links: a pair of devices of one backend by
+ * that backend's probe_pair hook (CUDA: peer, nccl, host), and a host-memory
+ * device <-> any other through the host link of devices/link.c. */
 #include "devices/device.h"
-#include "devices/cpu/cpu-impl.h"
-#include "kernels/cpu/kernels_cpu.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define GEMV_COLS 4096          /* the hidden size of a 7B-class model */
-#define LAUNCH_OPS 2000         /* tiny ops per launch-overhead sample */
-#define GEMM_ROWS 1024          /* CPU prefill GEMM: (GEMM_ROWS x GEMV_COLS) weights ... */
-#define GEMM_TOKENS 64          /* ... times GEMM_TOKENS tokens */
 #define LINK_BYTES (64ull << 20) /* bandwidth send; smaller when --probe-bytes is */
-
-typedef st_status (*st_probe_fn)(const st_inventory *inv, int dev, const struct st_probe_options *opt,
-                                 struct st_profile_device *out);
-
-/* ---- CPU: bandwidth ----------------------------------------------------------- */
-
-enum bw_kernel { BW_INIT = 0, BW_READ, BW_COPY, BW_TRIAD };
-
-struct bw_job {
-    enum bw_kernel kernel;
-    double *a, *b, *c;      /* (n) each */
-    size_t n;
-    uint64_t *sink;         /* (n_threads) read results, so the reads are not optimised away */
-};
-
-static void bw_task(void *arg, int ith, int nth) {
-    struct bw_job *j = arg;
-    size_t lo = j->n * (size_t)ith / (size_t)nth, hi = j->n * (size_t)(ith + 1) / (size_t)nth;
-    double *restrict a = j->a, *restrict b = j->b, *restrict c = j->c;
-    switch (j->kernel) {
-    case BW_INIT:   /* first touch by the thread that will stream it: pages land on its NUMA node */
-        for (size_t i = lo; i < hi; i++) { a[i] = 1.0; b[i] = 2.0; c[i] = 0.5; }
-        break;
-    case BW_READ: {
-        /* integer sum: associative, so the compiler vectorises it freely */
-        const uint64_t *restrict p = (const uint64_t *)a;
-        uint64_t s = 0;
-        for (size_t i = lo; i < hi; i++) s += p[i];
-        j->sink[ith] += s;
-        break;
-    }
-    case BW_COPY:
-        for (size_t i = lo; i < hi; i++) c[i] = a[i];
-        break;
-    case BW_TRIAD:
-        for (size_t i = lo; i < hi; i++) a[i] = b[i] + 3.0 * c[i];
-        break;
-    }
-}
-
-static uint64_t default_probe_bytes(const st_inventory *inv) {
-    uint64_t b = 512ull << 20;
-    if (2 * inv->llc_bytes > b) b = 2 * inv->llc_bytes;
-    return b;
-}
-
-st_status st_cpu_stream_measure(const struct st_device_info *cpu, int n_threads, uint64_t bytes, int reps,
-                                struct st_cpu_stream *out) {
-    st_cpu_pool *pool = NULL;
-    struct bw_job job = {0};
-    memset(out, 0, sizeof *out);
-    if (reps <= 0) reps = 1;
-    st_status s = st_cpu_pool_init(n_threads, cpu->numa_node, cpu->cpuset, &pool);
-    if (s != ST_OK) return st_error_prefix("cpu bandwidth");
-    out->n_threads = st_cpu_pool_threads(pool);
-    job.n = (size_t)(bytes / sizeof(double));
-    job.a = malloc(job.n * sizeof(double));
-    job.b = malloc(job.n * sizeof(double));
-    job.c = malloc(job.n * sizeof(double));
-    job.sink = calloc((size_t)out->n_threads, sizeof *job.sink);
-    if (!job.n || !job.a || !job.b || !job.c || !job.sink) {
-        char want[32];
-        s = st_error_set(ST_ERR_NOMEM, "cpu bandwidth: cannot allocate 3 x %s for the bandwidth test",
-                         st_format_bytes(bytes, want, sizeof want));
-        st_error_hint("use smaller arrays ('inventory --probe-bytes', 'bench --bw-bytes')");
-        goto done;
-    }
-    job.kernel = BW_INIT;
-    st_cpu_pool_run(pool, bw_task, &job);
-    static const struct { enum bw_kernel k; int arrays; } kernels[] = {{BW_READ, 1}, {BW_COPY, 2}, {BW_TRIAD, 3}};
-    double best[3] = {0};
-    for (size_t k = 0; k < ST_ARRAY_LEN(kernels); k++) {
-        job.kernel = kernels[k].k;
-        st_cpu_pool_run(pool, bw_task, &job);   /* warm-up */
-        for (int r = 0; r < reps; r++) {
-            double t0 = st_time_s();
-            st_cpu_pool_run(pool, bw_task, &job);
-            double dt = st_time_s() - t0;
-            double gbps = (double)kernels[k].arrays * (double)job.n * sizeof(double) / dt / 1e9;
-            if (gbps > best[k]) best[k] = gbps;
-        }
-    }
-    out->read_gbps = best[0];
-    out->copy_gbps = best[1];
-    out->triad_gbps = best[2];
-done:
-    free(job.a);
-    free(job.b);
-    free(job.c);
-    free(job.sink);
-    st_cpu_pool_free(pool);
-    return s;
-}
-
-static st_status probe_cpu_bandwidth(const st_inventory *inv, const struct st_probe_options *opt, uint64_t bytes,
-                                     int reps, struct st_profile_device *out, int *n_threads) {
-    struct st_cpu_stream bw;
-    st_status s = st_cpu_stream_measure(&inv->devices[0], opt->n_threads, bytes, reps, &bw);
-    if (s != ST_OK) return st_error_prefix("probe: cpu");
-    *n_threads = bw.n_threads;
-    ST_INFO("probe: cpu: read %.1f GB/s, copy %.1f GB/s, triad %.1f GB/s", bw.read_gbps, bw.copy_gbps, bw.triad_gbps);
-    /* the best streaming rate the memory system reached (the planner's bandwidth);
-     * decode's own rate per weight dtype is gemv_gbps */
-    out->mem_bw_gbps = ST_MAX(bw.read_gbps, ST_MAX(bw.copy_gbps, bw.triad_gbps));
-    out->read_gbps = bw.read_gbps;
-    out->copy_gbps = bw.copy_gbps;
-    out->triad_gbps = bw.triad_gbps;
-    return ST_OK;
-}
-
-/* ---- CPU: GEMV and one tiny op through the ops table ---------------------------- */
-
-/* Values in [1, 2) in each dtype: no subnormals, no NaN, nothing that could make one path faster. */
-static void fill_pattern(st_dtype dt, void *buf, size_t n_elems) {
-    for (size_t i = 0; i < n_elems; i++) {
-        unsigned v = (unsigned)(i * 2654435761u) >> 7;
-        if (dt == ST_DTYPE_F32) ((uint32_t *)buf)[i] = 0x3F800000u | (v & 0x7FFFFFu);
-        else if (dt == ST_DTYPE_F16) ((uint16_t *)buf)[i] = (uint16_t)(0x3C00u | (v & 0x3FFu));
-        else ((uint16_t *)buf)[i] = (uint16_t)(0x3F80u | (v & 0x7Fu));
-    }
-}
-
-static st_status probe_gemv(const struct st_device_ops *ops, st_backend *be, st_dtype dt, uint64_t bytes, int reps,
-                            double *out_gbps) {
-    st_status s = ST_OK;
-    size_t elem = dt == ST_DTYPE_F32 ? 4 : 2;
-    int64_t cols = GEMV_COLS;
-    int64_t rows = (int64_t)(bytes / (elem * (uint64_t)cols));
-    if (rows < 1) rows = 1;
-    size_t w_bytes = (size_t)rows * (size_t)cols * elem;
-    size_t chunk_elems = (size_t)cols * 256;
-    void *w = NULL, *x = NULL, *y = NULL, *host = malloc(chunk_elems * elem);
-    float *hx = malloc((size_t)cols * sizeof(float));
-    if (!host || !hx) { s = st_error_set(ST_ERR_NOMEM, "probe: out of host memory for the GEMV staging buffer"); goto done; }
-    if ((s = ops->alloc(be, w_bytes, ST_BUF_WEIGHTS, &w)) != ST_OK) goto done;
-    if ((s = ops->alloc(be, (size_t)cols * sizeof(float), ST_BUF_WORKSPACE, &x)) != ST_OK) goto done;
-    if ((s = ops->alloc(be, (size_t)rows * sizeof(float), ST_BUF_WORKSPACE, &y)) != ST_OK) goto done;
-    fill_pattern(dt, host, chunk_elems);
-    for (size_t off = 0; off < w_bytes; off += chunk_elems * elem) {
-        size_t n = ST_MIN(chunk_elems * elem, w_bytes - off);
-        if ((s = ops->upload(be, (char *)w + off, host, n)) != ST_OK) goto done;
-    }
-    for (int64_t c = 0; c < cols; c++) hx[c] = 1.0f / (float)(c + 1);
-    if ((s = ops->upload(be, x, hx, (size_t)cols * sizeof(float))) != ST_OK) goto done;
-    struct st_weight wt = {.data = w, .dtype = dt, .rows = rows, .cols = cols};
-    double best = 0;
-    for (int r = 0; r <= reps; r++) {          /* r == 0 warms up */
-        double t0 = st_time_s();
-        if ((s = ops->matmul(be, &wt, NULL, x, 1, y)) != ST_OK) goto done;
-        if ((s = ops->sync(be)) != ST_OK) goto done;
-        double gbps = (double)w_bytes / (st_time_s() - t0) / 1e9;
-        if (r > 0 && gbps > best) best = gbps;
-    }
-    *out_gbps = best;
-done:
-    if (y) ops->dealloc(be, y);
-    if (x) ops->dealloc(be, x);
-    if (w) ops->dealloc(be, w);
-    free(hx);
-    free(host);
-    return s;
-}
-
-/* fp32 weights times GEMM_TOKENS tokens: the CPU's prefill rate (it computes in fp32). */
-static st_status probe_gemm(const struct st_device_ops *ops, st_backend *be, int reps, double *out_tflops) {
-    st_status s = ST_OK;
-    const int64_t rows = GEMM_ROWS, cols = GEMV_COLS, n_tok = GEMM_TOKENS;
-    void *w = NULL, *x = NULL, *y = NULL;
-    float *host = malloc((size_t)(rows > n_tok ? rows : n_tok) * (size_t)cols * sizeof(float));
-    if (!host) return st_error_set(ST_ERR_NOMEM, "probe: out of host memory for the GEMM staging buffer");
-    if ((s = ops->alloc(be, (size_t)(rows * cols) * sizeof(float), ST_BUF_WEIGHTS, &w)) != ST_OK) goto done;
-    if ((s = ops->alloc(be, (size_t)(n_tok * cols) * sizeof(float), ST_BUF_WORKSPACE, &x)) != ST_OK) goto done;
-    if ((s = ops->alloc(be, (size_t)(n_tok * rows) * sizeof(float), ST_BUF_WORKSPACE, &y)) != ST_OK) goto done;
-    fill_pattern(ST_DTYPE_F32, host, (size_t)(rows * cols));
-    if ((s = ops->upload(be, w, host, (size_t)(rows * cols) * sizeof(float))) != ST_OK) goto done;
-    if ((s = ops->upload(be, x, host, (size_t)(n_tok * cols) * sizeof(float))) != ST_OK) goto done;
-    struct st_weight wt = {.data = w, .dtype = ST_DTYPE_F32, .rows = rows, .cols = cols};
-    double best = 0;
-    for (int r = 0; r <= reps; r++) {
-        double t0 = st_time_s();
-        if ((s = ops->matmul(be, &wt, NULL, x, n_tok, y)) != ST_OK) goto done;
-        if ((s = ops->sync(be)) != ST_OK) goto done;
-        double tf = 2.0 * (double)rows * (double)cols * (double)n_tok / (st_time_s() - t0) / 1e12;
-        if (r > 0 && tf > best) best = tf;
-    }
-    *out_tflops = best;
-done:
-    if (y) ops->dealloc(be, y);
-    if (x) ops->dealloc(be, x);
-    if (w) ops->dealloc(be, w);
-    free(host);
-    return s;
-}
-
-static st_status probe_launch(const struct st_device_ops *ops, st_backend *be, int reps, double *out_us) {
-    st_status s = ST_OK;
-    void *x = NULL, *y = NULL;
-    float h[16] = {0};
-    if ((s = ops->alloc(be, sizeof h, ST_BUF_WORKSPACE, &x)) != ST_OK) goto done;
-    if ((s = ops->alloc(be, sizeof h, ST_BUF_WORKSPACE, &y)) != ST_OK) goto done;
-    if ((s = ops->upload(be, x, h, sizeof h)) != ST_OK) goto done;
-    if ((s = ops->upload(be, y, h, sizeof h)) != ST_OK) goto done;
-    double best = 0;
-    for (int r = 0; r <= reps; r++) {
-        double t0 = st_time_s();
-        for (int i = 0; i < LAUNCH_OPS; i++) {
-            if ((s = ops->add(be, x, y, 16)) != ST_OK) goto done;
-        }
-        if ((s = ops->sync(be)) != ST_OK) goto done;
-        double us = (st_time_s() - t0) / LAUNCH_OPS * 1e6;
-        if (r > 0 && (best == 0 || us < best)) best = us;
-    }
-    *out_us = best;
-done:
-    if (y) ops->dealloc(be, y);
-    if (x) ops->dealloc(be, x);
-    return s;
-}
-
-static st_status probe_cpu(const st_inventory *inv, int dev, const struct st_probe_options *opt,
-                           struct st_profile_device *out) {
-    const struct st_device_info *cpu = &inv->devices[dev];
-    uint64_t bytes = opt->bytes ? opt->bytes : default_probe_bytes(inv);
-    int reps = opt->reps > 0 ? opt->reps : 5, n_threads = 0;
-    st_backend *be = NULL;
-    const struct st_device_ops *ops = st_device_ops_cpu();
-    out->kind = ST_DEVICE_CPU;
-    snprintf(out->name, sizeof out->name, "%s", cpu->name);
-    out->threads = cpu->threads;
-    out->probe_bytes = bytes;
-
-    st_status s = probe_cpu_bandwidth(inv, opt, bytes, reps, out, &n_threads);
-    if (s != ST_OK) return s;
-
-    static const st_dtype dts[3] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};   /* st_prec order */
-    struct st_backend_config cfg = {.matmul_prec = ST_PREC_F32, .attention = ST_ATTN_EAGER,
-                                    .kv_dtype = ST_DTYPE_F32, .n_threads = opt->n_threads};
-    if ((s = ops->init(cpu, &cfg, &be)) != ST_OK) return st_error_prefix("probe: cpu");
-    for (int k = 0; k < 3; k++) {
-        if ((s = probe_gemv(ops, be, dts[k], bytes, reps, &out->gemv_gbps[k])) != ST_OK) goto done;
-        ST_INFO("probe: cpu: gemv %s %.1f GB/s", st_dtype_name(dts[k]), out->gemv_gbps[k]);
-    }
-    if ((s = probe_gemm(ops, be, reps, &out->gemm_tflops[ST_PREC_F32])) != ST_OK) goto done;
-    ST_INFO("probe: cpu: gemm f32 %.3f TFLOP/s", out->gemm_tflops[ST_PREC_F32]);
-    if ((s = probe_launch(ops, be, reps, &out->launch_us)) != ST_OK) goto done;
-    ST_INFO("probe: cpu: one tiny op %.2f us", out->launch_us);
-    snprintf(out->method, sizeof out->method, "ops:cpu %s, %d threads", st_cpu_kernels_simd(), n_threads);
-done:
-    ops->free(be);
-    if (s != ST_OK) st_error_prefix("probe: cpu");
-    return s;
-}
-
-/* ---- CUDA devices and links -------------------------------------------------- */
-
-static const struct st_device_ops *ops_for(st_device_kind kind) {
-    if (kind == ST_DEVICE_CPU) return st_device_ops_cpu();
-#ifdef STRATA_HAVE_CUDA
-    if (kind == ST_DEVICE_CUDA) return st_device_ops_cuda();
-#endif
-    return NULL;
-}
 
 static uint64_t link_bytes(const struct st_probe_options *o) {
     return o->bytes && o->bytes < LINK_BYTES ? o->bytes : LINK_BYTES;
 }
 
-#ifdef STRATA_HAVE_CUDA
-static st_status probe_cuda(const st_inventory *inv, int dev, const struct st_probe_options *opt,
-                            struct st_profile_device *out) {
-    const struct st_device_info *d = &inv->devices[dev];
-    struct st_perf perf = d->perf;
-    struct st_cuda_probe_result res;
-    memset(&res, 0, sizeof res);
-    out->kind = ST_DEVICE_CUDA;
-    snprintf(out->name, sizeof out->name, "%s", d->name);
-    snprintf(out->uuid, sizeof out->uuid, "%s", d->uuid);
-    out->probe_bytes = opt->bytes ? opt->bytes : 256ull << 20;
-    st_status s = st_cuda_probe_device(d->index, opt->bytes, opt->reps, &perf, &res);
-    if (s != ST_OK) return s;
-    out->mem_bw_gbps = res.copy_gbps;
-    out->copy_gbps = res.copy_gbps;
-    out->launch_us = res.launch_us;
-    for (int k = 0; k < 3; k++) {
-        out->gemv_gbps[k] = res.gemv_gbps[k];
-        out->gemm_tflops[k] = res.gemm_tflops[k];
-    }
-    snprintf(out->method, sizeof out->method, "ops:cuda, device events, median of %d", opt->reps > 0 ? opt->reps : 20);
-    return ST_OK;
+/* Values in [1, 2): no subnormals, no NaN. */
+static void fill_f32(uint32_t *buf, size_t n) {
+    for (size_t i = 0; i < n; i++) buf[i] = 0x3F800000u | (((unsigned)(i * 2654435761u) >> 7) & 0x7FFFFFu);
 }
-#endif
 
 /* Host-staged link between the CPU and a GPU, through st_link_init as the
  * runtime builds it: host-side time from send to arrival, best of reps. */
 static st_status probe_host_link(const st_inventory *inv, int from, int to, const struct st_probe_options *o,
                                  struct st_profile_link *out, bool *available) {
     const struct st_device_info *a = &inv->devices[from], *b = &inv->devices[to];
-    const struct st_device_ops *oa = ops_for(a->kind), *ob = ops_for(b->kind);
+    const struct st_device_ops *oa = NULL, *ob = NULL;
     struct st_backend_config cfg = {.matmul_prec = ST_PREC_F32, .attention = ST_ATTN_EAGER, .kv_dtype = ST_DTYPE_F32,
                                     .n_threads = o->n_threads};
     uint64_t bytes = link_bytes(o);
@@ -329,13 +37,16 @@ static st_status probe_host_link(const st_inventory *inv, int from, int to, cons
     void *pa = NULL, *pb = NULL, *host = NULL;
     st_status s = ST_OK;
     *available = false;
-    if (!oa || !ob) return ST_OK;
+    if (st_device_ops_of(a, &oa) != ST_OK || st_device_ops_of(b, &ob) != ST_OK) {   /* not in this build */
+        st_error_clear();
+        return ST_OK;
+    }
     if ((s = oa->init(a, &cfg, &ba)) != ST_OK) goto done;
     if ((s = ob->init(b, &cfg, &bb)) != ST_OK) goto done;
     if ((s = oa->alloc(ba, bytes, ST_BUF_STAGING, &pa)) != ST_OK) goto done;
     if ((s = ob->alloc(bb, bytes, ST_BUF_STAGING, &pb)) != ST_OK) goto done;
     if (!(host = st_malloc(bytes, "link probe pattern"))) { s = ST_ERR_NOMEM; goto done; }
-    fill_pattern(ST_DTYPE_F32, host, bytes / 4);
+    fill_f32(host, bytes / 4);
     if ((s = oa->upload(ba, pa, host, bytes)) != ST_OK) goto done;
     if ((s = st_link_init(ST_LINK_T_HOST, ba, oa, a, bb, ob, b, bytes, &l)) != ST_OK) goto done;
     for (int pass = 0; pass < 2; pass++) {
@@ -379,11 +90,12 @@ static st_status probe_links(const st_inventory *inv, const struct st_probe_opti
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < n; j++) {
             const struct st_device_info *a = &inv->devices[i], *b = &inv->devices[j];
-            if (i == j || (a->kind != ST_DEVICE_CUDA && b->kind != ST_DEVICE_CUDA)) continue;
+            if (i == j || (st_device_host_memory(a) && st_device_host_memory(b))) continue;
             char sa[32], sb[32];
             st_device_selector(a, sa, sizeof sa);
             st_device_selector(b, sb, sizeof sb);
-            if (a->kind == ST_DEVICE_CPU || b->kind == ST_DEVICE_CPU) {
+            const struct st_backend_reg *ra = st_backend_reg_of(a);
+            if (st_device_host_memory(a) || st_device_host_memory(b) || a->kind != b->kind) {
                 bool ok = false;
                 struct st_profile_link *l = &p->links[p->n_links];
                 if ((s = probe_host_link(inv, i, j, o, l, &ok)) != ST_OK) return s;
@@ -391,43 +103,15 @@ static st_status probe_links(const st_inventory *inv, const struct st_probe_opti
                     p->n_links++;
                     ST_INFO("probe: link %s -> %s host: %.1f us, %.1f GB/s", sa, sb, l->latency_us, l->bw_gbps);
                 }
-                continue;
+            } else if (ra && ra->probe_pair && (s = ra->probe_pair(inv, i, j, o, link_bytes(o), p)) != ST_OK) {
+                return s;
             }
-#ifdef STRATA_HAVE_CUDA
-            static const st_link_type kinds[] = {ST_LINK_T_PEER, ST_LINK_T_NCCL, ST_LINK_T_HOST};
-            for (size_t k = 0; k < ST_ARRAY_LEN(kinds); k++) {
-                struct st_cuda_link_probe r;
-                if ((s = st_cuda_probe_link(a->index, b->index, kinds[k], link_bytes(o), o->reps, &r)) != ST_OK) return s;
-                if (!r.available) {
-                    ST_INFO("probe: link %s -> %s %s: not available: %s", sa, sb, st_link_type_name(kinds[k]), r.reason);
-                    continue;
-                }
-                struct st_profile_link *l = &p->links[p->n_links++];
-                snprintf(l->from, sizeof l->from, "%s", a->uuid);
-                snprintf(l->to, sizeof l->to, "%s", b->uuid);
-                l->type = kinds[k];
-                l->latency_us = r.latency_us;
-                l->bw_gbps = r.bw_gbps;
-                ST_INFO("probe: link %s -> %s %s: %.1f us, %.1f GB/s", sa, sb, st_link_type_name(kinds[k]),
-                        r.latency_us, r.bw_gbps);
-            }
-#endif
         }
     }
     return ST_OK;
 }
 
-/* ---- the table of probes ------------------------------------------------------ */
-
-static const struct {
-    st_device_kind kind;
-    st_probe_fn fn;
-} probes[] = {
-    {ST_DEVICE_CPU, probe_cpu},
-#ifdef STRATA_HAVE_CUDA
-    {ST_DEVICE_CUDA, probe_cuda},
-#endif
-};
+/* ---- every device and link ------------------------------------------------------ */
 
 st_status st_inventory_probe(const st_inventory *inv, const struct st_probe_options *opt, st_profile **out) {
     *out = NULL;
@@ -445,19 +129,16 @@ st_status st_inventory_probe(const st_inventory *inv, const struct st_probe_opti
 
     for (int i = 0; i < inv->n_devices; i++) {
         const struct st_device_info *d = &inv->devices[i];
-        if (o.cpu_only && d->kind != ST_DEVICE_CPU) continue;
-        st_probe_fn fn = NULL;
-        for (size_t k = 0; k < ST_ARRAY_LEN(probes); k++) {
-            if (probes[k].kind == d->kind) fn = probes[k].fn;
-        }
+        if (o.cpu_only && !st_device_host_memory(d)) continue;
+        const struct st_backend_reg *b = st_backend_reg_of(d);
         char sel[32];
         st_device_selector(d, sel, sizeof sel);
-        if (!fn) {
+        if (!b || !b->probe || d->kind == ST_DEVICE_CATALOG) {
             ST_WARN("probe: %s (%s) not measured: this build has no probe for it", sel, d->name);
             continue;
         }
         ST_INFO("probe: %s (%s)", sel, d->name);
-        st_status s = fn(inv, i, &o, &p->devices[p->n_devices]);
+        st_status s = b->probe(inv, i, &o, &p->devices[p->n_devices]);
         if (s != ST_OK) { st_profile_free(p); return s; }
         p->n_devices++;
     }

@@ -42,7 +42,7 @@ void st_profile_free(st_profile *p) {
 }
 
 const char *st_profile_device_key(const struct st_device_info *dev) {
-    return dev->kind == ST_DEVICE_CPU || !dev->uuid[0] ? "cpu" : dev->uuid;
+    return st_device_host_memory(dev) || !dev->uuid[0] ? "cpu" : dev->uuid;
 }
 
 const struct st_profile_device *st_profile_find_device(const st_profile *p, const struct st_device_info *dev) {
@@ -50,7 +50,7 @@ const struct st_profile_device *st_profile_find_device(const st_profile *p, cons
     for (int i = 0; i < p->n_devices; i++) {
         const struct st_profile_device *e = &p->devices[i];
         if (e->kind != dev->kind) continue;
-        if (dev->kind == ST_DEVICE_CUDA) {
+        if (!st_device_host_memory(dev)) {   /* a GPU: by uuid */
             if (dev->uuid[0] && strcmp(e->uuid, dev->uuid) == 0) return e;
         } else if (strcmp(e->name, dev->name) == 0 && (e->threads == 0 || e->threads == dev->threads)) {
             return e;
@@ -128,7 +128,7 @@ st_status st_profile_save(const st_profile *p, const char *path) {
     for (int i = 0; i < p->n_devices; i++) {
         const struct st_profile_device *d = &p->devices[i];
         json_t *o = json_object(), *g = json_object(), *t = json_object();
-        json_object_set_new(o, "kind", json_string(d->kind == ST_DEVICE_CPU ? "cpu" : "cuda"));
+        json_object_set_new(o, "kind", json_string(st_device_kind_name(d->kind)));
         json_object_set_new(o, "name", json_string(d->name));
         json_object_set_new(o, "uuid", json_string(d->uuid));
         json_object_set_new(o, "threads", json_integer(d->threads));
@@ -265,16 +265,24 @@ static st_status parse_device(const char *path, int i, json_t *o, struct st_prof
     if (!json_is_object(o)) return bad(path, where, "expected an object, got ", json_type_name(o));
     if ((s = check_keys(path, where, o, keys, ST_ARRAY_LEN(keys))) != ST_OK) return s;
     if ((s = get_string(path, where, o, "kind", true, kind, sizeof kind)) != ST_OK) return s;
-    if (strcmp(kind, "cpu") == 0) d->kind = ST_DEVICE_CPU;
-    else if (strcmp(kind, "cuda") == 0) d->kind = ST_DEVICE_CUDA;
-    else {
-        st_error_set(ST_ERR_FORMAT, "%s: %s.kind: '%s' is not a device kind (cpu, cuda)", path, where, kind);
+    const struct st_backend_reg *b = st_backend_reg_by_name(kind);
+    if (!b) {
+        char kinds[128] = "";
+        for (int k = 0; k < st_backend_reg_count(); k++) {
+            size_t n = strlen(kinds);
+            snprintf(kinds + n, sizeof kinds - n, "%s%s", k ? ", " : "", st_backend_reg_at(k)->name);
+        }
+        st_error_set(ST_ERR_FORMAT, "%s: %s.kind: '%s' is not a device kind (%s)", path, where, kind, kinds);
         return st_error_hint(PROFILE_HINT);
     }
+    d->kind = b->kind;
+    const bool gpu = !b->host_memory;   /* matched by uuid */
     if ((s = get_string(path, where, o, "name", true, d->name, sizeof d->name)) != ST_OK) return s;
-    if ((s = get_string(path, where, o, "uuid", d->kind == ST_DEVICE_CUDA, d->uuid, sizeof d->uuid)) != ST_OK) return s;
-    if (d->kind == ST_DEVICE_CUDA && !d->uuid[0]) {
-        return bad(path, where, "a cuda device needs its uuid (\"GPU-...\") to be matched", NULL);
+    if ((s = get_string(path, where, o, "uuid", gpu, d->uuid, sizeof d->uuid)) != ST_OK) return s;
+    if (gpu && !d->uuid[0]) {
+        char what[96];
+        snprintf(what, sizeof what, "a %s device needs its uuid (\"GPU-...\") to be matched", b->name);
+        return bad(path, where, what, NULL);
     }
     if ((s = get_string(path, where, o, "method", false, d->method, sizeof d->method)) != ST_OK) return s;
     char at[80];

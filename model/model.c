@@ -41,15 +41,23 @@ static const char *const hf_global_names[ST_T_GLOBAL_ROLES] = {
 static const char *const global_role_desc[ST_T_GLOBAL_ROLES] = {
     "token embedding", "final norm", "output (lm_head)", "llama3 RoPE frequency factors"};
 
-static void role_name(const st_model *m, int64_t layer, int role, bool global, char *buf, size_t n) {
+char *st_model_role_name(st_model_format format, int64_t layer, int role, bool global, char *buf, size_t n) {
     if (global) {
-        const char *nm = m->format == ST_MODEL_GGUF ? gguf_global_names[role] : hf_global_names[role];
+        const char *nm = role < 0 || role >= ST_T_GLOBAL_ROLES ? NULL
+                       : format == ST_MODEL_GGUF ? gguf_global_names[role] : hf_global_names[role];
         snprintf(buf, n, "%s", nm ? nm : "?");
-    } else if (m->format == ST_MODEL_GGUF) {
+    } else if (role < 0 || role >= ST_T_LAYER_ROLES) {
+        snprintf(buf, n, "?");
+    } else if (format == ST_MODEL_GGUF) {
         snprintf(buf, n, "blk.%lld.%s", (long long)layer, gguf_layer_names[role]);
     } else {
         snprintf(buf, n, "model.layers.%lld.%s", (long long)layer, hf_layer_names[role]);
     }
+    return buf;
+}
+
+static void role_name(const st_model *m, int64_t layer, int role, bool global, char *buf, size_t n) {
+    st_model_role_name(m->format, layer, role, global, buf, n);
 }
 
 /* ---- files and tensor table ------------------------------------------------ */

@@ -181,6 +181,11 @@ const struct st_tensor *st_model_layer_tensor(const st_model *m, int64_t layer, 
 const struct st_tensor *st_model_global_tensor(const st_model *m, enum st_global_role role);
 const struct st_tensor *st_model_find_tensor(const st_model *m, const char *name);
 
+/* The name a tensor of a role has in files of a format (role: an st_layer_role, or with global an
+ * st_global_role; layer is ignored for global roles): "blk.3.ffn_down.weight" (GGUF),
+ * "model.layers.3.mlp.down_proj.weight" (Hugging Face). Writes into buf and returns it. */
+char *st_model_role_name(st_model_format format, int64_t layer, int role, bool global, char *buf, size_t buf_len);
+
 /* Sizes used by the planner and `strata model`. */
 uint64_t st_model_layer_bytes(const st_model *m, int64_t layer);   /* all tensors of one block */
 uint64_t st_model_total_bytes(const st_model *m);                  /* every tensor counted once */

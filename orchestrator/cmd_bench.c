@@ -71,8 +71,12 @@ static uint64_t next_rand(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-static const char *kind_name(st_device_kind k) {
-    return k == ST_DEVICE_CPU ? "cpu" : k == ST_DEVICE_CUDA ? "cuda" : "catalog";
+/* "  [process RSS]", "  [cudaMemGetInfo]": how the memory in use of a device was read */
+static const char *mem_tag(const struct st_device_info *info) {
+    static char tag[64];
+    const struct st_backend_reg *be = st_backend_reg_of(info);
+    snprintf(tag, sizeof tag, "  [%s]", be ? be->mem_method : "?");
+    return tag;
 }
 
 static const char *dev_label(const st_plan *p, int dev) {
@@ -223,7 +227,7 @@ static void read_mem(struct bench *b, bool after) {
         }
         if (!after) { db->mem_known = true; continue; }
         if (!db->mem_known) continue;
-        if (p->devices[i].info.kind == ST_DEVICE_CPU) {
+        if (p->devices[i].is_cpu) {   /* host memory: what this process holds */
             db->in_use_bytes = r->process_bytes;
         } else {
             db->in_use_bytes = db->before.free_bytes > r->free_bytes ? db->before.free_bytes - r->free_bytes : 0;
@@ -244,25 +248,18 @@ static void measure_bandwidth(struct bench *b, int threads) {
             continue;
         }
         st_status s = ST_OK;
-        if (info->kind == ST_DEVICE_CPU) {
-            uint64_t bytes = b->bw_bytes;
-            if (!bytes) {
-                bytes = 512ull << 20;
-                if (b->d->inv && 2 * b->d->inv->llc_bytes > bytes) bytes = 2 * b->d->inv->llc_bytes;
-            }
-            struct st_cpu_stream r;
-            /* as many threads as the CPU stage runs (st_deploy_engine gives it info->threads) */
-            s = st_cpu_stream_measure(info, threads > 0 ? threads : info->threads, bytes, 3, &r);
-            if (s == ST_OK) {
-                db->copy_gbps = r.copy_gbps;
-                db->read_gbps = r.read_gbps;
-            }
-        } else if (info->kind == ST_DEVICE_CUDA) {
-#ifdef STRATA_HAVE_CUDA
-            s = st_cuda_copy_bandwidth(info->index, b->bw_bytes, 10, &db->copy_gbps);
-#else
-            s = st_error_set(ST_ERR_NOT_BUILT, "no CUDA in this build");
-#endif
+        const struct st_backend_reg *be = st_backend_reg_find(info->kind);   /* NULL for a catalog card */
+        uint64_t bytes = b->bw_bytes;
+        if (!bytes && p->devices[i].is_cpu) {   /* host memory: arrays past the last-level cache */
+            bytes = 512ull << 20;
+            if (b->d->inv && 2 * b->d->inv->llc_bytes > bytes) bytes = 2 * b->d->inv->llc_bytes;
+        }
+        if (be && !be->bandwidth) {
+            s = st_error_set(ST_ERR_NOT_BUILT, "this build has no %s backend", be->title);
+        } else if (be) {
+            /* as many threads as a CPU stage runs (st_deploy_engine gives it info->threads); reps as before:
+             * 3 for host memory (large arrays), 10 on a GPU */
+            s = be->bandwidth(info, threads, bytes, p->devices[i].is_cpu ? 3 : 10, &db->copy_gbps, &db->read_gbps);
         }
         if (s != ST_OK) {
             snprintf(db->bw_note, sizeof db->bw_note, "n/a: %.150s", st_last_error());
@@ -389,19 +386,21 @@ static void print_json(const struct bench *b, double prefill, double decode) {
         const struct st_plan_device *pd = &p->devices[i];
         json_t *v = json_object();
         json_object_set_new(v, "device", json_string(phys_label(p, i)));
-        json_object_set_new(v, "kind", json_string(kind_name(pd->info.kind)));
+        json_object_set_new(v, "kind", json_string(st_device_kind_name(pd->info.kind)));
         json_object_set_new(v, "name", json_string(pd->info.name));
         json_object_set_new(v, "mem_in_use_bytes", bytes_or_null(db->mem_known, db->in_use_bytes));
-        json_object_set_new(v, "mem_method", json_string(pd->info.kind == ST_DEVICE_CPU
-                                                             ? "process resident set after warm-up"
-                                                             : "cudaMemGetInfo free before engine init - after warm-up"));
+        char how[96];
+        const struct st_backend_reg *be = st_backend_reg_of(&pd->info);
+        if (pd->is_cpu) snprintf(how, sizeof how, "process resident set after warm-up");
+        else snprintf(how, sizeof how, "%s free before engine init - after warm-up", be ? be->mem_method : "?");
+        json_object_set_new(v, "mem_method", json_string(how));
         json_object_set_new(v, "mem_estimate_bytes", json_integer((json_int_t)db->estimate_bytes));
         json_object_set_new(v, "mem_ratio", real_or_null(db->mem_known && db->estimate_bytes,
                                                          (double)db->in_use_bytes / (double)db->estimate_bytes));
         json_object_set_new(v, "mem_flag", json_boolean(db->mem_known && db->mem_flag));
         if (db->mem_note[0]) json_object_set_new(v, "mem_note", json_string(db->mem_note));
         json_object_set_new(v, "copy_gbps", real_or_null(db->copy_gbps > 0, db->copy_gbps));
-        if (pd->info.kind == ST_DEVICE_CPU) json_object_set_new(v, "read_gbps", real_or_null(db->read_gbps > 0, db->read_gbps));
+        if (pd->is_cpu) json_object_set_new(v, "read_gbps", real_or_null(db->read_gbps > 0, db->read_gbps));
         if (db->bw_note[0]) json_object_set_new(v, "bandwidth_note", json_string(db->bw_note));
         json_array_append_new(devs, v);
     }
@@ -503,7 +502,7 @@ static void print_table(const struct bench *b, double prefill, double decode) {
         printf("%11s in use, estimate %11s (%+.1f%%)%s%s\n", st_format_bytes(db->in_use_bytes, a, sizeof a),
                st_format_bytes(db->estimate_bytes, c, sizeof c), dev,
                db->mem_flag ? "  OUTSIDE 5% + 256 MiB" : "  ok",
-               p->devices[i].info.kind == ST_DEVICE_CPU ? "  [process RSS]" : "  [cudaMemGetInfo]");
+               mem_tag(&p->devices[i].info));
     }
     printf("\nbandwidth roofline: %s of weights per decode token (all but the token-embedding table)\n",
            st_format_bytes(rf.weight_bytes, a, sizeof a));
@@ -849,12 +848,10 @@ int st_cmd_bench(int argc, char **argv) {
     if (!(b.h2d_gbps = st_calloc(S, sizeof(double), "bench h2d"))) { s = ST_ERR_NOMEM; goto done; }
     for (int k = 0; k < b.n_stages; k++) {
         const struct st_device_info *info = &p->devices[p->stages[k].device].info;
-        (void)info;
-#ifdef STRATA_HAVE_CUDA
-        if (info->kind == ST_DEVICE_CUDA && st_cuda_h2d_bandwidth(info->index, 0, 5, &b.h2d_gbps[k]) != ST_OK)
+        const struct st_backend_reg *be = st_backend_reg_find(info->kind);
+        if (be && be->h2d_bandwidth && be->h2d_bandwidth(info, &b.h2d_gbps[k]) != ST_OK)
             ST_WARN("bench: host-to-device bandwidth of %s not measured: %s", p->devices[p->stages[k].device].select,
                     st_last_error());
-#endif
     }
     measure_bandwidth(&b, opt.threads);
 

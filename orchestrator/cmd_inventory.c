@@ -73,7 +73,8 @@ static void print_table(FILE *f, const st_inventory *inv) {
         const struct st_device_info *d = &inv->devices[i];
         char sel[32], cc[16], units[24], tot[24], fre[24], bw[24], caps[64], numa[16], pci[64];
         st_device_selector(d, sel, sizeof sel);
-        if (d->kind == ST_DEVICE_CPU) {
+        const bool host = st_device_host_memory(d);
+        if (host) {
             snprintf(cc, sizeof cc, "-");
             snprintf(units, sizeof units, "%dc/%dt", d->sm_count, d->threads);
         } else {
@@ -86,7 +87,7 @@ static void print_table(FILE *f, const st_inventory *inv) {
         else snprintf(bw, sizeof bw, "-");
         caps_text(&d->caps, caps, sizeof caps);
         if (d->numa_node >= 0) snprintf(numa, sizeof numa, "%d", d->numa_node);
-        else snprintf(numa, sizeof numa, d->kind == ST_DEVICE_CPU ? "all" : "?");
+        else snprintf(numa, sizeof numa, host ? "all" : "?");
         if (!d->pci_bus_id[0]) snprintf(pci, sizeof pci, "-");
         else if (d->pcie_gen) snprintf(pci, sizeof pci, "%s gen%d x%d", d->pci_bus_id, d->pcie_gen, d->pcie_width);
         else snprintf(pci, sizeof pci, "%s", d->pci_bus_id);
@@ -100,6 +101,21 @@ static void print_table(FILE *f, const st_inventory *inv) {
             dim, any_measured ? "; * = measured by --probe" : "", rst);
     if (inv->no_gpu_reason[0]) {
         fprintf(f, "\n%sno GPU shown:%s %s\n", st_color(f, "1;33"), rst, inv->no_gpu_reason);
+    }
+}
+
+/* What each device's backend runs: the path its capabilities select and the weight dtypes. */
+static void print_weight_types(FILE *f, const st_inventory *inv) {
+    fprintf(f, "\n%sweight types%s (the stored dtypes each device's matmul runs; docs/backends.md)\n", st_color(f, "1"),
+            st_color_reset(f));
+    for (int i = 0; i < inv->n_devices; i++) {
+        const struct st_device_info *d = &inv->devices[i];
+        const struct st_backend_reg *b = st_backend_reg_of(d);
+        const struct st_backend_path *path = st_device_path(d);
+        char sel[32], w[160], be[48];
+        snprintf(be, sizeof be, "%s %s", b ? b->name : "?", path ? path->name : "?");
+        fprintf(f, "  %-7s %-13s %s\n", st_device_selector(d, sel, sizeof sel), be,
+                st_dtype_mask_text(d->caps.weight_dtypes ? d->caps.weight_dtypes : ST_DTYPE_ALL, " ", w, sizeof w));
     }
 }
 
@@ -212,14 +228,15 @@ static json_t *device_json(const struct st_device_info *d) {
     char sel[32], cc[16];
     static const char *const prec[3] = {"f32", "f16", "bf16"};
     json_object_set_new(o, "selector", json_string(st_device_selector(d, sel, sizeof sel)));
-    json_object_set_new(o, "kind", json_string(d->kind == ST_DEVICE_CPU ? "cpu" : d->kind == ST_DEVICE_CUDA ? "cuda" : "catalog"));
+    json_object_set_new(o, "kind", json_string(st_device_kind_name(d->kind)));
     json_object_set_new(o, "index", json_integer(d->index));
     json_object_set_new(o, "name", json_string(d->name));
     json_object_set_new(o, "uuid", str_or_null(d->uuid));
     json_object_set_new(o, "pci_bus_id", str_or_null(d->pci_bus_id));
     json_object_set_new(o, "numa_node", d->numa_node >= 0 ? json_integer(d->numa_node) : json_null());
     json_object_set_new(o, "cpuset", str_or_null(d->cpuset));
-    if (d->kind == ST_DEVICE_CPU) {
+    const bool host = st_device_host_memory(d);
+    if (host) {
         json_object_set_new(o, "cc", json_null());
         json_object_set_new(o, "cores", json_integer(d->sm_count));
         json_object_set_new(o, "threads", json_integer(d->threads));
@@ -231,7 +248,7 @@ static json_t *device_json(const struct st_device_info *d) {
     json_object_set_new(o, "mem_total_bytes", json_integer((json_int_t)d->mem_total_bytes));
     json_object_set_new(o, "mem_free_bytes", json_integer((json_int_t)d->mem_free_bytes));
     json_object_set_new(o, "l2_bytes", json_integer((json_int_t)d->l2_bytes));
-    if (d->kind != ST_DEVICE_CPU) {
+    if (!host) {
         json_object_set_new(o, "mem_bus_width_bits", json_integer(d->mem_bus_width_bits));
         json_object_set_new(o, "mem_clock_khz", json_integer(d->mem_clock_khz));
         json_object_set_new(o, "pcie_gen", d->pcie_gen ? json_integer(d->pcie_gen) : json_null());
@@ -244,7 +261,23 @@ static json_t *device_json(const struct st_device_info *d) {
     json_object_set_new(caps, "bf16", json_boolean(d->caps.bf16));
     json_object_set_new(caps, "tensor_cores", json_boolean(d->caps.tensor_cores));
     json_object_set_new(caps, "flash_attn", json_boolean(d->caps.flash_attn));
+    json_t *wd = json_array();
+    const uint32_t wmask = d->caps.weight_dtypes ? d->caps.weight_dtypes : ST_DTYPE_ALL;
+    for (int t = 0; t < ST_DTYPE_COUNT; t++)
+        if (wmask & ST_DTYPE_BIT(t)) json_array_append_new(wd, json_string(st_dtype_name((st_dtype)t)));
+    json_object_set_new(caps, "weight_dtypes", wd);
     json_object_set_new(o, "caps", caps);
+    /* the backend that runs it, the path its capabilities select and the optional ops there */
+    const struct st_backend_reg *b = st_backend_reg_of(d);
+    const struct st_backend_path *path = st_device_path(d);
+    json_t *bk = json_object(), *ops = json_array();
+    json_object_set_new(bk, "name", json_string(b ? b->name : "?"));
+    json_object_set_new(bk, "built", json_boolean(b && b->built));
+    json_object_set_new(bk, "path", json_string(path ? path->name : "?"));
+    for (int k = 0; path && k < ST_BACKEND_N_OPS; k++)
+        if (path->ops & (1u << k)) json_array_append_new(ops, json_string(st_backend_op_name(1u << k)));
+    json_object_set_new(bk, "ops", ops);
+    json_object_set_new(o, "backend", bk);
     json_object_set_new(perf, "measured", json_boolean(d->perf.measured));
     json_object_set_new(perf, "mem_bw_gbps", json_real(d->perf.mem_bw_gbps));
     json_object_set_new(perf, "fp32_tflops", json_real(d->perf.fp32_tflops));
@@ -545,6 +578,7 @@ int st_cmd_inventory(int argc, char **argv) {
         }
     } else {
         print_table(stdout, inv);
+        print_weight_types(stdout, inv);
         print_tree(stdout, inv);
         print_p2p(stdout, inv);
         if (prof) print_probe(stdout, inv, prof);

@@ -533,14 +533,62 @@ static st_status parse_selector(struct cfg_ctx *c, yaml_node_t *n, const char *p
     return cfg_hint("%s", selector_forms);
 }
 
+/* weight_dtypes: a list of dtype names (model/model.h), each once, at least one. */
+static st_status parse_weight_dtypes(struct cfg_ctx *c, yaml_node_t *n, const char *path, uint32_t *out) {
+    const char *names[ST_DTYPE_COUNT];
+    char allowed[256] = "";
+    for (int t = 0; t < ST_DTYPE_COUNT; t++) {
+        names[t] = st_dtype_name((st_dtype)t);
+        strncat(allowed, names[t], sizeof allowed - strlen(allowed) - 1);
+        if (t + 1 < ST_DTYPE_COUNT) strncat(allowed, ", ", sizeof allowed - strlen(allowed) - 1);
+    }
+    if (n->type != YAML_SEQUENCE_NODE) {
+        wrong_type(c, n, path, "a list of weight types", NULL);
+        return cfg_hint("write it as, e.g., 'weight_dtypes: [f16, bf16, q8_0]' (weight types: %s)", allowed);
+    }
+    int count = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (count == 0) {
+        cfg_err(c, n, path, "the list is empty: a device that runs no weight type can hold no layer");
+        return cfg_hint("list what the device may hold, e.g. [f16, bf16, q8_0], or remove the device");
+    }
+    uint32_t mask = 0;
+    for (int i = 0; i < count; i++) {
+        yaml_node_t *item = node_at(c, n->data.sequence.items.start[i]);
+        char ip[PATH_MAX_LEN];
+        path_index(ip, path, i);
+        if (item->type != YAML_SCALAR_NODE) {
+            char b[96];
+            cfg_err(c, item, ip, "expected a weight type, found %s", describe(item, b, sizeof b));
+            return cfg_hint("weight types: %s", allowed);
+        }
+        const char *v = scalar(item);
+        int t = 0;
+        while (t < ST_DTYPE_COUNT && strcmp(v, names[t])) t++;
+        if (t == ST_DTYPE_COUNT) {
+            cfg_err(c, item, ip, "unknown weight type '%s'", v);
+            const char *near = st_nearest_word(v, names, ST_DTYPE_COUNT);
+            if (near) return cfg_hint("did you mean '%s'? weight types: %s", near, allowed);
+            return cfg_hint("weight types: %s", allowed);
+        }
+        if (mask & ST_DTYPE_BIT(t)) {
+            cfg_err(c, item, ip, "'%s' is listed twice", v);
+            return cfg_hint("name each weight type once");
+        }
+        mask |= ST_DTYPE_BIT(t);
+    }
+    *out = mask;
+    return ST_OK;
+}
+
 static st_status parse_caps(struct cfg_ctx *c, yaml_node_t *n, const char *path, struct st_config_caps *caps) {
-    static const char *const keys[] = {"fp16_arith", "fp32_accum_fp16", "bf16", "tensor_cores", "flash_attn"};
+    static const char *const keys[] = {"fp16_arith", "fp32_accum_fp16", "bf16", "tensor_cores", "flash_attn",
+                                       "weight_dtypes"};
     st_config_tri *fields[] = {&caps->fp16_arith, &caps->fp32_accum_fp16, &caps->bf16, &caps->tensor_cores,
                                &caps->flash_attn};
     st_status s;
     if ((s = want_map(c, n, path, "caps: {bf16: false, flash_attn: false}"))) return s;
     if ((s = map_check(c, n, path, keys, ST_ARRAY_LEN(keys)))) return s;
-    for (size_t i = 0; i < ST_ARRAY_LEN(keys); i++) {
+    for (size_t i = 0; i < ST_ARRAY_LEN(fields); i++) {
         yaml_node_t *v = map_get(c, n, keys[i]);
         if (!v) continue;
         char kp[PATH_MAX_LEN];
@@ -548,6 +596,12 @@ static st_status parse_caps(struct cfg_ctx *c, yaml_node_t *n, const char *path,
         bool b = false;
         if ((s = get_bool(c, v, kp, &b))) return s;
         *fields[i] = b ? ST_CONFIG_TRI_TRUE : ST_CONFIG_TRI_FALSE;
+    }
+    yaml_node_t *v = map_get(c, n, "weight_dtypes");
+    if (v) {
+        char kp[PATH_MAX_LEN];
+        path_key(kp, path, "weight_dtypes");
+        if ((s = parse_weight_dtypes(c, v, kp, &caps->weight_dtypes))) return s;
     }
     return ST_OK;
 }

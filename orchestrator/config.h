@@ -75,6 +75,9 @@ struct st_config_caps {
     st_config_tri bf16;
     st_config_tri tensor_cores;
     st_config_tri flash_attn;
+    uint32_t weight_dtypes;      /* `weight_dtypes: [f16, bf16, q8_0]`: the stored weight dtypes the device
+                                    may hold (ST_DTYPE_BIT set, devices/device.h); 0 = left out (what its
+                                    backend runs) */
 };
 
 /* How a device entry names its device. */

@@ -31,9 +31,10 @@ static st_status default_config(const struct st_deploy_options *opt, const st_in
     strcat(text, "\ndevices:\n");
     int n_gpu = 0;
     for (int i = 1; i < inv->n_devices && !opt->cpu_only; i++) {
-        if (inv->devices[i].kind != ST_DEVICE_CUDA) continue;
+        if (st_device_host_memory(&inv->devices[i])) continue;
+        char sel[32];
         size_t n = strlen(text);
-        snprintf(text + n, sizeof text - n, "  - cuda:%d\n", inv->devices[i].index);
+        snprintf(text + n, sizeof text - n, "  - %s\n", st_device_selector(&inv->devices[i], sel, sizeof sel));
         n_gpu++;
     }
     if (n_gpu == 0) strcat(text, "  - cpu\n");
@@ -41,7 +42,8 @@ static st_status default_config(const struct st_deploy_options *opt, const st_in
 }
 
 /* The GPU a `cuda:N` or `cuda:GPU-...` entry names; *n_match counts the GPUs a
- * UUID prefix fits (more than one is ambiguous). */
+ * UUID prefix fits (more than one is ambiguous). The config's selector syntax
+ * names CUDA devices (orchestrator/config.c): a new backend adds its own form. */
 static const struct st_device_info *find_cuda(const st_inventory *inv, const struct st_config_device *cd,
                                               int *n_match) {
     const struct st_device_info *found = NULL;
@@ -109,6 +111,7 @@ static st_status resolve_device(const struct st_deploy_config *cfg, const struct
     apply_tri(&info.caps.bf16, cd->caps.bf16);
     apply_tri(&info.caps.tensor_cores, cd->caps.tensor_cores);
     apply_tri(&info.caps.flash_attn, cd->caps.flash_attn);
+    if (cd->caps.weight_dtypes) info.caps.weight_dtypes = cd->caps.weight_dtypes;
 
     st_plan_device_init(pd, &info);
     snprintf(pd->select, sizeof pd->select, "%.63s", cd->selector);
@@ -321,6 +324,14 @@ static st_status gather_ranks(st_deploy *d, st_status local) {
     return s;
 }
 
+/* Where a device (not in host memory) sits in an inventory: the entry of its kind and index; -1 when none. */
+static int inv_position(const st_inventory *inv, const struct st_device_info *dev) {
+    if (!inv || st_device_host_memory(dev) || dev->kind == ST_DEVICE_CATALOG) return -1;
+    for (int i = 0; i < inv->n_devices; i++)
+        if (inv->devices[i].kind == dev->kind && inv->devices[i].index == dev->index) return i;
+    return -1;
+}
+
 /* The link between two devices: P2P facts of one rank's inventory, or the network between two ranks. */
 static struct st_plan_link pair_link(const st_deploy *d, int a, int b) {
     const struct st_plan_device *da = &d->devs[a], *db = &d->devs[b];
@@ -339,9 +350,8 @@ static struct st_plan_link pair_link(const st_deploy *d, int a, int b) {
     }
     const st_inventory *inv = da->rank == 0 || !d->rank_inv ? d->inv : d->rank_inv[da->rank];
     const struct st_p2p *p2p = NULL;
-    const struct st_device_info *ia = &da->info, *ib = &db->info;
-    if (inv && ia->kind == ST_DEVICE_CUDA && ib->kind == ST_DEVICE_CUDA && inv->p2p)
-        p2p = &inv->p2p[(ia->index + 1) * inv->n_devices + (ib->index + 1)];
+    const int pa = inv_position(inv, &da->info), pb = inv_position(inv, &db->info);
+    if (inv && inv->p2p && pa >= 0 && pb >= 0 && da->info.kind == db->info.kind) p2p = &inv->p2p[pa * inv->n_devices + pb];
     return st_plan_link_default(da, db, p2p);
 }
 
@@ -545,10 +555,12 @@ bool st_deploy_runnable(const st_deploy *d) {
     return true;
 }
 
+/* Two stages on one device: LOCAL; on two devices of one GPU backend: the config's transport
+ * (peer by default); otherwise through host memory. */
 static st_link_type link_type(const struct st_deploy_config *cfg, const struct st_device_info *a,
                               const struct st_device_info *b) {
     if (a->kind == b->kind && a->index == b->index) return ST_LINK_T_LOCAL;
-    if (a->kind != ST_DEVICE_CUDA || b->kind != ST_DEVICE_CUDA) return ST_LINK_T_HOST;
+    if (a->kind != b->kind || st_device_host_memory(a)) return ST_LINK_T_HOST;
     switch (cfg->transport) {
     case ST_CONFIG_TRANSPORT_PEER: return ST_LINK_T_PEER;
     case ST_CONFIG_TRANSPORT_NCCL: return ST_LINK_T_NCCL;
@@ -632,10 +644,8 @@ static st_status build_engine(const st_deploy *d, st_engine **out) {
                           "(cuda:N, cpu) to run, or 'emulate: %s' on a real GPU", pd->info.catalog);
             goto done;
         }
-        st[i].ops = pd->info.kind == ST_DEVICE_CPU ? st_device_ops_cpu() : st_device_ops_cuda();
-        if (!st[i].ops) {
-            s = st_error_set(ST_ERR_NOT_BUILT, "stage %d is on %s, but this build has no CUDA backend", i, pd->select);
-            st_error_hint("rebuild with the CUDA toolkit installed (cmake finds nvcc), or plan on 'cpu'");
+        if ((s = st_device_ops_of(&pd->info, &st[i].ops)) != ST_OK) {
+            st_error_prefix("stage %d is on %s", i, pd->select);
             goto done;
         }
         st[i].info = pd->info;
@@ -643,9 +653,7 @@ static st_status build_engine(const st_deploy *d, st_engine **out) {
         st[i].cfg.attention = ps->attn;
         st[i].cfg.kv_dtype = ps->kv_dtype;
         st[i].cfg.n_threads = pd->is_cpu ? pd->info.threads : 0;
-        /* The Maxwell path: a real cc 5.x card, or one emulating such a card. */
-        st[i].cfg.maxwell_path = pd->info.kind == ST_DEVICE_CUDA && pd->info.caps.cc_major > 0 &&
-                                 pd->info.caps.cc_major < 6;
+        /* the backend picks its path from pd->info's capabilities (an emulated Maxwell card's included) */
         st[i].first_layer = ps->first;
         st[i].last_layer = ps->last;
         st[i].has_embedding = ps->has_embedding;
@@ -670,7 +678,7 @@ static st_status build_engine(const st_deploy *d, st_engine **out) {
         bool seen = false;
         for (int j = 0; j < i && !seen; j++) {
             const struct st_plan_device *pj = &p->devices[p->stages[j].device];
-            seen = pd->info.kind != ST_DEVICE_CPU && pj->rank == pd->rank && !strcmp(pj->select, pd->select);
+            seen = !pd->is_cpu && pj->rank == pd->rank && !strcmp(pj->select, pd->select);
         }
         n_phys += !seen;
     }

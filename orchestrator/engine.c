@@ -636,8 +636,13 @@ st_status st_engine_init_single(const st_model *m, const struct st_device_ops *o
                                 const struct st_engine_params *params, st_engine **out) {
     struct st_engine_stage_desc d = {.ops = ops, .first_layer = 0, .last_layer = m->hp.n_layer - 1,
                                      .has_embedding = true, .has_output = true};
+    const struct st_backend_reg *b = st_backend_reg_by_name(ops->name);
     if (info) d.info = *info;
-    else { d.info.kind = ST_DEVICE_CPU; d.info.numa_node = -1; snprintf(d.info.name, sizeof d.info.name, "cpu"); }
+    else {   /* the ops' own backend, its first device */
+        d.info.kind = b ? b->kind : ST_DEVICE_CPU;
+        d.info.numa_node = -1;
+        snprintf(d.info.name, sizeof d.info.name, "%s", ops->name);
+    }
     if (cfg) d.cfg = *cfg;
     return st_engine_init(m, &d, 1, params, out);
 }
@@ -765,7 +770,8 @@ st_status st_engine_set_tap(st_engine *e, st_engine_tap_fn fn, void *user) {
                          "this process", i, st_mpi_where(e->st[i].d.rank));
             return st_error_hint("calibrate in one process (without mpirun)");
         }
-        if (e->st[i].d.info.kind != ST_DEVICE_CPU || strcmp(e->st[i].ops->name, "cpu") != 0) {
+        const struct st_backend_reg *b = st_backend_reg_by_name(e->st[i].ops->name);
+        if (!st_device_host_memory(&e->st[i].d.info) || !b || !b->host_memory) {
             st_error_set(ST_ERR_UNSUPPORTED, "engine: stage %d runs on %s: activations can be observed only on the CPU",
                          i, e->st[i].d.info.name);
             return st_error_hint("run the calibration with --cpu (or a config whose devices are all 'cpu')");
@@ -1399,14 +1405,15 @@ st_link_type st_engine_link_type(const st_engine *e, int i) {
     if (e->st[i + 1].link_in) return st_link_get_type(e->st[i + 1].link_in);
     const struct st_engine_stage_desc *a = &e->st[i].d, *b = &e->st[i + 1].d;
     if (a->rank != b->rank) {   /* between two other ranks: what their endpoints pick */
-#ifdef STRATA_HAVE_NCCL
-        const bool gpus = a->info.kind == ST_DEVICE_CUDA && b->info.kind == ST_DEVICE_CUDA;
-        if (gpus && (a->link_to_next == ST_LINK_T_AUTO || a->link_to_next == ST_LINK_T_NCCL)) return ST_LINK_T_NCCL;
-#endif
+        /* two devices of a backend that links its devices with NCCL (link_mpi.c picks the same) */
+        const struct st_backend_reg *r = st_backend_reg_find(a->info.kind);
+        const bool nccl = a->info.kind == b->info.kind && r && !r->host_memory &&
+                          (r->link_types & (1u << ST_LINK_T_NCCL));
+        if (nccl && (a->link_to_next == ST_LINK_T_AUTO || a->link_to_next == ST_LINK_T_NCCL)) return ST_LINK_T_NCCL;
         return ST_LINK_T_MPI;
     }
     if (a->link_to_next != ST_LINK_T_AUTO) return a->link_to_next;
-    return a->info.kind == ST_DEVICE_CPU && b->info.kind == ST_DEVICE_CPU ? ST_LINK_T_LOCAL : ST_LINK_T_HOST;
+    return st_device_host_memory(&a->info) && st_device_host_memory(&b->info) ? ST_LINK_T_LOCAL : ST_LINK_T_HOST;
 }
 
 st_status st_engine_load_stats(const st_engine *e, int stage, uint64_t *bytes, double *seconds) {

@@ -50,7 +50,7 @@ typedef struct st_engine st_engine;
 
 /* One stage as the plan describes it. The device info and config are copied. */
 struct st_engine_stage_desc {
-    const struct st_device_ops *ops;     /* st_device_ops_cpu(), st_device_ops_cuda() */
+    const struct st_device_ops *ops;     /* the ops table of the device's backend (st_device_ops_of) */
     struct st_device_info info;          /* which device (kind, index, NUMA node, ...) */
     struct st_backend_config cfg;        /* precision, attention kind, KV dtype, threads */
     int64_t first_layer, last_layer;     /* inclusive range; last < first = no layers */

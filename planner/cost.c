@@ -14,13 +14,9 @@ void st_plan_device_init(struct st_plan_device *d, const struct st_device_info *
     d->force_prec = -1;
     d->force_attn = -1;
     d->force_kv = -1;
-    d->is_cpu = info->kind == ST_DEVICE_CPU;
+    d->is_cpu = st_device_host_memory(info);   /* its backend computes in host memory */
     d->overhead_bytes = d->is_cpu ? PL_OVERHEAD_CPU : PL_OVERHEAD_GPU;
-    switch (info->kind) {
-    case ST_DEVICE_CPU: snprintf(d->select, sizeof d->select, "cpu"); break;
-    case ST_DEVICE_CUDA: snprintf(d->select, sizeof d->select, "cuda:%d", info->index); break;
-    case ST_DEVICE_CATALOG: snprintf(d->select, sizeof d->select, "catalog:%s", info->catalog); break;
-    }
+    st_device_selector(info, d->select, sizeof d->select);
     if (info->catalog[0]) snprintf(d->label, sizeof d->label, "%s", info->catalog);
     else if (d->is_cpu) snprintf(d->label, sizeof d->label, "cpu");
     else snprintf(d->label, sizeof d->label, "%s", info->name[0] ? info->name : d->select);
@@ -169,6 +165,63 @@ void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *re
 
 double pl_kv_value_bytes(st_dtype kv) {
     return (double)st_dtype_block_bytes(kv) / (double)st_dtype_block_elems(kv);
+}
+
+/* ---- weight types --------------------------------------------------------- */
+
+uint32_t pl_dev_dtypes(const struct st_plan_device *d) {
+    return d->info.caps.weight_dtypes ? d->info.caps.weight_dtypes : ST_DTYPE_ALL;
+}
+
+static bool in_set(uint32_t dtypes, unsigned t) { return t < ST_DTYPE_COUNT && (dtypes & ST_DTYPE_BIT(t)); }
+
+int pl_tensors_of(const struct st_plan_model *m, uint32_t dtypes, int64_t first, int64_t last, bool embd, bool out,
+                  char *name, size_t name_len, st_dtype *dt) {
+    int n = 0;
+    char nm[128] = "";
+    st_dtype t0 = ST_DTYPE_COUNT;
+    if (embd && in_set(dtypes, m->embd_dtype)) {
+        n++;
+        st_model_role_name(m->names, 0, ST_T_TOK_EMBD, true, nm, sizeof nm);
+        t0 = m->embd_dtype;
+    }
+    for (int64_t l = first; l <= last; l++) {
+        if (!(st_plan_model_layer_dtypes(m, l) & dtypes)) continue;
+        for (int k = 0; k < ST_PLAN_N_MATRICES; k++) {
+            unsigned t = m->mat_dtypes ? m->mat_dtypes[l * ST_PLAN_N_MATRICES + k] : (unsigned)m->matrix_dtype;
+            if (!in_set(dtypes, t)) continue;
+            if (!n++) {
+                st_model_role_name(m->names, l, st_plan_matrix_roles[k], false, nm, sizeof nm);
+                t0 = (st_dtype)t;
+            }
+        }
+    }
+    if (out && in_set(dtypes, m->lm_head_dtype) && !(embd && m->tied_embeddings)) {   /* tied: counted once */
+        if (!n++) {
+            /* tied: the output head is the embedding table (a copy on the last stage) */
+            st_model_role_name(m->names, 0, m->tied_embeddings ? ST_T_TOK_EMBD : ST_T_OUTPUT, true, nm, sizeof nm);
+            if (m->tied_embeddings) strncat(nm, " as the output head", sizeof nm - strlen(nm) - 1);
+            t0 = m->lm_head_dtype;
+        }
+    }
+    if (name && name_len) snprintf(name, name_len, "%s", nm);
+    if (dt) *dt = t0;
+    return n;
+}
+
+bool pl_stage_runs(const struct st_plan_model *m, const struct st_plan_device *d, int64_t first, int64_t last,
+                   char *why, size_t why_len) {
+    const uint32_t lacks = ~pl_dev_dtypes(d) & ST_DTYPE_ALL;
+    const bool embd = first == 0, out = last == m->n_layer - 1;
+    bool ok = !(embd && in_set(lacks, m->embd_dtype)) && !(out && in_set(lacks, m->lm_head_dtype));
+    for (int64_t l = first; l <= last && ok; l++) ok = !(st_plan_model_layer_dtypes(m, l) & lacks);
+    if (ok || !why || !why_len) return ok;
+    char nm[128], runs[160];
+    st_dtype t = ST_DTYPE_COUNT;
+    pl_tensors_of(m, lacks, first, last, embd, out, nm, sizeof nm, &t);
+    snprintf(why, why_len, "it cannot run %s weights (%s): its backend runs %s", st_dtype_name(t), nm,
+             st_dtype_mask_text(pl_dev_dtypes(d), " ", runs, sizeof runs));
+    return false;
 }
 
 /* ---- per-layer costs ---------------------------------------------------- */
@@ -454,6 +507,7 @@ bool st_plan_stage_eval(const struct st_plan_model *m, const struct st_plan_devi
                         const struct st_plan_request *req, int64_t first, int64_t last,
                         struct st_plan_stage *out, char *why, size_t why_len) {
     bool has_first = first == 0, has_last = last == m->n_layer - 1;
+    if (!pl_stage_runs(m, dev, first, last, why, why_len)) return false;   /* a weight type it cannot run */
     struct pl_rates r;
     pl_rates_of(dev, m, &r);
     uint64_t usable = st_plan_device_usable(dev);

@@ -8,6 +8,14 @@ static json_t *link_json(const struct st_plan_link *l) {
                      "latency_us", l->latency_us, "bandwidth_gbps", l->bandwidth_gbps);
 }
 
+/* ["f32", "q4_k", ...] */
+static json_t *dtypes_json(uint32_t mask) {
+    json_t *a = json_array();
+    for (int t = 0; t < ST_DTYPE_COUNT; t++)
+        if (mask & ST_DTYPE_BIT(t)) json_array_append_new(a, json_string(st_dtype_name((st_dtype)t)));
+    return a;
+}
+
 static json_t *mem_json(const struct st_plan_mem *m) {
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "weights", (json_int_t)m->weights, "kv",
                      (json_int_t)m->kv, "workspace", (json_int_t)m->workspace, "total", (json_int_t)m->total,
@@ -22,10 +30,11 @@ st_status st_plan_write_json(FILE *f, const st_plan *p) {
     for (int64_t l = 0; l < m->n_layer; l++) json_array_append_new(lb, json_integer((json_int_t)m->layer_bytes[l]));
     json_object_set_new(root, "version", json_integer(1));
     json_object_set_new(root, "feasible", json_boolean(p->feasible));
-    json_object_set_new(root, "model", json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+    json_object_set_new(root, "model", json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
         "name", m->name, "weights", m->weights, "arch", st_arch_name(m->arch), "n_layer", (json_int_t)m->n_layer,
         "n_embd", (json_int_t)m->n_embd, "n_vocab", (json_int_t)m->n_vocab, "n_head_kv", (json_int_t)m->n_head_kv,
-        "head_dim", (json_int_t)m->head_dim, "total_bytes", (json_int_t)m->total_bytes, "layer_bytes", lb));
+        "head_dim", (json_int_t)m->head_dim, "total_bytes", (json_int_t)m->total_bytes, "layer_bytes", lb,
+        "weight_dtypes", dtypes_json(st_plan_model_dtypes(m))));
     json_object_set_new(root, "request", json_pack("{s:I, s:I, s:I, s:I, s:I, s:s, s:b}",
         "context", (json_int_t)p->context, "batch", (json_int_t)p->batch, "prefill_chunk", (json_int_t)p->prefill_chunk,
         "prompt_tokens", (json_int_t)p->prompt_tokens, "decode_at", (json_int_t)p->decode_at,
@@ -34,11 +43,12 @@ st_status st_plan_write_json(FILE *f, const st_plan *p) {
     for (int i = 0; i < p->n_devices; i++) {
         const struct st_plan_device *d = &p->devices[i];
         const struct st_caps *c = &d->info.caps;
-        json_array_append_new(devs, json_pack("{s:s, s:s, s:i, s:s, s:s, s:[i,i], s:{s:b,s:b,s:b,s:b,s:b}, s:I, s:I, "
-            "s:{s:f,s:f,s:f,s:f,s:b}}",
+        json_array_append_new(devs, json_pack("{s:s, s:s, s:i, s:s, s:s, s:[i,i], s:{s:b,s:b,s:b,s:b,s:b,s:o}, s:I, "
+            "s:I, s:{s:f,s:f,s:f,s:f,s:b}}",
             "select", d->select, "label", d->label, "rank", d->rank, "name", d->info.name, "catalog", d->info.catalog,
             "cc", c->cc_major, c->cc_minor, "caps", "fp16_arith", c->fp16_arith, "fp32_accum_fp16", c->fp32_accum_fp16,
             "bf16", c->bf16, "tensor_cores", c->tensor_cores, "flash_attn", c->flash_attn,
+            "weight_dtypes", dtypes_json(pl_dev_dtypes(d)),
             "memory_bytes", (json_int_t)d->info.mem_total_bytes, "usable_bytes", (json_int_t)st_plan_device_usable(d),
             "perf", "mem_bw_gbps", d->info.perf.mem_bw_gbps, "fp32_tflops", d->info.perf.fp32_tflops,
             "fp16_tflops", d->info.perf.fp16_tflops, "bf16_tflops", d->info.perf.bf16_tflops,

@@ -47,7 +47,14 @@ struct pl_cls {
     uint64_t *pm[PL_N_MODE];     /* (L+1) prefix sums of layer bytes (weights + KV) */
     double ft[PL_N_MODE][2][2];  /* fixed decode ms [first][last] */
     uint64_t fm[PL_N_MODE][2][2];/* fixed bytes [first][last]: embedding/output weights + workspace */
+    int32_t *bad;                /* (L+1) prefix counts of layers holding a weight dtype the class cannot run */
+    bool no_first, no_last;      /* it cannot run the embedding table / the output head */
 };
+
+/* The class can run every tensor of the stage [i, j] (the embedding with f, the output head with t). */
+static inline bool runs(const struct pl_cls *K, int i, int j, int f, int t) {
+    return K->bad[j + 1] == K->bad[i] && !(f && K->no_first) && !(t && K->no_last);
+}
 
 struct pl_ctx {
     const struct st_plan_model *m;
@@ -95,6 +102,7 @@ static bool dev_eq(const struct st_plan_device *a, const struct st_plan_device *
            a->force_prec == b->force_prec && a->force_attn == b->force_attn && a->force_kv == b->force_kv &&
            x->fp16_arith == y->fp16_arith && x->fp32_accum_fp16 == y->fp32_accum_fp16 && x->bf16 == y->bf16 &&
            x->tensor_cores == y->tensor_cores && x->flash_attn == y->flash_attn &&
+           pl_dev_dtypes(a) == pl_dev_dtypes(b) &&
            p->mem_bw_gbps == q->mem_bw_gbps && p->fp32_tflops == q->fp32_tflops &&
            p->fp16_tflops == q->fp16_tflops && p->bf16_tflops == q->bf16_tflops && p->launch_us == q->launch_us &&
            p->measured == q->measured;
@@ -119,6 +127,7 @@ static void ctx_free(struct pl_ctx *c) {
     if (c->cls) {
         for (int k = 0; k < c->C; k++) {
             free(c->cls[k].members);
+            free(c->cls[k].bad);
             for (int p = 0; p < PL_N_MODE; p++) { free(c->cls[k].pt[p]); free(c->cls[k].pm[p]); }
         }
     }
@@ -180,6 +189,12 @@ static st_status ctx_init(struct pl_ctx *c, const struct st_plan_model *m, const
         struct pl_rates r;
         pl_rates_of(d, m, &r);
         K->usable = st_plan_device_usable(d);
+        const uint32_t lacks = ~pl_dev_dtypes(d) & ST_DTYPE_ALL;
+        K->bad = st_calloc((size_t)L + 1, sizeof *K->bad, "planner: weight types");
+        if (!K->bad) return ST_ERR_NOMEM;
+        for (int l = 0; l < L; l++) K->bad[l + 1] = K->bad[l] + ((st_plan_model_layer_dtypes(m, l) & lacks) != 0);
+        K->no_first = m->embd_dtype < ST_DTYPE_COUNT && (lacks & ST_DTYPE_BIT(m->embd_dtype));
+        K->no_last = m->lm_head_dtype < ST_DTYPE_COUNT && (lacks & ST_DTYPE_BIT(m->lm_head_dtype));
         for (int mi = 0; mi < PL_N_MODE; mi++) {
             struct pl_mode md;
             pl_mode_of(d, req, (st_prec)(mi / 2), &md);
@@ -350,6 +365,7 @@ static inline void relax(struct pl_ctx *c, size_t at, double v, int i, int pc, i
 static inline bool stage_fits(const struct pl_ctx *c, const struct pl_cls *K, int p, int i, int j, int f, int t,
                               double B) {
     if (K->modes[p].need_safe && c->safe_end[i] < j) return false;
+    if (!runs(K, i, j, f, t)) return false;
     if (K->pm[p][j + 1] - K->pm[p][i] + K->fm[p][f][t] > K->usable) return false;
     return K->pt[p][j + 1] - K->pt[p][i] + K->ft[p][f][t] <= B;
 }
@@ -452,11 +468,12 @@ static double greedy_bound(const struct pl_ctx *c, double cap) {
             if (!(hop <= cap)) break;
             int first = i == 0;
             /* the whole rest, with the output? */
-            if (K->pm[0][L] - K->pm[0][i] + K->fm[0][first][1] <= K->usable &&
+            if (runs(K, i, L - 1, first, 1) && K->pm[0][L] - K->pm[0][i] + K->fm[0][first][1] <= K->usable &&
                 K->pt[0][L] - K->pt[0][i] + K->ft[0][first][1] <= cap)
                 return total + hop + K->pt[0][L] - K->pt[0][i] + K->ft[0][first][1];
             int j = i - 1;
-            while (j + 1 <= L - 2 && K->pm[0][j + 2] - K->pm[0][i] + K->fm[0][first][0] <= K->usable &&
+            while (j + 1 <= L - 2 && runs(K, i, j + 1, first, 0) &&
+                   K->pm[0][j + 2] - K->pm[0][i] + K->fm[0][first][0] <= K->usable &&
                    K->pt[0][j + 2] - K->pt[0][i] + K->ft[0][first][0] <= cap)
                 j++;
             if (j < i) break;
@@ -486,6 +503,8 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
             for (int j = 0; j < L; j++) {
                 bool last = j == L - 1;
                 if (ns && c->safe_end[0] < j) break;
+                if (K->bad[j + 1] != K->bad[0] || K->no_first) break;   /* a weight type it cannot run */
+                if (last && K->no_last) continue;
                 uint64_t mem = K->pm[p][j + 1] + K->fm[p][1][last];
                 double t = K->pt[p][j + 1] - K->pt[p][0] + K->ft[p][1][last];
                 if (mem > K->usable || t > cap) continue;
@@ -533,6 +552,7 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
                 for (int p = 0; p < K->n_modes; p++) {
                     const double *PT = K->pt[p];
                     const uint64_t *PM = K->pm[p];
+                    const int32_t *BAD = K->bad;
                     bool ns = K->modes[p].need_safe;
                     double ft = K->ft[p][0][0];
                     uint64_t fm = K->fm[p][0][0];
@@ -543,6 +563,7 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
                         while (jm + 1 <= L - 2) {
                             int64_t j = jm + 1;
                             if (ns && c->safe_end[i] < j) break;
+                            if (BAD[j + 1] != BAD[i]) break;
                             if (PM[j + 1] - PM[i] + fm > K->usable) break;
                             if (PT[j + 1] - PT[i] + ft > cap) break;
                             jm = j;
@@ -572,6 +593,7 @@ static double run_dp(struct pl_ctx *c, double cap, bool any_plan, size_t *end_k,
                     for (int i = lo; i <= hi; i++) {
                         if (!(Vk[i] < best)) continue;
                         if (ns && c->safe_end[i] < L - 1) continue;
+                        if (!runs(K, i, L - 1, 0, 1)) continue;
                         if (PM[L] - PM[i] + fml > K->usable) continue;
                         double t = PT[L] - PT[i] + ftl;
                         if (t > cap) continue;

@@ -81,6 +81,69 @@ static st_status check_kv(const struct st_plan_model *m, const struct st_plan_de
     return ST_OK;
 }
 
+/* The dtypes some device of devs runs. */
+static uint32_t dtypes_run(const struct st_plan_device *devs, int n_dev) {
+    uint32_t can = 0;
+    for (int i = 0; i < n_dev; i++) can |= pl_dev_dtypes(&devs[i]);
+    return can;
+}
+
+/* Stored formats (st_plan_quants) whose every tensor some device runs, for "a Q8_0 or F16 file of
+ * the model": the most compact quantized one first, then a float one. "" when none. */
+static void runnable_files(const struct st_plan_model *m, uint32_t can, char *buf, size_t cap) {
+    static const char *const quants[] = {"q4_k_m", "q4_0", "q5_k_m", "q6_k", "q8_0"};
+    static const char *const floats[] = {"f16", "bf16", "f32"};
+    const char *pick[2] = {NULL, NULL};
+    for (int g = 0; g < 2; g++) {
+        const char *const *list = g ? floats : quants;
+        size_t n = g ? ST_ARRAY_LEN(floats) : ST_ARRAY_LEN(quants);
+        for (size_t i = 0; i < n && !pick[g]; i++) {
+            struct st_plan_model q;
+            if (st_plan_model_requant(m, list[i], &q) != ST_OK) { st_error_clear(); continue; }
+            if (!(st_plan_model_dtypes(&q) & ~can)) pick[g] = list[i];
+            st_plan_model_free(&q);
+        }
+    }
+    buf[0] = 0;
+    for (int g = 0; g < 2; g++) {
+        if (!pick[g]) continue;
+        size_t n = strlen(buf);
+        snprintf(buf + n, cap - n, "%s", n ? " or " : "");
+        for (const char *c = pick[g]; *c && strlen(buf) + 1 < cap; c++) {   /* Q4_K_M, as llama.cpp names files */
+            n = strlen(buf);
+            buf[n] = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+            buf[n + 1] = 0;
+        }
+    }
+}
+
+/* Every tensor must have a device whose backend runs its dtype; otherwise no plan can exist, and
+ * the error names the first such tensor, its dtype, the devices and what each runs, and a file
+ * type that would run. Which device may hold what is the partitioner's business after that. */
+static st_status check_dtypes(const struct st_plan_model *m, const struct st_plan_device *devs, int n_dev) {
+    const uint32_t can = dtypes_run(devs, n_dev), missing = st_plan_model_dtypes(m) & ~can;
+    if (!missing) return ST_OK;
+    char name[128], others[160] = "", devices[512] = "", files[64], miss[96];
+    st_dtype t = ST_DTYPE_COUNT;
+    int n = pl_tensors_of(m, missing, 0, m->n_layer - 1, true, true, name, sizeof name, &t);
+    st_dtype_mask_text(missing, ", ", miss, sizeof miss);
+    if (n > 1) snprintf(others, sizeof others, " (and %d more tensor%s of %s)", n - 1, n == 2 ? "" : "s", miss);
+    for (int i = 0; i < n_dev; i++) {
+        char runs[160];
+        size_t k = strlen(devices);
+        snprintf(devices + k, sizeof devices - k, "%s%s runs %s", i ? "; " : "", devs[i].label,
+                 st_dtype_mask_text(pl_dev_dtypes(&devs[i]), " ", runs, sizeof runs));
+    }
+    st_error_set(ST_ERR_CONFIG, "plan: no device can run %s, stored as %s%s; devices considered: %s", name,
+                 st_dtype_name(t), others, devices);
+    runnable_files(m, can, files, sizeof files);
+    if (files[0])
+        return st_error_hint("use %s %s file of the model (weight types these devices run), or add a device whose "
+                             "backend runs %s", files[0] == 'F' ? "an" : "a", files, miss);
+    return st_error_hint("add a device whose backend runs %s, or convert the model to weight types these devices "
+                         "run", miss);
+}
+
 /* Predictions, hops and the bottleneck from the stages. */
 static void finish_totals(st_plan *p) {
     const struct st_plan_model *m = &p->model;
@@ -173,6 +236,60 @@ static void perf_reasons(st_plan *p, const struct st_plan_request *req) {
 
 static bool replan(st_plan *owner, const struct st_plan_model *m, const struct st_plan_device *devs, int n,
                    const struct st_plan_link *links, const struct st_plan_request *req, double *tok_s, uint64_t *missing);
+
+/* "0-3, 5, 9-27": the layers holding a dtype of `dtypes`, as ranges; returns how many layers. */
+static int64_t layer_ranges(const struct st_plan_model *m, uint32_t dtypes, char *buf, size_t cap) {
+    int64_t n = 0;
+    buf[0] = 0;
+    for (int64_t l = 0; l < m->n_layer; l++) {
+        if (!(st_plan_model_layer_dtypes(m, l) & dtypes)) continue;
+        int64_t e = l;
+        while (e + 1 < m->n_layer && (st_plan_model_layer_dtypes(m, e + 1) & dtypes)) e++;
+        size_t k = strlen(buf);
+        if (e > l) snprintf(buf + k, cap - k, "%s%lld-%lld", k ? ", " : "", (long long)l, (long long)e);
+        else snprintf(buf + k, cap - k, "%s%lld", k ? ", " : "", (long long)l);
+        n += e - l + 1;
+        l = e;
+    }
+    return n;
+}
+
+/* Devices whose backend cannot run some of the model's weight types: which tensors stay off them. */
+static void dtype_reasons(st_plan *p) {
+    const struct st_plan_model *m = &p->model;
+    const uint32_t need = st_plan_model_dtypes(m);
+    for (int d = 0; d < p->n_devices; d++) {
+        const struct st_plan_device *dv = &p->devices[d];
+        const uint32_t lacks = need & ~pl_dev_dtypes(dv);
+        if (!lacks) continue;
+        char runs[160], miss[96], ranges[200], eg[128], held[320] = "";
+        int64_t nl = layer_ranges(m, lacks, ranges, sizeof ranges);
+        pl_tensors_of(m, lacks, 0, m->n_layer - 1, true, true, eg, sizeof eg, NULL);
+        const bool embd = m->embd_dtype < ST_DTYPE_COUNT && (lacks & ST_DTYPE_BIT(m->embd_dtype));
+        const bool out = m->lm_head_dtype < ST_DTYPE_COUNT && (lacks & ST_DTYPE_BIT(m->lm_head_dtype));
+        if (nl == m->n_layer) snprintf(held, sizeof held, "every layer");
+        else if (nl) snprintf(held, sizeof held, "%lld of %lld layers (%s)", (long long)nl, (long long)m->n_layer, ranges);
+        if (embd || out) {
+            size_t k = strlen(held);
+            snprintf(held + k, sizeof held - k, "%s%s", k ? " and " : "",
+                     embd && out ? "the embedding and the output head" : embd ? "the embedding" : "the output head");
+        }
+        pl_reason(p, "device %s (%s) runs weight types %s, not %s: no stage there holds %s (e.g. %s)", dv->label,
+                  dv->info.name, st_dtype_mask_text(pl_dev_dtypes(dv), " ", runs, sizeof runs),
+                  st_dtype_mask_text(lacks, " ", miss, sizeof miss), held, eg);
+    }
+}
+
+/* A layer the device runs (weight types) to time it by: prefer if it does, else the first middle layer
+ * that does, else any; -1 when none. */
+static int64_t runnable_layer(const struct st_plan_model *m, const struct st_plan_device *dv, int64_t prefer) {
+    if (pl_stage_runs(m, dv, prefer, prefer, NULL, 0)) return prefer;
+    for (int64_t l = 1; l + 1 < m->n_layer; l++)
+        if (pl_stage_runs(m, dv, l, l, NULL, 0)) return l;
+    for (int64_t l = 0; l < m->n_layer; l++)
+        if (pl_stage_runs(m, dv, l, l, NULL, 0)) return l;
+    return -1;
+}
 
 static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
     const struct st_plan_model *m = &p->model;
@@ -288,7 +405,12 @@ static void stage_reasons(st_plan *p, const struct st_plan_request *req) {
         if (used) continue;
         struct st_plan_stage one;
         char why[320];
-        if (!st_plan_stage_eval(m, &p->devices[d], req, mid, mid, &one, why, sizeof why))
+        const int64_t at = runnable_layer(m, &p->devices[d], mid);
+        if (at < 0) {
+            pl_stage_runs(m, &p->devices[d], mid, mid, why, sizeof why);
+            pl_reason(p, "device %s unused: every layer holds a weight type it cannot run (%s)", p->devices[d].label,
+                      why);
+        } else if (!st_plan_stage_eval(m, &p->devices[d], req, at, at, &one, why, sizeof why))
             pl_reason(p, "device %s unused: it cannot hold a single layer (%s)", p->devices[d].label, why);
         else if (p->manual)
             pl_reason(p, "device %s unused: the manual placement does not name it", p->devices[d].label);
@@ -544,7 +666,10 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
     for (size_t i = 0; i < ST_ARRAY_LEN(quants) && sf->n_suggestions < 8; i++) {
         struct st_plan_model q;
         if (st_plan_model_requant(m, quants[i], &q) != ST_OK) { st_error_clear(); continue; }
-        if (q.total_bytes >= m->total_bytes) { st_plan_model_free(&q); continue; }
+        if (q.total_bytes >= m->total_bytes || (st_plan_model_dtypes(&q) & ~dtypes_run(p->devices, p->n_devices))) {
+            st_plan_model_free(&q);   /* no smaller, or holds a weight type no device runs */
+            continue;
+        }
         double t;
         uint64_t miss = 0;
         tried = quants[i];
@@ -568,11 +693,14 @@ static void suggest(st_plan *p, const struct st_plan_request *req) {
         snprintf(g->what, sizeof g->what, "a quantized file: even %s does not fit", tried);
         g->bytes_short = smallest_short;
     }
-    /* one more device: the one with the most usable memory, again */
-    if (sf->n_suggestions < 8 && p->n_devices < 64) {
-        int best = 0;
-        for (int d = 1; d < p->n_devices; d++)
-            if (st_plan_device_usable(&p->devices[d]) > st_plan_device_usable(&p->devices[best])) best = d;
+    /* one more device: the one with the most usable memory, again (among those that run every weight type
+     * of the model: another of a device that cannot would add nothing it can hold) */
+    int best = -1;
+    for (int d = 0; d < p->n_devices; d++) {
+        if (st_plan_model_dtypes(m) & ~pl_dev_dtypes(&p->devices[d])) continue;
+        if (best < 0 || st_plan_device_usable(&p->devices[d]) > st_plan_device_usable(&p->devices[best])) best = d;
+    }
+    if (best >= 0 && sf->n_suggestions < 8 && p->n_devices < 64) {
         if ((g = suggest_one_more(p, &p->devices[best], req))) {
             snprintf(g->what, sizeof g->what, "one more %s (%s usable)", p->devices[best].label,
                      fmtb(st_plan_device_usable(&p->devices[best]), (char[24]){0}));
@@ -645,6 +773,21 @@ static void shortfall(st_plan *p, const struct st_plan_request *req) {
             if (!md.allowed && (!why[0] || p->devices[d].force_prec == q || req->force_prec == q))
                 snprintf(why, sizeof why, "%s", md.why_not);
         }
+        const uint32_t lacks = st_plan_model_dtypes(m) & ~pl_dev_dtypes(&p->devices[d]);
+        if (any && lacks) {   /* it may hold only the layers (and ends) of weight types it runs */
+            char miss[96], ranges[160];
+            int64_t nl = layer_ranges(m, lacks, ranges, sizeof ranges);
+            st_dtype_mask_text(lacks, " ", miss, sizeof miss);
+            size_t n = strlen(excl);
+            if (runnable_layer(m, &p->devices[d], 0) < 0) {
+                excluded[d] = true;
+                snprintf(excl + n, sizeof excl - n, "%s is excluded: every layer holds %s, which it cannot run; ",
+                         p->devices[d].label, miss);
+            } else {
+                snprintf(excl + n, sizeof excl - n, "%s cannot run %s (%s%s); ", p->devices[d].label, miss,
+                         nl ? "layers " : "the embedding or output head", nl ? ranges : "");
+            }
+        }
         if (any) continue;
         excluded[d] = true;
         size_t n = strlen(excl);
@@ -691,6 +834,7 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     st_status s = check_request(model, n_dev, req);
     if (s != ST_OK) return s;
     if ((s = check_kv(model, devs, n_dev, req)) != ST_OK) return s;
+    if ((s = check_dtypes(model, devs, n_dev)) != ST_OK) return s;
     /* kv_dtype auto: a stage whose float cache does not fit may take q8_0 (st_plan_stage_eval
      * prefers any float mode that fits); the partition tries float caches first */
     struct st_plan_request eff = *req;
@@ -855,6 +999,7 @@ st_status st_plan_make(const struct st_plan_model *model, const struct st_plan_d
     p->feasible = true;
     finish_totals(p);
     perf_reasons(p, req);
+    dtype_reasons(p);
     stage_reasons(p, req);
     if (p->replan_status) {
         const st_status rs = p->replan_status;

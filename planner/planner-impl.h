@@ -134,6 +134,8 @@ const char *pl_link_name(st_link_kind k);
 
 /* model helpers (model.c) */
 st_status st_plan_model_alloc(struct st_plan_model *m, int64_t n_layer);
+/* m->mat_dtypes for m->n_layer layers, every entry ST_DTYPE_COUNT (no matrix). */
+st_status pl_model_alloc_dtypes(struct st_plan_model *m);
 st_status st_plan_model_copy(const struct st_plan_model *src, struct st_plan_model *dst);
 
 /* The exact partitioner (partition.c). Fills ranges (device, first, last) in
@@ -142,6 +144,24 @@ st_status st_plan_model_copy(const struct st_plan_model *src, struct st_plan_mod
 int pl_partition(const struct st_plan_model *m, const struct st_plan_device *devs, int n_dev,
                  const struct st_plan_link *links, const struct st_plan_request *req,
                  struct st_plan_range *ranges, double *best_out);
+
+/* ---- weight types (cost.c) ----------------------------------------------------
+ * A device holds a tensor only when its backend runs the tensor's stored dtype
+ * (caps.weight_dtypes): a stage's block matrices, the embedding table on the
+ * first stage, the lm_head on the last. */
+
+/* The dtypes d runs: caps.weight_dtypes, every dtype when not stated. */
+uint32_t pl_dev_dtypes(const struct st_plan_device *d);
+/* The first tensor of layers first..last (with the embedding table before them, the output head
+ * after them, when asked) whose dtype is in `dtypes`: its name into name, its dtype into *dt, and
+ * the number of such tensors in the range as the result (0: none). */
+int pl_tensors_of(const struct st_plan_model *m, uint32_t dtypes, int64_t first, int64_t last, bool embd, bool out,
+                  char *name, size_t name_len, st_dtype *dt);
+/* True when d runs every tensor of the stage first..last (the embedding when first == 0, the
+ * output head when last == n_layer - 1); else false and, when why, "cannot run q4_k weights
+ * (blk.3.ffn_down.weight): its backend runs f32 f16 ...". */
+bool pl_stage_runs(const struct st_plan_model *m, const struct st_plan_device *d, int64_t first, int64_t last,
+                   char *why, size_t why_len);
 
 /* Reasons list (plan.c) */
 void pl_reason(st_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -43,6 +43,21 @@ static void print_kv_reach(FILE *f, const st_plan *p) {
     fputc('\n', f);
 }
 
+/* What each device's backend runs, against what the model holds (--explain). */
+static void print_weight_types(FILE *f, const st_plan *p) {
+    const uint32_t need = st_plan_model_dtypes(&p->model);
+    char a[160], b[96];
+    fprintf(f, "\n%sweight types%s: what each device's backend runs (the model holds %s)\n", st_color(f, "1"),
+            st_color_reset(f), need ? st_dtype_mask_text(need, " ", a, sizeof a) : "types not known");
+    for (int i = 0; i < p->n_devices; i++) {
+        const uint32_t runs = pl_dev_dtypes(&p->devices[i]), lacks = need & ~runs;
+        fprintf(f, "  %-20s %s", p->devices[i].label, st_dtype_mask_text(runs, " ", a, sizeof a));
+        if (lacks) fprintf(f, "  %s(holds no %s)%s", st_color(f, "33"), st_dtype_mask_text(lacks, " ", b, sizeof b),
+                           st_color_reset(f));
+        fputc('\n', f);
+    }
+}
+
 void st_plan_print(FILE *f, const st_plan *p, bool explain) {
     const struct st_plan_model *m = &p->model;
     char a[24], b[24], c[24], d[24], e[24];
@@ -59,6 +74,7 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
             for (int i = 0; i < p->n_devices; i++)
                 fprintf(f, "  %-20s %-30s usable %s\n", p->devices[i].label, p->devices[i].info.name,
                         B(st_plan_device_usable(&p->devices[i]), a));
+            print_weight_types(f, p);
         }
         return;
     }
@@ -108,6 +124,7 @@ void st_plan_print(FILE *f, const st_plan *p, bool explain) {
     }
     print_kv_reach(f, p);
     if (explain) {
+        print_weight_types(f, p);
         fprintf(f, "\n%swhy%s\n", st_color(f, "1"), st_color_reset(f));
         for (int i = 0; i < p->n_reasons; i++) fprintf(f, "  - %s\n", p->reasons[i]);
     }

@@ -14,9 +14,6 @@
 /* ---- writer --------------------------------------------------------------- */
 
 static const char *yb(bool b) { return b ? "true" : "false"; }
-static const char *kind_name(st_device_kind k) {
-    return k == ST_DEVICE_CPU ? "cpu" : k == ST_DEVICE_CUDA ? "cuda" : "catalog";
-}
 static const char *force_name(int v, bool attn) {
     if (v < 0) return "auto";
     return attn ? st_attn_name((st_attn_kind)v) : st_prec_name((st_prec)v);
@@ -65,12 +62,15 @@ st_status st_plan_write_yaml(FILE *f, const st_plan *p) {
         fprintf(f, "  - select: "); pl_yaml_quote(f, d->select);
         fprintf(f, "\n    label: "); pl_yaml_quote(f, d->label);
         fprintf(f, "\n    name: "); pl_yaml_quote(f, in->name);
-        fprintf(f, "\n    kind: %s\n    rank: %d\n    index: %d\n    uuid: ", kind_name(in->kind), d->rank, in->index);
+        fprintf(f, "\n    kind: %s\n    rank: %d\n    index: %d\n    uuid: ", st_device_kind_name(in->kind), d->rank, in->index);
         pl_yaml_quote(f, in->uuid);
         fprintf(f, "\n    catalog: "); pl_yaml_quote(f, in->catalog);
         fprintf(f, "\n    cc: [%d, %d]\n", c->cc_major, c->cc_minor);
-        fprintf(f, "    caps: {fp16_arith: %s, fp32_accum_fp16: %s, bf16: %s, tensor_cores: %s, flash_attn: %s}\n",
-                yb(c->fp16_arith), yb(c->fp32_accum_fp16), yb(c->bf16), yb(c->tensor_cores), yb(c->flash_attn));
+        char wd[160];
+        fprintf(f, "    caps: {fp16_arith: %s, fp32_accum_fp16: %s, bf16: %s, tensor_cores: %s, flash_attn: %s, "
+                "weight_dtypes: [%s]}\n", yb(c->fp16_arith), yb(c->fp32_accum_fp16), yb(c->bf16), yb(c->tensor_cores),
+                yb(c->flash_attn), st_dtype_mask_text(c->weight_dtypes ? c->weight_dtypes : ST_DTYPE_ALL, ", ", wd,
+                                                      sizeof wd));
         fprintf(f, "    sm_count: %d\n    threads: %d\n    pcie: [%d, %d]\n", in->sm_count, in->threads, in->pcie_gen,
                 in->pcie_width);
         fprintf(f, "    memory_bytes: %llu\n    free_bytes: %llu\n    max_memory_bytes: %llu\n    reserve_bytes: %llu\n"
@@ -318,11 +318,36 @@ static st_status read_model(struct pl_yaml *r, yaml_node_t *n, struct st_plan_mo
     return ST_OK;
 }
 
+/* caps.weight_dtypes: a list of dtype names; plans written before it have none: what the device's
+ * backend runs at its compute capability. */
+static st_status read_weight_dtypes(struct pl_yaml *r, yaml_node_t *caps, struct st_device_info *in) {
+    yaml_node_t *w = pl_yaml_get(r, caps, "weight_dtypes");
+    if (!w) {
+        const struct st_backend_reg *b = st_backend_reg_of(in);
+        in->caps.weight_dtypes = b ? b->caps(in->caps.cc_major, in->caps.cc_minor).weight_dtypes : ST_DTYPE_ALL;
+        return ST_OK;
+    }
+    int nw = seq_len(w);
+    if (nw < 1) return pl_yaml_err(r, w, "devices[].caps.weight_dtypes", "expected a list of weight types");
+    uint32_t mask = 0;
+    for (int i = 0; i < nw; i++) {
+        yaml_node_t *x = seq_at(r, w, i);
+        int t = ST_DTYPE_COUNT;
+        if (x->type == YAML_SCALAR_NODE)
+            for (t = 0; t < ST_DTYPE_COUNT && strcmp((const char *)x->data.scalar.value, st_dtype_name((st_dtype)t)); t++) {}
+        if (t == ST_DTYPE_COUNT)
+            return pl_yaml_err(r, x, "devices[].caps.weight_dtypes", "'%s' is not a weight type",
+                               x->type == YAML_SCALAR_NODE ? (const char *)x->data.scalar.value : "(not a scalar)");
+        mask |= ST_DTYPE_BIT(t);
+    }
+    in->caps.weight_dtypes = mask;
+    return ST_OK;
+}
+
 static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_device *d) {
     static const char *const keys[] = {"select", "label", "name", "kind", "rank", "index", "uuid", "catalog", "cc", "caps",
         "sm_count", "threads", "pcie", "memory_bytes", "free_bytes", "max_memory_bytes", "reserve_bytes",
         "overhead_bytes", "usable_bytes", "perf", "precision", "attention", NULL};
-    static const char *const kinds[] = {"cpu", "cuda", "catalog"};
     static const char *const precs[] = {"f32", "f16", "bf16"};
     static const char *const attns[] = {"eager", "flash"};
     st_status s;
@@ -335,10 +360,11 @@ static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_d
     STR(n, "name", in->name, "device");
     STR(n, "uuid", in->uuid, "device");
     STR(n, "catalog", in->catalog, "device");
-    int k = 0;
-    if ((s = enum_of(r, n, "kind", "devices[].kind", kinds, 3, -2, &k))) return s;
-    in->kind = (st_device_kind)k;
-    d->is_cpu = in->kind == ST_DEVICE_CPU;
+    const char *kv = "";
+    if ((s = rd_scalar(r, n, "kind", "devices[]", &kv))) return s;
+    if (!st_device_kind_parse(kv, &in->kind))
+        return pl_yaml_err(r, pl_yaml_get(r, n, "kind"), "devices[].kind", "'%s' is not a valid kind", kv);
+    d->is_cpu = st_device_host_memory(in);
     int64_t v;
     if (pl_yaml_get(r, n, "rank")) {   /* plans written before multi-host runs have none: rank 0 */
         I64(n, "rank", v, "device");
@@ -361,13 +387,15 @@ static st_status read_device(struct pl_yaml *r, yaml_node_t *n, struct st_plan_d
     in->pcie_gen = (int)a; in->pcie_width = (int)b;
     yaml_node_t *caps;
     if ((s = need(r, n, "caps", "devices[]", &caps))) return s;
-    static const char *const ck[] = {"fp16_arith", "fp32_accum_fp16", "bf16", "tensor_cores", "flash_attn", NULL};
+    static const char *const ck[] = {"fp16_arith", "fp32_accum_fp16", "bf16", "tensor_cores", "flash_attn",
+                                     "weight_dtypes", NULL};
     if ((s = rd_keys(r, caps, "devices[].caps", ck))) return s;
     BOOL(caps, "fp16_arith", in->caps.fp16_arith, "caps");
     BOOL(caps, "fp32_accum_fp16", in->caps.fp32_accum_fp16, "caps");
     BOOL(caps, "bf16", in->caps.bf16, "caps");
     BOOL(caps, "tensor_cores", in->caps.tensor_cores, "caps");
     BOOL(caps, "flash_attn", in->caps.flash_attn, "caps");
+    if ((s = read_weight_dtypes(r, caps, in))) return s;
     U64(n, "memory_bytes", in->mem_total_bytes, "device");
     U64(n, "free_bytes", in->mem_free_bytes, "device");
     U64(n, "max_memory_bytes", d->max_memory_bytes, "device");

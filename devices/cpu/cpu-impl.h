@@ -58,6 +58,12 @@ int st_cpu_pool_node(const st_cpu_pool *p);
 /* Cores of NUMA node `node` that this process may use (0 when none). */
 int st_cpu_pool_node_cores(st_cpu_pool *p, int node);
 
+/* `inventory --probe` of the CPU inv->devices[dev] (the registration's probe
+ * hook, devices/cpu/probe_cpu.c): bandwidth, GEMV per float dtype, a GEMM and
+ * one tiny op through the ops table. */
+st_status st_cpu_probe(const st_inventory *inv, int dev, const struct st_probe_options *opt,
+                       struct st_profile_device *out);
+
 /* Threads a CPU backend (from st_device_ops_cpu()->init) runs its ops on. */
 int st_cpu_backend_threads(const st_backend *be);
 /* The NUMA node its threads are pinned to (-1: not placed on one node), the

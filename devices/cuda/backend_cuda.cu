@@ -3,7 +3,8 @@
  * graph capture of the decode step. Every entry sets its device first.
  *
  * Precision per stage (DESIGN.md):
- *  - sm52_only (a real cc 5.x card, or cfg.maxwell_path to emulate one): fp32
+ *  - sm52_only (a real cc 5.x card, a device whose caps say cc 5.x — emulate:
+ *    tesla-m40 — or cfg.maxwell_path): fp32
  *    math over the stored weights (GEMV, SIMT GEMM, fp32 cuBLAS; quantized
  *    weights widened to fp32 in registers, or dequantized to fp32 tiles for
  *    cuBLAS), eager attention, nothing beyond sm_52.
@@ -172,7 +173,11 @@ static st_status backend_init(const struct st_device_info *dev, const struct st_
         *out = NULL;
         return st_error_set(ST_ERR_INTERNAL, "CUDA backend asked to drive %s, which is not a CUDA device", dev->name);
     }
-    return st_cuda_backend_init_ordinal(dev->index, cfg, out);
+    /* the Maxwell path for a device described with cc < 6.0: a real cc 5.x card (the ordinal says so too)
+     * or a newer one emulating a Maxwell catalog card (emulate: tesla-m40 gives it the card's caps) */
+    struct st_backend_config c = *cfg;
+    if (dev->caps.cc_major > 0 && dev->caps.cc_major < 6) c.maxwell_path = true;
+    return st_cuda_backend_init_ordinal(dev->index, &c, out);
 }
 
 extern "C" size_t st_cuda_scratch_bytes(int64_t max_tokens) {

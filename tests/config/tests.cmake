@@ -86,3 +86,7 @@ st_add_cli_test(config_cli_check_bad_profile RC 1 LABELS config
 # limits: size, depth, counts and lengths (docs/limits.md)
 st_add_test(config_limits SOURCES config/test_config_limits.c LABELS config)
 st_add_test(config_kv SOURCES config/test_config_kv.c LABELS config)
+st_add_test(config_weight_dtypes SOURCES config/test_config_weights.c LABELS config)
+st_add_cli_test(config_cli_weight_dtypes RC 2 LABELS config
+  ARGS "plan -c tests/config/bad-weight-dtypes.yaml --check"
+  EXPECT "error: tests/config/bad-weight-dtypes.yaml:6:39: devices[0].caps.weight_dtypes[2]: unknown weight type 'q4_km'|||hint: did you mean 'q4_k'? weight types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q4_k, q5_k, q6_k")

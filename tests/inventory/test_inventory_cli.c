@@ -1,5 +1,6 @@
 /* `strata inventory` as a user runs it (argv[1] = the strata binary):
- * --json parses (jansson) and lists the CPU topology; --yaml parses (libyaml)
+ * --json parses (jansson) and lists the CPU topology, each device's backend,
+ * path, optional ops and weight types; --yaml parses (libyaml)
  * with the same facts; the table names the CPU; CUDA_VISIBLE_DEVICES="" says
  * why no GPU is shown; a quick --probe writes a profile that loads and that
  * --profile shows again. */
@@ -55,6 +56,32 @@ static int n_cuda(json_t *devs) {
     return n;
 }
 
+/* The weight types and backend of one device, written out from devices/<name>/register.c. */
+static const char *const all_types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl",
+                                        "q4_k", "q5_k", "q6_k"};
+static bool names_are(json_t *a, const char *const *want, size_t n) {
+    if (!json_is_array(a) || json_array_size(a) != n) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!json_is_string(json_array_get(a, i)) || strcmp(json_string_value(json_array_get(a, i)), want[i])) return false;
+    return true;
+}
+static void check_backend(json_t *d, bool cpu) {
+    json_t *caps = json_object_get(d, "caps"), *b = json_object_get(d, "backend");
+    CHECK_MSG(names_are(json_object_get(caps, "weight_dtypes"), all_types, ST_ARRAY_LEN(all_types)),
+              "%s: weight_dtypes", json_string_value(json_object_get(d, "selector")));
+    CHECK(json_is_true(json_object_get(b, "built")));
+    CHECK(!strcmp(json_string_value(json_object_get(b, "name")), cpu ? "cpu" : "cuda"));
+    if (cpu) {
+        static const char *const ops[] = {"import_host", "matmul_multi", "matmul_swiglu", "events", "pipeline", "kv_q8_0"};
+        CHECK(!strcmp(json_string_value(json_object_get(b, "path")), "default"));
+        CHECK(names_are(json_object_get(b, "ops"), ops, ST_ARRAY_LEN(ops)));
+    } else {
+        const bool maxwell = json_integer_value(json_object_get(caps, "cc_major")) < 6;
+        CHECK(!strcmp(json_string_value(json_object_get(b, "path")), maxwell ? "maxwell" : "default"));
+        CHECK(json_array_size(json_object_get(b, "ops")) == (maxwell ? 9u : 10u));
+    }
+}
+
 static void test_json(json_t *root) {
     json_t *m = json_object_get(root, "machine");
     json_t *pk = json_object_get(root, "packages"), *nn = json_object_get(root, "numa_nodes");
@@ -75,6 +102,7 @@ static void test_json(json_t *root) {
     CHECK(cpu && json_equal(json_object_get(cpu, "name"), json_object_get(json_array_get(pk, 0), "name")));
     CHECK(cpu && json_integer_value(json_object_get(cpu, "cores")) == json_integer_value(json_object_get(m, "cores")));
     CHECK(cpu && json_is_true(json_object_get(json_object_get(cpu, "caps"), "fp32_accum_fp16")));
+    if (cpu) check_backend(cpu, true);
     int g = n_cuda(devs);
     CHECK((int)json_array_size(devs) == g + 1);
     CHECK((int)json_array_size(json_object_get(root, "p2p")) == g * (g - 1));
@@ -86,6 +114,7 @@ static void test_json(json_t *root) {
         CHECK(json_is_string(json_object_get(d, "cc")) && json_is_string(json_object_get(d, "uuid")));
         CHECK(json_integer_value(json_object_get(d, "mem_total_bytes")) > 0);
         CHECK(json_is_integer(json_object_get(d, "numa_node")) || json_is_null(json_object_get(d, "numa_node")));
+        check_backend(d, false);
     }
 }
 
@@ -129,6 +158,13 @@ static void test_yaml(json_t *json) {
                          json_string_value(json_object_get(json_array_get(jdevs, 0), "name"))) == 0);
             CHECK(strcmp(yscalar(ymap_get(&doc, d0, "cpuset")),
                          json_string_value(json_object_get(json_array_get(jdevs, 0), "cpuset"))) == 0);
+            /* the CPU's weight types: a sequence of the same names */
+            yaml_node_t *wd = ymap_get(&doc, ymap_get(&doc, d0, "caps"), "weight_dtypes");
+            CHECK(wd && wd->type == YAML_SEQUENCE_NODE &&
+                  wd->data.sequence.items.top - wd->data.sequence.items.start == (long)ST_ARRAY_LEN(all_types));
+            for (long k = 0; wd && wd->type == YAML_SEQUENCE_NODE && k < (long)ST_ARRAY_LEN(all_types) &&
+                             k < wd->data.sequence.items.top - wd->data.sequence.items.start; k++)
+                CHECK(!strcmp(yscalar(yaml_document_get_node(&doc, wd->data.sequence.items.start[k])), all_types[k]));
         }
         yaml_node_t *m = ymap_get(&doc, root, "machine");
         CHECK(atoll(yscalar(ymap_get(&doc, m, "cores"))) ==
@@ -152,6 +188,8 @@ static void test_table(json_t *json) {
     CHECK(strstr(out, "topology") && strstr(out, "package ") && strstr(out, "NUMA node "));
     CHECK(strstr(out, "\033[") == NULL);   /* not a terminal: no colour */
     if (n_cuda(json_object_get(json, "devices")) == 0) CHECK(strstr(out, "no GPU shown:") != NULL);
+    CHECK(strstr(out, "\nweight types (the stored dtypes each device's matmul runs; docs/backends.md)\n"
+                      "  cpu     cpu default   f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k\n") != NULL);
     free(out);
 }
 

@@ -16,3 +16,6 @@ st_add_cli_test(inventory_bad_probe_bytes RC 2 EXPECT "size '12XB' has unknown u
   ARGS "inventory --probe --probe-bytes 12XB" LABELS inventory)
 st_add_cli_test(inventory_missing_profile RC 1 EXPECT "tests/inventory/no-such-profile.json: cannot open"
   ARGS "inventory --profile tests/inventory/no-such-profile.json" LABELS inventory)
+# the backend registry: declarations against the ops tables, capabilities per cc, and every weight
+# dtype the CPU path declares run against gguf-py's blocks
+st_add_test(inventory_registry SOURCES inventory/test_registry.c LABELS inventory)

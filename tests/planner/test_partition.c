@@ -8,7 +8,11 @@
  * checks the tie-break: among the plans with the optimal bottleneck, the
  * lowest latency. Cases that fit only when kv_dtype auto lets short stages
  * take a q8_0 cache: a plan exists iff brute force with that fallback finds
- * one, every stage fits and one holds q8_0. */
+ * one, every stage fits and one holds q8_0. Weight types: models whose layers,
+ * embedding and lm_head hold random dtypes beside devices whose backends run a
+ * random subset; the DP still equals brute force, no stage holds a tensor its
+ * device cannot run (checked here from the model's own dtype table), and a
+ * model some tensor of which no device runs is refused before planning. */
 #include "check.h"
 #include "planner/planner.h"
 
@@ -66,6 +70,10 @@ static void search(struct bf *b, int64_t start, int *seq, int k, bool *used, dou
 
 static const int ccs[][2] = {{5, 2}, {6, 0}, {6, 1}, {7, 0}, {7, 5}, {8, 0}, {8, 6}, {8, 9}, {9, 0}};
 
+/* the dtypes random models mix and random devices may lack */
+static const st_dtype palette[] = {ST_DTYPE_Q8_0, ST_DTYPE_Q4_K, ST_DTYPE_Q6_K, ST_DTYPE_F16};
+static st_dtype random_dtype(void) { return palette[next_u64() % ST_ARRAY_LEN(palette)]; }
+
 static void random_device(struct st_plan_device *d, uint64_t layer_bytes_avg) {
     struct st_device_info in = {0};
     bool cpu = next_u64() % 6 == 0;
@@ -97,6 +105,12 @@ static void random_device(struct st_plan_device *d, uint64_t layer_bytes_avg) {
     if (next_u64() % 10 == 0) d->force_prec = irange(0, 2);
     if (next_u64() % 12 == 0) d->force_attn = irange(0, 1);
     if (next_u64() % 5 == 0) d->reserve_bytes = (uint64_t)(unif(0, 1) * (double)layer_bytes_avg);
+    if (next_u64() % 3 == 0) {   /* a backend that runs only some of the palette */
+        uint32_t w = ST_DTYPE_BIT(ST_DTYPE_F32);
+        for (size_t k = 0; k < ST_ARRAY_LEN(palette); k++)
+            if (next_u64() % 3) w |= ST_DTYPE_BIT(palette[k]);
+        d->info.caps.weight_dtypes = w;
+    }
 }
 
 static void random_model(struct st_plan_model *m, int L) {
@@ -126,13 +140,36 @@ static void random_model(struct st_plan_model *m, int L) {
     m->output_norm_bytes = (uint64_t)m->n_embd * 4;
     m->output_flops = 2.0 * (double)m->n_vocab * (double)m->n_embd;
     m->max_matrix_elems = (uint64_t)m->n_ff * (uint64_t)m->n_embd;
+    m->embd_dtype = m->lm_head_dtype = ST_DTYPE_F16;
+    if (next_u64() % 2) {   /* stored dtypes per matrix: mostly q8_0, some layers with others */
+        m->mat_dtypes = malloc((size_t)L * ST_PLAN_N_MATRICES);
+        for (int l = 0; l < L; l++) {
+            bool mixed = next_u64() % 3 == 0;
+            for (int k = 0; k < ST_PLAN_N_MATRICES; k++)
+                m->mat_dtypes[l * ST_PLAN_N_MATRICES + k] = (uint8_t)(mixed ? random_dtype() : ST_DTYPE_Q8_0);
+        }
+        m->embd_dtype = next_u64() % 2 ? ST_DTYPE_Q8_0 : random_dtype();
+        m->lm_head_dtype = m->tied_embeddings ? m->embd_dtype : next_u64() % 2 ? ST_DTYPE_Q8_0 : random_dtype();
+    }
     m->total_bytes += m->embd_bytes + m->output_norm_bytes + (m->tied_embeddings ? 0 : m->lm_head_bytes);
 }
 
 struct tally {
-    int cases, feasible, multi_stage, with_classes, throughput, hop_bound, q8_fallback;
+    int cases, feasible, multi_stage, with_classes, throughput, hop_bound, q8_fallback, dtype_limited, no_runner;
     int64_t plans;
 };
+
+/* The model's dtypes (from its own table), and those of layer l / the embedding / the lm_head, as sets. */
+static uint32_t bit(unsigned t) { return 1u << t; }
+static uint32_t layer_set(const struct st_plan_model *m, int64_t l) {
+    uint32_t w = 0;
+    for (int k = 0; k < ST_PLAN_N_MATRICES; k++)
+        w |= m->mat_dtypes ? bit(m->mat_dtypes[l * ST_PLAN_N_MATRICES + k]) : bit(m->matrix_dtype);
+    return m->mat_dtypes || m->matrix_dtype < ST_DTYPE_COUNT ? w : 0;
+}
+static uint32_t runs_set(const struct st_plan_device *d) {
+    return d->info.caps.weight_dtypes ? d->info.caps.weight_dtypes : (1u << ST_DTYPE_COUNT) - 1;
+}
 
 /* One random case; set 0: the mixed set, set 1: throughput with up to 5 devices and chosen link regimes. */
 static void one_case(int set, int it, struct tally *t) {
@@ -192,7 +229,19 @@ static void one_case(int set, int it, struct tally *t) {
     st_plan *p = NULL;
     st_status s = st_plan_make(&m, devs, n, links, &req, &p);
     t->cases++;
-    if (b.best == INFINITY) {
+    uint32_t need = bit(m.embd_dtype) | bit(m.lm_head_dtype), can = 0;
+    for (int l = 0; l < L; l++) need |= layer_set(&m, l);
+    for (int d = 0; d < n; d++) can |= runs_set(&devs[d]);
+    bool limited = false;
+    for (int d = 0; d < n; d++) limited |= (need & ~runs_set(&devs[d])) != 0;
+    if (need & ~can) {
+        /* a tensor no device runs: refused before any partition (brute force finds nothing either) */
+        CHECK(b.best == INFINITY);
+        CHECK_MSG(s == ST_ERR_CONFIG && !p && strstr(st_last_error(), "no device can run"),
+                  "set %d case %d: no device runs some tensor, planner says %s: %s", set, it, st_status_name(s),
+                  st_last_error());
+        t->no_runner++;
+    } else if (b.best == INFINITY) {
         /* no plan with float KV caches: kv_dtype auto lets stages whose float cache does not fit take
          * q8_0 (the model's rows are whole blocks); a plan exists iff brute force with that per-stage
          * fallback finds one, and then every stage fits and some stage holds a q8_0 cache */
@@ -221,6 +270,7 @@ static void one_case(int set, int it, struct tally *t) {
                   st_status_name(s), st_last_error());
         if (s == ST_OK && p) {
             t->feasible++;
+            if (limited) t->dtype_limited++;
             if (p->n_stages > 1) t->multi_stage++;
             double got = req.objective == ST_PLAN_LATENCY ? p->decode_ms : p->bottleneck_ms;
             CHECK_MSG(fabs(got - b.best) <= 1e-9 * fmax(1.0, b.best),
@@ -257,6 +307,13 @@ static void one_case(int set, int it, struct tally *t) {
                 if (st->attn == ST_ATTN_FLASH) CHECK(c->flash_attn && st->prec != ST_PREC_F32);
                 if (st->prec == ST_PREC_F16 && devs[st->device].force_prec < 0 && req.force_prec < 0)
                     for (int64_t l = st->first; l <= st->last; l++) CHECK(req.fp16_safe && req.fp16_safe[l]);
+                /* weight types: every tensor of the stage is one its device runs */
+                const uint32_t lacks = ~runs_set(&devs[st->device]);
+                for (int64_t l = st->first; l <= st->last; l++)
+                    CHECK_MSG(!(layer_set(&m, l) & lacks), "set %d case %d stage %d: layer %lld holds a dtype device "
+                              "%d cannot run", set, it, i, (long long)l, st->device);
+                if (st->has_embedding) CHECK(!(bit(m.embd_dtype) & lacks));
+                if (st->has_output) CHECK(!(bit(m.lm_head_dtype) & lacks));
             }
             CHECK(next == L);
         }
@@ -275,6 +332,7 @@ static void lone_layer_case(void) {
     m.total_bytes += m.layer_bytes[2] / 12 * 11;
     struct st_plan_device devs[5];
     random_device(&devs[0], m.total_bytes);
+    devs[0].info.caps.weight_dtypes = 0;   /* every dtype */
     devs[0].force_prec = -1;
     devs[0].force_attn = -1;
     devs[0].info.perf.launch_us = 0;
@@ -313,15 +371,18 @@ int main(void) {
     for (int it = 0; it < 20; it++) lone_layer_case();
     for (int s = 0; s < 2; s++)
         printf("%s: %d random cases (%d feasible, %d with several stages, %d throughput (%d with a hop >= the "
-               "optimum), %d with repeated devices, %d fitting only with a q8_0 KV fallback), %lld complete plans "
-               "enumerated by brute force\n",
+               "optimum), %d with repeated devices, %d fitting only with a q8_0 KV fallback, %d feasible with a "
+               "device lacking a weight type of the model, %d refused: no device runs some tensor), %lld complete "
+               "plans enumerated by brute force\n",
                s == 0 ? "mixed objectives" : "throughput, <= 5 devices", t[s].cases, t[s].feasible,
                t[s].multi_stage, t[s].throughput, t[s].hop_bound, t[s].with_classes, t[s].q8_fallback,
-               (long long)t[s].plans);
+               t[s].dtype_limited, t[s].no_runner, (long long)t[s].plans);
     CHECK(t[0].feasible >= 200);
     CHECK(t[0].multi_stage >= 50);
     CHECK(t[1].feasible >= 150);
     CHECK(t[1].multi_stage >= 50);
     CHECK(t[1].hop_bound >= 20);
+    CHECK(t[0].dtype_limited + t[1].dtype_limited >= 50);
+    CHECK(t[0].no_runner + t[1].no_runner >= 10);
     return st_test_finish("planner_partition_brute");
 }

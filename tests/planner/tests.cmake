@@ -20,3 +20,12 @@ st_add_cli_test(planner_cli_kv_reach RC 0 LABELS planner
 st_add_cli_test(planner_cli_kv_reach_json RC 0 LABELS planner
   ARGS "plan -c configs/what-if-m40-3050ti-14b-q4km.yaml --json"
   EXPECT "\"kv_reach\": {|||\"f16_context\": |||\"q8_0_context\": |||\"kv_dtype\": \"f32\"")
+# the backends' weight types: no tensor on a device that cannot run its dtype, the plan-time error
+st_add_test(planner_weight_types SOURCES planner/test_weight_types.c LABELS planner)
+# ... through `strata plan`: the plan-time error with its hint, and --explain saying what each device runs
+st_add_cli_test(planner_cli_weights_none RC 2 LABELS planner
+  ARGS "plan -c tests/planner/weights-none.yaml"
+  EXPECT "error: plan: no device can run token_embd.weight, stored as q4_k (and 197 more tensors of q4_k, q6_k)|||devices considered: m40 runs f32 f16 q8_0|||laptop runs f32 f16 bf16 q8_0|||hint: use a Q8_0 or F16 file of the model (weight types these devices run), or add a device whose backend runs q4_k, q6_k")
+st_add_cli_test(planner_cli_weights_explain RC 0 LABELS planner
+  ARGS "plan -c tests/planner/weights-partial.yaml --explain"
+  EXPECT "weight types: what each device's backend runs (the model holds q4_k q6_k)|||  m40                  f32 f16 q8_0  (holds no q4_k q6_k)|||  r3090                f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k|||device m40 unused: every layer holds a weight type it cannot run")
