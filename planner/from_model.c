@@ -32,8 +32,10 @@ st_status st_plan_model_from_model(const st_model *m, struct st_plan_model *out)
     out->qkv_bias = hp->qkv_bias;
     out->qk_norm = hp->qk_norm;
     if (st_plan_model_alloc(out, hp->n_layer) != ST_OK) return ST_ERR_NOMEM;
+    if (pl_model_alloc_dtypes(out) != ST_OK) { st_plan_model_free(out); return ST_ERR_NOMEM; }
+    out->names = m->format;
 
-    static const enum st_layer_role mats[] = {ST_T_WQ, ST_T_WK, ST_T_WV, ST_T_WO, ST_T_W_GATE, ST_T_W_UP, ST_T_W_DOWN};
+    const enum st_layer_role *mats = st_plan_matrix_roles;
     st_dtype first_t = ST_DTYPE_COUNT;
     bool uniform = true;
     for (int64_t l = 0; l < hp->n_layer; l++) {
@@ -43,9 +45,10 @@ st_status st_plan_model_from_model(const st_model *m, struct st_plan_model *out)
             if (t) b += t->bytes;
         }
         double flops = 0;
-        for (size_t i = 0; i < ST_ARRAY_LEN(mats); i++) {
+        for (int i = 0; i < ST_PLAN_N_MATRICES; i++) {
             const struct st_tensor *t = st_model_layer_tensor(m, l, mats[i]);
             if (!t) continue;
+            out->mat_dtypes[l * ST_PLAN_N_MATRICES + i] = (uint8_t)t->dtype;
             uint64_t elems = (uint64_t)t->ne[0] * (uint64_t)t->ne[1];
             flops += 2.0 * (double)elems;
             if (elems > out->max_matrix_elems) out->max_matrix_elems = elems;
@@ -64,6 +67,8 @@ st_status st_plan_model_from_model(const st_model *m, struct st_plan_model *out)
     const struct st_tensor *rope = st_model_global_tensor(m, ST_T_ROPE_FREQS);
     int32_t out_idx = m->global_tensors[ST_T_OUTPUT];
     out->embd_bytes = embd ? embd->bytes : 0;
+    out->embd_dtype = embd ? embd->dtype : ST_DTYPE_COUNT;
+    out->lm_head_dtype = out_idx >= 0 ? m->tensors[out_idx].dtype : out->embd_dtype;
     out->output_norm_bytes = norm ? norm->bytes : 0;
     out->shared_bytes = rope ? rope->bytes : 0;
     if (out_idx >= 0) {

@@ -49,6 +49,16 @@ static const struct st_plan_preset presets[] = {
 
 const char *const st_plan_quants[] = {"f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", NULL};
 
+const enum st_layer_role st_plan_matrix_roles[ST_PLAN_N_MATRICES] = {ST_T_WQ, ST_T_WK, ST_T_WV, ST_T_WO,
+                                                                     ST_T_W_GATE, ST_T_W_UP, ST_T_W_DOWN};
+
+st_status pl_model_alloc_dtypes(struct st_plan_model *m) {
+    m->mat_dtypes = st_calloc((size_t)m->n_layer * ST_PLAN_N_MATRICES, 1, "planner: matrix dtypes");
+    if (!m->mat_dtypes) return ST_ERR_NOMEM;
+    memset(m->mat_dtypes, ST_DTYPE_COUNT, (size_t)m->n_layer * ST_PLAN_N_MATRICES);
+    return ST_OK;
+}
+
 int st_plan_preset_count(void) { return (int)ST_ARRAY_LEN(presets); }
 
 const struct st_plan_preset *st_plan_preset_at(int i) {
@@ -158,6 +168,8 @@ static st_status build_from_shapes(const struct st_plan_preset *p, const char *n
     out->qkv_bias = p->qkv_bias;
     out->qk_norm = p->qk_norm;
     if (st_plan_model_alloc(out, p->n_layer) != ST_OK) return ST_ERR_NOMEM;
+    if (pl_model_alloc_dtypes(out) != ST_OK) { st_plan_model_free(out); return ST_ERR_NOMEM; }
+    out->names = ST_MODEL_GGUF;
 
     const int64_t E = p->n_embd, F = p->n_ff, L = p->n_layer, qd = p->n_head * p->head_dim,
                   kvd = p->n_head_kv * p->head_dim, V = p->n_vocab;
@@ -177,6 +189,7 @@ static st_status build_from_shapes(const struct st_plan_preset *p, const char *n
         double flops = 0;
         for (size_t i = 0; i < ST_ARRAY_LEN(mats); i++) {
             st_dtype t = mix_type(mix, mats[i].k, mats[i].cols, l, L, p->tied_embeddings, is_70b);
+            out->mat_dtypes[l * ST_PLAN_N_MATRICES + (int64_t)i] = (uint8_t)t;   /* mats[] is in role order */
             if (first_t == ST_DTYPE_COUNT) first_t = t;
             if (t != first_t) uniform = false;
             b += mat_bytes(t, mats[i].rows, mats[i].cols);
@@ -189,10 +202,11 @@ static st_status build_from_shapes(const struct st_plan_preset *p, const char *n
         total += b;
     }
     out->matrix_dtype = uniform ? first_t : ST_DTYPE_COUNT;
-    out->embd_bytes = mat_bytes(mix_type(mix, T_EMBD, E, 0, L, p->tied_embeddings, is_70b), V, E);
+    out->embd_dtype = mix_type(mix, T_EMBD, E, 0, L, p->tied_embeddings, is_70b);
+    out->lm_head_dtype = p->tied_embeddings ? out->embd_dtype : mix_type(mix, T_OUTPUT, E, 0, L, false, is_70b);
+    out->embd_bytes = mat_bytes(out->embd_dtype, V, E);
     out->output_norm_bytes = (uint64_t)E * f32;
-    out->lm_head_bytes = p->tied_embeddings ? out->embd_bytes
-                                            : mat_bytes(mix_type(mix, T_OUTPUT, E, 0, L, false, is_70b), V, E);
+    out->lm_head_bytes = p->tied_embeddings ? out->embd_bytes : mat_bytes(out->lm_head_dtype, V, E);
     out->output_flops = 2.0 * (double)V * (double)E;
     /* llama 3.1+ GGUFs carry rope_freqs.weight (head_dim / 2 f32 factors) */
     out->shared_bytes = p->arch == ST_ARCH_LLAMA && p->n_ctx_train > 8192 ? (uint64_t)p->head_dim / 2 * f32 : 0;
@@ -247,16 +261,23 @@ void st_plan_model_free(struct st_plan_model *m) {
     if (!m) return;
     free(m->layer_bytes);
     free(m->layer_flops);
+    free(m->mat_dtypes);
     m->layer_bytes = NULL;
     m->layer_flops = NULL;
+    m->mat_dtypes = NULL;
 }
 
 st_status st_plan_model_copy(const struct st_plan_model *src, struct st_plan_model *dst) {
     *dst = *src;
     dst->layer_bytes = NULL;
     dst->layer_flops = NULL;
+    dst->mat_dtypes = NULL;
     if (st_plan_model_alloc(dst, src->n_layer) != ST_OK) return ST_ERR_NOMEM;
     memcpy(dst->layer_bytes, src->layer_bytes, (size_t)src->n_layer * sizeof *dst->layer_bytes);
     memcpy(dst->layer_flops, src->layer_flops, (size_t)src->n_layer * sizeof *dst->layer_flops);
+    if (src->mat_dtypes) {
+        if (pl_model_alloc_dtypes(dst) != ST_OK) { st_plan_model_free(dst); return ST_ERR_NOMEM; }
+        memcpy(dst->mat_dtypes, src->mat_dtypes, (size_t)src->n_layer * ST_PLAN_N_MATRICES);
+    }
     return ST_OK;
 }

@@ -134,6 +134,8 @@ const char *pl_link_name(st_link_kind k);
 
 /* model helpers (model.c) */
 st_status st_plan_model_alloc(struct st_plan_model *m, int64_t n_layer);
+/* m->mat_dtypes for m->n_layer layers, every entry ST_DTYPE_COUNT (no matrix). */
+st_status pl_model_alloc_dtypes(struct st_plan_model *m);
 st_status st_plan_model_copy(const struct st_plan_model *src, struct st_plan_model *dst);
 
 /* The exact partitioner (partition.c). Fills ranges (device, first, last) in

@@ -35,6 +35,12 @@ struct st_plan_model {
     bool tied_embeddings;        /* lm_head is the token embedding table */
     bool qkv_bias, qk_norm;
     st_dtype matrix_dtype;       /* dtype of every block matrix, ST_DTYPE_COUNT when mixed */
+    uint8_t *mat_dtypes;         /* (n_layer x ST_PLAN_N_MATRICES) stored st_dtype of each block matrix, in
+                                    st_plan_matrix_roles order; NULL (a hand-built model, a plan file's):
+                                    every one is matrix_dtype, unknown when that is ST_DTYPE_COUNT */
+    st_dtype embd_dtype;         /* token embedding table */
+    st_dtype lm_head_dtype;      /* lm_head (the embedding's when tied) */
+    st_model_format names;       /* how its tensors are named in messages: GGUF (presets too) or HF */
     uint64_t *layer_bytes;       /* (n_layer) exact stored bytes of each block, quant blocks included */
     double *layer_flops;         /* (n_layer) matmul flops per token of each block: 2 x matrix elements */
     uint64_t embd_bytes;         /* token embedding table */
@@ -46,6 +52,10 @@ struct st_plan_model {
     uint64_t max_matrix_elems;   /* largest block matrix (sizes the dequantisation scratch) */
     uint64_t total_bytes;        /* every tensor counted once: the file's tensor bytes */
 };
+
+/* The block matrices whose dtypes st_plan_model.mat_dtypes holds, in order: q, k, v, o, gate, up, down. */
+#define ST_PLAN_N_MATRICES 7
+extern const enum st_layer_role st_plan_matrix_roles[ST_PLAN_N_MATRICES];
 
 /* Presets: architecture shapes for dry runs (configs/presets.yaml lists them
  * with their sources). quant is a stored format: "f32", "f16", "bf16", "q8_0",
