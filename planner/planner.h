@@ -212,7 +212,8 @@ struct st_plan_stage {
     struct st_plan_mem mem;
     double decode_ms;            /* one decode step (all `batch` sequences) through this stage */
     double prefill_ms;           /* one prefill chunk through this stage */
-    char bound[16];              /* what limits its decode: "bandwidth", "compute", "launches" */
+    char bound[16];              /* what limits its decode: "bandwidth", "instructions" (quantized GEMVs'
+                                    dequantization), "compute", "launches" */
 };
 
 struct st_plan_hop {             /* between stage i and i + 1 */
