@@ -771,7 +771,14 @@ int st_cmd_bench(int argc, char **argv) {
     if (st_mpi_rank() > 0) return st_deploy_follow(&opt);   /* under mpirun: rank 0 benches, the others follow */
     if (n_conc) return bench_concurrency(&opt, conc, n_conc, b.n_prompt, b.n_decode, b.seed, json);
 
-    st_status s = st_deploy_open(&opt, &b.d);
+    /* planned for this run: the prefill estimate over the prompt's length (its chunks, attention over
+     * its keys), decode costed at the mean KV length of the timed steps */
+    st_status s = st_deploy_load(&opt, &b.d);
+    if (s == ST_OK) {
+        b.d->req.prompt_tokens = b.n_prompt;
+        b.d->req.decode_at = b.n_prompt + b.n_decode / 2;
+        s = st_deploy_plan(b.d);
+    }
     if (s != ST_OK) {
         if (b.d && b.d->plan && !b.d->plan->feasible) {   /* the shortfall is printed once, with the plan */
             st_plan_print(stderr, b.d->plan, false);

@@ -52,6 +52,7 @@ struct pl_eff pl_eff_of(const struct st_plan_device *d) {
         for (int k = 0; k < PL_N_WC; k++) if (c->gemv[k] > 0) e.gemv[k] = c->gemv[k];
         if (c->kv > 0) e.kv = c->kv;
         if (c->kernel_us > 0) e.kernel_us = c->kernel_us;
+        if (c->gap_us > 0) e.gap_us = c->gap_us;
         if (c->stage_us > 0) e.stage_us = c->stage_us;
         if (c->sgemm > 0) e.sgemm = c->sgemm;
         if (c->tensor > 0) e.tensor = c->tensor;
@@ -63,11 +64,23 @@ struct pl_eff pl_eff_of(const struct st_plan_device *d) {
 enum pl_wclass pl_wclass_of(double bytes, double elems) {
     if (elems <= 0) return PL_WC_F16;
     double bits = 8.0 * bytes / elems;
-    return bits >= 24.0 ? PL_WC_F32 : bits >= 12.0 ? PL_WC_F16 : bits >= 7.5 ? PL_WC_Q8 : PL_WC_Q4;
+    return bits >= 24.0 ? PL_WC_F32 : bits >= 12.0 ? PL_WC_F16 : bits >= 7.5 ? PL_WC_Q8 : bits >= 6.0 ? PL_WC_K6
+                                                                                        : PL_WC_K4;
+}
+
+enum pl_wclass pl_wclass_dtype(st_dtype t) {
+    switch (t) {
+    case ST_DTYPE_F32: return PL_WC_F32;
+    case ST_DTYPE_F16: case ST_DTYPE_BF16: return PL_WC_F16;
+    case ST_DTYPE_Q8_0: return PL_WC_Q8;
+    case ST_DTYPE_Q4_K: case ST_DTYPE_Q5_K: return PL_WC_K4;
+    case ST_DTYPE_Q6_K: return PL_WC_K6;
+    default: return PL_WC_Q4;   /* q4_0, q4_1, q5_0, q5_1, iq4_nl */
+    }
 }
 
 const char *pl_wclass_name(enum pl_wclass c) {
-    static const char *const n[PL_N_WC] = {"f32", "f16/bf16", "q8_0", "4-6 bit"};
+    static const char *const n[PL_N_WC] = {"f32", "f16/bf16", "q8_0", "q4_k/q5_k", "q6_k", "q4_0..q5_1"};
     return (unsigned)c < PL_N_WC ? n[c] : "?";
 }
 
@@ -98,10 +111,18 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
     for (int p = 0; p < PL_N_PREC; p++)
         r->attn_tflops[p] = p == ST_PREC_F32 || e.tensor <= 0 ? r->fp32_tflops
                                                               : r->prec_tflops[p] * e.attn / e.tensor;
+    const int cc = d->info.caps.cc_major * 10 + d->info.caps.cc_minor;
+    r->fp32_peak_tflops = pf->fp32_tflops > 0 ? pf->fp32_tflops : 0.05;
+    /* cuBLAS on tensor cores (the CUDA backend: f16 from cc 7.0, bf16 from 8.0; the Maxwell path, cc < 6.0,
+     * has none): quantized weights are dequantized to the stage precision, else to fp32 */
+    r->tensor[ST_PREC_F16] = !d->is_cpu && cc >= 70 && r->prec_tflops[ST_PREC_F16] > r->fp32_tflops;
+    r->tensor[ST_PREC_BF16] = !d->is_cpu && cc >= 80 && r->prec_tflops[ST_PREC_BF16] > r->fp32_tflops;
+    r->sm = !d->is_cpu && d->info.sm_count > 0 ? (double)d->info.sm_count : 0;
     r->launch_us = pf->launch_us > 0 ? pf->launch_us : e.kernel_us;
+    r->gap_us = d->is_cpu ? r->launch_us : e.gap_us;
     r->stage_us = e.stage_us;
     r->cpu = d->is_cpu;
-    r->dp4a = !d->is_cpu && (d->info.caps.cc_major * 10 + d->info.caps.cc_minor) >= 61;
+    r->dp4a = !d->is_cpu && cc >= 61;
 }
 
 void pl_mode_of(const struct st_plan_device *d, const struct st_plan_request *req, st_prec p, struct pl_mode *out) {
@@ -239,24 +260,163 @@ static double act_elems(const struct st_plan_model *m) {
     return 6.0 * m->n_embd + 3.0 * m->n_ff + 2.0 * (m->n_head + 2 * m->n_head_kv) * m->head_dim;
 }
 
-static enum pl_wclass layer_class(const struct st_plan_model *m, int64_t l) {
-    return pl_wclass_of((double)m->layer_bytes[l], m->layer_flops[l] / 2.0);
+/* What the CUDA backend's prefill GEMMs do with a weight matrix (devices/cuda/backend_cuda.cu,
+ * kernels/cuda/gemm.cu): gate and up in blocks of rows (matmul_swiglu), quantized weights
+ * dequantized tile by tile into the scratch. */
+#define PL_SWIGLU_ROWS 4096.0              /* up-projection rows matmul_swiglu keeps per pass */
+#define PL_GEMM_TILE_COLS 8192.0           /* ST_GEMM_TILE_COLS: columns of a dequantized tile */
+#define PL_GEMM_TILE_BYTES 16777216.0      /* ST_GEMM_W_TILE_BYTES: bytes of a dequantized tile */
+#define PL_GEMM_OUT_TILE 128.0             /* a GEMM's output tile (rows x tokens) per SM and wave */
+
+/* One matmul of a block: rows = output features, cols = input features. */
+struct pl_mat {
+    double rows, cols, bytes;
+    st_dtype dt;
+    bool gate;                   /* gate or up: prefill runs them in blocks of PL_SWIGLU_ROWS rows */
+};
+
+/* A dtype of each class, for weights known only by their bits per weight. */
+static const st_dtype class_dtype[PL_N_WC] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_Q8_0, ST_DTYPE_Q4_K, ST_DTYPE_Q6_K,
+                                              ST_DTYPE_Q4_0};
+
+/* The matmuls of block l (q, k, v, o, gate, up, down) with their stored dtypes and bytes. A model
+ * without matrix dtypes (built by hand, or read from a plan file): one matrix of the block's
+ * weights in the dtype its bits per weight suggest. Returns the count. */
+static int layer_mats(const struct st_plan_model *m, int64_t l, struct pl_mat *out) {
+    const double elems = m->layer_flops[l] / 2.0;
+    if (!m->mat_dtypes) {
+        const st_dtype dt = m->matrix_dtype < ST_DTYPE_COUNT
+                                ? m->matrix_dtype
+                                : class_dtype[pl_wclass_of((double)m->layer_bytes[l], elems)];
+        const double cols = m->n_embd > 0 ? (double)m->n_embd : 1.0;
+        out[0] = (struct pl_mat){.rows = ST_MAX(elems / cols, 1.0), .cols = cols, .bytes = (double)m->layer_bytes[l],
+                                 .dt = dt};
+        return 1;
+    }
+    const double E = (double)m->n_embd, F = (double)m->n_ff, qd = (double)(m->n_head * m->head_dim),
+                 kvd = (double)(m->n_head_kv * m->head_dim);
+    const double shape[ST_PLAN_N_MATRICES][2] = {{qd, E}, {kvd, E}, {kvd, E}, {E, qd}, {F, E}, {F, E}, {E, F}};
+    int n = 0;
+    for (int k = 0; k < ST_PLAN_N_MATRICES; k++) {
+        const unsigned t = m->mat_dtypes[l * ST_PLAN_N_MATRICES + k];
+        if (t >= ST_DTYPE_COUNT) continue;
+        const st_dtype dt = (st_dtype)t;
+        out[n++] = (struct pl_mat){.rows = shape[k][0], .cols = shape[k][1], .dt = dt, .gate = k == 4 || k == 5,
+                                   .bytes = shape[k][0] * shape[k][1] * (double)st_dtype_block_bytes(dt) /
+                                            (double)st_dtype_block_elems(dt)};
+    }
+    return n;
 }
 
-/* Kernels of one block's decode step. GPU (kernels/cuda, one CUDA graph per
- * stage): rmsnorm, q/k/v in one grouped GEMV (biases fused), rope q, rope k,
- * kv store, attention, o GEMV, add, rmsnorm, gate/up GEMV with SwiGLU fused,
- * down GEMV, add = 13; q/k norms +2; eager attention is scores + softmax + PV
- * (+1 over flash's tile + merge); quantized weights with dp4a quantize x once
- * per GEMV group (+4). CPU: every op separate (q, k, v, gate, up, swiglu): 16,
- * +2 q/k norms, +2 eager. */
-static int kernels_per_layer(const struct st_plan_model *m, const struct pl_rates *r, enum pl_wclass wc,
-                             st_attn_kind a) {
-    bool cpu = r->cpu;
-    int k = cpu ? 16 : 13;
+/* Bytes of block l that are not matmul weights (norms, biases): read by the small kernels. */
+static double layer_rest_bytes(const struct st_plan_model *m, int64_t l, const struct pl_mat *mt, int n) {
+    double w = 0;
+    for (int i = 0; i < n; i++) w += mt[i].bytes;
+    return ST_MAX((double)m->layer_bytes[l] - w, 0.0);
+}
+
+/* A batch-1 GEMV (a few tokens) streaming one matrix, or on the CPU a matmul's weight read. A GPU's
+ * quantized GEMV is bound by its memory or by its instructions, whichever is slower: pl_gemv_ops
+ * per weight (dp4a on int8 x from cc 6.1, else the fp32 Maxwell path) at the card's fp32 peak. */
+static double gemv_ms(const struct pl_rates *r, const struct pl_mat *mt, bool gemv, double *mem_ms) {
+    const enum pl_wclass wc = pl_wclass_dtype(mt->dt);
+    const double t = mt->bytes / (gemv ? r->gemv_gbps[wc] : r->bw_gbps) * 1e-6;
+    const double ops = r->dp4a ? pl_gemv_ops_dp4a[wc] : pl_gemv_ops_fp32[wc];
+    if (mem_ms) *mem_ms += t;
+    if (!gemv || r->cpu || ops <= 0) return t;
+    return ST_MAX(t, mt->rows * mt->cols * ops / (r->fp32_peak_tflops * 1e9));
+}
+
+/* A cuBLAS GEMM of rows x T x k at precision p: its output in 128 x 128 tiles, one per SM at a
+ * time, so it takes whole waves of them (a partial wave costs a full one), and it reads its
+ * weights (wbytes) at least once. cuBLAS = false: the SIMT kernel, at the fp32 rate. */
+static double gemm_ms(const struct pl_rates *r, st_prec p, double rows, double T, double k, double wbytes,
+                      bool cublas) {
+    double rate = cublas ? r->prec_tflops[p] : r->fp32_tflops;
+    if (cublas && r->sm > 0) {
+        const double tiles = ceil(rows / PL_GEMM_OUT_TILE) * ceil(T / PL_GEMM_OUT_TILE);
+        rate *= tiles / (ceil(tiles / r->sm) * r->sm);
+    }
+    return ST_MAX(2.0 * rows * T * k / (rate * 1e9), wbytes / r->bw_gbps * 1e-6);
+}
+
+/* rows of a matrix (a swiglu block of them for gate/up) over T > 8 tokens on a GPU, as the CUDA
+ * backend runs it; *nk counts its kernels.
+ *   f32 weights, or f16/bf16 weights at their own precision on tensor cores: x converted to the
+ *     weights' dtype (16-bit), one cuBLAS GEMM;
+ *   other float weights (bf16 at f32, the Maxwell path): the SIMT kernel;
+ *   quantized: columns in tiles of 8192, rows in tiles of 16 MiB of the compute dtype (the stage
+ *     precision on tensor cores, else fp32); per column tile x converted (16-bit), per tile a
+ *     dequantize kernel (instruction-bound: PL_DEQUANT_OPS per weight at the fp32 peak, or its
+ *     write at the copy rate) and a GEMM. */
+static double gpu_rows_ms(const struct pl_rates *r, st_prec p, const struct pl_mat *mt, double rows, double T,
+                          int *nk) {
+    const double K = mt->cols;   /* (x's conversions stream activations: act_elems) */
+    if (st_dtype_block_elems(mt->dt) == 1) {
+        const bool f32 = mt->dt == ST_DTYPE_F32;
+        const bool tc = !f32 && ((mt->dt == ST_DTYPE_BF16 && p == ST_PREC_BF16) ||
+                                 (mt->dt == ST_DTYPE_F16 && p == ST_PREC_F16)) && r->tensor[p];
+        const double wb = rows * K * (double)st_dtype_block_bytes(mt->dt);
+        if (!f32 && !tc) {
+            *nk += 1;
+            return gemm_ms(r, ST_PREC_F32, rows, T, K, wb, false);
+        }
+        *nk += tc ? 2 : 1;
+        return gemm_ms(r, tc ? p : ST_PREC_F32, rows, T, K, wb, true);
+    }
+    const st_prec cp = r->tensor[p] ? p : ST_PREC_F32;
+    const double es = cp == ST_PREC_F32 ? 4.0 : 2.0;
+    const double kc = ST_MIN(K, PL_GEMM_TILE_COLS), n_kt = ceil(K / kc), k_last = K - (n_kt - 1.0) * kc;
+    const double rc = ST_MIN(rows, ST_MAX(floor(PL_GEMM_TILE_BYTES / (kc * es)), 1.0));
+    const double n_full = floor(rows / rc), r_last = rows - n_full * rc;
+    double t = 0;
+    for (int last = 0; last < 2; last++) {      /* the column tiles of kc, then the last one */
+        const double n = last ? 1.0 : n_kt - 1.0, kn = last ? k_last : kc;
+        if (n <= 0) continue;
+        double tt = n_full * gemm_ms(r, cp, rc, T, kn, rc * kn * es, true) +
+                    (r_last > 0 ? gemm_ms(r, cp, r_last, T, kn, r_last * kn * es, true) : 0.0);
+        tt += ST_MAX(rows * kn * PL_DEQUANT_OPS / (r->fp32_peak_tflops * 1e9), rows * kn * es / r->bw_gbps * 1e-6);
+        t += n * tt;
+        *nk += (int)n * (2 * (int)(n_full + (r_last > 0)) + (es == 2.0));
+    }
+    return t;
+}
+
+/* A matrix over T > 8 tokens on a GPU (gate and up: per block of rows). */
+static double gpu_matmul_ms(const struct pl_rates *r, st_prec p, const struct pl_mat *mt, double T, int *nk) {
+    if (!mt->gate) return gpu_rows_ms(r, p, mt, mt->rows, T, nk);
+    const double n_full = floor(mt->rows / PL_SWIGLU_ROWS), rest = mt->rows - n_full * PL_SWIGLU_ROWS;
+    int k1 = 0, k2 = 0;
+    double t = n_full > 0 ? n_full * gpu_rows_ms(r, p, mt, PL_SWIGLU_ROWS, T, &k1) : 0.0;
+    if (rest > 0) t += gpu_rows_ms(r, p, mt, rest, T, &k2);
+    *nk += (int)n_full * k1 + k2;
+    return t;
+}
+
+/* Kernels of one block besides the matmuls, for T tokens.
+ * GPU (kernels/cuda): rmsnorm x 2, rope (q and k in one launch for one token, else two), kv store,
+ * attention, the residual adds (one token: in the output projections' epilogues; else two); q/k
+ * norms +2. Decode attention counts two: flash decode is the split-KV kernel and its merge; eager
+ * is one kernel whose block per query head walks every key in turn, at least as long (not
+ * measured: no eager decode on a card with flash attention to compare). A decode
+ * step's GEMV launches and x quantization are in their gemv factor, except where dtypes differ
+ * inside a group: a grouped q/k/v launch per dtype, gate and up as two GEMVs and a SwiGLU pass. A
+ * prefill chunk adds per block of gate/up rows the SwiGLU pass and, with q/k/v biases, three bias
+ * passes (the GEMMs' own kernels: gpu_matmul_ms).
+ * CPU: every op separate (q, k, v, gate, up, swiglu): 16, +2 q/k norms, +2 eager. */
+static int block_kernels(const struct st_plan_model *m, const struct pl_rates *r, const struct pl_mat *mt, int n_mat,
+                         double T, st_attn_kind a) {
+    if (r->cpu) return 16 + (m->qk_norm ? 2 : 0) + (a == ST_ATTN_EAGER ? 2 : 0);
+    const bool one = T <= 1.0, decode = T <= PL_GEMV_MAX_BATCH;
+    int k = 2 + (one ? 1 : 2) + 1 + (decode ? 2 : 1) + (one ? 0 : 2);
     if (m->qk_norm) k += 2;
-    if (a == ST_ATTN_EAGER) k += cpu ? 2 : 1;
-    if (r->dp4a && (wc == PL_WC_Q8 || wc == PL_WC_Q4)) k += 4;
+    if (n_mat == ST_PLAN_N_MATRICES && decode) {
+        k += (mt[1].dt != mt[0].dt) + (mt[2].dt != mt[0].dt && mt[2].dt != mt[1].dt);
+        if (mt[4].dt != mt[5].dt) k += 2;
+    } else if (!decode) {
+        if (n_mat == ST_PLAN_N_MATRICES) k += (int)ceil(mt[4].rows / PL_SWIGLU_ROWS);
+        if (m->qkv_bias) k += 3;
+    }
     return k;
 }
 
@@ -268,50 +428,63 @@ double pl_layer_decode_ms(const struct st_plan_model *m, const struct st_plan_re
     double B = (double)req->batch, n = (double)pl_decode_at(req);
     double kvb = pl_kv_value_bytes(md->kv);
     double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
-    double w = (double)m->layer_bytes[l];
-    enum pl_wclass wc = layer_class(m, l);
+    struct pl_mat mt[ST_PLAN_N_MATRICES];
+    const int n_mat = layer_mats(m, l, mt);
     bool gemv = req->batch <= PL_GEMV_MAX_BATCH;
-    /* matmuls: weights streamed once per step; fp32 FMAs on the GEMV path */
-    double w_ms = (gemv ? w / r->gemv_gbps[wc] : w / r->bw_gbps) * 1e-6;
-    double c_ms = B * m->layer_flops[l] / ((gemv ? r->fp32_tflops : r->prec_tflops[md->prec]) * 1e9);
+    int nk = block_kernels(m, r, mt, n_mat, B, md->attn);
+    /* matmuls: weights streamed once per step; fp32 FMAs on the GEMV path; above 8 tokens the GPU's GEMMs */
+    double w_ms = 0, w_mem = 0, c_ms;
+    if (gemv || r->cpu) {
+        for (int i = 0; i < n_mat; i++) w_ms += gemv_ms(r, &mt[i], gemv, &w_mem);
+        c_ms = B * m->layer_flops[l] / ((gemv ? r->fp32_tflops : r->prec_tflops[md->prec]) * 1e9);
+    } else {
+        c_ms = 0;
+        for (int i = 0; i < n_mat; i++) c_ms += gpu_matmul_ms(r, md->prec, &mt[i], B, &nk);
+    }
     double mm_ms = ST_MAX(w_ms, c_ms);
     /* attention over n keys: the KV cache, and for eager the fp32 scores written and read back */
     double kv_ms = B * (n + 1) * kv_e * kvb / r->kv_gbps * 1e-6;
     if (md->attn == ST_ATTN_EAGER) kv_ms += 2.0 * B * (double)m->n_head * n * 4.0 / r->bw_gbps * 1e-6;
     double at_ms = ST_MAX(kv_ms, B * 4.0 * (double)m->n_head * (double)m->head_dim * n / (r->fp32_tflops * 1e9));
-    double act_ms = B * act_elems(m) * 8.0 / r->bw_gbps * 1e-6;
-    double launch_ms = kernels_per_layer(m, r, wc, md->attn) * r->launch_us * 1e-3;
-    if (bound) *bound = launch_ms > mm_ms + at_ms ? "launches" : w_ms >= c_ms || at_ms > mm_ms ? "bandwidth"
-                                                                                              : "compute";
+    double act_ms = (B * act_elems(m) * 8.0 + layer_rest_bytes(m, l, mt, n_mat)) / r->bw_gbps * 1e-6;
+    double launch_ms = nk * r->launch_us * 1e-3;
+    if (bound)   /* instructions: the GEMVs' dequantization (pl_gemv_ops) takes longer than their weight read */
+        *bound = launch_ms > mm_ms + at_ms ? "launches" : at_ms > mm_ms ? "bandwidth" : w_ms < c_ms ? "compute"
+               : w_ms > 1.1 * w_mem ? "instructions" : "bandwidth";
     return mm_ms + at_ms + act_ms + launch_ms;
 }
 
-/* Prefill of one chunk of C tokens (attention over n = prompt / 2 keys on
- * average): the GEMMs (compute-bound at chunk sizes, or the weight read), the
- * dequantisation of weights not stored in the compute dtype (GPU: one matrix
- * at a time into scratch, written and read), attention, the activations that
- * the elementwise kernels stream, and the fixed cost per kernel. */
+/* Prefill of one chunk of C tokens (the prefill chunk, or the whole prompt
+ * when it is shorter; attention over n = prompt / 2 keys on average). GPU:
+ * the matmuls as the CUDA backend runs them (gpu_matmul_ms: cuBLAS GEMMs in
+ * whole waves of tiles, quantized weights dequantized tile by tile), flash
+ * attention's matmuls at its own rate (eager: fp32 scores), the activations
+ * that the elementwise kernels stream, and the gap between kernels. CPU: the
+ * matmuls at its GEMM rate (or its weight read), eager attention,
+ * activations, a fixed cost per op. */
 double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                            const struct pl_rates *r, st_prec p, const struct pl_mode *md, int64_t l) {
-    double C = (double)req->prefill_chunk, n = (double)pl_prompt(req) / 2.0;
+    double C = (double)ST_MIN(req->prefill_chunk, pl_prompt(req)), n = (double)pl_prompt(req) / 2.0;
     double kvb = pl_kv_value_bytes(md->kv);
     double kv_e = 2.0 * (double)m->n_head_kv * (double)m->head_dim;
-    double w = (double)m->layer_bytes[l], elems = m->layer_flops[l] / 2.0;
-    double mm_ms = ST_MAX(w / r->bw_gbps * 1e-6, C * m->layer_flops[l] / (r->prec_tflops[p] * 1e9));
-    st_dtype compute = p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
-    double dq_ms = 0;
-    if (!r->cpu && m->matrix_dtype != compute)
-        dq_ms = 2.0 * elems * (double)st_dtype_block_bytes(compute) / r->bw_gbps * 1e-6;
+    double w = (double)m->layer_bytes[l];
+    struct pl_mat mt[ST_PLAN_N_MATRICES];
+    const int n_mat = layer_mats(m, l, mt);
+    int nk = block_kernels(m, r, mt, n_mat, C, md->attn);
+    double mm_ms = 0;
+    if (r->cpu || C <= PL_GEMV_MAX_BATCH)
+        mm_ms = ST_MAX(w / r->bw_gbps * 1e-6, C * m->layer_flops[l] / (r->prec_tflops[p] * 1e9));
+    else
+        for (int i = 0; i < n_mat; i++) mm_ms += gpu_matmul_ms(r, p, &mt[i], C, &nk);
     double at_flops = 4.0 * (double)m->n_head * (double)m->head_dim * C * n;
     double at_ms;
-    if (md->attn == ST_ATTN_FLASH)      /* K/V re-read once per 64-query tile */
-        at_ms = at_flops / (r->attn_tflops[p] * 1e9) + ceil(C / 64.0) * n * kv_e * kvb / r->bw_gbps * 1e-6;
+    if (md->attn == ST_ATTN_FLASH)      /* the K/V tiles each 64-row block re-reads come from L2: in the rate */
+        at_ms = at_flops / (r->attn_tflops[p] * 1e9) + n * kv_e * kvb / r->bw_gbps * 1e-6;
     else                                /* fp32 scores of every head written and read back */
         at_ms = at_flops / (r->fp32_tflops * 1e9) +
                 (n * kv_e * kvb + 2.0 * 2.0 * (double)m->n_head * C * n * 4.0) / r->bw_gbps * 1e-6;
     double act_ms = C * act_elems(m) * 8.0 / r->bw_gbps * 1e-6;
-    return mm_ms + dq_ms + at_ms + act_ms +
-           kernels_per_layer(m, r, layer_class(m, l), md->attn) * r->launch_us * 1e-3;
+    return mm_ms + at_ms + act_ms + nk * r->gap_us * 1e-3;
 }
 
 uint64_t pl_layer_mem(const struct st_plan_model *m, const struct st_plan_request *req, const struct pl_mode *md,
@@ -326,13 +499,18 @@ double pl_fixed_decode_ms(const struct st_plan_model *m, const struct st_plan_re
     double B = (double)req->batch, t = r->stage_us * 1e-3;
     if (first) t += (B * (double)m->embd_bytes / (double)m->n_vocab) / r->bw_gbps * 1e-6 + r->launch_us * 1e-3;
     if (last) {
-        double w = (double)(m->output_norm_bytes + m->lm_head_bytes);
-        enum pl_wclass wc = pl_wclass_of((double)m->lm_head_bytes, (double)m->n_vocab * (double)m->n_embd);
-        bool gemv = req->batch <= PL_GEMV_MAX_BATCH;
-        double mem_ms = (gemv ? w / r->gemv_gbps[wc] : w / r->bw_gbps) * 1e-6 +
-                        B * (double)m->n_vocab * 4.0 / r->bw_gbps * 1e-6;
-        double comp_ms = B * m->output_flops / (r->fp32_tflops * 1e9);
-        t += ST_MAX(mem_ms, comp_ms) + 3 * r->launch_us * 1e-3;
+        const double V = (double)m->n_vocab, E = (double)m->n_embd;
+        const struct pl_mat lm = {.rows = V, .cols = E, .bytes = (double)m->lm_head_bytes,
+                                  .dt = m->mat_dtypes && m->lm_head_dtype < ST_DTYPE_COUNT
+                                            ? m->lm_head_dtype
+                                            : class_dtype[pl_wclass_of((double)m->lm_head_bytes, V * E)]};
+        const bool gemv = req->batch <= PL_GEMV_MAX_BATCH;
+        const double mem_ms = (gemv ? gemv_ms(r, &lm, true, NULL) : lm.bytes / r->bw_gbps * 1e-6) +
+                              ((double)m->output_norm_bytes + B * V * 4.0) / r->bw_gbps * 1e-6;
+        const double comp_ms = B * m->output_flops / (r->fp32_tflops * 1e9);
+        /* final norm, lm_head, argmax (GPU, one token: the GEMV's launch is in its factor) */
+        const int nk = r->cpu || !gemv ? 3 : 2;
+        t += ST_MAX(mem_ms, comp_ms) + nk * r->launch_us * 1e-3;
     }
     return t;
 }
@@ -342,8 +520,8 @@ double pl_fixed_prefill_ms(const struct st_plan_model *m, const struct st_plan_r
     struct st_plan_request one = *req;
     one.batch = 1;                      /* a prefill computes the logits of its last token only */
     double t = r->stage_us * 1e-3;
-    if (first) t += ((double)req->prefill_chunk * (double)m->embd_bytes / (double)m->n_vocab) / r->bw_gbps * 1e-6 +
-                    r->launch_us * 1e-3;
+    if (first) t += ((double)ST_MIN(req->prefill_chunk, pl_prompt(req)) * (double)m->embd_bytes / (double)m->n_vocab) /
+                        r->bw_gbps * 1e-6 + r->gap_us * 1e-3;
     if (last) t += pl_fixed_decode_ms(m, &one, r, false, true) - r->stage_us * 1e-3;
     return t;
 }

@@ -18,13 +18,14 @@
  * sets (non-zero). A probe profile replaces what it measured: copy bandwidth,
  * GEMV rates per dtype, GEMM rates, launch cost. */
 
-/* Stored weights as a decode GEMV sees them, by bits per weight. */
+/* Stored weights as a decode GEMV sees them: one class per kernel family. */
 enum pl_wclass {
     PL_WC_F32 = 0,               /* fp32: one FMA per 4 bytes */
     PL_WC_F16,                   /* f16 / bf16: widened in registers */
     PL_WC_Q8,                    /* q8_0 (8.5 bits): int8 + a scale per 32 */
-    PL_WC_Q4,                    /* 4 to 6.6 bits (q4_0 ... q5_1, iq4_nl, q4_k ... q6_k): unpack, then dp4a
-                                    (cc >= 6.1) or an fp32 dequantise-and-FMA (Maxwell, CPU) */
+    PL_WC_K4,                    /* q4_k, q5_k (4.5, 5.5 bits): 256-weight super-blocks, 6-bit sub-scales */
+    PL_WC_K6,                    /* q6_k (6.56 bits) */
+    PL_WC_Q4,                    /* q4_0, q4_1, q5_0, q5_1, iq4_nl: 32-weight blocks of 4-5 bits */
     PL_N_WC
 };
 
@@ -32,37 +33,54 @@ struct pl_eff {
     const char *key;             /* generation ("hopper"), "cpu", or a catalog key for a card row */
     int cc_min;                  /* generation rows: lowest 10 * major + minor they cover; -1 card row; 0 CPU */
     double copy;                 /* copy bandwidth (bytes read + written) / datasheet bandwidth */
-    double gemv[PL_N_WC];        /* batch-1 GEMV, weight bytes per second / copy bandwidth, per class */
+    double gemv[PL_N_WC];        /* batch-1 GEMVs of a decode layer in one graph (their launches included),
+                                    weight bytes per second / copy bandwidth, per class, where memory binds
+                                    them; GPU quantized classes are mostly bound by their instructions
+                                    instead (pl_gemv_ops) */
     double kv;                   /* decode attention reading the KV cache / copy bandwidth */
-    double kernel_us;            /* per kernel of a decode step: launch gap + a small kernel's run (GPU: the
-                                    step is one CUDA graph per stage); CPU: fork/join of one op */
+    double kernel_us;            /* per kernel of a decode step other than the GEMVs (GPU: a node of the
+                                    stage's CUDA graph, its gap and a small kernel's run); CPU: fork/join of one op */
+    double gap_us;               /* per kernel of a prefill chunk (GPU, launched one after another: the end of
+                                    one kernel to the start of the next); CPU: 0, kernel_us applies */
     double stage_us;             /* per stage and step: graph launch, events, the stage's host work */
-    double sgemm;                /* fp32 GEMM at prefill sizes / fp32 peak */
-    double tensor;               /* f16/bf16 tensor-core GEMM at prefill sizes / tensor peak */
-    double attn;                 /* flash attention's two matmuls / the same tensor rate */
+    double sgemm;                /* fp32 GEMM: a full wave of 128 x 128 output tiles / fp32 peak */
+    double tensor;               /* f16/bf16 tensor-core GEMM: a full wave of 128 x 128 output tiles / tensor peak */
+    double attn;                 /* flash attention's two matmuls (prefill) / the same tensor peak */
 };
 
 /* The table. Generation rows in order of cc_min; card rows after them.
- * Measured (docs/planner.md §Calibration): the hopper row's copy, gemv f32/f16,
- * kernel, stage and tensor figures (H100, bench/measured.yaml) and the h200
- * card row's copy. The other rows copy Hopper's kernel factors (the same
- * kernels run everywhere) and assume their memory's copy efficiency and a
- * small kernel's cost at their clocks: defaults until a card of that
- * generation is measured. */
+ * Measured (docs/planner.md §Calibration): the hopper row (H100,
+ * bench/measured.yaml, gpu_gemv, gpu_gemm_peak) and the h200 card row's copy.
+ * The other rows copy Hopper's kernel factors (the same kernels run
+ * everywhere) and assume their memory's copy efficiency, the decode
+ * attention's and a small kernel's cost at their clocks: defaults until a
+ * card of that generation is measured. */
 static const struct pl_eff pl_eff_table[] = {
-    /*  key     cc_min  copy   gemv: f32   f16   q8    q4    kv   kernel stage sgemm tensor attn */
-    {"cpu",        0, 0.70,  {1.00, 0.90, 0.80, 0.70}, 1.00, 2.0, 10.0, 0.50, 0.00, 0.00},
-    {"maxwell",   50, 0.80,  {1.00, 0.94, 0.75, 0.75}, 0.50, 4.0, 45.0, 0.70, 0.00, 0.00},
-    {"pascal",    60, 0.80,  {1.00, 0.94, 0.85, 0.85}, 0.50, 3.5, 45.0, 0.75, 0.00, 0.00},
-    {"volta",     70, 0.87,  {1.00, 0.94, 0.85, 0.85}, 0.50, 3.0, 45.0, 0.75, 0.57, 0.40},
-    {"turing",    75, 0.80,  {1.00, 0.94, 0.85, 0.85}, 0.50, 3.0, 45.0, 0.75, 0.57, 0.40},
-    {"ampere",    80, 0.87,  {1.00, 0.94, 0.85, 0.85}, 0.50, 2.5, 45.0, 0.75, 0.57, 0.40},
-    {"ada",       89, 0.87,  {1.00, 0.94, 0.85, 0.85}, 0.50, 2.2, 45.0, 0.75, 0.57, 0.40},
-    {"hopper",    90, 0.873, {1.00, 0.94, 0.85, 0.85}, 0.50, 2.1, 45.0, 0.75, 0.57, 0.40},
+    /*  key     cc_min  copy   gemv: f32   f16   q8    k4    k6    q4     kv   kernel gap stage sgemm tensor attn */
+    {"cpu",        0, 0.70,  {1.00, 0.90, 0.80, 0.70, 0.70, 0.70}, 1.00, 2.0, 0.0,  10.0, 0.50, 0.00, 0.000},
+    {"maxwell",   50, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 7.6, 1.6,  34.0, 0.70, 0.00, 0.000},
+    {"pascal",    60, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 6.7, 1.4,  34.0, 0.75, 0.00, 0.000},
+    {"volta",     70, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 5.7, 1.2,  34.0, 0.75, 0.79, 0.069},
+    {"turing",    75, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 5.7, 1.2,  34.0, 0.75, 0.79, 0.069},
+    {"ampere",    80, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 4.8, 1.0,  34.0, 0.75, 0.79, 0.069},
+    {"ada",       89, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 4.2, 0.9,  34.0, 0.75, 0.79, 0.069},
+    {"hopper",    90, 0.876, {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.19, 4.0, 0.85, 34.0, 0.75, 0.79, 0.069},
     /* cards whose memory reaches another fraction of its datasheet bandwidth than their generation's row */
-    {"h200",      -1, 0.84,  {0, 0, 0, 0}, 0, 0, 0, 0, 0, 0},
+    {"h200",      -1, 0.84,  {0, 0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0},
 };
 #define PL_N_EFF ((int)(sizeof pl_eff_table / sizeof pl_eff_table[0]))
+
+/* Kernels bound by their instructions rather than by memory, in fp32 operations
+ * per weight: a card's fp32 peak (its SMs x lanes x clock) sets their rate.
+ * The same code runs everywhere; measured on an H100 (docs/planner.md
+ * §Calibration: gpu_gemv's rates / the H100's 67 TFLOPS).
+ * Decode GEMVs (their x quantization included; 0: memory-bound, the float
+ * classes): with dp4a (cc >= 6.1, int8 x), and without (the Maxwell path,
+ * cc < 6.1: each weight dequantized and multiplied in fp32). */
+static const double pl_gemv_ops_dp4a[PL_N_WC] = {0, 0, 34.8, 27.3, 35.4, 27.3};
+static const double pl_gemv_ops_fp32[PL_N_WC] = {0, 0, 94.0, 50.2, 61.3, 50.2};
+/* Prefill GEMM over quantized weights: a weight dequantized into the GEMM's scratch tile. */
+#define PL_DEQUANT_OPS 254.0
 
 #define PL_OVERHEAD_GPU    (512ull << 20)
 #define PL_OVERHEAD_CPU    (256ull << 20)
@@ -74,22 +92,30 @@ static const struct pl_eff pl_eff_table[] = {
 /* Effective rates of one device (GB/s, TFLOPS, microseconds). */
 struct pl_rates {
     const char *row;             /* the generation row used ("hopper"), for reasons */
-    double bw_gbps;              /* copy bandwidth: activations, scores, weights of prefill GEMMs */
-    double gemv_gbps[PL_N_WC];   /* decode GEMV streaming each weight class (a probed GEMV rate when known) */
+    double bw_gbps;              /* copy bandwidth: activations, scores, dequantized tiles */
+    double gemv_gbps[PL_N_WC];   /* decode GEMV streaming each weight class (a probed GEMV rate when known;
+                                    without dp4a the quantized classes' instruction-bound rate) */
     double kv_gbps;              /* decode attention reading the KV cache */
-    double fp32_tflops;
-    double prec_tflops[PL_N_PREC];  /* matmul rate at each stage precision */
+    double fp32_tflops;          /* fp32 GEMM rate (a full wave of tiles) */
+    double fp32_peak_tflops;     /* fp32 peak: the rate of instruction-bound kernels (dequantization) */
+    double prec_tflops[PL_N_PREC];  /* GEMM rate of a full wave of tiles at each stage precision */
     double attn_tflops[PL_N_PREC];  /* flash attention's matmuls at each precision */
-    double launch_us;            /* per kernel */
+    bool tensor[PL_N_PREC];      /* the precision's GEMMs run on tensor cores (cuBLAS f16 from cc 7.0, bf16 from
+                                    8.0; not on the Maxwell path): quantized weights are dequantized to it */
+    double sm;                   /* streaming multiprocessors (0: unknown, no wave quantization) */
+    double launch_us;            /* per kernel of a decode step */
+    double gap_us;               /* per kernel of a prefill chunk */
     double stage_us;             /* per stage and step */
     bool cpu;
-    bool dp4a;                   /* quantized GEMVs quantize x to int8 first (cc >= 6.1): one more kernel each */
+    bool dp4a;                   /* quantized GEMVs run dp4a on int8 x (cc >= 6.1) */
 };
 
 /* The row a device uses, merged (generation row, then its card row). */
 struct pl_eff pl_eff_of(const struct st_plan_device *d);
-/* Weight class of bytes holding elems weights (bits per weight). */
+/* Weight class of bytes holding elems weights (bits per weight), for a model without matrix dtypes. */
 enum pl_wclass pl_wclass_of(double bytes, double elems);
+/* Weight class of a stored dtype. */
+enum pl_wclass pl_wclass_dtype(st_dtype t);
 const char *pl_wclass_name(enum pl_wclass c);
 
 /* What a device can do at precision p under the request. */

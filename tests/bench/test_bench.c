@@ -1,11 +1,15 @@
 /* strata bench --json on the CPU: the JSON parses, every figure is present and
  * positive, per-stage (+ per-link) times add up to the timed step within a
  * loose bound, the weight bytes per token equal the model's tensor bytes
- * counted independently, and the generated tokens equal a greedy run of the
+ * counted independently, the generated tokens equal a greedy run of the
  * engine on the same documented prompt (splitmix64 of the seed, id = r mod
- * n_vocab). No timing assertions beyond "positive" and "adds up". */
+ * n_vocab), and the "plan" figures are the planner's for this run (its
+ * prompt length, decode costed at the mean KV length of the timed steps),
+ * not for a default request. No timing assertions beyond "positive" and
+ * "adds up". */
 #include "check.h"
 #include "orchestrator/cli.h"
+#include "orchestrator/deploy.h"
 #include "orchestrator/engine.h"
 
 #include <jansson.h>
@@ -64,6 +68,24 @@ static uint64_t expected_weight_bytes(const st_model *m) {
     return sum;
 }
 
+/* The same deployment as the bench run (-m MODEL --cpu --threads 2) planned with the given prompt
+ * length and KV length (0: the request's defaults); predictions into dec, pre. */
+static void plan_for(const char *model, int64_t n_prompt, int64_t decode_at, double *dec, double *pre) {
+    struct st_deploy_options o = {.model_path = model, .cpu_only = true, .threads = 2};
+    st_deploy *d = NULL;
+    *dec = *pre = NAN;
+    CHECK_OK(st_deploy_load(&o, &d));
+    if (!d) return;
+    d->req.prompt_tokens = n_prompt;
+    d->req.decode_at = decode_at;
+    CHECK_OK(st_deploy_plan(d));
+    if (d->plan) {
+        *dec = d->plan->decode_tok_s;
+        *pre = d->plan->prefill_tok_s;
+    }
+    st_deploy_free(d);
+}
+
 static void check_model(const char *model, int64_t n_prompt, int64_t n_decode, uint64_t seed) {
     char np[16], nd[16], sd[16];
     snprintf(np, sizeof np, "%lld", (long long)n_prompt);
@@ -85,6 +107,21 @@ static void check_model(const char *model, int64_t n_prompt, int64_t n_decode, u
     CHECK(json_is_true(json_object_get(j, "tokens_repeatable")));
     json_t *plan = json_object_get(j, "plan");
     CHECK(plan && num(plan, "decode_tok_s") > 0);
+    if (plan) {
+        /* planned for this run: the prompt's prefill, decode at prompt + decode tokens / 2 of KV (the JSON
+         * carries 6 significant digits) */
+        double dec, pre, dec0, pre0;
+        plan_for(model, n_prompt, n_prompt + n_decode / 2, &dec, &pre);
+        plan_for(model, 0, 0, &dec0, &pre0);
+        CHECK_MSG(fabs(num(plan, "decode_tok_s") - dec) <= 1e-5 * dec &&
+                      fabs(num(plan, "prefill_tok_s") - pre) <= 1e-5 * pre,
+                  "%s: bench's plan %.17g / %.17g tok/s, the plan for %lld prompt tokens and %lld of KV %.17g / %.17g",
+                  model, num(plan, "decode_tok_s"), num(plan, "prefill_tok_s"), (long long)n_prompt,
+                  (long long)(n_prompt + n_decode / 2), dec, pre);
+        /* the run's request is not the default one (else the check above could not tell them apart) */
+        CHECK_MSG(fabs(pre - pre0) > 1e-3 * pre && fabs(dec - dec0) > 1e-3 * dec,
+                  "%s: the default request plans the same figures", model);
+    }
 
     json_t *stages = json_object_get(j, "stages");
     CHECK(json_array_size(stages) == 1);

@@ -73,8 +73,11 @@ static void check_plan(const char *quant, st_plan_objective obj, uint64_t m40_ca
         CHECK(st_plan_stage_eval(&m, &d[M40], &r, 10, 10, &a, NULL, 0));
         CHECK(st_plan_stage_eval(&m, &d[TI], &r, 10, 10, &b, NULL, 0));
         int fast = a.decode_ms < b.decode_ms ? M40 : TI;
-        CHECK_MSG(fast == M40, "the M40 (288 GB/s) should decode a layer faster than the 3050 Ti (192 GB/s): "
-                  "%.3f vs %.3f ms", a.decode_ms, b.decode_ms);
+        /* F16 weights stream at the memory's rate on both cards: the M40's 288 GB/s beat the 3050 Ti's 192.
+         * Q4_K_M on the M40 is the Maxwell path (no dp4a), bound by its SMs' instruction rate: no rule. */
+        if (!strcmp(quant, "f16"))
+            CHECK_MSG(fast == M40, "the M40 (288 GB/s) should decode an F16 layer faster than the 3050 Ti (192 GB/s): "
+                      "%.3f vs %.3f ms", a.decode_ms, b.decode_ms);
         /* the faster card is full: its stage cannot take one more layer from its neighbour */
         for (int i = 0; i < p->n_stages; i++) {
             const struct st_plan_stage *st = &p->stages[i];

@@ -39,8 +39,8 @@ static double num(yaml_node_t *map, const char *key) {
     return end != s && !*end ? v : NAN;
 }
 
-static const char *const known[] = {"name", "card", "ran_on", "model", "context", "prompt", "decode_at", "stages",
-                                    "decode_tok_s", "prefill_tok_s", "commit", "date", "source"};
+static const char *const known[] = {"name", "card", "ran_on", "model", "context", "prompt", "chunk", "decode_at",
+                                    "stages", "decode_tok_s", "prefill_tok_s", "commit", "date", "source"};
 
 static int checked = 0, worst_i = -1;
 static double worst = 0;
@@ -58,15 +58,19 @@ static void check_point(yaml_node_t *pt, double tol, int idx) {
     const char *card = str(pt, "card");
     yaml_node_t *model = get(pt, "model");
     const char *preset = str(model, "preset"), *quant = str(model, "quant");
-    double context = num(pt, "context"), prompt = num(pt, "prompt"), decode_at = num(pt, "decode_at"),
-           stages = num(pt, "stages"), dec = num(pt, "decode_tok_s"), pre = num(pt, "prefill_tok_s");
-    CHECK_MSG(card && preset && quant && context >= 1 && prompt >= 1 && decode_at >= 1 && decode_at <= context &&
-              (stages == 1 || stages == 2), "%s: card, model {preset, quant}, context, prompt, decode_at <= "
+    double context = num(pt, "context"), prompt = num(pt, "prompt"), chunk = num(pt, "chunk"),
+           decode_at = num(pt, "decode_at"), stages = num(pt, "stages"), dec = num(pt, "decode_tok_s"),
+           pre = num(pt, "prefill_tok_s");
+    CHECK_MSG(card && preset && quant && context >= 1 && prompt >= 1 && chunk >= 1 && chunk <= prompt &&
+              prompt <= context && decode_at >= 1 && decode_at <= context && (stages == 1 || stages == 2),
+              "%s: card, model {preset, quant}, context, prompt <= context, chunk <= prompt, decode_at <= "
               "context and stages (1 or 2) are required", name);
     CHECK_MSG(!isnan(dec) || !isnan(pre), "%s: neither decode_tok_s nor prefill_tok_s", name);
     CHECK_MSG(str(pt, "commit") && str(pt, "date") && str(pt, "source") && str(pt, "ran_on"),
               "%s: commit, date, source and ran_on say where the figure comes from", name);
-    if (!card || !preset || !quant || isnan(context) || isnan(prompt) || isnan(decode_at) || isnan(stages)) return;
+    if (!card || !preset || !quant || isnan(context) || isnan(prompt) || isnan(chunk) || isnan(decode_at) ||
+        isnan(stages))
+        return;
 
     struct st_plan_model m;
     CHECK_OK(st_plan_model_from_preset(preset, quant, &m));
@@ -77,7 +81,7 @@ static void check_point(yaml_node_t *pt, double tol, int idx) {
     struct st_plan_request r;
     st_plan_request_defaults(&r);
     r.context = (int64_t)context;
-    r.prefill_chunk = (int64_t)prompt;
+    r.prefill_chunk = (int64_t)chunk;
     r.prompt_tokens = (int64_t)prompt;
     r.decode_at = (int64_t)decode_at;
     struct st_plan_range halves[2] = {{0, 0, m.n_layer / 2 - 1}, {0, m.n_layer / 2, m.n_layer - 1}};
@@ -134,14 +138,16 @@ static void check_table(void) {
         CHECK_MSG(!cards && e->cc_min > prev, "row %s: generation rows come first, by cc", e->key);
         prev = e->cc_min;
         CHECK_MSG(e->copy > 0.3 && e->copy <= 1.0 && e->kv > 0 && e->kv <= 1.0 && e->kernel_us > 0 &&
-                  e->stage_us >= 0 && e->sgemm > 0 && e->sgemm <= 1.0 && e->tensor >= 0 && e->tensor <= 1.0 &&
-                  e->attn >= 0 && e->attn <= 1.0, "row %s: a factor out of range", e->key);
+                  e->gap_us >= 0 && e->gap_us <= e->kernel_us && e->stage_us >= 0 && e->sgemm > 0 &&
+                  e->sgemm <= 1.0 && e->tensor >= 0 && e->tensor <= 1.0 && e->attn >= 0 && e->attn <= 1.0,
+                  "row %s: a factor out of range", e->key);
         for (int c = 0; c < PL_N_WC; c++)
             CHECK_MSG(e->gemv[c] > 0.3 && e->gemv[c] <= 1.0, "row %s: gemv %s %.2f", e->key, pl_wclass_name(c),
                       e->gemv[c]);
         /* fewer bits per weight never stream faster per byte than bf16 */
-        CHECK_MSG(e->gemv[PL_WC_Q4] <= e->gemv[PL_WC_F16] && e->gemv[PL_WC_Q8] <= e->gemv[PL_WC_F16],
-                  "row %s: a quantized GEMV faster per byte than bf16", e->key);
+        for (int c = PL_WC_Q8; c < PL_N_WC; c++)
+            CHECK_MSG(e->gemv[c] <= e->gemv[PL_WC_F16], "row %s: a %s GEMV faster per byte than bf16", e->key,
+                      pl_wclass_name(c));
     }
     /* every catalog card falls on a generation row of its own or an older generation */
     for (int k = 0; k < st_catalog_count(); k++) {
@@ -183,13 +189,13 @@ static void check_docs_table(void) {
         if (!row) row = strstr(text, b);
         CHECK_MSG(row, "docs/planner.md has no row for %s", e->key);
         if (!row) continue;
-        const char *cell[10];
+        const char *cell[11];
         int n = 0;
-        for (const char *c = row + 2; *c && *c != '\n' && n < 10; c++)
+        for (const char *c = row + 2; *c && *c != '\n' && n < 11; c++)
             if (*c == '|') cell[n++] = c + 1;
-        CHECK_MSG(n == 10, "docs/planner.md: row %s has %d cells", e->key, n);
-        if (n != 10) continue;
-        /* cells after the key: cc, copy, gemv a / b / c / d, kv, kernel, stage, sgemm, tensor, attn */
+        CHECK_MSG(n == 11, "docs/planner.md: row %s has %d cells", e->key, n);
+        if (n != 11) continue;
+        /* cells after the key: cc, copy, gemv f32 / f16 / ..., kv, kernel, gap, stage, sgemm, tensor, attn */
         double g[PL_N_WC] = {0};
         const char *q = cell[2];
         for (int k = 0; k < PL_N_WC; k++) {
@@ -198,9 +204,9 @@ static void check_docs_table(void) {
             if (!sl || sl > cell[3]) break;
             q = sl + 1;
         }
-        double want[] = {e->copy, e->kv, e->kernel_us, e->stage_us, e->sgemm, e->tensor, e->attn};
+        double want[] = {e->copy, e->kv, e->kernel_us, e->gap_us, e->stage_us, e->sgemm, e->tensor, e->attn};
         double have[] = {cell_num(cell[1]), cell_num(cell[3]), cell_num(cell[4]), cell_num(cell[5]),
-                         cell_num(cell[6]), cell_num(cell[7]), cell_num(cell[8])};
+                         cell_num(cell[6]), cell_num(cell[7]), cell_num(cell[8]), cell_num(cell[9])};
         bool same = true;
         for (size_t k = 0; k < ST_ARRAY_LEN(want); k++) same &= fabs(want[k] - have[k]) < 1e-9;
         for (int k = 0; k < PL_N_WC; k++) same &= fabs(e->gemv[k] - g[k]) < 1e-9;
