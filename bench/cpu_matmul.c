@@ -6,7 +6,8 @@
  *                    [--min-gemv F] [--min-gemm F]
  *
  * Limits (N threads):
- *   read   streaming read of a 1 GiB array (SIMD loads, 4 accumulators), GB/s
+ *   read   streaming read of a 1 GiB array on huge pages, as the packed weights
+ *          (SIMD loads, 4 accumulators), GB/s
  *   fma    fp32 FMA peak: every thread runs 12 independent FMA chains in
  *          registers (zmm with AVX-512, ymm otherwise), GFLOP/s
  * Kernels, through the CPU backend (its thread pool and scratch; the weights
@@ -382,8 +383,8 @@ int main(int argc, char **argv) {
     threads = st_cpu_backend_threads(be);
 
     const size_t bwbytes = (size_t)1 << 30;
-    uint8_t *bwbuf = NULL;
-    if (posix_memalign((void **)&bwbuf, 64, bwbytes) != 0) { fprintf(stderr, "error: cannot allocate 1 GiB\n"); return 1; }
+    uint8_t *bwbuf = st_cpu_huge_alloc(bwbytes);   /* huge pages, as the backend keeps the packed weights */
+    if (!bwbuf) { fprintf(stderr, "error: cannot allocate 1 GiB\n"); return 1; }
     memset(bwbuf, 1, bwbytes);
 
     struct result res[ST_DTYPE_COUNT];
@@ -412,7 +413,7 @@ int main(int argc, char **argv) {
     have_blas = true;
     run_blas(n_tok, reps, threads, blas, &blas_inv);
 #endif
-    free(bwbuf);
+    st_cpu_huge_free(bwbuf, bwbytes);
     o->free(be);
 
     printf("bench_cpu_matmul: %s kernels, %d threads, %lld-token GEMM, commit %s\n", st_cpu_isa_name(isa), threads,

@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #define BIG_ALLOC_BYTES (1u << 20)   /* from here on: anonymous mmap (zeroed lazily) */
+#define HUGE_BYTES ((size_t)2 << 20)  /* a transparent huge page (x86-64, arm64 with 4 KiB pages) */
+#define PK_CHUNK_BYTES ((size_t)64 << 20)   /* packed weights are carved from chunks of this size */
 
 struct cpu_alloc { void *ptr; size_t bytes; bool mapped; };
 
@@ -41,7 +43,12 @@ struct st_backend {
     struct pk_entry *pk;         /* (cap_pk) open-addressing table: imported quantized weights -> packed copy */
     int n_pk, cap_pk;
     uint64_t pk_bytes;           /* bytes of packed copies */
+    struct pk_chunk *chunks;     /* (n_chunks) huge-page mappings the packed copies are carved from */
+    int n_chunks, cap_chunks;
 };
+
+/* A mapping of packed weights: [base, base + used) given out, the rest free. */
+struct pk_chunk { uint8_t *base; size_t used, bytes; };
 
 /* A quantized weight matrix packed in 16-row blocks for the SIMD kernels
  * (st_cpu_matmul_pack_part), made on its first use and kept for the
@@ -49,6 +56,48 @@ struct st_backend {
  * their memory outlives the backend, so a pointer cannot be reused for other
  * data behind the cache's back. */
 struct pk_entry { const void *w; st_dtype dt; int64_t rows, cols; void *packed; size_t bytes; };
+
+void *st_cpu_huge_alloc(size_t bytes) {
+    if (!bytes) return NULL;
+    const size_t len = (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES;
+    uint8_t *m = mmap(NULL, len + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    /* keep the 2 MiB-aligned part: a huge page needs an aligned virtual range */
+    uint8_t *p = (uint8_t *)(((uintptr_t)m + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (p > m) munmap(m, (size_t)(p - m));
+    if (m + len + HUGE_BYTES > p + len) munmap(p + len, (size_t)(m + len + HUGE_BYTES - (p + len)));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, len, MADV_HUGEPAGE);   /* advice: refused (no THP) is fine */
+#endif
+    return p;
+}
+
+void st_cpu_huge_free(void *p, size_t bytes) {
+    if (p && bytes) munmap(p, (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES);
+}
+
+/* bytes of packed weights from the backend's huge-page chunks (64-byte aligned; freed with the backend) */
+static void *pk_carve(st_backend *be, size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    struct pk_chunk *c = be->n_chunks ? &be->chunks[be->n_chunks - 1] : NULL;
+    if (!c || c->bytes - c->used < bytes) {
+        if (be->n_chunks == be->cap_chunks) {
+            int cap = be->cap_chunks ? 2 * be->cap_chunks : 16;
+            struct pk_chunk *t = realloc(be->chunks, (size_t)cap * sizeof *t);
+            if (!t) return NULL;
+            be->chunks = t;
+            be->cap_chunks = cap;
+        }
+        const size_t len = ST_MAX(PK_CHUNK_BYTES, (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES);
+        uint8_t *base = st_cpu_huge_alloc(len);
+        if (!base) return NULL;
+        c = &be->chunks[be->n_chunks++];
+        *c = (struct pk_chunk){base, 0, len};
+    }
+    void *p = c->base + c->used;
+    c->used += bytes;
+    return p;
+}
 
 /* Scratch sized at init so a decode step (and small batches) never allocates;
  * a longer prefill chunk grows it once. */
@@ -109,7 +158,8 @@ static void cpu_free(st_backend *be) {
     free(be->mm_scratch);
     free(be->up_buf);
     free(be->wareas);
-    for (int i = 0; i < be->cap_pk; i++) free(be->pk[i].packed);
+    for (int i = 0; i < be->n_chunks; i++) st_cpu_huge_free(be->chunks[i].base, be->chunks[i].bytes);
+    free(be->chunks);
     free(be->pk);
     free(be);
 }
@@ -408,8 +458,8 @@ static const void *packed_for(st_backend *be, const struct st_weight *w) {
         be->pk = t;
         be->cap_pk = cap;
     }
-    void *packed = NULL;
-    if (posix_memalign(&packed, 64, bytes) != 0) {
+    void *packed = pk_carve(be, bytes);
+    if (!packed) {
         ST_WARN("%s: no memory to pack a %s weight (%zu bytes): it runs unpacked, slower", be->info.name,
                 st_dtype_name(w->dtype), bytes);
         return NULL;
