@@ -4,6 +4,7 @@
  * Keys are visited in tiles of ATT_TILE: the tile's scores are materialised,
  * then folded into a running max / sum / output (the same result as one
  * softmax over all scores up to rounding, with no scratch beyond the stack). */
+#include "kernels/cpu/expf-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
 
 #include <math.h>
@@ -58,25 +59,68 @@ static inline TGT __m256 ld8(st_dtype dt, const uint8_t *p, int64_t i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* scores s[jj] = (q . k_j) * scale for the tile; returns the tile max */
+static inline TGT float hsum8(__m256 a) {
+    float l[8];
+    _mm256_storeu_ps(l, a);
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+/* scores s[jj] = (q . k_j) * scale for the tile; returns the tile max. Four
+ * keys at a time (four independent chains, each key's sum as for one). */
 static TGT float tile_scores_avx2(const float *qv, const uint8_t *kbase, int64_t e0, size_t row_bytes, st_dtype dt,
                                   int64_t head_dim, int64_t nj, float scale, float *s) {
     float mt = -INFINITY;
-    for (int64_t jj = 0; jj < nj; jj++) {
+    int64_t jj = 0;
+    for (; jj + 4 <= nj; jj += 4) {
+        const uint8_t *kr = kbase + (size_t)jj * row_bytes;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < head_dim; i += 8) {
+            const __m256 qi = _mm256_loadu_ps(qv + i);
+            a0 = _mm256_fmadd_ps(qi, ld8(dt, kr, e0 + i), a0);
+            a1 = _mm256_fmadd_ps(qi, ld8(dt, kr + row_bytes, e0 + i), a1);
+            a2 = _mm256_fmadd_ps(qi, ld8(dt, kr + 2 * row_bytes, e0 + i), a2);
+            a3 = _mm256_fmadd_ps(qi, ld8(dt, kr + 3 * row_bytes, e0 + i), a3);
+        }
+        s[jj] = hsum8(a0) * scale;
+        s[jj + 1] = hsum8(a1) * scale;
+        s[jj + 2] = hsum8(a2) * scale;
+        s[jj + 3] = hsum8(a3) * scale;
+    }
+    for (; jj < nj; jj++) {
         const uint8_t *kr = kbase + (size_t)jj * row_bytes;
         __m256 a = _mm256_setzero_ps();
         for (int64_t i = 0; i < head_dim; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), ld8(dt, kr, e0 + i), a);
-        float l[8];
-        _mm256_storeu_ps(l, a);
-        s[jj] = (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) * scale;
-        if (s[jj] > mt) mt = s[jj];
+        s[jj] = hsum8(a) * scale;
     }
+    for (jj = 0; jj < nj; jj++)
+        if (s[jj] > mt) mt = s[jj];
     return mt;
 }
 
+/* s[jj] = exp(s[jj] - m), 8 at a time (the same bits as st_expf) */
+static TGT int64_t tile_exp_avx2(float *s, int64_t nj, float m) {
+    int64_t jj = 0;
+    for (; jj + 8 <= nj; jj += 8)
+        _mm256_storeu_ps(s + jj, st_expf8(_mm256_sub_ps(_mm256_loadu_ps(s + jj), _mm256_set1_ps(m))));
+    return jj;
+}
+
+/* acc += sum_jj e[jj] * v_j, every element in key order; 64 elements (eight
+ * independent chains) at a time, then 8 at a time */
 static TGT void tile_values_avx2(float *acc, const uint8_t *vbase, int64_t e0, size_t row_bytes, st_dtype dt,
                                  int64_t head_dim, int64_t nj, const float *e) {
-    for (int64_t i = 0; i < head_dim; i += 8) {
+    int64_t i = 0;
+    for (; i + 64 <= head_dim; i += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_loadu_ps(acc + i + 8 * k);
+        for (int64_t jj = 0; jj < nj; jj++) {
+            const __m256 ej = _mm256_set1_ps(e[jj]);
+            const uint8_t *vr = vbase + (size_t)jj * row_bytes;
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ej, ld8(dt, vr, e0 + i + 8 * k), a[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(acc + i + 8 * k, a[k]);
+    }
+    for (; i < head_dim; i += 8) {
         __m256 a = _mm256_loadu_ps(acc + i);
         for (int64_t jj = 0; jj < nj; jj++)
             a = _mm256_fmadd_ps(_mm256_set1_ps(e[jj]), ld8(dt, vbase + (size_t)jj * row_bytes, e0 + i), a);
@@ -141,15 +185,17 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
             }
             const float mn = mt > m ? mt : m;
             if (mn != m && l > 0.0f) {
-                const float corr = expf(m - mn);
+                const float corr = st_expf(m - mn);
                 l *= corr;
                 for (int64_t i = 0; i < head_dim; i++) acc[i] *= corr;
             }
             m = mn;
-            for (int64_t jj = 0; jj < nj; jj++) {
-                s[jj] = expf(s[jj] - m);
-                l += s[jj];
-            }
+            int64_t jj = 0;
+#if defined(__x86_64__) || defined(__i386__)
+            if (simd) jj = tile_exp_avx2(s, nj, m);
+#endif
+            for (; jj < nj; jj++) s[jj] = st_expf(s[jj] - m);
+            for (jj = 0; jj < nj; jj++) l += s[jj];
             if (simd) {
 #if defined(__x86_64__) || defined(__i386__)
                 tile_values_avx2(acc, vc + (size_t)j0 * row_bytes, e0, row_bytes, kv_dtype,

@@ -170,8 +170,8 @@ st_status st_cpu_kv_store(void *k_cache, void *v_cache, st_dtype kv_dtype, int64
  * (a batched decode step): each sees only its own sequence.
  * The cache is F32, F16, BF16 or Q8_0 (each row widened to fp32 in registers:
  * k = q_int8 * d; every product and sum is fp32).
- * score = (q . k) * scale in fp32; softmax in fp32, evaluated tile by tile
- * (256 keys) with a running max, so no scratch beyond the stack is needed.
+ * score = (q . k) * scale in fp32; softmax in fp32 (exp as in swiglu), evaluated
+ * tile by tile (256 keys) with a running max, so no scratch beyond the stack is needed.
  * ST_ERR_UNSUPPORTED when head_dim > 1024 or n_head is not a multiple of
  * n_head_kv; ST_ERR_USAGE when a position is outside [0, n_ctx) or a slot
  * outside [0, n_slots). Unit of the part range: (token, head) pairs, index
@@ -184,7 +184,9 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
                                 int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out,
                                 int64_t task0, int64_t task1);
 
-/* out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; out may alias gate or up. Unit: elements. */
+/* out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; out may alias gate or up. exp is
+ * the kernels' own (kernels/cpu/expf-impl.h: within 1.02 ulp, vectorised, the
+ * same bits on every SIMD level and at every index). Unit: elements. */
 void st_cpu_swiglu(const float *gate, const float *up, int64_t n, float *out);
 void st_cpu_swiglu_part(const float *gate, const float *up, float *out, int64_t i0, int64_t i1);
 
