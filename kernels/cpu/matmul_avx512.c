@@ -6,10 +6,11 @@
  *
  * Float weights: few tokens (decode, small batches) sweep 4 row blocks x up to
  * 4 tokens over all columns, each column widened in registers and multiplied
- * with the tokens' x[c] broadcast. Many tokens (prefill): a GEMM over 2 row
- * blocks x 12 tokens, the 32 rows of a 512-column panel widened to fp32 once
+ * with the tokens' x[c] broadcast. Many tokens (prefill): a GEMM over 3 row
+ * blocks x 8 tokens, the 48 rows of a 512-column panel widened to fp32 once
  * and reused by every token tile; the 24 accumulators stay in registers over
- * a panel and in y between panels (reloading an fp32 sum changes no bit).
+ * a panel and in a stack buffer of running totals between panels (reloading
+ * an fp32 sum changes no bit), y is written once.
  * Quantized weights: per 32-column group the codes of 16 rows are unpacked
  * once, then vpdpbusd per token (see qblock). Without a packed copy the
  * blocks are packed column segment by segment into a stack buffer. */
@@ -221,51 +222,58 @@ static inline int tile_tokens(int64_t left) {
     return (int)left;
 }
 
+/* The GEMM: per group of GB row blocks and block of TBF tokens, the panels
+ * in column order; each panel's partial sums are added to the running
+ * totals in a stack buffer (one tile of sums per token, cache-resident), and
+ * y is written once, with the bias, after the last panel: the same sums in
+ * the same order as adding them in y, without y's round trips to memory. */
+#define TBF 256
 static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
     const st_dtype dt = a->dt;
     const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
     _Alignas(64) float panel[KC * GB * 16];
+    _Alignas(64) float tot[TBF][GB][16];
     _Alignas(64) uint8_t buf[a->packed ? 64 : GB * KC * MM_RB * 4];
     const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
     for (int64_t blk = r0 / MM_RB; blk < blk1; blk += GB) {
         const int NB = (int)ST_MIN(GB, blk1 - blk);
         __mmask16 keep[GB];
         for (int b = 0; b < NB; b++) keep[b] = rows_mask(blk + b, r0, r1);
-        for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
-            const int64_t n = ST_MIN(KC, a->cols - c0);
-            const uint8_t *src[GB];
-            for (int b = 0; b < NB; b++) {
-                if (a->packed) src[b] = a->packed + (size_t)(blk + b) * bb + (size_t)c0 * MM_RB * es;
-                else {
-                    src[b] = buf + (size_t)b * KC * MM_RB * es;
-                    mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
-                }
-            }
-            fpanel_any(dt, src, NB, n, panel);
-            if (a->packed) {   /* the next panel's weights stream in while this one is swept */
-                const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nblk = nc ? blk : blk + GB;
-                for (int b = 0; b < GB && nblk + b < blk1; b++) {
-                    const uint8_t *p = a->packed + (size_t)(nblk + b) * bb + (size_t)nc * MM_RB * es;
-                    const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * MM_RB * es;
-                    for (size_t off = 0; off < len; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
-                }
-            }
-            const bool first = c0 == 0, last = c0 + n == a->cols;
-            for (int64_t t0 = 0; t0 < a->n_tok;) {
-                const int T = tile_tokens(a->n_tok - t0);
-                __m512 acc[GB][GT];   /* this panel's partial sums, added to the earlier ones in y */
-                for (int b = 0; b < NB; b++)
-                    for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
-                fk_table[NB - 1][T - 1](panel, a->x + t0 * a->cols + c0, a->cols, n, acc);
-                for (int b = 0; b < NB; b++)
-                    for (int t = 0; t < T; t++) {
-                        if (!first)
-                            acc[b][t] = _mm512_add_ps(_mm512_maskz_loadu_ps(keep[b], a->y + (t0 + t) * a->rows + (blk + b) * MM_RB),
-                                                      acc[b][t]);
-                        store_rows(a, blk + b, keep[b], t0 + t, acc[b][t], !last);
+        for (int64_t tb = 0; tb < a->n_tok; tb += TBF) {
+            const int64_t ntb = ST_MIN(TBF, a->n_tok - tb);
+            for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
+                const int64_t n = ST_MIN(KC, a->cols - c0);
+                const uint8_t *src[GB];
+                for (int b = 0; b < NB; b++) {
+                    if (a->packed) src[b] = a->packed + (size_t)(blk + b) * bb + (size_t)c0 * MM_RB * es;
+                    else {
+                        src[b] = buf + (size_t)b * KC * MM_RB * es;
+                        mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
                     }
-                t0 += T;
+                }
+                fpanel_any(dt, src, NB, n, panel);
+                if (a->packed) {   /* the next panel's weights stream in while this one is swept */
+                    const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nblk = nc || tb + TBF < a->n_tok ? blk : blk + GB;
+                    for (int b = 0; b < GB && nblk + b < blk1; b++) {
+                        const uint8_t *p = a->packed + (size_t)(nblk + b) * bb + (size_t)nc * MM_RB * es;
+                        const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * MM_RB * es;
+                        for (size_t off = 0; off < len; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
+                    }
+                }
+                for (int64_t t0 = 0; t0 < ntb;) {
+                    const int T = tile_tokens(ntb - t0);
+                    __m512 acc[GB][GT];   /* this panel's partial sums */
+                    for (int b = 0; b < NB; b++)
+                        for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
+                    fk_table[NB - 1][T - 1](panel, a->x + (tb + t0) * a->cols + c0, a->cols, n, acc);
+                    for (int b = 0; b < NB; b++)
+                        for (int t = 0; t < T; t++)
+                            _mm512_store_ps(tot[t0 + t][b], c0 ? _mm512_add_ps(_mm512_load_ps(tot[t0 + t][b]), acc[b][t]) : acc[b][t]);
+                    t0 += T;
+                }
             }
+            for (int64_t t = 0; t < ntb; t++)
+                for (int b = 0; b < NB; b++) store_rows(a, blk + b, keep[b], tb + t, _mm512_load_ps(tot[t][b]), false);
         }
     }
 }
