@@ -106,7 +106,9 @@ void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, in
 /* Bytes of a (rows, cols) matrix packed in 16-row blocks: the stored size
  * (rows rounded up to 16; K types +2.8%); 0 for a malformed shape. */
 size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols);
-/* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks. */
+/* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks
+ * (F32/F16/BF16 blocks sit in quads of four interleaved column by column; each block is
+ * packed independently of the others, so any split of [0, blocks) may run in parallel). */
 void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, void *packed, int64_t b0,
                              int64_t b1);
 /* Rows [r0, r1) of every token (ranges on 16-row boundaries are cheapest).

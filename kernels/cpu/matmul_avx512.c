@@ -74,24 +74,24 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
 #define KC MM_KP           /* GEMM panel columns = the partial-sum span of kernels_cpu.h */
 #define SEG_BYTES 65536   /* stack buffer of the on-the-fly packing paths */
 
-/* Column c of a packed float block: 16 rows widened to fp32. */
-INL __m512 ldcol(st_dtype dt, const uint8_t *blk, int64_t c) {
-    if (dt == ST_DTYPE_F32) return _mm512_loadu_ps(blk + 64 * c);
-    __m256i h = _mm256_loadu_si256((const __m256i *)(blk + 32 * c));
+/* Column c of a packed float block (columns cs bytes apart): 16 rows widened to fp32. */
+INL __m512 ldcol(st_dtype dt, const uint8_t *blk, size_t cs, int64_t c) {
+    if (dt == ST_DTYPE_F32) return _mm512_loadu_ps(blk + cs * c);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(blk + cs * c));
     if (dt == ST_DTYPE_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* NB packed blocks (bstride bytes apart) x T tokens, columns [0, n) of the
- * block parts at blk (x already offset to the first column). */
-INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, int NB, const float *x, int64_t ld, int T, int64_t n,
-                __m512 io[FB][FT]) {
+/* NB packed blocks (bstride bytes apart, columns cs bytes apart) x T tokens,
+ * columns [0, n) of the block parts at blk (x already offset to the first column). */
+INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t ld, int T,
+                int64_t n, __m512 io[FB][FT]) {
     __m512 acc[FB][FT];
     for (int b = 0; b < NB; b++)
         for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
     for (int64_t c = 0; c < n; c++) {
         __m512 w[FB];
-        for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, c);
+        for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, cs, c);
         for (int t = 0; t < T; t++) {
             const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
             for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
@@ -101,25 +101,25 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, int NB, const f
         for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
 }
 
+#define FSWEEP_T(DT, NB) \
+    do { \
+        if (T == 1) fsweep(DT, blk, bs, cs, NB, x, ld, 1, n, acc); \
+        else if (T == 2) fsweep(DT, blk, bs, cs, NB, x, ld, 2, n, acc); \
+        else if (T == 3) fsweep(DT, blk, bs, cs, NB, x, ld, 3, n, acc); \
+        else fsweep(DT, blk, bs, cs, NB, x, ld, 4, n, acc); \
+    } while (0)
 #define FSWEEP_CASES(DT) \
-    static TGT void fsweep_##DT(const uint8_t *blk, size_t bs, int NB, const float *x, int64_t ld, int T, int64_t n, \
-                                __m512 acc[FB][FT]) { \
-        if (NB == 4) { \
-            if (T == 1) fsweep(DT, blk, bs, 4, x, ld, 1, n, acc); \
-            else if (T == 2) fsweep(DT, blk, bs, 4, x, ld, 2, n, acc); \
-            else if (T == 3) fsweep(DT, blk, bs, 4, x, ld, 3, n, acc); \
-            else fsweep(DT, blk, bs, 4, x, ld, 4, n, acc); \
-        } else { \
-            if (T == 1) fsweep(DT, blk, bs, 1, x, ld, 1, n, acc); \
-            else if (T == 2) fsweep(DT, blk, bs, 1, x, ld, 2, n, acc); \
-            else if (T == 3) fsweep(DT, blk, bs, 1, x, ld, 3, n, acc); \
-            else fsweep(DT, blk, bs, 1, x, ld, 4, n, acc); \
-        } \
+    static TGT void fsweep_##DT(const uint8_t *blk, size_t bs, size_t cs, int NB, const float *x, int64_t ld, int T, \
+                                int64_t n, __m512 acc[FB][FT]) { \
+        if (NB == 4) FSWEEP_T(DT, 4); \
+        else if (NB == 3) FSWEEP_T(DT, 3); \
+        else if (NB == 2) FSWEEP_T(DT, 2); \
+        else FSWEEP_T(DT, 1); \
     }
 FSWEEP_CASES(ST_DTYPE_F32)
 FSWEEP_CASES(ST_DTYPE_F16)
 FSWEEP_CASES(ST_DTYPE_BF16)
-typedef void (*fsweep_fn)(const uint8_t *, size_t, int, const float *, int64_t, int, int64_t, __m512 (*)[FT]);
+typedef void (*fsweep_fn)(const uint8_t *, size_t, size_t, int, const float *, int64_t, int, int64_t, __m512 (*)[FT]);
 
 /* Rows of block blk within [r0, r1) as a lane mask. */
 INL __mmask16 rows_mask(int64_t blk, int64_t r0, int64_t r1) {
@@ -133,33 +133,38 @@ INL void store_rows(const struct mm_args *a, int64_t blk, __mmask16 keep, int64_
     _mm512_mask_storeu_ps(y, keep, acc);
 }
 
-/* Few tokens: FB blocks at a time over all columns (on the fly: column segments). */
+/* Few tokens: FB blocks at a time over all columns: the blocks of a packed
+ * quad (one stream), or on the fly column segments of FB blocks. */
 static TGT void fsmall(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
     const st_dtype dt = a->dt;
     const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
     const int64_t seg = MM_KP;   /* on the fly: FB blocks x 512 columns at a time (128 KiB for F32) */
     _Alignas(64) uint8_t buf[a->packed ? 64 : FB * MM_RB * MM_KP * 4];
-    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
+    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB, nblk = (a->rows + MM_RB - 1) / MM_RB;
     for (int64_t t0 = 0; t0 < a->n_tok; t0 += FT) {
         const int T = (int)ST_MIN(FT, a->n_tok - t0);
         for (int64_t blk = r0 / MM_RB; blk < blk1;) {
-            const int NB = blk + FB <= blk1 ? FB : 1;
+            /* packed: the blocks of blk's quad from blk on that are in range; else FB or 1 */
+            const int qn = pk_quad_n(nblk, blk);
+            const int NB = a->packed ? (int)ST_MIN(blk / 4 * 4 + qn, blk1) - (int)(blk % 4) - (int)(blk / 4 * 4)
+                                     : blk + FB <= blk1 ? FB : 1;
             __m512 acc[FB][FT], part[FB][FT];
             for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
                 const int64_t n = ST_MIN(seg, a->cols - c0);
-                const uint8_t *src = a->packed + (size_t)blk * bb + (size_t)c0 * MM_RB * es;
-                size_t bs = bb;
+                size_t bs = MM_RB * es, cs = (size_t)qn * MM_RB * es;
+                const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs + (size_t)c0 * cs;
                 if (!a->packed) {
                     for (int b = 0; b < NB; b++)
                         mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
                     src = buf;
                     bs = (size_t)n * MM_RB * es;
+                    cs = MM_RB * es;
                 }
                 for (int64_t k = 0; k < n; k += MM_KP) {   /* one partial sum per 512 columns */
                     for (int b = 0; b < NB; b++)
                         for (int t = 0; t < T; t++) part[b][t] = _mm512_setzero_ps();
-                    fn(src + (size_t)k * MM_RB * es, bs, NB, a->x + t0 * a->cols + c0 + k, a->cols, T,
-                       ST_MIN(MM_KP, n - k), part);
+                    fn(src + (size_t)k * cs, bs, cs, NB, a->x + t0 * a->cols + c0 + k, a->cols, T, ST_MIN(MM_KP, n - k),
+                       part);
                     for (int b = 0; b < NB; b++)
                         for (int t = 0; t < T; t++)
                             acc[b][t] = c0 + k ? _mm512_add_ps(acc[b][t], part[b][t]) : part[b][t];
@@ -203,16 +208,16 @@ static const fk_fn fk_table[GB][GT] = {
     {fk_3_1, fk_3_2, fk_3_3, fk_3_4, fk_3_5, fk_3_6, fk_3_7, fk_3_8},
 };
 
-/* Widens columns [c0, c0 + n) of NB blocks into the panel (per column GB x 16 floats). */
-INL void fpanel(st_dtype dt, const uint8_t *const *blk, int NB, int64_t n, float *panel) {
+/* Widens columns [c0, c0 + n) of NB blocks (columns cs[b] bytes apart) into the panel (per column GB x 16 floats). */
+INL void fpanel(st_dtype dt, const uint8_t *const *blk, const size_t *cs, int NB, int64_t n, float *panel) {
     for (int64_t c = 0; c < n; c++)
-        for (int b = 0; b < NB; b++) _mm512_store_ps(panel + (c * GB + b) * 16, ldcol(dt, blk[b], c));
+        for (int b = 0; b < NB; b++) _mm512_store_ps(panel + (c * GB + b) * 16, ldcol(dt, blk[b], cs[b], c));
 }
 
-static TGT void fpanel_any(st_dtype dt, const uint8_t *const *blk, int NB, int64_t n, float *panel) {
-    if (dt == ST_DTYPE_F32) fpanel(ST_DTYPE_F32, blk, NB, n, panel);
-    else if (dt == ST_DTYPE_F16) fpanel(ST_DTYPE_F16, blk, NB, n, panel);
-    else fpanel(ST_DTYPE_BF16, blk, NB, n, panel);
+static TGT void fpanel_any(st_dtype dt, const uint8_t *const *blk, const size_t *cs, int NB, int64_t n, float *panel) {
+    if (dt == ST_DTYPE_F32) fpanel(ST_DTYPE_F32, blk, cs, NB, n, panel);
+    else if (dt == ST_DTYPE_F16) fpanel(ST_DTYPE_F16, blk, cs, NB, n, panel);
+    else fpanel(ST_DTYPE_BF16, blk, cs, NB, n, panel);
 }
 
 /* Token tiles: GT wide, the last few balanced (10 = 5 + 5, not 8 + 2). */
@@ -234,7 +239,7 @@ static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
     _Alignas(64) float panel[KC * GB * 16];
     _Alignas(64) float tot[TBF][GB][16];
     _Alignas(64) uint8_t buf[a->packed ? 64 : GB * KC * MM_RB * 4];
-    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB;
+    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB, nblk = (a->rows + MM_RB - 1) / MM_RB;
     for (int64_t blk = r0 / MM_RB; blk < blk1; blk += GB) {
         const int NB = (int)ST_MIN(GB, blk1 - blk);
         __mmask16 keep[GB];
@@ -244,19 +249,25 @@ static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
             for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
                 const int64_t n = ST_MIN(KC, a->cols - c0);
                 const uint8_t *src[GB];
+                size_t cs[GB];
                 for (int b = 0; b < NB; b++) {
-                    if (a->packed) src[b] = a->packed + (size_t)(blk + b) * bb + (size_t)c0 * MM_RB * es;
-                    else {
+                    const int64_t k = blk + b;
+                    cs[b] = MM_RB * es;
+                    if (a->packed) {   /* block k in its quad */
+                        cs[b] *= (size_t)pk_quad_n(nblk, k);
+                        src[b] = a->packed + (size_t)(k / 4 * 4) * bb + (size_t)(k % 4) * MM_RB * es + (size_t)c0 * cs[b];
+                    } else {
                         src[b] = buf + (size_t)b * KC * MM_RB * es;
-                        mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
+                        mm_pack_cols(dt, a->w, a->rows, a->cols, k * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
                     }
                 }
-                fpanel_any(dt, src, NB, n, panel);
+                fpanel_any(dt, src, cs, NB, n, panel);
                 if (a->packed) {   /* the next panel's weights stream in while this one is swept */
-                    const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nblk = nc || tb + TBF < a->n_tok ? blk : blk + GB;
-                    for (int b = 0; b < GB && nblk + b < blk1; b++) {
-                        const uint8_t *p = a->packed + (size_t)(nblk + b) * bb + (size_t)nc * MM_RB * es;
-                        const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * MM_RB * es;
+                    const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nb0 = nc || tb + TBF < a->n_tok ? blk : blk + GB;
+                    for (int64_t k = nb0 / 4 * 4; k < ST_MIN(nb0 + GB, blk1); k += 4) {   /* the quads' columns [nc, nc + KC) */
+                        const size_t qcs = (size_t)pk_quad_n(nblk, k) * MM_RB * es;
+                        const uint8_t *p = a->packed + (size_t)k * bb + (size_t)nc * qcs;
+                        const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * qcs;
                         for (size_t off = 0; off < len; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
                     }
                 }
