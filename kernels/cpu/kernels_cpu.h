@@ -36,7 +36,9 @@ st_status st_cpu_embed_part(const void *table, st_dtype dtype, int64_t n_vocab, 
                             const int32_t *ids, int64_t n_tok, float *out, int64_t t0, int64_t t1);
 
 /* out[r] = w * (x[r] * 1/sqrt(mean(x[r]^2) + eps)) for rows of length n; the
- * sum of squares is taken in double (as ggml), the rest in fp32 (as HF).
+ * sum of squares is taken in double (as ggml: eight interleaved lanes of fused
+ * sums, added in a fixed tree, the same bits on every SIMD level), the rest in
+ * fp32 (as HF).
  * x and out may alias. Unit: rows. */
 void st_cpu_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out);
 void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out,

@@ -38,6 +38,27 @@ static void test_rmsnorm(void) {
     CHECK(!memcmp(out, ref2, sizeof out));
 }
 
+/* rmsnorm on every SIMD level gives the portable path's bits (every length
+ * from 1 to 70, the lane tails, and 896) */
+static void test_rmsnorm_paths(void) {
+    static float x[3 * 896], w[896], ref[3 * 896], out[3 * 896];
+    for (int i = 0; i < 3 * 896; i++) x[i] = 4.0f * rng_f();
+    for (int i = 0; i < 896; i++) w[i] = 1.0f + 0.5f * rng_f();
+    for (int isa = ST_CPU_ISA_AVX2; isa <= (int)st_cpu_isa_best(); isa++) {
+        bool same = true;
+        for (int64_t n = 1; n <= 896 && same; n = n < 70 ? n + 1 : n + 826) {
+            CHECK_OK(st_cpu_isa_force(ST_CPU_ISA_PORTABLE));
+            st_cpu_rmsnorm(x, w, 3, n, 1e-6f, ref);
+            CHECK_OK(st_cpu_isa_force((st_cpu_isa)isa));
+            st_cpu_rmsnorm(x, w, 3, n, 1e-6f, out);
+            same = !memcmp(out, ref, sizeof(float) * (size_t)(3 * n));
+            if (!same) CHECK_MSG(same, "rmsnorm on %s differs from the portable path for n = %lld",
+                                 st_cpu_isa_name((st_cpu_isa)isa), (long long)n);
+        }
+    }
+    st_cpu_kernels_force_portable(false);
+}
+
 /* HF: q' = q*cos + rotate_half(q)*sin, emb = concat(freqs, freqs), in double */
 static void rope_ref(double *v, int64_t D, int32_t pos, double theta, const float *ff) {
     double tmp[256], c[256], s[256];
@@ -320,6 +341,7 @@ int main(void) {
     test_expf();
     test_swiglu_paths();
     test_rmsnorm();
+    test_rmsnorm_paths();
     test_rope();
     for (int path = 0; path < 2; path++) {
         st_cpu_kernels_force_portable(path == 1);
