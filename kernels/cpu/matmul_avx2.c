@@ -113,7 +113,69 @@ FSWEEP_CASES(ST_DTYPE_F16)
 FSWEEP_CASES(ST_DTYPE_BF16)
 typedef void (*fsweep_fn)(const uint8_t *, size_t, const float *, int64_t, int, int64_t, __m256 (*)[2]);
 
+/* One token, NB <= 4 blocks of a packed quad (bstride bytes apart, columns cs apart): one stream. */
+INL void fsweep_quad(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t n,
+                     __m256 io[4][2]) {
+    __m256 acc[4][2];
+    for (int b = 0; b < NB; b++) acc[b][0] = io[b][0], acc[b][1] = io[b][1];
+    for (int64_t c = 0; c < n; c++) {
+        const __m256 xb = _mm256_set1_ps(x[c]);
+        for (int b = 0; b < NB; b++) {
+            acc[b][0] = _mm256_fmadd_ps(ldcol(dt, blk + (size_t)b * bstride, cs, c, 0), xb, acc[b][0]);
+            acc[b][1] = _mm256_fmadd_ps(ldcol(dt, blk + (size_t)b * bstride, cs, c, 1), xb, acc[b][1]);
+        }
+    }
+    for (int b = 0; b < NB; b++) io[b][0] = acc[b][0], io[b][1] = acc[b][1];
+}
+
+static TGT void fquad_any(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t n,
+                          __m256 io[4][2]) {
+#define FQ(DT) \
+    do { \
+        if (NB == 4) fsweep_quad(DT, blk, bstride, cs, 4, x, n, io); \
+        else if (NB == 3) fsweep_quad(DT, blk, bstride, cs, 3, x, n, io); \
+        else if (NB == 2) fsweep_quad(DT, blk, bstride, cs, 2, x, n, io); \
+        else fsweep_quad(DT, blk, bstride, cs, 1, x, n, io); \
+    } while (0)
+    if (dt == ST_DTYPE_F32) FQ(ST_DTYPE_F32);
+    else if (dt == ST_DTYPE_F16) FQ(ST_DTYPE_F16);
+    else FQ(ST_DTYPE_BF16);
+#undef FQ
+}
+
+/* Decode on a packed copy: the blocks of each quad that are in [r0, r1) in one sweep. */
+static TGT void fquads(const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols), bs = MM_RB * es;
+    const int64_t nblk = (a->rows + MM_RB - 1) / MM_RB, blk1 = (r1 + MM_RB - 1) / MM_RB;
+    for (int64_t blk = r0 / MM_RB; blk < blk1;) {
+        const int qn = pk_quad_n(nblk, blk);
+        const int NB = (int)(ST_MIN(blk / 4 * 4 + qn, blk1) - blk);
+        const size_t cs = (size_t)qn * bs;
+        const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs;
+        __m256 acc[4][2], part[4][2];
+        for (int64_t k = 0; k < a->cols; k += MM_KP) {   /* one partial sum per 512 columns */
+            for (int b = 0; b < NB; b++) part[b][0] = part[b][1] = _mm256_setzero_ps();
+            fquad_any(dt, src + (size_t)k * cs, bs, cs, NB, a->x + k, ST_MIN(MM_KP, a->cols - k), part);
+            for (int b = 0; b < NB; b++)
+                for (int h = 0; h < 2; h++) acc[b][h] = k ? _mm256_add_ps(acc[b][h], part[b][h]) : part[b][h];
+        }
+        for (int b = 0; b < NB; b++) {
+            const int64_t b0 = (blk + b) * MM_RB, lo = ST_MAX(r0, b0), hi = ST_MIN(r1, b0 + MM_RB);
+            _Alignas(32) float v[16];
+            _mm256_store_ps(v, acc[b][0]);
+            _mm256_store_ps(v + 8, acc[b][1]);
+            for (int64_t r = lo; r < hi; r++) a->y[r] = v[r - b0] + (a->bias ? a->bias[r] : 0.0f);
+        }
+        blk += NB;
+    }
+}
+
 static TGT void frun(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    if (a->packed && a->n_tok == 1) {
+        fquads(a, r0, r1);
+        return;
+    }
     const st_dtype dt = a->dt;
     const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
     const int64_t seg = a->packed ? MM_KP : (int64_t)(SEG_BYTES / (MM_RB * es)) / MM_KP * MM_KP;
