@@ -269,6 +269,7 @@ int main(void) {
             check_dtype((st_dtype)dt, 21, 32 * 13, 9);
             check_dtype((st_dtype)dt, 35, 32 * 35, 131);
             check_dtype((st_dtype)dt, 9, 32 * 3, 1);
+            check_dtype((st_dtype)dt, 5, 32 * 251, 2);   /* several on-the-fly segments, an odd last one */
             check_token_counts((st_dtype)dt, 11, 32 * 5, 12);
         } else {
             check_dtype((st_dtype)dt, 13, 256, 5);
