@@ -357,18 +357,32 @@ INL void codes(st_dtype dt, const uint8_t *rec, __m512i *c, bool hi16) {
     }
 }
 
+/* acc += dpbusd(code, the 4 bytes at p broadcast): with the broadcast embedded
+ * in the instruction's memory operand ({1to16}), one fused micro-op instead of
+ * a load and a dot product: more of the weight stream fits the out-of-order
+ * window (Q8_0 decode from DRAM, one core: 25.5 -> 28.6-30.6 GB/s). GCC does
+ * not fold _mm512_set1_epi32 into the operand itself. */
+INL __m512i dpb4(__m512i acc, __m512i code, const int8_t *p) {
+#if defined(__GNUC__)
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(code), "m"(*(const int32_t *)(const void *)p));
+    return acc;
+#else
+    return _mm512_dpbusd_epi32(acc, code, bcast4(p));
+#endif
+}
+
 /* sum over the group (or its two 16-column halves) of u * v, exact */
 INL void isums(st_dtype dt, const __m512i *c, const int8_t *v, bool hi16, __m512i *lo, __m512i *hi) {
     __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
     if (dt == ST_DTYPE_Q8_0) {
         for (int m = 0; m < 8; m += 2) {
-            a = _mm512_dpbusd_epi32(a, c[m], bcast4(v + 4 * m));
-            b = _mm512_dpbusd_epi32(b, c[m + 1], bcast4(v + 4 * m + 4));
+            a = dpb4(a, c[m], v + 4 * m);
+            b = dpb4(b, c[m + 1], v + 4 * m + 4);
         }
     } else {
         for (int k = 0; k < 4; k++) {
-            a = _mm512_dpbusd_epi32(a, c[k], bcast4(v + 4 * k));
-            b = _mm512_dpbusd_epi32(b, c[4 + k], bcast4(v + 16 + 4 * k));
+            a = dpb4(a, c[k], v + 4 * k);
+            b = dpb4(b, c[4 + k], v + 16 + 4 * k);
         }
     }
     *lo = a;
