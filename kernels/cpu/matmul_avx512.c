@@ -262,16 +262,25 @@ static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
                     }
                 }
                 fpanel_any(dt, src, cs, NB, n, panel);
-                if (a->packed) {   /* the next panel's weights stream in while this one is swept */
+                const uint8_t *pfp[2] = {NULL, NULL};
+                size_t pfl[2] = {0, 0};
+                /* the next panel's weights (its one or two quads) stream in while this one is swept,
+                 * a share per token tile: all at once, the prefetches held up the first tile */
+                if (a->packed) {
                     const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nb0 = nc || tb + TBF < a->n_tok ? blk : blk + GB;
-                    for (int64_t k = nb0 / 4 * 4; k < ST_MIN(nb0 + GB, blk1); k += 4) {   /* the quads' columns [nc, nc + KC) */
+                    int q = 0;
+                    for (int64_t k = nb0 / 4 * 4; k < ST_MIN(nb0 + GB, blk1) && q < 2; k += 4, q++) {
                         const size_t qcs = (size_t)pk_quad_n(nblk, k) * MM_RB * es;
-                        const uint8_t *p = a->packed + (size_t)k * bb + (size_t)nc * qcs;
-                        const size_t len = (size_t)ST_MIN(KC, a->cols - nc) * qcs;
-                        for (size_t off = 0; off < len; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
+                        pfp[q] = a->packed + (size_t)k * bb + (size_t)nc * qcs;
+                        pfl[q] = (size_t)ST_MIN(KC, a->cols - nc) * qcs;
                     }
                 }
-                for (int64_t t0 = 0; t0 < ntb;) {
+                const int64_t ntiles = (ntb + GT - 1) / GT;
+                for (int64_t t0 = 0, ti = 0; t0 < ntb; ti++) {
+                    for (int q = 0; q < 2; q++) {   /* tile ti prefetches its share of the next panel */
+                        const size_t step = (pfl[q] / (size_t)ntiles + 63) / 64 * 64, o0 = (size_t)ti * step;
+                        for (size_t off = o0; off < ST_MIN(pfl[q], o0 + step); off += 64) _mm_prefetch((const char *)pfp[q] + off, _MM_HINT_T1);
+                    }
                     const int T = tile_tokens(ntb - t0);
                     __m512 acc[GB][GT];   /* this panel's partial sums */
                     for (int b = 0; b < NB; b++)
