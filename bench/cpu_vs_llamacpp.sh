@@ -18,7 +18,13 @@
 # 4. Prints the ratios and exits 1 when a target is missed:
 #    - decode >= 1.2x llama.cpp for F16, Q8_0 and Q4_K_M;
 #    - decode >= 80% of the read bandwidth for every file (weight bytes read
-#      per token x tok/s) and every dtype's GEMV in bench_cpu_matmul;
+#      per token x tok/s) and every dtype's GEMV in bench_cpu_matmul, paired
+#      in time: a decode round against the read strata bench measured in the
+#      same process (the median over the rounds), a GEMV against the better of
+#      the reads right before and after it (the
+#      dev box's two vCPUs read 34-36 or 59-61 GB/s together, switching every
+#      few seconds: bench/RESULTS.md); the best read of the whole run is
+#      printed beside it ("of best read");
 #    - prefill >= 1.2x llama.cpp's pp$PROMPT on F16, Q8_0 and Q4_K_M (where
 #      llama.cpp finishes it);
 #    - prefill >= 60% of the fp32 FMA peak (2 x matmul weights x tok/s): the
@@ -150,13 +156,20 @@ for t in types:
     ltgs, lpps = llama_ts("tg", lt), llama_ts("pp", lt)
     # best round on each side: the machine is shared, the best round is the least disturbed one
     dec, pre = max(sdec), max(spre)
+    # each round's decode against the read of the same strata bench process (same minute)
+    paired = []
+    for x in ss:
+        rr = [d["read_gbps"] for d in x["devices"] if d.get("kind") == "cpu" and d.get("read_gbps")]
+        if rr:
+            paired += [v * x["roofline"]["weight_bytes_per_token"] / 1e9 / rr[0] for v in x["decode_tok_s_runs"]]
     ltg, lpp = (max(ltgs) if ltgs else None), (max(lpps) if lpps else None)
     s = ss[0]
     wb = s["roofline"]["weight_bytes_per_token"]
     params = matmul_params(f"{work}/wide-{lt}.gguf")
     gflops = 2.0 * params * pre / 1e9
     row = dict(type=t, decode_tok_s=dec, prefill_tok_s=pre, llama_decode_tok_s=ltg, llama_prefill_tok_s=lpp,
-               weight_bytes_per_token=wb, decode_gbps=wb * dec / 1e9, decode_of_read=wb * dec / 1e9 / read,
+               weight_bytes_per_token=wb, decode_gbps=wb * dec / 1e9, decode_of_best_read=wb * dec / 1e9 / read,
+               decode_of_read=float(np.median(paired)) if paired else wb * dec / 1e9 / read, decode_of_read_rounds=paired,
                prefill_gflops=gflops, prefill_of_fma=gflops / fma,
                decode_vs_llama=dec / ltg if ltg else None, prefill_vs_llama=pre / lpp if lpp else None,
                tokens_valid=all(x["tokens_valid"] for x in ss), decode_tok_s_rounds=sdec, prefill_tok_s_rounds=spre,
@@ -165,31 +178,34 @@ for t in types:
     key = t in ("F16", "Q8_0", "Q4_K_M")
     if key and (not ltg or dec < 1.2 * ltg): fails.append(f"{t}: decode {dec:.1f} tok/s < 1.2 x llama.cpp {ltg}")
     if key and lpp and pre < 1.2 * lpp: fails.append(f"{t}: prefill {pre:.1f} tok/s < 1.2 x llama.cpp {lpp:.1f}")
-    if row["decode_of_read"] < 0.8: fails.append(f"{t}: decode at {100 * row['decode_of_read']:.0f}% of the read bandwidth")
+    if row["decode_of_read"] < 0.8: fails.append(f"{t}: decode at {100 * row['decode_of_read']:.0f}% of the read bandwidth (median round, paired)")
     if row["prefill_of_fma"] < 0.6: fails.append(f"{t}: prefill at {100 * row['prefill_of_fma']:.0f}% of the fp32 FMA peak")
     if not s["tokens_valid"]: fails.append(f"{t}: strata produced invalid token ids")
 for k in mm["results"]:
-    k["gemv_of_read"] = k["gemv_gbps"] / read
-    if k["gemv_of_read"] < 0.8: fails.append(f"bench_cpu_matmul {k['dtype']}: GEMV at {100 * k['gemv_of_read']:.0f}% of read")
+    k["gemv_of_best_read"] = k["gemv_gbps"] / read
+    k["gemv_of_read"] = k.get("gemv_of_read_paired", k["gemv_of_best_read"])
+    if k["gemv_of_read"] < 0.8: fails.append(f"bench_cpu_matmul {k['dtype']}: GEMV at {100 * k['gemv_of_read']:.0f}% of read (paired)")
     if not k["exact"]: fails.append(f"bench_cpu_matmul {k['dtype']}: not bit-identical to the portable path")
 
 print(f"\nmachine: read {read:.2f} GB/s ({read_src}; bench_cpu_matmul {mm['read_gbps']:.2f}, strata bench "
-      f"{max(strata_reads) if strata_reads else 0:.2f}), fp32 FMA peak {fma:.1f} GFLOP/s ({mm['isa']}, {threads} threads); "
+      f"{max(strata_reads) if strata_reads else 0:.2f}; every strata bench read: "
+      f"{' '.join('%.1f' % v for v in strata_reads)}), fp32 FMA peak {fma:.1f} GFLOP/s ({mm['isa']}, {threads} threads); "
       f"load average before {lb}, after {la}")
 if mm.get("blas"):
     b = mm["blas"]
     print(f"BLAS cblas_sgemm on the fp32 tiles: {b['gemm_gflops'][0]:.1f} / {b['gemm_gflops'][1]:.1f} GFLOP/s "
           f"({100 * min(b['gemm_gflops']) / fma:.0f}% of the FMA peak), batch invariant: {b['batch_invariant']}")
-print(f"{'dtype':8} {'GEMV GB/s':>10} {'of read':>8} {'GEMM GF/s':>18} {'of fma':>7}  (bench_cpu_matmul)")
+print(f"{'dtype':8} {'GEMV GB/s':>10} {'of read':>8} {'of best':>8} {'GEMM GF/s':>18} {'of fma':>7}  (bench_cpu_matmul; of read: paired)")
 for k in mm["results"]:
-    print(f"{k['dtype']:8} {k['gemv_gbps']:10.2f} {100 * k['gemv_of_read']:7.0f}% "
+    print(f"{k['dtype']:8} {k['gemv_gbps']:10.2f} {100 * k['gemv_of_read']:7.0f}% {100 * k['gemv_of_best_read']:7.0f}% "
           f"{k['gemm_gflops'][0]:8.1f} /{k['gemm_gflops'][1]:8.1f} {100 * k['gemm_of_fma']:6.0f}%")
-print(f"{'file':8} {'decode t/s':>11} {'llama':>8} {'ratio':>6} {'GB/s':>7} {'of read':>8} | "
+print(f"{'file':8} {'decode t/s':>11} {'llama':>8} {'ratio':>6} {'GB/s':>7} {'of read':>8} {'of best':>8} | "
       f"{'pp'+prompt+' t/s':>10} {'llama':>8} {'ratio':>6} {'GFLOP/s':>8} {'of fma':>7}")
 fmt = lambda v, f: (f % v) if v is not None else "-"
 for r in rows:
     print(f"{r['type']:8} {r['decode_tok_s']:11.2f} {fmt(r['llama_decode_tok_s'], '%8.2f')} "
-          f"{fmt(r['decode_vs_llama'], '%5.2fx'):>6} {r['decode_gbps']:7.2f} {100 * r['decode_of_read']:7.0f}% | "
+          f"{fmt(r['decode_vs_llama'], '%5.2fx'):>6} {r['decode_gbps']:7.2f} {100 * r['decode_of_read']:7.0f}% "
+          f"{100 * r['decode_of_best_read']:7.0f}% | "
           f"{r['prefill_tok_s']:10.1f} {fmt(r['llama_prefill_tok_s'], '%8.1f')} {fmt(r['prefill_vs_llama'], '%5.2fx'):>6} "
           f"{r['prefill_gflops']:8.1f} {100 * r['prefill_of_fma']:6.0f}%")
 json.dump(dict(bench="cpu_vs_llamacpp", threads=int(threads), prompt=int(prompt), decode=int(decode),

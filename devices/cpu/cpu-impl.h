@@ -64,6 +64,18 @@ int st_cpu_pool_node_cores(st_cpu_pool *p, int node);
 st_status st_cpu_probe(const st_inventory *inv, int dev, const struct st_probe_options *opt,
                        struct st_profile_device *out);
 
+/* ---- large host buffers on transparent huge pages ----------------------------------
+ * Anonymous memory on a 2 MiB boundary, advised MADV_HUGEPAGE, for what the
+ * CPU streams: the packed weights of every decode step and the bandwidth
+ * tests that measure the same streams. A stream then takes a TLB miss per
+ * 2 MiB instead of per 4 KiB (on the dev box, a VM with nested paging, Q8_0
+ * decode went 30 -> 53 tok/s under load; docs/cpu-kernels.md). Pages are
+ * faulted in by first touch, on the node of the thread that writes them.
+ * Where the kernel has no THP (or it is "never") this is ordinary anonymous
+ * memory. NULL when mmap fails. */
+void *st_cpu_huge_alloc(size_t bytes);
+void st_cpu_huge_free(void *p, size_t bytes);   /* accepts NULL */
+
 /* Threads a CPU backend (from st_device_ops_cpu()->init) runs its ops on. */
 int st_cpu_backend_threads(const st_backend *be);
 /* The NUMA node its threads are pinned to (-1: not placed on one node), the

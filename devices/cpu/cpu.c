@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #define BIG_ALLOC_BYTES (1u << 20)   /* from here on: anonymous mmap (zeroed lazily) */
+#define HUGE_BYTES ((size_t)2 << 20)  /* a transparent huge page (x86-64, arm64 with 4 KiB pages) */
+#define PK_CHUNK_BYTES ((size_t)64 << 20)   /* packed weights are carved from chunks of this size */
 
 struct cpu_alloc { void *ptr; size_t bytes; bool mapped; };
 
@@ -41,7 +43,12 @@ struct st_backend {
     struct pk_entry *pk;         /* (cap_pk) open-addressing table: imported quantized weights -> packed copy */
     int n_pk, cap_pk;
     uint64_t pk_bytes;           /* bytes of packed copies */
+    struct pk_chunk *chunks;     /* (n_chunks) huge-page mappings the packed copies are carved from */
+    int n_chunks, cap_chunks;
 };
+
+/* A mapping of packed weights: [base, base + used) given out, the rest free. */
+struct pk_chunk { uint8_t *base; size_t used, bytes; };
 
 /* A quantized weight matrix packed in 16-row blocks for the SIMD kernels
  * (st_cpu_matmul_pack_part), made on its first use and kept for the
@@ -49,6 +56,48 @@ struct st_backend {
  * their memory outlives the backend, so a pointer cannot be reused for other
  * data behind the cache's back. */
 struct pk_entry { const void *w; st_dtype dt; int64_t rows, cols; void *packed; size_t bytes; };
+
+void *st_cpu_huge_alloc(size_t bytes) {
+    if (!bytes) return NULL;
+    const size_t len = (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES;
+    uint8_t *m = mmap(NULL, len + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    /* keep the 2 MiB-aligned part: a huge page needs an aligned virtual range */
+    uint8_t *p = (uint8_t *)(((uintptr_t)m + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (p > m) munmap(m, (size_t)(p - m));
+    if (m + len + HUGE_BYTES > p + len) munmap(p + len, (size_t)(m + len + HUGE_BYTES - (p + len)));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, len, MADV_HUGEPAGE);   /* advice: refused (no THP) is fine */
+#endif
+    return p;
+}
+
+void st_cpu_huge_free(void *p, size_t bytes) {
+    if (p && bytes) munmap(p, (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES);
+}
+
+/* bytes of packed weights from the backend's huge-page chunks (64-byte aligned; freed with the backend) */
+static void *pk_carve(st_backend *be, size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    struct pk_chunk *c = be->n_chunks ? &be->chunks[be->n_chunks - 1] : NULL;
+    if (!c || c->bytes - c->used < bytes) {
+        if (be->n_chunks == be->cap_chunks) {
+            int cap = be->cap_chunks ? 2 * be->cap_chunks : 16;
+            struct pk_chunk *t = realloc(be->chunks, (size_t)cap * sizeof *t);
+            if (!t) return NULL;
+            be->chunks = t;
+            be->cap_chunks = cap;
+        }
+        const size_t len = ST_MAX(PK_CHUNK_BYTES, (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES);
+        uint8_t *base = st_cpu_huge_alloc(len);
+        if (!base) return NULL;
+        c = &be->chunks[be->n_chunks++];
+        *c = (struct pk_chunk){base, 0, len};
+    }
+    void *p = c->base + c->used;
+    c->used += bytes;
+    return p;
+}
 
 /* Scratch sized at init so a decode step (and small batches) never allocates;
  * a longer prefill chunk grows it once. */
@@ -109,7 +158,8 @@ static void cpu_free(st_backend *be) {
     free(be->mm_scratch);
     free(be->up_buf);
     free(be->wareas);
-    for (int i = 0; i < be->cap_pk; i++) free(be->pk[i].packed);
+    for (int i = 0; i < be->n_chunks; i++) st_cpu_huge_free(be->chunks[i].base, be->chunks[i].bytes);
+    free(be->chunks);
     free(be->pk);
     free(be);
 }
@@ -231,8 +281,9 @@ static st_status cpu_sync(st_backend *be) { return ST_OK; }
 enum job_op { JOB_EMBED, JOB_RMSNORM, JOB_MATMUL, JOB_PREPARE, JOB_PACK, JOB_MATMUL_SWIGLU, JOB_ROPE, JOB_ATTN,
               JOB_SWIGLU, JOB_ADD };
 
-/* One product of a matmul job: the weight, its packed copy (or NULL), bias, output. */
-struct mm_part { const struct st_weight *w; const void *packed; const float *bias; float *y; };
+/* One product of a matmul job: the weight, its packed copy (or NULL), bias, output, and
+ * the rows of a work unit (mm_unit_rows). */
+struct mm_part { const struct st_weight *w; const void *packed; const float *bias; float *y; int64_t unit; };
 
 struct job {
     enum job_op op;
@@ -244,20 +295,21 @@ struct job {
     const void *kc, *vc;
     void *qx;                     /* prepared activations (quantized weights) */
     struct mm_part mp[ST_MATMUL_MULTI_MAX]; int n_mp;   /* matmul / matmul_multi / matmul_swiglu (gate, up) */
-    int64_t unit;                 /* matmul: rows per work unit (16: one packed block) */
+    int64_t unit;                 /* matmul_swiglu: rows per work unit (mm_unit_rows of gate and up) */
     /* first failure on any thread */
     _Atomic int failed;
     st_status status;
     char msg[512];
 };
 
-static st_status mm_rows(const struct job *j, const struct mm_part *m, float *y, int64_t u0, int64_t u1) {
+/* Rows [r0, r1) of product m. */
+static st_status mm_rows(const struct job *j, const struct mm_part *m, float *y, int64_t r0, int64_t r1) {
     const struct st_weight *w = m->w;
-    return st_cpu_matmul_part(w->data, w->dtype, w->rows, w->cols, m->bias, j->cx, j->qx, m->packed, j->n_tok, y,
-                              u0 * j->unit, ST_MIN(u1 * j->unit, w->rows));
+    return st_cpu_matmul_part(w->data, w->dtype, w->rows, w->cols, m->bias, j->cx, j->qx, m->packed, j->n_tok, y, r0,
+                              ST_MIN(r1, w->rows));
 }
 
-static int64_t mm_units(const struct job *j, const struct st_weight *w) { return (w->rows + j->unit - 1) / j->unit; }
+static int64_t mm_units(const struct mm_part *m) { return (m->w->rows + m->unit - 1) / m->unit; }
 
 static void job_task(void *arg, int chunk, int n_chunks) {
     struct job *j = arg;
@@ -268,17 +320,17 @@ static void job_task(void *arg, int chunk, int n_chunks) {
     case JOB_EMBED: s = st_cpu_embed_part(j->w, j->dt, j->rows, j->cols, j->ids, j->n_tok, j->y, b, e); break;
     case JOB_RMSNORM: st_cpu_rmsnorm_part(j->cx, j->cy, j->rows, j->n, j->eps, j->y, b, e); break;
     case JOB_MATMUL:   /* units: the row blocks of every product, one product after the other */
-        for (int k = 0, off = 0; k < j->n_mp && s == ST_OK; off += (int)mm_units(j, j->mp[k].w), k++) {
-            int64_t lo = ST_MAX(b, off), hi = ST_MIN(e, off + mm_units(j, j->mp[k].w));
-            if (lo < hi) s = mm_rows(j, &j->mp[k], j->mp[k].y, lo - off, hi - off);
+        for (int k = 0, off = 0; k < j->n_mp && s == ST_OK; off += (int)mm_units(&j->mp[k]), k++) {
+            int64_t lo = ST_MAX(b, off), hi = ST_MIN(e, off + mm_units(&j->mp[k]));
+            if (lo < hi) s = mm_rows(j, &j->mp[k], j->mp[k].y, (lo - off) * j->mp[k].unit, (hi - off) * j->mp[k].unit);
         }
         break;
     case JOB_PREPARE: st_cpu_matmul_prepare_part(j->dt, j->cx, j->cols, j->n_tok, j->qx, b, e); break;
     case JOB_PACK: st_cpu_matmul_pack_part(j->w, j->dt, j->rows, j->cols, j->x, b, e); break;
     case JOB_MATMUL_SWIGLU: {   /* mp[0] gate into its y, mp[1] up into its y, then gate = silu(gate) * up */
-        s = mm_rows(j, &j->mp[0], j->mp[0].y, b, e);
-        if (s == ST_OK) s = mm_rows(j, &j->mp[1], j->mp[1].y, b, e);
         const int64_t F = j->mp[0].w->rows, r0 = b * j->unit, r1 = ST_MIN(e * j->unit, F);
+        s = mm_rows(j, &j->mp[0], j->mp[0].y, r0, r1);
+        if (s == ST_OK) s = mm_rows(j, &j->mp[1], j->mp[1].y, r0, r1);
         for (int64_t t = 0; s == ST_OK && t < j->n_tok; t++)
             st_cpu_swiglu_part(j->mp[0].y + t * F, j->mp[1].y + t * F, j->mp[0].y + t * F, r0, r1);
         break;
@@ -309,8 +361,10 @@ static st_status run_job(st_backend *be, struct job *j, int64_t work) {
         if (s != ST_OK) return s;
     }
     atomic_store(&j->failed, 0);
+    /* a long job (a prefill matmul) in more chunks: the last one, run alone, is shorter */
+    const int64_t per_thread = work >= ((int64_t)1 << 27) ? 16 : 4;
     if (work >= (1 << 15) && j->n_units > 1)
-        st_cpu_pool_run_chunks(be->pool, job_task, j, (int)ST_MIN(j->n_units, 4 * (int64_t)st_cpu_pool_threads(be->pool)));
+        st_cpu_pool_run_chunks(be->pool, job_task, j, (int)ST_MIN(j->n_units, per_thread * st_cpu_pool_threads(be->pool)));
     else
         job_task(j, 0, 1);
     if (atomic_load(&j->failed)) return st_error_set(j->status, "%s: %s", be->info.name, j->msg);
@@ -408,8 +462,8 @@ static const void *packed_for(st_backend *be, const struct st_weight *w) {
         be->pk = t;
         be->cap_pk = cap;
     }
-    void *packed = NULL;
-    if (posix_memalign(&packed, 64, bytes) != 0) {
+    void *packed = pk_carve(be, bytes);
+    if (!packed) {
         ST_WARN("%s: no memory to pack a %s weight (%zu bytes): it runs unpacked, slower", be->info.name,
                 st_dtype_name(w->dtype), bytes);
         return NULL;
@@ -434,8 +488,14 @@ static const void *packed_for(st_backend *be, const struct st_weight *w) {
 }
 
 /* Matmul work is split on the kernels' 16-row blocks, so a thread never
- * computes a block whose rows another one writes. */
-#define UNIT_ROWS 16
+ * computes a block whose rows another one writes; a packed float matrix on
+ * its quads of four blocks (kernels/cpu/matmul-impl.h), so no thread streams
+ * a quad that another one streams too. */
+static int64_t mm_unit_rows(st_dtype dt, const void *packed, int64_t n_tok) {
+    if (dt != ST_DTYPE_F32 && dt != ST_DTYPE_F16 && dt != ST_DTYPE_BF16) return 16;
+    if (packed && n_tok <= 4) return 64;
+    return 48;   /* the GEMM's row groups (kernels/cpu/matmul_avx512.c GB) */
+}
 
 static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x,
                             int64_t n_tok, float *y) {
@@ -443,9 +503,10 @@ static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const flo
         st_status s = place_threads(be);
         if (s != ST_OK) return s;
     }
-    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1, .unit = UNIT_ROWS};
-    j.mp[0] = (struct mm_part){w, packed_for(be, w), bias, y};
-    j.n_units = mm_units(&j, w);
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1};
+    const void *pk = packed_for(be, w);
+    j.mp[0] = (struct mm_part){w, pk, bias, y, mm_unit_rows(w->dtype, pk, n_tok)};
+    j.n_units = mm_units(&j.mp[0]);
     st_status s = prepare_x(be, w->dtype, x, w->cols, n_tok, &j.qx);
     if (s != ST_OK) return s;
     return run_job(be, &j, w->rows * w->cols * ST_MAX(n_tok, 1));
@@ -462,7 +523,7 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
         st_status s = place_threads(be);
         if (s != ST_OK) return s;
     }
-    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = n_jobs, .unit = UNIT_ROWS};
+    struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = n_jobs};
     const int64_t cols = jobs[0].w->cols;
     st_dtype qdt = ST_DTYPE_F32;
     for (int k = 0; k < n_jobs; k++) {
@@ -470,11 +531,12 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
             return st_error_set(ST_ERR_USAGE, "%s: matmul_multi products read %lld and %lld columns", be->info.name,
                                 (long long)cols, (long long)jobs[k].w->cols);
         if (st_cpu_matmul_scratch_bytes(jobs[k].w->dtype, cols, 1)) qdt = jobs[k].w->dtype;
-        j.mp[k] = (struct mm_part){jobs[k].w, packed_for(be, jobs[k].w), jobs[k].bias, jobs[k].y};
+        const void *pk = packed_for(be, jobs[k].w);
+        j.mp[k] = (struct mm_part){jobs[k].w, pk, jobs[k].bias, jobs[k].y, mm_unit_rows(jobs[k].w->dtype, pk, n_tok)};
     }
     int64_t work = 0;
     for (int k = 0; k < n_jobs; k++) {
-        j.n_units += mm_units(&j, jobs[k].w);
+        j.n_units += mm_units(&j.mp[k]);
         work += jobs[k].w->rows * cols;
     }
     st_status s = prepare_x(be, qdt, x, cols, n_tok, &j.qx);
@@ -496,10 +558,12 @@ static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate,
     st_status s = grow(be, &ub, &be->up_buf_bytes, sizeof(float) * (size_t)(gate->rows * n_tok), "up projection");
     be->up_buf = ub;
     if (s != ST_OK) return s;
-    struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2, .unit = UNIT_ROWS};
-    j.mp[0] = (struct mm_part){gate, packed_for(be, gate), gate_bias, out};
-    j.mp[1] = (struct mm_part){up, packed_for(be, up), up_bias, be->up_buf};
-    j.n_units = mm_units(&j, gate);
+    struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2};
+    const void *pg = packed_for(be, gate), *pu = packed_for(be, up);
+    j.unit = ST_MAX(mm_unit_rows(gate->dtype, pg, n_tok), mm_unit_rows(up->dtype, pu, n_tok));
+    j.mp[0] = (struct mm_part){gate, pg, gate_bias, out, j.unit};
+    j.mp[1] = (struct mm_part){up, pu, up_bias, be->up_buf, j.unit};
+    j.n_units = mm_units(&j.mp[0]);
     st_dtype qdt = st_cpu_matmul_scratch_bytes(gate->dtype, gate->cols, 1) ? gate->dtype : up->dtype;
     if ((s = prepare_x(be, qdt, x, gate->cols, n_tok, &j.qx)) != ST_OK) return s;
     return run_job(be, &j, 2 * gate->rows * gate->cols * ST_MAX(n_tok, 1));

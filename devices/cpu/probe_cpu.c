@@ -67,9 +67,10 @@ st_status st_cpu_stream_measure(const struct st_device_info *cpu, int n_threads,
     if (s != ST_OK) return st_error_prefix("cpu bandwidth");
     out->n_threads = st_cpu_pool_threads(pool);
     job.n = (size_t)(bytes / sizeof(double));
-    job.a = malloc(job.n * sizeof(double));
-    job.b = malloc(job.n * sizeof(double));
-    job.c = malloc(job.n * sizeof(double));
+    /* on huge pages, as the CPU backend keeps its weights (devices/cpu/cpu-impl.h) */
+    job.a = st_cpu_huge_alloc(job.n * sizeof(double));
+    job.b = st_cpu_huge_alloc(job.n * sizeof(double));
+    job.c = st_cpu_huge_alloc(job.n * sizeof(double));
     job.sink = calloc((size_t)out->n_threads, sizeof *job.sink);
     if (!job.n || !job.a || !job.b || !job.c || !job.sink) {
         char want[32];
@@ -97,9 +98,9 @@ st_status st_cpu_stream_measure(const struct st_device_info *cpu, int n_threads,
     out->copy_gbps = best[1];
     out->triad_gbps = best[2];
 done:
-    free(job.a);
-    free(job.b);
-    free(job.c);
+    st_cpu_huge_free(job.a, job.n * sizeof(double));
+    st_cpu_huge_free(job.b, job.n * sizeof(double));
+    st_cpu_huge_free(job.c, job.n * sizeof(double));
     free(job.sink);
     st_cpu_pool_free(pool);
     return s;

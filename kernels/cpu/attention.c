@@ -4,6 +4,7 @@
  * Keys are visited in tiles of ATT_TILE: the tile's scores are materialised,
  * then folded into a running max / sum / output (the same result as one
  * softmax over all scores up to rounding, with no scratch beyond the stack). */
+#include "kernels/cpu/expf-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
 
 #include <math.h>
@@ -45,7 +46,8 @@ static inline float dot8(const float *a, const float *b, int64_t n) {
 #include <immintrin.h>
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
-static inline TGT __m256 ld8(st_dtype dt, const uint8_t *p, int64_t i) {
+#define AINL static inline __attribute__((always_inline)) TGT
+AINL __m256 ld8(st_dtype dt, const uint8_t *p, int64_t i) {
     if (dt == ST_DTYPE_F32) return _mm256_loadu_ps((const float *)p + i);
     if (dt == ST_DTYPE_Q8_0) {   /* 8 values of block i / 32: int8 -> fp32, times the block's fp16 scale */
         const uint8_t *b = p + (size_t)(i / 32) * 34;
@@ -58,29 +60,140 @@ static inline TGT __m256 ld8(st_dtype dt, const uint8_t *p, int64_t i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* scores s[jj] = (q . k_j) * scale for the tile; returns the tile max */
-static TGT float tile_scores_avx2(const float *qv, const uint8_t *kbase, int64_t e0, size_t row_bytes, st_dtype dt,
-                                  int64_t head_dim, int64_t nj, float scale, float *s) {
+AINL float hsum8(__m256 a) {
+    float l[8];
+    _mm256_storeu_ps(l, a);
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+/* ((a[0]+a[4])+(a[2]+a[6]))+((a[1]+a[5])+(a[3]+a[7])) of eight vectors a_k at
+ * once, lane k = a_k's sum (hsum8's order): an 8x8 transpose, then vector adds */
+AINL __m256 hsum8x8(const __m256 *a) {
+    const __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(a[4], a[5]), t5 = _mm256_unpackhi_ps(a[4], a[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(a[6], a[7]), t7 = _mm256_unpackhi_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    /* v_j: lane k = element j of a_k */
+    const __m256 v0 = _mm256_permute2f128_ps(u0, u4, 0x20), v4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+    const __m256 v1 = _mm256_permute2f128_ps(u1, u5, 0x20), v5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+    const __m256 v2 = _mm256_permute2f128_ps(u2, u6, 0x20), v6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+    const __m256 v3 = _mm256_permute2f128_ps(u3, u7, 0x20), v7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v0, v4), _mm256_add_ps(v2, v6)),
+                         _mm256_add_ps(_mm256_add_ps(v1, v5), _mm256_add_ps(v3, v7)));
+}
+
+/* scores s[jj] = (q . k_j) * scale for the tile; returns the tile max. Eight,
+ * then four keys at a time (independent chains, each key's sum as for one). */
+AINL float tile_scores(const float *qv, const uint8_t *kbase, int64_t e0, size_t row_bytes, st_dtype dt,
+                       int64_t head_dim, int64_t nj, float scale, float *s) {
     float mt = -INFINITY;
-    for (int64_t jj = 0; jj < nj; jj++) {
+    int64_t jj = 0;
+    for (; jj + 8 <= nj; jj += 8) {
+        const uint8_t *kr = kbase + (size_t)jj * row_bytes;
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < head_dim; i += 8) {
+            const __m256 qi = _mm256_loadu_ps(qv + i);
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(qi, ld8(dt, kr + (size_t)k * row_bytes, e0 + i), a[k]);
+        }
+        _mm256_storeu_ps(s + jj, _mm256_mul_ps(hsum8x8(a), _mm256_set1_ps(scale)));
+    }
+    for (; jj + 4 <= nj; jj += 4) {
+        const uint8_t *kr = kbase + (size_t)jj * row_bytes;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < head_dim; i += 8) {
+            const __m256 qi = _mm256_loadu_ps(qv + i);
+            a0 = _mm256_fmadd_ps(qi, ld8(dt, kr, e0 + i), a0);
+            a1 = _mm256_fmadd_ps(qi, ld8(dt, kr + row_bytes, e0 + i), a1);
+            a2 = _mm256_fmadd_ps(qi, ld8(dt, kr + 2 * row_bytes, e0 + i), a2);
+            a3 = _mm256_fmadd_ps(qi, ld8(dt, kr + 3 * row_bytes, e0 + i), a3);
+        }
+        s[jj] = hsum8(a0) * scale;
+        s[jj + 1] = hsum8(a1) * scale;
+        s[jj + 2] = hsum8(a2) * scale;
+        s[jj + 3] = hsum8(a3) * scale;
+    }
+    for (; jj < nj; jj++) {
         const uint8_t *kr = kbase + (size_t)jj * row_bytes;
         __m256 a = _mm256_setzero_ps();
         for (int64_t i = 0; i < head_dim; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), ld8(dt, kr, e0 + i), a);
-        float l[8];
-        _mm256_storeu_ps(l, a);
-        s[jj] = (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) * scale;
-        if (s[jj] > mt) mt = s[jj];
+        s[jj] = hsum8(a) * scale;
     }
+    for (jj = 0; jj < nj; jj++)
+        if (s[jj] > mt) mt = s[jj];
     return mt;
 }
 
-static TGT void tile_values_avx2(float *acc, const uint8_t *vbase, int64_t e0, size_t row_bytes, st_dtype dt,
-                                 int64_t head_dim, int64_t nj, const float *e) {
-    for (int64_t i = 0; i < head_dim; i += 8) {
+/* s[jj] = exp(s[jj] - m), 8 at a time (the same bits as st_expf; the tail
+ * through a zero-padded vector), and their sum into eight lanes l8 (lane k
+ * the keys jj = k mod 8, in order): no scalar chain of additions */
+static TGT void tile_exp_avx2(float *s, int64_t nj, float m, float *l8) {
+    __m256 l = _mm256_loadu_ps(l8);
+    const __m256 mv = _mm256_set1_ps(m);
+    int64_t jj = 0;
+    for (; jj + 8 <= nj; jj += 8) {
+        const __m256 e = st_expf8(_mm256_sub_ps(_mm256_loadu_ps(s + jj), mv));
+        _mm256_storeu_ps(s + jj, e);
+        l = _mm256_add_ps(l, e);
+    }
+    if (jj < nj) {
+        float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t k = jj; k < nj; k++) t[k - jj] = s[k];
+        __m256 e = st_expf8(_mm256_sub_ps(_mm256_loadu_ps(t), mv));
+        e = _mm256_blendv_ps(_mm256_setzero_ps(), e,   /* lanes past the tile add nothing */
+                             _mm256_cmp_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_ps((float)(nj - jj)), _CMP_LT_OQ));
+        _mm256_storeu_ps(t, e);
+        for (int64_t k = jj; k < nj; k++) s[k] = t[k - jj];
+        l = _mm256_add_ps(l, e);
+    }
+    _mm256_storeu_ps(l8, l);
+}
+
+/* acc += sum_jj e[jj] * v_j, every element in key order; 64 elements (eight
+ * independent chains) at a time, then 8 at a time */
+AINL void tile_values(float *acc, const uint8_t *vbase, int64_t e0, size_t row_bytes, st_dtype dt,
+                      int64_t head_dim, int64_t nj, const float *e) {
+    int64_t i = 0;
+    for (; i + 64 <= head_dim; i += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_loadu_ps(acc + i + 8 * k);
+        for (int64_t jj = 0; jj < nj; jj++) {
+            const __m256 ej = _mm256_set1_ps(e[jj]);
+            const uint8_t *vr = vbase + (size_t)jj * row_bytes;
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ej, ld8(dt, vr, e0 + i + 8 * k), a[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(acc + i + 8 * k, a[k]);
+    }
+    for (; i < head_dim; i += 8) {
         __m256 a = _mm256_loadu_ps(acc + i);
         for (int64_t jj = 0; jj < nj; jj++)
             a = _mm256_fmadd_ps(_mm256_set1_ps(e[jj]), ld8(dt, vbase + (size_t)jj * row_bytes, e0 + i), a);
         _mm256_storeu_ps(acc + i, a);
+    }
+}
+
+/* The two loops specialised per cache dtype (the widening inlined, no branch per load). */
+static TGT float tile_scores_avx2(const float *qv, const uint8_t *kbase, int64_t e0, size_t row_bytes, st_dtype dt,
+                                  int64_t head_dim, int64_t nj, float scale, float *s) {
+    switch (dt) {
+    case ST_DTYPE_F32: return tile_scores(qv, kbase, e0, row_bytes, ST_DTYPE_F32, head_dim, nj, scale, s);
+    case ST_DTYPE_F16: return tile_scores(qv, kbase, e0, row_bytes, ST_DTYPE_F16, head_dim, nj, scale, s);
+    case ST_DTYPE_BF16: return tile_scores(qv, kbase, e0, row_bytes, ST_DTYPE_BF16, head_dim, nj, scale, s);
+    default: return tile_scores(qv, kbase, e0, row_bytes, ST_DTYPE_Q8_0, head_dim, nj, scale, s);
+    }
+}
+
+static TGT void tile_values_avx2(float *acc, const uint8_t *vbase, int64_t e0, size_t row_bytes, st_dtype dt,
+                                 int64_t head_dim, int64_t nj, const float *e) {
+    switch (dt) {
+    case ST_DTYPE_F32: tile_values(acc, vbase, e0, row_bytes, ST_DTYPE_F32, head_dim, nj, e); break;
+    case ST_DTYPE_F16: tile_values(acc, vbase, e0, row_bytes, ST_DTYPE_F16, head_dim, nj, e); break;
+    case ST_DTYPE_BF16: tile_values(acc, vbase, e0, row_bytes, ST_DTYPE_BF16, head_dim, nj, e); break;
+    default: tile_values(acc, vbase, e0, row_bytes, ST_DTYPE_Q8_0, head_dim, nj, e); break;
     }
 }
 #endif
@@ -121,7 +234,7 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
         const uint8_t *kc = (const uint8_t *)k_cache + (size_t)(sl * n_ctx) * row_bytes;
         const uint8_t *vc = (const uint8_t *)v_cache + (size_t)(sl * n_ctx) * row_bytes;
         const float *qv = q + (t * n_head + h) * head_dim;
-        float m = -INFINITY, l = 0.0f;
+        float m = -INFINITY, l = 0.0f, l8[8] = {0, 0, 0, 0, 0, 0, 0, 0};   /* l8: the SIMD path's sum in lanes */
         memset(acc, 0, (size_t)head_dim * sizeof(float));
         for (int64_t j0 = 0; j0 <= p; j0 += ATT_TILE) {
             const int64_t nj = ST_MIN(ATT_TILE, p + 1 - j0);
@@ -140,15 +253,20 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
                 }
             }
             const float mn = mt > m ? mt : m;
-            if (mn != m && l > 0.0f) {
-                const float corr = expf(m - mn);
+            if (mn != m && j0 > 0) {   /* earlier tiles (whose sum is > 0: their max key gave 1) */
+                const float corr = st_expf(m - mn);
                 l *= corr;
+                for (int k = 0; k < 8; k++) l8[k] *= corr;
                 for (int64_t i = 0; i < head_dim; i++) acc[i] *= corr;
             }
             m = mn;
-            for (int64_t jj = 0; jj < nj; jj++) {
-                s[jj] = expf(s[jj] - m);
-                l += s[jj];
+            if (simd) {
+#if defined(__x86_64__) || defined(__i386__)
+                tile_exp_avx2(s, nj, m, l8);
+#endif
+            } else {
+                for (int64_t jj = 0; jj < nj; jj++) s[jj] = st_expf(s[jj] - m);
+                for (int64_t jj = 0; jj < nj; jj++) l += s[jj];
             }
             if (simd) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -162,6 +280,7 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
                 }
             }
         }
+        if (simd) l = ((l8[0] + l8[4]) + (l8[2] + l8[6])) + ((l8[1] + l8[5]) + (l8[3] + l8[7]));
         float *o = out + (t * n_head + h) * head_dim;
         for (int64_t i = 0; i < head_dim; i++) o[i] = acc[i] / l;
     }

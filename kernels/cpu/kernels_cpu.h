@@ -36,7 +36,9 @@ st_status st_cpu_embed_part(const void *table, st_dtype dtype, int64_t n_vocab, 
                             const int32_t *ids, int64_t n_tok, float *out, int64_t t0, int64_t t1);
 
 /* out[r] = w * (x[r] * 1/sqrt(mean(x[r]^2) + eps)) for rows of length n; the
- * sum of squares is taken in double (as ggml), the rest in fp32 (as HF).
+ * sum of squares is taken in double (as ggml: eight interleaved lanes of fused
+ * sums, added in a fixed tree, the same bits on every SIMD level), the rest in
+ * fp32 (as HF).
  * x and out may alias. Unit: rows. */
 void st_cpu_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out);
 void st_cpu_rmsnorm_part(const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out,
@@ -106,7 +108,9 @@ void st_cpu_matmul_prepare_part(st_dtype dtype, const float *x, int64_t cols, in
 /* Bytes of a (rows, cols) matrix packed in 16-row blocks: the stored size
  * (rows rounded up to 16; K types +2.8%); 0 for a malformed shape. */
 size_t st_cpu_matmul_packed_bytes(st_dtype dtype, int64_t rows, int64_t cols);
-/* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks. */
+/* Packs 16-row blocks [b0, b1) of w into packed (st_cpu_matmul_packed_bytes). Unit: 16-row blocks
+ * (F32/F16/BF16 blocks sit in quads of four interleaved column by column; each block is
+ * packed independently of the others, so any split of [0, blocks) may run in parallel). */
 void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_t cols, void *packed, int64_t b0,
                              int64_t b1);
 /* Rows [r0, r1) of every token (ranges on 16-row boundaries are cheapest).
@@ -170,8 +174,8 @@ st_status st_cpu_kv_store(void *k_cache, void *v_cache, st_dtype kv_dtype, int64
  * (a batched decode step): each sees only its own sequence.
  * The cache is F32, F16, BF16 or Q8_0 (each row widened to fp32 in registers:
  * k = q_int8 * d; every product and sum is fp32).
- * score = (q . k) * scale in fp32; softmax in fp32, evaluated tile by tile
- * (256 keys) with a running max, so no scratch beyond the stack is needed.
+ * score = (q . k) * scale in fp32; softmax in fp32 (exp as in swiglu), evaluated
+ * tile by tile (256 keys) with a running max, so no scratch beyond the stack is needed.
  * ST_ERR_UNSUPPORTED when head_dim > 1024 or n_head is not a multiple of
  * n_head_kv; ST_ERR_USAGE when a position is outside [0, n_ctx) or a slot
  * outside [0, n_slots). Unit of the part range: (token, head) pairs, index
@@ -184,7 +188,9 @@ st_status st_cpu_attention_part(const void *k_cache, const void *v_cache, st_dty
                                 int64_t n_head, const int32_t *pos, const int32_t *slot, float scale, float *out,
                                 int64_t task0, int64_t task1);
 
-/* out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; out may alias gate or up. Unit: elements. */
+/* out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; out may alias gate or up. exp is
+ * the kernels' own (kernels/cpu/expf-impl.h: within 1.02 ulp, vectorised, the
+ * same bits on every SIMD level and at every index). Unit: elements. */
 void st_cpu_swiglu(const float *gate, const float *up, int64_t n, float *out);
 void st_cpu_swiglu_part(const float *gate, const float *up, float *out, int64_t i0, int64_t i1);
 

@@ -42,9 +42,14 @@ static inline struct qx_row qx_at(const void *scratch, int64_t cols, int64_t t) 
 }
 
 /* ---- packed matrices (the SIMD paths) ------------------------------------------------------
- * Row blocks of MM_RB = 16 rows (the last one padded with zero rows), each
- * contiguous, so one zmm lane (or one of two ymm halves) holds one row.
- * F32/F16/BF16: column after column, the 16 rows' values of each (64 or 32 B).
+ * Row blocks of MM_RB = 16 rows (the last one padded with zero rows), so one
+ * zmm lane (or one of two ymm halves) holds one row.
+ * F32/F16/BF16: column after column, the 16 rows' values of each (64 or 32 B);
+ *   in a packed copy (not the on-the-fly segments) four blocks share their
+ *   columns: quad j holds column c of blocks 4j .. 4j + 3 side by side
+ *   (pk_quad_n), so the decode sweep over four blocks reads one stream
+ *   (measured on one Zen 4 core from DRAM: F16 25 -> 30 GB/s against four
+ *   separate streams). Quantized types keep each block contiguous.
  * Quantized types, in a block, per 32-column group g (for the K types: per
  * superblock a header, then its 8 groups):
  *   codes, one of
@@ -86,6 +91,12 @@ static inline size_t pk_block_bytes(st_dtype dt, int64_t cols) {
     if (dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16) return (size_t)cols * MM_RB * 2;
     return pk_offset(dt, cols / MM_GROUP);
 }
+/* Packed float matrices keep their blocks in quads: blocks 4j .. 4j + 3 (fewer
+ * at the end) interleaved column by column, so the few-token sweep over four
+ * blocks reads one stream (column c of block 4j + m at the quad's start +
+ * c * pk_quad_n * 16 * es + m * 16 * es). pk_quad_n: blocks in blk's quad. */
+static inline int pk_quad_n(int64_t n_blocks, int64_t blk) { return (int)ST_MIN(4, n_blocks - blk / 4 * 4); }
+
 /* Offset of group g's own record (after the header for the first of a superblock). */
 static inline size_t pk_rec_offset(st_dtype dt, int64_t g) {
     return pk_offset(dt, g) + (pk_header_bytes(dt) && g % 8 == 0 ? pk_header_bytes(dt) : 0);

@@ -483,10 +483,23 @@ void st_cpu_matmul_pack_part(const void *w, st_dtype dtype, int64_t rows, int64_
                              int64_t b1) {
     if (!st_cpu_matmul_packed_bytes(dtype, rows, cols)) return;
     const size_t bb = pk_block_bytes(dtype, cols);
-    for (int64_t b = ST_MAX(b0, 0); b < ST_MIN(b1, (rows + MM_RB - 1) / MM_RB); b++) {
+    const int64_t nblk = (rows + MM_RB - 1) / MM_RB;
+    for (int64_t b = ST_MAX(b0, 0); b < ST_MIN(b1, nblk); b++) {
         uint8_t *out = (uint8_t *)packed + (size_t)b * bb;
-        if (mm_is_float(dtype)) mm_pack_cols(dtype, w, rows, cols, b * MM_RB, 0, cols, out);
-        else mm_pack_groups(dtype, w, rows, cols, b * MM_RB, 0, cols / MM_GROUP, out);
+        if (!mm_is_float(dtype)) {
+            mm_pack_groups(dtype, w, rows, cols, b * MM_RB, 0, cols / MM_GROUP, out);
+            continue;
+        }
+        /* float: the block's columns into its place in its quad (matmul-impl.h); the
+         * quad's other blocks own the other bytes, so blocks pack independently */
+        const size_t es = dtype == ST_DTYPE_F32 ? 4 : 2, cs = (size_t)pk_quad_n(nblk, b) * MM_RB * es;
+        uint8_t *dst = (uint8_t *)packed + (size_t)(b / 4 * 4) * bb + (size_t)(b % 4) * MM_RB * es;
+        _Alignas(64) uint8_t seg[256 * MM_RB * 4];
+        for (int64_t c0 = 0; c0 < cols; c0 += 256) {
+            const int64_t c1 = ST_MIN(cols, c0 + 256);
+            mm_pack_cols(dtype, w, rows, cols, b * MM_RB, c0, c1, seg);
+            for (int64_t c = c0; c < c1; c++) memcpy(dst + (size_t)c * cs, seg + (size_t)(c - c0) * MM_RB * es, MM_RB * es);
+        }
     }
 }
 

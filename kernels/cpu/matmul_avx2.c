@@ -77,19 +77,20 @@ TGT void mm_avx2_quantize(const float *x, int64_t cols, void *qrow) {
 
 #define SEG_BYTES 65536
 
-/* Column c of half h of a packed float block: 8 rows widened. */
-INL __m256 ldcol(st_dtype dt, const uint8_t *blk, int64_t c, int h) {
-    if (dt == ST_DTYPE_F32) return _mm256_loadu_ps((const float *)(blk + 64 * c + 32 * h));
-    __m128i v = _mm_loadu_si128((const __m128i *)(blk + 32 * c + 16 * h));
+/* Column c of half h of a packed float block (columns cs bytes apart): 8 rows widened. */
+INL __m256 ldcol(st_dtype dt, const uint8_t *blk, size_t cs, int64_t c, int h) {
+    if (dt == ST_DTYPE_F32) return _mm256_loadu_ps((const float *)(blk + cs * c + 32 * h));
+    __m128i v = _mm_loadu_si128((const __m128i *)(blk + cs * c + 16 * h));
     if (dt == ST_DTYPE_F16) return _mm256_cvtph_ps(v);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
 }
 
-INL void fsweep(st_dtype dt, const uint8_t *blk, const float *x, int64_t ld, int T, int64_t n, __m256 io[TMAX][2]) {
+INL void fsweep(st_dtype dt, const uint8_t *blk, size_t cs, const float *x, int64_t ld, int T, int64_t n,
+                __m256 io[TMAX][2]) {
     __m256 acc[TMAX][2];
     for (int t = 0; t < T; t++) acc[t][0] = io[t][0], acc[t][1] = io[t][1];
     for (int64_t c = 0; c < n; c++) {
-        const __m256 w0 = ldcol(dt, blk, c, 0), w1 = ldcol(dt, blk, c, 1);
+        const __m256 w0 = ldcol(dt, blk, cs, c, 0), w1 = ldcol(dt, blk, cs, c, 1);
         for (int t = 0; t < T; t++) {
             const __m256 xb = _mm256_set1_ps(x[t * ld + c]);
             acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
@@ -100,37 +101,105 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, const float *x, int64_t ld, int
 }
 
 #define FSWEEP_CASES(DT) \
-    static TGT void fsweep_##DT(const uint8_t *blk, const float *x, int64_t ld, int T, int64_t n, __m256 acc[TMAX][2]) { \
-        if (T == 1) fsweep(DT, blk, x, ld, 1, n, acc); \
-        else if (T == 2) fsweep(DT, blk, x, ld, 2, n, acc); \
-        else if (T == 3) fsweep(DT, blk, x, ld, 3, n, acc); \
-        else fsweep(DT, blk, x, ld, 4, n, acc); \
+    static TGT void fsweep_##DT(const uint8_t *blk, size_t cs, const float *x, int64_t ld, int T, int64_t n, \
+                                __m256 acc[TMAX][2]) { \
+        if (T == 1) fsweep(DT, blk, cs, x, ld, 1, n, acc); \
+        else if (T == 2) fsweep(DT, blk, cs, x, ld, 2, n, acc); \
+        else if (T == 3) fsweep(DT, blk, cs, x, ld, 3, n, acc); \
+        else fsweep(DT, blk, cs, x, ld, 4, n, acc); \
     }
 FSWEEP_CASES(ST_DTYPE_F32)
 FSWEEP_CASES(ST_DTYPE_F16)
 FSWEEP_CASES(ST_DTYPE_BF16)
-typedef void (*fsweep_fn)(const uint8_t *, const float *, int64_t, int, int64_t, __m256 (*)[2]);
+typedef void (*fsweep_fn)(const uint8_t *, size_t, const float *, int64_t, int, int64_t, __m256 (*)[2]);
+
+/* One token, NB <= 4 blocks of a packed quad (bstride bytes apart, columns cs apart): one stream. */
+INL void fsweep_quad(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t n,
+                     __m256 io[4][2]) {
+    __m256 acc[4][2];
+    for (int b = 0; b < NB; b++) acc[b][0] = io[b][0], acc[b][1] = io[b][1];
+    for (int64_t c = 0; c < n; c++) {
+        const __m256 xb = _mm256_set1_ps(x[c]);
+        for (int b = 0; b < NB; b++) {
+            acc[b][0] = _mm256_fmadd_ps(ldcol(dt, blk + (size_t)b * bstride, cs, c, 0), xb, acc[b][0]);
+            acc[b][1] = _mm256_fmadd_ps(ldcol(dt, blk + (size_t)b * bstride, cs, c, 1), xb, acc[b][1]);
+        }
+    }
+    for (int b = 0; b < NB; b++) io[b][0] = acc[b][0], io[b][1] = acc[b][1];
+}
+
+static TGT void fquad_any(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t n,
+                          __m256 io[4][2]) {
+#define FQ(DT) \
+    do { \
+        if (NB == 4) fsweep_quad(DT, blk, bstride, cs, 4, x, n, io); \
+        else if (NB == 3) fsweep_quad(DT, blk, bstride, cs, 3, x, n, io); \
+        else if (NB == 2) fsweep_quad(DT, blk, bstride, cs, 2, x, n, io); \
+        else fsweep_quad(DT, blk, bstride, cs, 1, x, n, io); \
+    } while (0)
+    if (dt == ST_DTYPE_F32) FQ(ST_DTYPE_F32);
+    else if (dt == ST_DTYPE_F16) FQ(ST_DTYPE_F16);
+    else FQ(ST_DTYPE_BF16);
+#undef FQ
+}
+
+/* Decode on a packed copy: the blocks of each quad that are in [r0, r1) in one sweep. */
+static TGT void fquads(const struct mm_args *a, int64_t r0, int64_t r1) {
+    const st_dtype dt = a->dt;
+    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols), bs = MM_RB * es;
+    const int64_t nblk = (a->rows + MM_RB - 1) / MM_RB, blk1 = (r1 + MM_RB - 1) / MM_RB;
+    for (int64_t blk = r0 / MM_RB; blk < blk1;) {
+        const int qn = pk_quad_n(nblk, blk);
+        const int NB = (int)(ST_MIN(blk / 4 * 4 + qn, blk1) - blk);
+        const size_t cs = (size_t)qn * bs;
+        const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs;
+        __m256 acc[4][2], part[4][2];
+        for (int64_t k = 0; k < a->cols; k += MM_KP) {   /* one partial sum per 512 columns */
+            for (int b = 0; b < NB; b++) part[b][0] = part[b][1] = _mm256_setzero_ps();
+            fquad_any(dt, src + (size_t)k * cs, bs, cs, NB, a->x + k, ST_MIN(MM_KP, a->cols - k), part);
+            for (int b = 0; b < NB; b++)
+                for (int h = 0; h < 2; h++) acc[b][h] = k ? _mm256_add_ps(acc[b][h], part[b][h]) : part[b][h];
+        }
+        for (int b = 0; b < NB; b++) {
+            const int64_t b0 = (blk + b) * MM_RB, lo = ST_MAX(r0, b0), hi = ST_MIN(r1, b0 + MM_RB);
+            _Alignas(32) float v[16];
+            _mm256_store_ps(v, acc[b][0]);
+            _mm256_store_ps(v + 8, acc[b][1]);
+            for (int64_t r = lo; r < hi; r++) a->y[r] = v[r - b0] + (a->bias ? a->bias[r] : 0.0f);
+        }
+        blk += NB;
+    }
+}
 
 static TGT void frun(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+    if (a->packed && a->n_tok == 1) {
+        fquads(a, r0, r1);
+        return;
+    }
     const st_dtype dt = a->dt;
     const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
     const int64_t seg = a->packed ? MM_KP : (int64_t)(SEG_BYTES / (MM_RB * es)) / MM_KP * MM_KP;
     _Alignas(64) uint8_t buf[a->packed ? 64 : SEG_BYTES];
+    const int64_t nblk = (a->rows + MM_RB - 1) / MM_RB;
     for (int64_t blk = r0 / MM_RB; blk * MM_RB < r1; blk++) {
         const int64_t b0 = blk * MM_RB, lo = ST_MAX(r0, b0), hi = ST_MIN(r1, b0 + MM_RB);
+        /* the packed copy: the block in its quad (matmul-impl.h), columns cs apart */
+        const size_t qcs = (size_t)pk_quad_n(nblk, blk) * MM_RB * es;
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += TMAX) {
             const int T = (int)ST_MIN(TMAX, a->n_tok - t0);
             __m256 acc[TMAX][2], part[TMAX][2];
             for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
                 const int64_t n = ST_MIN(seg, a->cols - c0);
-                const uint8_t *src = a->packed + (size_t)blk * bb + (size_t)c0 * MM_RB * es;
+                const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * MM_RB * es + (size_t)c0 * qcs;
+                size_t cs = qcs;
                 if (!a->packed) {
                     mm_pack_cols(dt, a->w, a->rows, a->cols, b0, c0, c0 + n, buf);
                     src = buf;
+                    cs = MM_RB * es;
                 }
                 for (int64_t k = 0; k < n; k += MM_KP) {   /* one partial sum per 512 columns */
                     for (int t = 0; t < T; t++) part[t][0] = part[t][1] = _mm256_setzero_ps();
-                    fn(src + (size_t)k * MM_RB * es, a->x + t0 * a->cols + c0 + k, a->cols, T, ST_MIN(MM_KP, n - k), part);
+                    fn(src + (size_t)k * cs, cs, a->x + t0 * a->cols + c0 + k, a->cols, T, ST_MIN(MM_KP, n - k), part);
                     for (int t = 0; t < T; t++)
                         for (int h = 0; h < 2; h++) acc[t][h] = c0 + k ? _mm256_add_ps(acc[t][h], part[t][h]) : part[t][h];
                 }

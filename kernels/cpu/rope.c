@@ -14,14 +14,17 @@ st_status st_cpu_rope_part(float *x, int64_t n_tok, int64_t n_heads, int64_t hea
         return st_error_hint("check the model's head_dim / attention.key_length");
     }
     const int64_t half = head_dim / 2;
-    float cs[ROPE_MAX_DIM / 2], sn[ROPE_MAX_DIM / 2];
+    float cs[ROPE_MAX_DIM / 2], sn[ROPE_MAX_DIM / 2], inv[ROPE_MAX_DIM / 2];
+    /* HF: inv_freq = 1 / theta^(2i/D) in fp32 (once per call: it does not depend on the token) */
+    for (int64_t i = 0; i < half; i++) {
+        inv[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+        if (freq_factors) inv[i] = inv[i] / freq_factors[i];
+    }
     for (int64_t t = t0; t < t1; t++) {
-        /* HF: inv_freq = 1 / theta^(2i/D) in fp32; angle = pos * inv_freq in fp32 */
+        /* angle = pos * inv_freq in fp32 */
         const float p = (float)pos[t];
         for (int64_t i = 0; i < half; i++) {
-            float inv = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-            if (freq_factors) inv = inv / freq_factors[i];
-            float ang = p * inv;
+            const float ang = p * inv[i];
             cs[i] = (float)cos((double)ang);
             sn[i] = (float)sin((double)ang);
         }

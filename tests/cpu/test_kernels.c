@@ -6,6 +6,7 @@
 #include "check.h"
 #include "rng.h"
 #include "weights.h"
+#include "kernels/cpu/expf-impl.h"
 #include "kernels/cpu/kernels_cpu.h"
 
 #include <math.h>
@@ -35,6 +36,27 @@ static void test_rmsnorm(void) {
     st_cpu_rmsnorm(x, w, rows, n, 1e-6f, ref2);
     st_cpu_rmsnorm(out, w, rows, n, 1e-6f, out);
     CHECK(!memcmp(out, ref2, sizeof out));
+}
+
+/* rmsnorm on every SIMD level gives the portable path's bits (every length
+ * from 1 to 70, the lane tails, and 896) */
+static void test_rmsnorm_paths(void) {
+    static float x[3 * 896], w[896], ref[3 * 896], out[3 * 896];
+    for (int i = 0; i < 3 * 896; i++) x[i] = 4.0f * rng_f();
+    for (int i = 0; i < 896; i++) w[i] = 1.0f + 0.5f * rng_f();
+    for (int isa = ST_CPU_ISA_AVX2; isa <= (int)st_cpu_isa_best(); isa++) {
+        bool same = true;
+        for (int64_t n = 1; n <= 896 && same; n = n < 70 ? n + 1 : n + 826) {
+            CHECK_OK(st_cpu_isa_force(ST_CPU_ISA_PORTABLE));
+            st_cpu_rmsnorm(x, w, 3, n, 1e-6f, ref);
+            CHECK_OK(st_cpu_isa_force((st_cpu_isa)isa));
+            st_cpu_rmsnorm(x, w, 3, n, 1e-6f, out);
+            same = !memcmp(out, ref, sizeof(float) * (size_t)(3 * n));
+            if (!same) CHECK_MSG(same, "rmsnorm on %s differs from the portable path for n = %lld",
+                                 st_cpu_isa_name((st_cpu_isa)isa), (long long)n);
+        }
+    }
+    st_cpu_kernels_force_portable(false);
 }
 
 /* HF: q' = q*cos + rotate_half(q)*sin, emb = concat(freqs, freqs), in double */
@@ -252,9 +274,74 @@ static void test_small_ops(void) {
     CHECK(st_cpu_argmax(n2, 2) == 1);
 }
 
+/* The kernels' exp (expf-impl.h) against exp in double: every 509th fp32
+ * bit pattern of [-86, 88.72] (4.4 million values) within 1.02 ulp of the
+ * exact value (the exhaustive sweep measured 1.0103 at most), and its edges. */
+static void test_expf(void) {
+    double worst = 0;
+    float wx = 0;
+    int64_t n = 0;
+    for (uint64_t b = 0; b <= 0xffffffffu; b += 509) {
+        const uint32_t u = (uint32_t)b;
+        float x;
+        memcpy(&x, &u, 4);
+        if (!(x >= ST_EXP_LO && x <= ST_EXP_HI)) continue;
+        const double ref = exp((double)x);
+        int e;
+        frexp(ref, &e);
+        const double err = fabs((double)st_expf(x) - ref) / ldexp(1.0, e - 24);
+        if (err > worst) { worst = err; wx = x; }
+        n++;
+    }
+    CHECK_MSG(n > 4000000 && worst <= 1.02, "expf: %lld values, worst %.4f ulp at %.9g", (long long)n, worst, wx);
+    CHECK(st_expf(0.0f) == 1.0f && st_expf(-0.0f) == 1.0f && st_expf(1.0f) == 2.71828183f);
+    CHECK(st_expf(88.73f) == INFINITY && st_expf(INFINITY) == INFINITY && st_expf(1e30f) == INFINITY);
+    CHECK(st_expf(-86.01f) == 0.0f && st_expf(-INFINITY) == 0.0f && st_expf(-1e30f) == 0.0f);
+    CHECK(isnan(st_expf(NAN)) && st_expf(ST_EXP_HI) < INFINITY && st_expf(ST_EXP_LO) > 0.0f);
+}
+
+/* swiglu on every SIMD level gives the portable path's bits for every
+ * element, whatever its place in a vector or a tail (ranges of every length
+ * and start), including the edges of the exp and NaN. */
+static void test_swiglu_paths(void) {
+    enum { N = 1003 };
+    static float g[N], u[N], ref[N], out[N];
+    static const float edge[] = {0.0f, -0.0f, 86.0f, 86.01f, -88.7228f, -88.73f, 1e30f, -1e30f, INFINITY, -INFINITY,
+                                 NAN, 1e-40f, -1e-40f, 15.9f, -16.1f};
+    for (int i = 0; i < N; i++) {
+        g[i] = i < (int)(sizeof edge / sizeof *edge) ? edge[i] : 40.0f * rng_f();
+        u[i] = i % 7 == 3 ? -1.5f : rng_f();
+    }
+    CHECK_OK(st_cpu_isa_force(ST_CPU_ISA_PORTABLE));
+    st_cpu_swiglu(g, u, N, ref);
+    double worst = 0;
+    for (int i = 15; i < N; i++) {
+        const double r = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        worst = fmax(worst, fabs(ref[i] - r) / (fabs(r) + 1e-30));
+    }
+    CHECK_MSG(worst < 1e-6, "swiglu (portable) worst relative error %.3g", worst);
+    CHECK(ref[0] == 0.0f && ref[2] == 86.0f * u[2] && ref[6] == 1e30f * u[6] && ref[7] == 0.0f && isinf(ref[8]) &&
+          isnan(ref[9]) && isnan(ref[10]));
+    for (int isa = ST_CPU_ISA_AVX2; isa <= (int)st_cpu_isa_best(); isa++) {
+        CHECK_OK(st_cpu_isa_force((st_cpu_isa)isa));
+        bool same = true;
+        for (int len = 1; len <= 40 && same; len++)
+            for (int i0 = 0; i0 + len <= N; i0 += len) {
+                memset(out, 0, sizeof out);
+                st_cpu_swiglu_part(g, u, out, i0, i0 + len);
+                if (memcmp(out + i0, ref + i0, sizeof(float) * (size_t)len)) { same = false; break; }
+            }
+        CHECK_MSG(same, "swiglu on %s differs from the portable path", st_cpu_isa_name((st_cpu_isa)isa));
+    }
+    st_cpu_kernels_force_portable(false);
+}
+
 int main(void) {
     rng_seed(1);
+    test_expf();
+    test_swiglu_paths();
     test_rmsnorm();
+    test_rmsnorm_paths();
     test_rope();
     for (int path = 0; path < 2; path++) {
         st_cpu_kernels_force_portable(path == 1);

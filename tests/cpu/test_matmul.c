@@ -258,6 +258,7 @@ int main(void) {
         check_dtype(fl[k], 5, 7, 3);
         check_dtype(fl[k], 19, 1000, 1);
         check_dtype(fl[k], 35, 600, 131);
+        check_dtype(fl[k], 21, 1100, 300);   /* two token blocks of the GEMM (256 + 44), three panels */
         check_token_counts(fl[k], 13, 264, 12);
     }
     /* quantized types: one group, an odd group count (a half pair), several
@@ -268,6 +269,7 @@ int main(void) {
             check_dtype((st_dtype)dt, 21, 32 * 13, 9);
             check_dtype((st_dtype)dt, 35, 32 * 35, 131);
             check_dtype((st_dtype)dt, 9, 32 * 3, 1);
+            check_dtype((st_dtype)dt, 5, 32 * 251, 2);   /* several on-the-fly segments, an odd last one */
             check_token_counts((st_dtype)dt, 11, 32 * 5, 12);
         } else {
             check_dtype((st_dtype)dt, 13, 256, 5);
