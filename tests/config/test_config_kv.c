@@ -1,31 +1,15 @@
 /* placement.kv_dtype and devices[].kv_dtype: the five values (written out by
  * hand from docs/config.md), the default, and a bad value's error at its
  * line:column with the allowed values. */
-#include "check.h"
-#include "orchestrator/config.h"
+#include "config_check.h"
 
 #include <stdlib.h>
 
 #define HEAD "version: 1\nmodel: {preset: qwen2.5-7b}\n"
 
-static struct st_deploy_config *parse(const char *yaml) {
-    struct st_deploy_config *cfg = NULL;
-    st_status s = st_config_parse(yaml, strlen(yaml), "t.yaml", &cfg);
-    CHECK_MSG(s == ST_OK && cfg, "did not parse: %s", st_last_error());
-    return cfg;
-}
-
-static void expect_error(const char *yaml, const char *want) {
-    struct st_deploy_config *c = NULL;
-    st_status s = st_config_parse(yaml, strlen(yaml), "t.yaml", &c);
-    CHECK_MSG(s == ST_ERR_CONFIG && c == NULL, "status %s, want config", st_status_name(s));
-    CHECK_MSG(strcmp(st_last_error(), want) == 0, "\n  got:  %s\n  want: %s", st_last_error(), want);
-    st_config_free(c);
-}
-
 int main(void) {
     /* default: auto everywhere */
-    struct st_deploy_config *c = parse(HEAD "devices: [cpu]\n");
+    struct st_deploy_config *c = config_parse_ok(HEAD "devices: [cpu]\n");
     if (c) {
         CHECK(c->placement.kv_dtype == ST_CONFIG_AUTO && c->devices[0].kv_dtype == ST_CONFIG_AUTO);
         CHECK(!strcmp(st_config_kv_name(c->placement.kv_dtype), "auto"));
@@ -38,7 +22,7 @@ int main(void) {
         char y[256];
         snprintf(y, sizeof y, HEAD "devices:\n  - {catalog: tesla-m40, kv_dtype: %s}\n  - cpu\nplacement: {kv_dtype: %s}\n",
                  vals[i].word, vals[i].word);
-        c = parse(y);
+        c = config_parse_ok(y);
         if (!c) continue;
         CHECK_MSG(c->placement.kv_dtype == vals[i].dt && c->devices[0].kv_dtype == vals[i].dt &&
                   c->devices[1].kv_dtype == ST_CONFIG_AUTO, "kv_dtype: %s", vals[i].word);
@@ -46,13 +30,13 @@ int main(void) {
         st_config_free(c);
     }
     /* errors: position of the value, the allowed words */
-    expect_error(HEAD "devices: [cpu]\nplacement:\n  kv_dtype: q4_0\n",
+    config_expect_error(HEAD "devices: [cpu]\nplacement:\n  kv_dtype: q4_0\n",
                  "t.yaml:5:13: placement.kv_dtype: unknown value 'q4_0'\n"
                  "hint: did you mean 'q8_0'? allowed: auto, f32, f16, bf16 or q8_0");
-    expect_error(HEAD "devices:\n  - {device: cuda:0, kv_dtype: int8}\n",
+    config_expect_error(HEAD "devices:\n  - {device: cuda:0, kv_dtype: int8}\n",
                  "t.yaml:4:32: devices[0].kv_dtype: unknown value 'int8'\n"
                  "hint: allowed: auto, f32, f16, bf16 or q8_0");
-    expect_error(HEAD "devices: [cpu]\nplacement: {kv_dtype: [f16]}\n",
+    config_expect_error(HEAD "devices: [cpu]\nplacement: {kv_dtype: [f16]}\n",
                  "t.yaml:4:23: placement.kv_dtype: expected one of auto, f32, f16, bf16 or q8_0, found a list\n"
                  "hint: write one word, e.g. 'auto'");
     return st_test_finish("config_kv");

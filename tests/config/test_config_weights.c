@@ -4,8 +4,7 @@
  * that uses it: the override replaces what the backend declares for that
  * device only, and a plan of a q4_k_m preset on two cards without k-quants
  * fails with the planner's error through st_deploy_open. */
-#include "check.h"
-#include "orchestrator/config.h"
+#include "config_check.h"
 #include "orchestrator/deploy.h"
 
 #include <stdio.h>
@@ -17,23 +16,8 @@
 #define ALL ((1u << ST_DTYPE_COUNT) - 1u)
 #define NAMES "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q4_k, q5_k, q6_k"
 
-static struct st_deploy_config *parse(const char *yaml) {
-    struct st_deploy_config *cfg = NULL;
-    st_status s = st_config_parse(yaml, strlen(yaml), "t.yaml", &cfg);
-    CHECK_MSG(s == ST_OK && cfg, "did not parse: %s", st_last_error());
-    return cfg;
-}
-
-static void expect_error(const char *yaml, const char *want) {
-    struct st_deploy_config *c = NULL;
-    st_status s = st_config_parse(yaml, strlen(yaml), "t.yaml", &c);
-    CHECK_MSG(s == ST_ERR_CONFIG && c == NULL, "status %s, want config", st_status_name(s));
-    CHECK_MSG(strcmp(st_last_error(), want) == 0, "\n  got:  %s\n  want: %s", st_last_error(), want);
-    st_config_free(c);
-}
-
 static void parsing(void) {
-    struct st_deploy_config *c = parse(HEAD "devices:\n"
+    struct st_deploy_config *c = config_parse_ok(HEAD "devices:\n"
                                             "  - {catalog: tesla-m40, caps: {weight_dtypes: [f16, bf16, q8_0]}}\n"
                                             "  - device: cpu\n"
                                             "    caps:\n"
@@ -51,29 +35,29 @@ static void parsing(void) {
     }
     st_config_free(c);
     /* every name strata reads */
-    c = parse(HEAD "devices:\n  - {catalog: h100-sxm, caps: {weight_dtypes: [" NAMES "]}}\n");
+    c = config_parse_ok(HEAD "devices:\n  - {catalog: h100-sxm, caps: {weight_dtypes: [" NAMES "]}}\n");
     if (c) CHECK(c->devices[0].caps.weight_dtypes == ALL);
     st_config_free(c);
 
-    expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: [f16, q4_km, q8_0]}}\n",
+    config_expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: [f16, q4_km, q8_0]}}\n",
                  "t.yaml:4:54: devices[0].caps.weight_dtypes[1]: unknown weight type 'q4_km'\n"
                  "hint: did you mean 'q4_k'? weight types: " NAMES);
-    expect_error(HEAD "devices:\n  - device: cpu\n    caps:\n      weight_dtypes:\n        - f32\n        - F16\n",
+    config_expect_error(HEAD "devices:\n  - device: cpu\n    caps:\n      weight_dtypes:\n        - f32\n        - F16\n",
                  "t.yaml:8:11: devices[0].caps.weight_dtypes[1]: unknown weight type 'F16'\n"
                  "hint: did you mean 'f16'? weight types: " NAMES);
-    expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: []}}\n",
+    config_expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: []}}\n",
                  "t.yaml:4:48: devices[0].caps.weight_dtypes: the list is empty: a device that runs no weight type "
                  "can hold no layer\nhint: list what the device may hold, e.g. [f16, bf16, q8_0], or remove the device");
-    expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: q8_0}}\n",
+    config_expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: q8_0}}\n",
                  "t.yaml:4:48: devices[0].caps.weight_dtypes: expected a list of weight types, found the string "
                  "'q8_0'\nhint: write it as, e.g., 'weight_dtypes: [f16, bf16, q8_0]' (weight types: " NAMES ")");
-    expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: [q8_0, f16, q8_0]}}\n",
+    config_expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: [q8_0, f16, q8_0]}}\n",
                  "t.yaml:4:60: devices[0].caps.weight_dtypes[2]: 'q8_0' is listed twice\n"
                  "hint: name each weight type once");
-    expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: [[f16]]}}\n",
+    config_expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_dtypes: [[f16]]}}\n",
                  "t.yaml:4:49: devices[0].caps.weight_dtypes[0]: expected a weight type, found a list\n"
                  "hint: weight types: " NAMES);
-    expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_types: [f16]}}\n",
+    config_expect_error(HEAD "devices:\n  - {catalog: tesla-m40, caps: {weight_types: [f16]}}\n",
                  "t.yaml:4:33: devices[0].caps: unknown key 'weight_types'\nhint: did you mean 'weight_dtypes'?");
 }
 

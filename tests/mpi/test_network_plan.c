@@ -10,8 +10,7 @@
  *     10GbE a second cut is worth it (it frees the 3090 for more layers), which
  *     the planner shows by beating the best plan that keeps each host's cards
  *     together. */
-#include "check.h"
-#include "orchestrator/config.h"
+#include "config_check.h"
 #include "orchestrator/deploy.h"
 #include "planner/planner.h"
 
@@ -29,15 +28,8 @@
 
 #define HEAD "version: 1\nmodel: {preset: qwen2.5-7b}\n"
 
-static struct st_deploy_config *parse(const char *yaml) {
-    struct st_deploy_config *c = NULL;
-    st_status s = st_config_parse(yaml, strlen(yaml), "t.yaml", &c);
-    CHECK_MSG(s == ST_OK, "%s", st_last_error());
-    return c;
-}
-
 static void test_config(void) {
-    struct st_deploy_config *c = parse(HEAD "devices:\n  - cpu\n  - {device: cuda:0, rank: 1}\n  - {catalog: rtx-3090, rank: 2}\n"
+    struct st_deploy_config *c = config_parse_ok(HEAD "devices:\n  - cpu\n  - {device: cuda:0, rank: 1}\n  - {catalog: rtx-3090, rank: 2}\n"
                                        "network: 25GbE\n");
     if (c) {
         CHECK(c->devices[0].rank == 0 && c->devices[1].rank == 1 && c->devices[2].rank == 2);
@@ -58,14 +50,14 @@ static void test_config(void) {
         st_config_free(c);
     }
     /* figures override the preset; figures alone */
-    c = parse(HEAD "devices: [cpu]\nnetwork: {preset: 10gbe, latency_us: 80}\n");
+    c = config_parse_ok(HEAD "devices: [cpu]\nnetwork: {preset: 10gbe, latency_us: 80}\n");
     if (c) { CHECK(c->network.bandwidth_gbps == 1.175 && c->network.latency_us == 80.0); st_config_free(c); }
-    c = parse(HEAD "devices: [cpu]\nnetwork: {bandwidth_gb_s: 0.5, latency_us: 100}\n");
+    c = config_parse_ok(HEAD "devices: [cpu]\nnetwork: {bandwidth_gb_s: 0.5, latency_us: 100}\n");
     if (c) { CHECK(!c->network.preset[0] && c->network.bandwidth_gbps == 0.5); st_config_free(c); }
     /* a what-if across ranks: catalog cards only, ranks without a gap */
-    c = parse(HEAD "devices:\n  - {catalog: tesla-m40}\n  - {catalog: rtx-3090, rank: 1}\n");
+    c = config_parse_ok(HEAD "devices:\n  - {catalog: tesla-m40}\n  - {catalog: rtx-3090, rank: 1}\n");
     if (c) { CHECK_OK(st_config_check_ranks(c, 0)); st_config_free(c); }
-    c = parse(HEAD "devices:\n  - {catalog: tesla-m40}\n  - {catalog: rtx-3090, rank: 2}\n");
+    c = config_parse_ok(HEAD "devices:\n  - {catalog: tesla-m40}\n  - {catalog: rtx-3090, rank: 2}\n");
     if (c) {
         CHECK_ERR(st_config_check_ranks(c, 0), ST_ERR_CONFIG,
                   "t.yaml:5:31: devices[1].rank: catalog:rtx-3090 is on rank 2, but no device is on rank 1\n"
