@@ -323,7 +323,8 @@ static void *copy_run(void *arg) {
     memcpy(p->dst, p->src, p->n);
     return NULL;
 }
-static void parallel_copy(void *dst, const void *src, size_t n) {
+/* returns the number of threads that copied */
+static int parallel_copy(void *dst, const void *src, size_t n) {
     enum { MAX_THREADS = 8, MIN_PART = 4 << 20 };
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int t = (int)ST_MIN((long)MAX_THREADS, ST_MAX(1L, cpus / 2));
@@ -338,10 +339,12 @@ static void parallel_copy(void *dst, const void *src, size_t n) {
         if (i > 0 && len) started[i] = pthread_create(&tid[i], NULL, copy_run, &parts[i]) == 0;
     }
     copy_run(&parts[0]);
+    int ran = 1;
     for (int i = 1; i < t; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
+        if (started[i]) { pthread_join(tid[i], NULL); ran++; }
         else if (parts[i].n) copy_run(&parts[i]);   /* no thread: this one copies it */
     }
+    return ran;
 }
 
 /* Weights from the (mmap'ed) model file: large tensors go through two pinned
@@ -349,6 +352,7 @@ static void parallel_copy(void *dst, const void *src, size_t n) {
  * so loading runs near the host-to-device bandwidth instead of a pageable
  * copy's. Small ones are a plain upload. */
 static st_status be_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
+    const double t0 = st_time_s();
     st_status s = be_alloc(be, bytes, use, out);
     if (s != ST_OK) return s;
     if (bytes < ((size_t)4 << 20)) {
@@ -369,15 +373,26 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
         if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
         return s;
     }
+    /* where the time goes, logged at `strata -v -v` (bench/RESULTS.md: load runs far under the H2D rate) */
+    const double t_alloc = st_time_s() - t0;
+    double t_wait = 0, t_copy = 0;
+    int threads = 0;
     for (size_t off = 0; off < bytes; off += ST_CUDA_LOAD_CHUNK) {
         const size_t n = ST_MIN(ST_CUDA_LOAD_CHUNK, bytes - off);
         const int k = be->load_next;
         be->load_next ^= 1;
+        const double tw = st_time_s();
         ST_CUDA_CHECK(cudaEventSynchronize(be->load_done[k]));   /* its last DMA has read it */
-        parallel_copy(be->load_stage[k], (const uint8_t *)host_ptr + off, n);
+        const double tc = st_time_s();
+        threads = parallel_copy(be->load_stage[k], (const uint8_t *)host_ptr + off, n);
+        t_copy += st_time_s() - tc;
+        t_wait += tc - tw;
         ST_CUDA_CHECK(cudaMemcpyAsync((uint8_t *)*out + off, be->load_stage[k], n, cudaMemcpyHostToDevice, be->stream));
         ST_CUDA_CHECK(cudaEventRecord(be->load_done[k], be->stream));
     }
+    ST_DEBUG("%s: import of %zu bytes: allocation %.2f ms, host copies %.2f ms (%.1f GB/s, %d threads), "
+             "waiting for the staging buffer's last DMA %.2f ms", be->label, bytes, 1e3 * t_alloc, 1e3 * t_copy,
+             t_copy > 0 ? (double)bytes / t_copy / 1e9 : 0.0, threads, 1e3 * t_wait);
     return ST_OK;
 }
 
