@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 /* YAML has .inf; strtod reads "inf" */
@@ -87,8 +88,10 @@ static st_status get_dbl(struct pl_yaml *r, yaml_node_t *map, const char *key, c
     st_status s = pl_yaml_scalar(r, map, key, path, &n);
     if (s) return s;
     const char *v = (const char *)n->data.scalar.value;
-    if (!strcmp(v, ".inf") || !strcmp(v, "+.inf")) { *out = INFINITY; return ST_OK; }
-    if (!strcmp(v, ".nan")) { *out = NAN; return ST_OK; }
+    /* YAML 1.1's spellings, as num() writes them and a hand edit may: [-+].inf, .nan, any case */
+    const char *u = (*v == '-' || *v == '+') ? v + 1 : v;
+    if (!strcasecmp(u, ".inf")) { *out = *v == '-' ? -INFINITY : INFINITY; return ST_OK; }
+    if (u == v && !strcasecmp(v, ".nan")) { *out = NAN; return ST_OK; }
     char *end;
     double x = strtod(v, &end);
     if (end == v || *end) return pl_yaml_err(r, n, path, "%s: '%s' is not a number", key, v);
