@@ -488,13 +488,11 @@ static const void *packed_for(st_backend *be, const struct st_weight *w) {
 }
 
 /* Matmul work is split on the kernels' 16-row blocks, so a thread never
- * computes a block whose rows another one writes; a packed float matrix on
- * its quads of four blocks (kernels/cpu/matmul-impl.h), so no thread streams
- * a quad that another one streams too. */
-static int64_t mm_unit_rows(st_dtype dt, const void *packed, int64_t n_tok) {
-    if (dt != ST_DTYPE_F32 && dt != ST_DTYPE_F16 && dt != ST_DTYPE_BF16) return 16;
-    if (packed && n_tok <= 4) return 64;
-    return 48;   /* the GEMM's row groups (kernels/cpu/matmul_avx512.c GB) */
+ * computes a block whose rows another one writes; a float matrix on quads of
+ * four blocks (kernels/cpu/matmul-impl.h), the unit of its decode sweep and
+ * of its GEMM, so no thread streams a quad that another one streams too. */
+static int64_t mm_unit_rows(st_dtype dt) {
+    return dt == ST_DTYPE_F32 || dt == ST_DTYPE_F16 || dt == ST_DTYPE_BF16 ? 64 : 16;
 }
 
 static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x,
@@ -505,7 +503,7 @@ static st_status cpu_matmul(st_backend *be, const struct st_weight *w, const flo
     }
     struct job j = {.op = JOB_MATMUL, .cx = x, .n_tok = n_tok, .n_mp = 1};
     const void *pk = packed_for(be, w);
-    j.mp[0] = (struct mm_part){w, pk, bias, y, mm_unit_rows(w->dtype, pk, n_tok)};
+    j.mp[0] = (struct mm_part){w, pk, bias, y, mm_unit_rows(w->dtype)};
     j.n_units = mm_units(&j.mp[0]);
     st_status s = prepare_x(be, w->dtype, x, w->cols, n_tok, &j.qx);
     if (s != ST_OK) return s;
@@ -532,7 +530,7 @@ static st_status cpu_matmul_multi(st_backend *be, const struct st_matmul_job *jo
                                 (long long)cols, (long long)jobs[k].w->cols);
         if (st_cpu_matmul_scratch_bytes(jobs[k].w->dtype, cols, 1)) qdt = jobs[k].w->dtype;
         const void *pk = packed_for(be, jobs[k].w);
-        j.mp[k] = (struct mm_part){jobs[k].w, pk, jobs[k].bias, jobs[k].y, mm_unit_rows(jobs[k].w->dtype, pk, n_tok)};
+        j.mp[k] = (struct mm_part){jobs[k].w, pk, jobs[k].bias, jobs[k].y, mm_unit_rows(jobs[k].w->dtype)};
     }
     int64_t work = 0;
     for (int k = 0; k < n_jobs; k++) {
@@ -560,7 +558,7 @@ static st_status cpu_matmul_swiglu(st_backend *be, const struct st_weight *gate,
     if (s != ST_OK) return s;
     struct job j = {.op = JOB_MATMUL_SWIGLU, .cx = x, .n_tok = n_tok, .n_mp = 2};
     const void *pg = packed_for(be, gate), *pu = packed_for(be, up);
-    j.unit = ST_MAX(mm_unit_rows(gate->dtype, pg, n_tok), mm_unit_rows(up->dtype, pu, n_tok));
+    j.unit = ST_MAX(mm_unit_rows(gate->dtype), mm_unit_rows(up->dtype));
     j.mp[0] = (struct mm_part){gate, pg, gate_bias, out, j.unit};
     j.mp[1] = (struct mm_part){up, pu, up_bias, be->up_buf, j.unit};
     j.n_units = mm_units(&j.mp[0]);

@@ -4,13 +4,14 @@
  * columns in order, exactly as kernels_cpu.h specifies, so results equal the
  * portable path (matmul.c) bit for bit and do not depend on the token count.
  *
- * Float weights: few tokens (decode, small batches) sweep 4 row blocks x up to
- * 4 tokens over all columns, each column widened in registers and multiplied
- * with the tokens' x[c] broadcast. Many tokens (prefill): a GEMM over 3 row
- * blocks x 8 tokens, the 48 rows of a 512-column panel widened to fp32 once
- * and reused by every token tile; the 24 accumulators stay in registers over
- * a panel and in a stack buffer of running totals between panels (reloading
- * an fp32 sum changes no bit), y is written once.
+ * Float weights: one sweep, 4 row blocks (a packed quad) x up to 6 tokens,
+ * each column widened in registers and multiplied with the tokens' x[c]
+ * broadcast. Few tokens (decode, small batches) run it over all columns;
+ * many (prefill) as a GEMM: per quad and 512 columns (64 KiB in F16, L2
+ * resident after the first tile) every 6-token tile in turn, its 24
+ * accumulators in registers, and a stack buffer of running totals between
+ * the 512-column partial sums (reloading an fp32 sum changes no bit); y is
+ * written once.
  * Quantized weights: per 32-column group the codes of 16 rows are unpacked
  * once, then vpdpbusd per token (see qblock). Without a packed copy the
  * blocks are packed column segment by segment into a stack buffer. */
@@ -69,8 +70,7 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
 
 #define FB 4              /* row blocks of the few-token sweep */
 #define FT 4              /* tokens of the few-token sweep (more: the GEMM) */
-#define GB 3              /* GEMM row blocks */
-#define GT 8              /* GEMM tokens */
+#define GT 6              /* GEMM tokens (row blocks: FB, a quad) */
 #define KC MM_KP           /* GEMM panel columns = the partial-sum span of kernels_cpu.h */
 #define SEG_BYTES 65536   /* stack buffer of the on-the-fly packing paths */
 
@@ -85,8 +85,8 @@ INL __m512 ldcol(st_dtype dt, const uint8_t *blk, size_t cs, int64_t c) {
 /* NB packed blocks (bstride bytes apart, columns cs bytes apart) x T tokens,
  * columns [0, n) of the block parts at blk (x already offset to the first column). */
 INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t ld, int T,
-                int64_t n, __m512 io[FB][FT]) {
-    __m512 acc[FB][FT];
+                int64_t n, __m512 io[FB][GT]) {
+    __m512 acc[FB][GT];
     for (int b = 0; b < NB; b++)
         for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
     for (int64_t c = 0; c < n; c++) {
@@ -106,11 +106,13 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int 
         if (T == 1) fsweep(DT, blk, bs, cs, NB, x, ld, 1, n, acc); \
         else if (T == 2) fsweep(DT, blk, bs, cs, NB, x, ld, 2, n, acc); \
         else if (T == 3) fsweep(DT, blk, bs, cs, NB, x, ld, 3, n, acc); \
-        else fsweep(DT, blk, bs, cs, NB, x, ld, 4, n, acc); \
+        else if (T == 4) fsweep(DT, blk, bs, cs, NB, x, ld, 4, n, acc); \
+        else if (T == 5) fsweep(DT, blk, bs, cs, NB, x, ld, 5, n, acc); \
+        else fsweep(DT, blk, bs, cs, NB, x, ld, 6, n, acc); \
     } while (0)
 #define FSWEEP_CASES(DT) \
     static TGT void fsweep_##DT(const uint8_t *blk, size_t bs, size_t cs, int NB, const float *x, int64_t ld, int T, \
-                                int64_t n, __m512 acc[FB][FT]) { \
+                                int64_t n, __m512 acc[FB][GT]) { \
         if (NB == 4) FSWEEP_T(DT, 4); \
         else if (NB == 3) FSWEEP_T(DT, 3); \
         else if (NB == 2) FSWEEP_T(DT, 2); \
@@ -119,7 +121,7 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int 
 FSWEEP_CASES(ST_DTYPE_F32)
 FSWEEP_CASES(ST_DTYPE_F16)
 FSWEEP_CASES(ST_DTYPE_BF16)
-typedef void (*fsweep_fn)(const uint8_t *, size_t, size_t, int, const float *, int64_t, int, int64_t, __m512 (*)[FT]);
+typedef void (*fsweep_fn)(const uint8_t *, size_t, size_t, int, const float *, int64_t, int, int64_t, __m512 (*)[GT]);
 
 /* Rows of block blk within [r0, r1) as a lane mask. */
 INL __mmask16 rows_mask(int64_t blk, int64_t r0, int64_t r1) {
@@ -148,7 +150,7 @@ static TGT void fsmall(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_
             const int qn = pk_quad_n(nblk, blk);
             const int NB = a->packed ? (int)ST_MIN(blk / 4 * 4 + qn, blk1) - (int)(blk % 4) - (int)(blk / 4 * 4)
                                      : blk + FB <= blk1 ? FB : 1;
-            __m512 acc[FB][FT], part[FB][FT];
+            __m512 acc[FB][GT], part[FB][GT];
             for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
                 const int64_t n = ST_MIN(seg, a->cols - c0);
                 size_t bs = MM_RB * es, cs = (size_t)qn * MM_RB * es;
@@ -177,164 +179,76 @@ static TGT void fsmall(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_
     }
 }
 
-/* GEMM micro-kernel: NB <= GB blocks of a widened panel (per column GB x 16
- * floats) x T <= GT tokens over n columns. */
-INL void fkern(int NB, int T, const float *panel, const float *x, int64_t ld, int64_t n, __m512 io[GB][GT]) {
-    __m512 acc[GB][GT];   /* in registers over the loop, not through the pointer */
-    for (int b = 0; b < NB; b++)
-        for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
-    for (int64_t c = 0; c < n; c++) {
-        __m512 w[GB];
-        for (int b = 0; b < NB; b++) w[b] = _mm512_load_ps(panel + (c * GB + b) * 16);
-        for (int t = 0; t < T; t++) {
-            const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
-            for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
-        }
-    }
-    for (int b = 0; b < NB; b++)
-        for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
-}
-
-/* The first token tile of a panel (GT tokens) widening the panel as it goes:
- * column c of the NB blocks is loaded from the packed source, widened, used
- * at once and stored into the panel for the later tiles (a separate widening
- * pass cost 5% of the GEMM; fused, 3-4% of it comes back). */
-INL void fkern_widen(st_dtype dt, int NB, const uint8_t *const *src, const size_t *cs, float *panel, const float *x,
-                     int64_t ld, int64_t n, __m512 io[GB][GT]) {
-    __m512 acc[GB][GT];
-    for (int b = 0; b < NB; b++)
-        for (int t = 0; t < GT; t++) acc[b][t] = io[b][t];
-    for (int64_t c = 0; c < n; c++) {
-        __m512 w[GB];
-        for (int b = 0; b < NB; b++) {
-            w[b] = ldcol(dt, src[b], cs[b], c);
-            _mm512_store_ps(panel + (c * GB + b) * 16, w[b]);
-        }
-        for (int t = 0; t < GT; t++) {
-            const __m512 xb = _mm512_set1_ps(x[t * ld + c]);
-            for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(w[b], xb, acc[b][t]);
-        }
-    }
-    for (int b = 0; b < NB; b++)
-        for (int t = 0; t < GT; t++) io[b][t] = acc[b][t];
-}
-
-#define FKW_NB(DT) \
-    do { \
-        if (NB == 3) fkern_widen(DT, 3, src, cs, panel, x, ld, n, io); \
-        else if (NB == 2) fkern_widen(DT, 2, src, cs, panel, x, ld, n, io); \
-        else fkern_widen(DT, 1, src, cs, panel, x, ld, n, io); \
-    } while (0)
-static TGT void fkw_any(st_dtype dt, int NB, const uint8_t *const *src, const size_t *cs, float *panel, const float *x,
-                        int64_t ld, int64_t n, __m512 io[GB][GT]) {
-    if (dt == ST_DTYPE_F16) FKW_NB(ST_DTYPE_F16);
-    else if (dt == ST_DTYPE_BF16) FKW_NB(ST_DTYPE_BF16);
-    else FKW_NB(ST_DTYPE_F32);
-}
-#undef FKW_NB
-
-#define FK(B, T) \
-    static TGT void fk_##B##_##T(const float *p, const float *x, int64_t ld, int64_t n, __m512 acc[GB][GT]) { \
-        fkern(B, T, p, x, ld, n, acc); \
-    }
-#define FK_T(B) FK(B, 1) FK(B, 2) FK(B, 3) FK(B, 4) FK(B, 5) FK(B, 6) FK(B, 7) FK(B, 8)
-FK_T(1) FK_T(2) FK_T(3)
-typedef void (*fk_fn)(const float *, const float *, int64_t, int64_t, __m512 (*)[GT]);
-static const fk_fn fk_table[GB][GT] = {
-    {fk_1_1, fk_1_2, fk_1_3, fk_1_4, fk_1_5, fk_1_6, fk_1_7, fk_1_8},
-    {fk_2_1, fk_2_2, fk_2_3, fk_2_4, fk_2_5, fk_2_6, fk_2_7, fk_2_8},
-    {fk_3_1, fk_3_2, fk_3_3, fk_3_4, fk_3_5, fk_3_6, fk_3_7, fk_3_8},
-};
-
-/* Widens columns [c0, c0 + n) of NB blocks (columns cs[b] bytes apart) into the panel (per column GB x 16 floats). */
-INL void fpanel(st_dtype dt, const uint8_t *const *blk, const size_t *cs, int NB, int64_t n, float *panel) {
-    for (int64_t c = 0; c < n; c++)
-        for (int b = 0; b < NB; b++) _mm512_store_ps(panel + (c * GB + b) * 16, ldcol(dt, blk[b], cs[b], c));
-}
-
-static TGT void fpanel_any(st_dtype dt, const uint8_t *const *blk, const size_t *cs, int NB, int64_t n, float *panel) {
-    if (dt == ST_DTYPE_F32) fpanel(ST_DTYPE_F32, blk, cs, NB, n, panel);
-    else if (dt == ST_DTYPE_F16) fpanel(ST_DTYPE_F16, blk, cs, NB, n, panel);
-    else fpanel(ST_DTYPE_BF16, blk, cs, NB, n, panel);
-}
-
-/* Token tiles: GT wide, the last few balanced (10 = 5 + 5, not 8 + 2). */
+/* Token tiles: GT wide, the last few balanced (8 = 4 + 4, not 6 + 2). */
 static inline int tile_tokens(int64_t left) {
     if (left >= 2 * GT || left == GT) return GT;
     if (left > GT) return (int)((left + 1) / 2);
     return (int)left;
 }
 
-/* The GEMM: per group of GB row blocks and block of TBF tokens, the panels
- * in column order; each panel's partial sums are added to the running
+/* The GEMM: per quad of row blocks (the few-token sweep's unit, read in
+ * place, each column widened in registers) and block of TBF tokens, the
+ * 512-column partial sums of GT-token tiles; each is added to the running
  * totals in a stack buffer (one tile of sums per token, cache-resident), and
- * y is written once, with the bias, after the last panel: the same sums in
- * the same order as adding them in y, without y's round trips to memory. */
+ * y is written once, with the bias, after the last columns: the same sums
+ * in the same order as adding them in y, without y's round trips to memory.
+ * A quad's 512 columns (64 KiB in F16) stay in L2 for the token tiles after
+ * the first; the next ones are prefetched a share per tile. */
 #define TBF 256
-static TGT void fgemm(const struct mm_args *a, int64_t r0, int64_t r1) {
+static TGT void fgemm(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
     const st_dtype dt = a->dt;
     const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
-    _Alignas(64) float panel[KC * GB * 16];
-    _Alignas(64) float tot[TBF][GB][16];
-    _Alignas(64) uint8_t buf[a->packed ? 64 : GB * KC * MM_RB * 4];
+    _Alignas(64) float tot[TBF][FB][16];
+    _Alignas(64) uint8_t buf[a->packed ? 64 : FB * KC * MM_RB * 4];
     const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB, nblk = (a->rows + MM_RB - 1) / MM_RB;
-    for (int64_t blk = r0 / MM_RB; blk < blk1; blk += GB) {
-        const int NB = (int)ST_MIN(GB, blk1 - blk);
-        __mmask16 keep[GB];
+    for (int64_t blk = r0 / MM_RB; blk < blk1;) {
+        const int qn = pk_quad_n(nblk, blk);
+        const int NB = a->packed ? (int)(ST_MIN(blk / 4 * 4 + qn, blk1) - blk) : (int)ST_MIN(FB, blk1 - blk);
+        __mmask16 keep[FB];
         for (int b = 0; b < NB; b++) keep[b] = rows_mask(blk + b, r0, r1);
         for (int64_t tb = 0; tb < a->n_tok; tb += TBF) {
             const int64_t ntb = ST_MIN(TBF, a->n_tok - tb);
             for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
                 const int64_t n = ST_MIN(KC, a->cols - c0);
-                const uint8_t *src[GB];
-                size_t cs[GB];
-                for (int b = 0; b < NB; b++) {
-                    const int64_t k = blk + b;
-                    cs[b] = MM_RB * es;
-                    if (a->packed) {   /* block k in its quad */
-                        cs[b] *= (size_t)pk_quad_n(nblk, k);
-                        src[b] = a->packed + (size_t)(k / 4 * 4) * bb + (size_t)(k % 4) * MM_RB * es + (size_t)c0 * cs[b];
-                    } else {
-                        src[b] = buf + (size_t)b * KC * MM_RB * es;
-                        mm_pack_cols(dt, a->w, a->rows, a->cols, k * MM_RB, c0, c0 + n, (uint8_t *)src[b]);
-                    }
-                }
-                const bool fused = tile_tokens(ntb) == GT;   /* the first tile widens the panel */
-                if (!fused) fpanel_any(dt, src, cs, NB, n, panel);
-                const uint8_t *pfp[2] = {NULL, NULL};
-                size_t pfl[2] = {0, 0};
-                /* the next panel's weights (its one or two quads) stream in while this one is swept,
-                 * a share per token tile: all at once, the prefetches held up the first tile */
+                size_t bs = MM_RB * es, cs = (size_t)qn * MM_RB * es;
+                const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs + (size_t)c0 * cs;
+                const uint8_t *pf = NULL;   /* the next columns this thread sweeps */
+                size_t pfl = 0;
                 if (a->packed) {
-                    const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0, nb0 = nc || tb + TBF < a->n_tok ? blk : blk + GB;
-                    int q = 0;
-                    for (int64_t k = nb0 / 4 * 4; k < ST_MIN(nb0 + GB, blk1) && q < 2; k += 4, q++) {
-                        const size_t qcs = (size_t)pk_quad_n(nblk, k) * MM_RB * es;
-                        pfp[q] = a->packed + (size_t)k * bb + (size_t)nc * qcs;
-                        pfl[q] = (size_t)ST_MIN(KC, a->cols - nc) * qcs;
+                    const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0;
+                    const int64_t nb0 = nc || tb + TBF < a->n_tok ? blk : blk + NB;
+                    if (nb0 < blk1) {
+                        const size_t ncs = (size_t)pk_quad_n(nblk, nb0) * MM_RB * es;
+                        pf = a->packed + (size_t)(nb0 / 4 * 4) * bb + (size_t)nc * ncs;
+                        pfl = (size_t)ST_MIN(KC, a->cols - nc) * ncs;
                     }
+                } else {
+                    for (int b = 0; b < NB; b++)
+                        mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
+                    src = buf;
+                    bs = (size_t)n * MM_RB * es;
+                    cs = MM_RB * es;
                 }
                 const int64_t ntiles = (ntb + GT - 1) / GT;
+                const size_t step = (pfl / (size_t)ntiles + 63) / 64 * 64;
                 for (int64_t t0 = 0, ti = 0; t0 < ntb; ti++) {
-                    for (int q = 0; q < 2; q++) {   /* tile ti prefetches its share of the next panel */
-                        const size_t step = (pfl[q] / (size_t)ntiles + 63) / 64 * 64, o0 = (size_t)ti * step;
-                        for (size_t off = o0; off < ST_MIN(pfl[q], o0 + step); off += 64) _mm_prefetch((const char *)pfp[q] + off, _MM_HINT_T1);
-                    }
+                    for (size_t off = (size_t)ti * step; off < ST_MIN(pfl, (size_t)(ti + 1) * step); off += 64)
+                        _mm_prefetch((const char *)pf + off, _MM_HINT_T1);
                     const int T = tile_tokens(ntb - t0);
-                    __m512 acc[GB][GT];   /* this panel's partial sums */
+                    __m512 part[FB][GT];
                     for (int b = 0; b < NB; b++)
-                        for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
-                    if (fused && t0 == 0) fkw_any(dt, NB, src, cs, panel, a->x + tb * a->cols + c0, a->cols, n, acc);
-                    else fk_table[NB - 1][T - 1](panel, a->x + (tb + t0) * a->cols + c0, a->cols, n, acc);
+                        for (int t = 0; t < T; t++) part[b][t] = _mm512_setzero_ps();
+                    fn(src, bs, cs, NB, a->x + (tb + t0) * a->cols + c0, a->cols, T, n, part);
                     for (int b = 0; b < NB; b++)
                         for (int t = 0; t < T; t++)
-                            _mm512_store_ps(tot[t0 + t][b], c0 ? _mm512_add_ps(_mm512_load_ps(tot[t0 + t][b]), acc[b][t]) : acc[b][t]);
+                            _mm512_store_ps(tot[t0 + t][b], c0 ? _mm512_add_ps(_mm512_load_ps(tot[t0 + t][b]), part[b][t]) : part[b][t]);
                     t0 += T;
                 }
             }
             for (int64_t t = 0; t < ntb; t++)
                 for (int b = 0; b < NB; b++) store_rows(a, blk + b, keep[b], tb + t, _mm512_load_ps(tot[t][b]), false);
         }
+        blk += NB;
     }
 }
 
@@ -581,7 +495,7 @@ TGT void mm_avx512_run(const struct mm_args *a, int64_t r0, int64_t r1) {
     default: return;
     }
     if (qf) qrun(qf, a, r0, r1);
-    else if (a->n_tok > FT) fgemm(a, r0, r1);
+    else if (a->n_tok > FT) fgemm(ff, a, r0, r1);
     else fsmall(ff, a, r0, r1);
 }
 

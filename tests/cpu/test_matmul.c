@@ -259,6 +259,7 @@ int main(void) {
         check_dtype(fl[k], 19, 1000, 1);
         check_dtype(fl[k], 35, 600, 131);
         check_dtype(fl[k], 21, 1100, 300);   /* two token blocks of the GEMM (256 + 44), three panels */
+        check_dtype(fl[k], 83, 520, 40);     /* GEMM over a whole quad and a partial one (6 blocks, the last 3 rows) */
         check_token_counts(fl[k], 13, 264, 12);
     }
     /* quantized types: one group, an odd group count (a half pair), several
