@@ -68,10 +68,9 @@ TGT void mm_avx512_quantize(const float *x, int64_t cols, void *qrow) {
 
 /* ---- float weights -------------------------------------------------------------------- */
 
-#define FB 4              /* row blocks of the few-token sweep */
-#define FT 4              /* tokens of the few-token sweep (more: the GEMM) */
-#define GT 6              /* GEMM tokens (row blocks: FB, a quad) */
-#define KC MM_KP           /* GEMM panel columns = the partial-sum span of kernels_cpu.h */
+#define FB 4              /* row blocks of a sweep: a packed quad */
+#define GT 6              /* tokens of a sweep */
+#define KC MM_KP          /* columns of a sweep = the partial-sum span of kernels_cpu.h */
 #define SEG_BYTES 65536   /* stack buffer of the on-the-fly packing paths */
 
 /* Column c of a packed float block (columns cs bytes apart): 16 rows widened to fp32. */
@@ -82,13 +81,13 @@ INL __m512 ldcol(st_dtype dt, const uint8_t *blk, size_t cs, int64_t c) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* NB packed blocks (bstride bytes apart, columns cs bytes apart) x T tokens,
- * columns [0, n) of the block parts at blk (x already offset to the first column). */
+/* The sums over columns [0, n) of NB packed blocks (bstride bytes apart,
+ * columns cs bytes apart) x T tokens into out (x already offset to the first column). */
 INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int NB, const float *x, int64_t ld, int T,
-                int64_t n, __m512 io[FB][GT]) {
-    __m512 acc[FB][GT];
+                int64_t n, __m512 out[FB][GT]) {
+    __m512 acc[FB][GT];   /* in registers over the loop, not through the pointer */
     for (int b = 0; b < NB; b++)
-        for (int t = 0; t < T; t++) acc[b][t] = io[b][t];
+        for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
     for (int64_t c = 0; c < n; c++) {
         __m512 w[FB];
         for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, cs, c);
@@ -98,7 +97,7 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int 
         }
     }
     for (int b = 0; b < NB; b++)
-        for (int t = 0; t < T; t++) io[b][t] = acc[b][t];
+        for (int t = 0; t < T; t++) out[b][t] = acc[b][t];
 }
 
 #define FSWEEP_T(DT, NB) \
@@ -135,50 +134,6 @@ INL void store_rows(const struct mm_args *a, int64_t blk, __mmask16 keep, int64_
     _mm512_mask_storeu_ps(y, keep, acc);
 }
 
-/* Few tokens: FB blocks at a time over all columns: the blocks of a packed
- * quad (one stream), or on the fly column segments of FB blocks. */
-static TGT void fsmall(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
-    const st_dtype dt = a->dt;
-    const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
-    const int64_t seg = MM_KP;   /* on the fly: FB blocks x 512 columns at a time (128 KiB for F32) */
-    _Alignas(64) uint8_t buf[a->packed ? 64 : FB * MM_RB * MM_KP * 4];
-    const int64_t blk1 = (r1 + MM_RB - 1) / MM_RB, nblk = (a->rows + MM_RB - 1) / MM_RB;
-    for (int64_t t0 = 0; t0 < a->n_tok; t0 += FT) {
-        const int T = (int)ST_MIN(FT, a->n_tok - t0);
-        for (int64_t blk = r0 / MM_RB; blk < blk1;) {
-            /* packed: the blocks of blk's quad from blk on that are in range; else FB or 1 */
-            const int qn = pk_quad_n(nblk, blk);
-            const int NB = a->packed ? (int)ST_MIN(blk / 4 * 4 + qn, blk1) - (int)(blk % 4) - (int)(blk / 4 * 4)
-                                     : blk + FB <= blk1 ? FB : 1;
-            __m512 acc[FB][GT], part[FB][GT];
-            for (int64_t c0 = 0; c0 < a->cols; c0 += seg) {
-                const int64_t n = ST_MIN(seg, a->cols - c0);
-                size_t bs = MM_RB * es, cs = (size_t)qn * MM_RB * es;
-                const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs + (size_t)c0 * cs;
-                if (!a->packed) {
-                    for (int b = 0; b < NB; b++)
-                        mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
-                    src = buf;
-                    bs = (size_t)n * MM_RB * es;
-                    cs = MM_RB * es;
-                }
-                for (int64_t k = 0; k < n; k += MM_KP) {   /* one partial sum per 512 columns */
-                    for (int b = 0; b < NB; b++)
-                        for (int t = 0; t < T; t++) part[b][t] = _mm512_setzero_ps();
-                    fn(src + (size_t)k * cs, bs, cs, NB, a->x + t0 * a->cols + c0 + k, a->cols, T, ST_MIN(MM_KP, n - k),
-                       part);
-                    for (int b = 0; b < NB; b++)
-                        for (int t = 0; t < T; t++)
-                            acc[b][t] = c0 + k ? _mm512_add_ps(acc[b][t], part[b][t]) : part[b][t];
-                }
-            }
-            for (int b = 0; b < NB; b++)
-                for (int t = 0; t < T; t++) store_rows(a, blk + b, rows_mask(blk + b, r0, r1), t0 + t, acc[b][t], false);
-            blk += NB;
-        }
-    }
-}
-
 /* Token tiles: GT wide, the last few balanced (8 = 4 + 4, not 6 + 2). */
 static inline int tile_tokens(int64_t left) {
     if (left >= 2 * GT || left == GT) return GT;
@@ -186,16 +141,17 @@ static inline int tile_tokens(int64_t left) {
     return (int)left;
 }
 
-/* The GEMM: per quad of row blocks (the few-token sweep's unit, read in
- * place, each column widened in registers) and block of TBF tokens, the
- * 512-column partial sums of GT-token tiles; each is added to the running
- * totals in a stack buffer (one tile of sums per token, cache-resident), and
- * y is written once, with the bias, after the last columns: the same sums
- * in the same order as adding them in y, without y's round trips to memory.
- * A quad's 512 columns (64 KiB in F16) stay in L2 for the token tiles after
- * the first; the next ones are prefetched a share per tile. */
+/* Float weights, any token count: per quad of row blocks (read in place, one
+ * stream; without a packed copy, FB blocks packed 512 columns at a time) and
+ * block of TBF tokens, the 512-column partial sums of GT-token tiles; each is
+ * added to the running totals in a stack buffer (one tile of sums per token,
+ * cache-resident), and y is written once, with the bias, after the last
+ * columns: the same sums in the same order as adding them in y, without y's
+ * round trips to memory. With several tiles (prefill), a quad's 512 columns
+ * (64 KiB in F16) stay in L2 for the tiles after the first, and the next ones
+ * are prefetched a share per tile; one tile (decode) streams the quad. */
 #define TBF 256
-static TGT void fgemm(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
+static TGT void fmatmul(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t r1) {
     const st_dtype dt = a->dt;
     const size_t es = dt == ST_DTYPE_F32 ? 4 : 2, bb = pk_block_bytes(dt, a->cols);
     _Alignas(64) float tot[TBF][FB][16];
@@ -214,7 +170,8 @@ static TGT void fgemm(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t
                 const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs + (size_t)c0 * cs;
                 const uint8_t *pf = NULL;   /* the next columns this thread sweeps */
                 size_t pfl = 0;
-                if (a->packed) {
+                const int64_t ntiles = ntb <= GT ? 1 : (ntb + GT - 1) / GT;
+                if (a->packed && ntiles > 1) {
                     const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0;
                     const int64_t nb0 = nc || tb + TBF < a->n_tok ? blk : blk + NB;
                     if (nb0 < blk1) {
@@ -222,22 +179,19 @@ static TGT void fgemm(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64_t
                         pf = a->packed + (size_t)(nb0 / 4 * 4) * bb + (size_t)nc * ncs;
                         pfl = (size_t)ST_MIN(KC, a->cols - nc) * ncs;
                     }
-                } else {
+                } else if (!a->packed) {
                     for (int b = 0; b < NB; b++)
                         mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
                     src = buf;
                     bs = (size_t)n * MM_RB * es;
                     cs = MM_RB * es;
                 }
-                const int64_t ntiles = (ntb + GT - 1) / GT;
                 const size_t step = (pfl / (size_t)ntiles + 63) / 64 * 64;
                 for (int64_t t0 = 0, ti = 0; t0 < ntb; ti++) {
                     for (size_t off = (size_t)ti * step; off < ST_MIN(pfl, (size_t)(ti + 1) * step); off += 64)
                         _mm_prefetch((const char *)pf + off, _MM_HINT_T1);
                     const int T = tile_tokens(ntb - t0);
                     __m512 part[FB][GT];
-                    for (int b = 0; b < NB; b++)
-                        for (int t = 0; t < T; t++) part[b][t] = _mm512_setzero_ps();
                     fn(src, bs, cs, NB, a->x + (tb + t0) * a->cols + c0, a->cols, T, n, part);
                     for (int b = 0; b < NB; b++)
                         for (int t = 0; t < T; t++)
@@ -495,8 +449,7 @@ TGT void mm_avx512_run(const struct mm_args *a, int64_t r0, int64_t r1) {
     default: return;
     }
     if (qf) qrun(qf, a, r0, r1);
-    else if (a->n_tok > FT) fgemm(ff, a, r0, r1);
-    else fsmall(ff, a, r0, r1);
+    else fmatmul(ff, a, r0, r1);
 }
 
 #endif /* __x86_64__ */
