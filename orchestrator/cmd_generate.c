@@ -84,7 +84,7 @@ static void usage(FILE *f) {
         "  --stats                print prefill and decode speed to stderr at the end\n\n"
         "sampling (defaults from the config's generation block; llama.cpp's order, docs/sampling.md);\n"
         "the ranges are the config's, each \"off\" value is inside its range, others are refused:\n"
-        "  --temp T               0..100 (0 = greedy, as --greedy)\n"
+        "  --temp T               0..100 (0 = greedy, as --greedy); also --temperature T\n"
         "  --top-k K              0..2147483647 (0 = off)\n"
         "  --top-p P              (0, 1] (1 = off)\n"
         "  --min-p P              [0, 1) (0 = off)\n"
@@ -128,6 +128,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--temperature")) a = "--temp";   /* the config's and the OpenAI API's name */
         int g = st_cli_global(a);
         if (g == ST_CLI_GLOBAL_VERSION) { st_cli_print_version(); return 0; }
         if (g) continue;

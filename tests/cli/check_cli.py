@@ -256,6 +256,12 @@ check(rc == 2 and 'wants a token count from 1 to 16777216' in err, '--ctx 100000
 rc, a, _ = run(['generate'] + gen + ['--top-p', '1', '--top-k', '0', '--min-p', '0', '--repeat-penalty', '1'])
 rc2, b, _ = run(['generate'] + gen + ['--temp', '0'])
 check(rc == rc2 == 0 and a == b == plain, 'off values give the greedy text')
+# --temperature is --temp (the config's and the OpenAI API's name), range included
+rc, a, _ = run(['generate'] + gen + ['--temp', '0.8', '--seed', '7'])
+rc2, b, _ = run(['generate'] + gen + ['--temperature', '0.8', '--seed', '7'])
+check(rc == rc2 == 0 and a == b and a != plain, '--temperature 0.8 samples as --temp 0.8: %r / %r' % (a, b))
+rc, _, err = run(['generate'] + gen + ['--temperature', '-1'])
+check(rc == 2 and '--temp' in err and 'wants' in err, '--temperature -1 is refused with the range: %r' % err)
 
 # ---- files written say so -----------------------------------------------------------------------------
 
