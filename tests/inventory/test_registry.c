@@ -16,15 +16,11 @@
  *    lacks (NOT_BUILT, hinted) and of a catalog card (refused). */
 #include "check.h"
 #include "devices/device.h"
-#include "model/model-impl.h"
+#include "gguf_check.h"
 
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define ALL ((1u << ST_DTYPE_COUNT) - 1u)
 #define TABLE_OPS (ST_BACKEND_OP_ARGMAX_ROWS | ST_BACKEND_OP_IMPORT_HOST | ST_BACKEND_OP_GRAPHS | \
@@ -254,16 +250,9 @@ done:
 }
 
 static void cpu_runs_what_it_declares(void) {
-    const char *path = "tests/fixtures/dtype/dtype_ref.gguf";
-    int fd = open(path, O_RDONLY);
-    CHECK_MSG(fd >= 0, "%s: cannot open", path);
-    if (fd < 0) return;
-    struct stat st;
-    fstat(fd, &st);
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    struct st_gguf *g = NULL;
-    CHECK_OK(st_gguf_parse(path, map, (uint64_t)st.st_size, &g));
+    struct gguf_fixture fx;
+    struct st_gguf *g = gguf_fixture_open("tests/fixtures/dtype/dtype_ref.gguf", &fx);
+    if (!g) return;
     const struct st_backend_reg *b = st_backend_reg_find(ST_DEVICE_CPU);
     struct st_device_info dev = {.kind = ST_DEVICE_CPU, .numa_node = -1};
     snprintf(dev.name, sizeof dev.name, "cpu");
@@ -336,8 +325,7 @@ static void cpu_runs_what_it_declares(void) {
         if (k) ops->dealloc(be, k);
     }
     if (be) ops->free(be);
-    st_gguf_free(g);
-    munmap(map, (size_t)st.st_size);
+    gguf_fixture_close(&fx);
 }
 
 int main(void) {

@@ -4,15 +4,11 @@
  * f32→f16 against numpy and f32→bf16 against torch (round to nearest even,
  * ties and subnormals included); f16→f32 exhaustively against ldexp. */
 #include "check.h"
-#include "model/model-impl.h"
+#include "gguf_check.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 static const struct st_gguf_tensor_info *find(const struct st_gguf *g, const char *name) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
@@ -79,15 +75,8 @@ int main(void) {
 
     /* golden file */
     const char *path = "tests/fixtures/dtype/dtype_ref.gguf";
-    int fd = open(path, O_RDONLY);
-    CHECK_MSG(fd >= 0, "cannot open %s", path);
-    if (fd < 0) return st_test_finish("model_dtype");
-    struct stat st;
-    fstat(fd, &st);
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    struct st_gguf *g = NULL;
-    CHECK_OK(st_gguf_parse(path, map, (uint64_t)st.st_size, &g));
+    struct gguf_fixture fx;
+    struct st_gguf *g = gguf_fixture_open(path, &fx);
     if (!g) return st_test_finish("model_dtype");
 
     for (int t = ST_DTYPE_Q8_0; t < ST_DTYPE_COUNT; t++) {
@@ -183,7 +172,6 @@ int main(void) {
     CHECK_ERR(st_dtype_to_f32(ST_DTYPE_Q4_K, src, dst, 100), ST_ERR_INTERNAL, "100 elements of q4_k is not a whole number of 256-element blocks");
     CHECK_ERR(st_dtype_to_f32(ST_DTYPE_COUNT, src, dst, 1), ST_ERR_UNSUPPORTED, "not a strata element type");
 
-    st_gguf_free(g);
-    munmap(map, (size_t)st.st_size);
+    gguf_fixture_close(&fx);
     return st_test_finish("model_dtype");
 }
