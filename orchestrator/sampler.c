@@ -281,6 +281,9 @@ struct st_sampler {
     uint32_t *stamp;                 /* (n_vocab) dedup marks per step */
     uint32_t step;
     int32_t *recent;                 /* (window) distinct ids of the window, per step */
+    int32_t *bias_id;                /* (n_bias) logit_bias: ids and what is added to their logits */
+    float *bias;
+    int n_bias;
 };
 
 void st_sampler_params_default(struct st_sampler_params *p) {
@@ -336,7 +339,40 @@ void st_sampler_free(st_sampler_t *s) {
     free(s->recent);
     free(s->counts);
     free(s->stamp);
+    free(s->bias_id);
+    free(s->bias);
     free(s);
+}
+
+st_status st_sampler_set_bias(st_sampler_t *s, const int32_t *ids, const float *bias, int n) {
+    if (n < 0 || n > ST_SAMPLER_MAX_BIAS)
+        return st_error_set(ST_ERR_USAGE, "sampler: %d logit biases (at most %d)", n, ST_SAMPLER_MAX_BIAS);
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->n_vocab)
+            return st_error_set(ST_ERR_USAGE, "sampler: logit bias for token id %d, outside the vocabulary [0, %lld)",
+                                ids[i], (long long)s->n_vocab);
+        if (!isfinite(bias[i]))
+            return st_error_set(ST_ERR_USAGE, "sampler: the logit bias of token id %d is not finite", ids[i]);
+    }
+    free(s->bias_id);
+    free(s->bias);
+    s->bias_id = NULL;
+    s->bias = NULL;
+    s->n_bias = 0;
+    if (n == 0) return ST_OK;
+    s->bias_id = st_malloc((size_t)n * sizeof *s->bias_id, "logit bias");
+    s->bias = st_malloc((size_t)n * sizeof *s->bias, "logit bias");
+    if (!s->bias_id || !s->bias) {
+        free(s->bias_id);
+        free(s->bias);
+        s->bias_id = NULL;
+        s->bias = NULL;
+        return ST_ERR_NOMEM;
+    }
+    memcpy(s->bias_id, ids, (size_t)n * sizeof *ids);
+    memcpy(s->bias, bias, (size_t)n * sizeof *bias);
+    s->n_bias = n;
+    return ST_OK;
 }
 
 void st_sampler_reset(st_sampler_t *s) {
@@ -401,13 +437,13 @@ static bool direct_path(st_sampler_t *s, const float *logits, bool greedy) {
     return true;
 }
 
-/* penalties → greedy or (top-k → top-p → min-p → temperature); c ready to draw */
+/* logit bias → penalties → greedy or (top-k → top-p → min-p → temperature); c ready to draw */
 static st_status run_chain(st_sampler_t *s, const float *logits, bool *greedy) {
     struct st_candidates *c = &s->c;
     c->data = s->cand;
     *greedy = !(s->p.temperature > 0);
     bool penalised = s->window > 0 && s->ring_n > 0;
-    if (!penalised && direct_path(s, logits, *greedy)) {
+    if (!penalised && !s->n_bias && direct_path(s, logits, *greedy)) {
         if (c->data[0].logit == -INFINITY) {
             st_error_set(ST_ERR_USAGE, "sampler: no finite logit among %lld", (long long)s->n_vocab);
             return st_error_hint("the logits are all NaN or -inf: the forward pass overflowed");
@@ -419,6 +455,8 @@ static st_status run_chain(st_sampler_t *s, const float *logits, bool *greedy) {
         return ST_OK;
     }
     st_cand_from_logits(c, logits, s->n_vocab);
+    for (int i = 0; i < s->n_bias; i++)   /* ids in id order: data[id].id == id */
+        c->data[s->bias_id[i]].logit += s->bias[i];
     if (penalised) {
         if (++s->step == 0) {   /* stamp wrap-around: clear the marks once every 2^32 steps */
             memset(s->stamp, 0, (size_t)s->n_vocab * sizeof *s->stamp);

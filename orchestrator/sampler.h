@@ -51,6 +51,12 @@ void st_sampler_reset(st_sampler_t *s);
  * for the prompt tokens if they should count). Ids outside the vocabulary
  * are ignored. */
 void st_sampler_accept(st_sampler_t *s, int32_t id);
+/* Adds bias[i] to the logit of ids[i] before every other stage of the chain
+ * (OpenAI's logit_bias, llama.cpp's order), greedy included; copies both
+ * arrays (n <= ST_SAMPLER_MAX_BIAS). ST_ERR_USAGE for an id outside the
+ * vocabulary or a bias that is not finite; n = 0 removes the biases. */
+#define ST_SAMPLER_MAX_BIAS 1024
+st_status st_sampler_set_bias(st_sampler_t *s, const int32_t *ids, const float *bias, int n);
 /* Samples one token from logits (n_vocab floats; not modified). Does not
  * accept it. Returns -1 with ST_ERR_USAGE set when no logit is finite. */
 int32_t st_sampler_sample(st_sampler_t *s, const float *logits);

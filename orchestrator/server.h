@@ -79,6 +79,8 @@ struct st_server_request {
     struct st_gen_params gp;             /* sampling, max_tokens, stop strings, ignore_eos */
     char *stops[ST_GEN_MAX_STOP];        /* owned copies behind gp.stop */
     char *echo_text;                     /* completions with echo: the prompt text */
+    int32_t *bias_ids;                   /* owned arrays behind gp.bias_ids and gp.bias (logit_bias) */
+    float *bias;
 };
 
 /* Why a request was refused: an OpenAI error object's fields. */

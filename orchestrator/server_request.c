@@ -4,7 +4,9 @@
  * thread; tests/fuzz/fuzz_serve_request.c calls it without a socket or an
  * engine, so this file needs neither. */
 #include "orchestrator/server.h"
+#include "orchestrator/sampler.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -91,6 +93,46 @@ static bool get_bool(json_t *body, const char *key, bool *out, struct st_server_
     return true;
 }
 
+/* "logit_bias": {"token id": bias in [-100, 100], ...}, as OpenAI's: added
+ * to those logits before sampling (greedy too). */
+static bool get_logit_bias(const struct st_server_request_ctx *s, json_t *body, struct st_server_request *r,
+                           struct st_server_request_error *b) {
+    json_t *lb = json_object_get(body, "logit_bias");
+    if (!lb || json_is_null(lb)) return true;
+    if (!json_is_object(lb))
+        return bad_set(b, 400, "logit_bias", "'logit_bias' must be an object mapping token ids to numbers");
+    const size_t n = json_object_size(lb);
+    if (n == 0) return true;
+    if (n > ST_SAMPLER_MAX_BIAS)
+        return bad_set(b, 400, "logit_bias", "'logit_bias' has %zu entries; at most %d", n, ST_SAMPLER_MAX_BIAS);
+    r->bias_ids = malloc(n * sizeof *r->bias_ids);
+    r->bias = malloc(n * sizeof *r->bias);
+    if (!r->bias_ids || !r->bias) return bad_set(b, 500, NULL, "out of memory");
+    const char *key;
+    json_t *v;
+    int k = 0;
+    json_object_foreach(lb, key, v) {
+        char *end;
+        errno = 0;
+        const long long id = strtoll(key, &end, 10);
+        if (!*key || *end || errno || key[0] == '-' || key[0] == '+' || key[0] == ' ' || id < 0 || id >= s->n_vocab)
+            return bad_set(b, 400, "logit_bias", "'logit_bias' key '%.40s' is not a token id in [0, %lld)", key,
+                           (long long)s->n_vocab);
+        if (!json_is_number(v) || !isfinite(json_number_value(v)) || fabs(json_number_value(v)) > 100.0)
+            return bad_set(b, 400, "logit_bias", "'logit_bias' of token %lld must be a number from -100 to 100", id);
+        for (int i = 0; i < k; i++)
+            if (r->bias_ids[i] == (int32_t)id)
+                return bad_set(b, 400, "logit_bias", "'logit_bias' names token %lld twice", id);
+        r->bias_ids[k] = (int32_t)id;
+        r->bias[k] = (float)json_number_value(v);
+        k++;
+    }
+    r->gp.bias_ids = r->bias_ids;
+    r->gp.bias = r->bias;
+    r->gp.n_bias = k;
+    return true;
+}
+
 /* The settings every completion takes. */
 static bool parse_common(const struct st_server_request_ctx *s, json_t *body, struct st_server_request *r, struct st_server_request_error *b) {
     json_t *m = json_object_get(body, "model");
@@ -129,6 +171,16 @@ static bool parse_common(const struct st_server_request_ctx *s, json_t *body, st
     json_t *tools = json_object_get(body, "tools");
     if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
         return bad_set(b, 400, "tools", "'tools' (function calling) is not supported by this server");
+    json_t *rf = json_object_get(body, "response_format");
+    if (rf && !json_is_null(rf)) {
+        json_t *type = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        if (!json_is_string(type))
+            return bad_set(b, 400, "response_format", "'response_format' must be an object with a string 'type'");
+        if (strcmp(json_string_value(type), "text"))
+            return bad_set(b, 400, "response_format", "'response_format' of type '%s' is not supported by this server "
+                           "(only 'text': the output is not constrained to JSON)", json_string_value(type));
+    }
+    if (!get_logit_bias(s, body, r, b)) return false;
 
     struct st_sampler_params *sp = &r->gp.sp;
     *sp = s->sampler;
@@ -357,6 +409,8 @@ void st_server_request_clear(struct st_server_request *r) {
     for (int i = 0; i < ST_GEN_MAX_STOP; i++) free(r->stops[i]);
     free(r->ids);
     free(r->echo_text);
+    free(r->bias_ids);
+    free(r->bias);
     memset(r, 0, sizeof *r);
     st_gen_params_default(&r->gp);
 }

@@ -261,15 +261,16 @@ st_status st_session_start(st_session *ss, const int32_t *ids, int64_t n, const 
             return st_error_hint("give non-empty stop strings of at most %d bytes", ST_GEN_STOP_MAX_BYTES);
         }
     }
-    /* how tokens are chosen: greedy or a draw on the device; penalties (or a
-     * draw the device cannot make) bring the logits to the host sampler */
+    /* how tokens are chosen: greedy or a draw on the device; penalties, logit
+     * biases (or a draw the device cannot make) bring the logits to the host sampler */
     struct st_engine_row pick = {.slot = ss->slot, .pick = ST_PICK_GREEDY};
     st_sampler_t *sampler = NULL;
-    if (p->sp.temperature > 0.0f || penalties_on(&p->sp)) {
+    const bool host_only = penalties_on(&p->sp) || p->n_bias > 0;
+    if (p->sp.temperature > 0.0f || host_only) {
         struct st_sample_params dsp = {.temperature = p->sp.temperature,
                                        .top_k = (int32_t)ST_MIN(p->sp.top_k, (int64_t)INT32_MAX),
                                        .top_p = p->sp.top_p, .min_p = p->sp.min_p, .seed = p->sp.seed};
-        if (!penalties_on(&p->sp) && st_engine_can_sample(s->e, &dsp)) {
+        if (!host_only && st_engine_can_sample(s->e, &dsp)) {
             pick.pick = ST_PICK_SAMPLE;
             pick.sp = dsp;
         } else {
@@ -278,6 +279,10 @@ st_status st_session_start(st_session *ss, const int32_t *ids, int64_t n, const 
         /* the host sampler also checks the settings' ranges for the device draw */
         st_status rc = st_sampler_init(&p->sp, s->n_vocab, s->n_ctx + 1, &sampler);
         if (rc) return rc;
+        if (p->n_bias > 0 && (rc = st_sampler_set_bias(sampler, p->bias_ids, p->bias, p->n_bias)) != ST_OK) {
+            st_sampler_free(sampler);
+            return rc;
+        }
         if (pick.pick != ST_PICK_LOGITS) {
             st_sampler_free(sampler);
             sampler = NULL;

@@ -62,6 +62,9 @@ struct st_gen_params {
     const char *stop[ST_GEN_MAX_STOP];   /* stop strings (copied at start) */
     int n_stop;
     bool ignore_eos;                 /* the model's stop tokens do not end the generation */
+    const int32_t *bias_ids;         /* logit_bias: bias[i] added to the logit of bias_ids[i] before sampling */
+    const float *bias;               /*   (greedy too; copied at start) */
+    int n_bias;                      /*   0 .. ST_SAMPLER_MAX_BIAS */
 };
 /* Greedy, no limit, no stop strings. */
 void st_gen_params_default(struct st_gen_params *p);

@@ -18,6 +18,7 @@
  *   - reading the same body twice gives the same answer. */
 #include "fuzz.h"
 #include "model/tokenizer.h"
+#include "orchestrator/sampler.h"
 #include "orchestrator/server.h"
 
 #include <jansson.h>
@@ -81,9 +82,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FZ_ASSERT(l >= 1 && l <= ST_GEN_STOP_MAX_BYTES);
         }
         FZ_ASSERT(!q.echo || q.echo_text);
+        FZ_ASSERT(q.gp.n_bias >= 0 && q.gp.n_bias <= ST_SAMPLER_MAX_BIAS && q.gp.bias_ids == q.bias_ids);
+        for (int k = 0; k < q.gp.n_bias; k++) {   /* distinct ids in the vocabulary, biases in [-100, 100] */
+            FZ_ASSERT(q.bias_ids[k] >= 0 && q.bias_ids[k] < x.n_vocab && fabsf(q.bias[k]) <= 100.0f);
+            for (int i = 0; i < k; i++) FZ_ASSERT(q.bias_ids[i] != q.bias_ids[k]);
+        }
     } else {
         FZ_ASSERT(valid_message(e.msg));
-        FZ_ASSERT(!q.ids && !q.echo_text && q.gp.n_stop == 0);
+        FZ_ASSERT(!q.ids && !q.echo_text && q.gp.n_stop == 0 && !q.bias_ids && q.gp.n_bias == 0);
         FZ_ASSERT(status != 404 || !strcmp(e.param, "model"));
         FZ_ASSERT(strnlen(e.param, sizeof e.param) < sizeof e.param && st_utf8_valid(e.param, strlen(e.param)));
         /* the error object the server sends can be built */

@@ -152,6 +152,32 @@ def test_client(srv):
     a = cl.completions.create(model=MODEL, prompt="And God said", temperature=0.9, seed=7, max_tokens=16).choices[0].text
     b = cl.completions.create(model=MODEL, prompt="And God said", temperature=0.9, seed=7, max_tokens=16).choices[0].text
     check(a == b, "completions: the same seed gives the same sample")
+    # logit_bias: greedy on logits + bias, against the logits `strata generate --logits` writes
+    import numpy as np
+    ids = tokenize("In the beginning")
+    with tempfile.TemporaryDirectory() as td:
+        subprocess.run([STRATA, "generate", "-c", CFG, "--tokens", ",".join(map(str, ids)), "-n", "1", "--logits",
+                        os.path.join(td, "l.npy")], capture_output=True, check=True)
+        row = np.load(os.path.join(td, "l.npy"))[-1].astype(np.float64)
+    first = int(np.argmax(row))
+    second = int(np.argsort(-row, kind="stable")[1])
+    boost = (first + 1) % len(row)
+    bias = {str(first): -100.0, str(second): -2.5, str(boost): 1.5}
+    want = row.copy()
+    for k, v in bias.items():
+        want[int(k)] += v
+    got = cl.completions.create(model=MODEL, prompt=ids, temperature=0, max_tokens=1, logit_bias=bias,
+                                extra_body={"return_token_ids": True})
+    check(got.choices[0].token_ids == [int(np.argmax(want))],
+          f"logit_bias: greedy picks argmax(logits + bias) = {int(np.argmax(want))} (unbiased {first}), "
+          f"got {got.choices[0].token_ids}")
+    got = cl.completions.create(model=MODEL, prompt=ids, temperature=0.8, seed=3, max_tokens=6,
+                                logit_bias={str(boost): 100}, extra_body={"return_token_ids": True})
+    check(got.choices[0].token_ids == [boost] * 6, f"logit_bias +100 on {boost} when sampling: only that token")
+    parts = [x.choices[0].text for x in cl.completions.create(model=MODEL, prompt=ids, temperature=0, max_tokens=3,
+                                                                logit_bias={str(boost): 100}, stream=True)]
+    solo = cl.completions.create(model=MODEL, prompt=ids, temperature=0, max_tokens=3, logit_bias={str(boost): 100})
+    check("".join(parts) == solo.choices[0].text, "logit_bias: streamed the same text")
 
 
 def test_concurrent(srv):
@@ -228,6 +254,14 @@ def test_errors(srv):
     err(400, {"messages": msgs, "top_p": 0}, param="top_p", what="top_p out of range")
     err(400, {"messages": msgs, "max_tokens": 0}, param="max_tokens", what="max_tokens out of range")
     err(400, {"messages": msgs, "n": 2}, param="n", what="n above 1")
+    err(400, {"messages": msgs, "logit_bias": {"x": 1}}, param="logit_bias", what="a logit_bias key that is no id")
+    err(400, {"messages": msgs, "logit_bias": {"99999": 1}}, param="logit_bias", what="a logit_bias id outside the vocabulary")
+    err(400, {"messages": msgs, "logit_bias": {"5": 101}}, param="logit_bias", what="a logit_bias over 100")
+    err(400, {"messages": msgs, "logit_bias": {"5": 1, "05": 1}}, param="logit_bias", what="a logit_bias id twice")
+    err(400, {"messages": msgs, "logit_bias": [5]}, param="logit_bias", what="logit_bias of the wrong type")
+    j, _ = err(400, {"messages": msgs, "response_format": {"type": "json_object"}}, param="response_format",
+               what="a JSON response_format (unconstrained output)")
+    check("json_object" in j["error"]["message"], "response_format: the message names the type")
     err(400, {"messages": msgs, "stop": [1]}, param="stop", what="stop of the wrong type")
     err(400, {"messages": "hi"}, param="messages", what="messages of the wrong type")
     err(400, {"messages": [{"role": "wizard", "content": "x"}]}, param="messages[0].role", what="an unknown role")

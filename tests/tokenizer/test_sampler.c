@@ -124,6 +124,55 @@ static void test_penalties(void) {
     st_sampler_free(s);
 }
 
+/* logit_bias: added before the chain, greedy included, against brute force */
+static void test_logit_bias(void) {
+    float l[64];
+    for (int i = 0; i < 64; i++) l[i] = (float)((i * 37) % 64) / 8.0f - 4.0f;   /* a permutation: no ties */
+    const int32_t ids[3] = {63, 5, 40};
+    const float bias[3] = {-100.0f, 9.5f, 0.25f};
+    float b[64];
+    memcpy(b, l, sizeof b);
+    for (int i = 0; i < 3; i++) b[ids[i]] += bias[i];
+    int best = 0;
+    for (int i = 1; i < 64; i++)
+        if (b[i] > b[best]) best = i;
+    struct st_sampler_params p;
+    st_sampler_params_default(&p);
+    p.temperature = 0;
+    st_sampler_t *s = NULL;
+    CHECK_OK(st_sampler_init(&p, 64, 0, &s));
+    int unbiased = st_sampler_sample(s, l);
+    CHECK_OK(st_sampler_set_bias(s, ids, bias, 3));
+    CHECK_MSG(st_sampler_sample(s, l) == best && best != unbiased, "greedy with bias %d, brute force %d (unbiased %d)",
+              st_sampler_sample(s, l), best, unbiased);
+    /* the candidates of a draw are the biased logits, top-k over them */
+    st_sampler_free(s);
+    p.temperature = 1;
+    p.top_k = 4;
+    p.top_p = 1;
+    p.min_p = 0;
+    CHECK_OK(st_sampler_init(&p, 64, 0, &s));
+    CHECK_OK(st_sampler_set_bias(s, ids, bias, 3));
+    const struct st_candidates *c = NULL;
+    CHECK_OK(st_sampler_candidates(s, l, &c));
+    bool same = c && c->n == 4;
+    for (int k = 0; same && k < 4; k++) {   /* the k-th largest of b */
+        int rank = 0;
+        for (int i = 0; i < 64; i++) rank += b[i] > b[c->data[k].id];
+        same = rank == k && c->data[k].logit == b[c->data[k].id];
+    }
+    CHECK_MSG(same, "top-4 of the biased logits");
+    /* n = 0 removes them; bad ids and values are refused */
+    CHECK_OK(st_sampler_set_bias(s, NULL, NULL, 0));
+    CHECK_OK(st_sampler_candidates(s, l, &c));
+    CHECK(c && c->data[0].logit == 3.875f);
+    const int32_t bad_id[1] = {64};
+    const float one[1] = {1.0f}, inf[1] = {INFINITY};
+    CHECK_ERR(st_sampler_set_bias(s, bad_id, one, 1), ST_ERR_USAGE, "token id 64, outside the vocabulary [0, 64)");
+    CHECK_ERR(st_sampler_set_bias(s, ids, inf, 1), ST_ERR_USAGE, "logit bias of token id 63 is not finite");
+    st_sampler_free(s);
+}
+
 static void test_greedy_and_errors(void) {
     const float l[4] = {1, 3, 3, 2};
     struct st_sampler_params p;
@@ -259,6 +308,7 @@ int main(void) {
     test_chain();
     test_penalties();
     test_greedy_and_errors();
+    test_logit_bias();
     test_rng_and_seed();
     test_det_math();
     return st_test_finish("sampler");
