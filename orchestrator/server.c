@@ -53,6 +53,9 @@ struct req {
     char *pend;                     /* SSE bytes built and not yet handed to MHD */
     size_t pend_len, pend_off, pend_cap;
     size_t sent;                    /* of out, bytes already in events */
+    json_t *lp;                     /* lock-protected: with logprobs, the tokens' entries (chat form) not yet
+                                       in a chunk (streaming) or all of them */
+    size_t lp_offset;               /* completions: text_offset of the next token (the echo, then token bytes) */
     int phase;                      /* 0 nothing sent, 1 streaming, 2 the end is built */
 };
 
@@ -175,6 +178,7 @@ static void req_free(struct req *r) {
     free(r->reply_ids);
     free(r->out);
     free(r->pend);
+    json_decref(r->lp);
     free(r);
 }
 
@@ -185,11 +189,35 @@ static void req_release(struct req *r) {
 
 /* ---- the engine side --------------------------------------------------------------- */
 
+static json_t *json_text(const char *t, size_t len);
+
+/* {"token", "logprob", "bytes"} of one id (jansson takes no infinity: -9999 as OpenAI's "never") */
+static json_t *lp_token(const struct server *s, int32_t id, float logprob) {
+    size_t n = 0;
+    const char *b = st_tokenizer_token_bytes(s->tok, id, &n);
+    json_t *bytes = json_array();
+    for (size_t i = 0; b && i < n; i++) json_array_append_new(bytes, json_integer((unsigned char)b[i]));
+    return json_pack("{s:o, s:f, s:o}", "token", json_text(b, b ? n : 0), "logprob",
+                     isfinite(logprob) ? (double)logprob : -9999.0, "bytes", bytes);
+}
+
+/* One generated token's entry, as OpenAI's chat logprobs.content[i] */
+static json_t *lp_entry(const struct server *s, int32_t id, const struct st_gen_logprob *lp) {
+    json_t *e = lp_token(s, id, lp->logprob), *top = json_array();
+    for (int i = 0; i < lp->n_top; i++) json_array_append_new(top, lp_token(s, lp->top_ids[i], lp->top[i]));
+    json_object_set_new(e, "top_logprobs", top);
+    return e;
+}
+
 /* The scheduler's reports (engine thread). */
 static void on_event(void *user, st_session *ss, const struct st_gen_event *ev) {
     struct req *r = user;
     struct server *s = r->srv;
     pthread_mutex_lock(&s->mu);
+    if (ev->lp) {
+        if (!r->lp) r->lp = json_array();
+        json_array_append_new(r->lp, lp_entry(s, ev->token, ev->lp));
+    }
     if (ev->len) {
         if (r->out_len + ev->len + 1 > r->out_cap) {
             size_t cap = ST_MAX(2 * r->out_cap, r->out_len + ev->len + 1);
@@ -325,13 +353,39 @@ static json_t *usage_object(const struct req *r) {
                      (json_int_t)r->completion_tokens, "total_tokens", (json_int_t)(r->prompt_tokens + r->completion_tokens));
 }
 
+/* A choice's "logprobs" for the entries (taken; NULL: null): chat {"content": [...]}; completions the legacy
+ * arrays, text_offset counted on from *offset. */
+static json_t *logprobs_object(enum endpoint ep, json_t *entries, size_t *offset) {
+    if (!entries) return json_null();
+    if (ep == EP_CHAT) return json_pack("{s:o, s:n}", "content", entries, "refusal");
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        json_array_append(tokens, json_object_get(e, "token"));
+        json_array_append(lps, json_object_get(e, "logprob"));
+        json_t *top = json_object(), *t;
+        size_t k;
+        json_array_foreach(json_object_get(e, "top_logprobs"), k, t)
+            json_object_set(top, json_string_value(json_object_get(t, "token")), json_object_get(t, "logprob"));
+        json_array_append_new(tops, top);
+        json_array_append_new(offs, json_integer((json_int_t)*offset));
+        *offset += json_array_size(json_object_get(e, "bytes"));
+    }
+    json_decref(entries);
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs", tops,
+                     "text_offset", offs);
+}
+
 /* The whole answer of a request that ran without streaming (under s->mu). */
-static json_t *full_response(struct server *s, const struct req *r) {
+static json_t *full_response(struct server *s, struct req *r) {
     json_t *choice;
+    json_t *lp = r->lp;
+    r->lp = NULL;
     if (r->ep == EP_CHAT) {
         json_t *msg = json_pack("{s:s, s:o}", "role", "assistant", "content", json_text(r->out, r->out_len));
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs", "finish_reason",
-                           finish_reason(r->finish));
+        choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "message", msg, "logprobs",
+                           logprobs_object(r->ep, lp, &r->lp_offset), "finish_reason", finish_reason(r->finish));
     } else {
         size_t el = r->q.echo_text ? strlen(r->q.echo_text) : 0;
         char *all = malloc(el + r->out_len + 1);
@@ -339,8 +393,9 @@ static json_t *full_response(struct server *s, const struct req *r) {
             memcpy(all, r->q.echo_text ? r->q.echo_text : "", el);
             memcpy(all + el, r->out ? r->out : "", r->out_len);
         }
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", json_text(all, all ? el + r->out_len : 0),
-                           "logprobs", "finish_reason", finish_reason(r->finish));
+        choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", json_text(all, all ? el + r->out_len : 0),
+                           "logprobs", logprobs_object(r->ep, lp, &r->lp_offset), "finish_reason",
+                           finish_reason(r->finish));
         free(all);
     }
     if (r->q.return_ids) {
@@ -353,17 +408,20 @@ static json_t *full_response(struct server *s, const struct req *r) {
                      "model", s->o->model_name, "choices", choice, "usage", usage_object(r));
 }
 
-/* One server-sent event carrying a chunk (text may be NULL: a role or final chunk). */
-static json_t *chunk(struct server *s, const struct req *r, const char *text, size_t len, bool role, const char *finish) {
+/* One server-sent event carrying a chunk (text may be NULL: a role or final chunk), with the logprob
+ * entries of the tokens generated since the last chunk (the text may lag behind them: held for a stop string). */
+static json_t *chunk(struct server *s, struct req *r, const char *text, size_t len, bool role, const char *finish) {
     json_t *c;
+    json_t *lp = logprobs_object(r->ep, r->lp, &r->lp_offset);
+    r->lp = NULL;
     if (r->ep == EP_CHAT) {
         json_t *delta = json_object();
         if (role) json_object_set_new(delta, "role", json_string("assistant"));
         if (text || role) json_object_set_new(delta, "content", json_text(text, len));
-        c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
+        c = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta, "logprobs", lp, "finish_reason",
                       finish ? json_string(finish) : json_null());
     } else {
-        c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", json_text(text, len), "logprobs", "finish_reason",
+        c = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", json_text(text, len), "logprobs", lp, "finish_reason",
                       finish ? json_string(finish) : json_null());
     }
     json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", r->id, "object",
@@ -615,6 +673,7 @@ static enum MHD_Result handle_completion(struct server *s, struct MHD_Connection
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
+    r->lp_offset = r->q.echo_text ? strlen(r->q.echo_text) : 0;   /* text_offset counts the echoed prompt */
 
     pthread_mutex_lock(&s->mu);
     /* waiting beyond the free slots is the queue */

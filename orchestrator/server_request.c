@@ -133,8 +133,31 @@ static bool get_logit_bias(const struct st_server_request_ctx *s, json_t *body, 
     return true;
 }
 
+/* Chat: "logprobs": true and "top_logprobs": 0..20. Completions (the legacy
+ * form): "logprobs": 0..20, the number of alternatives. */
+static bool get_logprobs(bool chat, json_t *body, struct st_server_request *r, struct st_server_request_error *b) {
+    long long k = 0;
+    bool given = false;
+    if (chat) {
+        if (!get_bool(body, "logprobs", &r->gp.logprobs, b)) return false;
+        if (!get_int(body, "top_logprobs", 0, ST_GEN_MAX_TOP_LOGPROBS, &k, &given, b)) return false;
+        if (given && k > 0 && !r->gp.logprobs)
+            return bad_set(b, 400, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    } else {
+        json_t *lp = json_object_get(body, "logprobs");
+        if (json_is_boolean(lp))   /* as some clients send it: false is off, true the chosen token's alone */
+            r->gp.logprobs = json_is_true(lp);
+        else if (!get_int(body, "logprobs", 0, ST_GEN_MAX_TOP_LOGPROBS, &k, &given, b))
+            return false;
+        r->gp.logprobs = r->gp.logprobs || given;
+    }
+    r->gp.top_logprobs = (int)k;
+    return true;
+}
+
 /* The settings every completion takes. */
-static bool parse_common(const struct st_server_request_ctx *s, json_t *body, struct st_server_request *r, struct st_server_request_error *b) {
+static bool parse_common(const struct st_server_request_ctx *s, bool chat, json_t *body, struct st_server_request *r,
+                         struct st_server_request_error *b) {
     json_t *m = json_object_get(body, "model");
     if (m && !json_is_null(m)) {
         if (!json_is_string(m)) return bad_set(b, 400, "model", "'model' must be a string");
@@ -163,11 +186,7 @@ static bool parse_common(const struct st_server_request_ctx *s, json_t *body, st
             return false;
         }
     }
-    json_t *lp = json_object_get(body, "logprobs");
-    if (lp && !json_is_null(lp) && !json_is_false(lp) && !(json_is_integer(lp) && json_integer_value(lp) == 0))
-        return bad_set(b, 400, "logprobs", "'logprobs' is not supported by this server");
-    json_t *tl = json_object_get(body, "top_logprobs");
-    if (tl && !json_is_null(tl)) return bad_set(b, 400, "top_logprobs", "'top_logprobs' is not supported by this server");
+    if (!get_logprobs(chat, body, r, b)) return false;
     json_t *tools = json_object_get(body, "tools");
     if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
         return bad_set(b, 400, "tools", "'tools' (function calling) is not supported by this server");
@@ -389,7 +408,7 @@ unsigned st_server_request_read(const struct st_server_request_ctx *x, bool chat
                 je.column);
     else if (!json_is_object(j))
         ok = bad_set(b, 400, NULL, "the request body must be a JSON object");
-    ok = ok && parse_common(x, j, r, b) && (chat ? parse_chat(x, j, r, b) : parse_completion(x, j, r, b));
+    ok = ok && parse_common(x, chat, j, r, b) && (chat ? parse_chat(x, j, r, b) : parse_completion(x, j, r, b));
     json_decref(j);
     if (ok && r->n_ids == 0) ok = bad_set(b, 400, chat ? "messages" : "prompt", "the prompt is empty");
     if (ok && r->n_ids > x->n_ctx) {

@@ -26,6 +26,8 @@ struct st_session {
     struct st_gen_params p;
     char stops[ST_GEN_MAX_STOP][ST_GEN_STOP_MAX_BYTES + 1];
     size_t stop_len[ST_GEN_MAX_STOP];
+    struct st_gen_logprob lp;    /* with p.logprobs: the chosen token's, until its first event */
+    bool lp_pending;
     struct st_engine_row pick;   /* how its tokens are chosen (slot, id filled per step) */
     st_sampler_t *sampler;       /* host sampler when pick is LOGITS */
     float *logits;               /* (n_vocab) the last prompt token's logits (host pick) */
@@ -265,7 +267,12 @@ st_status st_session_start(st_session *ss, const int32_t *ids, int64_t n, const 
      * biases (or a draw the device cannot make) bring the logits to the host sampler */
     struct st_engine_row pick = {.slot = ss->slot, .pick = ST_PICK_GREEDY};
     st_sampler_t *sampler = NULL;
-    const bool host_only = penalties_on(&p->sp) || p->n_bias > 0;
+    if (p->top_logprobs < 0 || p->top_logprobs > ST_GEN_MAX_TOP_LOGPROBS) {
+        st_error_set(ST_ERR_USAGE, "session: %d top log-probabilities asked (0 to %d)", p->top_logprobs,
+                     ST_GEN_MAX_TOP_LOGPROBS);
+        return st_error_hint("ask for at most %d alternatives", ST_GEN_MAX_TOP_LOGPROBS);
+    }
+    const bool host_only = penalties_on(&p->sp) || p->n_bias > 0 || p->logprobs;
     if (p->sp.temperature > 0.0f || host_only) {
         struct st_sample_params dsp = {.temperature = p->sp.temperature,
                                        .top_k = (int32_t)ST_MIN(p->sp.top_k, (int64_t)INT32_MAX),
@@ -328,6 +335,10 @@ st_status st_session_start(st_session *ss, const int32_t *ids, int64_t n, const 
 
 static void emit(st_session *ss, int32_t token, const char *text, size_t len, st_finish finish, st_status status) {
     struct st_gen_event ev = {.token = token, .text = text, .len = len, .finish = finish, .status = status};
+    if (token >= 0 && ss->lp_pending) {
+        ev.lp = &ss->lp;
+        ss->lp_pending = false;
+    }
     if (ss->cb) ss->cb(ss->user, ss, &ev);
 }
 
@@ -387,6 +398,7 @@ static void finish(st_session *ss, st_finish why, st_status status, bool flush) 
     size_t rest_len = 0;
     if (ss->detok) rest = st_detok_stream_flush(ss->detok, &rest_len);   /* flushes the UTF-8 it held */
     ss->hold_len = 0;
+    ss->lp_pending = false;   /* a stop token's: not reported */
     ss->state = SS_IDLE;
     ss->cancel = false;
     mb_unassign(ss);
@@ -422,10 +434,37 @@ static void take_token(st_session *ss, int32_t id) {
     ss->state = SS_DECODE;
 }
 
+/* The model's log-probability of id and the k best tokens (st_gen_logprob). */
+static void logprobs_of(const float *l, int64_t n_vocab, int32_t id, int k, struct st_gen_logprob *out) {
+    double m = -INFINITY, sum = 0.0;
+    for (int64_t i = 0; i < n_vocab; i++)
+        if (isfinite(l[i]) && l[i] > m) m = l[i];
+    for (int64_t i = 0; i < n_vocab; i++)
+        if (isfinite(l[i])) sum += exp((double)l[i] - m);
+    const double lse = m + log(sum);
+    out->logprob = isfinite(l[id]) ? (float)((double)l[id] - lse) : -INFINITY;
+    int n = 0;
+    for (int64_t i = 0; i < n_vocab && k > 0; i++) {
+        if (!isfinite(l[i]) || (n == k && l[i] <= l[out->top_ids[n - 1]])) continue;
+        int at = n < k ? n++ : k - 1;   /* insert, best first; an equal logit stays behind the lower id */
+        while (at > 0 && l[out->top_ids[at - 1]] < l[i]) {
+            out->top_ids[at] = out->top_ids[at - 1];
+            at--;
+        }
+        out->top_ids[at] = (int32_t)i;
+    }
+    out->n_top = n;
+    for (int j = 0; j < n; j++) out->top[j] = (float)((double)l[out->top_ids[j]] - lse);
+}
+
 /* The host's choice from a row of logits (pick LOGITS). */
 static void take_logits(st_session *ss, const float *logits) {
     int32_t id = st_sampler_sample(ss->sampler, logits);
     if (id < 0) { finish(ss, ST_FINISH_ERROR, st_last_status(), true); return; }
+    if (ss->p.logprobs) {
+        logprobs_of(logits, ss->sch->n_vocab, id, ss->p.top_logprobs, &ss->lp);
+        ss->lp_pending = true;
+    }
     take_token(ss, id);
 }
 

@@ -62,12 +62,25 @@ struct st_gen_params {
     const char *stop[ST_GEN_MAX_STOP];   /* stop strings (copied at start) */
     int n_stop;
     bool ignore_eos;                 /* the model's stop tokens do not end the generation */
+    bool logprobs;                   /* report each token's log-probability (st_gen_event.lp) */
+    int top_logprobs;                /*   and that many best alternatives, 0 .. ST_GEN_MAX_TOP_LOGPROBS */
     const int32_t *bias_ids;         /* logit_bias: bias[i] added to the logit of bias_ids[i] before sampling */
     const float *bias;               /*   (greedy too; copied at start) */
     int n_bias;                      /*   0 .. ST_SAMPLER_MAX_BIAS */
 };
 /* Greedy, no limit, no stop strings. */
 void st_gen_params_default(struct st_gen_params *p);
+
+#define ST_GEN_MAX_TOP_LOGPROBS 20
+/* A generated token's log-probability under the model: the log-softmax of
+ * the raw logits (before a logit bias, penalties and temperature), in double
+ * precision; the alternatives best first (lower id on ties). */
+struct st_gen_logprob {
+    float logprob;                   /* of the chosen token */
+    int n_top;
+    int32_t top_ids[ST_GEN_MAX_TOP_LOGPROBS];
+    float top[ST_GEN_MAX_TOP_LOGPROBS];
+};
 
 /* One report to a session's callback. Every generated token gives one event
  * (text may be empty: bytes held back for UTF-8 or a possible stop string);
@@ -78,6 +91,7 @@ struct st_gen_event {
     size_t len;
     st_finish finish;
     st_status status;                /* finish == ERROR: what failed (st_last_error() has the message) */
+    const struct st_gen_logprob *lp; /* with logprobs: on the first event of each token, else NULL */
 };
 typedef void (*st_gen_cb)(void *user, st_session *ss, const struct st_gen_event *ev);
 

@@ -82,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FZ_ASSERT(l >= 1 && l <= ST_GEN_STOP_MAX_BYTES);
         }
         FZ_ASSERT(!q.echo || q.echo_text);
+        FZ_ASSERT(q.gp.top_logprobs >= 0 && q.gp.top_logprobs <= ST_GEN_MAX_TOP_LOGPROBS);
         FZ_ASSERT(q.gp.n_bias >= 0 && q.gp.n_bias <= ST_SAMPLER_MAX_BIAS && q.gp.bias_ids == q.bias_ids);
         for (int k = 0; k < q.gp.n_bias; k++) {   /* distinct ids in the vocabulary, biases in [-100, 100] */
             FZ_ASSERT(q.bias_ids[k] >= 0 && q.bias_ids[k] < x.n_vocab && fabsf(q.bias[k]) <= 100.0f);

@@ -178,6 +178,48 @@ def test_client(srv):
                                                                 logit_bias={str(boost): 100}, stream=True)]
     solo = cl.completions.create(model=MODEL, prompt=ids, temperature=0, max_tokens=3, logit_bias={str(boost): 100})
     check("".join(parts) == solo.choices[0].text, "logit_bias: streamed the same text")
+    # logprobs: the log-softmax of the logits `strata generate --logits` writes for the same ids (teacher-forced)
+    n_new = 6
+    c = cl.completions.create(model=MODEL, prompt=ids, temperature=0, max_tokens=n_new, logprobs=3, echo=True,
+                              extra_body={"return_token_ids": True})
+    got_ids = c.choices[0].token_ids
+    with tempfile.TemporaryDirectory() as td:
+        subprocess.run([STRATA, "generate", "-c", CFG, "--tokens", ",".join(map(str, ids)), "-n", str(n_new),
+                        "--logits", os.path.join(td, "l.npy")], capture_output=True, check=True)
+        rows = np.load(os.path.join(td, "l.npy")).astype(np.float64)[len(ids) - 1:]
+    ls = rows - (rows.max(axis=1, keepdims=True) + np.log(np.exp(rows - rows.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)))
+    lp = c.choices[0].logprobs
+    want_lp = [ls[i][t] for i, t in enumerate(got_ids)]
+    check(len(got_ids) == n_new and len(lp.token_logprobs) == n_new and
+          max(abs(a - b) for a, b in zip(lp.token_logprobs, want_lp)) < 1e-4,
+          f"completions logprobs: each token's log-softmax ({lp.token_logprobs} vs {want_lp})")
+    tops_ok = all(sorted(d.values(), reverse=True) == sorted([float(x) for x in np.sort(ls[i])[::-1][:3]], reverse=True)
+                  or max(abs(a - b) for a, b in zip(sorted(d.values(), reverse=True), np.sort(ls[i])[::-1][:3])) < 1e-4
+                  for i, d in enumerate(lp.top_logprobs))
+    check(len(lp.top_logprobs) == n_new and all(len(d) == 3 for d in lp.top_logprobs) and tops_ok,
+          "completions logprobs: the 3 best log-probabilities of each step")
+    echo = "In the beginning"
+    check(lp.text_offset[0] == len(echo.encode()) and "".join(lp.tokens) == c.choices[0].text[len(echo):] and
+          all(lp.text_offset[i + 1] - lp.text_offset[i] == len(lp.tokens[i].encode()) for i in range(n_new - 1)),
+          f"completions logprobs: tokens spell the text after the echo, offsets count their bytes ({lp.text_offset})")
+    # chat: entries with bytes and alternatives, the same streamed and not; greedy's pick is the best alternative
+    msgs1 = [{"role": "user", "content": "Who made the heaven?"}]
+    r = cl.chat.completions.create(model=MODEL, messages=msgs1, temperature=0, max_tokens=8, logprobs=True,
+                                   top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    check(len(content) == r.usage.completion_tokens == 8 and
+          "".join(bytes(e.bytes).decode("utf-8", "replace") for e in content) == r.choices[0].message.content and
+          all(len(e.top_logprobs) == 2 and e.top_logprobs[0].token == e.token and
+              abs(e.top_logprobs[0].logprob - e.logprob) < 1e-6 and e.top_logprobs[1].logprob <= e.logprob <= 0
+              for e in content), "chat logprobs: one entry per token, its bytes spell the reply, greedy = best")
+    streamed = []
+    for ch in cl.chat.completions.create(model=MODEL, messages=msgs1, temperature=0, max_tokens=8, logprobs=True,
+                                         top_logprobs=2, stream=True):
+        if ch.choices and ch.choices[0].logprobs and ch.choices[0].logprobs.content:
+            streamed += ch.choices[0].logprobs.content
+    check([(e.token, e.logprob, [t.logprob for t in e.top_logprobs]) for e in streamed] ==
+          [(e.token, e.logprob, [t.logprob for t in e.top_logprobs]) for e in content],
+          "chat logprobs: streamed entries equal the whole answer's")
 
 
 def test_concurrent(srv):
@@ -254,6 +296,9 @@ def test_errors(srv):
     err(400, {"messages": msgs, "top_p": 0}, param="top_p", what="top_p out of range")
     err(400, {"messages": msgs, "max_tokens": 0}, param="max_tokens", what="max_tokens out of range")
     err(400, {"messages": msgs, "n": 2}, param="n", what="n above 1")
+    err(400, {"messages": msgs, "top_logprobs": 2}, param="top_logprobs", what="top_logprobs without logprobs")
+    err(400, {"messages": msgs, "logprobs": True, "top_logprobs": 21}, param="top_logprobs", what="top_logprobs over 20")
+    err(400, {"prompt": "x", "logprobs": 21}, param="logprobs", path="/v1/completions", what="completions logprobs over 20")
     err(400, {"messages": msgs, "logit_bias": {"x": 1}}, param="logit_bias", what="a logit_bias key that is no id")
     err(400, {"messages": msgs, "logit_bias": {"99999": 1}}, param="logit_bias", what="a logit_bias id outside the vocabulary")
     err(400, {"messages": msgs, "logit_bias": {"5": 101}}, param="logit_bias", what="a logit_bias over 100")
@@ -315,9 +360,9 @@ def test_queue():
         ts = [threading.Thread(target=long_req) for _ in range(2)]
         for t in ts:
             t.start()
-        for _ in range(200):   # one running, one waiting
-            if srv.metric("strata_queue_length") == 1:
-                break
+        deadline = time.time() + 60   # one running, one waiting (a loaded machine may take a while)
+        while time.time() < deadline and not (srv.metric("strata_sequences_running") == 1 and
+                                              srv.metric("strata_queue_length") == 1):
             time.sleep(0.01)
         st, h, j, _ = srv.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1})
         check(st == 429 and h.get("Retry-After") and j["error"]["type"] == "rate_limit_error",
