@@ -165,26 +165,23 @@ static TGT void fmatmul(fsweep_fn fn, const struct mm_args *a, int64_t r0, int64
         for (int64_t tb = 0; tb < a->n_tok; tb += TBF) {
             const int64_t ntb = ST_MIN(TBF, a->n_tok - tb);
             for (int64_t c0 = 0; c0 < a->cols; c0 += KC) {
-                const int64_t n = ST_MIN(KC, a->cols - c0);
-                size_t bs = MM_RB * es, cs = (size_t)qn * MM_RB * es;
-                const uint8_t *src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs + (size_t)c0 * cs;
-                const uint8_t *pf = NULL;   /* the next columns this thread sweeps */
-                size_t pfl = 0;
-                const int64_t ntiles = ntb <= GT ? 1 : (ntb + GT - 1) / GT;
-                if (a->packed && ntiles > 1) {
+                const int64_t n = ST_MIN(KC, a->cols - c0), ntiles = (ntb + GT - 1) / GT;
+                const uint8_t *src = buf, *pf = NULL;   /* pf: the next columns this thread sweeps */
+                size_t bs = (size_t)n * MM_RB * es, cs = MM_RB * es, pfl = 0;
+                if (a->packed) {   /* blk's part of its quad */
+                    bs = MM_RB * es;
+                    cs = (size_t)qn * MM_RB * es;
+                    src = a->packed + (size_t)(blk / 4 * 4) * bb + (size_t)(blk % 4) * bs + (size_t)c0 * cs;
                     const int64_t nc = c0 + KC < a->cols ? c0 + KC : 0;
                     const int64_t nb0 = nc || tb + TBF < a->n_tok ? blk : blk + NB;
-                    if (nb0 < blk1) {
+                    if (ntiles > 1 && nb0 < blk1) {
                         const size_t ncs = (size_t)pk_quad_n(nblk, nb0) * MM_RB * es;
                         pf = a->packed + (size_t)(nb0 / 4 * 4) * bb + (size_t)nc * ncs;
                         pfl = (size_t)ST_MIN(KC, a->cols - nc) * ncs;
                     }
-                } else if (!a->packed) {
+                } else {   /* FB blocks packed for these columns */
                     for (int b = 0; b < NB; b++)
                         mm_pack_cols(dt, a->w, a->rows, a->cols, (blk + b) * MM_RB, c0, c0 + n, buf + (size_t)b * n * MM_RB * es);
-                    src = buf;
-                    bs = (size_t)n * MM_RB * es;
-                    cs = MM_RB * es;
                 }
                 const size_t step = (pfl / (size_t)ntiles + 63) / 64 * 64;
                 for (int64_t t0 = 0, ti = 0; t0 < ntb; ti++) {
