@@ -380,7 +380,7 @@ static json_t *logprobs_object(enum endpoint ep, json_t *entries, size_t *offset
 /* The whole answer of a request that ran without streaming (under s->mu). */
 static json_t *full_response(struct server *s, struct req *r) {
     json_t *choice;
-    json_t *lp = r->lp;
+    json_t *lp = r->lp ? r->lp : r->q.gp.logprobs ? json_array() : NULL;   /* asked, no token: an empty list */
     r->lp = NULL;
     if (r->ep == EP_CHAT) {
         json_t *msg = json_pack("{s:s, s:o}", "role", "assistant", "content", json_text(r->out, r->out_len));

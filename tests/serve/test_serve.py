@@ -217,6 +217,11 @@ def test_client(srv):
                                          top_logprobs=2, stream=True):
         if ch.choices and ch.choices[0].logprobs and ch.choices[0].logprobs.content:
             streamed += ch.choices[0].logprobs.content
+    eos = {str(i): 100 for i in tokenize("<|im_end|><|endoftext|>")}   # the first token ends the reply
+    r0 = cl.chat.completions.create(model=MODEL, messages=msgs1, max_tokens=3, logprobs=True, logit_bias=eos)
+    check(r0.usage.completion_tokens == 0 and r0.choices[0].finish_reason == "stop" and
+          r0.choices[0].logprobs is not None and r0.choices[0].logprobs.content == [],
+          "chat logprobs: a reply that ends at once has an empty list (the end-of-text token has no entry)")
     check([(e.token, e.logprob, [t.logprob for t in e.top_logprobs]) for e in streamed] ==
           [(e.token, e.logprob, [t.logprob for t in e.top_logprobs]) for e in content],
           "chat logprobs: streamed entries equal the whole answer's")
