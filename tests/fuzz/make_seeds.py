@@ -362,6 +362,9 @@ def serve_seeds():
         "completion-ids": (0, {"prompt": [1192, 258, 2144, 385], "echo": True, "temperature": 0}),
         "completion-list": (0, {"prompt": ["In the beginning"], "suffix": None, "top_logprobs": None}),
         "completion-bad": (0, {"prompt": [[1, 2]], "temperature": "hot", "top_p": 0, "n": 2}),
+        "chat-logprobs": (1 | chatml, {"messages": msgs, "logprobs": True, "top_logprobs": 3,
+                                       "logit_bias": {"5": -100, "7": 2.5}, "response_format": {"type": "text"}}),
+        "completion-logprobs": (0, {"prompt": [1192, 258], "logprobs": 2, "echo": True, "logit_bias": {"0": 100}}),
     }
     for name, (b0, body) in bodies.items():
         put("serve_request", name, bytes([b0]) + json.dumps(body, ensure_ascii=False).encode())
