@@ -189,7 +189,17 @@ static void req_release(struct req *r) {
 
 /* ---- the engine side --------------------------------------------------------------- */
 
-static json_t *json_text(const char *t, size_t len);
+/* A JSON string of possibly invalid UTF-8 (replacement characters where needed). */
+static json_t *json_text(const char *t, size_t len) {
+    json_t *j = json_stringn(t ? t : "", t ? len : 0);
+    if (j) return j;
+    char *fixed = malloc(3 * len + 1);
+    if (!fixed) return json_string("");
+    size_t n = st_utf8_lossy(t, len, fixed, 3 * len + 1);
+    j = json_stringn(fixed, n);
+    free(fixed);
+    return j ? j : json_string("");
+}
 
 /* {"token", "logprob", "bytes"} of one id (jansson takes no infinity: -9999 as OpenAI's "never") */
 static json_t *lp_token(const struct server *s, int32_t id, float logprob) {
@@ -327,18 +337,6 @@ static int64_t n_running(const struct server *s) {
 }
 
 /* ---- responses -------------------------------------------------------------------- */
-
-/* A JSON string of possibly invalid UTF-8 (replacement characters where needed). */
-static json_t *json_text(const char *t, size_t len) {
-    json_t *j = json_stringn(t ? t : "", t ? len : 0);
-    if (j) return j;
-    char *fixed = malloc(3 * len + 1);
-    if (!fixed) return json_string("");
-    size_t n = st_utf8_lossy(t, len, fixed, 3 * len + 1);
-    j = json_stringn(fixed, n);
-    free(fixed);
-    return j ? j : json_string("");
-}
 
 static const char *finish_reason(st_finish f) {
     switch (f) {
