@@ -275,10 +275,24 @@ bool bench_quant(const qbench &q, const char *list) {
         for (int m = 0; m < 7; m++) {
             if (m != 4 && m != 6 && !(m == 2 && ti == 9)) continue;
             const shape &s = layer[m];
-            for (int path = 0; path < 2; path++) {
+            /* kernels: the default, and for the types with a direct kernel the others
+             * (unroll 0: the window kernel; 2, 4: the direct kernel's units per lane,
+             * in blocks of 256 or 128 threads) */
+            const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, 1, q.sms);
+            const int variants[][2] = {{def0.unroll, def0.threads}, {0, 256}, {2, 256}, {4, 256}, {2, 128}, {4, 128}};
+            const int n_var = def0.unroll > 0 ? 6 : 1;
+            for (int path = 0; path < 2; path++)
+            for (int v = 0; v < n_var; v++) {
+                if (v > 0 && variants[v][0] == variants[0][0] && variants[v][1] == variants[0][1]) continue;
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
                 const void *xqp = path == 0 ? xq : NULL;
-                const st_gemv_shape def = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, 1, q.sms);
+                st_gemv_shape def = def0;
+                def.unroll = variants[v][0];
+                def.threads = variants[v][1];
+                char pname[16];
+                if (n_var == 1) snprintf(pname, sizeof pname, "%s", path == 0 ? "dp4a" : "fp32");
+                else if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-w", path == 0 ? "dp4a" : "fp32");
+                else snprintf(pname, sizeof pname, "%s-d%d%s", path == 0 ? "dp4a" : "fp32", def.unroll, def.threads == 128 ? "b4" : "");
                 double best = 0, def_gbps = 0;
                 int best_k = def.k_split;
                 for (int k = 1; k <= 8; k *= 2) {
@@ -293,19 +307,29 @@ bool bench_quant(const qbench &q, const char *list) {
                     if (k == def.k_split) def_gbps = gbps;
                 }
                 printf("%-10s %-7s %-5s %7lld %7lld %9.2f %9.1f %6.1f%%  default k%d; best k%d %.1f GB/s (%.1f%%)\n", s.name,
-                       st_dtype_name(dt[m]), path == 0 ? "dp4a" : "fp32", (long long)s.rows, (long long)s.cols,
+                       st_dtype_name(dt[m]), pname, (long long)s.rows, (long long)s.cols,
                        mbytes[m] / (def_gbps * 1e3), def_gbps, 100 * def_gbps / q.copy_gbps, def.k_split, best_k, best,
                        100 * best / q.copy_gbps);
                 if (q.jf) fprintf(q.jf, "%s{\"matrix\": \"%s\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, \"gbps\": %.2f, "
                                   "\"vs_copy\": %.4f, \"k_split\": %d, \"best_k_split\": %d, \"best_gbps\": %.2f}",
-                                  *q.first_json ? "" : ", ", s.name, st_dtype_name(dt[m]), path == 0 ? "dp4a" : "fp32",
+                                  *q.first_json ? "" : ", ", s.name, st_dtype_name(dt[m]), pname,
                                   def_gbps, def_gbps / q.copy_gbps, def.k_split, best_k, best);
                 *q.first_json = false;
             }
         }
         /* the engine's decode layer: x quantized before each of the four launches */
-        for (int path = 0; path < 2; path++) {
+        const bool has_direct = st_gemv_cuda_shape(wall + off[4], dt[4], F, E, q.x, 1, q.sms).unroll > 0;
+        for (int pv = 0; pv < (has_direct ? 5 : 2); pv++) {
+            /* pv 0, 1: dp4a, fp32 with the default kernels; 2, 3: the same with the window kernel forced;
+             * 4: dp4a, the direct kernel in blocks of 128 threads */
+            const int path = pv == 4 ? 0 : pv & 1;
+            const bool window = pv == 2 || pv == 3, b4 = pv == 4;
             const void *xqp = path == 0 ? xq : NULL;
+            auto sh = [&](st_gemv_shape s0) {
+                if (window) s0.unroll = 0;
+                if (b4) s0.threads = 128;
+                return s0;
+            };
             auto fused_layer = [&](const uint8_t *b) {
                 struct st_gemv_job g0[3], g1[1];
                 int n0 = 0, n1 = 0;
@@ -313,26 +337,35 @@ bool bench_quant(const qbench &q, const char *list) {
                 g0[n0++] = jq; g0[n0++] = jk;
                 if (dt[2] == dt[0]) g0[n0++] = jv; else g1[n1++] = jv;
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
-                CKS(st_gemv_multi_cuda(g0, n0, dt[0], E, q.x, xqp, 1, q.sms, st));
-                if (n1) CKS(st_gemv_multi_cuda(g1, n1, dt[2], E, q.x, xqp, 1, q.sms, st));
+                st_gemv_shape s0 = sh(st_gemv_multi_cuda_shape(g0, n0, dt[0], E, q.x, 1, q.sms));
+                CKS(st_gemv_multi_cuda_shaped(g0, n0, dt[0], E, q.x, xqp, 1, &s0, st));
+                if (n1) {
+                    s0 = sh(st_gemv_multi_cuda_shape(g1, n1, dt[2], E, q.x, 1, q.sms));
+                    CKS(st_gemv_multi_cuda_shaped(g1, n1, dt[2], E, q.x, xqp, 1, &s0, st));
+                }
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
-                CKS(st_gemv_cuda(b + off[3], dt[3], E, E, NULL, q.x, xqp, 1, q.y, q.sms, st));
+                s0 = sh(st_gemv_cuda_shape(b + off[3], dt[3], E, E, q.x, 1, q.sms));
+                CKS(st_gemv_cuda_shaped(b + off[3], dt[3], E, E, NULL, q.x, xqp, 1, q.y, &s0, st));
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
-                CKS(st_gemv_swiglu_cuda(b + off[4], NULL, b + off[5], NULL, dt[4], F, E, q.x, xqp, 1, yff, q.sms, st));
+                s0 = sh(st_gemv_swiglu_cuda_shape(b + off[4], b + off[5], dt[4], F, E, q.x, 1, q.sms));
+                CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt[4], F, E, q.x, xqp, 1, yff, &s0, st));
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, F, xq, st));
-                CKS(st_gemv_cuda(b + off[6], dt[6], E, F, NULL, q.x, xqp, 1, q.y, q.sms, st));
+                s0 = sh(st_gemv_cuda_shape(b + off[6], dt[6], E, F, q.x, 1, q.sms));
+                CKS(st_gemv_cuda_shaped(b + off[6], dt[6], E, F, NULL, q.x, xqp, 1, q.y, &s0, st));
             };
             cudaGraphExec_t exec = capture_graph(st, n_copies, [&](int c) { fused_layer(wall + (size_t)c * layer_bytes); });
             const double us = qtime(q, false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
             CK(cudaGraphExecDestroy(exec));
             const double gbps = wsum / (us * 1e-6) / 1e9;
-            printf("%-10s %-7s %-5s %7s %7s %9.2f %9.1f %6.1f%%  CUDA graph: %s\n", "FUSED", name, path == 0 ? "dp4a" : "fp32",
+            const char *pname = b4 ? "dp4a-b4" : path == 0 ? (window ? "dp4a-w" : "dp4a") : (window ? "fp32-w" : "fp32");
+            printf("%-10s %-7s %-5s %7s %7s %9.2f %9.1f %6.1f%%  CUDA graph: %s%s\n", "FUSED", name, pname,
                    "layer", "", us, gbps, 100 * gbps / q.copy_gbps,
-                   path == 0 ? "4 x-quantizations, qkv grouped, o, gate/up+swiglu, down" : "qkv grouped, o, gate/up+swiglu, down");
+                   path == 0 ? "4 x-quantizations, qkv grouped, o, gate/up+swiglu, down" : "qkv grouped, o, gate/up+swiglu, down",
+                   window ? " (window kernel)" : b4 ? " (blocks of 4 warps)" : "");
             if (q.jf) fprintf(q.jf, ", {\"matrix\": \"fused_layer_graph\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, "
-                              "\"us\": %.3f, \"gbps\": %.2f, \"vs_copy\": %.4f}", name, path == 0 ? "dp4a" : "fp32", us, gbps,
+                              "\"us\": %.3f, \"gbps\": %.2f, \"vs_copy\": %.4f}", name, pname, us, gbps,
                               gbps / q.copy_gbps);
-            if (path == 0 && mix) layer_us[ti == 9 ? 1 : 0] = us;
+            if (pv == 0 && mix) layer_us[ti == 9 ? 1 : 0] = us;
         }
         CK(cudaFree(wall));
     }

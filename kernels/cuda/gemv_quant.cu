@@ -186,6 +186,148 @@ __global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 4 : 2) gemvq_kernel(cons
         if (lane == t && r < rows && t < n_tok) y[(int64_t)t * rows + r] = acc[t] + (bias ? bias[r] : 0.0f);
 }
 
+/* warps per SM the registers of a batch allow: 32 (64 registers), 24 (80), 16 (128) */
+template <int U, int NT, bool PAIR> constexpr int direct_sm_warps() {
+    return NT > 1 ? 16 : U * (PAIR ? 2 : 1) <= 2 ? 32 : U * (PAIR ? 2 : 1) <= 4 ? 24 : 16;
+}
+
+/* The direct kernel, for the 16-byte-aligned types (Q4_K, Q5_K) on aligned
+ * data: no shared memory. Lane l owns unit ui = l % UPB of every block it
+ * touches (32 is a multiple of UPB), takes U units of its row per batch
+ * (units base + l + 32 i, coalesced per i) and issues all of a batch's
+ * 16-byte loads (Tr::NLD per unit, __ldcs) before decoding any, so a warp
+ * has 32 * U units' bytes in flight. PAIR: the warp does the gate row and
+ * the up row together, each x load serving both. KS warps split a row;
+ * BW warps per block (4 or 8). */
+template <int DT, int U, int BW, int NT, bool I8, bool PAIR>
+__global__ void __launch_bounds__(BW * 32, direct_sm_warps<U, NT, PAIR>() / BW) gemvq_direct_kernel(const gemvq_args a) {
+    using Tr = st_qt<DT>;
+    constexpr int UPB = Tr::QK / 32, NL = Tr::NLD, NM = PAIR ? 2 : 1;
+    static_assert(32 % UPB == 0, "a lane keeps its unit index");
+    __shared__ float red[BW][NM][NT];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int ks_warps = a.ks;
+    const int groups = BW / ks_warps;
+    const int group = warp / ks_warps, ks = warp % ks_warps;
+    const int64_t cols = a.cols;
+    const int n_tok = a.n_tok;
+
+    int j = 0;
+    if (!PAIR) {
+#pragma unroll
+        for (int i = 1; i < MAXJ; i++)
+            if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
+    }
+    const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
+    const int64_t r = (int64_t)(blockIdx.x - (PAIR ? 0u : pick(a.begin, j))) * groups + group;
+    const int64_t nblk = cols / Tr::QK, units = cols / 32;
+    const size_t row_bytes = (size_t)nblk * Tr::BB;
+    const size_t roff = (size_t)(r < rows ? r : rows - 1) * row_bytes;   /* extra rows compute, never store */
+    const uint8_t *rowp[NM];
+    rowp[0] = (PAIR ? a.w[0] : pick(a.w, j)) + roff;
+    if (PAIR) rowp[NM - 1] = a.w[1] + roff;
+    const int ui = lane % UPB;
+    int off[NL];
+#pragma unroll
+    for (int l = 0; l < NL; l++) off[l] = Tr::ld_off(ui, l);
+    const size_t xq_row = st_q8x_row_bytes(cols);
+    const int64_t step = (int64_t)32 * U * ks_warps;
+
+    float acc[NM][NT];
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[m][t] = 0.0f;
+
+    uint32_t wr[NM][U][NL][4];
+    auto load = [&](int64_t base) {
+#pragma unroll
+        for (int i = 0; i < U; i++) {
+            const int64_t u = base + lane + 32 * i;
+            if (u >= units) break;
+            const size_t bo = (size_t)(u / UPB) * Tr::BB;
+#pragma unroll
+            for (int m = 0; m < NM; m++)
+#pragma unroll
+                for (int l = 0; l < NL; l++) {
+                    const uint4 v = __ldcs((const uint4 *)(rowp[m] + bo + off[l]));
+                    wr[m][i][l][0] = v.x; wr[m][i][l][1] = v.y; wr[m][i][l][2] = v.z; wr[m][i][l][3] = v.w;
+                }
+        }
+    };
+
+    int64_t base = (int64_t)ks * 32 * U;
+    if (base < units) load(base);   /* weights only: in flight before the wait, over the previous kernel's tail */
+    st_pdl_launch_next();
+    st_pdl_wait();
+    while (base < units) {
+#pragma unroll
+        for (int i = 0; i < U; i++) {
+            const int64_t u = base + lane + 32 * i;
+            if (u >= units) break;
+            const int64_t e0 = u / UPB * Tr::QK;
+            st_q_unit q[NM];
+#pragma unroll
+            for (int m = 0; m < NM; m++) Tr::from_words(wr[m][i], ui, q[m]);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t >= n_tok) break;
+#pragma unroll
+                for (int m = 0; m < NM; m++) {
+                    if (I8) {
+                        const uint8_t *xr = a.xq + (size_t)t * xq_row;
+                        acc[m][t] += st_q_dot_i8<Tr>(q[m], (const int8_t *)xr + e0,
+                                                     (const struct st_q8x_meta *)(xr + cols) + (e0 >> 5));
+                    } else {
+                        acc[m][t] += st_q_dot_f32<Tr>(q[m], a.x + (int64_t)t * cols + e0);
+                    }
+                }
+            }
+        }
+        base += step;
+        if (base < units) load(base);
+    }
+
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[m][t] = st_warp_sum(acc[m][t]);
+    if (ks_warps > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int m = 0; m < NM; m++)
+#pragma unroll
+                for (int t = 0; t < NT; t++) red[warp][m][t] = acc[m][t];
+        }
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int m = 0; m < NM; m++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float s = 0.0f;
+                for (int k = 0; k < ks_warps; k++) s += red[warp + k][m][t];
+                acc[m][t] = s;
+            }
+    }
+    if (r >= rows) return;
+    if (PAIR) {
+        const float *bg = a.bias[0], *bu = a.bias[1];
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            if (lane == t && t < n_tok)
+                a.y[0][(int64_t)t * rows + r] =
+                    silu_mul(acc[0][t] + (bg ? bg[r] : 0.0f), acc[NM - 1][t] + (bu ? bu[r] : 0.0f));
+        return;
+    }
+    const float *bias = pick(a.bias, j);
+    float *y = pick(a.y, j);
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        if (lane == t && t < n_tok) y[(int64_t)t * rows + r] = acc[0][t] + (bias ? bias[r] : 0.0f);
+}
+
 /* x (n_tok, cols) fp32 -> st_q8x: one warp per 32-element block. */
 __global__ void __launch_bounds__(256) quantize_x_kernel(const float *__restrict__ x, int64_t n_tok, int64_t cols,
                                                          uint8_t *__restrict__ xq) {
@@ -253,6 +395,33 @@ st_status by_align(const gemvq_args &a, unsigned blocks, bool pair, bool aligned
     return by_mode<DT, 2>(a, blocks, pair, stream);
 }
 
+/* the direct kernel: U units per lane per batch (2 or 4; several tokens: 2),
+ * BW warps per block (4 or 8; several tokens: 8) */
+template <int DT, int U, int BW, bool I8, bool PAIR>
+st_status direct_nt(const gemvq_args &a, unsigned blocks, cudaStream_t stream) {
+    if (a.n_tok == 1) st_launch(gemvq_direct_kernel<DT, U, BW, 1, I8, PAIR>, blocks, BW * 32, 0, stream, a);
+    else if (a.n_tok <= 4) st_launch(gemvq_direct_kernel<DT, 2, WARPS, 4, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
+    else st_launch(gemvq_direct_kernel<DT, 2, WARPS, 8, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
+    ST_CUDA_LAUNCH_CHECK();
+    return ST_OK;
+}
+
+template <int DT, int U, int BW>
+st_status direct_mode(const gemvq_args &a, unsigned blocks, bool pair, cudaStream_t stream) {
+    const bool i8 = a.xq != NULL;
+    if (pair) return i8 ? direct_nt<DT, U, BW, true, true>(a, blocks, stream) : direct_nt<DT, U, BW, false, true>(a, blocks, stream);
+    return i8 ? direct_nt<DT, U, BW, true, false>(a, blocks, stream) : direct_nt<DT, U, BW, false, false>(a, blocks, stream);
+}
+
+template <int DT>
+st_status by_direct(const gemvq_args &a, unsigned blocks, bool pair, int u, int bw, cudaStream_t stream) {
+    if (bw == 4) return u >= 4 ? direct_mode<DT, 4, 4>(a, blocks, pair, stream) : direct_mode<DT, 2, 4>(a, blocks, pair, stream);
+    return u >= 4 ? direct_mode<DT, 4, WARPS>(a, blocks, pair, stream) : direct_mode<DT, 2, WARPS>(a, blocks, pair, stream);
+}
+
+/* types the direct kernel reads (16-byte-aligned blocks with a words form) */
+bool has_direct(st_dtype t) { return t == ST_DTYPE_Q4_K || t == ST_DTYPE_Q5_K; }
+
 int qk_of(st_dtype t) { return (int)st_dtype_block_elems(t); }
 
 int align_of(st_dtype t) {
@@ -270,17 +439,23 @@ int align_of(st_dtype t) {
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
                                    int64_t n_tok, bool pair, int sm_count) {
     const int sms = sm_count > 0 ? sm_count : 80;
-    struct st_gemv_shape s = {1, 1, 1, WARPS * 32, true};
+    struct st_gemv_shape s = {1, 1, 0, WARPS * 32, true};
     const int al = align_of(dtype);
     const size_t rb = st_dtype_row_bytes(dtype, cols);
     for (int i = 0; i < n_w; i++)
         if (!st_is_aligned(ws[i], (size_t)al)) s.vectorized = false;
     if (rb % (size_t)al) s.vectorized = false;
-    /* windows of 64 units per row; split a row across warps while the launch
-     * has fewer than 64 warps per SM and every warp keeps at least one window */
-    const int64_t nwin = (cols / 32 + 32 * WU - 1) / (32 * WU);
-    const int kmax = pair ? WARPS / 2 : WARPS;
-    const int64_t warps_per_row = pair ? 2 : 1;
+    /* unroll: 0 = the window kernel; U > 0 = the direct kernel, U units per
+     * lane per batch (a pair loads two rows, so half as many) */
+    if (has_direct(dtype) && s.vectorized) s.unroll = 2;
+    /* a row is streamed in steps of 64 units (window kernel) or 32 U (direct);
+     * split a row across warps while the launch has fewer than 64 warps per SM
+     * and every warp keeps at least one step */
+    const int64_t per_step = s.unroll > 0 ? 32 * s.unroll : 32 * WU;
+    const int64_t nwin = (cols / 32 + per_step - 1) / per_step;
+    const bool two_warps = pair && s.unroll == 0;   /* the window kernel gives gate and up a warp each */
+    const int kmax = two_warps ? WARPS / 2 : s.threads / 32;
+    const int64_t warps_per_row = two_warps ? 2 : 1;
     while (s.k_split < kmax && (int64_t)s.k_split * 2 <= nwin && rows * warps_per_row * s.k_split < (int64_t)sms * 64)
         s.k_split *= 2;
     (void)n_tok;
@@ -311,9 +486,13 @@ st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair,
     a.xq = (const uint8_t *)xq;
     a.cols = cols;
     a.n_tok = (int)n_tok;
+    const bool direct = shape->unroll > 0 && has_direct(dtype) && aligned;
+    /* warps per block: the direct kernel also runs blocks of 4 (one token) */
+    const int bw = direct && n_tok == 1 && shape->threads == 128 ? 4 : WARPS;
     int ks = shape->k_split;
     if (ks != 1 && ks != 2 && ks != 4 && ks != 8) ks = 1;
-    if (pair && ks > WARPS / 2) ks = WARPS / 2;
+    if (ks > bw) ks = bw;
+    if (pair && !direct && ks > WARPS / 2) ks = WARPS / 2;
     a.ks = ks;
     int64_t total = 0;
     if (pair) {
@@ -324,10 +503,10 @@ st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair,
         a.y[0] = jobs[0].y;
         a.rows[0] = jobs[0].rows;
         a.n_jobs = 1;
-        const int64_t per_block = WARPS / (2 * ks);
+        const int64_t per_block = bw / ((direct ? 1 : 2) * ks);
         total = (jobs[0].rows + per_block - 1) / per_block;
     } else {
-        const int64_t per_block = WARPS / ks;
+        const int64_t per_block = bw / ks;
         for (int i = 0; i < MAXJ; i++) {
             a.begin[i] = (unsigned)total;
             if (i >= n_jobs) continue;
@@ -342,6 +521,10 @@ st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair,
     if (total > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "gemv: %lld blocks", (long long)total);
     if (total == 0) return ST_OK;
     const unsigned blocks = (unsigned)total;
+    if (direct) {
+        if (dtype == ST_DTYPE_Q4_K) return by_direct<ST_DTYPE_Q4_K>(a, blocks, pair, shape->unroll, bw, stream);
+        return by_direct<ST_DTYPE_Q5_K>(a, blocks, pair, shape->unroll, bw, stream);
+    }
     switch (dtype) {
     case ST_DTYPE_Q8_0: return by_align<ST_DTYPE_Q8_0>(a, blocks, pair, aligned, stream);
     case ST_DTYPE_Q4_0: return by_align<ST_DTYPE_Q4_0>(a, blocks, pair, aligned, stream);

@@ -299,16 +299,20 @@ static ST_QHD void st_q_scale_min_k4(int s, const uint32_t (&sc)[3], int &scale,
 }
 
 /* Q4_K unit ui = 2c + h (c: 64-element chunk, h: which 16 of its 32 qs bytes):
- * half 0 = low nibbles (sub-block 2c), half 1 = high nibbles (sub-block 2c+1). */
+ * half 0 = low nibbles (sub-block 2c), half 1 = high nibbles (sub-block 2c+1).
+ * The 16-byte-aligned types (Q4_K, Q5_K) also give a unit's fields as NLD
+ * 16-byte pieces at block offsets ld_off(ui, l), and the unit from those
+ * words (from_words): a kernel then issues the loads itself, straight from
+ * global memory (gemv_quant.cu's direct kernel); unit() is the two together. */
 template <> struct st_qt<ST_DTYPE_Q4_K> {
-    static constexpr int QK = 256, BB = 144, ALIGN = 16, OFF = 0;
+    static constexpr int QK = 256, BB = 144, ALIGN = 16, OFF = 0, NLD = 2;
     static constexpr bool SIGNED = false, HAS_MIN = true;
-    template <int A, bool S> static ST_QHD void unit(const uint8_t *b, int ui, st_q_unit &u) {
+    /* l 0: d, dmin, scales[12]; l 1: the unit's 16 qs bytes */
+    static ST_QHD int ld_off(int ui, int l) { return l == 0 ? 0 : 16 + 32 * (ui >> 1) + 16 * (ui & 1); }
+    static ST_QHD void from_words(const uint32_t (&r)[NLD][4], int ui, st_q_unit &u) {
         const int c = ui >> 1, h = ui & 1;
-        uint32_t hd[4];   /* d, dmin, scales[12] */
-        st_q_rdw<A, S>(b, hd);
-        const float d = st_q_f16((uint16_t)hd[0]), dmin = st_q_f16((uint16_t)(hd[0] >> 16));
-        const uint32_t sc[3] = {hd[1], hd[2], hd[3]};
+        const float d = st_q_f16((uint16_t)r[0][0]), dmin = st_q_f16((uint16_t)(r[0][0] >> 16));
+        const uint32_t sc[3] = {r[0][1], r[0][2], r[0][3]};
         int s0, m0, s1, m1;
         st_q_scale_min_k4(2 * c, sc, s0, m0);
         st_q_scale_min_k4(2 * c + 1, sc, s1, m1);
@@ -316,25 +320,31 @@ template <> struct st_qt<ST_DTYPE_Q4_K> {
         u.dw[1] = st_q_mul(d, (float)s1);
         u.mw[0] = -st_q_mul(dmin, (float)m0);
         u.mw[1] = -st_q_mul(dmin, (float)m1);
-        uint32_t w[4];
-        st_q_rdw<A, S>(b + 16 + 32 * c + 16 * h, w);
 ST_Q_UNROLL
-        for (int j = 0; j < 4; j++) { u.qw[j] = w[j] & 0x0F0F0F0Fu; u.qw[4 + j] = (w[j] >> 4) & 0x0F0F0F0Fu; }
+        for (int j = 0; j < 4; j++) { u.qw[j] = r[1][j] & 0x0F0F0F0Fu; u.qw[4 + j] = (r[1][j] >> 4) & 0x0F0F0F0Fu; }
         u.xo[0] = 64 * c + 16 * h;
         u.xo[1] = 64 * c + 32 + 16 * h;
+    }
+    template <int A, bool S> static ST_QHD void unit(const uint8_t *b, int ui, st_q_unit &u) {
+        uint32_t r[NLD][4];
+ST_Q_UNROLL
+        for (int l = 0; l < NLD; l++) st_q_rdw<A, S>(b + ld_off(ui, l), r[l]);
+        from_words(r, ui, u);
     }
 };
 
 /* Q5_K: Q4_K plus the fifth bit of element 64c + l in bit 2c (low) / 2c+1 (high) of qh[l]. */
 template <> struct st_qt<ST_DTYPE_Q5_K> {
-    static constexpr int QK = 256, BB = 176, ALIGN = 16, OFF = 0;
+    static constexpr int QK = 256, BB = 176, ALIGN = 16, OFF = 0, NLD = 3;
     static constexpr bool SIGNED = false, HAS_MIN = true;
-    template <int A, bool S> static ST_QHD void unit(const uint8_t *b, int ui, st_q_unit &u) {
+    /* l 0: d, dmin, scales[12]; l 1: the 16 qh bytes of half h; l 2: the unit's 16 qs bytes */
+    static ST_QHD int ld_off(int ui, int l) {
+        return l == 0 ? 0 : l == 1 ? 16 + 16 * (ui & 1) : 48 + 32 * (ui >> 1) + 16 * (ui & 1);
+    }
+    static ST_QHD void from_words(const uint32_t (&r)[NLD][4], int ui, st_q_unit &u) {
         const int c = ui >> 1, h = ui & 1;
-        uint32_t hd[4];
-        st_q_rdw<A, S>(b, hd);
-        const float d = st_q_f16((uint16_t)hd[0]), dmin = st_q_f16((uint16_t)(hd[0] >> 16));
-        const uint32_t sc[3] = {hd[1], hd[2], hd[3]};
+        const float d = st_q_f16((uint16_t)r[0][0]), dmin = st_q_f16((uint16_t)(r[0][0] >> 16));
+        const uint32_t sc[3] = {r[0][1], r[0][2], r[0][3]};
         int s0, m0, s1, m1;
         st_q_scale_min_k4(2 * c, sc, s0, m0);
         st_q_scale_min_k4(2 * c + 1, sc, s1, m1);
@@ -342,16 +352,19 @@ template <> struct st_qt<ST_DTYPE_Q5_K> {
         u.dw[1] = st_q_mul(d, (float)s1);
         u.mw[0] = -st_q_mul(dmin, (float)m0);
         u.mw[1] = -st_q_mul(dmin, (float)m1);
-        uint32_t qh[4], w[4];
-        st_q_rdw<A, S>(b + 16 + 16 * h, qh);
-        st_q_rdw<A, S>(b + 48 + 32 * c + 16 * h, w);
 ST_Q_UNROLL
         for (int j = 0; j < 4; j++) {
-            u.qw[j] = (w[j] & 0x0F0F0F0Fu) | ((qh[j] >> (2 * c)) & 0x01010101u) << 4;
-            u.qw[4 + j] = ((w[j] >> 4) & 0x0F0F0F0Fu) | ((qh[j] >> (2 * c + 1)) & 0x01010101u) << 4;
+            u.qw[j] = (r[2][j] & 0x0F0F0F0Fu) | ((r[1][j] >> (2 * c)) & 0x01010101u) << 4;
+            u.qw[4 + j] = ((r[2][j] >> 4) & 0x0F0F0F0Fu) | ((r[1][j] >> (2 * c + 1)) & 0x01010101u) << 4;
         }
         u.xo[0] = 64 * c + 16 * h;
         u.xo[1] = 64 * c + 32 + 16 * h;
+    }
+    template <int A, bool S> static ST_QHD void unit(const uint8_t *b, int ui, st_q_unit &u) {
+        uint32_t r[NLD][4];
+ST_Q_UNROLL
+        for (int l = 0; l < NLD; l++) st_q_rdw<A, S>(b + ld_off(ui, l), r[l]);
+        from_words(r, ui, u);
     }
 };
 
