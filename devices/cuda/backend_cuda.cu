@@ -54,6 +54,9 @@ static const char *use_name(st_buf_use u) {
 }
 
 /* Adds the op name (and the device, unless a check macro already named it). */
+/* rmsnorm's quantized output is for the next op alone (cuda-impl.h) */
+static void xq_forget(st_backend *be) { be->xq_src = NULL; }
+
 static st_status op_fail(st_backend *be, const char *op, st_status s) {
     if (s == ST_ERR_DEVICE || s == ST_ERR_DEVICE_OOM) return st_error_prefix("%s", op);
     return st_error_prefix("%s %s", be->label, op);
@@ -191,6 +194,7 @@ extern "C" size_t st_cuda_scratch_bytes(int64_t max_tokens) {
 }
 
 extern "C" st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes) {
+    xq_forget(be);
     if (bytes <= be->scratch_bytes) return ST_OK;
     if (be->capturing) {
         st_error_set(ST_ERR_INTERNAL, "%s: workspace of %zu bytes needed while capturing a graph (%zu reserved)",
@@ -219,6 +223,7 @@ extern "C" st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes) {
 /* ---- memory ---------------------------------------------------------------- */
 
 static st_status be_alloc(st_backend *be, size_t bytes, st_buf_use use, void **out) {
+    xq_forget(be);
     *out = NULL;
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (be->n_allocs == be->cap_allocs) {
@@ -257,6 +262,7 @@ static st_status be_alloc(st_backend *be, size_t bytes, st_buf_use use, void **o
 }
 
 static void be_dealloc(st_backend *be, void *ptr) {
+    xq_forget(be);
     if (!ptr) return;
     ST_CUDA_IGNORE(cudaSetDevice(be->ordinal));
     for (int i = 0; i < be->n_allocs; i++) {
@@ -273,6 +279,7 @@ static void be_dealloc(st_backend *be, void *ptr) {
 }
 
 static st_status be_upload(st_backend *be, void *dst, const void *src_host, size_t bytes) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (!bytes) return ST_OK;
     ST_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
@@ -295,6 +302,7 @@ static st_status check_flags(st_backend *be) {
 }
 
 static st_status be_download(st_backend *be, void *dst_host, const void *src, size_t bytes) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (bytes) ST_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, be->stream));
     ST_CUDA_CHECK(cudaStreamSynchronize(be->stream));
@@ -352,6 +360,7 @@ static int parallel_copy(void *dst, const void *src, size_t n) {
  * so loading runs near the host-to-device bandwidth instead of a pageable
  * copy's. Small ones are a plain upload. */
 static st_status be_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
+    xq_forget(be);
     const double t0 = st_time_s();
     st_status s = be_alloc(be, bytes, use, out);
     if (s != ST_OK) return s;
@@ -399,15 +408,10 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
 /* ---- kernels --------------------------------------------------------------- */
 
 static st_status be_embed(st_backend *be, const struct st_weight *table, const int32_t *ids, int64_t n_tok, float *out) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "embed", st_embed_cuda(table->data, table->dtype, table->rows, table->cols, ids, n_tok, out, be->flags_dev,
                                   be->stream));
-    return ST_OK;
-}
-
-static st_status be_rmsnorm(st_backend *be, const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out) {
-    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
-    OP(be, "rmsnorm", st_rmsnorm_cuda(x, w, rows, n, eps, out, be->stream));
     return ST_OK;
 }
 
@@ -416,17 +420,38 @@ static bool gemv_int8(const st_backend *be) {
     return !be->sm52_only && (be->cc_major > 6 || (be->cc_major == 6 && be->cc_minor >= 1));
 }
 
+static st_status be_rmsnorm(st_backend *be, const float *x, const float *w, int64_t rows, int64_t n, float eps, float *out) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    xq_forget(be);
+    /* a decode row the next matmul would quantize: done by this launch */
+    if (be->saw_quant_x && gemv_int8(be) && rows <= ST_GEMV_MAX_TOK && st_gemv_xq_bytes(rows, n) <= be->scratch_bytes &&
+        st_rmsnorm_can_quantize(x, w, rows, n, out, be->scratch)) {
+        OP(be, "rmsnorm", st_rmsnorm_quantize_cuda(x, w, rows, n, eps, out, be->scratch, be->stream));
+        be->xq_src = out;
+        be->xq_rows = rows;
+        be->xq_cols = n;
+        return ST_OK;
+    }
+    OP(be, "rmsnorm", st_rmsnorm_cuda(x, w, rows, n, eps, out, be->stream));
+    return ST_OK;
+}
+
 /* x quantized for the integer GEMV into the scratch (from offset 0), or NULL
  * where the GEMV multiplies fp32 x (float weights, the Maxwell path). */
 static st_status decode_xq(st_backend *be, bool any_quant, const float *x, int64_t cols, int64_t n_tok, const void **xq,
                            size_t *used) {
     *xq = NULL;
     *used = 0;
+    const bool fused = be->xq_src == x && be->xq_rows == n_tok && be->xq_cols == cols;
+    xq_forget(be);
     if (!any_quant || !gemv_int8(be)) return ST_OK;
     const size_t b = st_gemv_xq_bytes(n_tok, cols);
     if (!b || b > be->scratch_bytes) return ST_OK;   /* the fp32 path needs no scratch */
-    st_status s = st_gemv_quantize_x_cuda(x, n_tok, cols, be->scratch, be->stream);
-    if (s != ST_OK) return s;
+    if (!fused) {
+        st_status s = st_gemv_quantize_x_cuda(x, n_tok, cols, be->scratch, be->stream);
+        if (s != ST_OK) return s;
+    }
+    be->saw_quant_x = true;
     *xq = be->scratch;
     *used = (b + 255) & ~(size_t)255;
     return ST_OK;
@@ -582,6 +607,7 @@ static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, 
 
 static st_status be_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const int32_t *pos,
                          const struct st_rope_params *rp) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "rope", st_rope_cuda(x, n_tok, n_heads, head_dim, pos, rp->theta, rp->layout, rp->freq_factors, be->stream));
     return ST_OK;
@@ -589,6 +615,7 @@ static st_status be_rope(st_backend *be, float *x, int64_t n_tok, int64_t n_head
 
 static st_status be_kv_store(st_backend *be, const struct st_kv_layer *kv, const float *k, const float *v, int64_t n_tok,
                              const int32_t *pos, const int32_t *slot) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "kv_store", st_kv_store_cuda(kv->k, kv->v, kv->dtype, kv->n_slots, kv->n_ctx, kv->n_head_kv, kv->head_dim, k, v,
                                         n_tok, pos, slot, be->flags_dev + 1, be->stream));
@@ -597,6 +624,7 @@ static st_status be_kv_store(st_backend *be, const struct st_kv_layer *kv, const
 
 static st_status be_attention(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok, int64_t n_head,
                               const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale, float *out) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (be->flash && st_attn_flash_supported(kv->head_dim, kv->dtype)) {
         /* decode (one token, or a batched step of one token per sequence): split-KV
@@ -615,24 +643,28 @@ static st_status be_attention(st_backend *be, const struct st_kv_layer *kv, cons
 }
 
 static st_status be_swiglu(st_backend *be, const float *gate, const float *up, int64_t n, float *out) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "swiglu", st_swiglu_cuda(gate, up, n, out, be->stream));
     return ST_OK;
 }
 
 static st_status be_add(st_backend *be, float *x, const float *y, int64_t n) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "add", st_add_cuda(x, y, n, be->stream));
     return ST_OK;
 }
 
 static st_status be_argmax(st_backend *be, const float *logits, int64_t n_vocab, int32_t *out_id) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "argmax", st_argmax_cuda(logits, n_vocab, out_id, be->stream));
     return ST_OK;
 }
 
 static st_status be_argmax_rows(st_backend *be, const float *logits, int64_t n_rows, int64_t n_vocab, int32_t *out_ids) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "argmax", st_argmax_rows_cuda(logits, n_rows, n_vocab, out_ids, be->stream));
     return ST_OK;
@@ -640,6 +672,7 @@ static st_status be_argmax_rows(st_backend *be, const float *logits, int64_t n_r
 
 static st_status be_sample(st_backend *be, const float *logits, int64_t n_vocab, const struct st_sample_params *sp,
                            const int32_t *pos, int32_t *out_id) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     OP(be, "sample", st_sample_cuda(logits, n_vocab, sp, pos, out_id, be->stream));
     return ST_OK;
@@ -648,6 +681,7 @@ static st_status be_sample(st_backend *be, const float *logits, int64_t n_vocab,
 /* ---- graphs ---------------------------------------------------------------- */
 
 static st_status be_capture_begin(st_backend *be) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (be->capturing) return st_error_set(ST_ERR_INTERNAL, "%s: capture_begin while already capturing", be->label);
     ST_CUDA_CHECK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
@@ -656,6 +690,7 @@ static st_status be_capture_begin(st_backend *be) {
 }
 
 static st_status be_capture_end(st_backend *be) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (!be->capturing) return st_error_set(ST_ERR_INTERNAL, "%s: capture_end without capture_begin", be->label);
     be->capturing = false;
@@ -687,6 +722,7 @@ static st_status be_capture_end(st_backend *be) {
 }
 
 static st_status be_replay(st_backend *be) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (!be->graph_exec) return st_error_set(ST_ERR_INTERNAL, "%s: replay before any capture", be->label);
     ST_CUDA_CHECK(cudaGraphLaunch(be->graph_exec, be->stream));
@@ -736,6 +772,7 @@ static st_status be_event_elapsed_ms(st_backend *be, st_event *from, st_event *t
 /* ---- pipelining -------------------------------------------------------------- */
 
 static st_status be_download_async(st_backend *be, void *dst_host, const void *src, size_t bytes) {
+    xq_forget(be);
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
     if (bytes) ST_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, be->stream));
     return ST_OK;

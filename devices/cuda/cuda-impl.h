@@ -34,6 +34,14 @@ struct st_backend {
                                     partials; prefill: x converted and dequantized weight tiles (GEMM),
                                     the up-projection rows of matmul_swiglu */
     size_t scratch_bytes;
+    /* rmsnorm's output also quantized for the integer GEMV (st_q8x, at scratch
+     * offset 0) by the same launch: valid for the very next op only, and only
+     * if that op is a matmul of xq_src with xq_rows tokens of xq_cols columns;
+     * every other op forgets it (xq_forget). Fused only once a matmul has
+     * quantized its x (saw_quant_x), so float stages never pay for it. */
+    const float *xq_src;
+    int64_t xq_rows, xq_cols;
+    bool saw_quant_x;
     volatile int *flags;         /* mapped pinned host ints the kernels write on bad input:
                                     [0] embed: token index + 1 of an id outside the vocabulary
                                     [1] kv_store: token index + 1 of a position outside the cache */

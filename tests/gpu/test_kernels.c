@@ -614,6 +614,89 @@ static void test_matmul_quant(struct gpu *g) {
     }
 }
 
+/* rmsnorm then a quantized matmul of its output: on the integer path the
+ * norm's launch quantizes the row for the matmul (once a matmul has quantized
+ * an x). Checked against the CPU's norm and fp32 product within the integer
+ * bound, for every consumer (matmul, matmul_multi, matmul_swiglu); and an op
+ * between the norm and the matmul that changes the row (add) must not leave
+ * the matmul the stale quantization. */
+static void test_rmsnorm_quant(struct gpu *g) {
+    const int64_t R = 300, C = 1024;
+    for (int T = 1; T <= 3; T += 2) {
+        struct qmat m;
+        qmat_make(g, &m, ST_DTYPE_Q4_K, R, C);
+        float *x = rand_f32(T * C, 2.0f), *nw = rand_f32(C, 1.0f), *y = rand_f32(T * C, 1.0f);
+        float *h = malloc(sizeof(float) * T * C), *h2 = malloc(sizeof(float) * T * C);
+        float *ref = malloc(sizeof(float) * T * R), *ref2 = malloc(sizeof(float) * T * R);
+        float *ref_sw = malloc(sizeof(float) * T * R), *out = malloc(sizeof(float) * T * R);
+        cpu_ops->rmsnorm(cpu_be, x, nw, T, C, 1e-6f, h);
+        for (int64_t i = 0; i < T * C; i++) h2[i] = h[i] + y[i];
+        struct st_weight wc = {m.w, ST_DTYPE_F32, R, C};
+        CHECK_OK(cpu_ops->matmul(cpu_be, &wc, NULL, h, T, ref));
+        CHECK_OK(cpu_ops->matmul(cpu_be, &wc, NULL, h2, T, ref2));
+        for (int64_t i = 0; i < T * R; i++) {
+            const float gg = ref[i];
+            ref_sw[i] = gg / (1.0f + expf(-gg)) * gg;   /* gate == up == W */
+        }
+        float *dx = gput(g, x, sizeof(float) * T * C), *dnw = gput(g, nw, sizeof(float) * C);
+        float *dy = gput(g, y, sizeof(float) * T * C), *dh = gpoison(g, (size_t)(T * C));
+        float *dout = gpoison(g, (size_t)(T * R));
+        struct st_weight wg = {m.d, ST_DTYPE_Q4_K, R, C};
+        CHECK_OK(g->ops->matmul(g->be, &wg, NULL, dx, T, dout));   /* a quantized matmul first: fusion on from here */
+        char what[96];
+        uint8_t *nan_bytes = malloc(sizeof(float) * T * R);
+        memset(nan_bytes, 0xff, sizeof(float) * T * R);
+        for (int consumer = 0; consumer < 3; consumer++) {
+            CHECK_OK(g->ops->upload(g->be, dout, nan_bytes, sizeof(float) * T * R));   /* poisoned before the norm */
+            CHECK_OK(g->ops->rmsnorm(g->be, dx, dnw, T, C, 1e-6f, dh));
+            if (consumer == 0) {
+                CHECK_OK(g->ops->matmul(g->be, &wg, NULL, dh, T, dout));
+            } else if (consumer == 1) {
+                const struct st_matmul_job j = {&wg, NULL, dout};
+                CHECK_OK(g->ops->matmul_multi(g->be, &j, 1, dh, T));
+            } else {
+                CHECK_OK(g->ops->matmul_swiglu(g->be, &wg, NULL, &wg, NULL, dh, T, dout));
+            }
+            gget(g, out, dout, sizeof(float) * T * R);
+            snprintf(what, sizeof what, "rmsnorm -> %s q4_k %lldx%lld t=%d",
+                     consumer == 0 ? "matmul" : consumer == 1 ? "matmul_multi" : "matmul_swiglu", (long long)R, (long long)C, T);
+            if (consumer < 2) {
+                q_expect(g, what, &m, h, T, out, ref);
+            } else {
+                /* silu(g) g, gate == up: the bound of g carried through the epilogue */
+                float *lim = malloc(sizeof(float) * T * R);
+                if (q_int8(g, T)) {
+                    q_bound(&m, h, T, lim);
+                } else {   /* fp32 products: 1e-5 of sum |w h| */
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t r = 0; r < R; r++) {
+                            double a = 0;
+                            for (int64_t c = 0; c < C; c++) a += fabs((double)m.w[r * C + c] * h[t * C + c]);
+                            lim[t * R + r] = (float)(1e-5 * a + 1e-30);
+                        }
+                }
+                /* |f(G + e) - f(G)| <= |e| (2 (|G| + |e|) + 0.5) for f(t) = silu(t) t */
+                for (int64_t i = 0; i < T * R; i++)
+                    lim[i] = lim[i] * (2.0f * (fabsf(ref[i]) + lim[i]) + 0.5f) + 1e-5f * fabsf(ref_sw[i]) + 1e-30f;
+                expect_within(g, what, out, ref_sw, lim, T * R);
+                free(lim);
+            }
+        }
+        /* the row changes between the norm and the matmul */
+        CHECK_OK(g->ops->upload(g->be, dout, nan_bytes, sizeof(float) * T * R));
+        free(nan_bytes);
+        CHECK_OK(g->ops->rmsnorm(g->be, dx, dnw, T, C, 1e-6f, dh));
+        CHECK_OK(g->ops->add(g->be, dh, dy, T * C));
+        CHECK_OK(g->ops->matmul(g->be, &wg, NULL, dh, T, dout));
+        gget(g, out, dout, sizeof(float) * T * R);
+        snprintf(what, sizeof what, "rmsnorm, add, matmul q4_k %lldx%lld t=%d (fresh x)", (long long)R, (long long)C, T);
+        q_expect(g, what, &m, h2, T, out, ref2);
+        gfree(g, dx); gfree(g, dnw); gfree(g, dy); gfree(g, dh); gfree(g, dout);
+        free(x); free(nw); free(y); free(h); free(h2); free(ref); free(ref2); free(ref_sw); free(out);
+        qmat_drop(g, &m);
+    }
+}
+
 /* matmul_multi over quantized jobs of one or several dtypes, and matmul_swiglu
  * with gate and up of one or two dtypes, decode (GEMV) and prefill (GEMM). */
 static void test_matmul_quant_grouped(struct gpu *g) {
@@ -1273,6 +1356,7 @@ int main(int argc, char **argv) {
         test_matmul_grouped(g);
         test_matmul_quant(g);
         test_matmul_quant_grouped(g);
+        test_rmsnorm_quant(g);
         test_rope(g);
         test_kv_store(g);
         test_attention(g);
