@@ -276,23 +276,21 @@ bool bench_quant(const qbench &q, const char *list) {
             if (m != 4 && m != 6 && !(m == 2 && ti == 9)) continue;
             const shape &s = layer[m];
             /* kernels: the default, and for the types with a direct kernel the others
-             * (unroll 0: the window kernel; 2, 4: the direct kernel's units per lane,
-             * in blocks of 256 or 128 threads) */
+             * (unroll 0: the window kernel; 2, 4: the direct kernel's units per lane) */
             const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, 1, q.sms);
-            const int variants[][2] = {{def0.unroll, def0.threads}, {0, 256}, {2, 256}, {4, 256}, {2, 128}, {4, 128}};
-            const int n_var = def0.unroll > 0 ? 6 : 1;
+            const int variants[] = {def0.unroll, 0, 2, 4};
+            const int n_var = def0.unroll > 0 ? 4 : 1;
             for (int path = 0; path < 2; path++)
             for (int v = 0; v < n_var; v++) {
-                if (v > 0 && variants[v][0] == variants[0][0] && variants[v][1] == variants[0][1]) continue;
+                if (v > 0 && variants[v] == variants[0]) continue;
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
                 const void *xqp = path == 0 ? xq : NULL;
                 st_gemv_shape def = def0;
-                def.unroll = variants[v][0];
-                def.threads = variants[v][1];
+                def.unroll = variants[v];
                 char pname[16];
                 if (n_var == 1) snprintf(pname, sizeof pname, "%s", path == 0 ? "dp4a" : "fp32");
                 else if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-w", path == 0 ? "dp4a" : "fp32");
-                else snprintf(pname, sizeof pname, "%s-d%d%s", path == 0 ? "dp4a" : "fp32", def.unroll, def.threads == 128 ? "b4" : "");
+                else snprintf(pname, sizeof pname, "%s-d%d", path == 0 ? "dp4a" : "fp32", def.unroll);
                 double best = 0, def_gbps = 0;
                 int best_k = def.k_split;
                 for (int k = 1; k <= 8; k *= 2) {
@@ -319,15 +317,13 @@ bool bench_quant(const qbench &q, const char *list) {
         }
         /* the engine's decode layer: x quantized before each of the four launches */
         const bool has_direct = st_gemv_cuda_shape(wall + off[4], dt[4], F, E, q.x, 1, q.sms).unroll > 0;
-        for (int pv = 0; pv < (has_direct ? 5 : 2); pv++) {
-            /* pv 0, 1: dp4a, fp32 with the default kernels; 2, 3: the same with the window kernel forced;
-             * 4: dp4a, the direct kernel in blocks of 128 threads */
-            const int path = pv == 4 ? 0 : pv & 1;
-            const bool window = pv == 2 || pv == 3, b4 = pv == 4;
+        for (int pv = 0; pv < (has_direct ? 4 : 2); pv++) {
+            /* pv 0, 1: dp4a, fp32 with the default kernels; 2, 3: the same with the window kernel forced */
+            const int path = pv & 1;
+            const bool window = pv >= 2;
             const void *xqp = path == 0 ? xq : NULL;
             auto sh = [&](st_gemv_shape s0) {
                 if (window) s0.unroll = 0;
-                if (b4) s0.threads = 128;
                 return s0;
             };
             auto fused_layer = [&](const uint8_t *b) {
@@ -357,11 +353,11 @@ bool bench_quant(const qbench &q, const char *list) {
             const double us = qtime(q, false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
             CK(cudaGraphExecDestroy(exec));
             const double gbps = wsum / (us * 1e-6) / 1e9;
-            const char *pname = b4 ? "dp4a-b4" : path == 0 ? (window ? "dp4a-w" : "dp4a") : (window ? "fp32-w" : "fp32");
+            const char *pname = path == 0 ? (window ? "dp4a-w" : "dp4a") : (window ? "fp32-w" : "fp32");
             printf("%-10s %-7s %-5s %7s %7s %9.2f %9.1f %6.1f%%  CUDA graph: %s%s\n", "FUSED", name, pname,
                    "layer", "", us, gbps, 100 * gbps / q.copy_gbps,
                    path == 0 ? "4 x-quantizations, qkv grouped, o, gate/up+swiglu, down" : "qkv grouped, o, gate/up+swiglu, down",
-                   window ? " (window kernel)" : b4 ? " (blocks of 4 warps)" : "");
+                   window ? " (window kernel)" : "");
             if (q.jf) fprintf(q.jf, ", {\"matrix\": \"fused_layer_graph\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, "
                               "\"us\": %.3f, \"gbps\": %.2f, \"vs_copy\": %.4f}", name, pname, us, gbps,
                               gbps / q.copy_gbps);

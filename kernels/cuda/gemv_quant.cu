@@ -186,9 +186,9 @@ __global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 4 : 2) gemvq_kernel(cons
         if (lane == t && r < rows && t < n_tok) y[(int64_t)t * rows + r] = acc[t] + (bias ? bias[r] : 0.0f);
 }
 
-/* warps per SM the registers of a batch allow: 32 (64 registers), 24 (80), 16 (128) */
-template <int U, int NT, bool PAIR> constexpr int direct_sm_warps() {
-    return NT > 1 ? 16 : U * (PAIR ? 2 : 1) <= 2 ? 32 : U * (PAIR ? 2 : 1) <= 4 ? 24 : 16;
+/* blocks per SM the registers of a batch allow: 4 (64 registers), 3 (80), 2 (128) */
+template <int U, int NT, bool PAIR> constexpr int direct_min_blocks() {
+    return NT > 1 ? 2 : U * (PAIR ? 2 : 1) <= 2 ? 4 : U * (PAIR ? 2 : 1) <= 4 ? 3 : 2;
 }
 
 /* The direct kernel, for the 16-byte-aligned types (Q4_K, Q5_K) on aligned
@@ -197,18 +197,17 @@ template <int U, int NT, bool PAIR> constexpr int direct_sm_warps() {
  * (units base + l + 32 i, coalesced per i) and issues all of a batch's
  * 16-byte loads (Tr::NLD per unit, __ldcs) before decoding any, so a warp
  * has 32 * U units' bytes in flight. PAIR: the warp does the gate row and
- * the up row together, each x load serving both. KS warps split a row;
- * BW warps per block (4 or 8). */
-template <int DT, int U, int BW, int NT, bool I8, bool PAIR>
-__global__ void __launch_bounds__(BW * 32, direct_sm_warps<U, NT, PAIR>() / BW) gemvq_direct_kernel(const gemvq_args a) {
+ * the up row together, each x load serving both. KS warps split a row. */
+template <int DT, int U, int NT, bool I8, bool PAIR>
+__global__ void __launch_bounds__(WARPS * 32, direct_min_blocks<U, NT, PAIR>()) gemvq_direct_kernel(const gemvq_args a) {
     using Tr = st_qt<DT>;
     constexpr int UPB = Tr::QK / 32, NL = Tr::NLD, NM = PAIR ? 2 : 1;
     static_assert(32 % UPB == 0, "a lane keeps its unit index");
-    __shared__ float red[BW][NM][NT];
+    __shared__ float red[WARPS][NM][NT];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int ks_warps = a.ks;
-    const int groups = BW / ks_warps;
+    const int groups = WARPS / ks_warps;
     const int group = warp / ks_warps, ks = warp % ks_warps;
     const int64_t cols = a.cols;
     const int n_tok = a.n_tok;
@@ -395,28 +394,26 @@ st_status by_align(const gemvq_args &a, unsigned blocks, bool pair, bool aligned
     return by_mode<DT, 2>(a, blocks, pair, stream);
 }
 
-/* the direct kernel: U units per lane per batch (2 or 4; several tokens: 2),
- * BW warps per block (4 or 8; several tokens: 8) */
-template <int DT, int U, int BW, bool I8, bool PAIR>
+/* the direct kernel: U units per lane per batch (2 or 4; several tokens: 2) */
+template <int DT, int U, bool I8, bool PAIR>
 st_status direct_nt(const gemvq_args &a, unsigned blocks, cudaStream_t stream) {
-    if (a.n_tok == 1) st_launch(gemvq_direct_kernel<DT, U, BW, 1, I8, PAIR>, blocks, BW * 32, 0, stream, a);
-    else if (a.n_tok <= 4) st_launch(gemvq_direct_kernel<DT, 2, WARPS, 4, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
-    else st_launch(gemvq_direct_kernel<DT, 2, WARPS, 8, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
+    if (a.n_tok == 1) st_launch(gemvq_direct_kernel<DT, U, 1, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
+    else if (a.n_tok <= 4) st_launch(gemvq_direct_kernel<DT, 2, 4, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
+    else st_launch(gemvq_direct_kernel<DT, 2, 8, I8, PAIR>, blocks, WARPS * 32, 0, stream, a);
     ST_CUDA_LAUNCH_CHECK();
     return ST_OK;
 }
 
-template <int DT, int U, int BW>
+template <int DT, int U>
 st_status direct_mode(const gemvq_args &a, unsigned blocks, bool pair, cudaStream_t stream) {
     const bool i8 = a.xq != NULL;
-    if (pair) return i8 ? direct_nt<DT, U, BW, true, true>(a, blocks, stream) : direct_nt<DT, U, BW, false, true>(a, blocks, stream);
-    return i8 ? direct_nt<DT, U, BW, true, false>(a, blocks, stream) : direct_nt<DT, U, BW, false, false>(a, blocks, stream);
+    if (pair) return i8 ? direct_nt<DT, U, true, true>(a, blocks, stream) : direct_nt<DT, U, false, true>(a, blocks, stream);
+    return i8 ? direct_nt<DT, U, true, false>(a, blocks, stream) : direct_nt<DT, U, false, false>(a, blocks, stream);
 }
 
 template <int DT>
-st_status by_direct(const gemvq_args &a, unsigned blocks, bool pair, int u, int bw, cudaStream_t stream) {
-    if (bw == 4) return u >= 4 ? direct_mode<DT, 4, 4>(a, blocks, pair, stream) : direct_mode<DT, 2, 4>(a, blocks, pair, stream);
-    return u >= 4 ? direct_mode<DT, 4, WARPS>(a, blocks, pair, stream) : direct_mode<DT, 2, WARPS>(a, blocks, pair, stream);
+st_status by_direct(const gemvq_args &a, unsigned blocks, bool pair, int u, cudaStream_t stream) {
+    return u >= 4 ? direct_mode<DT, 4>(a, blocks, pair, stream) : direct_mode<DT, 2>(a, blocks, pair, stream);
 }
 
 /* types the direct kernel reads (16-byte-aligned blocks with a words form) */
@@ -454,7 +451,7 @@ struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtyp
     const int64_t per_step = s.unroll > 0 ? 32 * s.unroll : 32 * WU;
     const int64_t nwin = (cols / 32 + per_step - 1) / per_step;
     const bool two_warps = pair && s.unroll == 0;   /* the window kernel gives gate and up a warp each */
-    const int kmax = two_warps ? WARPS / 2 : s.threads / 32;
+    const int kmax = two_warps ? WARPS / 2 : WARPS;
     const int64_t warps_per_row = two_warps ? 2 : 1;
     while (s.k_split < kmax && (int64_t)s.k_split * 2 <= nwin && rows * warps_per_row * s.k_split < (int64_t)sms * 64)
         s.k_split *= 2;
@@ -487,11 +484,8 @@ st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair,
     a.cols = cols;
     a.n_tok = (int)n_tok;
     const bool direct = shape->unroll > 0 && has_direct(dtype) && aligned;
-    /* warps per block: the direct kernel also runs blocks of 4 (one token) */
-    const int bw = direct && n_tok == 1 && shape->threads == 128 ? 4 : WARPS;
     int ks = shape->k_split;
     if (ks != 1 && ks != 2 && ks != 4 && ks != 8) ks = 1;
-    if (ks > bw) ks = bw;
     if (pair && !direct && ks > WARPS / 2) ks = WARPS / 2;
     a.ks = ks;
     int64_t total = 0;
@@ -503,10 +497,10 @@ st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair,
         a.y[0] = jobs[0].y;
         a.rows[0] = jobs[0].rows;
         a.n_jobs = 1;
-        const int64_t per_block = bw / ((direct ? 1 : 2) * ks);
+        const int64_t per_block = WARPS / ((direct ? 1 : 2) * ks);
         total = (jobs[0].rows + per_block - 1) / per_block;
     } else {
-        const int64_t per_block = bw / ks;
+        const int64_t per_block = WARPS / ks;
         for (int i = 0; i < MAXJ; i++) {
             a.begin[i] = (unsigned)total;
             if (i >= n_jobs) continue;
@@ -522,8 +516,8 @@ st_status st_gemvq_launch(const struct st_gemv_job *jobs, int n_jobs, bool pair,
     if (total == 0) return ST_OK;
     const unsigned blocks = (unsigned)total;
     if (direct) {
-        if (dtype == ST_DTYPE_Q4_K) return by_direct<ST_DTYPE_Q4_K>(a, blocks, pair, shape->unroll, bw, stream);
-        return by_direct<ST_DTYPE_Q5_K>(a, blocks, pair, shape->unroll, bw, stream);
+        if (dtype == ST_DTYPE_Q4_K) return by_direct<ST_DTYPE_Q4_K>(a, blocks, pair, shape->unroll, stream);
+        return by_direct<ST_DTYPE_Q5_K>(a, blocks, pair, shape->unroll, stream);
     }
     switch (dtype) {
     case ST_DTYPE_Q8_0: return by_align<ST_DTYPE_Q8_0>(a, blocks, pair, aligned, stream);

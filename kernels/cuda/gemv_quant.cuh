@@ -27,8 +27,7 @@
  * pairs in the window kernel) warps per row; vectorized = every block is
  * ALIGN-aligned (16-byte loads of K-quant fields), else the 2-byte-aligned
  * reader; unroll = 0 for the window kernel, 2 or 4 for the direct kernel's
- * units per lane per batch (where the type and alignment allow it), whose
- * blocks have threads = 256 or (one token) 128 threads. */
+ * units per lane per batch (where the type and alignment allow it). */
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
                                    int64_t n_tok, bool pair, int sm_count);
 
