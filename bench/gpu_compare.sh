@@ -46,7 +46,9 @@
 # SHARED (the shared/ folder: default ./shared, else ../shared), LLAMA_BUILD
 # (/tmp/lcb), OUT (results.json, table.txt and the logs are copied to
 # $OUT/gpu_compare), PYTHON (python3 with torch: the device image's), QC_REPS
-# (llama-bench -r and strata bench --repeat; default 3).
+# (llama-bench -r and strata bench --repeat; default 3), QC_PARTS (which benchmarks:
+# all, or a comma list of batch1 long stages maxwell serve; the report then
+# counts the others as missing), QC_TYPES (batch1's weights; default BF16 Q4_K_M Q8_0).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
@@ -56,6 +58,8 @@ build=${STRATA_GPU_BUILD:-$root/build-gpu}
 lcb=${LLAMA_BUILD:-/tmp/lcb}
 py=${PYTHON:-python3}
 reps=${QC_REPS:-3}
+parts=${QC_PARTS:-all}
+types=${QC_TYPES:-BF16 Q4_K_M Q8_0}
 shared=${SHARED:-}
 [ -z "$shared" ] && for d in "$root/shared" "$root/../shared"; do [ -f "$d/baseline/build-llamacpp.sh" ] && shared=$d && break; done
 src=/tmp/llama.cpp-src
@@ -134,25 +138,33 @@ lbatched() {  # lbatched NAME TYPE: $qc/llama-NAME.jsonl
 gemm_peak() {  # gemm_peak M: $qc/gemm-M.json (cuBLAS bf16, the 7B's gate/up shape)
   "$build/bench/gpu_gemm_peak" "$1" 18944 3584 > "$qc/gemm-$1.json.tmp" && mv "$qc/gemm-$1.json.tmp" "$qc/gemm-$1.json"
 }
+want() { case ",$parts," in *",all,"*|*",$1,"*) return 0 ;; esac; return 1; }
 run_benches() {
   step gemm-512 "$qc/gemm-512.json" gemm_peak 512
-  step gemm-4096 "$qc/gemm-4096.json" gemm_peak 4096
-  for t in BF16 Q4_K_M Q8_0; do
+  want long && step gemm-4096 "$qc/gemm-4096.json" gemm_peak 4096
+  want batch1 && for t in $types; do
     deploy "$t" "$t" 1024
     step "strata-$t" "$qc/strata-$t.json" sbench "$t" "$t" --prompt-tokens 512 --decode-tokens 128 --repeat "$reps"
     step "llama-$t" "$qc/llama-$t.json" lbench "$t" "$t" -p 512 -n 128 -r "$reps"
   done
+  if want long; then
   deploy BF16-8k BF16 8448
   step strata-BF16-4k "$qc/strata-BF16-4k.json" sbench BF16-4k BF16-8k --prompt-tokens 4096 --decode-tokens 128 --repeat 2
   step strata-BF16-8k "$qc/strata-BF16-8k.json" sbench BF16-8k BF16-8k --prompt-tokens 8192 --decode-tokens 128 --repeat 2
   step llama-BF16-4k "$qc/llama-BF16-4k.json" lbench BF16-4k BF16 -p 4096 -n 0 -r 2
   step llama-BF16-8k "$qc/llama-BF16-8k.json" lbench BF16-8k BF16 -p 0 -n 128 -d 8192 -r 2
+  fi
+  if want stages; then
   deploy BF16-2stages BF16 1024 "${two_stages[@]}" "  objective: latency"
   step strata-BF16-2stages "$qc/strata-BF16-2stages.json" sbench BF16-2stages BF16-2stages --prompt-tokens 512 \
     --decode-tokens 128 --repeat "$reps"
+  fi
+  if want maxwell; then
   deploy M40-Q4_K_M Q4_K_M 1024 "devices:" "  - {device: cuda:0, emulate: tesla-m40}"
   step strata-M40-Q4_K_M "$qc/strata-M40-Q4_K_M.json" sbench M40-Q4_K_M M40-Q4_K_M --prompt-tokens 128 \
     --decode-tokens 64 --repeat 2
+  fi
+  want serve || return 0
   step strata-conc "$qc/strata-conc.json" sbench conc BF16 --concurrency 1,4,16,64 --prompt-tokens 128 --decode-tokens 128
   deploy BF16-2stages-tp BF16 1024 "${two_stages[@]}" "  objective: throughput"
   step strata-conc-2stages "$qc/strata-conc-2stages.json" sbench conc-2stages BF16-2stages-tp --concurrency 1,4,16,64 \
@@ -180,8 +192,10 @@ run_all() {
   wait $p_model || { say "stop: no model"; wait; return 1; }
   step convert "$qc/qwen7b-BF16.gguf" do_convert || { wait; return 1; }
   wait $p_llama || { say "stop: no llama.cpp"; wait; return 1; }
-  step quant-Q4_K_M "$qc/qwen7b-Q4_K_M.gguf" do_quant Q4_K_M || return 1
-  step quant-Q8_0 "$qc/qwen7b-Q8_0.gguf" do_quant Q8_0 || return 1
+  if { want batch1 && [[ " $types " == *" Q4_K_M "* ]]; } || want maxwell; then
+    step quant-Q4_K_M "$qc/qwen7b-Q4_K_M.gguf" do_quant Q4_K_M || return 1
+  fi
+  if want batch1 && [[ " $types " == *" Q8_0 "* ]]; then step quant-Q8_0 "$qc/qwen7b-Q8_0.gguf" do_quant Q8_0 || return 1; fi
   if [ -e "$qc/hold" ]; then say "hold: the benchmarks wait until $qc/hold is removed"; fi
   while [ -e "$qc/hold" ]; do sleep 2; done
   step strata-build "$strata_marker" do_strata || return 1
