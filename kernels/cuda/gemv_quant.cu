@@ -30,6 +30,15 @@ template <typename T> __device__ __forceinline__ T pick(const T (&a)[MAXJ], int 
     return v;
 }
 
+/* the job whose rows this block computes (job i owns the blocks from begin[i]) */
+__device__ __forceinline__ int block_job(const gemvq_args &a) {
+    int j = 0;
+#pragma unroll
+    for (int i = 1; i < MAXJ; i++)
+        if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
+    return j;
+}
+
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 /* The 16 bytes at p (16-aligned) with a streaming load, except at the ends
@@ -63,12 +72,7 @@ __global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 4 : 2) gemvq_kernel(cons
     const int64_t cols = a.cols;
     const int n_tok = a.n_tok;
 
-    int j = 0;
-    if (!PAIR) {
-#pragma unroll
-        for (int i = 1; i < MAXJ; i++)
-            if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
-    }
+    const int j = PAIR ? 0 : block_job(a);
     const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
     const uint8_t *wb;
     int64_t r;
@@ -212,12 +216,7 @@ __global__ void __launch_bounds__(WARPS * 32, direct_min_blocks<U, NT, PAIR>()) 
     const int64_t cols = a.cols;
     const int n_tok = a.n_tok;
 
-    int j = 0;
-    if (!PAIR) {
-#pragma unroll
-        for (int i = 1; i < MAXJ; i++)
-            if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
-    }
+    const int j = PAIR ? 0 : block_job(a);
     const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
     const int64_t r = (int64_t)(blockIdx.x - (PAIR ? 0u : pick(a.begin, j))) * groups + group;
     const int64_t nblk = cols / Tr::QK, units = cols / 32;
