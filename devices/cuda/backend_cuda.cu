@@ -53,10 +53,10 @@ static const char *use_name(st_buf_use u) {
     return "a buffer";
 }
 
-/* Adds the op name (and the device, unless a check macro already named it). */
 /* rmsnorm's quantized output is for the next op alone (cuda-impl.h) */
 static void xq_forget(st_backend *be) { be->xq_src = NULL; }
 
+/* Adds the op name (and the device, unless a check macro already named it). */
 static st_status op_fail(st_backend *be, const char *op, st_status s) {
     if (s == ST_ERR_DEVICE || s == ST_ERR_DEVICE_OOM) return st_error_prefix("%s", op);
     return st_error_prefix("%s %s", be->label, op);
@@ -495,6 +495,7 @@ static st_status be_matmul(st_backend *be, const struct st_weight *w, const floa
         OP(be, "matmul", st_gemv_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, xq, n_tok, y, be->sm_count, be->stream));
         return ST_OK;
     }
+    xq_forget(be);   /* the GEMM's work overwrites the scratch */
     const struct st_gemm_ws ws = {be->scratch, be->scratch_bytes};
     OP(be, "matmul", gemm_rows(be, w, 0, w->rows, bias, x, n_tok, y, w->rows, &ws));
     return ST_OK;
@@ -577,6 +578,7 @@ static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, 
         OP(be, "matmul_swiglu", st_swiglu_rows_cuda(out, rows, u, rows, gate_bias, up_bias, n_tok, rows, be->stream));
         return ST_OK;
     }
+    xq_forget(be);
     /* the scratch: [GEMM work | up rows]; the GEMM keeps what it needs for one pass when it can */
     const size_t gemm_want = st_gemm_ws_bytes(n_tok);
     size_t u_bytes = be->scratch_bytes > gemm_want + (size_t)n_tok * 4 * 256 ? be->scratch_bytes - gemm_want

@@ -618,8 +618,8 @@ static void test_matmul_quant(struct gpu *g) {
  * norm's launch quantizes the row for the matmul (once a matmul has quantized
  * an x). Checked against the CPU's norm and fp32 product within the integer
  * bound, for every consumer (matmul, matmul_multi, matmul_swiglu); and an op
- * between the norm and the matmul that changes the row (add) must not leave
- * the matmul the stale quantization. */
+ * between the norm and the matmul that changes the row (add) or the scratch (a
+ * prefill GEMM) must not leave the matmul a stale quantization. */
 static void test_rmsnorm_quant(struct gpu *g) {
     const int64_t R = 300, C = 1024;
     for (int T = 1; T <= 3; T += 2) {
@@ -681,6 +681,21 @@ static void test_rmsnorm_quant(struct gpu *g) {
                 expect_within(g, what, out, ref_sw, lim, T * R);
                 free(lim);
             }
+        }
+        /* a prefill GEMM (its work in the scratch) between the norm and the matmul */
+        {
+            const int64_t TG = 20;   /* past the GEMV's 8 tokens: the GEMM */
+            float *xg = rand_f32(TG * C, 1.0f);
+            float *dxg = gput(g, xg, sizeof(float) * TG * C), *dyg = gpoison(g, (size_t)(TG * R));
+            CHECK_OK(g->ops->upload(g->be, dout, nan_bytes, sizeof(float) * T * R));
+            CHECK_OK(g->ops->rmsnorm(g->be, dx, dnw, T, C, 1e-6f, dh));
+            CHECK_OK(g->ops->matmul(g->be, &wg, NULL, dxg, TG, dyg));
+            CHECK_OK(g->ops->matmul(g->be, &wg, NULL, dh, T, dout));
+            gget(g, out, dout, sizeof(float) * T * R);
+            snprintf(what, sizeof what, "rmsnorm, %lld-token GEMM, matmul q4_k t=%d (fresh x)", (long long)TG, T);
+            q_expect(g, what, &m, h, T, out, ref);
+            gfree(g, dxg); gfree(g, dyg);
+            free(xg);
         }
         /* the row changes between the norm and the matmul */
         CHECK_OK(g->ops->upload(g->be, dout, nan_bytes, sizeof(float) * T * R));
