@@ -13,6 +13,7 @@
  * several tokens x, not the weights, is most of what a lane loads). The shape
  * rule is st_gemv_pick below. */
 #include "kernels/cuda/gemv.cuh"
+#include "kernels/cuda/gemv_jobs.cuh"
 #include "kernels/cuda/gemv_quant.cuh"
 #include "kernels/cuda/quant.cuh"
 
@@ -21,8 +22,8 @@
 
 namespace {
 
+using namespace st_gemv_jobs;
 constexpr int WARPS = 8;
-constexpr int MAXJ = ST_GEMV_MAX_JOBS;
 
 template <int DT> struct wvec;
 template <> struct wvec<ST_DTYPE_F32> {
@@ -49,8 +50,6 @@ template <> struct wvec<ST_DTYPE_F16> {
 /* Streaming load: the weights are read once, keep them out of L1. */
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) { return __ldcs(p); }
 
-__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-
 /* The launch's work, by value. Plain mode: job j owns blocks begin[j] ..
  * begin[j + 1] - 1. PAIR mode: w[0]/bias[0] gate, w[1]/bias[1] up, rows[0]
  * rows each, y[0] the output. */
@@ -64,16 +63,6 @@ struct gemv_args {
     int64_t cols;
     int n_jobs, n_tok, ks;
 };
-
-/* a[j] with compile-time indices only: a run-time index into a kernel
- * parameter array would copy the table to local memory */
-template <typename T> __device__ __forceinline__ T pick(const T (&a)[MAXJ], int j) {
-    T v = a[0];
-#pragma unroll
-    for (int i = 1; i < MAXJ; i++)
-        if (j == i) v = a[i];
-    return v;
-}
 
 template <int DT, int NT, int R, int U, bool PAIR>
 __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a) {
@@ -92,12 +81,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_vec_kernel(const gemv_args a)
     const float *__restrict__ x = a.x;
     const int n_tok = a.n_tok;
 
-    int j = 0;
-    if (!PAIR) {
-#pragma unroll
-        for (int i = 1; i < MAXJ; i++)
-            if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
-    }
+    const int j = PAIR ? 0 : block_job(a);
     const int64_t rows = PAIR ? a.rows[0] : pick(a.rows, j);
     const uint8_t *wb;
     int64_t r0;

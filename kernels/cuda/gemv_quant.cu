@@ -1,13 +1,15 @@
 /* Decode GEMV over quantized weights (see gemv_quant.cuh for the scheme). */
 #include "kernels/cuda/gemv_quant.cuh"
+#include "kernels/cuda/gemv_jobs.cuh"
 #include "kernels/cuda/quant.cuh"
 
 #include <string.h>
 
 namespace {
 
+using namespace st_gemv_jobs;
+
 constexpr int WARPS = 8;
-constexpr int MAXJ = ST_GEMV_MAX_JOBS;
 constexpr int WU = 2;   /* units per lane per window */
 
 struct gemvq_args {
@@ -21,25 +23,6 @@ struct gemvq_args {
     int64_t cols;
     int n_jobs, n_tok, ks;
 };
-
-template <typename T> __device__ __forceinline__ T pick(const T (&a)[MAXJ], int j) {
-    T v = a[0];
-#pragma unroll
-    for (int i = 1; i < MAXJ; i++)
-        if (j == i) v = a[i];
-    return v;
-}
-
-/* the job whose rows this block computes (job i owns the blocks from begin[i]) */
-__device__ __forceinline__ int block_job(const gemvq_args &a) {
-    int j = 0;
-#pragma unroll
-    for (int i = 1; i < MAXJ; i++)
-        if (i < a.n_jobs && blockIdx.x >= a.begin[i]) j = i;
-    return j;
-}
-
-__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 /* The 16 bytes at p (16-aligned) with a streaming load, except at the ends
  * of a matrix that is not 16-byte aligned ([begin, end), both 2-aligned):
