@@ -186,6 +186,8 @@ struct st_backend_config {
     bool maxwell_path;       /* restrict to sm_52 code paths; a CUDA device whose caps say cc < 6.0 (a real
                                 cc 5.x card, or emulate: tesla-m40) takes them anyway */
     int64_t max_tokens;      /* most tokens one forward pass sends (prefill chunk or decode batch) */
+    int64_t widen_elems;     /* the stage's largest quantized weight matrix (elements) and the most columns */
+    int64_t widen_cols;      /*   of any: a GPU's prefill GEMMs dequantize a matrix whole (0: in tiles) */
 };
 
 /* A weight matrix resident on a device: (rows = out, cols = in) in its stored dtype. */

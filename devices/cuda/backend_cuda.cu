@@ -89,6 +89,16 @@ static void backend_free(st_backend *be) {
     free(be);
 }
 
+/* The inputs of prefill GEMMs over quantized weights: the stage's 16-bit
+ * precision where tensor cores take it, else fp32 (exact dequantized values). */
+static st_dtype quant_compute(const st_backend *be) {
+    if (!be->sm52_only) {
+        if (be->cfg.matmul_prec == ST_PREC_BF16 && be->gemm_bf16) return ST_DTYPE_BF16;
+        if (be->cfg.matmul_prec == ST_PREC_F16 && be->gemm_f16) return ST_DTYPE_F16;
+    }
+    return ST_DTYPE_F32;
+}
+
 extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out) {
     *out = NULL;
     st_status st = ST_OK;
@@ -144,7 +154,7 @@ extern "C" st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_b
     be->cublas_ws_bytes = CUBLAS_WS_BYTES;
     ST_CUDA_CHECK_GOTO(cudaMalloc(&be->cublas_ws, be->cublas_ws_bytes), st, fail);
     ST_CUBLAS_CHECK_GOTO(cublasSetWorkspace(be->cublas, be->cublas_ws, be->cublas_ws_bytes), st, fail);
-    be->scratch_bytes = st_cuda_scratch_bytes(cfg->max_tokens);
+    be->scratch_bytes = st_cuda_scratch_bytes(cfg, st_dtype_block_bytes(quant_compute(be)));
     {
         const cudaError_t e = cudaMalloc(&be->scratch, be->scratch_bytes);
         if (e != cudaSuccess) {
@@ -183,11 +193,12 @@ static st_status backend_init(const struct st_device_info *dev, const struct st_
     return st_cuda_backend_init_ordinal(dev->index, &c, out);
 }
 
-extern "C" size_t st_cuda_scratch_bytes(int64_t max_tokens) {
-    const int64_t T = max_tokens > 0 ? max_tokens : SCRATCH_DEFAULT_TOKENS;
+extern "C" size_t st_cuda_scratch_bytes(const struct st_backend_config *cfg, size_t elem_bytes) {
+    const int64_t T = cfg->max_tokens > 0 ? cfg->max_tokens : SCRATCH_DEFAULT_TOKENS;
     size_t b = SCRATCH_MIN_BYTES;
     if (T > ST_GEMV_MAX_TOK) {
-        const size_t gemm = st_gemm_ws_bytes(T) + (((size_t)T * SWIGLU_ROWS * sizeof(float) + 255) & ~(size_t)255);
+        const size_t gemm = st_gemm_ws_bytes(T, cfg->widen_elems, cfg->widen_cols, elem_bytes) +
+                            (((size_t)T * SWIGLU_ROWS * sizeof(float) + 255) & ~(size_t)255);
         if (gemm > b) b = gemm;
     }
     return b;
@@ -457,15 +468,6 @@ static st_status decode_xq(st_backend *be, bool any_quant, const float *x, int64
     return ST_OK;
 }
 
-/* The inputs of prefill GEMMs over quantized weights: the stage's 16-bit
- * precision where tensor cores take it, else fp32 (exact dequantized values). */
-static st_dtype quant_compute(const st_backend *be) {
-    if (!be->sm52_only) {
-        if (be->cfg.matmul_prec == ST_PREC_BF16 && be->gemm_bf16) return ST_DTYPE_BF16;
-        if (be->cfg.matmul_prec == ST_PREC_F16 && be->gemm_f16) return ST_DTYPE_F16;
-    }
-    return ST_DTYPE_F32;
-}
 
 /* y (n_tok, rows r0 .. r0 + rn - 1 of w; row stride ldy) = x W^T (+ bias
  * rows), any token count, in the scratch region ws. */
@@ -580,7 +582,8 @@ static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, 
     }
     xq_forget(be);
     /* the scratch: [GEMM work | up rows]; the GEMM keeps what it needs for one pass when it can */
-    const size_t gemm_want = st_gemm_ws_bytes(n_tok);
+    const size_t gemm_want =
+        st_gemm_ws_bytes(n_tok, be->cfg.widen_elems, be->cfg.widen_cols, st_dtype_block_bytes(quant_compute(be)));
     size_t u_bytes = be->scratch_bytes > gemm_want + (size_t)n_tok * 4 * 256 ? be->scratch_bytes - gemm_want
                                                                              : be->scratch_bytes / 2;
     u_bytes &= ~(size_t)255;

@@ -63,11 +63,12 @@ struct st_backend {
 
 /* Creates a backend for a CUDA ordinal (what ops->init does with dev->index). */
 st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out);
-/* The scratch a stage of at most max_tokens tokens per forward pass gets
- * (0: a 512-token prefill chunk): max(16 MiB, for more than ST_GEMV_MAX_TOK
- * tokens the GEMM's x conversion and weight tile, st_gemm_ws_bytes(T), plus
+/* The scratch of a stage configured by cfg (max_tokens 0: a 512-token
+ * prefill chunk), its dequantized weights elem_bytes each: max(16 MiB, for
+ * more than ST_GEMV_MAX_TOK tokens the GEMM's x conversion and weight tile,
+ * st_gemm_ws_bytes(T, cfg->widen_elems, cfg->widen_cols, elem_bytes), plus
  * T x 4096 fp32 up-projection rows of matmul_swiglu). */
-size_t st_cuda_scratch_bytes(int64_t max_tokens);
+size_t st_cuda_scratch_bytes(const struct st_backend_config *cfg, size_t elem_bytes);
 /* Grows the scratch buffer to at least `bytes`, outside any forward pass (the
  * probe's setup; not while capturing). The ops never call it. */
 st_status st_cuda_scratch_reserve(st_backend *be, size_t bytes);

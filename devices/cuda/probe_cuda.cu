@@ -97,7 +97,7 @@ extern "C" st_status st_cuda_mem_info(int ordinal, uint64_t *free_bytes, uint64_
 }
 
 extern "C" st_status st_cuda_copy_bandwidth(int ordinal, uint64_t bytes, int reps, double *gbps) {
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0, 0, 0};
     st_backend *be = NULL;
     struct timer tm = {NULL, NULL};
     double *samples = NULL;
@@ -121,7 +121,7 @@ done:
 extern "C" st_status st_cuda_probe_device(int ordinal, uint64_t bytes, int reps, struct st_perf *perf,
                                           struct st_cuda_probe_result *res) {
     const struct st_device_ops *ops = st_device_ops_cuda();
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0, 0, 0};
     struct st_cuda_probe_result r;
     memset(&r, 0, sizeof r);
     st_backend *be = NULL;
@@ -231,7 +231,7 @@ done:
 extern "C" st_status st_cuda_probe_link(int src_ordinal, int dst_ordinal, st_link_type type, uint64_t bytes, int reps,
                                         struct st_cuda_link_probe *out) {
     const struct st_device_ops *ops = st_device_ops_cuda();
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0, 0, 0};
     st_backend *src = NULL, *dst = NULL;
     st_link *l = NULL;
     void *a = NULL, *b = NULL;

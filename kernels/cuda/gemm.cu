@@ -202,8 +202,10 @@ st_status ws_too_small(const struct st_gemm_ws *ws, size_t need) {
 
 } // namespace
 
-size_t st_gemm_ws_bytes(int64_t n_tok) {
-    return align256((size_t)(n_tok > 0 ? n_tok : 1) * ST_GEMM_TILE_COLS * 2) + ST_GEMM_W_TILE_BYTES;
+size_t st_gemm_ws_bytes(int64_t n_tok, int64_t widen_elems, int64_t widen_cols, size_t elem_bytes) {
+    const size_t x_cols = (size_t)ST_MAX((int64_t)ST_GEMM_TILE_COLS, widen_cols);
+    const size_t tile = ST_MAX(ST_GEMM_W_TILE_BYTES, (size_t)ST_MAX(widen_elems, (int64_t)0) * elem_bytes);
+    return align256((size_t)(n_tok > 0 ? n_tok : 1) * x_cols * 2) + align256(tile);
 }
 
 st_status st_convert_f32_cuda(const float *src, st_dtype dst_dtype, void *dst, int64_t n, cudaStream_t stream) {
@@ -311,10 +313,14 @@ st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, in
     const int64_t qk = st_dtype_block_elems(dtype);
     if (cols % qk) return st_error_set(ST_ERR_INTERNAL, "gemm: %lld columns of %s", (long long)cols, st_dtype_name(dtype));
     const size_t es = compute == ST_DTYPE_F32 ? 4 : 2;
-    const int64_t kc = cols < ST_GEMM_TILE_COLS ? cols : ST_GEMM_TILE_COLS;
+    const bool conv = compute != ST_DTYPE_F32;
+    /* every column in one tile when all of x and 64 weight rows fit, else ST_GEMM_TILE_COLS */
+    int64_t kc = cols;
+    const size_t whole = (size_t)ST_MIN(rows, (int64_t)64) * (size_t)cols * es +
+                         (conv ? align256((size_t)n_tok * (size_t)cols * 2) + 256 : 0);
+    if (!ws || ws->bytes < whole) kc = ST_MIN(cols, (int64_t)ST_GEMM_TILE_COLS);
     const size_t wrow = (size_t)kc * es;
     const size_t min_w = (size_t)ST_MIN(rows, (int64_t)64) * wrow;
-    const bool conv = compute != ST_DTYPE_F32;
     const size_t need = min_w + (conv ? align256((size_t)kc * 2) + 256 : 0);
     if (!ws || !ws->ptr || ws->bytes < need) return ws_too_small(ws, need);
     /* tokens of x per pass (converted copies for 16-bit compute), then W tile rows */
@@ -324,8 +330,7 @@ st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, in
         tc = (int64_t)ST_MIN((size_t)n_tok, (ws->bytes - min_w - 256) / ((size_t)kc * 2));
         x_bytes = align256((size_t)tc * (size_t)kc * 2);
     }
-    const size_t w_bytes = ST_MIN(ws->bytes - x_bytes, ST_MAX(ST_GEMM_W_TILE_BYTES, min_w));
-    const int64_t rc = (int64_t)ST_MIN((size_t)rows, w_bytes / wrow);
+    const int64_t rc = (int64_t)ST_MIN((size_t)rows, (ws->bytes - x_bytes) / wrow);
     if (tc < 1 || rc < 1) return ws_too_small(ws, need);
     uint8_t *xbuf = (uint8_t *)ws->ptr;
     uint8_t *wbuf = xbuf + x_bytes;

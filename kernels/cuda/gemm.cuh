@@ -10,13 +10,17 @@
  *    F16/BF16 weights multiply x converted to the weights' dtype in the
  *    scratch, a block of tokens at a time — tensor cores on cc >= 7.0 (F16) /
  *    8.0 (BF16).
- *  - st_gemm_quant_cuda: quantized weights (Q8_0 ... Q6_K). Tiles of W (up to
- *    ST_GEMM_TILE_COLS columns, as many rows as fit) are dequantized into the
- *    scratch in `compute` (BF16 or F16: tensor cores; F32: the Maxwell path,
- *    exact fp32 values) and multiplied by cuBLAS; column tiles accumulate in
- *    y (beta 1, fp32). x is converted to `compute` once per column tile.
- *    Dequantized values are bit-identical to model/dtype.c before rounding to
- *    `compute` (kernels/cuda/quant.cuh).
+ *  - st_gemm_quant_cuda: quantized weights (Q8_0 ... Q6_K), dequantized into
+ *    the scratch in `compute` (BF16 or F16: tensor cores; F32: the Maxwell
+ *    path, exact fp32 values) and multiplied by cuBLAS. The whole matrix in
+ *    one tile when the scratch holds it (a stage sizes its scratch for its
+ *    largest quantized matrix: st_gemm_ws_bytes), so one GEMM covers every
+ *    row — small tiles leave most SMs idle (a 1,024-row tile of 512 tokens is
+ *    32 output tiles of 128 x 128 for 132 SMs); else tiles of up to
+ *    ST_GEMM_TILE_COLS columns and as many rows as fit, column tiles
+ *    accumulating in y (beta 1, fp32). x is converted to `compute` once per
+ *    column tile. Dequantized values are bit-identical to model/dtype.c
+ *    before rounding to `compute` (kernels/cuda/quant.cuh).
  *  - st_gemm_simt_cuda: a tiled fp32 kernel that widens F32/F16/BF16 weights
  *    in shared memory and multiplies in fp32: no tensor cores, no fp16/bf16
  *    arithmetic, any architecture from sm_52 (the Maxwell path). */
@@ -32,11 +36,15 @@ struct st_gemm_ws {
     size_t bytes;
 };
 
-/* The smallest scratch with which the entries run n_tok tokens in one pass:
- * tokens of x converted for a column tile plus a dequantized tile of
- * ST_GEMM_W_TILE_BYTES (less scratch still works, in more pieces). */
+/* The scratch with which the entries run n_tok tokens in one pass: x
+ * converted to 16 bits for max(ST_GEMM_TILE_COLS, widen_cols) columns and a
+ * weight tile of max(ST_GEMM_W_TILE_BYTES, widen_elems x elem_bytes). With a
+ * stage's largest quantized matrix as widen_elems (and the most columns of
+ * its quantized matrices as widen_cols), each of its GEMMs dequantizes a
+ * matrix whole; 0, 0: tiles of ST_GEMM_W_TILE_BYTES. Less scratch still
+ * works, in more pieces. */
 #define ST_GEMM_W_TILE_BYTES ((size_t)16 << 20)
-size_t st_gemm_ws_bytes(int64_t n_tok);
+size_t st_gemm_ws_bytes(int64_t n_tok, int64_t widen_elems, int64_t widen_cols, size_t elem_bytes);
 
 st_status st_gemm_cublas_cuda(cublasHandle_t h, const void *w, st_dtype dtype, int64_t rows, int64_t cols,
                               const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy,

@@ -18,7 +18,9 @@ shapes and its input distributions, with the GPU's roundings and nothing else
   flash attention (head_dim 64/128, every KV dtype): Q (2 U(-1,1)) and, for an
       F32 cache, K and V rounded to bf16 (to f16 with an F16 cache, whose K/V are
       exact), the unnormalised softmax weights P rounded before P V, their sum
-      from the unrounded P (attn_flash.cu).
+      from the unrounded P (attn_flash.cu). A q8_0 cache: the test's random
+      int8 blocks (scaled so |values| <= 1.14), widened in fp32 by both sides
+      and rounded to bf16 by flash like an f32 cache's.
 
 Each case runs over SEEDS seeds; the worst rel per precision is the rounding
 bound. Against it, planted bugs on the same cases: a GEMM output row of one token
@@ -46,6 +48,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = 2
+KV_Q8_SCALE = 0.3   # test_kernels.c kv_make_slots: rand_dtype's scale for a q8_0 cache
 # test_kernels.c cases (keep in step with it)
 MATMUL = [(256, 512, 37, False), (1000, 3584, 64, False), (1000, 3584, 64, True), (96, 200, 9, False)]
 MULTI = [(512, 12, (256, 77)), (1003, 9, (65, 130))]        # cols, tokens, rows per matrix
@@ -103,11 +106,23 @@ def swiglu(rng, F, C, T, dt):
     return rel(f(q(x)), f(x))
 
 
+def q8_0(rng, shape, scale=KV_Q8_SCALE):
+    """test_kernels.c kv_make's q8_0 blocks (rand_dtype): random int8 values, d = f16(scale (0.01 + 0.02
+    |U(-1,1)|)) per 32; both backends widen q * d in fp32"""
+    n = int(np.prod(shape))
+    q = rng.integers(-128, 128, n).astype(np.float64).reshape(-1, 32)
+    d = f16(scale * (0.01 + 0.02 * np.abs(rng.uniform(-1.0, 1.0, n // 32))))
+    return f32(q * d[:, None]).reshape(shape)
+
+
 def attention(rng, n_ctx, Hkv, H, D, T, last, kv):
     """rel of the flash model, of a missed own key and of a stale own key (per case, one seed)"""
-    cache = ROUND[kv]
     qt = f16 if kv == "f16" else bf16
-    K, V = cache(uni(rng, (n_ctx, Hkv, D))), cache(uni(rng, (n_ctx, Hkv, D)))
+    if kv == "q8_0":    # |values| up to 1.14, like the float caches' U(-1,1) (at scale 1, up to 3.8: a softmax
+        #                 so sharp that a missed key moves the output less than the roundings do)
+        K, V = q8_0(rng, (n_ctx, Hkv, D)), q8_0(rng, (n_ctx, Hkv, D))
+    else:
+        K, V = ROUND[kv](uni(rng, (n_ctx, Hkv, D))), ROUND[kv](uni(rng, (n_ctx, Hkv, D)))
     Q = uni(rng, (T, H, D), 2.0)
     pos = np.arange(last - T + 1, last + 1)
     scale = 1.0 / math.sqrt(D)
@@ -143,6 +158,7 @@ def table():
     """{(op, prec): {'round': worst rounding rel, 'bug': smallest planted-bug rel, 'rows': [...]}}
     with op 'gemm' (matmul, matmul_multi, matmul_swiglu / 2) or 'flash'"""
     out = {(op, p): {"round": 0.0, "bug": math.inf, "rows": []} for op in ("gemm", "flash") for p in ("bf16", "f16")}
+    out[("flash", "q8_0")] = {"round": 0.0, "bug": math.inf, "rows": []}
 
     def add(key, what, r, bug=None):
         o = out[key]
@@ -162,8 +178,8 @@ def table():
                 add(("gemm", prec), f"matmul_multi {prec} {R}x{C} t={T}", max(r for r, _ in rs), min(b for _, b in rs))
             r = max(swiglu(np.random.default_rng(200 + s), rows[0], C, T, prec) for s in range(SEEDS))
             add(("gemm", prec), f"matmul_swiglu {prec} {rows[0]}x{C} t={T} (halved: the test allows 2 x tol)", r / 2)
-    for kv in ("f32", "f16", "bf16"):
-        prec = "f16" if kv == "f16" else "bf16"
+    for kv in ("f32", "f16", "bf16", "q8_0"):
+        prec = {"f16": "f16", "q8_0": "q8_0"}.get(kv, "bf16")   # q8_0: rounded to bf16, its own data
         for case in ATTN:
             n_ctx, Hkv, H, D, T, last = case
             rs = [attention(np.random.default_rng(300 + s), *case, kv) for s in range(SEEDS)]
@@ -182,6 +198,10 @@ def constants(path):
     found["gemm f16"] = float(m.group(1)) if m else None
     m = re.search(r"!flash \? 1e-5 : t == ST_DTYPE_F16 \? ([0-9.eE+-]+) : ([0-9.eE+-]+);", src)
     found["flash f16"], found["flash bf16"] = (float(m.group(1)), float(m.group(2))) if m else (None, None)
+    found["flash q8_0"] = found["flash bf16"]   # a q8_0 cache gets the bf16 tolerance (its values rounded to bf16)
+    m = re.search(r"t == ST_DTYPE_Q8_0 \? ([0-9.eE+-]+)f : 1\.0f", src)
+    if not m or float(m.group(1)) != KV_Q8_SCALE:
+        found["flash q8_0"] = None      # the model's data must be the test's
     return found
 
 

@@ -42,7 +42,7 @@ static st_status make_backend(int ordinal, st_backend **out) {
     memset(&dev, 0, sizeof dev);
     dev.kind = ST_DEVICE_CUDA;
     dev.index = ordinal;
-    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0};
+    struct st_backend_config cfg = {ST_PREC_F32, ST_ATTN_EAGER, ST_DTYPE_F32, 0, false, 0, 0, 0};
     return ops->init(&dev, &cfg, out);
 }
 
