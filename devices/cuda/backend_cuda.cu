@@ -468,7 +468,6 @@ static st_status decode_xq(st_backend *be, bool any_quant, const float *x, int64
     return ST_OK;
 }
 
-
 /* y (n_tok, rows r0 .. r0 + rn - 1 of w; row stride ldy) = x W^T (+ bias
  * rows), any token count, in the scratch region ws. */
 static st_status gemm_rows(st_backend *be, const struct st_weight *w, int64_t r0, int64_t rn, const float *bias,
