@@ -113,8 +113,8 @@ static void test_grouped(void) {
     const int64_t R[3] = {301, 64, 33};
     uint8_t *w[3];
     struct st_weight W[3];
-    float *bias = malloc(sizeof(float) * 301);
-    for (int i = 0; i < 301; i++) bias[i] = rng_f();
+    float *bias = malloc(sizeof(float) * 700);   /* q (301 rows) and gate (F = 700 rows) read it */
+    for (int i = 0; i < 700; i++) bias[i] = rng_f();
     for (int k = 0; k < 3; k++) {
         w[k] = malloc(st_dtype_row_bytes(dts[k], C) * (size_t)R[k]);
         make_weights(dts[k], R[k], C, w[k]);
