@@ -113,15 +113,15 @@ static void test_grouped(void) {
     const int64_t R[3] = {301, 64, 33};
     uint8_t *w[3];
     struct st_weight W[3];
-    float *bias = malloc(sizeof(float) * 700);   /* q (301 rows) and gate (F = 700 rows) read it */
-    for (int i = 0; i < 700; i++) bias[i] = rng_f();
+    const int64_t F = 700;                 /* gate/up rows */
+    float *bias = malloc(sizeof(float) * F);   /* q (301 rows) and gate (F rows) read it */
+    for (int64_t i = 0; i < F; i++) bias[i] = rng_f();
     for (int k = 0; k < 3; k++) {
         w[k] = malloc(st_dtype_row_bytes(dts[k], C) * (size_t)R[k]);
         make_weights(dts[k], R[k], C, w[k]);
         W[k] = (struct st_weight){w[k], dts[k], R[k], C};
     }
     const st_dtype gdt[2] = {ST_DTYPE_Q5_0, ST_DTYPE_Q6_K};
-    const int64_t F = 700;
     uint8_t *gw = malloc(st_dtype_row_bytes(gdt[0], C) * F), *uw = malloc(st_dtype_row_bytes(gdt[1], C) * F);
     make_weights(gdt[0], F, C, gw);
     make_weights(gdt[1], F, C, uw);
