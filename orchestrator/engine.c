@@ -291,26 +291,23 @@ static st_status stage_build(st_engine *e, struct stage *s, const float *rope_ff
 
     s->ops = s->d.ops;
     s->d.cfg.max_tokens = T;
-    /* the largest quantized matrix of its layers: a GPU's prefill dequantizes one whole (the plan's
-     * workspace counts it: pl_workspace) */
+    s->n_layers = s->d.last_layer >= s->d.first_layer ? s->d.last_layer - s->d.first_layer + 1 : 0;
+    /* one walk over the stage's layer tensors: the bytes to load, and the largest quantized matrix
+     * (a GPU's prefill dequantizes one whole; the plan's workspace counts it: pl_workspace) */
     s->d.cfg.widen_elems = s->d.cfg.widen_cols = 0;
     for (int64_t l = s->d.first_layer; l <= s->d.last_layer; l++)
         for (int r = 0; r < ST_T_LAYER_ROLES; r++) {
             const struct st_tensor *t = layer_tensor(m, l, (enum st_layer_role)r);
-            if (!t || st_dtype_block_elems(t->dtype) == 1 || t->ne[1] < 2) continue;
+            if (!t) continue;
+            s->load_total += t->bytes;
+            if (st_dtype_block_elems(t->dtype) == 1 || t->ne[1] < 2) continue;
             s->d.cfg.widen_elems = ST_MAX(s->d.cfg.widen_elems, t->ne[0] * t->ne[1]);
             s->d.cfg.widen_cols = ST_MAX(s->d.cfg.widen_cols, t->ne[0]);
         }
     if ((rc = s->ops->init(&s->d.info, &s->d.cfg, &s->be)) != ST_OK)
         return st_error_prefix("stage on %s", s->d.info.name);
 
-    s->n_layers = s->d.last_layer >= s->d.first_layer ? s->d.last_layer - s->d.first_layer + 1 : 0;
     const double t_load = st_time_s();
-    for (int64_t l = s->d.first_layer; l <= s->d.last_layer; l++)
-        for (int r = 0; r < ST_T_LAYER_ROLES; r++) {
-            const struct st_tensor *t = layer_tensor(m, l, (enum st_layer_role)r);
-            if (t) s->load_total += t->bytes;
-        }
     const struct st_tensor *te = global_tensor(m, ST_T_TOK_EMBD), *to = global_tensor(m, ST_T_OUTPUT),
                            *tn = global_tensor(m, ST_T_OUTPUT_NORM);
     if (s->d.has_embedding && te) s->load_total += te->bytes;
