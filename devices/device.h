@@ -50,6 +50,10 @@ struct st_caps st_caps_cpu(void);
  * "none" for 0. Writes into buf and returns it. */
 char *st_dtype_mask_text(uint32_t mask, const char *sep, char *buf, size_t buf_len);
 
+/* The weight kinds a probe rates: the three matmul precisions (st_prec order), then
+ * q8_0 weights (the CPU backend's integer path, which every quantized dtype shares). */
+enum { ST_RATE_Q8_0 = 3, ST_N_RATES = 4 };
+
 /* Performance figures: peak from the catalog or properties, effective from a probe. */
 struct st_perf {
     double mem_bw_gbps;      /* memory bandwidth, GB/s (1e9 bytes/s) */
@@ -59,9 +63,10 @@ struct st_perf {
     double launch_us;        /* per-kernel launch overhead; 0 = unknown */
     bool measured;           /* true when it came from `strata inventory --probe` */
     /* Measured batch-1 GEMV rate per stored weight dtype, indexed by st_prec
-     * (F32, F16, BF16): weight bytes streamed per second, GB/s; 0 = not measured.
-     * Filled only by st_profile_apply. */
-    double gemv_gbps[3];
+     * (F32, F16, BF16) then ST_RATE_Q8_0: weight bytes streamed per second, GB/s;
+     * 0 = not measured. Filled only by st_profile_apply. */
+    double gemv_gbps[ST_N_RATES];
+    double q8_tflops;        /* measured prefill GEMM over q8_0 weights (the CPU's integer path); 0 = unknown */
 };
 
 #define ST_DEVICE_NAME_MAX 96
@@ -477,9 +482,10 @@ struct st_profile_device {
     double mem_bw_gbps;                  /* streaming bandwidth: the best of read, copy and triad; 0 = not measured */
     double read_gbps;                    /* read-only stream (a sum), bytes read */
     double copy_gbps, triad_gbps;        /* STREAM copy / triad, bytes read + written; 0 = not measured */
-    double gemv_gbps[3];                 /* batch-1 GEMV per weight dtype (st_prec index): weight bytes/s; 0 = not measured */
+    double gemv_gbps[ST_N_RATES];        /* batch-1 GEMV per weight dtype (st_prec index, then ST_RATE_Q8_0): weight bytes/s; 0 = not measured */
     double launch_us;                    /* one tiny op through the ops table; 0 = not measured */
-    double gemm_tflops[3];               /* prefill GEMM (many tokens) per matmul precision (st_prec index); 0 = not measured */
+    double gemm_tflops[ST_N_RATES];      /* prefill GEMM (many tokens) per matmul precision (st_prec index), then over
+                                            q8_0 weights (ST_RATE_Q8_0); 0 = not measured */
     char method[64];                     /* how GEMV/launch were measured: "ops:cpu", "loop", ... */
     uint64_t probe_bytes;                /* size of each bandwidth array (and GEMV weight) the probe used */
 };

@@ -4,8 +4,8 @@
  *   { "strata_profile": 1, "host": "...", "created": "2026-...Z", "strata_version": "...",
  *     "devices": [ { "kind": "cpu", "name": "...", "uuid": "", "threads": 64,
  *                    "mem_bw_gbps": 180.5, "read_gbps": ..., "copy_gbps": ..., "triad_gbps": ...,
- *                    "gemv_gbps": { "f32": ..., "f16": ..., "bf16": ... },
- *                    "launch_us": 1.2, "gemm_tflops": { "f32": ..., "f16": ..., "bf16": ... },
+ *                    "gemv_gbps": { "f32": ..., "f16": ..., "bf16": ..., "q8_0": ... },
+ *                    "launch_us": 1.2, "gemm_tflops": { "f32": ..., "f16": ..., "bf16": ..., "q8_0": ... },
  *                    "method": "ops:cpu", "probe_bytes": 1073741824 } ],
  *     "links": [ { "from": "GPU-...", "to": "GPU-...", "type": "peer", "latency_us": 8.1, "bw_gbps": 300.2 } ] } */
 #include "devices/device.h"
@@ -19,7 +19,8 @@
 
 #include <jansson.h>
 
-static const char *const prec_keys[3] = {"f32", "f16", "bf16"};
+/* st_prec order, then ST_RATE_Q8_0 */
+static const char *const rate_keys[ST_N_RATES] = {"f32", "f16", "bf16", "q8_0"};
 
 #define PROFILE_HINT "this file is written by 'strata inventory --probe'; run it again to regenerate the profile"
 
@@ -81,10 +82,11 @@ int st_profile_apply(const st_profile *p, struct st_device_info *devs, int n_dev
         struct st_perf *perf = &devs[i].perf;
         if (e->mem_bw_gbps > 0) perf->mem_bw_gbps = e->mem_bw_gbps;
         if (e->launch_us > 0) perf->launch_us = e->launch_us;
-        for (int k = 0; k < 3; k++) if (e->gemv_gbps[k] > 0) perf->gemv_gbps[k] = e->gemv_gbps[k];
+        for (int k = 0; k < ST_N_RATES; k++) if (e->gemv_gbps[k] > 0) perf->gemv_gbps[k] = e->gemv_gbps[k];
         if (e->gemm_tflops[0] > 0) perf->fp32_tflops = e->gemm_tflops[0];
         if (e->gemm_tflops[1] > 0) perf->fp16_tflops = e->gemm_tflops[1];
         if (e->gemm_tflops[2] > 0) perf->bf16_tflops = e->gemm_tflops[2];
+        if (e->gemm_tflops[ST_RATE_Q8_0] > 0) perf->q8_tflops = e->gemm_tflops[ST_RATE_Q8_0];
         perf->measured = true;
         n++;
     }
@@ -136,10 +138,10 @@ st_status st_profile_save(const st_profile *p, const char *path) {
         set_num(o, "read_gbps", d->read_gbps);
         set_num(o, "copy_gbps", d->copy_gbps);
         set_num(o, "triad_gbps", d->triad_gbps);
-        for (int k = 0; k < 3; k++) set_num(g, prec_keys[k], d->gemv_gbps[k]);
+        for (int k = 0; k < ST_N_RATES; k++) set_num(g, rate_keys[k], d->gemv_gbps[k]);
         json_object_set_new(o, "gemv_gbps", g);
         set_num(o, "launch_us", d->launch_us);
-        for (int k = 0; k < 3; k++) set_num(t, prec_keys[k], d->gemm_tflops[k]);
+        for (int k = 0; k < ST_N_RATES; k++) set_num(t, rate_keys[k], d->gemm_tflops[k]);
         json_object_set_new(o, "gemm_tflops", t);
         json_object_set_new(o, "method", json_string(d->method));
         json_object_set_new(o, "probe_bytes", json_integer((json_int_t)d->probe_bytes));
@@ -240,17 +242,17 @@ static st_status get_string(const char *path, const char *where, json_t *o, cons
     return ST_OK;
 }
 
-/* An optional {f32, f16, bf16} object of rates. */
-static st_status get_prec_rates(const char *path, const char *where, json_t *o, const char *key, double out[3]) {
+/* An optional {f32, f16, bf16, q8_0} object of rates (each key optional: older profiles lack q8_0). */
+static st_status get_rates(const char *path, const char *where, json_t *o, const char *key, double out[ST_N_RATES]) {
     char at[96];
     st_status s;
     json_t *g = json_object_get(o, key);
     if (!g) return ST_OK;
     snprintf(at, sizeof at, "%s.%s", where, key);
-    if (!json_is_object(g)) return bad(path, at, "expected an object {f32, f16, bf16}, got ", json_type_name(g));
-    if ((s = check_keys(path, at, g, prec_keys, 3)) != ST_OK) return s;
-    for (int k = 0; k < 3; k++) {
-        if ((s = get_rate(path, at, g, prec_keys[k], &out[k])) != ST_OK) return s;
+    if (!json_is_object(g)) return bad(path, at, "expected an object {f32, f16, bf16, q8_0}, got ", json_type_name(g));
+    if ((s = check_keys(path, at, g, rate_keys, ST_N_RATES)) != ST_OK) return s;
+    for (int k = 0; k < ST_N_RATES; k++) {
+        if ((s = get_rate(path, at, g, rate_keys[k], &out[k])) != ST_OK) return s;
     }
     return ST_OK;
 }
@@ -305,8 +307,8 @@ static st_status parse_device(const char *path, int i, json_t *o, struct st_prof
     if ((s = get_rate(path, where, o, "copy_gbps", &d->copy_gbps)) != ST_OK) return s;
     if ((s = get_rate(path, where, o, "triad_gbps", &d->triad_gbps)) != ST_OK) return s;
     if ((s = get_rate(path, where, o, "launch_us", &d->launch_us)) != ST_OK) return s;
-    if ((s = get_prec_rates(path, where, o, "gemv_gbps", d->gemv_gbps)) != ST_OK) return s;
-    if ((s = get_prec_rates(path, where, o, "gemm_tflops", d->gemm_tflops)) != ST_OK) return s;
+    if ((s = get_rates(path, where, o, "gemv_gbps", d->gemv_gbps)) != ST_OK) return s;
+    if ((s = get_rates(path, where, o, "gemm_tflops", d->gemm_tflops)) != ST_OK) return s;
     return ST_OK;
 }
 

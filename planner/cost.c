@@ -100,6 +100,7 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
                : ST_MIN(pf->gemv_gbps[ST_PREC_F16] > 0 ? pf->gemv_gbps[ST_PREC_F16] : INFINITY,
                         pf->gemv_gbps[ST_PREC_BF16] > 0 ? pf->gemv_gbps[ST_PREC_BF16] : INFINITY);
     if (g16 > 0 && isfinite(g16)) r->gemv_gbps[PL_WC_F16] = g16;
+    if (pf->gemv_gbps[ST_RATE_Q8_0] > 0) r->gemv_gbps[PL_WC_Q8] = pf->gemv_gbps[ST_RATE_Q8_0];
     r->kv_gbps = r->bw_gbps * e.kv;
     /* a probed GEMM rate is the rate at prefill sizes already */
     double e32 = pf->measured ? 1.0 : e.sgemm, etc = pf->measured ? 1.0 : e.tensor;
@@ -108,6 +109,7 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
     r->prec_tflops[ST_PREC_F16] = pf->fp16_tflops > 0 && d->info.caps.tensor_cores && etc > 0
                                       ? pf->fp16_tflops * etc : r->fp32_tflops;
     r->prec_tflops[ST_PREC_BF16] = pf->bf16_tflops > 0 && etc > 0 ? pf->bf16_tflops * etc : r->fp32_tflops;
+    r->quant_tflops = pf->q8_tflops > 0 ? pf->q8_tflops : r->fp32_tflops;
     for (int p = 0; p < PL_N_PREC; p++)
         r->attn_tflops[p] = p == ST_PREC_F32 || e.tensor <= 0 ? r->fp32_tflops
                                                               : r->prec_tflops[p] * e.attn / e.tensor;
@@ -459,9 +461,10 @@ double pl_layer_decode_ms(const struct st_plan_model *m, const struct st_plan_re
  * the matmuls as the CUDA backend runs them (gpu_matmul_ms: cuBLAS GEMMs in
  * whole waves of tiles, quantized weights dequantized tile by tile), flash
  * attention's matmuls at its own rate (eager: fp32 scores), the activations
- * that the elementwise kernels stream, and the gap between kernels. CPU: the
- * matmuls at its GEMM rate (or its weight read), eager attention,
- * activations, a fixed cost per op. */
+ * that the elementwise kernels stream, and the gap between kernels. CPU:
+ * each matrix at its GEMM rate (fp32 for float weights, the integer rate for
+ * quantized ones) or its weight read, eager attention, activations, a fixed
+ * cost per op. */
 double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_request *req,
                            const struct pl_rates *r, st_prec p, const struct pl_mode *md, int64_t l) {
     double C = (double)ST_MIN(req->prefill_chunk, pl_prompt(req)), n = (double)pl_prompt(req) / 2.0;
@@ -472,7 +475,12 @@ double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_r
     const int n_mat = layer_mats(m, l, mt);
     int nk = block_kernels(m, r, mt, n_mat, C, md->attn);
     double mm_ms = 0;
-    if (r->cpu || C <= PL_GEMV_MAX_BATCH)
+    if (r->cpu)
+        for (int i = 0; i < n_mat; i++) {
+            const double rate = st_dtype_block_elems(mt[i].dt) > 1 ? r->quant_tflops : r->prec_tflops[p];
+            mm_ms += ST_MAX(mt[i].bytes / r->bw_gbps * 1e-6, 2.0 * C * mt[i].rows * mt[i].cols / (rate * 1e9));
+        }
+    else if (C <= PL_GEMV_MAX_BATCH)
         mm_ms = ST_MAX(w / r->bw_gbps * 1e-6, C * m->layer_flops[l] / (r->prec_tflops[p] * 1e9));
     else
         for (int i = 0; i < n_mat; i++) mm_ms += gpu_matmul_ms(r, p, &mt[i], C, &nk);

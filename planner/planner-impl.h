@@ -100,6 +100,8 @@ struct pl_rates {
     double fp32_peak_tflops;     /* fp32 peak: the rate of instruction-bound kernels (dequantization) */
     double prec_tflops[PL_N_PREC];  /* GEMM rate of a full wave of tiles at each stage precision */
     double attn_tflops[PL_N_PREC];  /* flash attention's matmuls at each precision */
+    double quant_tflops;         /* CPU: its GEMM over quantized weights (8-bit activations, integer dot
+                                    products; a probed q8_0 GEMM), else the fp32 rate */
     bool tensor[PL_N_PREC];      /* the precision's GEMMs run on tensor cores (cuBLAS f16 from cc 7.0, bf16 from
                                     8.0; not on the Maxwell path): quantized weights are dequantized to it */
     double sm;                   /* streaming multiprocessors (0: unknown, no wave quantization) */

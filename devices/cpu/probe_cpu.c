@@ -13,7 +13,7 @@
 #define GEMV_COLS 4096          /* the hidden size of a 7B-class model */
 #define LAUNCH_OPS 2000         /* tiny ops per launch-overhead sample */
 #define GEMM_ROWS 1024          /* CPU prefill GEMM: (GEMM_ROWS x GEMV_COLS) weights ... */
-#define GEMM_TOKENS 64          /* ... times GEMM_TOKENS tokens */
+#define GEMM_TOKENS 128         /* ... times GEMM_TOKENS tokens (a prefill chunk's order) */
 
 /* ---- CPU: bandwidth ----------------------------------------------------------- */
 
@@ -124,8 +124,17 @@ static st_status probe_cpu_bandwidth(const struct st_device_info *cpu, const str
 
 /* ---- CPU: GEMV, GEMM and one tiny op through the ops table ------------------------- */
 
-/* Values in [1, 2) in each dtype: no subnormals, no NaN, nothing that could make one path faster. */
+/* Values in [1, 2) in each float dtype: no subnormals, no NaN, nothing that could make one path
+ * faster; q8_0: blocks of scale 2^-7 and codes spread over [-128, 127]. */
 static void fill_pattern(st_dtype dt, void *buf, size_t n_elems) {
+    if (dt == ST_DTYPE_Q8_0) {
+        uint8_t *b = buf;
+        for (size_t i = 0; i < n_elems / 32; i++, b += 34) {
+            b[0] = 0x00; b[1] = 0x20;   /* f16 2^-7, little-endian */
+            for (int k = 0; k < 32; k++) b[2 + k] = (uint8_t)(((i * 32 + (size_t)k) * 2654435761u) >> 13);
+        }
+        return;
+    }
     for (size_t i = 0; i < n_elems; i++) {
         unsigned v = (unsigned)(i * 2654435761u) >> 7;
         if (dt == ST_DTYPE_F32) ((uint32_t *)buf)[i] = 0x3F800000u | (v & 0x7FFFFFu);
@@ -143,7 +152,7 @@ static void fill_pattern(st_dtype dt, void *buf, size_t n_elems) {
 static st_status probe_matmul(const struct st_device_info *cpu, const struct st_backend_config *cfg, st_dtype dt,
                               int64_t rows, int64_t cols, int64_t n_tok, int reps, double *best_s) {
     const struct st_device_ops *ops = st_device_ops_cpu();
-    const size_t w_bytes = (size_t)rows * (size_t)cols * (dt == ST_DTYPE_F32 ? 4 : 2);
+    const size_t w_bytes = (size_t)rows * st_dtype_row_bytes(dt, cols);
     void *host = st_cpu_huge_alloc(w_bytes), *w = NULL, *x = NULL, *y = NULL;
     float *hx = malloc((size_t)(n_tok * cols) * sizeof(float));
     st_backend *be = NULL;
@@ -176,18 +185,20 @@ done:
 static st_status probe_gemv(const struct st_device_info *cpu, const struct st_backend_config *cfg, st_dtype dt,
                             uint64_t bytes, int reps, double *out_gbps) {
     const int64_t cols = GEMV_COLS;
-    const int64_t rows = ST_MAX((int64_t)(bytes / ((dt == ST_DTYPE_F32 ? 4 : 2) * (uint64_t)cols)), 1);
+    const size_t row_bytes = st_dtype_row_bytes(dt, cols);
+    const int64_t rows = ST_MAX((int64_t)(bytes / row_bytes), 1);
     double t;
     st_status s = probe_matmul(cpu, cfg, dt, rows, cols, 1, reps, &t);
-    *out_gbps = s == ST_OK && t > 0 ? (double)rows * (double)cols * (dt == ST_DTYPE_F32 ? 4 : 2) / t / 1e9 : 0;
+    *out_gbps = s == ST_OK && t > 0 ? (double)rows * (double)row_bytes / t / 1e9 : 0;
     return s;
 }
 
-/* fp32 weights times GEMM_TOKENS tokens: the CPU's prefill rate (it computes in fp32) */
-static st_status probe_gemm(const struct st_device_info *cpu, const struct st_backend_config *cfg, int reps,
-                            double *out_tflops) {
+/* dt weights times GEMM_TOKENS tokens: the CPU's prefill rate (float weights: fp32 arithmetic;
+ * quantized: 8-bit activations and integer dot products) */
+static st_status probe_gemm(const struct st_device_info *cpu, const struct st_backend_config *cfg, st_dtype dt,
+                            int reps, double *out_tflops) {
     double t;
-    st_status s = probe_matmul(cpu, cfg, ST_DTYPE_F32, GEMM_ROWS, GEMV_COLS, GEMM_TOKENS, reps, &t);
+    st_status s = probe_matmul(cpu, cfg, dt, GEMM_ROWS, GEMV_COLS, GEMM_TOKENS, reps, &t);
     *out_tflops = s == ST_OK && t > 0 ? 2.0 * GEMM_ROWS * GEMV_COLS * GEMM_TOKENS / t / 1e12 : 0;
     return s;
 }
@@ -232,15 +243,21 @@ st_status st_cpu_probe(const st_inventory *inv, int dev, const struct st_probe_o
     st_status s = probe_cpu_bandwidth(cpu, opt, bytes, reps, out, &n_threads);
     if (s != ST_OK) return s;
 
-    static const st_dtype dts[3] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16};   /* st_prec order */
+    static const st_dtype dts[ST_N_RATES] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16, ST_DTYPE_Q8_0};
     struct st_backend_config cfg = {.matmul_prec = ST_PREC_F32, .attention = ST_ATTN_EAGER,
                                     .kv_dtype = ST_DTYPE_F32, .n_threads = opt->n_threads};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < ST_N_RATES; k++) {
         if ((s = probe_gemv(cpu, &cfg, dts[k], bytes, reps, &out->gemv_gbps[k])) != ST_OK) goto done;
         ST_INFO("probe: cpu: gemv %s %.1f GB/s", st_dtype_name(dts[k]), out->gemv_gbps[k]);
     }
-    if ((s = probe_gemm(cpu, &cfg, reps, &out->gemm_tflops[ST_PREC_F32])) != ST_OK) goto done;
-    ST_INFO("probe: cpu: gemm f32 %.3f TFLOP/s", out->gemm_tflops[ST_PREC_F32]);
+    /* the CPU computes every float dtype in fp32 (one rate), every quantized one on the integer path;
+     * a GEMM takes milliseconds: four times the runs, so that one of them meets a quiet machine */
+    const int gemm_k[2] = {ST_PREC_F32, ST_RATE_Q8_0};
+    for (int i = 0; i < 2; i++) {
+        const int k = gemm_k[i];
+        if ((s = probe_gemm(cpu, &cfg, dts[k], 4 * reps, &out->gemm_tflops[k])) != ST_OK) goto done;
+        ST_INFO("probe: cpu: gemm %s %.3f TFLOP/s", st_dtype_name(dts[k]), out->gemm_tflops[k]);
+    }
     if ((s = ops->init(cpu, &cfg, &be)) != ST_OK) goto done;
     if ((s = probe_launch(ops, be, reps, &out->launch_us)) != ST_OK) goto done;
     ST_INFO("probe: cpu: one tiny op %.2f us", out->launch_us);

@@ -230,9 +230,9 @@ static void test_probe(json_t *json) {
         CHECK(d->probe_bytes == 8u << 20);
         CHECK(d->read_gbps > 0 && d->copy_gbps > 0 && d->triad_gbps > 0);
         CHECK(d->mem_bw_gbps >= d->read_gbps && d->mem_bw_gbps >= d->copy_gbps && d->mem_bw_gbps >= d->triad_gbps);
-        CHECK(d->gemv_gbps[0] > 0 && d->gemv_gbps[1] > 0 && d->gemv_gbps[2] > 0);
+        CHECK(d->gemv_gbps[0] > 0 && d->gemv_gbps[1] > 0 && d->gemv_gbps[2] > 0 && d->gemv_gbps[ST_RATE_Q8_0] > 0);
         CHECK(d->launch_us > 0);
-        CHECK(d->gemm_tflops[0] > 0);
+        CHECK(d->gemm_tflops[0] > 0 && d->gemm_tflops[ST_RATE_Q8_0] > 0);
         CHECK(strstr(d->method, "1 threads") != NULL);
         CHECK(p->created[0] && p->host[0]);
 

@@ -39,9 +39,9 @@ static st_profile *sample(void) {
     c->read_gbps = 170.5;
     c->copy_gbps = 150.125;
     c->triad_gbps = 181.25;
-    c->gemv_gbps[0] = 120.0625; c->gemv_gbps[1] = 99.5; c->gemv_gbps[2] = 101.75;
+    c->gemv_gbps[0] = 120.0625; c->gemv_gbps[1] = 99.5; c->gemv_gbps[2] = 101.75; c->gemv_gbps[ST_RATE_Q8_0] = 110.25;
     c->launch_us = 1.375;
-    c->gemm_tflops[0] = 2.5;
+    c->gemm_tflops[0] = 2.5; c->gemm_tflops[ST_RATE_Q8_0] = 6.75;
     c->probe_bytes = 1ull << 30;
     snprintf(c->method, sizeof c->method, "ops:cpu avx2, 64 threads");
     g->kind = ST_DEVICE_CUDA;
@@ -82,8 +82,8 @@ static void test_round_trip(void) {
             CHECK(near(b->mem_bw_gbps, a->mem_bw_gbps) && near(b->read_gbps, a->read_gbps));
             CHECK(near(b->copy_gbps, a->copy_gbps) && near(b->triad_gbps, a->triad_gbps));
             CHECK(near(b->launch_us, a->launch_us));
-            for (int k = 0; k < 3; k++) CHECK(near(b->gemv_gbps[k], a->gemv_gbps[k]));
-            for (int k = 0; k < 3; k++) CHECK(near(b->gemm_tflops[k], a->gemm_tflops[k]));
+            for (int k = 0; k < ST_N_RATES; k++) CHECK(near(b->gemv_gbps[k], a->gemv_gbps[k]));
+            for (int k = 0; k < ST_N_RATES; k++) CHECK(near(b->gemm_tflops[k], a->gemm_tflops[k]));
         }
         for (int i = 0; i < 3 && q->n_links == 3; i++) {
             CHECK(strcmp(q->links[i].from, p->links[i].from) == 0 && strcmp(q->links[i].to, p->links[i].to) == 0);
@@ -110,11 +110,13 @@ static void test_round_trip(void) {
         CHECK(st_profile_apply(q, devs, 4) == 2);
         CHECK(devs[0].perf.measured && near(devs[0].perf.mem_bw_gbps, 181.25) && near(devs[0].perf.launch_us, 1.375));
         CHECK(near(devs[0].perf.gemv_gbps[1], 99.5) && near(devs[0].perf.fp32_tflops, 2.5));
+        CHECK(near(devs[0].perf.gemv_gbps[ST_RATE_Q8_0], 110.25) && near(devs[0].perf.q8_tflops, 6.75));
         CHECK(devs[0].perf.fp16_tflops == 0);
         CHECK(!devs[1].perf.measured && devs[1].perf.mem_bw_gbps == 3352);
         CHECK(devs[2].perf.measured && near(devs[2].perf.mem_bw_gbps, 2987.654321));
         CHECK(devs[2].perf.gemv_gbps[0] == 0 && near(devs[2].perf.gemv_gbps[2], 2500.5));
         CHECK(near(devs[2].perf.fp16_tflops, 700.25) && near(devs[2].perf.bf16_tflops, 710.5));
+        CHECK(devs[2].perf.q8_tflops == 0 && devs[2].perf.gemv_gbps[ST_RATE_Q8_0] == 0);
         CHECK(!devs[3].perf.measured);
         const struct st_profile_link *l = st_profile_find_link(q, &devs[0], &devs[2], ST_LINK_T_AUTO);
         CHECK(l && near(l->bw_gbps, 25.125));
@@ -184,7 +186,7 @@ static void test_malformed(void) {
     expect_error("ltype.json", "{\"strata_profile\": 1, \"devices\": [], \"links\": [{\"from\": \"cpu\", \"to\": \"GPU-1\", "
                  "\"type\": \"pcie\"}]}", ST_ERR_FORMAT, "links[0].type: 'pcie' is not a link type (local, peer, nccl, host)");
     expect_error("gemm.json", "{\"strata_profile\": 1, \"devices\": [{\"kind\": \"cpu\", \"name\": \"y\", "
-                 "\"gemm_tflops\": [1, 2]}]}", ST_ERR_FORMAT, "devices[0].gemm_tflops: expected an object {f32, f16, bf16}, got an array");
+                 "\"gemm_tflops\": [1, 2]}]}", ST_ERR_FORMAT, "devices[0].gemm_tflops: expected an object {f32, f16, bf16, q8_0}, got an array");
     expect_error("threads.json", "{\"strata_profile\": 1, \"devices\": [{\"kind\": \"cpu\", \"name\": \"y\", \"threads\": 1.5}]}",
                  ST_ERR_FORMAT, "devices[0].threads: expected an integer >= 0, got a number");
     CHECK_ERR(st_profile_load(tmp_file("absent.json", NULL), &(st_profile *){NULL}), ST_ERR_IO, "absent.json: cannot open");
@@ -194,6 +196,16 @@ static void test_malformed(void) {
     const char *path = tmp_file("min.json", "{\"strata_profile\": 1, \"devices\": [" GOOD_DEVICE "]}");
     CHECK_OK(st_profile_load(path, &p));
     CHECK(p && p->n_devices == 1 && p->n_links == 0 && p->devices[0].mem_bw_gbps == 10 && p->devices[0].launch_us == 0);
+    st_profile_free(p);
+    unlink(path);
+
+    /* a profile written before the q8_0 rates: they read as not measured */
+    p = NULL;
+    path = tmp_file("old.json", "{\"strata_profile\": 1, \"devices\": [{\"kind\": \"cpu\", \"name\": \"y\", "
+                    "\"gemv_gbps\": {\"f32\": 3, \"f16\": 4, \"bf16\": 5}, \"gemm_tflops\": {\"f32\": 0.5}}]}");
+    CHECK_OK(st_profile_load(path, &p));
+    CHECK(p && p->n_devices == 1 && p->devices[0].gemv_gbps[2] == 5 && p->devices[0].gemm_tflops[0] == 0.5);
+    CHECK(p && p->devices[0].gemv_gbps[ST_RATE_Q8_0] == 0 && p->devices[0].gemm_tflops[ST_RATE_Q8_0] == 0);
     st_profile_free(p);
     unlink(path);
 }
