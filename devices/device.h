@@ -276,6 +276,10 @@ struct st_device_ops {
     /* true: matmul with n_tok == 1 may be given bias == y, and then adds into y
      * (y += W x: the residual stream updated in place, without an add launch) */
     bool matmul_adds_in_place;
+    /* true: matmul_multi and matmul_swiglu pay at every token count, prefill chunks included (CPU:
+     * x is prepared once for the group, one dispatch); false: the engine groups passes of up to
+     * 8 tokens only (CUDA: the grouped GEMV launches; its prefill GEMMs take whole matrices) */
+    bool grouped_any_tokens;
 
     st_status (*init)(const struct st_device_info *dev, const struct st_backend_config *cfg, st_backend **out);
     void (*free)(st_backend *be);

@@ -10,7 +10,8 @@
 
 #define LOGIT_ROWS 16   /* lm_head rows per pass when every position's logits are wanted */
 #define MAX_MICRO 8     /* decode micro-batches in flight */
-#define FUSED_MAX_TOK 8 /* passes this small (decode steps) use the grouped q/k/v and gate/up ops */
+#define FUSED_MAX_TOK 8 /* passes this small (decode steps) use the grouped q/k/v and gate/up ops, larger ones
+                          * too where the backend says they pay (grouped_any_tokens) */
 
 struct stage_layer {
     const float *attn_norm, *ffn_norm;       /* (E) */
@@ -850,6 +851,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
     /* one token: k lives right after q in q's buffer (room for e->T >= 2 tokens), so that q's and
      * k's heads are one (H + Hkv, D) tensor for the rope */
     const bool qk_joint = T == 1 && e->T >= 2;
+    const bool grouped = T <= FUSED_MAX_TOK || o->grouped_any_tokens;
     float *const kb = qk_joint ? s->q + H * D : s->k;
 /* observation points: nothing happens unless a tap is installed */
 #define TAP(pt, role_, w_, x_, x2_, width_) \
@@ -864,7 +866,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         tp.layer = s->d.first_layer + i;
         TAP(ST_TAP_LAYER_IN, ST_T_ATTN_NORM, NULL, s->x, NULL, E);
         TRY(o->rmsnorm(be, s->x, L->attn_norm, T, E, eps, s->h));
-        if (T <= FUSED_MAX_TOK && o->matmul_multi) {   /* decode: q, k, v in one launch */
+        if (grouped && o->matmul_multi) {   /* decode: q, k, v in one launch */
             const struct st_matmul_job qkv[3] = {{&L->wq, L->bq, s->q}, {&L->wk, L->bk, kb}, {&L->wv, L->bv, s->v}};
             TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
             TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
@@ -898,7 +900,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         }
         TRY(o->rmsnorm(be, s->x, L->ffn_norm, T, E, eps, s->h));
         TAP(ST_TAP_MATMUL_IN, ST_T_W_GATE, &L->gate, s->h, NULL, E);
-        if (T <= FUSED_MAX_TOK && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
+        if (grouped && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
             TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
             TRY(o->matmul_swiglu(be, &L->gate, NULL, &L->up, NULL, s->h, T, s->gate));
         } else {

@@ -405,10 +405,11 @@ static double gpu_matmul_ms(const struct pl_rates *r, st_prec p, const struct pl
  * inside a group: a grouped q/k/v launch per dtype, gate and up as two GEMVs and a SwiGLU pass. A
  * prefill chunk adds per block of gate/up rows the SwiGLU pass and, with q/k/v biases, three bias
  * passes (the GEMMs' own kernels: gpu_matmul_ms).
- * CPU: every op separate (q, k, v, gate, up, swiglu): 16, +2 q/k norms, +2 eager. */
+ * CPU: 12 ops (q/k/v one grouped matmul, gate/up/SwiGLU another, at every token count:
+ * grouped_any_tokens), +2 q/k norms, +2 eager. */
 static int block_kernels(const struct st_plan_model *m, const struct pl_rates *r, const struct pl_mat *mt, int n_mat,
                          double T, st_attn_kind a) {
-    if (r->cpu) return 16 + (m->qk_norm ? 2 : 0) + (a == ST_ATTN_EAGER ? 2 : 0);
+    if (r->cpu) return 12 + (m->qk_norm ? 2 : 0) + (a == ST_ATTN_EAGER ? 2 : 0);
     const bool one = T <= 1.0, decode = T <= PL_GEMV_MAX_BATCH;
     int k = 2 + (one ? 1 : 2) + 1 + (decode ? 2 : 1) + (one ? 0 : 2);
     if (m->qk_norm) k += 2;

@@ -653,6 +653,7 @@ static st_status cpu_event_sync(st_backend *be, st_event *ev) {
 
 static const struct st_device_ops cpu_ops = {
     .name = "cpu",
+    .grouped_any_tokens = true,   /* one 8-bit x for q, k, v (and for gate, up), one dispatch */
     .init = cpu_init,
     .free = cpu_free,
     .alloc = cpu_alloc,
