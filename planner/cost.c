@@ -554,6 +554,12 @@ uint64_t pl_workspace(const struct st_plan_model *m, const struct st_plan_reques
     st_dtype compute = p == ST_PREC_F32 ? ST_DTYPE_F32 : p == ST_PREC_F16 ? ST_DTYPE_F16 : ST_DTYPE_BF16;
     if (!d->is_cpu && m->matrix_dtype != compute)   /* prefill GEMMs widen one matrix at a time */
         ws += m->max_matrix_elems * st_dtype_block_bytes(compute);
+    if (d->is_cpu) {   /* the CPU backend's own: matmul_swiglu's up rows; a quantized matmul's 8-bit x (under
+                        * 2 bytes a column: kernels/cpu/matmul-impl.h qx_row_bytes) */
+        const uint64_t F = (uint64_t)m->n_ff, widest = ST_MAX(F, E) + 64;
+        ws += T * F * 4;
+        if (m->matrix_dtype >= ST_DTYPE_COUNT || st_dtype_block_elems(m->matrix_dtype) > 1) ws += T * widest * 2;
+    }
     if (last) ws += (uint64_t)req->batch * (uint64_t)m->n_vocab * 4;
     if (!first) ws += T * E * 4;        /* receive buffer of the incoming hop */
     if (!last) ws += T * E * 4;         /* send buffer of the outgoing hop */
