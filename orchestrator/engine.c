@@ -866,7 +866,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         tp.layer = s->d.first_layer + i;
         TAP(ST_TAP_LAYER_IN, ST_T_ATTN_NORM, NULL, s->x, NULL, E);
         TRY(o->rmsnorm(be, s->x, L->attn_norm, T, E, eps, s->h));
-        if (grouped && o->matmul_multi) {   /* decode: q, k, v in one launch */
+        if (grouped && o->matmul_multi) {   /* q, k, v in one launch (one x preparation) */
             const struct st_matmul_job qkv[3] = {{&L->wq, L->bq, s->q}, {&L->wk, L->bk, kb}, {&L->wv, L->bv, s->v}};
             TAP(ST_TAP_MATMUL_IN, ST_T_WQ, &L->wq, s->h, NULL, E);
             TAP(ST_TAP_MATMUL_IN, ST_T_WK, &L->wk, s->h, NULL, E);
@@ -900,7 +900,7 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         }
         TRY(o->rmsnorm(be, s->x, L->ffn_norm, T, E, eps, s->h));
         TAP(ST_TAP_MATMUL_IN, ST_T_W_GATE, &L->gate, s->h, NULL, E);
-        if (grouped && o->matmul_swiglu) {   /* decode: gate, up and silu(gate) * up in one launch */
+        if (grouped && o->matmul_swiglu) {   /* gate, up and silu(gate) * up in one launch */
             TAP(ST_TAP_MATMUL_IN, ST_T_W_UP, &L->up, s->h, NULL, E);
             TRY(o->matmul_swiglu(be, &L->gate, NULL, &L->up, NULL, s->h, T, s->gate));
         } else {
