@@ -53,6 +53,8 @@ char *st_dtype_mask_text(uint32_t mask, const char *sep, char *buf, size_t buf_l
 /* The weight kinds a probe rates: the three matmul precisions (st_prec order), then
  * q8_0 weights (the CPU backend's integer path, which every quantized dtype shares). */
 enum { ST_RATE_Q8_0 = 3, ST_N_RATES = 4 };
+/* The profile's (and inventory JSON's) key of rate k: "f32", "f16", "bf16", "q8_0". */
+const char *st_rate_key(int k);
 
 /* Performance figures: peak from the catalog or properties, effective from a probe. */
 struct st_perf {

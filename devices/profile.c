@@ -22,6 +22,8 @@
 /* st_prec order, then ST_RATE_Q8_0 */
 static const char *const rate_keys[ST_N_RATES] = {"f32", "f16", "bf16", "q8_0"};
 
+const char *st_rate_key(int k) { return k >= 0 && k < ST_N_RATES ? rate_keys[k] : "?"; }
+
 #define PROFILE_HINT "this file is written by 'strata inventory --probe'; run it again to regenerate the profile"
 
 char *st_profile_default_path(char *buf, size_t buf_len) {

@@ -226,7 +226,6 @@ static json_t *str_or_null(const char *s) { return s && s[0] ? json_string(s) : 
 static json_t *device_json(const struct st_device_info *d) {
     json_t *o = json_object(), *caps = json_object(), *perf = json_object(), *g = json_object();
     char sel[32], cc[16];
-    static const char *const rate[ST_N_RATES] = {"f32", "f16", "bf16", "q8_0"};
     json_object_set_new(o, "selector", json_string(st_device_selector(d, sel, sizeof sel)));
     json_object_set_new(o, "kind", json_string(st_device_kind_name(d->kind)));
     json_object_set_new(o, "index", json_integer(d->index));
@@ -285,7 +284,7 @@ static json_t *device_json(const struct st_device_info *d) {
     json_object_set_new(perf, "bf16_tflops", json_real(d->perf.bf16_tflops));
     json_object_set_new(perf, "q8_tflops", json_real(d->perf.q8_tflops));
     json_object_set_new(perf, "launch_us", json_real(d->perf.launch_us));
-    for (int k = 0; k < ST_N_RATES; k++) json_object_set_new(g, rate[k], json_real(d->perf.gemv_gbps[k]));
+    for (int k = 0; k < ST_N_RATES; k++) json_object_set_new(g, st_rate_key(k), json_real(d->perf.gemv_gbps[k]));
     json_object_set_new(perf, "gemv_gbps", g);
     json_object_set_new(o, "perf", perf);
     return o;
