@@ -89,6 +89,8 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int 
     for (int b = 0; b < NB; b++)
         for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
     for (int64_t c = 0; c < n; c++) {
+        if (T == 1)   /* decode streams the quad: the columns MM_PF_AHEAD bytes on are requested now */
+            for (size_t o = 0; o < cs; o += 64) _mm_prefetch((const char *)blk + cs * c + MM_PF_AHEAD + o, _MM_HINT_T0);
         __m512 w[FB];
         for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, cs, c);
         for (int t = 0; t < T; t++) {
@@ -313,8 +315,13 @@ INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const st
     const uint8_t *base = pk - pk_offset(dt, g0);
     __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     __m512 kd = a, kmin = a;
+    const uint8_t *pf = (const uint8_t *)((uintptr_t)(pk + MM_PF_AHEAD) & ~(uintptr_t)63);
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *rec = base + pk_rec_offset(dt, g);
+        if (T <= 2) {   /* decode: the lines MM_PF_AHEAD bytes past this group, each requested once */
+            const uint8_t *end = base + pk_offset(dt, g + 1) + MM_PF_AHEAD;
+            for (; pf < end; pf += 64) _mm_prefetch((const char *)pf, _MM_HINT_T0);
+        }
         if (is_k(dt)) {
             const uint8_t *hd = base + pk_offset(dt, g / 8 * 8);
             if (g % 8 == 0 || g == g0) {
