@@ -50,10 +50,12 @@ struct st_caps st_caps_cpu(void);
  * "none" for 0. Writes into buf and returns it. */
 char *st_dtype_mask_text(uint32_t mask, const char *sep, char *buf, size_t buf_len);
 
-/* The weight kinds a probe rates: the three matmul precisions (st_prec order), then
- * q8_0 weights (the CPU backend's integer path, which every quantized dtype shares). */
-enum { ST_RATE_Q8_0 = 3, ST_N_RATES = 4 };
-/* The profile's (and inventory JSON's) key of rate k: "f32", "f16", "bf16", "q8_0". */
+/* The weight dtypes a probe rates, indexed by st_dtype: F32, F16, BF16 (whose indexes are
+ * also st_prec's, the matmul precisions), then every quantized dtype, each with its own
+ * decode and prefill rate on the CPU (a Q4_K weight takes more instructions per byte than
+ * a Q8_0 one). */
+enum { ST_N_RATES = ST_DTYPE_COUNT };
+/* The profile's (and inventory JSON's) key of rate k: the dtype's name ("f32", "q4_k"). */
 const char *st_rate_key(int k);
 
 /* Performance figures: peak from the catalog or properties, effective from a probe. */
@@ -64,11 +66,12 @@ struct st_perf {
     double bf16_tflops;      /* 0 when unsupported */
     double launch_us;        /* per-kernel launch overhead; 0 = unknown */
     bool measured;           /* true when it came from `strata inventory --probe` */
-    /* Measured batch-1 GEMV rate per stored weight dtype, indexed by st_prec
-     * (F32, F16, BF16) then ST_RATE_Q8_0: weight bytes streamed per second, GB/s;
-     * 0 = not measured. Filled only by st_profile_apply. */
+    /* Measured rates per stored weight dtype (indexed by st_dtype; 0 = not measured),
+     * filled only by st_profile_apply: the batch-1 GEMV in weight bytes streamed per
+     * second (GB/s), and the prefill GEMM in TFLOP/s (the float dtypes' are also
+     * fp32/fp16/bf16_tflops above; the quantized ones are the CPU's integer path). */
     double gemv_gbps[ST_N_RATES];
-    double q8_tflops;        /* measured prefill GEMM over q8_0 weights (the CPU's integer path); 0 = unknown */
+    double gemm_tflops[ST_N_RATES];
 };
 
 #define ST_DEVICE_NAME_MAX 96
@@ -488,10 +491,11 @@ struct st_profile_device {
     double mem_bw_gbps;                  /* streaming bandwidth: the best of read, copy and triad; 0 = not measured */
     double read_gbps;                    /* read-only stream (a sum), bytes read */
     double copy_gbps, triad_gbps;        /* STREAM copy / triad, bytes read + written; 0 = not measured */
-    double gemv_gbps[ST_N_RATES];        /* batch-1 GEMV per weight dtype (st_prec index, then ST_RATE_Q8_0): weight bytes/s; 0 = not measured */
+    double gemv_gbps[ST_N_RATES];        /* batch-1 GEMV per weight dtype (st_dtype index): weight bytes/s;
+                                            0 = not measured */
     double launch_us;                    /* one tiny op through the ops table; 0 = not measured */
-    double gemm_tflops[ST_N_RATES];      /* prefill GEMM (many tokens) per matmul precision (st_prec index), then over
-                                            q8_0 weights (ST_RATE_Q8_0); 0 = not measured */
+    double gemm_tflops[ST_N_RATES];      /* prefill GEMM (many tokens) per weight dtype (st_dtype index; the float
+                                            ones: per matmul precision); 0 = not measured */
     char method[64];                     /* how GEMV/launch were measured: "ops:cpu", "loop", ... */
     uint64_t probe_bytes;                /* size of each bandwidth array (and GEMV weight) the probe used */
 };

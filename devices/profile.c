@@ -19,8 +19,12 @@
 
 #include <jansson.h>
 
-/* st_prec order, then ST_RATE_Q8_0 */
-static const char *const rate_keys[ST_N_RATES] = {"f32", "f16", "bf16", "q8_0"};
+/* st_dtype order (st_dtype_name of each: tests/inventory/test_profile.c) */
+static const char *const rate_keys[ST_N_RATES] = {"f32",  "f16",  "bf16",   "q8_0", "q4_0", "q4_1",
+                                                  "q5_0", "q5_1", "iq4_nl", "q4_k", "q5_k", "q6_k"};
+_Static_assert(ST_DTYPE_F32 == (int)ST_PREC_F32 && ST_DTYPE_F16 == (int)ST_PREC_F16 &&
+                   ST_DTYPE_BF16 == (int)ST_PREC_BF16,
+               "a float dtype's rate index is its matmul precision's");
 
 const char *st_rate_key(int k) { return k >= 0 && k < ST_N_RATES ? rate_keys[k] : "?"; }
 
@@ -88,7 +92,7 @@ int st_profile_apply(const st_profile *p, struct st_device_info *devs, int n_dev
         if (e->gemm_tflops[0] > 0) perf->fp32_tflops = e->gemm_tflops[0];
         if (e->gemm_tflops[1] > 0) perf->fp16_tflops = e->gemm_tflops[1];
         if (e->gemm_tflops[2] > 0) perf->bf16_tflops = e->gemm_tflops[2];
-        if (e->gemm_tflops[ST_RATE_Q8_0] > 0) perf->q8_tflops = e->gemm_tflops[ST_RATE_Q8_0];
+        for (int k = 0; k < ST_N_RATES; k++) if (e->gemm_tflops[k] > 0) perf->gemm_tflops[k] = e->gemm_tflops[k];
         perf->measured = true;
         n++;
     }
@@ -244,14 +248,16 @@ static st_status get_string(const char *path, const char *where, json_t *o, cons
     return ST_OK;
 }
 
-/* An optional {f32, f16, bf16, q8_0} object of rates (each key optional: older profiles lack q8_0). */
+/* An optional object of rates by dtype name (each key optional: older profiles lack the quantized ones). */
 static st_status get_rates(const char *path, const char *where, json_t *o, const char *key, double out[ST_N_RATES]) {
     char at[96];
     st_status s;
     json_t *g = json_object_get(o, key);
     if (!g) return ST_OK;
     snprintf(at, sizeof at, "%s.%s", where, key);
-    if (!json_is_object(g)) return bad(path, at, "expected an object {f32, f16, bf16, q8_0}, got ", json_type_name(g));
+    if (!json_is_object(g))
+        return bad(path, at, "expected an object of rates by weight dtype {f32, f16, bf16, q8_0, ..., q6_k}, got ",
+                   json_type_name(g));
     if ((s = check_keys(path, at, g, rate_keys, ST_N_RATES)) != ST_OK) return s;
     for (int k = 0; k < ST_N_RATES; k++) {
         if ((s = get_rate(path, at, g, rate_keys[k], &out[k])) != ST_OK) return s;

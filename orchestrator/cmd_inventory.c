@@ -282,10 +282,14 @@ static json_t *device_json(const struct st_device_info *d) {
     json_object_set_new(perf, "fp32_tflops", json_real(d->perf.fp32_tflops));
     json_object_set_new(perf, "fp16_tflops", json_real(d->perf.fp16_tflops));
     json_object_set_new(perf, "bf16_tflops", json_real(d->perf.bf16_tflops));
-    json_object_set_new(perf, "q8_tflops", json_real(d->perf.q8_tflops));
     json_object_set_new(perf, "launch_us", json_real(d->perf.launch_us));
-    for (int k = 0; k < ST_N_RATES; k++) json_object_set_new(g, st_rate_key(k), json_real(d->perf.gemv_gbps[k]));
+    json_t *t = json_object();
+    for (int k = 0; k < ST_N_RATES; k++) {
+        json_object_set_new(g, st_rate_key(k), json_real(d->perf.gemv_gbps[k]));
+        json_object_set_new(t, st_rate_key(k), json_real(d->perf.gemm_tflops[k]));
+    }
     json_object_set_new(perf, "gemv_gbps", g);
+    json_object_set_new(perf, "gemm_tflops", t);
     json_object_set_new(o, "perf", perf);
     return o;
 }
@@ -437,8 +441,9 @@ static st_status print_yaml(FILE *f, json_t *root) {
 static void print_probe(FILE *f, const st_inventory *inv, const st_profile *p) {
     fprintf(f, "\n%sprobe%s (GB/s = 1e9 bytes/s; GEMV: weight bytes streamed per second, batch 1, fp32 vector)\n",
             st_color(f, "1"), st_color_reset(f));
-    fprintf(f, "  %-7s %-9s %-9s %-9s %-9s %-9s %-9s %-9s %-8s %-24s %s\n", "device", "read", "copy", "triad",
-            "gemv f32", "gemv f16", "gemv bf16", "gemv q8_0", "op (us)", "gemm TF/s f32/16/bf/q8", "method");
+    fprintf(f, "  %-7s %-9s %-9s %-9s %-9s %-9s %-9s %-8s %-19s %s\n", "device", "read", "copy", "triad",
+            "gemv f32", "gemv f16", "gemv bf16", "op (us)", "gemm TF/s f32/16/bf", "method");
+    bool quant = false;
     for (int i = 0; i < inv->n_devices; i++) {
         const struct st_profile_device *e = st_profile_find_device(p, &inv->devices[i]);
         char sel[32];
@@ -447,20 +452,41 @@ static void print_probe(FILE *f, const st_inventory *inv, const st_profile *p) {
             fprintf(f, "  %-7s not measured\n", sel);
             continue;
         }
-        double v[8] = {e->read_gbps, e->copy_gbps, e->triad_gbps, e->gemv_gbps[0], e->gemv_gbps[1], e->gemv_gbps[2],
-                       e->gemv_gbps[ST_RATE_Q8_0], e->launch_us};
+        double v[7] = {e->read_gbps, e->copy_gbps, e->triad_gbps, e->gemv_gbps[ST_DTYPE_F32],
+                       e->gemv_gbps[ST_DTYPE_F16], e->gemv_gbps[ST_DTYPE_BF16], e->launch_us};
         fprintf(f, "  %-7s", sel);
-        for (int k = 0; k < 8; k++) {
-            if (v[k] > 0) fprintf(f, " %-*.*f", k == 7 ? 8 : 9, k == 7 ? 2 : 1, v[k]);
-            else fprintf(f, " %-*s", k == 7 ? 8 : 9, "-");
+        for (int k = 0; k < 7; k++) {
+            if (v[k] > 0) fprintf(f, " %-*.*f", k == 6 ? 8 : 9, k == 6 ? 2 : 1, v[k]);
+            else fprintf(f, " %-*s", k == 6 ? 8 : 9, "-");
         }
         char gemm[64] = "", part[24];
-        for (int k = 0; k < ST_N_RATES; k++) {
+        for (int k = 0; k <= ST_DTYPE_BF16; k++) {
             if (e->gemm_tflops[k] > 0) snprintf(part, sizeof part, "%s%.3g", k ? "/" : "", e->gemm_tflops[k]);
             else snprintf(part, sizeof part, "%s-", k ? "/" : "");
             strncat(gemm, part, sizeof gemm - strlen(gemm) - 1);
         }
-        fprintf(f, " %-24s %s\n", gemm, e->method);
+        fprintf(f, " %-19s %s\n", gemm, e->method);
+        for (int k = ST_DTYPE_BF16 + 1; k < ST_N_RATES; k++)
+            quant = quant || e->gemv_gbps[k] > 0 || e->gemm_tflops[k] > 0;
+    }
+    if (quant) {   /* the quantized dtypes' own rates (the CPU's integer path) */
+        fprintf(f, "  quantized weights: gemv GB/s / gemm TF/s\n  %-7s", "device");
+        for (int k = ST_DTYPE_BF16 + 1; k < ST_N_RATES; k++) fprintf(f, " %-11s", st_rate_key(k));
+        fputc('\n', f);
+        for (int i = 0; i < inv->n_devices; i++) {
+            const struct st_profile_device *e = st_profile_find_device(p, &inv->devices[i]);
+            char sel[32], cell[32], a[12], b[12];
+            if (!e) continue;
+            st_device_selector(&inv->devices[i], sel, sizeof sel);
+            fprintf(f, "  %-7s", sel);
+            for (int k = ST_DTYPE_BF16 + 1; k < ST_N_RATES; k++) {
+                snprintf(a, sizeof a, e->gemv_gbps[k] > 0 ? "%.1f" : "-", e->gemv_gbps[k]);
+                snprintf(b, sizeof b, e->gemm_tflops[k] > 0 ? "%.3g" : "-", e->gemm_tflops[k]);
+                snprintf(cell, sizeof cell, "%s/%s", a, b);
+                fprintf(f, " %-11s", cell);
+            }
+            fputc('\n', f);
+        }
     }
     for (int i = 0; i < p->n_links; i++) {
         const struct st_profile_link *l = &p->links[i];

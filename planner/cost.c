@@ -100,7 +100,7 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
                : ST_MIN(pf->gemv_gbps[ST_PREC_F16] > 0 ? pf->gemv_gbps[ST_PREC_F16] : INFINITY,
                         pf->gemv_gbps[ST_PREC_BF16] > 0 ? pf->gemv_gbps[ST_PREC_BF16] : INFINITY);
     if (g16 > 0 && isfinite(g16)) r->gemv_gbps[PL_WC_F16] = g16;
-    if (pf->gemv_gbps[ST_RATE_Q8_0] > 0) r->gemv_gbps[PL_WC_Q8] = pf->gemv_gbps[ST_RATE_Q8_0];
+    if (pf->gemv_gbps[ST_DTYPE_Q8_0] > 0) r->gemv_gbps[PL_WC_Q8] = pf->gemv_gbps[ST_DTYPE_Q8_0];
     r->kv_gbps = r->bw_gbps * e.kv;
     /* a probed GEMM rate is the rate at prefill sizes already */
     double e32 = pf->measured ? 1.0 : e.sgemm, etc = pf->measured ? 1.0 : e.tensor;
@@ -109,7 +109,12 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
     r->prec_tflops[ST_PREC_F16] = pf->fp16_tflops > 0 && d->info.caps.tensor_cores && etc > 0
                                       ? pf->fp16_tflops * etc : r->fp32_tflops;
     r->prec_tflops[ST_PREC_BF16] = pf->bf16_tflops > 0 && etc > 0 ? pf->bf16_tflops * etc : r->fp32_tflops;
-    r->quant_tflops = pf->q8_tflops > 0 ? pf->q8_tflops : r->fp32_tflops;
+    const double q8 = pf->gemm_tflops[ST_DTYPE_Q8_0] > 0 ? pf->gemm_tflops[ST_DTYPE_Q8_0] : r->fp32_tflops;
+    for (int k = 0; k < ST_DTYPE_COUNT; k++) {
+        if (st_dtype_block_elems((st_dtype)k) == 1) continue;
+        r->gemv_dt[k] = pf->gemv_gbps[k];
+        r->quant_tflops[k] = pf->gemm_tflops[k] > 0 ? pf->gemm_tflops[k] : q8;
+    }
     for (int p = 0; p < PL_N_PREC; p++)
         r->attn_tflops[p] = p == ST_PREC_F32 || e.tensor <= 0 ? r->fp32_tflops
                                                               : r->prec_tflops[p] * e.attn / e.tensor;
@@ -322,7 +327,8 @@ static double layer_rest_bytes(const struct st_plan_model *m, int64_t l, const s
  * per weight (dp4a on int8 x from cc 6.1, else the fp32 Maxwell path) at the card's fp32 peak. */
 static double gemv_ms(const struct pl_rates *r, const struct pl_mat *mt, bool gemv, double *mem_ms) {
     const enum pl_wclass wc = pl_wclass_dtype(mt->dt);
-    const double t = mt->bytes / (gemv ? r->gemv_gbps[wc] : r->bw_gbps) * 1e-6;
+    const double g = r->gemv_dt[mt->dt] > 0 ? r->gemv_dt[mt->dt] : r->gemv_gbps[wc];
+    const double t = mt->bytes / (gemv ? g : r->bw_gbps) * 1e-6;
     const double ops = r->dp4a ? pl_gemv_ops_dp4a[wc] : pl_gemv_ops_fp32[wc];
     if (mem_ms) *mem_ms += t;
     if (!gemv || r->cpu || ops <= 0) return t;
@@ -478,7 +484,7 @@ double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_r
     double mm_ms = 0;
     if (r->cpu)
         for (int i = 0; i < n_mat; i++) {
-            const double rate = st_dtype_block_elems(mt[i].dt) > 1 ? r->quant_tflops : r->prec_tflops[p];
+            const double rate = st_dtype_block_elems(mt[i].dt) > 1 ? r->quant_tflops[mt[i].dt] : r->prec_tflops[p];
             mm_ms += ST_MAX(mt[i].bytes / r->bw_gbps * 1e-6, 2.0 * C * mt[i].rows * mt[i].cols / (rate * 1e9));
         }
     else if (C <= PL_GEMV_MAX_BATCH)

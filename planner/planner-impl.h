@@ -100,8 +100,11 @@ struct pl_rates {
     double fp32_peak_tflops;     /* fp32 peak: the rate of instruction-bound kernels (dequantization) */
     double prec_tflops[PL_N_PREC];  /* GEMM rate of a full wave of tiles at each stage precision */
     double attn_tflops[PL_N_PREC];  /* flash attention's matmuls at each precision */
-    double quant_tflops;         /* CPU: its GEMM over quantized weights (8-bit activations, integer dot
-                                    products; a probed q8_0 GEMM), else the fp32 rate */
+    double gemv_dt[ST_DTYPE_COUNT];      /* a quantized dtype's own probed GEMV rate (the CPU's; 0: not
+                                            measured, gemv_gbps of its class) */
+    double quant_tflops[ST_DTYPE_COUNT]; /* CPU: its GEMM over weights of each quantized dtype (8-bit
+                                            activations, integer dot products): the dtype's probed rate,
+                                            else q8_0's, else the fp32 rate */
     bool tensor[PL_N_PREC];      /* the precision's GEMMs run on tensor cores (cuBLAS f16 from cc 7.0, bf16 from
                                     8.0; not on the Maxwell path): quantized weights are dequantized to it */
     double sm;                   /* streaming multiprocessors (0: unknown, no wave quantization) */

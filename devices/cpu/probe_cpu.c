@@ -125,13 +125,19 @@ static st_status probe_cpu_bandwidth(const struct st_device_info *cpu, const str
 /* ---- CPU: GEMV, GEMM and one tiny op through the ops table ------------------------- */
 
 /* Values in [1, 2) in each float dtype: no subnormals, no NaN, nothing that could make one path
- * faster; q8_0: blocks of scale 2^-7 and codes spread over [-128, 127]. */
+ * faster. Quantized dtypes: codes and sub-block scales from a hash (the integer path's cost does
+ * not depend on them), every block's f16 scale 2^-7 and min 2^-8, so no product is subnormal. */
 static void fill_pattern(st_dtype dt, void *buf, size_t n_elems) {
-    if (dt == ST_DTYPE_Q8_0) {
+    const int64_t be = st_dtype_block_elems(dt);
+    if (be > 1) {
+        const size_t bb = st_dtype_block_bytes(dt), n = n_elems / (size_t)be * bb;
         uint8_t *b = buf;
-        for (size_t i = 0; i < n_elems / 32; i++, b += 34) {
-            b[0] = 0x00; b[1] = 0x20;   /* f16 2^-7, little-endian */
-            for (int k = 0; k < 32; k++) b[2 + k] = (uint8_t)(((i * 32 + (size_t)k) * 2654435761u) >> 13);
+        for (size_t i = 0; i < n; i++) b[i] = (uint8_t)((i * 2654435761u) >> 13);
+        const uint8_t d[2] = {0x00, 0x20}, m[2] = {0x00, 0x1c};   /* f16 2^-7, 2^-8, little-endian */
+        const bool has_min = dt == ST_DTYPE_Q4_1 || dt == ST_DTYPE_Q5_1 || dt == ST_DTYPE_Q4_K || dt == ST_DTYPE_Q5_K;
+        for (size_t o = 0; o < n; o += bb) {
+            memcpy(b + o + (dt == ST_DTYPE_Q6_K ? bb - 2 : 0), d, 2);   /* Q6_K's d is its block's last field */
+            if (has_min) memcpy(b + o + 2, m, 2);
         }
         return;
     }
@@ -243,20 +249,23 @@ st_status st_cpu_probe(const st_inventory *inv, int dev, const struct st_probe_o
     st_status s = probe_cpu_bandwidth(cpu, opt, bytes, reps, out, &n_threads);
     if (s != ST_OK) return s;
 
-    static const st_dtype dts[ST_N_RATES] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16, ST_DTYPE_Q8_0};
     struct st_backend_config cfg = {.matmul_prec = ST_PREC_F32, .attention = ST_ATTN_EAGER,
                                     .kv_dtype = ST_DTYPE_F32, .n_threads = opt->n_threads};
+    /* every dtype the backend runs (the rate index is the dtype); the CPU computes every float
+     * dtype in fp32 (one GEMM rate), every quantized one on the integer path at its own rate. A
+     * GEMM takes milliseconds: four times the runs, so that one of them meets a quiet machine. */
     for (int k = 0; k < ST_N_RATES; k++) {
-        if ((s = probe_gemv(cpu, &cfg, dts[k], bytes, reps, &out->gemv_gbps[k])) != ST_OK) goto done;
-        ST_INFO("probe: cpu: gemv %s %.1f GB/s", st_dtype_name(dts[k]), out->gemv_gbps[k]);
-    }
-    /* the CPU computes every float dtype in fp32 (one rate), every quantized one on the integer path;
-     * a GEMM takes milliseconds: four times the runs, so that one of them meets a quiet machine */
-    const int gemm_k[2] = {ST_PREC_F32, ST_RATE_Q8_0};
-    for (int i = 0; i < 2; i++) {
-        const int k = gemm_k[i];
-        if ((s = probe_gemm(cpu, &cfg, dts[k], 4 * reps, &out->gemm_tflops[k])) != ST_OK) goto done;
-        ST_INFO("probe: cpu: gemm %s %.3f TFLOP/s", st_dtype_name(dts[k]), out->gemm_tflops[k]);
+        const st_dtype dt = (st_dtype)k;
+        const uint32_t runs = cpu->caps.weight_dtypes ? cpu->caps.weight_dtypes : ST_DTYPE_ALL;
+        if (!(runs & ST_DTYPE_BIT(dt))) continue;
+        if ((s = probe_gemv(cpu, &cfg, dt, bytes, reps, &out->gemv_gbps[k])) != ST_OK) goto done;
+        if (dt == ST_DTYPE_F32 || st_dtype_block_elems(dt) > 1) {
+            if ((s = probe_gemm(cpu, &cfg, dt, 4 * reps, &out->gemm_tflops[k])) != ST_OK) goto done;
+            ST_INFO("probe: cpu: %s: gemv %.1f GB/s, gemm %.3f TFLOP/s", st_dtype_name(dt), out->gemv_gbps[k],
+                    out->gemm_tflops[k]);
+        } else {
+            ST_INFO("probe: cpu: %s: gemv %.1f GB/s", st_dtype_name(dt), out->gemv_gbps[k]);
+        }
     }
     if ((s = ops->init(cpu, &cfg, &be)) != ST_OK) goto done;
     if ((s = probe_launch(ops, be, reps, &out->launch_us)) != ST_OK) goto done;

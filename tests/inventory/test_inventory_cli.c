@@ -230,9 +230,14 @@ static void test_probe(json_t *json) {
         CHECK(d->probe_bytes == 8u << 20);
         CHECK(d->read_gbps > 0 && d->copy_gbps > 0 && d->triad_gbps > 0);
         CHECK(d->mem_bw_gbps >= d->read_gbps && d->mem_bw_gbps >= d->copy_gbps && d->mem_bw_gbps >= d->triad_gbps);
-        CHECK(d->gemv_gbps[0] > 0 && d->gemv_gbps[1] > 0 && d->gemv_gbps[2] > 0 && d->gemv_gbps[ST_RATE_Q8_0] > 0);
+        /* every dtype the CPU runs: its GEMV; f32 and every quantized dtype: its GEMM (the CPU widens f16
+         * and bf16 to fp32, one GEMM rate) */
+        for (int k = 0; k < ST_N_RATES; k++) {
+            CHECK_MSG(d->gemv_gbps[k] > 0, "gemv %s", st_rate_key(k));
+            const bool gemm = k == ST_DTYPE_F32 || st_dtype_block_elems((st_dtype)k) > 1;
+            CHECK_MSG(gemm ? d->gemm_tflops[k] > 0 : d->gemm_tflops[k] == 0, "gemm %s", st_rate_key(k));
+        }
         CHECK(d->launch_us > 0);
-        CHECK(d->gemm_tflops[0] > 0 && d->gemm_tflops[ST_RATE_Q8_0] > 0);
         CHECK(strstr(d->method, "1 threads") != NULL);
         CHECK(p->created[0] && p->host[0]);
 

@@ -39,9 +39,10 @@ static st_profile *sample(void) {
     c->read_gbps = 170.5;
     c->copy_gbps = 150.125;
     c->triad_gbps = 181.25;
-    c->gemv_gbps[0] = 120.0625; c->gemv_gbps[1] = 99.5; c->gemv_gbps[2] = 101.75; c->gemv_gbps[ST_RATE_Q8_0] = 110.25;
+    c->gemv_gbps[0] = 120.0625; c->gemv_gbps[1] = 99.5; c->gemv_gbps[2] = 101.75; c->gemv_gbps[ST_DTYPE_Q8_0] = 110.25;
     c->launch_us = 1.375;
-    c->gemm_tflops[0] = 2.5; c->gemm_tflops[ST_RATE_Q8_0] = 6.75;
+    c->gemm_tflops[0] = 2.5; c->gemm_tflops[ST_DTYPE_Q8_0] = 6.75;
+    c->gemv_gbps[ST_DTYPE_Q4_K] = 77.5; c->gemm_tflops[ST_DTYPE_Q6_K] = 3.25;
     c->probe_bytes = 1ull << 30;
     snprintf(c->method, sizeof c->method, "ops:cpu avx2, 64 threads");
     g->kind = ST_DEVICE_CUDA;
@@ -110,13 +111,16 @@ static void test_round_trip(void) {
         CHECK(st_profile_apply(q, devs, 4) == 2);
         CHECK(devs[0].perf.measured && near(devs[0].perf.mem_bw_gbps, 181.25) && near(devs[0].perf.launch_us, 1.375));
         CHECK(near(devs[0].perf.gemv_gbps[1], 99.5) && near(devs[0].perf.fp32_tflops, 2.5));
-        CHECK(near(devs[0].perf.gemv_gbps[ST_RATE_Q8_0], 110.25) && near(devs[0].perf.q8_tflops, 6.75));
+        CHECK(near(devs[0].perf.gemv_gbps[ST_DTYPE_Q8_0], 110.25) &&
+              near(devs[0].perf.gemm_tflops[ST_DTYPE_Q8_0], 6.75));
+        CHECK(near(devs[0].perf.gemv_gbps[ST_DTYPE_Q4_K], 77.5) && near(devs[0].perf.gemm_tflops[ST_DTYPE_Q6_K], 3.25));
+        CHECK(devs[0].perf.gemv_gbps[ST_DTYPE_Q6_K] == 0 && devs[0].perf.gemm_tflops[ST_DTYPE_Q4_K] == 0);
         CHECK(devs[0].perf.fp16_tflops == 0);
         CHECK(!devs[1].perf.measured && devs[1].perf.mem_bw_gbps == 3352);
         CHECK(devs[2].perf.measured && near(devs[2].perf.mem_bw_gbps, 2987.654321));
         CHECK(devs[2].perf.gemv_gbps[0] == 0 && near(devs[2].perf.gemv_gbps[2], 2500.5));
         CHECK(near(devs[2].perf.fp16_tflops, 700.25) && near(devs[2].perf.bf16_tflops, 710.5));
-        CHECK(devs[2].perf.q8_tflops == 0 && devs[2].perf.gemv_gbps[ST_RATE_Q8_0] == 0);
+        CHECK(devs[2].perf.gemm_tflops[ST_DTYPE_Q8_0] == 0 && devs[2].perf.gemv_gbps[ST_DTYPE_Q8_0] == 0);
         CHECK(!devs[3].perf.measured);
         const struct st_profile_link *l = st_profile_find_link(q, &devs[0], &devs[2], ST_LINK_T_AUTO);
         CHECK(l && near(l->bw_gbps, 25.125));
@@ -186,7 +190,9 @@ static void test_malformed(void) {
     expect_error("ltype.json", "{\"strata_profile\": 1, \"devices\": [], \"links\": [{\"from\": \"cpu\", \"to\": \"GPU-1\", "
                  "\"type\": \"pcie\"}]}", ST_ERR_FORMAT, "links[0].type: 'pcie' is not a link type (local, peer, nccl, host)");
     expect_error("gemm.json", "{\"strata_profile\": 1, \"devices\": [{\"kind\": \"cpu\", \"name\": \"y\", "
-                 "\"gemm_tflops\": [1, 2]}]}", ST_ERR_FORMAT, "devices[0].gemm_tflops: expected an object {f32, f16, bf16, q8_0}, got an array");
+                 "\"gemm_tflops\": [1, 2]}]}", ST_ERR_FORMAT,
+                 "devices[0].gemm_tflops: expected an object of rates by weight dtype {f32, f16, bf16, q8_0, ..., q6_k}, "
+                 "got an array");
     expect_error("threads.json", "{\"strata_profile\": 1, \"devices\": [{\"kind\": \"cpu\", \"name\": \"y\", \"threads\": 1.5}]}",
                  ST_ERR_FORMAT, "devices[0].threads: expected an integer >= 0, got a number");
     CHECK_ERR(st_profile_load(tmp_file("absent.json", NULL), &(st_profile *){NULL}), ST_ERR_IO, "absent.json: cannot open");
@@ -205,9 +211,24 @@ static void test_malformed(void) {
                     "\"gemv_gbps\": {\"f32\": 3, \"f16\": 4, \"bf16\": 5}, \"gemm_tflops\": {\"f32\": 0.5}}]}");
     CHECK_OK(st_profile_load(path, &p));
     CHECK(p && p->n_devices == 1 && p->devices[0].gemv_gbps[2] == 5 && p->devices[0].gemm_tflops[0] == 0.5);
-    CHECK(p && p->devices[0].gemv_gbps[ST_RATE_Q8_0] == 0 && p->devices[0].gemm_tflops[ST_RATE_Q8_0] == 0);
+    CHECK(p && p->devices[0].gemv_gbps[ST_DTYPE_Q8_0] == 0 && p->devices[0].gemm_tflops[ST_DTYPE_Q8_0] == 0);
     st_profile_free(p);
     unlink(path);
+
+    /* one written with q8_0 as the only quantized rate: the other dtypes read as not measured */
+    p = NULL;
+    path = tmp_file("q8.json", "{\"strata_profile\": 1, \"devices\": [{\"kind\": \"cpu\", \"name\": \"y\", "
+                    "\"gemv_gbps\": {\"f32\": 3, \"q8_0\": 6}, \"gemm_tflops\": {\"q8_0\": 0.75}}]}");
+    CHECK_OK(st_profile_load(path, &p));
+    CHECK(p && p->devices[0].gemv_gbps[ST_DTYPE_Q8_0] == 6 && p->devices[0].gemm_tflops[ST_DTYPE_Q8_0] == 0.75);
+    for (int k = ST_DTYPE_Q4_0; p && k < ST_N_RATES; k++)
+        CHECK(p->devices[0].gemv_gbps[k] == 0 && p->devices[0].gemm_tflops[k] == 0);
+    st_profile_free(p);
+    unlink(path);
+
+    /* the rate keys are the dtypes' names, in st_dtype order */
+    for (int k = 0; k < ST_N_RATES; k++)
+        CHECK_MSG(strcmp(st_rate_key(k), st_dtype_name((st_dtype)k)) == 0, "rate %d", k);
 }
 
 static void test_default_path(void) {

@@ -1,11 +1,12 @@
 /* The CPU's measured rates in the cost model (`strata inventory --probe`,
  * devices/cpu/probe_cpu.c): a CPU stage's prefill runs float matrices at the
- * probed fp32 GEMM rate and quantized ones at the probed q8_0 GEMM rate (its
- * integer path), and its decode streams q8_0 matrices at the probed q8_0
- * GEMV rate. Each is checked against the change it must make to a stage's
- * time, computed here from the model's shape alone: the seven matrices of a
- * qwen2.5-7b block, times the chunk, times the layers; and a rate that does
- * not apply (a q8_0 rate under f16 weights) changes nothing at all. */
+ * probed fp32 GEMM rate and quantized ones at their dtype's probed GEMM rate
+ * (the integer path; q8_0's when the dtype has none), and its decode streams
+ * quantized matrices at their dtype's probed GEMV rate. Each is checked
+ * against the change it must make to a stage's time, computed here from the
+ * model's shape alone: the seven matrices of a qwen2.5-7b block, times the
+ * chunk, times the layers; and a rate that does not apply (a q8_0 rate under
+ * f16 weights, a q6_k rate under q4_0 weights) changes nothing at all. */
 #include "check.h"
 #include "planner/planner.h"
 
@@ -18,7 +19,9 @@ static const double E = 3584, F = 18944, QD = 28 * 128, KVD = 4 * 128;
 
 static double block_elems(void) { return 2 * QD * E + 2 * KVD * E + 3 * F * E; }
 
-static void cpu(struct st_plan_device *d, double bw, double fp32, double q8, double gemv_q8) {
+/* a probed CPU: bandwidth, fp32 GEMM, and a GEMM and a GEMV rate of dtype dt (0: not measured) */
+static void cpu_dt(struct st_plan_device *d, double bw, double fp32, st_dtype dt, double gemm, double gemv,
+                   double q8_gemm) {
     struct st_device_info in = {0};
     in.kind = ST_DEVICE_CPU;
     in.numa_node = -1;
@@ -29,10 +32,15 @@ static void cpu(struct st_plan_device *d, double bw, double fp32, double q8, dou
     in.perf.measured = true;
     in.perf.mem_bw_gbps = bw;
     in.perf.fp32_tflops = fp32;
-    in.perf.q8_tflops = q8;
-    in.perf.gemv_gbps[ST_RATE_Q8_0] = gemv_q8;
+    in.perf.gemm_tflops[dt] = gemm;
+    in.perf.gemv_gbps[dt] = gemv;
+    if (q8_gemm > 0) in.perf.gemm_tflops[ST_DTYPE_Q8_0] = q8_gemm;
     in.perf.launch_us = 1.0;
     st_plan_device_init(d, &in);
+}
+
+static void cpu(struct st_plan_device *d, double bw, double fp32, double q8, double gemv_q8) {
+    cpu_dt(d, bw, fp32, ST_DTYPE_Q8_0, q8, gemv_q8, 0);
 }
 
 static struct st_plan_stage eval(const char *quant, const struct st_plan_device *d) {
@@ -83,5 +91,18 @@ int main(void) {
     near_ms(eval("q8_0", &a).decode_ms - eval("q8_0", &b).decode_ms, bytes / 1e9 * (1.0 / 100 - 1.0 / 200) * 1e3,
             "q8_0 decode, gemv 100 vs 200 GB/s");
     CHECK(eval("f16", &a).decode_ms == eval("f16", &b).decode_ms);
+
+    /* a dtype's own rates: q6_k weights (210 bytes per 256) at a q6_k GEMM of 2 TFLOP/s instead of q8_0's 4,
+     * and streamed at a q6_k GEMV of 100 instead of 200 GB/s; q4_0 weights do not see them */
+    cpu_dt(&a, 1e7, 1.0, ST_DTYPE_Q6_K, 2.0, 0.0, 4.0);
+    cpu_dt(&b, 1e7, 1.0, ST_DTYPE_Q6_K, 0.0, 0.0, 4.0);
+    near_ms(eval("q6_k", &a).prefill_ms - eval("q6_k", &b).prefill_ms, flops / 1e9 * (1.0 / 2.0 - 1.0 / 4.0),
+            "q6_k prefill, its own rate 2 vs q8_0's 4 TFLOP/s");
+    CHECK(eval("q4_0", &a).prefill_ms == eval("q4_0", &b).prefill_ms);
+    cpu_dt(&a, 400.0, 1e4, ST_DTYPE_Q6_K, 0.0, 100.0, 0.0);
+    cpu_dt(&b, 400.0, 1e4, ST_DTYPE_Q6_K, 0.0, 200.0, 0.0);
+    near_ms(eval("q6_k", &a).decode_ms - eval("q6_k", &b).decode_ms,
+            LAYERS * block_elems() * 210.0 / 256.0 / 1e9 * (1.0 / 100 - 1.0 / 200) * 1e3, "q6_k decode, gemv 100 vs 200 GB/s");
+    CHECK(eval("q4_0", &a).decode_ms == eval("q4_0", &b).decode_ms);
     return st_test_finish("planner_cpu_rates");
 }

@@ -13,7 +13,7 @@ add_test(NAME planner_llamacpp_table
   WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(planner_llamacpp_table PROPERTIES LABELS planner)
 st_add_test(planner_kv_q8 SOURCES planner/test_kv_q8.c LABELS planner)
-# the CPU's probed rates: fp32 and q8_0 GEMMs for prefill, the q8_0 GEMV for decode
+# the CPU's probed rates: fp32 and each quantized dtype's GEMM for prefill, each dtype's GEMV for decode
 st_add_test(planner_cpu_rates SOURCES planner/test_cpu_rates.c LABELS planner)
 # `plan` says how much longer a context q8_0 buys, in text and JSON
 st_add_cli_test(planner_cli_kv_reach RC 0 LABELS planner
