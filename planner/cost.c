@@ -267,19 +267,12 @@ static double act_elems(const struct st_plan_model *m) {
     return 6.0 * m->n_embd + 3.0 * m->n_ff + 2.0 * (m->n_head + 2 * m->n_head_kv) * m->head_dim;
 }
 
-/* What the CUDA backend's prefill GEMMs do with a weight matrix (devices/cuda/backend_cuda.cu,
- * kernels/cuda/gemm.cu): gate and up in blocks of rows (matmul_swiglu), quantized weights
- * dequantized tile by tile into the scratch. */
-#define PL_SWIGLU_ROWS 4096.0              /* up-projection rows matmul_swiglu keeps per pass */
-#define PL_GEMM_TILE_COLS 8192.0           /* ST_GEMM_TILE_COLS: columns of a dequantized tile */
-#define PL_GEMM_TILE_BYTES 16777216.0      /* ST_GEMM_W_TILE_BYTES: bytes of a dequantized tile */
 #define PL_GEMM_OUT_TILE 128.0             /* a GEMM's output tile (rows x tokens) per SM and wave */
 
 /* One matmul of a block: rows = output features, cols = input features. */
 struct pl_mat {
     double rows, cols, bytes;
     st_dtype dt;
-    bool gate;                   /* gate or up: prefill runs them in blocks of PL_SWIGLU_ROWS rows */
 };
 
 /* A dtype of each class, for weights known only by their bits per weight. */
@@ -308,7 +301,7 @@ static int layer_mats(const struct st_plan_model *m, int64_t l, struct pl_mat *o
         const unsigned t = m->mat_dtypes[l * ST_PLAN_N_MATRICES + k];
         if (t >= ST_DTYPE_COUNT) continue;
         const st_dtype dt = (st_dtype)t;
-        out[n++] = (struct pl_mat){.rows = shape[k][0], .cols = shape[k][1], .dt = dt, .gate = k == 4 || k == 5,
+        out[n++] = (struct pl_mat){.rows = shape[k][0], .cols = shape[k][1], .dt = dt,
                                    .bytes = shape[k][0] * shape[k][1] * (double)st_dtype_block_bytes(dt) /
                                             (double)st_dtype_block_elems(dt)};
     }
@@ -348,17 +341,18 @@ static double gemm_ms(const struct pl_rates *r, st_prec p, double rows, double T
     return ST_MAX(2.0 * rows * T * k / (rate * 1e9), wbytes / r->bw_gbps * 1e-6);
 }
 
-/* rows of a matrix (a swiglu block of them for gate/up) over T > 8 tokens on a GPU, as the CUDA
- * backend runs it; *nk counts its kernels.
+/* A matrix over T > 8 tokens on a GPU, as the CUDA backend runs it (kernels/cuda/gemm.cu; gate and
+ * up are two such products and a SwiGLU pass: the engine groups them only for decode); *nk counts
+ * its kernels.
  *   f32 weights, or f16/bf16 weights at their own precision on tensor cores: x converted to the
  *     weights' dtype (16-bit), one cuBLAS GEMM;
  *   other float weights (bf16 at f32, the Maxwell path): the SIMT kernel;
- *   quantized: columns in tiles of 8192, rows in tiles of 16 MiB of the compute dtype (the stage
- *     precision on tensor cores, else fp32); per column tile x converted (16-bit), per tile a
- *     dequantize kernel (instruction-bound: PL_DEQUANT_OPS per weight at the fp32 peak, or its
- *     write at the copy rate) and a GEMM. */
-static double gpu_rows_ms(const struct pl_rates *r, st_prec p, const struct pl_mat *mt, double rows, double T,
-                          int *nk) {
+ *   quantized: the whole matrix dequantized to the compute dtype (the stage precision on tensor
+ *     cores, else fp32) into the stage's scratch, which pl_workspace sizes for its largest
+ *     quantized matrix: one dequantize kernel (instruction-bound: PL_DEQUANT_OPS per weight at the
+ *     fp32 peak, or its write at the copy rate), x converted (16-bit), one GEMM. */
+static double gpu_matmul_ms(const struct pl_rates *r, st_prec p, const struct pl_mat *mt, double T, int *nk) {
+    const double rows = mt->rows;
     const double K = mt->cols;   /* (x's conversions stream activations: act_elems) */
     if (st_dtype_block_elems(mt->dt) == 1) {
         const bool f32 = mt->dt == ST_DTYPE_F32;
@@ -374,31 +368,9 @@ static double gpu_rows_ms(const struct pl_rates *r, st_prec p, const struct pl_m
     }
     const st_prec cp = r->tensor[p] ? p : ST_PREC_F32;
     const double es = cp == ST_PREC_F32 ? 4.0 : 2.0;
-    const double kc = ST_MIN(K, PL_GEMM_TILE_COLS), n_kt = ceil(K / kc), k_last = K - (n_kt - 1.0) * kc;
-    const double rc = ST_MIN(rows, ST_MAX(floor(PL_GEMM_TILE_BYTES / (kc * es)), 1.0));
-    const double n_full = floor(rows / rc), r_last = rows - n_full * rc;
-    double t = 0;
-    for (int last = 0; last < 2; last++) {      /* the column tiles of kc, then the last one */
-        const double n = last ? 1.0 : n_kt - 1.0, kn = last ? k_last : kc;
-        if (n <= 0) continue;
-        double tt = n_full * gemm_ms(r, cp, rc, T, kn, rc * kn * es, true) +
-                    (r_last > 0 ? gemm_ms(r, cp, r_last, T, kn, r_last * kn * es, true) : 0.0);
-        tt += ST_MAX(rows * kn * PL_DEQUANT_OPS / (r->fp32_peak_tflops * 1e9), rows * kn * es / r->bw_gbps * 1e-6);
-        t += n * tt;
-        *nk += (int)n * (2 * (int)(n_full + (r_last > 0)) + (es == 2.0));
-    }
-    return t;
-}
-
-/* A matrix over T > 8 tokens on a GPU (gate and up: per block of rows). */
-static double gpu_matmul_ms(const struct pl_rates *r, st_prec p, const struct pl_mat *mt, double T, int *nk) {
-    if (!mt->gate) return gpu_rows_ms(r, p, mt, mt->rows, T, nk);
-    const double n_full = floor(mt->rows / PL_SWIGLU_ROWS), rest = mt->rows - n_full * PL_SWIGLU_ROWS;
-    int k1 = 0, k2 = 0;
-    double t = n_full > 0 ? n_full * gpu_rows_ms(r, p, mt, PL_SWIGLU_ROWS, T, &k1) : 0.0;
-    if (rest > 0) t += gpu_rows_ms(r, p, mt, rest, T, &k2);
-    *nk += (int)n_full * k1 + k2;
-    return t;
+    *nk += 2 + (es == 2.0);
+    return gemm_ms(r, cp, rows, T, K, rows * K * es, true) +
+           ST_MAX(rows * K * PL_DEQUANT_OPS / (r->fp32_peak_tflops * 1e9), rows * K * es / r->bw_gbps * 1e-6);
 }
 
 /* Kernels of one block besides the matmuls, for T tokens.
@@ -409,8 +381,8 @@ static double gpu_matmul_ms(const struct pl_rates *r, st_prec p, const struct pl
  * measured: no eager decode on a card with flash attention to compare). A decode
  * step's GEMV launches and x quantization are in their gemv factor, except where dtypes differ
  * inside a group: a grouped q/k/v launch per dtype, gate and up as two GEMVs and a SwiGLU pass. A
- * prefill chunk adds per block of gate/up rows the SwiGLU pass and, with q/k/v biases, three bias
- * passes (the GEMMs' own kernels: gpu_matmul_ms).
+ * prefill chunk adds the SwiGLU pass and, with q/k/v biases, three bias passes (the GEMMs' own
+ * kernels: gpu_matmul_ms).
  * CPU: 12 ops (q/k/v one grouped matmul, gate/up/SwiGLU another, at every token count:
  * grouped_any_tokens), +2 q/k norms, +2 eager. */
 static int block_kernels(const struct st_plan_model *m, const struct pl_rates *r, const struct pl_mat *mt, int n_mat,
@@ -423,7 +395,7 @@ static int block_kernels(const struct st_plan_model *m, const struct pl_rates *r
         k += (mt[1].dt != mt[0].dt) + (mt[2].dt != mt[0].dt && mt[2].dt != mt[1].dt);
         if (mt[4].dt != mt[5].dt) k += 2;
     } else if (!decode) {
-        if (n_mat == ST_PLAN_N_MATRICES) k += (int)ceil(mt[4].rows / PL_SWIGLU_ROWS);
+        k += 1;
         if (m->qkv_bias) k += 3;
     }
     return k;

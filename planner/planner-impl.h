@@ -58,13 +58,13 @@ struct pl_eff {
 static const struct pl_eff pl_eff_table[] = {
     /*  key     cc_min  copy   gemv: f32   f16   q8    k4    k6    q4     kv   kernel gap stage sgemm tensor attn */
     {"cpu",        0, 0.70,  {1.00, 0.90, 0.80, 0.70, 0.70, 0.70}, 1.00, 2.0, 0.0,  10.0, 0.50, 0.00, 0.000},
-    {"maxwell",   50, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 7.6, 1.6,  34.0, 0.70, 0.00, 0.000},
-    {"pascal",    60, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 6.7, 1.4,  34.0, 0.75, 0.00, 0.000},
-    {"volta",     70, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 5.7, 1.2,  34.0, 0.75, 0.79, 0.069},
-    {"turing",    75, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 5.7, 1.2,  34.0, 0.75, 0.79, 0.069},
-    {"ampere",    80, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 4.8, 1.0,  34.0, 0.75, 0.79, 0.069},
-    {"ada",       89, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 4.2, 0.9,  34.0, 0.75, 0.79, 0.069},
-    {"hopper",    90, 0.876, {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.19, 4.0, 0.85, 34.0, 0.75, 0.79, 0.069},
+    {"maxwell",   50, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 7.6, 2.6,  34.0, 0.70, 0.00, 0.000},
+    {"pascal",    60, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 6.7, 2.3,  34.0, 0.75, 0.00, 0.000},
+    {"volta",     70, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 5.7, 2.0,  34.0, 0.75, 0.79, 0.069},
+    {"turing",    75, 0.80,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 5.7, 2.0,  34.0, 0.75, 0.79, 0.069},
+    {"ampere",    80, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 4.8, 1.6,  34.0, 0.75, 0.79, 0.069},
+    {"ada",       89, 0.87,  {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.50, 4.2, 1.5,  34.0, 0.75, 0.79, 0.069},
+    {"hopper",    90, 0.876, {1.00, 0.99, 0.99, 0.99, 0.99, 0.99}, 0.19, 4.0, 1.4,  34.0, 0.75, 0.79, 0.069},
     /* cards whose memory reaches another fraction of its datasheet bandwidth than their generation's row */
     {"h200",      -1, 0.84,  {0, 0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0},
 };
@@ -77,10 +77,10 @@ static const struct pl_eff pl_eff_table[] = {
  * Decode GEMVs (their x quantization included; 0: memory-bound, the float
  * classes): with dp4a (cc >= 6.1, int8 x), and without (the Maxwell path,
  * cc < 6.1: each weight dequantized and multiplied in fp32). */
-static const double pl_gemv_ops_dp4a[PL_N_WC] = {0, 0, 34.8, 27.3, 35.4, 27.3};
+static const double pl_gemv_ops_dp4a[PL_N_WC] = {0, 0, 34.8, 22.2, 35.4, 27.3};
 static const double pl_gemv_ops_fp32[PL_N_WC] = {0, 0, 94.0, 50.2, 61.3, 50.2};
-/* Prefill GEMM over quantized weights: a weight dequantized into the GEMM's scratch tile. */
-#define PL_DEQUANT_OPS 254.0
+/* Prefill GEMM over quantized weights: a weight dequantized into the GEMM's scratch (the whole matrix). */
+#define PL_DEQUANT_OPS 115.0
 
 #define PL_OVERHEAD_GPU    (512ull << 20)
 #define PL_OVERHEAD_CPU    (256ull << 20)
