@@ -96,6 +96,14 @@ st_status st_model_map_file(st_model *m, const char *path, int *idx) {
             return st_error_set(ST_ERR_IO, "%s: cannot map %zu bytes: %s", path, (size_t)st.st_size, strerror(e));
         }
         f->map = p;
+        st_status rc = st_filemap_add(p, f->size, fd, path);   /* a backend may pread it (base.h) */
+        if (rc != ST_OK) {
+            munmap(p, f->size);
+            f->map = NULL;
+            f->size = 0;
+            close(fd);
+            return rc;
+        }
     }
     close(fd);
     *idx = m->n_files - 1;
@@ -548,7 +556,10 @@ fail:
 void st_model_free(st_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_files; i++) {
-        if (m->files[i].map) munmap(m->files[i].map, m->files[i].size);
+        if (m->files[i].map) {
+            st_filemap_remove(m->files[i].map);
+            munmap(m->files[i].map, m->files[i].size);
+        }
         free(m->files[i].path);
     }
     free(m->files);

@@ -33,7 +33,6 @@
 #include "kernels/cuda/swiglu.cuh"
 
 #include <pthread.h>
-#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -326,35 +325,34 @@ static st_status be_sync(st_backend *be) {
     return check_flags(be);
 }
 
-/* Copies n bytes with up to `threads` threads (the page cache is read faster in parallel). */
-struct copy_part { uint8_t *dst; const uint8_t *src; size_t n; };
+/* Copies n bytes of host memory, or of the file behind it (fd >= 0: pread at off), with several
+ * threads: the page cache is read faster in parallel, and pread() from many threads faster still
+ * than faulting a mapping in (base.h st_filemap; bench/RESULTS.md, eighth session). */
+struct copy_part { uint8_t *dst; const uint8_t *src; size_t n; int fd; uint64_t off; };
 static void *copy_run(void *arg) {
     struct copy_part *p = (struct copy_part *)arg;
-#ifdef MADV_POPULATE_READ
-    /* the source is a file mapping: map its (page-cached) pages in one call
-     * instead of one fault per 4 KiB page in memcpy; advisory, so a kernel
-     * without it (before Linux 5.14) just copies */
-    if (p->n) {
-        const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)p->src & ~(pg - 1);
-        (void)madvise((void *)a, (size_t)((uintptr_t)p->src + p->n - a), MADV_POPULATE_READ);
+    size_t done = 0;
+    while (p->fd >= 0 && done < p->n) {
+        const ssize_t r = pread(p->fd, p->dst + done, p->n - done, (off_t)(p->off + done));
+        if (r <= 0) break;   /* an error, or the file shrank: the mapping gives what is left (or SIGBUS) */
+        done += (size_t)r;
     }
-#endif
-    memcpy(p->dst, p->src, p->n);
+    if (done < p->n) memcpy(p->dst + done, p->src + done, p->n - done);
     return NULL;
 }
 /* returns the number of threads that copied */
-static int parallel_copy(void *dst, const void *src, size_t n) {
-    enum { MAX_THREADS = 8, MIN_PART = 4 << 20 };
+static int parallel_copy(void *dst, const void *src, size_t n, int fd, uint64_t off) {
+    enum { MAX_THREADS = 16, MIN_PART = 2 << 20 };
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int t = (int)ST_MIN((long)MAX_THREADS, ST_MAX(1L, cpus / 2));
+    int t = (int)ST_MIN((long)MAX_THREADS, ST_MAX(1L, cpus));
     t = (int)ST_MIN((size_t)t, ST_MAX((size_t)1, n / MIN_PART));
     struct copy_part parts[MAX_THREADS];
     pthread_t tid[MAX_THREADS];
     bool started[MAX_THREADS] = {false};
-    const size_t per = (n + (size_t)t - 1) / (size_t)t;
+    const size_t per = ((n + (size_t)t - 1) / (size_t)t + 4095) & ~(size_t)4095;
     for (int i = 0; i < t; i++) {
         size_t at = (size_t)i * per, len = at < n ? ST_MIN(per, n - at) : 0;
-        parts[i] = (struct copy_part){(uint8_t *)dst + at, (const uint8_t *)src + at, len};
+        parts[i] = (struct copy_part){(uint8_t *)dst + at, (const uint8_t *)src + at, len, fd, off + at};
         if (i > 0 && len) started[i] = pthread_create(&tid[i], NULL, copy_run, &parts[i]) == 0;
     }
     copy_run(&parts[0]);
@@ -367,9 +365,10 @@ static int parallel_copy(void *dst, const void *src, size_t n) {
 }
 
 /* Weights from the (mmap'ed) model file: large tensors go through two pinned
- * staging buffers, filled by several threads while the other one's DMA runs,
- * so loading runs near the host-to-device bandwidth instead of a pageable
- * copy's. Small ones are a plain upload. */
+ * staging buffers, filled by several threads (pread from the file behind the
+ * mapping where the loader registered one) while the other one's DMA runs, so
+ * loading runs near the host-to-device bandwidth instead of a pageable copy's.
+ * Small ones are a plain upload. */
 static st_status be_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
     xq_forget(be);
     const double t0 = st_time_s();
@@ -381,13 +380,16 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
         return s;
     }
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
-    for (int i = 0; i < 2 && !be->load_stage[0]; i++) {
+    /* both buffers, tried once (until 2026-12-07 this loop stopped after the first, so every
+     * import took the pageable path below: 6-9 GB/s on an H100 host) */
+    for (int i = 0; i < 2 && !be->load_stage_tried; i++) {
         if (!be->load_stage[i] && cudaHostAlloc(&be->load_stage[i], ST_CUDA_LOAD_CHUNK, cudaHostAllocPortable) != cudaSuccess) {
             cudaGetLastError();
             be->load_stage[i] = NULL;
         }
         if (be->load_stage[i] && !be->load_done[i]) ST_CUDA_CHECK(cudaEventCreateWithFlags(&be->load_done[i], cudaEventDisableTiming));
     }
+    be->load_stage_tried = true;
     if (!be->load_stage[0] || !be->load_stage[1]) {   /* no pinned memory to spare: the pageable path */
         s = be_upload(be, *out, host_ptr, bytes);
         if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
@@ -396,7 +398,9 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
     /* where the time goes, logged at `strata -v -v` (bench/RESULTS.md: load runs far under the H2D rate) */
     const double t_alloc = st_time_s() - t0;
     double t_wait = 0, t_copy = 0;
-    int threads = 0;
+    int threads = 0, fd = -1;
+    uint64_t file_off = 0;
+    if (!st_filemap_find(host_ptr, bytes, &fd, &file_off)) fd = -1;   /* not a registered file: copy the memory */
     for (size_t off = 0; off < bytes; off += ST_CUDA_LOAD_CHUNK) {
         const size_t n = ST_MIN(ST_CUDA_LOAD_CHUNK, bytes - off);
         const int k = be->load_next;
@@ -404,15 +408,15 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
         const double tw = st_time_s();
         ST_CUDA_CHECK(cudaEventSynchronize(be->load_done[k]));   /* its last DMA has read it */
         const double tc = st_time_s();
-        threads = parallel_copy(be->load_stage[k], (const uint8_t *)host_ptr + off, n);
+        threads = parallel_copy(be->load_stage[k], (const uint8_t *)host_ptr + off, n, fd, file_off + off);
         t_copy += st_time_s() - tc;
         t_wait += tc - tw;
         ST_CUDA_CHECK(cudaMemcpyAsync((uint8_t *)*out + off, be->load_stage[k], n, cudaMemcpyHostToDevice, be->stream));
         ST_CUDA_CHECK(cudaEventRecord(be->load_done[k], be->stream));
     }
-    ST_DEBUG("%s: import of %zu bytes: allocation %.2f ms, host copies %.2f ms (%.1f GB/s, %d threads), "
+    ST_DEBUG("%s: import of %zu bytes: allocation %.2f ms, host copies %.2f ms (%.1f GB/s, %d threads, %s), "
              "waiting for the staging buffer's last DMA %.2f ms", be->label, bytes, 1e3 * t_alloc, 1e3 * t_copy,
-             t_copy > 0 ? (double)bytes / t_copy / 1e9 : 0.0, threads, 1e3 * t_wait);
+             t_copy > 0 ? (double)bytes / t_copy / 1e9 : 0.0, threads, fd >= 0 ? "pread" : "memcpy", 1e3 * t_wait);
     return ST_OK;
 }
 
@@ -791,6 +795,7 @@ static st_status be_event_sync(st_backend *be, st_event *ev) {
 static const struct st_device_ops cuda_ops = {
     .name = "cuda",
     .matmul_adds_in_place = true,   /* every GEMV epilogue reads bias[r] and then writes y[r], in one thread */
+    .grouped_any_tokens = false,    /* prefill: whole-matrix GEMMs (cuBLAS), gate and up each one */
     .init = backend_init,
     .free = backend_free,
     .alloc = be_alloc,

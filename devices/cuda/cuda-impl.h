@@ -56,6 +56,7 @@ struct st_backend {
      * threads copying from the mmap'ed file) while the other one's DMA runs */
     void *load_stage[2];         /* (ST_CUDA_LOAD_CHUNK) each, pinned; allocated at the first large import */
     cudaEvent_t load_done[2];    /* the DMA out of load_stage[i] has finished */
+    bool load_stage_tried;       /* both were asked for once (no pinned memory: the pageable path) */
     int load_next;
 };
 

@@ -1,5 +1,11 @@
 /* base: size parsing, error plumbing, did-you-mean. */
 #include "check.h"
+#include "model/model.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static void test_sizes(void) {
     uint64_t b = 0;
@@ -42,9 +48,50 @@ static void test_nearest(void) {
     CHECK(strcmp(st_format_bytes(100, buf, sizeof buf), "100 B") == 0);
 }
 
+/* The file-mapping registry: a range inside a registered mapping gives a descriptor whose pread
+ * returns the mapping's bytes; a range that leaves it, or one after its removal, gives none. */
+static void test_filemap(void) {
+    char path[] = "/tmp/strata-filemap-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    enum { N = 3 * 4096 + 123 };
+    unsigned char data[N], back[200];
+    for (int i = 0; i < N; i++) data[i] = (unsigned char)(i * 131 + 7);
+    CHECK(write(fd, data, N) == N);
+    void *map = mmap(NULL, N, PROT_READ, MAP_PRIVATE, fd, 0);
+    CHECK(map != MAP_FAILED);
+    CHECK_OK(st_filemap_add(map, N, fd, path));
+    close(fd);   /* the registry keeps its own */
+    int f = -1;
+    uint64_t off = 0;
+    const unsigned char *m = map;
+    CHECK(st_filemap_find(m + 5000, 200, &f, &off) && off == 5000);
+    CHECK(f >= 0 && pread(f, back, 200, (off_t)off) == 200 && memcmp(back, m + 5000, 200) == 0);
+    CHECK(st_filemap_find(m, N, &f, &off) && off == 0);                /* the whole file */
+    CHECK(!st_filemap_find(m + N - 10, 11, &f, &off));                  /* past its end */
+    CHECK(!st_filemap_find(data, 10, &f, &off));                        /* other memory */
+    st_filemap_remove(map);
+    CHECK(!st_filemap_find(m + 5000, 200, &f, &off));
+    munmap(map, N);
+    unlink(path);
+
+    /* the model loader registers what it maps, and removes it with the model */
+    st_model *model = NULL;
+    CHECK_OK(st_model_open("models/tiny-kjv.gguf", &model));
+    if (!model) return;
+    const struct st_tensor *t = &model->tensors[model->n_tensors - 1];
+    const uint8_t *base = model->files[t->file].map;
+    CHECK(st_filemap_find(t->data, t->bytes, &f, &off) && off == (uint64_t)((const uint8_t *)t->data - base));
+    const void *tdata = t->data;
+    st_model_free(model);
+    CHECK(!st_filemap_find(tdata, 1, &f, &off));
+}
+
 int main(void) {
     test_sizes();
     test_errors();
     test_nearest();
+    test_filemap();
     return st_test_finish("base");
 }

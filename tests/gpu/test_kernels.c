@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ---- random data ------------------------------------------------------------ */
 
@@ -1305,6 +1307,39 @@ static void test_memory(struct gpu *g) {
     gget(g, back, d, n);
     expect_equal_i(g, "import_host round trip", memcmp(h, back, n) == 0, 1);
     gfree(g, d);
+    /* a large import goes through the two pinned staging buffers, several 64 MiB chunks and a
+     * tail: from plain memory (threads copying it) and from a registered file mapping (threads
+     * reading the file: base.h st_filemap), byte for byte */
+    const size_t big = 3 * ((size_t)64 << 20) + 12345;
+    uint8_t *hb = malloc(big), *bb = malloc(big);
+    char path[] = "/tmp/strata-import-XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(hb && bb && fd >= 0);
+    if (hb && bb && fd >= 0) {
+        for (size_t i = 0; i < big; i += 8) { const uint64_t r = rng_u64(); memcpy(hb + i, &r, ST_MIN((size_t)8, big - i)); }
+        for (int from_file = 0; from_file < 2; from_file++) {
+            const uint8_t *src = hb;
+            void *map = NULL;
+            if (from_file) {
+                CHECK(write(fd, hb, big) == (ssize_t)big);
+                map = mmap(NULL, big, PROT_READ, MAP_PRIVATE, fd, 0);
+                CHECK(map != MAP_FAILED);
+                if (map == MAP_FAILED) break;
+                CHECK_OK(st_filemap_add(map, big, fd, path));
+                src = map;
+            }
+            void *dbig = NULL;
+            CHECK_OK(g->ops->import_host(g->be, src, big, ST_BUF_WEIGHTS, &dbig));
+            memset(bb, 0, big);
+            if (dbig) gget(g, bb, dbig, big);
+            expect_equal_i(g, from_file ? "import_host of a file mapping, 192 MiB" : "import_host, 192 MiB",
+                           memcmp(hb, bb, big) == 0, 1);
+            gfree(g, dbig);
+            if (map) { st_filemap_remove(map); munmap(map, big); }
+        }
+    }
+    if (fd >= 0) { close(fd); unlink(path); }
+    free(hb); free(bb);
     /* pinned staging */
     void *pin = NULL;
     CHECK_OK(g->ops->alloc(g->be, 4096, ST_BUF_STAGING, &pin));
