@@ -90,8 +90,12 @@ int st_profile_apply(const st_profile *p, struct st_device_info *devs, int n_dev
         if (e->launch_us > 0) perf->launch_us = e->launch_us;
         for (int k = 0; k < ST_N_RATES; k++) if (e->gemv_gbps[k] > 0) perf->gemv_gbps[k] = e->gemv_gbps[k];
         if (e->gemm_tflops[0] > 0) perf->fp32_tflops = e->gemm_tflops[0];
-        if (e->gemm_tflops[1] > 0) perf->fp16_tflops = e->gemm_tflops[1];
-        if (e->gemm_tflops[2] > 0) perf->bf16_tflops = e->gemm_tflops[2];
+        /* a host-memory backend (the CPU) widens f16/bf16 weights to fp32: their GEMM rates are
+         * those weights' rates (gemm_tflops), not fp16/bf16 arithmetic */
+        if (!st_device_host_memory(&devs[i])) {
+            if (e->gemm_tflops[1] > 0) perf->fp16_tflops = e->gemm_tflops[1];
+            if (e->gemm_tflops[2] > 0) perf->bf16_tflops = e->gemm_tflops[2];
+        }
         for (int k = 0; k < ST_N_RATES; k++) if (e->gemm_tflops[k] > 0) perf->gemm_tflops[k] = e->gemm_tflops[k];
         perf->measured = true;
         n++;

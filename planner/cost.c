@@ -111,9 +111,9 @@ void pl_rates_of(const struct st_plan_device *d, const struct st_plan_model *m, 
     r->prec_tflops[ST_PREC_BF16] = pf->bf16_tflops > 0 && etc > 0 ? pf->bf16_tflops * etc : r->fp32_tflops;
     const double q8 = pf->gemm_tflops[ST_DTYPE_Q8_0] > 0 ? pf->gemm_tflops[ST_DTYPE_Q8_0] : r->fp32_tflops;
     for (int k = 0; k < ST_DTYPE_COUNT; k++) {
-        if (st_dtype_block_elems((st_dtype)k) == 1) continue;
-        r->gemv_dt[k] = pf->gemv_gbps[k];
-        r->quant_tflops[k] = pf->gemm_tflops[k] > 0 ? pf->gemm_tflops[k] : q8;
+        const bool quant = st_dtype_block_elems((st_dtype)k) > 1;
+        r->gemm_dt[k] = pf->gemm_tflops[k] > 0 && d->is_cpu ? pf->gemm_tflops[k] : quant ? q8 : r->fp32_tflops;
+        if (quant) r->gemv_dt[k] = pf->gemv_gbps[k];
     }
     for (int p = 0; p < PL_N_PREC; p++)
         r->attn_tflops[p] = p == ST_PREC_F32 || e.tensor <= 0 ? r->fp32_tflops
@@ -456,7 +456,7 @@ double pl_layer_prefill_ms(const struct st_plan_model *m, const struct st_plan_r
     double mm_ms = 0;
     if (r->cpu)
         for (int i = 0; i < n_mat; i++) {
-            const double rate = st_dtype_block_elems(mt[i].dt) > 1 ? r->quant_tflops[mt[i].dt] : r->prec_tflops[p];
+            const double rate = r->gemm_dt[mt[i].dt];
             mm_ms += ST_MAX(mt[i].bytes / r->bw_gbps * 1e-6, 2.0 * C * mt[i].rows * mt[i].cols / (rate * 1e9));
         }
     else if (C <= PL_GEMV_MAX_BATCH)

@@ -102,9 +102,10 @@ struct pl_rates {
     double attn_tflops[PL_N_PREC];  /* flash attention's matmuls at each precision */
     double gemv_dt[ST_DTYPE_COUNT];      /* a quantized dtype's own probed GEMV rate (the CPU's; 0: not
                                             measured, gemv_gbps of its class) */
-    double quant_tflops[ST_DTYPE_COUNT]; /* CPU: its GEMM over weights of each quantized dtype (8-bit
-                                            activations, integer dot products): the dtype's probed rate,
-                                            else q8_0's, else the fp32 rate */
+    double gemm_dt[ST_DTYPE_COUNT];      /* CPU: its GEMM over weights of each dtype: the dtype's probed
+                                            rate; unprobed, a float dtype the fp32 rate (they are widened
+                                            to fp32), a quantized one q8_0's (the integer path: 8-bit
+                                            activations, integer dot products), else the fp32 rate */
     bool tensor[PL_N_PREC];      /* the precision's GEMMs run on tensor cores (cuBLAS f16 from cc 7.0, bf16 from
                                     8.0; not on the Maxwell path): quantized weights are dequantized to it */
     double sm;                   /* streaming multiprocessors (0: unknown, no wave quantization) */

@@ -1,7 +1,8 @@
 /* The CPU's measured rates in the cost model (`strata inventory --probe`,
  * devices/cpu/probe_cpu.c): a CPU stage's prefill runs float matrices at the
- * probed fp32 GEMM rate and quantized ones at their dtype's probed GEMM rate
- * (the integer path; q8_0's when the dtype has none), and its decode streams
+ * GEMM rate of their dtype (f16 and bf16 are widened to fp32: the fp32 rate
+ * when unprobed) and quantized ones at their dtype's probed GEMM rate (the
+ * integer path; q8_0's when the dtype has none), and its decode streams
  * quantized matrices at their dtype's probed GEMV rate. Each is checked
  * against the change it must make to a stage's time, computed here from the
  * model's shape alone: the seven matrices of a qwen2.5-7b block, times the
@@ -104,5 +105,14 @@ int main(void) {
     near_ms(eval("q6_k", &a).decode_ms - eval("q6_k", &b).decode_ms,
             LAYERS * block_elems() * 210.0 / 256.0 / 1e9 * (1.0 / 100 - 1.0 / 200) * 1e3, "q6_k decode, gemv 100 vs 200 GB/s");
     CHECK(eval("q4_0", &a).decode_ms == eval("q4_0", &b).decode_ms);
+
+    /* f16 weights at their own probed GEMM (the CPU widens them to fp32 in registers: slower than
+     * f32 weights), 0.5 TFLOP/s against the fp32 rate of 1; f32 and bf16 weights do not see it */
+    cpu_dt(&a, 1e7, 1.0, ST_DTYPE_F16, 0.5, 0.0, 0.0);
+    cpu_dt(&b, 1e7, 1.0, ST_DTYPE_F16, 0.0, 0.0, 0.0);
+    near_ms(eval("f16", &a).prefill_ms - eval("f16", &b).prefill_ms, flops / 1e9 * (1.0 / 0.5 - 1.0 / 1.0),
+            "f16 prefill, its own rate 0.5 vs fp32's 1 TFLOP/s");
+    CHECK(eval("bf16", &a).prefill_ms == eval("bf16", &b).prefill_ms);
+    CHECK(eval("f32", &a).prefill_ms == eval("f32", &b).prefill_ms);
     return st_test_finish("planner_cpu_rates");
 }
