@@ -97,7 +97,7 @@ struct dev_bench {
     bool mem_known;
     struct st_device_mem_reading before, after;
     uint64_t in_use_bytes;       /* CPU: resident set after warm-up; CUDA: free before - free after */
-    uint64_t estimate_bytes;     /* plan: sum of its stages' mem.total + the runtime overhead, once */
+    uint64_t estimate_bytes;     /* plan: sum of its stages' mem.total (+ the runtime overhead, once, on a GPU) */
     bool mem_flag;               /* outside 5% + 256 MiB of the estimate */
     double copy_gbps, read_gbps; /* measured in this run (read: CPU only) */
     char bw_note[160];           /* why bandwidth is missing, or "" */
@@ -227,8 +227,8 @@ static void read_mem(struct bench *b, bool after) {
         }
         if (!after) { db->mem_known = true; continue; }
         if (!db->mem_known) continue;
-        if (p->devices[i].is_cpu) {   /* host memory: what this process holds */
-            db->in_use_bytes = r->process_bytes;
+        if (p->devices[i].is_cpu) {   /* host memory: what this process came to hold with the engine */
+            db->in_use_bytes = r->process_bytes > db->before.process_bytes ? r->process_bytes - db->before.process_bytes : 0;
         } else {
             db->in_use_bytes = db->before.free_bytes > r->free_bytes ? db->before.free_bytes - r->free_bytes : 0;
         }
@@ -489,7 +489,7 @@ static void print_table(const struct bench *b, double prefill, double decode) {
     printf("  stages %.3f ms + links %.3f ms = %.3f ms of the %.3f ms step\n\n", ssum, lsum, ssum + lsum,
            b->timed_step_ms);
 
-    printf("memory per device (in use vs the plan's estimate: stages' total + runtime overhead)\n");
+    printf("memory per device (in use vs the plan's estimate: stages' total, + the runtime overhead on a GPU)\n");
     for (int i = 0; i < p->n_devices; i++) {
         const struct dev_bench *db = &b->devs[i];
         if (!db->used) continue;
@@ -814,7 +814,9 @@ int st_cmd_bench(int argc, char **argv) {
     }
     for (int k = 0; k < p->n_stages; k++) {
         struct dev_bench *db = &b.devs[b.devs[p->stages[k].device].phys];
-        if (!db->used) db->estimate_bytes = p->stages[k].mem.overhead;
+        /* a GPU's reading includes what the runtime adds on it; the CPU's is the process's growth,
+         * its baseline (the runtime itself) is not in it */
+        if (!db->used && !p->devices[p->stages[k].device].is_cpu) db->estimate_bytes = p->stages[k].mem.overhead;
         db->used = true;
         db->estimate_bytes += p->stages[k].mem.total;
     }

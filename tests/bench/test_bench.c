@@ -163,6 +163,14 @@ static void check_model(const char *model, int64_t n_prompt, int64_t n_decode, u
         CHECK_MSG(num(roof, "weight_bytes_per_token") == (double)expected_weight_bytes(m),
                   "%s: weight bytes %.0f, want %llu", model, num(roof, "weight_bytes_per_token"),
                   (unsigned long long)expected_weight_bytes(m));
+        /* the CPU's memory in use is what the engine added to the process (every weight a decode
+         * reads is resident), set against the stages' total alone: the process's own baseline is in
+         * neither, so a small model is not flagged for the 256 MiB the plan reserves for it */
+        CHECK_MSG(num(d0, "mem_in_use_bytes") >= (double)expected_weight_bytes(m), "%s: %.0f bytes in use, weights %llu",
+                  model, num(d0, "mem_in_use_bytes"), (unsigned long long)expected_weight_bytes(m));
+        CHECK_MSG(num(d0, "mem_estimate_bytes") < (double)expected_weight_bytes(m) + (256 << 20),
+                  "%s: estimate %.0f bytes", model, num(d0, "mem_estimate_bytes"));
+        CHECK_MSG(json_is_false(json_object_get(d0, "mem_flag")), "%s: memory flagged", model);
         int32_t *prompt = malloc((size_t)n_prompt * sizeof(int32_t));
         uint64_t st = seed;
         for (int64_t i = 0; i < n_prompt; i++) prompt[i] = (int32_t)(splitmix(&st) % (uint64_t)m->hp.n_vocab);
