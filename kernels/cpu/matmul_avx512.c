@@ -7,11 +7,11 @@
  * Float weights: one sweep, 4 row blocks (a packed quad) x up to 6 tokens,
  * each column widened in registers and multiplied with the tokens' x[c]
  * broadcast. Few tokens (decode, small batches) run it over all columns;
- * many (prefill) as a GEMM: per quad and 512 columns (64 KiB in F16, L2
- * resident after the first tile) every 6-token tile in turn, its 24
- * accumulators in registers, and a stack buffer of running totals between
- * the 512-column partial sums (reloading an fp32 sum changes no bit); y is
- * written once.
+ * many (prefill) as a GEMM: per quad and 512 columns (F16/BF16 widened to
+ * fp32 once into a 128 KiB stack tile, L2 resident) every 6-token tile in
+ * turn, its 24 accumulators in registers, and a stack buffer of running
+ * totals between the 512-column partial sums (reloading an fp32 sum changes
+ * no bit); y is written once. Decode sweeps prefetch MM_PF_AHEAD bytes on.
  * Quantized weights: per 32-column group the codes of 16 rows are unpacked
  * once, then vpdpbusd per token (see qblock). Without a packed copy the
  * blocks are packed column segment by segment into a stack buffer. */
