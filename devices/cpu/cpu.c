@@ -361,8 +361,12 @@ static st_status run_job(st_backend *be, struct job *j, int64_t work) {
         if (s != ST_OK) return s;
     }
     atomic_store(&j->failed, 0);
-    /* a long job (a prefill matmul) in more chunks: the last one, run alone, is shorter */
-    const int64_t per_thread = work >= ((int64_t)1 << 27) ? 16 : 4;
+    /* A long job (a prefill matmul) in more chunks: the last one, run alone, is
+     * shorter. A short one (a decode GEMV) in one contiguous range per thread:
+     * every chunk start is a cold stream for the prefetchers, and on the 2-core
+     * Xeon dev box 4 chunks per thread cost 14 % of the F16 decode rate
+     * (33.8 against 38.8 tok/s, bench/RESULTS.md). */
+    const int64_t per_thread = work >= ((int64_t)1 << 27) ? 16 : 1;
     if (work >= (1 << 15) && j->n_units > 1)
         st_cpu_pool_run_chunks(be->pool, job_task, j, (int)ST_MIN(j->n_units, per_thread * st_cpu_pool_threads(be->pool)));
     else
