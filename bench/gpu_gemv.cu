@@ -276,21 +276,27 @@ bool bench_quant(const qbench &q, const char *list) {
             if (m != 4 && m != 6 && !(m == 2 && ti == 9)) continue;
             const shape &s = layer[m];
             /* kernels: the default, and for the types with a direct kernel the others
-             * (unroll 0: the window kernel; 2, 4: the direct kernel's units per lane) */
+             * (unroll 0: the window kernel; else the direct kernel's units per lane U
+             * and rows per warp group R) */
             const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, 1, q.sms);
-            const int variants[] = {def0.unroll, 0, 2, 4};
-            const int n_var = def0.unroll > 0 ? 4 : 1;
+            const bool direct = def0.unroll > 0;
+            const int dvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {1, 4}};
+            const int wvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {0, 2}, {0, 4}};
+            const int(*variants)[2] = direct ? dvar : wvar;
+            const int n_var = direct ? 7 : 4;
             for (int path = 0; path < 2; path++)
             for (int v = 0; v < n_var; v++) {
-                if (v > 0 && variants[v] == variants[0]) continue;
+                if (v > 0 && variants[v][0] == variants[0][0] && variants[v][1] == variants[0][1]) continue;
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
                 const void *xqp = path == 0 ? xq : NULL;
                 st_gemv_shape def = def0;
-                def.unroll = variants[v];
+                def.unroll = variants[v][0];
+                def.rows_per_warp = variants[v][1];
                 char pname[16];
-                if (n_var == 1) snprintf(pname, sizeof pname, "%s", path == 0 ? "dp4a" : "fp32");
-                else if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-w", path == 0 ? "dp4a" : "fp32");
-                else snprintf(pname, sizeof pname, "%s-d%d", path == 0 ? "dp4a" : "fp32", def.unroll);
+                if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-%sr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "W" : "w",
+                                              def.rows_per_warp);
+                else snprintf(pname, sizeof pname, "%s-%s%dr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "D" : "d", def.unroll,
+                              def.rows_per_warp);
                 double best = 0, def_gbps = 0;
                 int best_k = def.k_split;
                 for (int k = 1; k <= 8; k *= 2) {
@@ -313,6 +319,34 @@ bool bench_quant(const qbench &q, const char *list) {
                                   *q.first_json ? "" : ", ", s.name, st_dtype_name(dt[m]), pname,
                                   def_gbps, def_gbps / q.copy_gbps, def.k_split, best_k, best);
                 *q.first_json = false;
+            }
+        }
+        /* the gate/up pair: (U, R) (U 0: the window kernel) and k-split, one token */
+        const st_gemv_shape pdef = st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt[4], F, E, q.x, 1, q.sms);
+        {
+            const int pvd[][2] = {{2, 1}, {4, 1}, {1, 2}, {2, 2}}, pvw[][2] = {{0, 1}, {0, 2}, {0, 4}, {0, 4}};
+            const int(*pv)[2] = pdef.unroll > 0 ? pvd : pvw;
+            const int n_pv = pdef.unroll > 0 ? 4 : 3;
+            for (int path = 0; path < 2; path++) {
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+                printf("  gate/up pair %s, default d%dr%d k%d; GB/s by (U, R) and k 1/2/4/8:", path == 0 ? "dp4a" : "fp32",
+                       pdef.unroll, pdef.rows_per_warp, pdef.k_split);
+                for (int v = 0; v < n_pv; v++) {
+                    printf(" | d%dr%d", pv[v][0], pv[v][1]);
+                    for (int k = 1; k <= 8; k *= 2) {
+                        st_gemv_shape sh = pdef;
+                        sh.unroll = pv[v][0];
+                        sh.rows_per_warp = pv[v][1];
+                        sh.k_split = k;
+                        const double us = qtime(q, true, [&](int i) {
+                            const uint8_t *b = wall + (size_t)((i + 3) % n_copies) * layer_bytes;
+                            CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt[4], F, E, q.x,
+                                                           path == 0 ? xq : NULL, 1, yff, &sh, st));
+                        });
+                        printf(" %.0f", (mbytes[4] + mbytes[5]) / (us * 1e-6) / 1e9);
+                    }
+                }
+                printf("\n");
             }
         }
         /* the engine's decode layer: x quantized before each of the four launches */

@@ -65,9 +65,10 @@ st_status st_gemv_swiglu_cuda(const void *wg, const float *bg, const void *wu, c
  * take one warp group each), 16-byte loads in flight per row and lane (2, 4 or
  * 8; single-token launches only), threads per block (256), and whether the
  * 16-byte path applies (cols a multiple of 16 bytes, w and x 16-byte aligned).
- * Quantized weights use k_split only (rows_per_warp and unroll are 1), and
- * vectorized says whether every block is aligned for the type's widest field
- * loads (else the 2-byte-aligned reader). */
+ * Quantized weights: see st_gemvq_pick (kernels/cuda/gemv_quant.cuh) for
+ * what rows_per_warp and unroll mean there; vectorized says whether every
+ * block is aligned for the type's widest field loads (else the 2-byte-aligned
+ * reader). */
 struct st_gemv_shape { int rows_per_warp, k_split, unroll, threads; bool vectorized; };
 
 /* The shape the entries pick: see gemv.cu (st_gemv_pick) and bench/gpu_gemv.md

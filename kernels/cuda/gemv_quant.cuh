@@ -14,9 +14,10 @@
  *               (dp4a on sm_61+), scales in fp32 (error bound in quant.cuh).
  * The 16-byte-aligned types (Q4_K, Q5_K) on aligned data have a second
  * kernel, the direct one (st_gemv_shape.unroll = U > 0): no shared memory;
- * each lane loads the fields of U units of its row straight from global
- * memory, all of a batch's loads issued before any is decoded, and for a
- * gate/up pair one warp reads both rows against one x.
+ * a warp group owns rows_per_warp = R rows (1, 2 or 4; a gate/up pair R of
+ * each), each lane loads the fields of U units of every one of them straight
+ * from global memory, all of a batch's loads issued before any is decoded,
+ * and x is read once per unit for all of the group's rows.
  * Same job table, PAIR (gate/up + SwiGLU) and graph-capture rules as the
  * float kernel: everything by value, no allocation, no host sync. */
 #ifndef STRATA_KERNELS_CUDA_GEMV_QUANT_CUH
@@ -26,8 +27,11 @@
 /* The shape the quantized kernel runs: k_split (1, 2, 4, 8; at most 4 for
  * pairs in the window kernel) warps per row; vectorized = every block is
  * ALIGN-aligned (16-byte loads of K-quant fields), else the 2-byte-aligned
- * reader; unroll = 0 for the window kernel, 2 or 4 for the direct kernel's
- * units per lane per batch (where the type and alignment allow it). */
+ * reader; unroll = 0 for the window kernel, else the direct kernel (where the
+ * type and alignment allow it) with unroll units per lane per batch and
+ * rows_per_warp rows per warp group: one token (U, R) = (2, 1), (4, 1),
+ * (1, 2), (2, 2) or (1, 4) (other values round to one of these), several
+ * tokens (2, 1); the window kernel takes one row per warp group. */
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
                                    int64_t n_tok, bool pair, int sm_count);
 
