@@ -3,11 +3,13 @@
  * kernels/cuda/gemv.cuh (which dispatch here on the dtype). Internal to
  * kernels/cuda.
  *
- * A warp owns a row (KS warps split its columns) and streams it in windows of
- * 64 32-weight units: the window's bytes come in with 16-byte loads (any block
+ * A warp group owns rows_per_warp = R consecutive rows (1, 2 or 4 for one
+ * token; KS warps split their columns) and streams them one after the other
+ * in windows of 64 32-weight units: the window's bytes come in with 16-byte loads (any block
  * alignment, coalesced), go through the warp's slice of shared memory, and
  * every lane decodes up to two units (kernels/cuda/quant.cuh) while the next
- * window's loads are in flight. Two variants:
+ * window's loads (the next row's first, after a row's last) are in flight.
+ * Two variants:
  *   xq == NULL: fp32 x, weights widened in registers, fp32 accumulation (the
  *               Maxwell path; any GPU from sm_52);
  *   xq set:     x quantized by st_gemv_quantize_x_cuda, integer dot products
@@ -31,7 +33,8 @@
  * type and alignment allow it) with unroll units per lane per batch and
  * rows_per_warp rows per warp group: one token (U, R) = (2, 1), (4, 1),
  * (1, 2), (2, 2) or (1, 4) (other values round to one of these), several
- * tokens (2, 1); the window kernel takes one row per warp group. */
+ * tokens (2, 1). The window kernel: R = 1, 2 or 4 for one token, 1 for
+ * several. */
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
                                    int64_t n_tok, bool pair, int sm_count);
 
