@@ -267,10 +267,17 @@ gemvq_direct_kernel(const gemvq_args a) {
             const int u = base + lane + 32 * i;
             if (u >= units) break;
             const int e0 = u / UPB * Tr::QK;
+            /* one token: the unit's x (both halves) once, then each row decoded
+             * and dotted with it (one decoded unit live at a time); several
+             * tokens (R 1): every row decoded once, then each token's x */
+            st_q_unit q[NT == 1 ? 1 : NM];
+            if (NT > 1) {
+#pragma unroll
+                for (int m = 0; m < NM; m++) Tr::from_words(wr[m][i], ui, q[NT == 1 ? 0 : m]);
+            }
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t >= n_tok) break;
-                /* the unit's x (both halves) once, then each row decoded and dotted with it */
                 st_q_xi8 xi[2];
                 st_q_xf xf[2];
 #pragma unroll
@@ -284,11 +291,12 @@ gemvq_direct_kernel(const gemvq_args a) {
                 }
 #pragma unroll
                 for (int m = 0; m < NM; m++) {
-                    st_q_unit q;
-                    Tr::from_words(wr[m][i], ui, q);
+                    const int qm = NT == 1 ? 0 : m;
+                    if (NT == 1) Tr::from_words(wr[m][i], ui, q[0]);
                     float d = 0.0f;
 #pragma unroll
-                    for (int k = 0; k < 2; k++) d = I8 ? st_q_dot_xi8<Tr>(q, k, xi[k], d) : st_q_dot_xf<Tr>(q, k, xf[k], d);
+                    for (int k = 0; k < 2; k++)
+                        d = I8 ? st_q_dot_xi8<Tr>(q[qm], k, xi[k], d) : st_q_dot_xf<Tr>(q[qm], k, xf[k], d);
                     acc[m][t] += d;
                 }
             }
