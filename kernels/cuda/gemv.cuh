@@ -73,13 +73,15 @@ struct st_gemv_shape { int rows_per_warp, k_split, unroll, threads; bool vectori
 
 /* The shape the entries pick: see gemv.cu (st_gemv_pick) and bench/gpu_gemv.md
  * for the rule and the H100 measurements behind it. rows counts the rows of
- * all jobs of a group (for swiglu: the rows of one matrix). */
+ * all jobs of a group (for swiglu: the rows of one matrix); xq is the
+ * quantized x the launch will be given (quantized weights: NULL = the fp32
+ * Maxwell path, whose best shape differs). */
 struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *x,
-                                        int64_t n_tok, int sm_count);
+                                        const void *xq, int64_t n_tok, int sm_count);
 struct st_gemv_shape st_gemv_multi_cuda_shape(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols,
-                                              const float *x, int64_t n_tok, int sm_count);
+                                              const float *x, const void *xq, int64_t n_tok, int sm_count);
 struct st_gemv_shape st_gemv_swiglu_cuda_shape(const void *wg, const void *wu, st_dtype dtype, int64_t rows, int64_t cols,
-                                               const float *x, int64_t n_tok, int sm_count);
+                                               const float *x, const void *xq, int64_t n_tok, int sm_count);
 
 /* The entries with an explicit shape (the benchmark's sweep). A vectorized
  * shape on data that does not allow it is ST_ERR_INTERNAL; a k_split or

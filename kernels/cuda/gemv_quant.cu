@@ -472,7 +472,7 @@ int align_of(st_dtype t) {
 } // namespace
 
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
-                                   int64_t n_tok, bool pair, int sm_count) {
+                                   int64_t n_tok, bool pair, bool int8, int sm_count) {
     const int sms = sm_count > 0 ? sm_count : 80;
     struct st_gemv_shape s = {1, 1, 0, WARPS * 32, true};
     const int al = align_of(dtype);
@@ -483,15 +483,28 @@ struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtyp
     /* unroll: 0 = the window kernel; U > 0 = the direct kernel, U units per
      * lane per batch (a pair loads two rows, so half as many) */
     if (has_direct(dtype) && s.vectorized) s.unroll = 2;
-    /* one token: a warp group takes 4 rows while that leaves 32 row groups
-     * per SM, else 2 while that leaves 16, else 1; the direct kernel then runs
-     * one unit per lane per batch (a gate/up pair there: at most 2 rows of
-     * each), the window kernel the rows one after the other */
+    /* one token, rows per warp group, as measured on an H100 (bench/RESULTS.md,
+     * tenth session; 7B shapes, 3584 and 18944 rows):
+     *   direct kernel, dp4a: 2 rows (gate 58 % of copy against 53 % with 4,
+     *     down 59 % against 52 % with one row at U 2);
+     *   direct kernel, fp32 (the Maxwell path): 4 rows (gate 41 % against 37,
+     *     down 42 % against 28 % with one row);
+     *   a direct gate/up pair: 2 rows of each;
+     *   window kernel: 4 rows while that leaves 32 row groups per SM (gate
+     *     Q8_0 68 %), else 2 for 256-element blocks (Q6_K down 53 % against
+     *     45 % with one row; Q8_0 down keeps one, 60 % against 58 %).
+     * Fewer rows where the launch would leave an SM under 8 (4) row groups. */
     if (n_tok == 1) {
-        const int64_t per_row = pair && s.unroll == 0 ? 2 : 1;   /* the window kernel's pair: a group per matrix */
-        if (!(pair && s.unroll > 0) && (rows + 3) / 4 * per_row >= (int64_t)sms * 32) s.rows_per_warp = 4;
-        else if ((rows + 1) / 2 * per_row >= (int64_t)sms * 16) s.rows_per_warp = 2;
-        if (s.unroll > 0 && s.rows_per_warp > 1) s.unroll = 1;
+        const int64_t g2 = (rows + 1) / 2, g4 = (rows + 3) / 4;
+        if (s.unroll > 0) {
+            if (!pair && !int8 && g4 >= (int64_t)sms * 4) s.rows_per_warp = 4;
+            else if (g2 >= (int64_t)sms * 8) s.rows_per_warp = 2;
+            if (s.rows_per_warp > 1) s.unroll = 1;
+        } else {
+            const int64_t per_row = pair ? 2 : 1;   /* the window kernel's pair: a group per matrix */
+            if (g4 * per_row >= (int64_t)sms * 32) s.rows_per_warp = 4;
+            else if (qk_of(dtype) == 256 && g2 * per_row >= (int64_t)sms * 8) s.rows_per_warp = 2;
+        }
     }
     /* a row is streamed in steps of 64 units (window kernel) or 32 U (direct);
      * split a row across warps while the launch has fewer than 64 warps per SM

@@ -36,7 +36,7 @@
  * tokens (2, 1). The window kernel: R = 1, 2 or 4 for one token, 1 for
  * several. */
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
-                                   int64_t n_tok, bool pair, int sm_count);
+                                   int64_t n_tok, bool pair, bool int8, int sm_count);
 
 /* One launch over n_jobs matrices (pair: jobs[0] gate, jobs[1] up, one output
  * jobs[0].y). cols must be a multiple of the block size. */
