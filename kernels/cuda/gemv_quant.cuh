@@ -34,7 +34,8 @@
  * rows_per_warp rows per warp group: one token (U, R) = (2, 1), (4, 1),
  * (1, 2), (2, 2) or (1, 4) (other values round to one of these), several
  * tokens (2, 1). The window kernel: R = 1, 2 or 4 for one token, 1 for
- * several. */
+ * several. int8: the launch will get xq (dp4a); false = the fp32 Maxwell
+ * path, whose best R differs (its per-unit work is larger). */
 struct st_gemv_shape st_gemvq_pick(const void *const *ws, int n_w, st_dtype dtype, int64_t rows, int64_t cols,
                                    int64_t n_tok, bool pair, bool int8, int sm_count);
 
