@@ -276,21 +276,28 @@ bool bench_quant(const qbench &q, const char *list) {
             if (m != 4 && m != 6 && !(m == 2 && ti == 9)) continue;
             const shape &s = layer[m];
             /* kernels: the default, and for the types with a direct kernel the others
-             * (unroll 0: the window kernel; 2, 4: the direct kernel's units per lane) */
-            const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, 1, q.sms);
-            const int variants[] = {def0.unroll, 0, 2, 4};
-            const int n_var = def0.unroll > 0 ? 4 : 1;
-            for (int path = 0; path < 2; path++)
+             * (unroll 0: the window kernel; else the direct kernel's units per lane U
+             * and rows per warp group R) */
+            for (int path = 0; path < 2; path++) {
+            const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, path == 0 ? xq : NULL,
+                                                          1, q.sms);
+            const bool direct = def0.unroll > 0;
+            const int dvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {1, 4}};
+            const int wvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {0, 2}, {0, 4}};
+            const int(*variants)[2] = direct ? dvar : wvar;
+            const int n_var = direct ? 7 : 4;
             for (int v = 0; v < n_var; v++) {
-                if (v > 0 && variants[v] == variants[0]) continue;
+                if (v > 0 && variants[v][0] == variants[0][0] && variants[v][1] == variants[0][1]) continue;
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
                 const void *xqp = path == 0 ? xq : NULL;
                 st_gemv_shape def = def0;
-                def.unroll = variants[v];
+                def.unroll = variants[v][0];
+                def.rows_per_warp = variants[v][1];
                 char pname[16];
-                if (n_var == 1) snprintf(pname, sizeof pname, "%s", path == 0 ? "dp4a" : "fp32");
-                else if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-w", path == 0 ? "dp4a" : "fp32");
-                else snprintf(pname, sizeof pname, "%s-d%d", path == 0 ? "dp4a" : "fp32", def.unroll);
+                if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-%sr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "W" : "w",
+                                              def.rows_per_warp);
+                else snprintf(pname, sizeof pname, "%s-%s%dr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "D" : "d", def.unroll,
+                              def.rows_per_warp);
                 double best = 0, def_gbps = 0;
                 int best_k = def.k_split;
                 for (int k = 1; k <= 8; k *= 2) {
@@ -314,9 +321,38 @@ bool bench_quant(const qbench &q, const char *list) {
                                   def_gbps, def_gbps / q.copy_gbps, def.k_split, best_k, best);
                 *q.first_json = false;
             }
+            }
+        }
+        /* the gate/up pair: (U, R) (U 0: the window kernel) and k-split, one token */
+        const st_gemv_shape pdef = st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt[4], F, E, q.x, xq, 1, q.sms);
+        {
+            const int pvd[][2] = {{2, 1}, {4, 1}, {1, 2}, {2, 2}}, pvw[][2] = {{0, 1}, {0, 2}, {0, 4}, {0, 4}};
+            const int(*pv)[2] = pdef.unroll > 0 ? pvd : pvw;
+            const int n_pv = pdef.unroll > 0 ? 4 : 3;
+            for (int path = 0; path < 2; path++) {
+                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
+                printf("  gate/up pair %s, default d%dr%d k%d; GB/s by (U, R) and k 1/2/4/8:", path == 0 ? "dp4a" : "fp32",
+                       pdef.unroll, pdef.rows_per_warp, pdef.k_split);
+                for (int v = 0; v < n_pv; v++) {
+                    printf(" | d%dr%d", pv[v][0], pv[v][1]);
+                    for (int k = 1; k <= 8; k *= 2) {
+                        st_gemv_shape sh = pdef;
+                        sh.unroll = pv[v][0];
+                        sh.rows_per_warp = pv[v][1];
+                        sh.k_split = k;
+                        const double us = qtime(q, true, [&](int i) {
+                            const uint8_t *b = wall + (size_t)((i + 3) % n_copies) * layer_bytes;
+                            CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt[4], F, E, q.x,
+                                                           path == 0 ? xq : NULL, 1, yff, &sh, st));
+                        });
+                        printf(" %.0f", (mbytes[4] + mbytes[5]) / (us * 1e-6) / 1e9);
+                    }
+                }
+                printf("\n");
+            }
         }
         /* the engine's decode layer: x quantized before each of the four launches */
-        const bool has_direct = st_gemv_cuda_shape(wall + off[4], dt[4], F, E, q.x, 1, q.sms).unroll > 0;
+        const bool has_direct = st_gemv_cuda_shape(wall + off[4], dt[4], F, E, q.x, xq, 1, q.sms).unroll > 0;
         for (int pv = 0; pv < (has_direct ? 4 : 2); pv++) {
             /* pv 0, 1: dp4a, fp32 with the default kernels; 2, 3: the same with the window kernel forced */
             const int path = pv & 1;
@@ -333,20 +369,20 @@ bool bench_quant(const qbench &q, const char *list) {
                 g0[n0++] = jq; g0[n0++] = jk;
                 if (dt[2] == dt[0]) g0[n0++] = jv; else g1[n1++] = jv;
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
-                st_gemv_shape s0 = sh(st_gemv_multi_cuda_shape(g0, n0, dt[0], E, q.x, 1, q.sms));
+                st_gemv_shape s0 = sh(st_gemv_multi_cuda_shape(g0, n0, dt[0], E, q.x, xqp, 1, q.sms));
                 CKS(st_gemv_multi_cuda_shaped(g0, n0, dt[0], E, q.x, xqp, 1, &s0, st));
                 if (n1) {
-                    s0 = sh(st_gemv_multi_cuda_shape(g1, n1, dt[2], E, q.x, 1, q.sms));
+                    s0 = sh(st_gemv_multi_cuda_shape(g1, n1, dt[2], E, q.x, xqp, 1, q.sms));
                     CKS(st_gemv_multi_cuda_shaped(g1, n1, dt[2], E, q.x, xqp, 1, &s0, st));
                 }
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
-                s0 = sh(st_gemv_cuda_shape(b + off[3], dt[3], E, E, q.x, 1, q.sms));
+                s0 = sh(st_gemv_cuda_shape(b + off[3], dt[3], E, E, q.x, xqp, 1, q.sms));
                 CKS(st_gemv_cuda_shaped(b + off[3], dt[3], E, E, NULL, q.x, xqp, 1, q.y, &s0, st));
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, E, xq, st));
-                s0 = sh(st_gemv_swiglu_cuda_shape(b + off[4], b + off[5], dt[4], F, E, q.x, 1, q.sms));
+                s0 = sh(st_gemv_swiglu_cuda_shape(b + off[4], b + off[5], dt[4], F, E, q.x, xqp, 1, q.sms));
                 CKS(st_gemv_swiglu_cuda_shaped(b + off[4], NULL, b + off[5], NULL, dt[4], F, E, q.x, xqp, 1, yff, &s0, st));
                 if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, F, xq, st));
-                s0 = sh(st_gemv_cuda_shape(b + off[6], dt[6], E, F, q.x, 1, q.sms));
+                s0 = sh(st_gemv_cuda_shape(b + off[6], dt[6], E, F, q.x, xqp, 1, q.sms));
                 CKS(st_gemv_cuda_shaped(b + off[6], dt[6], E, F, NULL, q.x, xqp, 1, q.y, &s0, st));
             };
             cudaGraphExec_t exec = capture_graph(st, n_copies, [&](int c) { fused_layer(wall + (size_t)c * layer_bytes); });
@@ -555,7 +591,7 @@ int main(int argc, char **argv) {
                 }
                 const double us = median(smp, reps);
                 const double gbps = wbytes(s, dt) / (us * 1e-6) / 1e9;
-                const st_gemv_shape gs = st_gemv_cuda_shape(wall + off[m], dt, s.rows, s.cols, x, nt, prop.multiProcessorCount);
+                const st_gemv_shape gs = st_gemv_cuda_shape(wall + off[m], dt, s.rows, s.cols, x, NULL, nt, prop.multiProcessorCount);
                 printf("%-10s %-5s %7lld %7lld %3d %9.2f %9.1f %6.1f%%  (%d, %d)%s\n", s.name, st_dtype_name(dt),
                        (long long)s.rows, (long long)s.cols, nt, us, gbps, 100 * gbps / copy_gbps, gs.rows_per_warp,
                        gs.k_split, gs.vectorized ? "" : " scalar");
@@ -570,7 +606,7 @@ int main(int argc, char **argv) {
             printf("shape sweep (bf16, 1 token; GB/s by rows/warp r, k-split k, unroll u):\n");
             for (int m = 0; m < n_layer_mats; m++) {
                 const shape &s = layer[m];
-                const st_gemv_shape def = st_gemv_cuda_shape(wall + off[m], dt, s.rows, s.cols, x, 1, prop.multiProcessorCount);
+                const st_gemv_shape def = st_gemv_cuda_shape(wall + off[m], dt, s.rows, s.cols, x, NULL, 1, prop.multiProcessorCount);
                 double best = 0, def_gbps = 0;
                 st_gemv_shape best_s = def;
                 char all[512];
@@ -682,8 +718,8 @@ int main(int argc, char **argv) {
             const size_t qkv_bytes = wbytes(layer[0], dt) + 2 * wbytes(layer[1], dt), gu_bytes = 2 * wbytes(layer[4], dt);
             const st_gemv_job j3[3] = {{wall + off[0], NULL, yq, E}, {wall + off[1], NULL, yk, KV}, {wall + off[2], NULL, yv, KV}};
             for (int which = 0; which < 2; which++) {
-                const st_gemv_shape def = which == 0 ? st_gemv_multi_cuda_shape(j3, 3, dt, E, x, 1, sms)
-                                                     : st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt, F, E, x, 1, sms);
+                const st_gemv_shape def = which == 0 ? st_gemv_multi_cuda_shape(j3, 3, dt, E, x, NULL, 1, sms)
+                                                     : st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt, F, E, x, NULL, 1, sms);
                 double best = 0, def_gbps = 0;
                 st_gemv_shape best_s = def;
                 printf("  %-14s", which == 0 ? "qkv grouped" : "gate/up+swiglu");
@@ -746,7 +782,7 @@ int main(int argc, char **argv) {
                 const double us = time_us(false, [&](int) { CK(cudaGraphLaunch(exec, st)); }) / n_copies;
                 CK(cudaGraphExecDestroy(exec));
                 const double gbps = layer_bytes / (us * 1e-6) / 1e9;
-                const st_gemv_shape def = st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt, F, E, x, nt, sms);
+                const st_gemv_shape def = st_gemv_swiglu_cuda_shape(wall + off[4], wall + off[5], dt, F, E, x, NULL, nt, sms);
                 printf("%-10s %-5s %7s %7s %3d %9.2f %9.1f %6.1f%%  CUDA graph; gate/up default r%d k%d u%d, by mode:",
                        "FUSED", st_dtype_name(dt), "4 lnch", "", nt, us, gbps, 100 * gbps / copy_gbps, def.rows_per_warp,
                        def.k_split, def.unroll);
@@ -794,7 +830,7 @@ int main(int argc, char **argv) {
             if (i >= 0) smp[i] = ms * 1e3 / 2;
         }
         const double us = median(smp, reps), gbps = hb / (us * 1e-6) / 1e9;
-        const st_gemv_shape hs = st_gemv_cuda_shape(hw, ST_DTYPE_BF16, head.rows, head.cols, x, 1, sms);
+        const st_gemv_shape hs = st_gemv_cuda_shape(hw, ST_DTYPE_BF16, head.rows, head.cols, x, NULL, 1, sms);
         printf("%-10s %-5s %7lld %7lld %3d %9.2f %9.1f %6.1f%%  (%d, %d) u%d\n", head.name, "bf16", (long long)head.rows,
                (long long)head.cols, 1, us, gbps, 100 * gbps / copy_gbps, hs.rows_per_warp, hs.k_split, hs.unroll);
         if (jf) fprintf(jf, ", {\"matrix\": \"lm_head\", \"dtype\": \"bf16\", \"tokens\": 1, \"us\": %.3f, \"gbps\": %.2f, "

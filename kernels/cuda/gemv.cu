@@ -451,8 +451,8 @@ bool vec_ok(const void *const *ws, int n, st_dtype dt, int64_t cols, const float
 /* ---- single matrix ------------------------------------------------------------ */
 
 struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *x,
-                                        int64_t n_tok, int sm_count) {
-    if (st_q_is_quant(dtype)) return st_gemvq_pick(&w, 1, dtype, rows, cols, n_tok, false, sm_count);
+                                        const void *xq, int64_t n_tok, int sm_count) {
+    if (st_q_is_quant(dtype)) return st_gemvq_pick(&w, 1, dtype, rows, cols, n_tok, false, xq != NULL, sm_count);
     struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, false, sm_count);
     s.vectorized = vec_ok(&w, 1, dtype, cols, x);
     return s;
@@ -460,7 +460,7 @@ struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t r
 
 st_status st_gemv_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias, const float *x,
                        const void *xq, int64_t n_tok, float *y, int sm_count, cudaStream_t stream) {
-    const struct st_gemv_shape s = st_gemv_cuda_shape(w, dtype, rows, cols, x, n_tok, sm_count);
+    const struct st_gemv_shape s = st_gemv_cuda_shape(w, dtype, rows, cols, x, xq, n_tok, sm_count);
     return st_gemv_cuda_shaped(w, dtype, rows, cols, bias, x, xq, n_tok, y, &s, stream);
 }
 
@@ -474,7 +474,7 @@ st_status st_gemv_cuda_shaped(const void *w, st_dtype dtype, int64_t rows, int64
 /* ---- a group of matrices over one x ------------------------------------------ */
 
 struct st_gemv_shape st_gemv_multi_cuda_shape(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols,
-                                              const float *x, int64_t n_tok, int sm_count) {
+                                              const float *x, const void *xq, int64_t n_tok, int sm_count) {
     int64_t rows = 0;
     const void *ws[MAXJ] = {NULL, NULL, NULL, NULL};
     const int n = n_jobs < 0 ? 0 : n_jobs > MAXJ ? MAXJ : n_jobs;
@@ -482,7 +482,7 @@ struct st_gemv_shape st_gemv_multi_cuda_shape(const struct st_gemv_job *jobs, in
         rows += jobs[i].rows;
         ws[i] = jobs[i].w;
     }
-    if (st_q_is_quant(dtype)) return st_gemvq_pick(ws, n, dtype, rows, cols, n_tok, false, sm_count);
+    if (st_q_is_quant(dtype)) return st_gemvq_pick(ws, n, dtype, rows, cols, n_tok, false, xq != NULL, sm_count);
     struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, false, sm_count);
     s.vectorized = vec_ok(ws, n, dtype, cols, x);
     return s;
@@ -492,7 +492,7 @@ st_status st_gemv_multi_cuda(const struct st_gemv_job *jobs, int n_jobs, st_dtyp
                              const void *xq, int64_t n_tok, int sm_count, cudaStream_t stream) {
     if (n_jobs < 1 || n_jobs > MAXJ)
         return st_error_set(ST_ERR_INTERNAL, "gemv: %d matrices in one group (1 to %d)", n_jobs, MAXJ);
-    const struct st_gemv_shape s = st_gemv_multi_cuda_shape(jobs, n_jobs, dtype, cols, x, n_tok, sm_count);
+    const struct st_gemv_shape s = st_gemv_multi_cuda_shape(jobs, n_jobs, dtype, cols, x, xq, n_tok, sm_count);
     return st_gemv_multi_cuda_shaped(jobs, n_jobs, dtype, cols, x, xq, n_tok, &s, stream);
 }
 
@@ -537,9 +537,9 @@ st_status st_gemv_multi_cuda_shaped(const struct st_gemv_job *jobs, int n_jobs, 
 /* ---- gate/up with the SwiGLU epilogue ------------------------------------------ */
 
 struct st_gemv_shape st_gemv_swiglu_cuda_shape(const void *wg, const void *wu, st_dtype dtype, int64_t rows, int64_t cols,
-                                               const float *x, int64_t n_tok, int sm_count) {
+                                               const float *x, const void *xq, int64_t n_tok, int sm_count) {
     const void *ws[2] = {wg, wu};
-    if (st_q_is_quant(dtype)) return st_gemvq_pick(ws, 2, dtype, rows, cols, n_tok, true, sm_count);
+    if (st_q_is_quant(dtype)) return st_gemvq_pick(ws, 2, dtype, rows, cols, n_tok, true, xq != NULL, sm_count);
     struct st_gemv_shape s = st_gemv_pick(rows, cols / ve_of(dtype), n_tok, true, sm_count);
     s.vectorized = vec_ok(ws, 2, dtype, cols, x);
     return s;
@@ -548,7 +548,7 @@ struct st_gemv_shape st_gemv_swiglu_cuda_shape(const void *wg, const void *wu, s
 st_status st_gemv_swiglu_cuda(const void *wg, const float *bg, const void *wu, const float *bu, st_dtype dtype,
                               int64_t rows, int64_t cols, const float *x, const void *xq, int64_t n_tok, float *out,
                               int sm_count, cudaStream_t stream) {
-    const struct st_gemv_shape s = st_gemv_swiglu_cuda_shape(wg, wu, dtype, rows, cols, x, n_tok, sm_count);
+    const struct st_gemv_shape s = st_gemv_swiglu_cuda_shape(wg, wu, dtype, rows, cols, x, xq, n_tok, sm_count);
     return st_gemv_swiglu_cuda_shaped(wg, bg, wu, bu, dtype, rows, cols, x, xq, n_tok, out, &s, stream);
 }
 

@@ -65,20 +65,23 @@ st_status st_gemv_swiglu_cuda(const void *wg, const float *bg, const void *wu, c
  * take one warp group each), 16-byte loads in flight per row and lane (2, 4 or
  * 8; single-token launches only), threads per block (256), and whether the
  * 16-byte path applies (cols a multiple of 16 bytes, w and x 16-byte aligned).
- * Quantized weights use k_split only (rows_per_warp and unroll are 1), and
- * vectorized says whether every block is aligned for the type's widest field
- * loads (else the 2-byte-aligned reader). */
+ * Quantized weights: see st_gemvq_pick (kernels/cuda/gemv_quant.cuh) for
+ * what rows_per_warp and unroll mean there; vectorized says whether every
+ * block is aligned for the type's widest field loads (else the 2-byte-aligned
+ * reader). */
 struct st_gemv_shape { int rows_per_warp, k_split, unroll, threads; bool vectorized; };
 
 /* The shape the entries pick: see gemv.cu (st_gemv_pick) and bench/gpu_gemv.md
  * for the rule and the H100 measurements behind it. rows counts the rows of
- * all jobs of a group (for swiglu: the rows of one matrix). */
+ * all jobs of a group (for swiglu: the rows of one matrix); xq is the
+ * quantized x the launch will be given (quantized weights: NULL = the fp32
+ * Maxwell path, whose best shape differs). */
 struct st_gemv_shape st_gemv_cuda_shape(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *x,
-                                        int64_t n_tok, int sm_count);
+                                        const void *xq, int64_t n_tok, int sm_count);
 struct st_gemv_shape st_gemv_multi_cuda_shape(const struct st_gemv_job *jobs, int n_jobs, st_dtype dtype, int64_t cols,
-                                              const float *x, int64_t n_tok, int sm_count);
+                                              const float *x, const void *xq, int64_t n_tok, int sm_count);
 struct st_gemv_shape st_gemv_swiglu_cuda_shape(const void *wg, const void *wu, st_dtype dtype, int64_t rows, int64_t cols,
-                                               const float *x, int64_t n_tok, int sm_count);
+                                               const float *x, const void *xq, int64_t n_tok, int sm_count);
 
 /* The entries with an explicit shape (the benchmark's sweep). A vectorized
  * shape on data that does not allow it is ST_ERR_INTERNAL; a k_split or

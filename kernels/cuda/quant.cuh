@@ -285,17 +285,19 @@ ST_Q_UNROLL
     }
 };
 
-/* get_scale_min_k4 over the 12 packed bytes as three words */
-static ST_QHD void st_q_scale_min_k4(int s, const uint32_t (&sc)[3], int &scale, int &min) {
-    const int i = s & 3, sh = 8 * i;
-    if (s < 4) {
-        scale = (int)((sc[0] >> sh) & 63u);
-        min = (int)((sc[1] >> sh) & 63u);
-    } else {
-        const uint32_t hi = (sc[2] >> sh) & 0xFFu;
-        scale = (int)((hi & 0xFu) | (((sc[0] >> sh) & 0xFFu) >> 6) << 4);
-        min = (int)((hi >> 4) | (((sc[1] >> sh) & 0xFFu) >> 6) << 4);
-    }
+/* get_scale_min_k4 (ggml) for sub-blocks 2c and 2c + 1 over the 12 packed
+ * bytes as three words, without a branch (the lanes of a warp hold different
+ * c): both forms computed on two bytes at a time, then a select. */
+static ST_QHD void st_q_scale_min_k4_pair(int c, const uint32_t (&sc)[3], int &s0, int &m0, int &s1, int &m1) {
+    const uint32_t sh = 16u * (uint32_t)(c & 1);
+    const uint32_t a = sc[0] >> sh, b = sc[1] >> sh, t = sc[2] >> sh;
+    const uint32_t hi = 0u - (uint32_t)(c >= 2);   /* all ones for sub-blocks 4..7 (a mask, not a branch) */
+    const uint32_t sv = (((t & 0x0F0Fu) | ((a >> 2) & 0x3030u)) & hi) | (a & 0x3F3Fu & ~hi);
+    const uint32_t mv = ((((t >> 4) & 0x0F0Fu) | ((b >> 2) & 0x3030u)) & hi) | (b & 0x3F3Fu & ~hi);
+    s0 = (int)(sv & 0xFFu);
+    s1 = (int)((sv >> 8) & 0xFFu);
+    m0 = (int)(mv & 0xFFu);
+    m1 = (int)((mv >> 8) & 0xFFu);
 }
 
 /* Q4_K unit ui = 2c + h (c: 64-element chunk, h: which 16 of its 32 qs bytes):
@@ -309,13 +311,14 @@ template <> struct st_qt<ST_DTYPE_Q4_K> {
     static constexpr bool SIGNED = false, HAS_MIN = true;
     /* l 0: d, dmin, scales[12]; l 1: the unit's 16 qs bytes */
     static ST_QHD int ld_off(int ui, int l) { return l == 0 ? 0 : 16 + 32 * (ui >> 1) + 16 * (ui & 1); }
+    /* element offset in the block of half k of unit ui (= from_words' xo[k]) */
+    static ST_QHD int xoff(int ui, int k) { return 64 * (ui >> 1) + 32 * k + 16 * (ui & 1); }
     static ST_QHD void from_words(const uint32_t (&r)[NLD][4], int ui, st_q_unit &u) {
         const int c = ui >> 1, h = ui & 1;
         const float d = st_q_f16((uint16_t)r[0][0]), dmin = st_q_f16((uint16_t)(r[0][0] >> 16));
         const uint32_t sc[3] = {r[0][1], r[0][2], r[0][3]};
         int s0, m0, s1, m1;
-        st_q_scale_min_k4(2 * c, sc, s0, m0);
-        st_q_scale_min_k4(2 * c + 1, sc, s1, m1);
+        st_q_scale_min_k4_pair(c, sc, s0, m0, s1, m1);
         u.dw[0] = st_q_mul(d, (float)s0);
         u.dw[1] = st_q_mul(d, (float)s1);
         u.mw[0] = -st_q_mul(dmin, (float)m0);
@@ -341,13 +344,13 @@ template <> struct st_qt<ST_DTYPE_Q5_K> {
     static ST_QHD int ld_off(int ui, int l) {
         return l == 0 ? 0 : l == 1 ? 16 + 16 * (ui & 1) : 48 + 32 * (ui >> 1) + 16 * (ui & 1);
     }
+    static ST_QHD int xoff(int ui, int k) { return 64 * (ui >> 1) + 32 * k + 16 * (ui & 1); }
     static ST_QHD void from_words(const uint32_t (&r)[NLD][4], int ui, st_q_unit &u) {
         const int c = ui >> 1, h = ui & 1;
         const float d = st_q_f16((uint16_t)r[0][0]), dmin = st_q_f16((uint16_t)(r[0][0] >> 16));
         const uint32_t sc[3] = {r[0][1], r[0][2], r[0][3]};
         int s0, m0, s1, m1;
-        st_q_scale_min_k4(2 * c, sc, s0, m0);
-        st_q_scale_min_k4(2 * c + 1, sc, s1, m1);
+        st_q_scale_min_k4_pair(c, sc, s0, m0, s1, m1);
         u.dw[0] = st_q_mul(d, (float)s0);
         u.dw[1] = st_q_mul(d, (float)s1);
         u.mw[0] = -st_q_mul(dmin, (float)m0);
@@ -418,32 +421,57 @@ ST_Q_UNROLL
 
 /* ---- fp32 dot (the Maxwell path) ----------------------------------------------- */
 
-/* sum over the unit of w * x, x the block's activations (element 0 of the
- * block, 16-byte aligned): dw * sum (q - OFF) x + mw * sum x per half. */
-template <class Tr> static ST_QHD float st_q_dot_f32(const st_q_unit &u, const float *x) {
+/* Half k of a unit's activations, loaded once and used for every row that
+ * reads the same columns (the direct kernel runs several rows per warp): the
+ * 16 fp32 values at element xo of the block (16-byte aligned) and their sum. */
+struct st_q_xf {
+    float4 v[4];
+    float sx;
+};
+static ST_QHD void st_q_load_xf(const float *x, int xo, st_q_xf &o) {
+    const float4 *xp = (const float4 *)(x + xo);
+    float sx = 0.0f;
+ST_Q_UNROLL
+    for (int j = 0; j < 4; j++) {
+#ifdef __CUDA_ARCH__
+        const float4 v = __ldg(xp + j);
+#else
+        const float4 v = xp[j];
+#endif
+        o.v[j] = v;
+        sx += (v.x + v.y) + (v.z + v.w);
+    }
+    o.sx = sx;
+}
+
+/* r + the unit's half k times x: dw * sum (q - OFF) x + mw * sum x (fp32
+ * weights widened in registers, fp32 accumulation). */
+template <class Tr> static ST_QHD float st_q_dot_xf(const st_q_unit &u, int k, const st_q_xf &x, float r) {
     const float bias = 8388608.0f + (Tr::SIGNED ? 128.0f : (float)Tr::OFF);
+    float s = 0.0f;
+ST_Q_UNROLL
+    for (int j = 0; j < 4; j++) {
+        const float4 v = x.v[j];
+        uint32_t w = u.qw[4 * k + j];
+        if (Tr::SIGNED) w ^= 0x80808080u;
+        s = fmaf(st_q_byte_f32(w, 0, bias), v.x, s);
+        s = fmaf(st_q_byte_f32(w, 1, bias), v.y, s);
+        s = fmaf(st_q_byte_f32(w, 2, bias), v.z, s);
+        s = fmaf(st_q_byte_f32(w, 3, bias), v.w, s);
+    }
+    r = fmaf(u.dw[k], s, r);
+    if (Tr::HAS_MIN) r = fmaf(u.mw[k], x.sx, r);
+    return r;
+}
+
+/* the same with x read here: x = the block's activations (element 0, 16-byte aligned) */
+template <class Tr> static ST_QHD float st_q_dot_f32(const st_q_unit &u, const float *x) {
     float r = 0.0f;
 ST_Q_UNROLL
     for (int k = 0; k < 2; k++) {
-        const float4 *xp = (const float4 *)(x + u.xo[k]);
-        float s = 0.0f, sx = 0.0f;
-ST_Q_UNROLL
-        for (int j = 0; j < 4; j++) {
-#ifdef __CUDA_ARCH__
-            const float4 v = __ldg(xp + j);
-#else
-            const float4 v = xp[j];
-#endif
-            uint32_t w = u.qw[4 * k + j];
-            if (Tr::SIGNED) w ^= 0x80808080u;
-            s = fmaf(st_q_byte_f32(w, 0, bias), v.x, s);
-            s = fmaf(st_q_byte_f32(w, 1, bias), v.y, s);
-            s = fmaf(st_q_byte_f32(w, 2, bias), v.z, s);
-            s = fmaf(st_q_byte_f32(w, 3, bias), v.w, s);
-            if (Tr::HAS_MIN) sx += (v.x + v.y) + (v.z + v.w);
-        }
-        r = fmaf(u.dw[k], s, r);
-        if (Tr::HAS_MIN) r = fmaf(u.mw[k], sx, r);
+        st_q_xf xf;
+        st_q_load_xf(x, u.xo[k], xf);
+        r = st_q_dot_xf<Tr>(u, k, xf, r);
     }
     return r;
 }
@@ -492,6 +520,42 @@ static ST_QHD void st_q8x_block(const float *x, int8_t *q, struct st_q8x_meta *m
     m->q01 = (int)((uint32_t)(q0 & 0xffff) | (uint32_t)q1 << 16);
 }
 
+/* Half k of a unit's 8-bit activations, loaded once for several rows: the
+ * 16 int8 values at element xo of the block, the scale d of their 32-element
+ * x block, the sum of x over the half (for the mins) and the sum of its q
+ * (for the offsets). */
+struct st_q_xi8 {
+    uint4 v;
+    float d, s;
+    int qs;
+};
+static ST_QHD void st_q_load_xi8(const int8_t *xq, const struct st_q8x_meta *meta, int xo, st_q_xi8 &o) {
+#ifdef __CUDA_ARCH__
+    o.v = __ldg((const uint4 *)(xq + xo));
+    const float4 mf = __ldg((const float4 *)(meta + (xo >> 5)));
+    const struct st_q8x_meta m = {mf.x, mf.y, mf.z, __float_as_int(mf.w)};
+#else
+    memcpy(&o.v, xq + xo, 16);
+    const struct st_q8x_meta m = meta[xo >> 5];
+#endif
+    const bool hi = (xo & 16) != 0;
+    o.d = m.d;
+    o.s = hi ? m.s1 : m.s0;
+    o.qs = hi ? (m.q01 >> 16) : (int)(int16_t)(m.q01 & 0xffff);
+}
+
+/* r + the unit's half k times x (integer dot products, scales in fp32) */
+template <class Tr> static ST_QHD float st_q_dot_xi8(const st_q_unit &u, int k, const st_q_xi8 &x, float r) {
+    int s = st_q_dp4a(u.qw[4 * k + 0], x.v.x, 0);
+    s = st_q_dp4a(u.qw[4 * k + 1], x.v.y, s);
+    s = st_q_dp4a(u.qw[4 * k + 2], x.v.z, s);
+    s = st_q_dp4a(u.qw[4 * k + 3], x.v.w, s);
+    if (Tr::OFF) s -= Tr::OFF * x.qs;
+    r = fmaf(u.dw[k] * x.d, (float)s, r);
+    if (Tr::HAS_MIN) r = fmaf(u.mw[k], x.s, r);
+    return r;
+}
+
 /* sum over the unit of w * x with x from st_q8x: xq / meta at the block's
  * element 0 and first 32-element x block. */
 template <class Tr>
@@ -524,24 +588,9 @@ static ST_QHD float st_q_dot_i8(const st_q_unit &u, const int8_t *xq, const stru
     float r = 0.0f;
 ST_Q_UNROLL
     for (int k = 0; k < 2; k++) {
-        const int xo = u.xo[k];
-#ifdef __CUDA_ARCH__
-        const uint4 v = __ldg((const uint4 *)(xq + xo));
-        const float4 mf = __ldg((const float4 *)(meta + (xo >> 5)));
-        const struct st_q8x_meta m = {mf.x, mf.y, mf.z, __float_as_int(mf.w)};
-#else
-        uint4 v;
-        memcpy(&v, xq + xo, 16);
-        const struct st_q8x_meta m = meta[xo >> 5];
-#endif
-        int s = st_q_dp4a(u.qw[4 * k + 0], v.x, 0);
-        s = st_q_dp4a(u.qw[4 * k + 1], v.y, s);
-        s = st_q_dp4a(u.qw[4 * k + 2], v.z, s);
-        s = st_q_dp4a(u.qw[4 * k + 3], v.w, s);
-        const bool hi = (xo & 16) != 0;
-        if (Tr::OFF) s -= Tr::OFF * (hi ? (m.q01 >> 16) : (int)(int16_t)(m.q01 & 0xffff));
-        r = fmaf(u.dw[k] * m.d, (float)s, r);
-        if (Tr::HAS_MIN) r = fmaf(u.mw[k], hi ? m.s1 : m.s0, r);
+        st_q_xi8 x;
+        st_q_load_xi8(xq, meta, u.xo[k], x);
+        r = st_q_dot_xi8<Tr>(u, k, x, r);
     }
     return r;
 }

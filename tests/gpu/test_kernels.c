@@ -576,7 +576,8 @@ static void test_matmul_quant(struct gpu *g) {
      * 32-element-only widths */
     const int64_t shapes[][3] = {{129, 256, 1},    {1001, 768, 1},    {513, 3584, 1}, {77, 1024, 3}, {300, 512, 2},
                                  {255, 2048, 8},   {33, 18944, 1},    {96, 256, 9},   {257, 4096, 37}, {700, 1536, 64},
-                                 {1100, 9216, 12}, {65, 139264, 12}, {17, 96, 1},    {40, 160, 10},  {31, 32, 5}};
+                                 {1100, 9216, 12}, {65, 139264, 12}, {17, 96, 1},    {40, 160, 10},  {31, 32, 5},
+                                 {17001, 256, 1},  {8707, 512, 1}};   /* 4 and 2 rows a warp group (one token) */
     for (size_t k = 0; k < ST_ARRAY_LEN(shapes); k++) {
         const int64_t R = shapes[k][0], C = shapes[k][1], T = shapes[k][2];
         for (size_t ti = 0; ti < ST_ARRAY_LEN(qtypes); ti++) {
@@ -729,6 +730,10 @@ static void test_matmul_quant_grouped(struct gpu *g) {
         {512, 8, 3, {ST_DTYPE_Q4_1, ST_DTYPE_Q5_0, ST_DTYPE_Q4_1}, {96, 31, 255}},
         {768, 1, 2, {ST_DTYPE_Q6_K, ST_DTYPE_Q8_0}, {1001, 3}},
         {1024, 20, 3, {ST_DTYPE_Q4_K, ST_DTYPE_Q4_K, ST_DTYPE_Q6_K}, {256, 64, 64}},   /* prefill */
+        /* tall groups: the direct kernel's four-row warp groups, the jobs' row counts not multiples of 4 */
+        {512, 1, 2, {ST_DTYPE_Q4_K, ST_DTYPE_Q4_K}, {17003, 4229}},
+        {256, 1, 3, {ST_DTYPE_Q5_K, ST_DTYPE_Q5_K, ST_DTYPE_Q5_K}, {9001, 3, 4099}},
+        {256, 1, 2, {ST_DTYPE_Q8_0, ST_DTYPE_Q8_0}, {16999, 5}},   /* the window kernel's 4-row groups */
     };
     for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
         const struct mcase *c = &cases[ci];
@@ -774,13 +779,19 @@ static void test_matmul_quant_grouped(struct gpu *g) {
 
     /* gate/up: every type with itself, and the mixes of Q4_K_M-like files */
     struct scase { st_dtype tg, tu; int64_t F, C, T; };
-    struct scase sc[ST_ARRAY_LEN(qtypes) + 3];
+    struct scase sc[ST_ARRAY_LEN(qtypes) + 7];
     int n_sc = 0;
     for (size_t ti = 0; ti < ST_ARRAY_LEN(qtypes); ti++)
         sc[n_sc++] = (struct scase){qtypes[ti], qtypes[ti], ti % 2 ? 777 : 1000, ti % 3 ? 1024 : 2048, ti % 4 == 3 ? 4 : 1};
     sc[n_sc++] = (struct scase){ST_DTYPE_Q4_K, ST_DTYPE_Q6_K, 513, 1024, 1};
     sc[n_sc++] = (struct scase){ST_DTYPE_Q8_0, ST_DTYPE_Q4_K, 300, 512, 6};
     sc[n_sc++] = (struct scase){ST_DTYPE_Q4_K, ST_DTYPE_Q4_K, 1500, 1024, 24};   /* prefill */
+    /* tall enough for the direct kernel's two-row warp groups (odd rows: the last group half empty) */
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q4_K, ST_DTYPE_Q4_K, 8711, 512, 1};
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q5_K, ST_DTYPE_Q5_K, 8711, 256, 1};
+    /* and the window kernel's (2-byte-aligned types): 4 and 2 rows a warp group */
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q8_0, ST_DTYPE_Q8_0, 8711, 512, 1};
+    sc[n_sc++] = (struct scase){ST_DTYPE_Q6_K, ST_DTYPE_Q6_K, 4001, 256, 1};
     for (int si = 0; si < n_sc; si++) {
         const struct scase *c = &sc[si];
         const int64_t F = c->F, C = c->C, T = c->T;
