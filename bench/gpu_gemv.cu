@@ -279,48 +279,48 @@ bool bench_quant(const qbench &q, const char *list) {
              * (unroll 0: the window kernel; else the direct kernel's units per lane U
              * and rows per warp group R) */
             for (int path = 0; path < 2; path++) {
-            const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, path == 0 ? xq : NULL,
-                                                          1, q.sms);
-            const bool direct = def0.unroll > 0;
-            const int dvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {1, 4}};
-            const int wvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {0, 2}, {0, 4}};
-            const int(*variants)[2] = direct ? dvar : wvar;
-            const int n_var = direct ? 7 : 4;
-            for (int v = 0; v < n_var; v++) {
-                if (v > 0 && variants[v][0] == variants[0][0] && variants[v][1] == variants[0][1]) continue;
-                if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
-                const void *xqp = path == 0 ? xq : NULL;
-                st_gemv_shape def = def0;
-                def.unroll = variants[v][0];
-                def.rows_per_warp = variants[v][1];
-                char pname[16];
-                if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-%sr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "W" : "w",
-                                              def.rows_per_warp);
-                else snprintf(pname, sizeof pname, "%s-%s%dr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "D" : "d", def.unroll,
-                              def.rows_per_warp);
-                double best = 0, def_gbps = 0;
-                int best_k = def.k_split;
-                for (int k = 1; k <= 8; k *= 2) {
-                    st_gemv_shape sh = def;
-                    sh.k_split = k;
-                    const double us = qtime(q, true, [&](int i) {
-                        CKS(st_gemv_cuda_shaped(wall + (size_t)((i + 3) % n_copies) * layer_bytes + off[m], dt[m], s.rows,
-                                                s.cols, NULL, q.x, xqp, 1, q.y, &sh, st));
-                    });
-                    const double gbps = mbytes[m] / (us * 1e-6) / 1e9;
-                    if (gbps > best) { best = gbps; best_k = k; }
-                    if (k == def.k_split) def_gbps = gbps;
+                const st_gemv_shape def0 = st_gemv_cuda_shape(wall + off[m], dt[m], s.rows, s.cols, q.x, path == 0 ? xq : NULL,
+                                                              1, q.sms);
+                const bool direct = def0.unroll > 0;
+                const int dvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {1, 4}};
+                const int wvar[][2] = {{def0.unroll, def0.rows_per_warp}, {0, 1}, {0, 2}, {0, 4}};
+                const int(*variants)[2] = direct ? dvar : wvar;
+                const int n_var = direct ? 7 : 4;
+                for (int v = 0; v < n_var; v++) {
+                    if (v > 0 && variants[v][0] == variants[0][0] && variants[v][1] == variants[0][1]) continue;
+                    if (path == 0) CKS(st_gemv_quantize_x_cuda(q.x, 1, s.cols, xq, st));
+                    const void *xqp = path == 0 ? xq : NULL;
+                    st_gemv_shape def = def0;
+                    def.unroll = variants[v][0];
+                    def.rows_per_warp = variants[v][1];
+                    char pname[16];
+                    if (def.unroll == 0) snprintf(pname, sizeof pname, "%s-%sr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "W" : "w",
+                                                  def.rows_per_warp);
+                    else snprintf(pname, sizeof pname, "%s-%s%dr%d", path == 0 ? "dp4a" : "fp32", v == 0 ? "D" : "d", def.unroll,
+                                  def.rows_per_warp);
+                    double best = 0, def_gbps = 0;
+                    int best_k = def.k_split;
+                    for (int k = 1; k <= 8; k *= 2) {
+                        st_gemv_shape sh = def;
+                        sh.k_split = k;
+                        const double us = qtime(q, true, [&](int i) {
+                            CKS(st_gemv_cuda_shaped(wall + (size_t)((i + 3) % n_copies) * layer_bytes + off[m], dt[m], s.rows,
+                                                    s.cols, NULL, q.x, xqp, 1, q.y, &sh, st));
+                        });
+                        const double gbps = mbytes[m] / (us * 1e-6) / 1e9;
+                        if (gbps > best) { best = gbps; best_k = k; }
+                        if (k == def.k_split) def_gbps = gbps;
+                    }
+                    printf("%-10s %-7s %-5s %7lld %7lld %9.2f %9.1f %6.1f%%  default k%d; best k%d %.1f GB/s (%.1f%%)\n", s.name,
+                           st_dtype_name(dt[m]), pname, (long long)s.rows, (long long)s.cols,
+                           mbytes[m] / (def_gbps * 1e3), def_gbps, 100 * def_gbps / q.copy_gbps, def.k_split, best_k, best,
+                           100 * best / q.copy_gbps);
+                    if (q.jf) fprintf(q.jf, "%s{\"matrix\": \"%s\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, \"gbps\": %.2f, "
+                                      "\"vs_copy\": %.4f, \"k_split\": %d, \"best_k_split\": %d, \"best_gbps\": %.2f}",
+                                      *q.first_json ? "" : ", ", s.name, st_dtype_name(dt[m]), pname,
+                                      def_gbps, def_gbps / q.copy_gbps, def.k_split, best_k, best);
+                    *q.first_json = false;
                 }
-                printf("%-10s %-7s %-5s %7lld %7lld %9.2f %9.1f %6.1f%%  default k%d; best k%d %.1f GB/s (%.1f%%)\n", s.name,
-                       st_dtype_name(dt[m]), pname, (long long)s.rows, (long long)s.cols,
-                       mbytes[m] / (def_gbps * 1e3), def_gbps, 100 * def_gbps / q.copy_gbps, def.k_split, best_k, best,
-                       100 * best / q.copy_gbps);
-                if (q.jf) fprintf(q.jf, "%s{\"matrix\": \"%s\", \"dtype\": \"%s\", \"path\": \"%s\", \"tokens\": 1, \"gbps\": %.2f, "
-                                  "\"vs_copy\": %.4f, \"k_split\": %d, \"best_k_split\": %d, \"best_gbps\": %.2f}",
-                                  *q.first_json ? "" : ", ", s.name, st_dtype_name(dt[m]), pname,
-                                  def_gbps, def_gbps / q.copy_gbps, def.k_split, best_k, best);
-                *q.first_json = false;
-            }
             }
         }
         /* the gate/up pair: (U, R) (U 0: the window kernel) and k-split, one token */
