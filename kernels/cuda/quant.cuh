@@ -300,6 +300,10 @@ static ST_QHD void st_q_scale_min_k4_pair(int c, const uint32_t (&sc)[3], int &s
     m1 = (int)((mv >> 8) & 0xFFu);
 }
 
+/* Q4_K / Q5_K: the element offset in the block of half k of unit ui = 2c + h
+ * (chunk c of 64 elements, its halves 32 apart, h which 16 of each) */
+static ST_QHD int st_q_k4_xoff(int ui, int k) { return 64 * (ui >> 1) + 32 * k + 16 * (ui & 1); }
+
 /* Q4_K unit ui = 2c + h (c: 64-element chunk, h: which 16 of its 32 qs bytes):
  * half 0 = low nibbles (sub-block 2c), half 1 = high nibbles (sub-block 2c+1).
  * The 16-byte-aligned types (Q4_K, Q5_K) also give a unit's fields as NLD
@@ -311,10 +315,9 @@ template <> struct st_qt<ST_DTYPE_Q4_K> {
     static constexpr bool SIGNED = false, HAS_MIN = true;
     /* l 0: d, dmin, scales[12]; l 1: the unit's 16 qs bytes */
     static ST_QHD int ld_off(int ui, int l) { return l == 0 ? 0 : 16 + 32 * (ui >> 1) + 16 * (ui & 1); }
-    /* element offset in the block of half k of unit ui (= from_words' xo[k]) */
-    static ST_QHD int xoff(int ui, int k) { return 64 * (ui >> 1) + 32 * k + 16 * (ui & 1); }
+    static ST_QHD int xoff(int ui, int k) { return st_q_k4_xoff(ui, k); }
     static ST_QHD void from_words(const uint32_t (&r)[NLD][4], int ui, st_q_unit &u) {
-        const int c = ui >> 1, h = ui & 1;
+        const int c = ui >> 1;
         const float d = st_q_f16((uint16_t)r[0][0]), dmin = st_q_f16((uint16_t)(r[0][0] >> 16));
         const uint32_t sc[3] = {r[0][1], r[0][2], r[0][3]};
         int s0, m0, s1, m1;
@@ -325,8 +328,8 @@ template <> struct st_qt<ST_DTYPE_Q4_K> {
         u.mw[1] = -st_q_mul(dmin, (float)m1);
 ST_Q_UNROLL
         for (int j = 0; j < 4; j++) { u.qw[j] = r[1][j] & 0x0F0F0F0Fu; u.qw[4 + j] = (r[1][j] >> 4) & 0x0F0F0F0Fu; }
-        u.xo[0] = 64 * c + 16 * h;
-        u.xo[1] = 64 * c + 32 + 16 * h;
+        u.xo[0] = st_q_k4_xoff(ui, 0);
+        u.xo[1] = st_q_k4_xoff(ui, 1);
     }
     template <int A, bool S> static ST_QHD void unit(const uint8_t *b, int ui, st_q_unit &u) {
         uint32_t r[NLD][4];
@@ -344,9 +347,9 @@ template <> struct st_qt<ST_DTYPE_Q5_K> {
     static ST_QHD int ld_off(int ui, int l) {
         return l == 0 ? 0 : l == 1 ? 16 + 16 * (ui & 1) : 48 + 32 * (ui >> 1) + 16 * (ui & 1);
     }
-    static ST_QHD int xoff(int ui, int k) { return 64 * (ui >> 1) + 32 * k + 16 * (ui & 1); }
+    static ST_QHD int xoff(int ui, int k) { return st_q_k4_xoff(ui, k); }
     static ST_QHD void from_words(const uint32_t (&r)[NLD][4], int ui, st_q_unit &u) {
-        const int c = ui >> 1, h = ui & 1;
+        const int c = ui >> 1;
         const float d = st_q_f16((uint16_t)r[0][0]), dmin = st_q_f16((uint16_t)(r[0][0] >> 16));
         const uint32_t sc[3] = {r[0][1], r[0][2], r[0][3]};
         int s0, m0, s1, m1;
@@ -360,8 +363,8 @@ ST_Q_UNROLL
             u.qw[j] = (r[2][j] & 0x0F0F0F0Fu) | ((r[1][j] >> (2 * c)) & 0x01010101u) << 4;
             u.qw[4 + j] = ((r[2][j] >> 4) & 0x0F0F0F0Fu) | ((r[1][j] >> (2 * c + 1)) & 0x01010101u) << 4;
         }
-        u.xo[0] = 64 * c + 16 * h;
-        u.xo[1] = 64 * c + 32 + 16 * h;
+        u.xo[0] = st_q_k4_xoff(ui, 0);
+        u.xo[1] = st_q_k4_xoff(ui, 1);
     }
     template <int A, bool S> static ST_QHD void unit(const uint8_t *b, int ui, st_q_unit &u) {
         uint32_t r[NLD][4];
