@@ -20,6 +20,13 @@
  * (bench_cpu_matmul, AVX-512): q4_k 60 -> 77, q6_k 63 -> 83, q5_0 71 -> 86,
  * q8_0 87 -> 95, f16 83 -> 90; 1 KiB and 4 KiB ahead did worse than 2 KiB. */
 #define MM_PF_AHEAD 2048
+/* Each line is requested a second time MM_PF_FAR bytes ahead into L2 only
+ * (_MM_HINT_T1): L2 keeps more misses in flight than L1's fill buffers, so
+ * the stream runs deeper. Same box, `strata bench --cpu --threads 2` decode of
+ * the issue-18 files, median of 3 interleaved runs, none -> 4 KiB: F16 34.6 ->
+ * 38.7, Q4_K_M 98.7 -> 109.3, Q8_0 63.6-64.9 -> 65.1-68.5 tok/s (8 and 16 KiB
+ * gained less on Q4_K_M, as much on F16). */
+#define MM_PF_FAR 4096
 
 /* ---- prepared activations (one token row of the scratch) -------------------------
  * P = cols rounded up to 64; every part 64-byte aligned, zero past cols:
