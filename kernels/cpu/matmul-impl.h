@@ -28,6 +28,13 @@
  * gained less on Q4_K_M, as much on F16). */
 #define MM_PF_FAR 4096
 
+/* The decode prefetch of one line: p is MM_PF_AHEAD bytes past the sweep
+ * (into L1); the line MM_PF_FAR past it goes into L2 only. */
+static inline void mm_pf_decode(const void *p) {
+    __builtin_prefetch(p, 0, 3);
+    __builtin_prefetch((const char *)p + (MM_PF_FAR - MM_PF_AHEAD), 0, 2);
+}
+
 /* ---- prepared activations (one token row of the scratch) -------------------------
  * P = cols rounded up to 64; every part 64-byte aligned, zero past cols:
  *   v    int8  [P]       quantized x

@@ -119,10 +119,7 @@ INL void fsweep_quad(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs,
     __m256 acc[4][2];
     for (int b = 0; b < NB; b++) acc[b][0] = io[b][0], acc[b][1] = io[b][1];
     for (int64_t c = 0; c < n; c++) {
-        for (size_t o = 0; o < cs; o += 64) {
-            _mm_prefetch((const char *)blk + cs * c + MM_PF_AHEAD + o, _MM_HINT_T0);
-            _mm_prefetch((const char *)blk + cs * c + MM_PF_FAR + o, _MM_HINT_T1);
-        }
+        for (size_t o = 0; o < cs; o += 64) mm_pf_decode(blk + cs * c + MM_PF_AHEAD + o);
         const __m256 xb = _mm256_set1_ps(x[c]);
         for (int b = 0; b < NB; b++) {
             acc[b][0] = _mm256_fmadd_ps(ldcol(dt, blk + (size_t)b * bstride, cs, c, 0), xb, acc[b][0]);
@@ -312,10 +309,7 @@ INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const st
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *rec = base + pk_rec_offset(dt, g);
         if (T <= 2)   /* decode: the lines MM_PF_AHEAD bytes past this group, each requested once */
-            for (const uint8_t *end = base + pk_offset(dt, g + 1) + MM_PF_AHEAD; pf < end; pf += 64) {
-                _mm_prefetch((const char *)pf, _MM_HINT_T0);
-                _mm_prefetch((const char *)pf + (MM_PF_FAR - MM_PF_AHEAD), _MM_HINT_T1);
-            }
+            for (const uint8_t *end = base + pk_offset(dt, g + 1) + MM_PF_AHEAD; pf < end; pf += 64) mm_pf_decode(pf);
         const uint8_t *hd = is_k(dt) ? base + pk_offset(dt, g / 8 * 8) : NULL;
         const int j = (int)(g % 8);
         for (int h = 0; h < 2; h++) {

@@ -90,10 +90,7 @@ INL void fsweep(st_dtype dt, const uint8_t *blk, size_t bstride, size_t cs, int 
         for (int t = 0; t < T; t++) acc[b][t] = _mm512_setzero_ps();
     for (int64_t c = 0; c < n; c++) {
         if (T == 1)   /* decode streams the quad: the columns MM_PF_AHEAD bytes on are requested now */
-            for (size_t o = 0; o < cs; o += 64) {
-                _mm_prefetch((const char *)blk + cs * c + MM_PF_AHEAD + o, _MM_HINT_T0);
-                _mm_prefetch((const char *)blk + cs * c + MM_PF_FAR + o, _MM_HINT_T1);
-            }
+            for (size_t o = 0; o < cs; o += 64) mm_pf_decode(blk + cs * c + MM_PF_AHEAD + o);
         __m512 w[FB];
         for (int b = 0; b < NB; b++) w[b] = ldcol(dt, blk + (size_t)b * bstride, cs, c);
         for (int t = 0; t < T; t++) {
@@ -337,10 +334,7 @@ INL void qblock(st_dtype dt, const uint8_t *pk, int64_t g0, int64_t g1, const st
         const uint8_t *rec = base + pk_rec_offset(dt, g);
         if (T <= 2) {   /* decode: the lines MM_PF_AHEAD bytes past this group, each requested once */
             const uint8_t *end = base + pk_offset(dt, g + 1) + MM_PF_AHEAD;
-            for (; pf < end; pf += 64) {
-                _mm_prefetch((const char *)pf, _MM_HINT_T0);
-                _mm_prefetch((const char *)pf + (MM_PF_FAR - MM_PF_AHEAD), _MM_HINT_T1);
-            }
+            for (; pf < end; pf += 64) mm_pf_decode(pf);
         }
         if (is_k(dt)) {
             const uint8_t *hd = base + pk_offset(dt, g / 8 * 8);
