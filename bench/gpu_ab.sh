@@ -42,7 +42,9 @@ t0=$(date +%s)
 say() { echo "$(( $(date +%s) - t0 )) s: $*"; }
 fail=0
 
-cfg() { cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native; }
+gen=()   # configured as tests/gpu/run.sh and bench/gpu_compare.sh do, so build-gpu is shared with them
+command -v ninja > /dev/null && gen=(-G Ninja)
+cfg() { cmake -S "$1" -B "$2" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native; }
 if [ ! -f "$model/config.json" ]; then
   ( "$py" tools/make_random_model.py "$model" > "$out/model.log" 2>&1; echo "model rc $?" >> "$out/model.log" ) &
   mpid=$!
@@ -54,7 +56,7 @@ fi
   cmake --build "$base/build-gpu" --parallel 8 --target strata >> "$out/base-build.log" 2>&1
   echo "base build rc $?" >> "$out/base-build.log" ) &
 bpid=$!
-{ cfg "$root" "$build" && cmake --build "$build" --parallel 16 --target strata gpu_kernels; } > "$out/build.log" 2>&1
+{ cfg "$root" "$build" && cmake --build "$build" --parallel "$(nproc)" --target strata gpu_kernels; } > "$out/build.log" 2>&1
 rc=$?
 say "build rc $rc (log: $out/build.log)"
 [ $rc -eq 0 ] || { grep -m5 -E "error" "$out/build.log"; exit 1; }
