@@ -20,7 +20,8 @@
 #      short    64 + 128 in a 4,096-token cache (a chat's first turns)
 #      conc16   16 sequences of 128 + 64, 4,096-token cache (aggregate)
 #      conc64   64 sequences of 128 + 64, 4,096-token cache (aggregate)
-# 4. Prints one line per case: new, base, new / base; and exits 1 when a
+# 4. Prints one line per case: new, base, new / base, then the weight load
+#    rate of each (GB/s, share of the pinned host-to-device rate); exits 1 when a
 #    correctness step failed (a slower case is reported, not failed: the
 #    numbers are the point).
 # Logs and JSON go to OUT_DIR (default $OUT/gpu_ab, else /tmp/gpu_ab).
@@ -117,6 +118,19 @@ for name in ("decode", "short", "conc16", "conc64"):
     n, b = med["new"], med["base"]
     ratio = f"{n / b:9.3f}" if n and b else "        -"
     print(f"{name:8} {n or 0:10.1f} {b or 0:11.1f} {ratio}")
+def load(path):   # weight load of the one stage: GB/s and its share of the pinned host-to-device rate
+    try:
+        s = json.load(open(path))["load"]["stages"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return s["gbps"], s.get("h2d_fraction")
+for v in ("new", "base"):
+    xs = [x for x in (load(f"{out}/decode-{v}-{r}.json") for r in range(1, reps + 1)) if x]
+    if xs:
+        g = statistics.median(x[0] for x in xs)
+        f = [x[1] for x in xs if x[1] is not None]
+        share = f" ({100 * statistics.median(f):.0f} % of pinned H2D)" if f else ""
+        print(f"load {v:4} {g:6.1f} GB/s{share}")
 PY
 say "done; logs in $out"
 exit $fail

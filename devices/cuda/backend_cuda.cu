@@ -288,14 +288,6 @@ static void be_dealloc(st_backend *be, void *ptr) {
     ST_WARN("%s: dealloc of %p, which this backend did not allocate (ignored)", be->label, ptr);
 }
 
-static st_status be_upload(st_backend *be, void *dst, const void *src_host, size_t bytes) {
-    xq_forget(be);
-    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
-    if (!bytes) return ST_OK;
-    ST_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
-    return ST_OK;
-}
-
 /* Reports what the kernels flagged on bad input since the last check. */
 static st_status check_flags(st_backend *be) {
     const int bad_id = be->flags[0], bad_pos = be->flags[1];
@@ -364,59 +356,95 @@ static int parallel_copy(void *dst, const void *src, size_t n, int fd, uint64_t 
     return ran;
 }
 
-/* Weights from the (mmap'ed) model file: large tensors go through two pinned
- * staging buffers, filled by several threads (pread from the file behind the
- * mapping where the loader registered one) while the other one's DMA runs, so
- * loading runs near the host-to-device bandwidth instead of a pageable copy's.
- * Small ones are a plain upload. */
+/* The staging ring: two pinned buffers. Every piece of a host copy is
+ * copied into the buffer being filled (several threads for large pieces,
+ * pread from the file behind the mapping where fd >= 0) and its DMA queued at
+ * once, so the host fills one buffer while the other one's DMAs run. The
+ * source may change once this returns: it has been copied. */
+struct ring_stats { double t_copy, t_wait; int threads; };
+static st_status ring_copy(st_backend *be, void *dst, const void *src, size_t bytes, int fd, uint64_t file_off,
+                           struct ring_stats *st) {
+    for (size_t off = 0; off < bytes;) {
+        if (be->load_fill == ST_CUDA_LOAD_CHUNK) {   /* full: on to the other buffer once its last DMA has read it */
+            be->load_cur ^= 1;
+            be->load_fill = 0;
+            const double tw = st_time_s();
+            ST_CUDA_CHECK(cudaEventSynchronize(be->load_done[be->load_cur]));
+            st->t_wait += st_time_s() - tw;
+        }
+        const int k = be->load_cur;
+        const size_t n = ST_MIN(ST_CUDA_LOAD_CHUNK - be->load_fill, bytes - off);
+        uint8_t *stage = (uint8_t *)be->load_stage[k] + be->load_fill;
+        const double tc = st_time_s();
+        if (n >= ST_CUDA_LOAD_LARGE) st->threads = parallel_copy(stage, (const uint8_t *)src + off, n, fd, file_off + off);
+        else memcpy(stage, (const uint8_t *)src + off, n);
+        st->t_copy += st_time_s() - tc;
+        ST_CUDA_CHECK(cudaMemcpyAsync((uint8_t *)dst + off, stage, n, cudaMemcpyHostToDevice, be->stream));
+        ST_CUDA_CHECK(cudaEventRecord(be->load_done[k], be->stream));
+        be->load_fill = ST_MIN(ST_CUDA_LOAD_CHUNK, (be->load_fill + n + 255) & ~(size_t)255);   /* pieces 256-aligned */
+        off += n;
+    }
+    return ST_OK;
+}
+
+static bool ring_ready(const st_backend *be) { return be->load_stage[0] && be->load_stage[1] && !be->capturing; }
+
+static st_status be_upload(st_backend *be, void *dst, const void *src_host, size_t bytes) {
+    xq_forget(be);
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (!bytes) return ST_OK;
+    /* pageable memory through the ring where there is one: a pageable cudaMemcpyAsync waits for
+     * the stream, and one per norm or bias drained the weight load's pipeline several times a
+     * layer (bench/RESULTS.md, twelfth session); pinned memory (the pass inputs) directly */
+    cudaPointerAttributes at;
+    if (ring_ready(be) && cudaPointerGetAttributes(&at, src_host) == cudaSuccess && at.type == cudaMemoryTypeUnregistered) {
+        struct ring_stats st = {0, 0, 0};
+        return ring_copy(be, dst, src_host, bytes, -1, 0, &st);
+    }
+    cudaGetLastError();
+    ST_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
+    return ST_OK;
+}
+
+/* Weights from the (mmap'ed) model file, through the staging ring (loading
+ * runs near the host-to-device bandwidth), the file read by pread where the
+ * loader registered the mapping. The ring's buffers are pinned at the first
+ * large import; before that, and where no pinned memory is to be had, the
+ * pageable path. */
 static st_status be_import_host(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out) {
     xq_forget(be);
     const double t0 = st_time_s();
     st_status s = be_alloc(be, bytes, use, out);
     if (s != ST_OK) return s;
-    if (bytes < ((size_t)4 << 20)) {
-        s = be_upload(be, *out, host_ptr, bytes);
-        if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
-        return s;
-    }
     ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    const bool large = bytes >= ST_CUDA_LOAD_LARGE;
     /* both buffers, tried once (until 2026-12-07 this loop stopped after the first, so every
-     * import took the pageable path below: 6-9 GB/s on an H100 host) */
-    for (int i = 0; i < 2 && !be->load_stage_tried; i++) {
+     * import took the pageable path: 6-9 GB/s on an H100 host) */
+    for (int i = 0; i < 2 && !be->load_stage_tried && large; i++) {
         if (!be->load_stage[i] && cudaHostAlloc(&be->load_stage[i], ST_CUDA_LOAD_CHUNK, cudaHostAllocPortable) != cudaSuccess) {
             cudaGetLastError();
             be->load_stage[i] = NULL;
         }
         if (be->load_stage[i] && !be->load_done[i]) ST_CUDA_CHECK(cudaEventCreateWithFlags(&be->load_done[i], cudaEventDisableTiming));
     }
-    be->load_stage_tried = true;
-    if (!be->load_stage[0] || !be->load_stage[1]) {   /* no pinned memory to spare: the pageable path */
+    if (large) be->load_stage_tried = true;
+    if (!ring_ready(be)) {
         s = be_upload(be, *out, host_ptr, bytes);
         if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
         return s;
     }
-    /* where the time goes, logged at `strata -v -v` (bench/RESULTS.md: load runs far under the H2D rate) */
     const double t_alloc = st_time_s() - t0;
-    double t_wait = 0, t_copy = 0;
-    int threads = 0, fd = -1;
+    int fd = -1;
     uint64_t file_off = 0;
-    if (!st_filemap_find(host_ptr, bytes, &fd, &file_off)) fd = -1;   /* not a registered file: copy the memory */
-    for (size_t off = 0; off < bytes; off += ST_CUDA_LOAD_CHUNK) {
-        const size_t n = ST_MIN(ST_CUDA_LOAD_CHUNK, bytes - off);
-        const int k = be->load_next;
-        be->load_next ^= 1;
-        const double tw = st_time_s();
-        ST_CUDA_CHECK(cudaEventSynchronize(be->load_done[k]));   /* its last DMA has read it */
-        const double tc = st_time_s();
-        threads = parallel_copy(be->load_stage[k], (const uint8_t *)host_ptr + off, n, fd, file_off + off);
-        t_copy += st_time_s() - tc;
-        t_wait += tc - tw;
-        ST_CUDA_CHECK(cudaMemcpyAsync((uint8_t *)*out + off, be->load_stage[k], n, cudaMemcpyHostToDevice, be->stream));
-        ST_CUDA_CHECK(cudaEventRecord(be->load_done[k], be->stream));
-    }
-    ST_DEBUG("%s: import of %zu bytes: allocation %.2f ms, host copies %.2f ms (%.1f GB/s, %d threads, %s), "
-             "waiting for the staging buffer's last DMA %.2f ms", be->label, bytes, 1e3 * t_alloc, 1e3 * t_copy,
-             t_copy > 0 ? (double)bytes / t_copy / 1e9 : 0.0, threads, fd >= 0 ? "pread" : "memcpy", 1e3 * t_wait);
+    if (large && !st_filemap_find(host_ptr, bytes, &fd, &file_off)) fd = -1;   /* not a registered file: copy the memory */
+    struct ring_stats st = {0, 0, 0};
+    s = ring_copy(be, *out, host_ptr, bytes, fd, file_off, &st);
+    if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; return s; }
+    if (large)   /* where the time goes, at `strata -v -v` */
+        ST_DEBUG("%s: import of %zu bytes: allocation %.2f ms, host copies %.2f ms (%.1f GB/s, %d threads, %s), "
+                 "waiting for a staging buffer's last DMA %.2f ms", be->label, bytes, 1e3 * t_alloc, 1e3 * st.t_copy,
+                 st.t_copy > 0 ? (double)bytes / st.t_copy / 1e9 : 0.0, st.threads, fd >= 0 ? "pread" : "memcpy",
+                 1e3 * st.t_wait);
     return ST_OK;
 }
 

@@ -52,15 +52,18 @@ struct st_backend {
     struct st_cuda_alloc *allocs;  /* (n_allocs) live buffers, for dealloc and accounting */
     int n_allocs, cap_allocs;
     size_t used_bytes[4];        /* live bytes per st_buf_use */
-    /* weight loading: two pinned staging buffers the host fills (several
-     * threads copying from the mmap'ed file) while the other one's DMA runs */
+    /* weight loading: two pinned staging buffers used as a ring. The host
+     * fills one (several threads copying from the mmap'ed file), each piece's
+     * DMA queued as soon as it is there, while the other one's DMAs run */
     void *load_stage[2];         /* (ST_CUDA_LOAD_CHUNK) each, pinned; allocated at the first large import */
-    cudaEvent_t load_done[2];    /* the DMA out of load_stage[i] has finished */
+    cudaEvent_t load_done[2];    /* the last DMA out of load_stage[i] has finished */
     bool load_stage_tried;       /* both were asked for once (no pinned memory: the pageable path) */
-    int load_next;
+    int load_cur;                /* the buffer being filled */
+    size_t load_fill;            /* its bytes in use */
 };
 
 #define ST_CUDA_LOAD_CHUNK ((size_t)64 << 20)
+#define ST_CUDA_LOAD_LARGE ((size_t)4 << 20)   /* an import that pins the ring; pieces copied by several threads */
 
 /* Creates a backend for a CUDA ordinal (what ops->init does with dev->index). */
 st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out);

@@ -1351,6 +1351,42 @@ static void test_memory(struct gpu *g) {
     }
     if (fd >= 0) { close(fd); unlink(path); }
     free(hb); free(bb);
+    /* a model's worth of imports and pageable uploads of every size, one host buffer rewritten
+     * between them, nothing synchronized in between (the staging ring: each copy owns its bytes
+     * when it returns, a buffer is reused only after its DMAs, pieces cross buffer ends) */
+    {
+        enum { N = 96 };
+        const size_t cap = ((size_t)64 << 20) + 4097;
+        uint8_t *src = malloc(cap), *back = malloc(cap);
+        void *dst[N] = {0};
+        size_t len[N];
+        CHECK(src && back);
+        for (int i = 0; src && back && i < N; i++) {
+            const uint64_t r = rng_u64();
+            len[i] = i % 16 == 5 ? cap : i % 4 == 1 ? ((size_t)4 << 20) + (size_t)(r % (9u << 20)) : 1 + (size_t)(r % 300000);
+            memset(src, 0x5a ^ i, len[i]);
+            for (size_t k = 0; k < len[i]; k += 4093) src[k] = (uint8_t)(i * 7 + k);
+            if (i % 3 == 2) {   /* an upload into a buffer of its own */
+                CHECK_OK(g->ops->alloc(g->be, len[i], ST_BUF_WEIGHTS, &dst[i]));
+                if (dst[i]) CHECK_OK(g->ops->upload(g->be, dst[i], src, len[i]));
+            } else {
+                CHECK_OK(g->ops->import_host(g->be, src, len[i], ST_BUF_WEIGHTS, &dst[i]));
+            }
+            memset(src, 0xee, len[i]);   /* the device must not see this */
+        }
+        int bad = -1;
+        for (int i = 0; src && back && i < N && bad < 0; i++) {
+            memset(src, 0x5a ^ i, len[i]);
+            for (size_t k = 0; k < len[i]; k += 4093) src[k] = (uint8_t)(i * 7 + k);
+            if (dst[i]) gget(g, back, dst[i], len[i]);
+            if (!dst[i] || memcmp(src, back, len[i]) != 0) bad = i;
+        }
+        if (bad >= 0) printf("     import %d of %zu bytes differs\n", bad, len[bad]);
+        expect_equal_i(g, "96 imports and uploads of 1 B to 64 MiB, back to back", bad, -1);
+        for (int i = 0; i < N; i++)
+            if (dst[i]) gfree(g, dst[i]);
+        free(src); free(back);
+    }
     /* pinned staging */
     void *pin = NULL;
     CHECK_OK(g->ops->alloc(g->be, 4096, ST_BUF_STAGING, &pin));
