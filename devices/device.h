@@ -329,6 +329,12 @@ struct st_device_ops {
     /* Makes host bytes (e.g. an mmap'ed weight) usable by the device. The CPU
      * returns host_ptr itself (zero copy); a GPU allocates and uploads. */
     st_status (*import_host)(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out);
+    /* rope on q (n_tok, n_head, head_dim) and on k (n_tok, kv->n_head_kv, head_dim), then
+     * kv_store of the rotated k and v: the same values and cache bytes as rope, rope and
+     * kv_store, in one launch */
+    st_status (*rope_kv_store)(st_backend *be, const struct st_kv_layer *kv, float *q, float *k, const float *v,
+                               int64_t n_tok, int64_t n_head, const int32_t *pos, const int32_t *slot,
+                               const struct st_rope_params *rp);
     /* Records the ops issued between capture_begin and capture_end into a
      * replayable graph (CUDA graphs); replay runs it again. One graph per backend. */
     st_status (*capture_begin)(st_backend *be);
@@ -634,8 +640,9 @@ enum st_backend_op {
     ST_BACKEND_OP_PIPELINE = 1u << 7,       /* download_async, event_sync */
     ST_BACKEND_OP_FLASH_ATTN = 1u << 8,     /* a flash-attention kernel (used where caps.flash_attn) */
     ST_BACKEND_OP_KV_Q8 = 1u << 9,          /* a q8_0 KV cache */
+    ST_BACKEND_OP_ROPE_KV_STORE = 1u << 10, /* rope_kv_store */
 };
-#define ST_BACKEND_N_OPS 10
+#define ST_BACKEND_N_OPS 11
 /* "argmax_rows", "graphs", ..., for bit 1u << i; "?" for anything else. */
 const char *st_backend_op_name(uint32_t op);
 

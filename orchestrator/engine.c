@@ -882,14 +882,18 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         }
         if (L->q_norm) TRY(o->rmsnorm(be, s->q, L->q_norm, T * H, D, eps, s->q));
         if (L->k_norm) TRY(o->rmsnorm(be, kb, L->k_norm, T * Hkv, D, eps, kb));
-        if (qk_joint) {
-            TRY(o->rope(be, s->q, 1, H + Hkv, D, pos, &s->rope));
+        if (o->rope_kv_store && !e->tap) {   /* rope of q and k and the cache append in one launch */
+            TRY(o->rope_kv_store(be, &L->kv, s->q, kb, s->v, T, H, pos, slot, &s->rope));
         } else {
-            TRY(o->rope(be, s->q, T, H, D, pos, &s->rope));
-            TRY(o->rope(be, kb, T, Hkv, D, pos, &s->rope));
+            if (qk_joint) {
+                TRY(o->rope(be, s->q, 1, H + Hkv, D, pos, &s->rope));
+            } else {
+                TRY(o->rope(be, s->q, T, H, D, pos, &s->rope));
+                TRY(o->rope(be, kb, T, Hkv, D, pos, &s->rope));
+            }
+            TAP(ST_TAP_KV_IN, ST_T_WK, NULL, kb, s->v, Hkv * D);
+            TRY(o->kv_store(be, &L->kv, kb, s->v, T, pos, slot));
         }
-        TAP(ST_TAP_KV_IN, ST_T_WK, NULL, kb, s->v, Hkv * D);
-        TRY(o->kv_store(be, &L->kv, kb, s->v, T, pos, slot));
         TRY(o->attention(be, &L->kv, s->q, T, H, pos, slot, f->n_seq, scale, s->att));
         TAP(ST_TAP_MATMUL_IN, ST_T_WO, &L->wo, s->att, NULL, H * D);
         if (in_place && !L->bo) {   /* x += Wo att in the GEMV's epilogue */

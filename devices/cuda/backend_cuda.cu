@@ -658,6 +658,17 @@ static st_status be_kv_store(st_backend *be, const struct st_kv_layer *kv, const
     return ST_OK;
 }
 
+static st_status be_rope_kv_store(st_backend *be, const struct st_kv_layer *kv, float *q, float *k, const float *v,
+                                  int64_t n_tok, int64_t n_head, const int32_t *pos, const int32_t *slot,
+                                  const struct st_rope_params *rp) {
+    xq_forget(be);
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    OP(be, "rope_kv_store", st_rope_kv_store_cuda(q, k, v, n_tok, n_head, kv->n_head_kv, kv->head_dim, pos, slot, rp->theta,
+                                                  rp->layout, rp->freq_factors, kv->k, kv->v, kv->dtype, kv->n_slots,
+                                                  kv->n_ctx, be->flags_dev + 1, be->stream));
+    return ST_OK;
+}
+
 static st_status be_attention(st_backend *be, const struct st_kv_layer *kv, const float *q, int64_t n_tok, int64_t n_head,
                               const int32_t *pos, const int32_t *slot, int64_t n_seq, float scale, float *out) {
     xq_forget(be);
@@ -842,6 +853,7 @@ static const struct st_device_ops cuda_ops = {
     .argmax = be_argmax,
     .argmax_rows = be_argmax_rows,
     .import_host = be_import_host,
+    .rope_kv_store = be_rope_kv_store,
     .capture_begin = be_capture_begin,
     .capture_end = be_capture_end,
     .replay = be_replay,

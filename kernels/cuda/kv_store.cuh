@@ -14,4 +14,12 @@
 st_status st_kv_store_cuda(void *k_cache, void *v_cache, st_dtype kv_dtype, int64_t n_slots, int64_t n_ctx,
                            int64_t n_head_kv, int64_t head_dim, const float *k, const float *v, int64_t n_tok,
                            const int32_t *pos, const int32_t *slot, int *bad_pos, cudaStream_t stream);
+
+/* st_rope_cuda on q (n_tok, n_head, head_dim) and on k (n_tok, n_head_kv,
+ * head_dim), then st_kv_store_cuda of the rotated k and v, in one launch
+ * (one block per token): the same values and cache bytes as the three calls. */
+st_status st_rope_kv_store_cuda(float *q, float *k, const float *v, int64_t n_tok, int64_t n_head, int64_t n_head_kv,
+                                int64_t head_dim, const int32_t *pos, const int32_t *slot, float theta,
+                                st_rope_layout layout, const float *freq_factors, void *k_cache, void *v_cache,
+                                st_dtype kv_dtype, int64_t n_slots, int64_t n_ctx, int *bad_pos, cudaStream_t stream);
 #endif

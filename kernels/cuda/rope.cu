@@ -1,46 +1,18 @@
 /* RoPE: one block per token computes the cos/sin table for its position once
- * in shared memory, then rotates every head. */
+ * in shared memory, then rotates every head (the pieces: rope.cuh). */
 #include "kernels/cuda/rope.cuh"
 
 namespace {
 
 __global__ void rope_kernel(float *x, int64_t n_heads, int head_dim, const int32_t *pos, float theta,
                             int neox, const float *freq_factors) {
-    __shared__ float cs[512], sn[512];
-    const int half = head_dim / 2;
-    const int64_t t = blockIdx.x;
-    /* exactly kernels/cpu/rope.c (HF): inv_freq = 1 / theta^(2i/D) in fp32, where
-     * theta^e is correctly rounded (glibc powf; pow in double, then rounded,
-     * here); angle = pos * inv_freq in fp32; cos/sin of it in double, rounded.
-     * The inverse frequencies need no earlier kernel's output: computed before the wait. */
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float e = (float)(2 * i) / (float)head_dim;
-        float inv = 1.0f / (float)pow((double)theta, (double)e);
-        if (freq_factors) inv = inv / freq_factors[i];
-        cs[i] = inv;
-    }
+    __shared__ float cs[ST_ROPE_MAX_HALF], sn[ST_ROPE_MAX_HALF];
+    st_rope_inv_freq(cs, head_dim, theta, freq_factors);
     st_pdl_launch_next();
     st_pdl_wait();
-    const float p = (float)pos[t];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float ang = __fmul_rn(p, cs[i]);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = (float)c;
-        sn[i] = (float)s;
-    }
-    __syncthreads();
-    float *xt = x + t * n_heads * head_dim;
-    const int64_t n_pairs = n_heads * half;
-    for (int64_t k = threadIdx.x; k < n_pairs; k += blockDim.x) {
-        const int64_t h = k / half;
-        const int i = (int)(k % half);
-        float *xh = xt + h * head_dim;
-        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-        const float a = xh[i0], b = xh[i1];
-        xh[i0] = a * cs[i] - b * sn[i];
-        xh[i1] = b * cs[i] + a * sn[i];
-    }
+    const int64_t t = blockIdx.x;
+    st_rope_angles(cs, sn, head_dim, (float)pos[t]);
+    st_rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, neox != 0, cs, sn);
 }
 
 } // namespace
