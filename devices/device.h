@@ -329,6 +329,10 @@ struct st_device_ops {
     /* Makes host bytes (e.g. an mmap'ed weight) usable by the device. The CPU
      * returns host_ptr itself (zero copy); a GPU allocates and uploads. */
     st_status (*import_host)(st_backend *be, const void *host_ptr, size_t bytes, st_buf_use use, void **out);
+    /* y[t][r] += sum_c W[r][c] * x[t][c] (+ bias[r]): an output projection and the residual
+     * add after it, at any token count */
+    st_status (*matmul_add)(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
+                            float *y);
     /* rope on q (n_tok, n_head, head_dim) and on k (n_tok, kv->n_head_kv, head_dim), then
      * kv_store of the rotated k and v: the same values and cache bytes as rope, rope and
      * kv_store, in one launch */
@@ -641,8 +645,9 @@ enum st_backend_op {
     ST_BACKEND_OP_FLASH_ATTN = 1u << 8,     /* a flash-attention kernel (used where caps.flash_attn) */
     ST_BACKEND_OP_KV_Q8 = 1u << 9,          /* a q8_0 KV cache */
     ST_BACKEND_OP_ROPE_KV_STORE = 1u << 10, /* rope_kv_store */
+    ST_BACKEND_OP_MATMUL_ADD = 1u << 11,    /* matmul_add */
 };
-#define ST_BACKEND_N_OPS 11
+#define ST_BACKEND_N_OPS 12
 /* "argmax_rows", "graphs", ..., for bit 1u << i; "?" for anything else. */
 const char *st_backend_op_name(uint32_t op);
 

@@ -92,7 +92,7 @@ bool st_device_kind_parse(const char *name, st_device_kind *out) {
 const char *st_backend_op_name(uint32_t op) {
     static const char *const names[ST_BACKEND_N_OPS] = {
         "argmax_rows", "import_host", "graphs", "matmul_multi", "matmul_swiglu",
-        "sample", "events", "pipeline", "flash_attn", "kv_q8_0", "rope_kv_store",
+        "sample", "events", "pipeline", "flash_attn", "kv_q8_0", "rope_kv_store", "matmul_add",
     };
     for (int i = 0; i < ST_BACKEND_N_OPS; i++)
         if (op == 1u << i) return names[i];

@@ -898,6 +898,8 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         TAP(ST_TAP_MATMUL_IN, ST_T_WO, &L->wo, s->att, NULL, H * D);
         if (in_place && !L->bo) {   /* x += Wo att in the GEMV's epilogue */
             TRY(o->matmul(be, &L->wo, s->x, s->att, T, s->x));
+        } else if (o->matmul_add) {   /* x += Wo att (+ bo) in one op */
+            TRY(o->matmul_add(be, &L->wo, L->bo, s->att, T, s->x));
         } else {
             TRY(o->matmul(be, &L->wo, L->bo, s->att, T, s->h));
             TRY(o->add(be, s->x, s->h, T * E));
@@ -916,6 +918,8 @@ static st_status stage_layers(st_engine *e, struct stage *s, const struct pass *
         TAP(ST_TAP_MATMUL_IN, ST_T_W_DOWN, &L->down, s->gate, NULL, F);
         if (in_place) {
             TRY(o->matmul(be, &L->down, s->x, s->gate, T, s->x));
+        } else if (o->matmul_add) {
+            TRY(o->matmul_add(be, &L->down, NULL, s->gate, T, s->x));
         } else {
             TRY(o->matmul(be, &L->down, NULL, s->gate, T, s->h));
             TRY(o->add(be, s->x, s->h, T * E));

@@ -53,7 +53,10 @@ static const char *use_name(st_buf_use u) {
 }
 
 /* rmsnorm's quantized output is for the next op alone (cuda-impl.h) */
-static void xq_forget(st_backend *be) { be->xq_src = NULL; }
+static void xq_forget(st_backend *be) {
+    be->xq_src = NULL;
+    be->gemm_x.x = NULL;
+}
 
 /* Adds the op name (and the device, unless a check macro already named it). */
 static st_status op_fail(st_backend *be, const char *op, st_status s) {
@@ -503,19 +506,33 @@ static st_status decode_xq(st_backend *be, bool any_quant, const float *x, int64
 /* y (n_tok, rows r0 .. r0 + rn - 1 of w; row stride ldy) = x W^T (+ bias
  * rows), any token count, in the scratch region ws. */
 static st_status gemm_rows(st_backend *be, const struct st_weight *w, int64_t r0, int64_t rn, const float *bias,
-                           const float *x, int64_t n_tok, float *y, int64_t ldy, const struct st_gemm_ws *ws) {
+                           const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc, struct st_gemm_ws *ws) {
     const void *wp = (const uint8_t *)w->data + (size_t)r0 * st_dtype_row_bytes(w->dtype, w->cols);
     const float *b = bias ? bias + r0 : NULL;
     if (st_q_is_quant(w->dtype))
-        return st_gemm_quant_cuda(be->cublas, wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, quant_compute(be), ws,
+        return st_gemm_quant_cuda(be->cublas, wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, acc, quant_compute(be), ws,
                                   be->stream);
     bool cublas = w->dtype == ST_DTYPE_F32;
     if (!be->sm52_only) {
         if (w->dtype == ST_DTYPE_BF16 && be->cfg.matmul_prec == ST_PREC_BF16 && be->gemm_bf16) cublas = true;
         if (w->dtype == ST_DTYPE_F16 && be->cfg.matmul_prec == ST_PREC_F16 && be->gemm_f16) cublas = true;
     }
-    if (!cublas) return st_gemm_simt_cuda(wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, be->stream);
-    return st_gemm_cublas_cuda(be->cublas, wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, ws, be->stream);
+    if (!cublas) return st_gemm_simt_cuda(wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, acc, be->stream);
+    return st_gemm_cublas_cuda(be->cublas, wp, w->dtype, rn, w->cols, b, x, n_tok, y, ldy, acc, ws, be->stream);
+}
+
+/* y = x W^T (+ bias), or y += (acc), past the GEMV's token count. The GEMM's
+ * work overwrites the scratch, except for x converted to 16 bits, which the
+ * next GEMM of the same x (q, k, v; gate, up) takes as it is: nothing but a
+ * matmul runs between them (every other op forgets it). */
+static st_status gemm_whole(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
+                            float *y, bool acc) {
+    const struct st_gemm_xconv conv = be->gemm_x;
+    xq_forget(be);
+    struct st_gemm_ws ws = {be->scratch, be->scratch_bytes, conv};
+    OP(be, "matmul", gemm_rows(be, w, 0, w->rows, bias, x, n_tok, y, w->rows, acc, &ws));
+    be->gemm_x = ws.conv;
+    return ST_OK;
 }
 
 static st_status be_matmul(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
@@ -528,9 +545,28 @@ static st_status be_matmul(st_backend *be, const struct st_weight *w, const floa
         OP(be, "matmul", st_gemv_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, xq, n_tok, y, be->sm_count, be->stream));
         return ST_OK;
     }
-    xq_forget(be);   /* the GEMM's work overwrites the scratch */
-    const struct st_gemm_ws ws = {be->scratch, be->scratch_bytes};
-    OP(be, "matmul", gemm_rows(be, w, 0, w->rows, bias, x, n_tok, y, w->rows, &ws));
+    return gemm_whole(be, w, bias, x, n_tok, y, false);
+}
+
+/* y[t][r] += sum_c W[r][c] x[t][c] (+ bias[r]): an output projection and its
+ * residual add. One token without a bias: the GEMV's epilogue (it reads y[r]
+ * as its bias, then writes y[r], in one thread); a few tokens: the GEMV into
+ * the scratch and an add; more: the GEMM accumulating into y. */
+static st_status be_matmul_add(st_backend *be, const struct st_weight *w, const float *bias, const float *x, int64_t n_tok,
+                               float *y) {
+    ST_CUDA_CHECK(cudaSetDevice(be->ordinal));
+    if (n_tok > ST_GEMV_MAX_TOK) return gemm_whole(be, w, bias, x, n_tok, y, true);
+    if (n_tok == 1 && !bias) return be_matmul(be, w, y, x, 1, y);
+    const void *xq;
+    size_t used;
+    OP(be, "matmul_add", decode_xq(be, st_q_is_quant(w->dtype), x, w->cols, n_tok, &xq, &used));
+    const size_t hb = (size_t)(n_tok * w->rows) * sizeof(float);
+    if (used + hb > be->scratch_bytes)
+        return st_error_set(ST_ERR_INTERNAL, "%s matmul_add: %lld x %lld outputs do not fit the %zu-byte scratch", be->label,
+                            (long long)n_tok, (long long)w->rows, be->scratch_bytes);
+    float *h = (float *)((uint8_t *)be->scratch + used);
+    OP(be, "matmul_add", st_gemv_cuda(w->data, w->dtype, w->rows, w->cols, bias, x, xq, n_tok, h, be->sm_count, be->stream));
+    OP(be, "matmul_add", st_add_cuda(y, h, n_tok * w->rows, be->stream));
     return ST_OK;
 }
 
@@ -625,15 +661,15 @@ static st_status be_matmul_swiglu(st_backend *be, const struct st_weight *gate, 
         tc = (int64_t)ST_MAX((size_t)1, u_bytes / ((size_t)ru * sizeof(float)));
     }
     if (ru > rows) ru = rows;
-    const struct st_gemm_ws ws = {be->scratch, be->scratch_bytes - u_bytes};
+    struct st_gemm_ws ws = {be->scratch, be->scratch_bytes - u_bytes, {NULL, 0, 0, ST_DTYPE_F32}};   /* gate's x serves up */
     float *u = (float *)((uint8_t *)be->scratch + ws.bytes);
     for (int64_t t0 = 0; t0 < n_tok; t0 += tc) {
         const int64_t tn = ST_MIN(tc, n_tok - t0);
         for (int64_t r0 = 0; r0 < rows; r0 += ru) {
             const int64_t rn = ST_MIN(ru, rows - r0);
             float *o = out + t0 * rows + r0;
-            OP(be, "matmul_swiglu", gemm_rows(be, gate, r0, rn, NULL, x + t0 * cols, tn, o, rows, &ws));
-            OP(be, "matmul_swiglu", gemm_rows(be, up, r0, rn, NULL, x + t0 * cols, tn, u, rn, &ws));
+            OP(be, "matmul_swiglu", gemm_rows(be, gate, r0, rn, NULL, x + t0 * cols, tn, o, rows, false, &ws));
+            OP(be, "matmul_swiglu", gemm_rows(be, up, r0, rn, NULL, x + t0 * cols, tn, u, rn, false, &ws));
             OP(be, "matmul_swiglu", st_swiglu_rows_cuda(o, rows, u, rn, gate_bias ? gate_bias + r0 : NULL,
                                                         up_bias ? up_bias + r0 : NULL, tn, rn, be->stream));
         }
@@ -853,6 +889,7 @@ static const struct st_device_ops cuda_ops = {
     .argmax = be_argmax,
     .argmax_rows = be_argmax_rows,
     .import_host = be_import_host,
+    .matmul_add = be_matmul_add,
     .rope_kv_store = be_rope_kv_store,
     .capture_begin = be_capture_begin,
     .capture_end = be_capture_end,

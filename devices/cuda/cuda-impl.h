@@ -6,6 +6,7 @@
 
 #include "devices/device.h"
 #include "devices/cuda/check.h"
+#include "kernels/cuda/gemm.cuh"
 
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
@@ -42,6 +43,10 @@ struct st_backend {
     const float *xq_src;
     int64_t xq_rows, xq_cols;
     bool saw_quant_x;
+    /* past the GEMV's token count: x converted to 16 bits that the last GEMM
+     * left at the scratch's start, for the next one if it is of the same x
+     * (kernels/cuda/gemm.cuh); forgotten with xq_src */
+    struct st_gemm_xconv gemm_x;
     volatile int *flags;         /* mapped pinned host ints the kernels write on bad input:
                                     [0] embed: token index + 1 of an id outside the vocabulary
                                     [1] kv_store: token index + 1 of a position outside the cache */

@@ -19,7 +19,7 @@
 #define CUDA_OPS_COMMON                                                                                             \
     (ST_BACKEND_OP_ARGMAX_ROWS | ST_BACKEND_OP_IMPORT_HOST | ST_BACKEND_OP_GRAPHS | ST_BACKEND_OP_MATMUL_MULTI |     \
      ST_BACKEND_OP_MATMUL_SWIGLU | ST_BACKEND_OP_SAMPLE | ST_BACKEND_OP_EVENTS | ST_BACKEND_OP_PIPELINE |            \
-     ST_BACKEND_OP_KV_Q8 | ST_BACKEND_OP_ROPE_KV_STORE)
+     ST_BACKEND_OP_KV_Q8 | ST_BACKEND_OP_ROPE_KV_STORE | ST_BACKEND_OP_MATMUL_ADD)
 static const struct st_backend_path cuda_paths[] = {
     {"maxwell", 0, ST_DTYPE_ALL, CUDA_OPS_COMMON,
      "sm_52 code only: fp32 math, quantized weights widened to fp32, eager attention"},

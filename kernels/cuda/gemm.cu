@@ -8,6 +8,19 @@ namespace {
 
 size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
+/* the scratch holds this x converted to dt, whole */
+bool x_ready(const struct st_gemm_ws *ws, const float *x, int64_t n_tok, int64_t cols, st_dtype dt) {
+    const struct st_gemm_xconv *c = &ws->conv;
+    return c->x == x && c->n_tok == n_tok && c->cols == cols && c->dtype == dt;
+}
+/* the scratch now holds x converted to dt, whole: noted, unless the product
+ * (y, n_tok rows of stride ldy, rows wide) overwrote part of x */
+void x_note(struct st_gemm_ws *ws, const float *x, int64_t n_tok, int64_t cols, st_dtype dt, const float *y, int64_t ldy,
+            int64_t rows) {
+    const float *y_end = y + (n_tok - 1) * ldy + rows, *x_end = x + n_tok * cols;
+    ws->conv = (struct st_gemm_xconv){y < x_end && x < y_end ? NULL : x, n_tok, cols, dt};
+}
+
 template <int DT>
 __global__ void convert_kernel(const float *src, void *dst, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -31,7 +44,7 @@ constexpr int TM = 64, TN = 64, TK = 16;
 template <int DT>
 __global__ void __launch_bounds__(256)
 gemm_simt_kernel(const void *__restrict__ w, int64_t rows, int64_t cols, const float *__restrict__ bias,
-                 const float *__restrict__ x, int64_t n_tok, float *__restrict__ y, int64_t ldy) {
+                 const float *__restrict__ x, int64_t n_tok, float *__restrict__ y, int64_t ldy, bool acc_y) {
     __shared__ float ws[TK][TM + 4];
     __shared__ float xs[TK][TN + 4];
     const int tid = threadIdx.x;
@@ -69,7 +82,7 @@ gemm_simt_kernel(const void *__restrict__ w, int64_t rows, int64_t cols, const f
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int64_t t = t_base + tt * 4 + j;
-            if (t < n_tok) y[t * ldy + r] = acc[i][j] + b;
+            if (t < n_tok) y[t * ldy + r] = acc_y ? y[t * ldy + r] + (acc[i][j] + b) : acc[i][j] + b;
         }
     }
 }
@@ -253,15 +266,15 @@ st_status st_dequant_cuda(const void *w, st_dtype dtype, int64_t w_cols, int64_t
 }
 
 st_status st_gemm_simt_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
-                            const float *x, int64_t n_tok, float *y, int64_t ldy, cudaStream_t stream) {
+                            const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc, cudaStream_t stream) {
     if (rows <= 0 || n_tok <= 0) return ST_OK;
     const int64_t gx = (rows + TM - 1) / TM, gy = (n_tok + TN - 1) / TN;
     if (gx > INT32_MAX || gy > 65535) return st_error_set(ST_ERR_UNSUPPORTED, "gemm: %lld x %lld output", (long long)n_tok, (long long)rows);
     dim3 grid((unsigned)gx, (unsigned)gy);
     switch (dtype) {
-    case ST_DTYPE_F32: gemm_simt_kernel<ST_DTYPE_F32><<<grid, 256, 0, stream>>>(w, rows, cols, bias, x, n_tok, y, ldy); break;
-    case ST_DTYPE_F16: gemm_simt_kernel<ST_DTYPE_F16><<<grid, 256, 0, stream>>>(w, rows, cols, bias, x, n_tok, y, ldy); break;
-    case ST_DTYPE_BF16: gemm_simt_kernel<ST_DTYPE_BF16><<<grid, 256, 0, stream>>>(w, rows, cols, bias, x, n_tok, y, ldy); break;
+    case ST_DTYPE_F32: gemm_simt_kernel<ST_DTYPE_F32><<<grid, 256, 0, stream>>>(w, rows, cols, bias, x, n_tok, y, ldy, acc); break;
+    case ST_DTYPE_F16: gemm_simt_kernel<ST_DTYPE_F16><<<grid, 256, 0, stream>>>(w, rows, cols, bias, x, n_tok, y, ldy, acc); break;
+    case ST_DTYPE_BF16: gemm_simt_kernel<ST_DTYPE_BF16><<<grid, 256, 0, stream>>>(w, rows, cols, bias, x, n_tok, y, ldy, acc); break;
     default:
         return st_error_set(ST_ERR_INTERNAL, "gemm: the SIMT kernel takes F32/F16/BF16 weights, not %s", st_dtype_name(dtype));
     }
@@ -270,8 +283,8 @@ st_status st_gemm_simt_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t
 }
 
 st_status st_gemm_cublas_cuda(cublasHandle_t h, const void *w, st_dtype dtype, int64_t rows, int64_t cols,
-                              const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                              const struct st_gemm_ws *ws, cudaStream_t stream) {
+                              const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc,
+                              struct st_gemm_ws *ws, cudaStream_t stream) {
     if (rows <= 0 || n_tok <= 0) return ST_OK;
     st_status st = check_int_sizes(rows, cols, n_tok, ldy);
     if (st != ST_OK) return st;
@@ -279,31 +292,36 @@ st_status st_gemm_cublas_cuda(cublasHandle_t h, const void *w, st_dtype dtype, i
         return st_error_set(ST_ERR_INTERNAL, "gemm: cuBLAS path for %s weights", st_dtype_name(dtype));
     const cudaDataType_t wt = cuda_type(dtype);
     const float one = 1.0f, zero = 0.0f;
+    const float *beta = acc ? &one : &zero;
     ST_CUBLAS_CHECK(cublasSetStream(h, stream));
     if (dtype == ST_DTYPE_F32) {
         /* column-major view: y^T (rows x n_tok) = W (cols x rows)^T · x^T (cols x n_tok) */
         ST_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n_tok, (int)cols, &one, w, wt, (int)cols,
-                                     x, CUDA_R_32F, (int)cols, &zero, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                                     x, CUDA_R_32F, (int)cols, beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT));
         return bias_rows(y, ldy, bias, n_tok, rows, stream);
     }
-    /* x converted to the weights' dtype, as many tokens at a time as the scratch holds */
+    /* x converted to the weights' dtype, as many tokens at a time as the scratch holds (not at all
+     * where the scratch holds it already) */
     const size_t per_tok = (size_t)cols * 2;
     if (!ws || !ws->ptr || ws->bytes < per_tok) return ws_too_small(ws, per_tok);
     const int64_t tc = (int64_t)ST_MIN((size_t)n_tok, ws->bytes / per_tok);
+    const bool ready = tc == n_tok && x_ready(ws, x, n_tok, cols, dtype);
+    if (!ready) ws->conv.x = NULL;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tc) {
         const int64_t tn = ST_MIN(tc, n_tok - t0);
-        if ((st = st_convert_f32_cuda(x + t0 * cols, dtype, ws->ptr, tn * cols, stream)) != ST_OK) return st;
+        if (!ready && (st = st_convert_f32_cuda(x + t0 * cols, dtype, ws->ptr, tn * cols, stream)) != ST_OK) return st;
         ST_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)tn, (int)cols, &one, w, wt, (int)cols,
-                                     ws->ptr, wt, (int)cols, &zero, y + t0 * ldy, CUDA_R_32F, (int)ldy,
+                                     ws->ptr, wt, (int)cols, beta, y + t0 * ldy, CUDA_R_32F, (int)ldy,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
+    if (tc == n_tok) x_note(ws, x, n_tok, cols, dtype, y, ldy, rows);
     return bias_rows(y, ldy, bias, n_tok, rows, stream);
 }
 
 st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, int64_t rows, int64_t cols,
-                             const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy, st_dtype compute,
-                             const struct st_gemm_ws *ws, cudaStream_t stream) {
+                             const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc,
+                             st_dtype compute, struct st_gemm_ws *ws, cudaStream_t stream) {
     if (rows <= 0 || n_tok <= 0) return ST_OK;
     st_status st = check_int_sizes(rows, cols, n_tok, ldy);
     if (st != ST_OK) return st;
@@ -337,6 +355,10 @@ st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, in
     const cudaDataType_t ct = cuda_type(compute);
     const float one = 1.0f, zero = 0.0f;
     ST_CUBLAS_CHECK(cublasSetStream(h, stream));
+    /* x whole in one piece: perhaps converted already (by the GEMM before, of the same x) */
+    const bool x_whole = conv && tc == n_tok && kc == cols;
+    const bool ready = x_whole && x_ready(ws, x, n_tok, cols, compute);
+    if (!ready) ws->conv.x = NULL;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tc) {
         const int64_t tn = ST_MIN(tc, n_tok - t0);
         for (int64_t k0 = 0; k0 < cols; k0 += kc) {
@@ -344,7 +366,7 @@ st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, in
             const void *b = x + t0 * cols + k0;
             int64_t ldb = cols;
             if (conv) {
-                if ((st = convert_2d(x + t0 * cols + k0, cols, tn, kn, compute, xbuf, stream)) != ST_OK) return st;
+                if (!ready && (st = convert_2d(x + t0 * cols + k0, cols, tn, kn, compute, xbuf, stream)) != ST_OK) return st;
                 b = xbuf;
                 ldb = kn;
             }
@@ -352,10 +374,11 @@ st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, in
                 const int64_t rn = ST_MIN(rc, rows - r0);
                 if ((st = st_dequant_cuda(w, dtype, cols, r0, rn, k0, kn, compute, wbuf, kn, stream)) != ST_OK) return st;
                 ST_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rn, (int)tn, (int)kn, &one, wbuf, ct, (int)kn,
-                                             b, ct, (int)ldb, k0 ? &one : &zero, y + t0 * ldy + r0, CUDA_R_32F, (int)ldy,
-                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                             b, ct, (int)ldb, k0 || acc ? &one : &zero, y + t0 * ldy + r0, CUDA_R_32F,
+                                             (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
             }
         }
     }
+    if (x_whole) x_note(ws, x, n_tok, cols, compute, y, ldy, rows);
     return bias_rows(y, ldy, bias, n_tok, rows, stream);
 }

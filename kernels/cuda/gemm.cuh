@@ -30,10 +30,22 @@
 
 #define ST_GEMM_TILE_COLS 8192   /* columns of a dequantized weight tile (a multiple of 256) */
 
-/* Scratch a GEMM may use: 256-byte aligned device memory. */
+/* x converted to 16 bits, whole (every token and column), at the start of a
+ * scratch: what a GEMM left there, so that the next GEMM of the same x skips
+ * its conversion (q, k and v; gate and up). x NULL: nothing. */
+struct st_gemm_xconv {
+    const float *x;
+    int64_t n_tok, cols;
+    st_dtype dtype;
+};
+
+/* Scratch a GEMM may use: 256-byte aligned device memory, and what it holds
+ * (in and out: each entry updates it; the caller clears it when x's memory
+ * or the scratch may have changed). */
 struct st_gemm_ws {
     void *ptr;
     size_t bytes;
+    struct st_gemm_xconv conv;
 };
 
 /* The scratch with which the entries run n_tok tokens in one pass: x
@@ -46,14 +58,16 @@ struct st_gemm_ws {
 #define ST_GEMM_W_TILE_BYTES ((size_t)16 << 20)
 size_t st_gemm_ws_bytes(int64_t n_tok, int64_t widen_elems, int64_t widen_cols, size_t elem_bytes);
 
+/* acc: y += x W^T (+ bias) instead of y = ...: the residual add of an output
+ * projection in its GEMM (cuBLAS beta 1; the SIMT kernel's epilogue). */
 st_status st_gemm_cublas_cuda(cublasHandle_t h, const void *w, st_dtype dtype, int64_t rows, int64_t cols,
-                              const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                              const struct st_gemm_ws *ws, cudaStream_t stream);
+                              const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc,
+                              struct st_gemm_ws *ws, cudaStream_t stream);
 st_status st_gemm_quant_cuda(cublasHandle_t h, const void *w, st_dtype dtype, int64_t rows, int64_t cols,
-                             const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy, st_dtype compute,
-                             const struct st_gemm_ws *ws, cudaStream_t stream);
+                             const float *bias, const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc,
+                             st_dtype compute, struct st_gemm_ws *ws, cudaStream_t stream);
 st_status st_gemm_simt_cuda(const void *w, st_dtype dtype, int64_t rows, int64_t cols, const float *bias,
-                            const float *x, int64_t n_tok, float *y, int64_t ldy, cudaStream_t stream);
+                            const float *x, int64_t n_tok, float *y, int64_t ldy, bool acc, cudaStream_t stream);
 
 /* dst (rows, cols; row stride ld_dst elements) = W's rows r0 .. r0 + rows - 1,
  * columns c0 .. c0 + cols - 1 dequantized (c0 and cols multiples of the block

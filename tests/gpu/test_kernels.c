@@ -274,6 +274,96 @@ static void test_matmul(struct gpu *g) {
     }
 }
 
+/* matmul_add (y += x W^T + b) against the same GPU's matmul and a host add:
+ * the GEMV epilogue (one token), the GEMV and an add (a few), the GEMM
+ * accumulating in y (more), every path's weight types, with and without bias. */
+static void test_matmul_add(struct gpu *g) {
+    if (!g->ops->matmul_add) return;
+    const int64_t shapes[][3] = {{3584, 3584, 1}, {513, 1024, 1}, {777, 512, 4}, {1000, 3584, 16}, {301, 512, 40}, {96, 256, 9}};
+    const st_dtype types[] = {ST_DTYPE_F32, ST_DTYPE_F16, ST_DTYPE_BF16, ST_DTYPE_Q8_0, ST_DTYPE_Q4_K};
+    for (size_t k = 0; k < ST_ARRAY_LEN(shapes); k++)
+        for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++)
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                const int64_t R = shapes[k][0], C = shapes[k][1], T = shapes[k][2];
+                const st_dtype t = types[ti];
+                void *w = rand_dtype(t, R * C, 0.05f);
+                float *x = rand_f32(T * C, 1.0f), *y0 = rand_f32(T * R, 1.0f), *b = with_bias ? rand_f32(R, 1.0f) : NULL;
+                float *ref = malloc(sizeof(float) * T * R), *out = malloc(sizeof(float) * T * R);
+                void *dw = gput(g, w, st_dtype_row_bytes(t, R * C));
+                float *dx = gput(g, x, sizeof(float) * T * C), *db = b ? gput(g, b, sizeof(float) * R) : NULL;
+                float *dh = gpoison(g, (size_t)(T * R)), *dy = gput(g, y0, sizeof(float) * T * R);
+                struct st_weight wg = {dw, t, R, C};
+                CHECK_OK(g->ops->matmul(g->be, &wg, db, dx, T, dh));
+                gget(g, ref, dh, sizeof(float) * T * R);
+                for (int64_t i = 0; i < T * R; i++) ref[i] += y0[i];
+                CHECK_OK(g->ops->matmul_add(g->be, &wg, db, dx, T, dy));
+                gget(g, out, dy, sizeof(float) * T * R);
+                char what[96];
+                snprintf(what, sizeof what, "matmul_add %s %lldx%lld t=%lld%s", st_dtype_name(t), (long long)R, (long long)C,
+                         (long long)T, b ? " +bias" : "");
+                expect_close(g, what, out, ref, T * R, 1e-5);
+                gfree(g, dw); gfree(g, dx); gfree(g, db); gfree(g, dh); gfree(g, dy);
+                free(w); free(x); free(y0); free(b); free(ref); free(out);
+            }
+}
+
+/* GEMMs of one x back to back share its 16-bit conversion (the scratch keeps
+ * it): the same bits as when each converts x itself (an upload between them
+ * makes the backend forget it); after a product written over its own x (y ==
+ * x, a square W) the next GEMM of x reads the new x. */
+static void test_gemm_shared_x(struct gpu *g) {
+    const st_dtype types[] = {ST_DTYPE_BF16, ST_DTYPE_F16, ST_DTYPE_Q8_0};
+    const int64_t T = 16, C = 1024, rows[3] = {1024, 256, 256};
+    for (size_t ti = 0; ti < ST_ARRAY_LEN(types); ti++) {
+        const st_dtype t = types[ti];
+        void *w[3], *dw[3];
+        float *dy[3], *dr[3];
+        struct st_weight wg[3];
+        for (int i = 0; i < 3; i++) {
+            w[i] = rand_dtype(t, rows[i] * C, 0.05f);
+            dw[i] = gput(g, w[i], st_dtype_row_bytes(t, rows[i] * C));
+            wg[i] = (struct st_weight){dw[i], t, rows[i], C};
+            dy[i] = gpoison(g, (size_t)(T * rows[i]));
+            dr[i] = gpoison(g, (size_t)(T * rows[i]));
+        }
+        float *x = rand_f32(T * C, 1.0f);
+        float *dx = gput(g, x, sizeof(float) * T * C);
+        int32_t one = 1;
+        int32_t *dtmp = gput(g, &one, sizeof one);
+        for (int i = 0; i < 3; i++) {   /* each converting x: an upload in between */
+            CHECK_OK(g->ops->upload(g->be, dtmp, &one, sizeof one));
+            CHECK_OK(g->ops->matmul(g->be, &wg[i], NULL, dx, T, dr[i]));
+        }
+        for (int i = 0; i < 3; i++) CHECK_OK(g->ops->matmul(g->be, &wg[i], NULL, dx, T, dy[i]));
+        bool same = true;
+        for (int i = 0; i < 3; i++) {
+            float *a = malloc(sizeof(float) * T * rows[i]), *c = malloc(sizeof(float) * T * rows[i]);
+            gget(g, a, dy[i], sizeof(float) * T * rows[i]);
+            gget(g, c, dr[i], sizeof(float) * T * rows[i]);
+            same = same && memcmp(a, c, sizeof(float) * T * rows[i]) == 0;
+            free(a); free(c);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "3 GEMMs of one x (%s, t=16): as 3 conversions", st_dtype_name(t));
+        expect_equal_i(g, what, same, 1);
+        float *nx = malloc(sizeof(float) * T * C), *a = malloc(sizeof(float) * T * rows[1]), *c = malloc(sizeof(float) * T * rows[1]);
+        float *dnx = gput(g, x, sizeof(float) * T * C);
+        /* y = x W^T written over x (y == x), then the next GEMM of x must read the new x */
+        CHECK_OK(g->ops->matmul(g->be, &wg[0], NULL, dx, T, dx));
+        CHECK_OK(g->ops->matmul(g->be, &wg[1], NULL, dx, T, dr[1]));
+        gget(g, nx, dx, sizeof(float) * T * C);
+        CHECK_OK(g->ops->upload(g->be, dnx, nx, sizeof(float) * T * C));
+        CHECK_OK(g->ops->matmul(g->be, &wg[1], NULL, dnx, T, dy[1]));
+        gget(g, a, dy[1], sizeof(float) * T * rows[1]);
+        gget(g, c, dr[1], sizeof(float) * T * rows[1]);
+        snprintf(what, sizeof what, "GEMM after a product over its own x (%s, t=16)", st_dtype_name(t));
+        expect_equal_i(g, what, memcmp(a, c, sizeof(float) * T * rows[1]) == 0, 1);
+        free(nx); free(a); free(c); free(x);
+        gfree(g, dx); gfree(g, dnx); gfree(g, dtmp);
+        for (int i = 0; i < 3; i++) { gfree(g, dw[i]); gfree(g, dy[i]); gfree(g, dr[i]); free(w[i]); }
+    }
+}
+
 /* true when the GUARD floats after n floats of dev are still the poison (0xff bytes) */
 #define GUARD 64
 static bool guard_intact(struct gpu *g, const float *dev, int64_t n) {
@@ -1518,6 +1608,8 @@ int main(int argc, char **argv) {
         test_embed(g);
         test_rmsnorm(g);
         test_matmul(g);
+        test_matmul_add(g);
+        test_gemm_shared_x(g);
         test_matmul_grouped(g);
         test_matmul_quant(g);
         test_matmul_quant_grouped(g);

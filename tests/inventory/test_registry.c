@@ -25,7 +25,8 @@
 #define ALL ((1u << ST_DTYPE_COUNT) - 1u)
 #define TABLE_OPS (ST_BACKEND_OP_ARGMAX_ROWS | ST_BACKEND_OP_IMPORT_HOST | ST_BACKEND_OP_GRAPHS | \
                    ST_BACKEND_OP_MATMUL_MULTI | ST_BACKEND_OP_MATMUL_SWIGLU | ST_BACKEND_OP_SAMPLE | \
-                   ST_BACKEND_OP_EVENTS | ST_BACKEND_OP_PIPELINE | ST_BACKEND_OP_ROPE_KV_STORE)
+                   ST_BACKEND_OP_EVENTS | ST_BACKEND_OP_PIPELINE | ST_BACKEND_OP_ROPE_KV_STORE | \
+                   ST_BACKEND_OP_MATMUL_ADD)
 
 /* The optional entries an ops table fills, as st_backend_op bits. */
 static uint32_t table_ops(const struct st_device_ops *o) {
@@ -39,6 +40,7 @@ static uint32_t table_ops(const struct st_device_ops *o) {
     if (o->event_create && o->event_free && o->event_record && o->event_elapsed_ms) w |= ST_BACKEND_OP_EVENTS;
     if (o->download_async && o->event_sync) w |= ST_BACKEND_OP_PIPELINE;
     if (o->rope_kv_store) w |= ST_BACKEND_OP_ROPE_KV_STORE;
+    if (o->matmul_add) w |= ST_BACKEND_OP_MATMUL_ADD;
     return w;
 }
 
