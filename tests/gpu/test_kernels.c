@@ -1113,7 +1113,8 @@ static void test_rope_kv_store(struct gpu *g) {
                 float *factors = malloc(sizeof(float) * D / 2);
                 for (int64_t i = 0; i < D / 2; i++) factors[i] = 1.0f + 3.0f * fabsf(rng_f());
                 int32_t pos[5], slot[5];
-                for (int i = 0; i < T; i++) { pos[i] = (int32_t)(rng_u64() % n_ctx); slot[i] = (int32_t)((i * 2 + 1) % n_slots); }
+                const int32_t p0 = (int32_t)(rng_u64() % n_ctx);   /* distinct rows: two tokens on one row would race */
+                for (int i = 0; i < T; i++) { pos[i] = (int32_t)((p0 + 7 * i) % n_ctx); slot[i] = (int32_t)((i * 2 + 1) % n_slots); }
                 float *d1 = gput(g, qk, sizeof(float) * (nq + nk)), *d2 = gput(g, qk, sizeof(float) * (nq + nk));
                 float *dv = gput(g, v, sizeof(float) * nk), *dff = gput(g, factors, sizeof(float) * D / 2);
                 int32_t *dpos = gput(g, pos, sizeof pos), *dslot = gput(g, slot, sizeof slot);
