@@ -155,6 +155,21 @@ void st_filemap_remove(const void *map);
  * descriptor to pread (valid until the mapping is removed) and the offset of p. */
 bool st_filemap_find(const void *p, size_t n, int *fd, uint64_t *offset);
 
+/* Large host copies by a pool of threads kept for its owner's life. A GPU's
+ * weight import copies each piece of a tensor into pinned staging memory; the
+ * page cache is read several times faster by many threads than by one (above),
+ * and starting those threads for every piece cost more than copying a 25 MB
+ * piece. */
+typedef struct st_host_copy st_host_copy;
+/* A pool of at most max_threads threads counting the caller (16 at most, no
+ * more than the CPUs); NULL without memory, which st_host_copy_run accepts. */
+st_host_copy *st_host_copy_new(int max_threads);
+void st_host_copy_free(st_host_copy *hc);
+/* Copies n bytes to dst: from the file fd at off by pread where fd >= 0 (what
+ * pread cannot give, src gives), else from src; in parts of at least min_part
+ * bytes, one per thread. Returns the number of parts (threads that copied). */
+int st_host_copy_run(st_host_copy *hc, void *dst, const void *src, size_t n, int fd, uint64_t off, size_t min_part);
+
 /* Overflow-checked size arithmetic: false on overflow. */
 static inline bool st_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return __builtin_mul_overflow(a, b, out);

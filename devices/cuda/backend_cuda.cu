@@ -32,10 +32,8 @@
 #include "kernels/cuda/sample.cuh"
 #include "kernels/cuda/swiglu.cuh"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)
 #define SCRATCH_MIN_BYTES ((size_t)16 << 20)   /* split-KV partials and the quantized x of decode steps */
@@ -86,6 +84,7 @@ static void backend_free(st_backend *be) {
         if (be->load_stage[i]) ST_CUDA_IGNORE(cudaFreeHost(be->load_stage[i]));
         if (be->load_done[i]) ST_CUDA_IGNORE(cudaEventDestroy(be->load_done[i]));
     }
+    st_host_copy_free(be->host_copy);
     if (be->stream) ST_CUDA_IGNORE(cudaStreamDestroy(be->stream));
     cudaGetLastError();
     free(be);
@@ -320,48 +319,10 @@ static st_status be_sync(st_backend *be) {
     return check_flags(be);
 }
 
-/* Copies n bytes of host memory, or of the file behind it (fd >= 0: pread at off), with several
- * threads: the page cache is read faster in parallel, and pread() from many threads faster still
- * than faulting a mapping in (base.h st_filemap; bench/RESULTS.md, eighth session). */
-struct copy_part { uint8_t *dst; const uint8_t *src; size_t n; int fd; uint64_t off; };
-static void *copy_run(void *arg) {
-    struct copy_part *p = (struct copy_part *)arg;
-    size_t done = 0;
-    while (p->fd >= 0 && done < p->n) {
-        const ssize_t r = pread(p->fd, p->dst + done, p->n - done, (off_t)(p->off + done));
-        if (r <= 0) break;   /* an error, or the file shrank: the mapping gives what is left (or SIGBUS) */
-        done += (size_t)r;
-    }
-    if (done < p->n) memcpy(p->dst + done, p->src + done, p->n - done);
-    return NULL;
-}
-/* returns the number of threads that copied */
-static int parallel_copy(void *dst, const void *src, size_t n, int fd, uint64_t off) {
-    enum { MAX_THREADS = 16, MIN_PART = 2 << 20 };
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int t = (int)ST_MIN((long)MAX_THREADS, ST_MAX(1L, cpus));
-    t = (int)ST_MIN((size_t)t, ST_MAX((size_t)1, n / MIN_PART));
-    struct copy_part parts[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
-    const size_t per = ((n + (size_t)t - 1) / (size_t)t + 4095) & ~(size_t)4095;
-    for (int i = 0; i < t; i++) {
-        size_t at = (size_t)i * per, len = at < n ? ST_MIN(per, n - at) : 0;
-        parts[i] = (struct copy_part){(uint8_t *)dst + at, (const uint8_t *)src + at, len, fd, off + at};
-        if (i > 0 && len) started[i] = pthread_create(&tid[i], NULL, copy_run, &parts[i]) == 0;
-    }
-    copy_run(&parts[0]);
-    int ran = 1;
-    for (int i = 1; i < t; i++) {
-        if (started[i]) { pthread_join(tid[i], NULL); ran++; }
-        else if (parts[i].n) copy_run(&parts[i]);   /* no thread: this one copies it */
-    }
-    return ran;
-}
-
 /* The staging ring: two pinned buffers. Every piece of a host copy is
- * copied into the buffer being filled (several threads for large pieces,
- * pread from the file behind the mapping where fd >= 0) and its DMA queued at
+ * copied into the buffer being filled (by the pool's threads, parts of at
+ * least ST_CUDA_COPY_PART bytes; pread from the file behind the mapping where
+ * fd >= 0) and its DMA queued at
  * once, so the host fills one buffer while the other one's DMAs run. The
  * source may change once this returns: it has been copied. */
 struct ring_stats { double t_copy, t_wait; int threads; };
@@ -379,8 +340,8 @@ static st_status ring_copy(st_backend *be, void *dst, const void *src, size_t by
         const size_t n = ST_MIN(ST_CUDA_LOAD_CHUNK - be->load_fill, bytes - off);
         uint8_t *stage = (uint8_t *)be->load_stage[k] + be->load_fill;
         const double tc = st_time_s();
-        if (n >= ST_CUDA_LOAD_LARGE) st->threads = parallel_copy(stage, (const uint8_t *)src + off, n, fd, file_off + off);
-        else memcpy(stage, (const uint8_t *)src + off, n);
+        st->threads = st_host_copy_run(be->host_copy, stage, (const uint8_t *)src + off, n, fd, file_off + off,
+                                       ST_CUDA_COPY_PART);
         st->t_copy += st_time_s() - tc;
         ST_CUDA_CHECK(cudaMemcpyAsync((uint8_t *)dst + off, stage, n, cudaMemcpyHostToDevice, be->stream));
         ST_CUDA_CHECK(cudaEventRecord(be->load_done[k], be->stream));
@@ -430,6 +391,7 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
         }
         if (be->load_stage[i] && !be->load_done[i]) ST_CUDA_CHECK(cudaEventCreateWithFlags(&be->load_done[i], cudaEventDisableTiming));
     }
+    if (large && !be->load_stage_tried) be->host_copy = st_host_copy_new(16);   /* NULL: one thread copies */
     if (large) be->load_stage_tried = true;
     if (!ring_ready(be)) {
         s = be_upload(be, *out, host_ptr, bytes);

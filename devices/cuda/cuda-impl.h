@@ -65,10 +65,12 @@ struct st_backend {
     bool load_stage_tried;       /* both were asked for once (no pinned memory: the pageable path) */
     int load_cur;                /* the buffer being filled */
     size_t load_fill;            /* its bytes in use */
+    st_host_copy *host_copy;     /* threads that fill the ring (base.h); made with it */
 };
 
 #define ST_CUDA_LOAD_CHUNK ((size_t)64 << 20)
-#define ST_CUDA_LOAD_LARGE ((size_t)4 << 20)   /* an import that pins the ring; pieces copied by several threads */
+#define ST_CUDA_LOAD_LARGE ((size_t)4 << 20)   /* an import that pins the ring */
+#define ST_CUDA_COPY_PART ((size_t)1 << 20)    /* the least a copy thread takes of a piece */
 
 /* Creates a backend for a CUDA ordinal (what ops->init does with dev->index). */
 st_status st_cuda_backend_init_ordinal(int ordinal, const struct st_backend_config *cfg, st_backend **out);

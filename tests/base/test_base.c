@@ -88,10 +88,64 @@ static void test_filemap(void) {
     CHECK(!st_filemap_find(tdata, 1, &f, &off));
 }
 
+/* st_host_copy: every byte where it belongs, from memory and from a file, for
+ * pools of every size, parts of every size, and a file shorter than the copy
+ * (the rest comes from the memory); many jobs back to back on one pool. */
+static void test_host_copy(void) {
+    enum { N = (5 << 20) + 12345, GUARD = 64 };
+    uint8_t *src = malloc(N), *dst = malloc(N + GUARD);
+    char path[] = "/tmp/strata-hostcopy-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(src && dst && fd >= 0);
+    if (!src || !dst || fd < 0) { free(src); free(dst); return; }
+    uint32_t r = 12345;
+    for (size_t i = 0; i < N; i++) { r = r * 1103515245u + 12345u; src[i] = (uint8_t)(r >> 16); }
+    const size_t half = N / 2;   /* the file holds the first half of src */
+    CHECK(write(fd, src, half) == (ssize_t)half);
+    const int sizes[] = {1, 2, 3, 16, 64};
+    const size_t lens[] = {0, 1, 4095, 4097, (1 << 20) + 7, N - 4099 * 5 - 1};
+    const size_t parts[] = {1, 4096, 1 << 20, (size_t)N * 2};
+    int bad = 0, calls = 0;
+    for (int k = -1; k < 5; k++) {
+        st_host_copy *hc = k < 0 ? NULL : st_host_copy_new(sizes[k]);
+        CHECK(k < 0 || hc);
+        for (int from_file = 0; from_file < 2; from_file++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+                for (size_t pi = 0; pi < sizeof parts / sizeof parts[0]; pi++) {
+                    const size_t off = 4099 * li, n = lens[li];   /* odd offsets; some copies cross the file's end */
+                    memset(dst, 0xA5, N + GUARD);
+                    int got = st_host_copy_run(hc, dst, src + off, n, from_file ? fd : -1, off, parts[pi]);
+                    calls++;
+                    int most = 1 + (k < 0 ? 0 : ST_MIN(sizes[k], 16) - 1);
+                    if (n / parts[pi] < (size_t)most) most = n / parts[pi] > 1 ? (int)(n / parts[pi]) : 1;
+                    bool ok = got >= 1 && got <= most && memcmp(dst, src + off, n) == 0;
+                    for (size_t i = n; i < n + GUARD; i++) ok = ok && dst[i] == 0xA5;
+                    if (!ok && bad++ < 5)
+                        fprintf(stderr, "host copy: pool %d, %s, %zu bytes at %zu, parts of %zu: %d threads, wrong bytes\n",
+                                k < 0 ? 0 : sizes[k], from_file ? "file" : "memory", n, off, parts[pi], got);
+                }
+        for (int j = 0; j < 300 && hc; j++) {   /* jobs back to back: each must see its own parts finish */
+            const size_t n = (size_t)(j % 7 + 1) * 300007;
+            dst[n] = 0x5A;
+            st_host_copy_run(hc, dst, src + j, n, j % 2 ? fd : -1, (uint64_t)j, 4096);
+            calls++;
+            if ((memcmp(dst, src + j, n) != 0 || dst[n] != 0x5A) && bad++ < 5)
+                fprintf(stderr, "host copy: job %d of a pool of %d: wrong bytes\n", j, sizes[k]);
+        }
+        st_host_copy_free(hc);
+    }
+    CHECK_MSG(bad == 0, "%d of %d copies wrong", bad, calls);
+    close(fd);
+    unlink(path);
+    free(src);
+    free(dst);
+}
+
 int main(void) {
     test_sizes();
     test_errors();
     test_nearest();
     test_filemap();
+    test_host_copy();
     return st_test_finish("base");
 }
