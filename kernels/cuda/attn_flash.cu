@@ -297,23 +297,22 @@ __global__ void attn_flash_merge_kernel(const float *__restrict__ part, int n_sp
         L += ws * pml[((int64_t)s * nrow + r) * 2 + 1];
     }
     L = block_reduce(L, false, tmp);   /* its barriers also publish w[] */
-    /* eight splits' partials in flight at once (a load per split, each waited
-     * for before the next, was most of this kernel's time); in split order, and
-     * a split of weight 0 adds 0 (its partials are finite: zeros where the row
-     * saw none of its keys) */
+    /* eight splits' partials in flight at once, the last few too (a load per
+     * split, each waited for before the next, was most of this kernel's time);
+     * in split order, and a split of weight 0 adds 0 (its partials are finite:
+     * zeros where the row saw none of its keys) */
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         const float *pd = part + r * D + d;
         const int64_t step = nrow * D;
         float acc = 0.0f;
-        int s = 0;
-        for (; s + 8 <= n_splits; s += 8) {
+        for (int s = 0; s < n_splits; s += 8) {
             float v[8];
 #pragma unroll
-            for (int k = 0; k < 8; k++) v[k] = pd[(int64_t)(s + k) * step];
+            for (int k = 0; k < 8; k++) v[k] = s + k < n_splits ? pd[(int64_t)(s + k) * step] : 0.0f;
 #pragma unroll
-            for (int k = 0; k < 8; k++) acc += w[s + k] * v[k];
+            for (int k = 0; k < 8; k++)
+                if (s + k < n_splits) acc += w[s + k] * v[k];
         }
-        for (; s < n_splits; s++) acc += w[s] * pd[(int64_t)s * step];
         out[r * D + d] = bad ? __int_as_float(0x7fc00000) : acc / L;
     }
 }
