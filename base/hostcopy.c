@@ -90,7 +90,7 @@ int st_host_copy_run(st_host_copy *hc, void *dst, const void *src, size_t n, int
     if (min_part == 0) min_part = 1;
     if ((size_t)t > n / min_part) t = n / min_part > 1 ? (int)(n / min_part) : 1;
     const size_t per = ((n + (size_t)t - 1) / (size_t)t + 4095) & ~(size_t)4095;   /* page-aligned parts */
-    if (t == 1 || !hc) {
+    if (t == 1) {   /* also where there is no pool */
         part_run(&(struct part){(uint8_t *)dst, (const uint8_t *)src, n, fd, off});
         return 1;
     }

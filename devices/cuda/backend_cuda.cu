@@ -384,15 +384,17 @@ static st_status be_import_host(st_backend *be, const void *host_ptr, size_t byt
     const bool large = bytes >= ST_CUDA_LOAD_LARGE;
     /* both buffers, tried once (until 2026-12-07 this loop stopped after the first, so every
      * import took the pageable path: 6-9 GB/s on an H100 host) */
-    for (int i = 0; i < 2 && !be->load_stage_tried && large; i++) {
-        if (!be->load_stage[i] && cudaHostAlloc(&be->load_stage[i], ST_CUDA_LOAD_CHUNK, cudaHostAllocPortable) != cudaSuccess) {
-            cudaGetLastError();
-            be->load_stage[i] = NULL;
+    if (large && !be->load_stage_tried) {
+        for (int i = 0; i < 2; i++) {
+            if (!be->load_stage[i] && cudaHostAlloc(&be->load_stage[i], ST_CUDA_LOAD_CHUNK, cudaHostAllocPortable) != cudaSuccess) {
+                cudaGetLastError();
+                be->load_stage[i] = NULL;
+            }
+            if (be->load_stage[i] && !be->load_done[i]) ST_CUDA_CHECK(cudaEventCreateWithFlags(&be->load_done[i], cudaEventDisableTiming));
         }
-        if (be->load_stage[i] && !be->load_done[i]) ST_CUDA_CHECK(cudaEventCreateWithFlags(&be->load_done[i], cudaEventDisableTiming));
+        if (ring_ready(be)) be->host_copy = st_host_copy_new(16);   /* NULL: one thread copies */
+        be->load_stage_tried = true;
     }
-    if (large && !be->load_stage_tried) be->host_copy = st_host_copy_new(16);   /* NULL: one thread copies */
-    if (large) be->load_stage_tried = true;
     if (!ring_ready(be)) {
         s = be_upload(be, *out, host_ptr, bytes);
         if (s != ST_OK) { be_dealloc(be, *out); *out = NULL; }
