@@ -75,6 +75,7 @@ wait $bpid
 grep -q "base build rc 0" "$out/base-build.log" || { say "base build failed (log: $out/base-build.log)"; exit 1; }
 [ -n "$mpid" ] && wait "$mpid"
 [ -f "$model/config.json" ] || { say "no model (log: $out/model.log)"; exit 1; }
+sync   # a model written by this call is on disk: no writeback under the load figures
 say "base built, model ready"
 
 deploy() {  # deploy FILE CTX

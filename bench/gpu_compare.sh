@@ -199,6 +199,7 @@ run_all() {
   if [ -e "$qc/hold" ]; then say "hold: the benchmarks wait until $qc/hold is removed"; fi
   while [ -e "$qc/hold" ]; do sleep 2; done
   step strata-build "$strata_marker" do_strata || return 1
+  sync   # the models and GGUF files written by this call are on disk: no writeback under the load figures
   run_benches
   report | tee -a "$progress"
   local rc=${PIPESTATUS[0]}
