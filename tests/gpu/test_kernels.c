@@ -1217,7 +1217,9 @@ static void test_attention(struct gpu *g) {
     /* n_ctx, Hkv, H, D, n_tok, last position */
     const int64_t cases[][6] = {{300, 2, 8, 128, 1, 299},   {300, 2, 8, 128, 5, 150}, {2100, 4, 28, 128, 1, 2050},
                                 {4096, 2, 14, 64, 1, 4000}, {97, 1, 4, 64, 40, 96},   {1500, 2, 16, 128, 33, 1400},
-                                {64, 2, 4, 80, 3, 20},      {257, 8, 8, 128, 2, 256}};
+                                {64, 2, 4, 80, 3, 20},      {257, 8, 8, 128, 2, 256},
+                                /* decode in small caches: 4 and 2 splits, fewer than the merge's eight at once */
+                                {100, 2, 8, 128, 1, 99},    {60, 4, 28, 64, 1, 59}};
     for (size_t ci = 0; ci < ST_ARRAY_LEN(cases); ci++) {
         const int64_t n_ctx = cases[ci][0], Hkv = cases[ci][1], H = cases[ci][2], D = cases[ci][3], T = cases[ci][4];
         const int64_t last = cases[ci][5];
