@@ -126,11 +126,8 @@ st_status st_rope_kv_store_cuda(float *q, float *k, const float *v, int64_t n_to
                                 st_rope_layout layout, const float *freq_factors, void *k_cache, void *v_cache,
                                 st_dtype kv_dtype, int64_t n_slots, int64_t n_ctx, int *bad_pos, cudaStream_t stream) {
     if (n_tok <= 0) return ST_OK;
-    if (head_dim <= 0 || head_dim % 2 || head_dim > 2 * ST_ROPE_MAX_HALF)
-        return st_error_set(ST_ERR_UNSUPPORTED, "rope: head_dim %lld (must be even and at most %d)", (long long)head_dim,
-                            2 * ST_ROPE_MAX_HALF);
-    if (n_tok > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "rope: %lld tokens in one call", (long long)n_tok);
-    st_status s = kv_dtype_ok(kv_dtype, n_head_kv, head_dim);
+    st_status s = st_rope_check(n_tok, head_dim);
+    if (s == ST_OK) s = kv_dtype_ok(kv_dtype, n_head_kv, head_dim);
     if (s != ST_OK) return s;
     const int neox = layout == ST_ROPE_NEOX;
 #define ROPE_KV(DT) st_launch(rope_kv_store_kernel<DT>, (unsigned)n_tok, 256, 0, stream, q, k, v, n_head, n_head_kv, (int)head_dim, \

@@ -17,12 +17,19 @@ __global__ void rope_kernel(float *x, int64_t n_heads, int head_dim, const int32
 
 } // namespace
 
+st_status st_rope_check(int64_t n_tok, int64_t head_dim) {
+    if (head_dim <= 0 || head_dim % 2 || head_dim > 2 * ST_ROPE_MAX_HALF)
+        return st_error_set(ST_ERR_UNSUPPORTED, "rope: head_dim %lld (must be even and at most %d)", (long long)head_dim,
+                            2 * ST_ROPE_MAX_HALF);
+    if (n_tok > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "rope: %lld tokens in one call", (long long)n_tok);
+    return ST_OK;
+}
+
 st_status st_rope_cuda(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const int32_t *pos,
                        float theta, st_rope_layout layout, const float *freq_factors, cudaStream_t stream) {
     if (n_tok <= 0 || n_heads <= 0) return ST_OK;
-    if (head_dim <= 0 || head_dim % 2 || head_dim > 1024)
-        return st_error_set(ST_ERR_UNSUPPORTED, "rope: head_dim %lld (must be even and at most 1024)", (long long)head_dim);
-    if (n_tok > INT32_MAX) return st_error_set(ST_ERR_UNSUPPORTED, "rope: %lld tokens in one call", (long long)n_tok);
+    st_status s = st_rope_check(n_tok, head_dim);
+    if (s != ST_OK) return s;
     st_launch(rope_kernel, (unsigned)n_tok, 256, 0, stream, x, n_heads, (int)head_dim, pos, theta,
               (int)(layout == ST_ROPE_NEOX), freq_factors);
     ST_CUDA_LAUNCH_CHECK();

@@ -17,6 +17,9 @@ st_status st_rope_cuda(float *x, int64_t n_tok, int64_t n_heads, int64_t head_di
  * (kv_store.cu's rope + store). A block handles one token; tab is
  * shared memory of head_dim / 2 floats per table. */
 #define ST_ROPE_MAX_HALF 512
+/* What a launch of rope blocks takes: an even head_dim up to 2 *
+ * ST_ROPE_MAX_HALF, a grid of n_tok blocks. */
+st_status st_rope_check(int64_t n_tok, int64_t head_dim);
 /* tab[i] = inv_freq[i] (needs no earlier kernel's output: before the PDL wait).
  * Exactly kernels/cpu/rope.c (HF): 1 / theta^(2i/D) in fp32, theta^e
  * correctly rounded (pow in double, then rounded). */
