@@ -1188,7 +1188,7 @@ static void test_attention_slots(struct gpu *g) {
             CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, dslot, T, scale, dout));
             gget(g, out, dout, sizeof(float) * T * H * D);
             const bool flash = g->flash && (D == 64 || D == 128);
-            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 6e-3;   /* as test_attention: kernel_bound.py */
+            const double tol = attn_tol(g, t, D);
             char what[128];
             snprintf(what, sizeof what, "attention %s %s slots=%lld ctx=%lld H=%lld/%lld D=%lld t=%lld (batched)",
                      flash ? "flash" : "eager", st_dtype_name(t), (long long)NS, (long long)n_ctx, (long long)H,
@@ -1240,9 +1240,7 @@ static void test_attention(struct gpu *g) {
             CHECK_OK(g->ops->attention(g->be, &p.gpu, dq, T, H, dpos, NULL, 1, scale, dout));
             gget(g, out, dout, sizeof(float) * T * H * D);
             const bool flash = g->flash && (D == 64 || D == 128);
-            /* tests/gpu/kernel_bound.py; a q8_0 cache holds the same values for both backends (the CPU
-             * widens q * d to fp32, eager too): flash rounds them to bf16 as it does an f32 cache */
-            const double tol = !flash ? 1e-5 : t == ST_DTYPE_F16 ? 2e-3 : 6e-3;
+            const double tol = attn_tol(g, t, D);
             char what[96];
             snprintf(what, sizeof what, "attention %s %s ctx=%lld H=%lld/%lld D=%lld t=%lld", flash ? "flash" : "eager",
                      st_dtype_name(t), (long long)n_ctx, (long long)H, (long long)Hkv, (long long)D, (long long)T);
