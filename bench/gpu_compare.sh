@@ -9,7 +9,7 @@
 #   long context, BF16: strata bench --prompt-tokens 4096 (prefill 4k) and 8192
 #     (decode after 8k tokens); llama-bench -p 4096 -n 0 and -p 0 -n 128 -d 8192
 #   two logical stages of the one GPU (BF16, latency objective): decode vs one stage
-#   the Maxwell path (emulate: tesla-m40) on Q4_K_M: decode vs its copy roofline
+#   the Maxwell path (emulate: tesla-m40) on BF16 and Q4_K_M: decode vs its copy roofline
 #   serving, BF16: strata bench --concurrency 1,4,16,64 (one stage, and two
 #     logical stages with the throughput objective), 128 prompt + 128 decode
 #     tokens each, vs llama-batched-bench -npp 128 -ntg 128 -npl 1,4,16,64
@@ -160,9 +160,10 @@ run_benches() {
     --decode-tokens 128 --repeat "$reps"
   fi
   if want maxwell; then
-  deploy M40-Q4_K_M Q4_K_M 1024 "devices:" "  - {device: cuda:0, emulate: tesla-m40}"
-  step strata-M40-Q4_K_M "$qc/strata-M40-Q4_K_M.json" sbench M40-Q4_K_M M40-Q4_K_M --prompt-tokens 128 \
-    --decode-tokens 64 --repeat 2
+  for t in BF16 Q4_K_M; do
+    deploy "M40-$t" "$t" 1024 "devices:" "  - {device: cuda:0, emulate: tesla-m40}"
+    step "strata-M40-$t" "$qc/strata-M40-$t.json" sbench "M40-$t" "M40-$t" --prompt-tokens 128 --decode-tokens 64 --repeat 2
+  done
   fi
   want serve || return 0
   step strata-conc "$qc/strata-conc.json" sbench conc BF16 --concurrency 1,4,16,64 --prompt-tokens 128 --decode-tokens 128

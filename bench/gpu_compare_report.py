@@ -82,9 +82,10 @@ def build(qc):
     s1, s2 = S("BF16"), S("BF16-2stages")
     row("two logical stages: decode vs one stage", s2 and s2.get("decode_tok_s"), s1 and s1.get("decode_tok_s"), 0.98,
         "tok/s", ref_name="one stage")
-    m = S("M40-Q4_K_M")
-    frac = m and (m.get("roofline") or {}).get("fraction")
-    row("Maxwell path (emulate: tesla-m40) Q4_K_M decode vs copy roofline", frac, None, 0.80, "fraction", ratio=frac)
+    for t in ("BF16", "Q4_K_M"):   # issue 14's model is the bf16 one; issue 11's what-if deployment runs Q4_K_M
+        m = S(f"M40-{t}")
+        frac = m and (m.get("roofline") or {}).get("fraction")
+        row(f"Maxwell path (emulate: tesla-m40) {t} decode vs copy roofline", frac, None, 0.80, "fraction", ratio=frac)
     for n in ("BF16", "Q4_K_M", "Q8_0"):
         s = S(n)
         for st in ((s or {}).get("load") or {}).get("stages", []):
